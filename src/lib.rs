@@ -1,0 +1,21 @@
+//! scoregate: a multi-tenant gateway for Microsoft Defender for Endpoint's device secure score.
+//!
+//! Managed service providers hold one app registration per customer tenant (or one multi-tenant
+//! app consented into each). scoregate holds those registrations, fetches every tenant's
+//! `GET /api/configurationScore` without breaking Microsoft's limits, caches the answers and
+//! serves them through one documented HTTP API.
+//!
+//! # Layout
+//!
+//! - [`cli`]: the command line (`serve`, `demo`, `emulate`, `check-config`, `openapi`, `bench`).
+//! - [`wire`]: the bytes Entra ID and Defender put on the wire; the only types the gateway and the
+//!   emulator share.
+//! - [`emulator`]: a local, faithful stand-in for Entra ID's token endpoint and the Defender API.
+//! - [`bench`]: benchmarks that print figures (speed and memory targets live here, not in tests).
+//! - [`telemetry`]: logging set-up.
+
+pub mod bench;
+pub mod cli;
+pub mod emulator;
+pub mod telemetry;
+pub mod wire;
