@@ -1,1 +1,6 @@
+//! scoregate's integration tests: one binary, the real servers on port 0, over real HTTPS.
+//!
+//! Each module drives one component through its public surface and asserts status, body,
+//! headers and the emulator's counters of what reached "Microsoft".
 
+mod emulator;
