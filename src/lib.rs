@@ -12,10 +12,16 @@
 //!   emulator share.
 //! - [`emulator`]: a local, faithful stand-in for Entra ID's token endpoint and the Defender API.
 //! - [`bench`]: benchmarks that print figures (speed and memory targets live here, not in tests).
+//! - [`config`]: typed settings from TOML plus environment overrides, validated at load.
+//! - [`tenants`]: the registry of app registrations and the table of clouds and hosts.
+//! - [`credential`]: client secrets and certificates (client assertions signed in Rust).
 //! - [`telemetry`]: logging set-up.
 
 pub mod bench;
 pub mod cli;
+pub mod config;
+pub mod credential;
 pub mod emulator;
 pub mod telemetry;
+pub mod tenants;
 pub mod wire;

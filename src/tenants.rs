@@ -1,0 +1,294 @@
+//! The tenant registry: every app registration the gateway holds, resolved and validated.
+//!
+//! A [`Tenant`] is what the rest of the gateway needs to call Defender for one customer: where
+//! to get a token (authority host, Entra tenant id, client id, credential, scope) and where to
+//! call (API base). Registrations are immutable once built; a reload builds a new registry.
+//! This module also owns the one table of Microsoft clouds and their hosts (`MDE-API.md`).
+
+use crate::credential::Credential;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use url::Url;
+
+/// The gateway's own id of a tenant: URL-safe, used in routes (`/tenants/{id}/score`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct TenantId(String);
+
+/// Why a string is not a [`TenantId`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "a tenant id is 1 to 64 characters of a-z, A-Z, 0-9, '-', '_' or '.', not starting with '.'"
+)]
+pub struct InvalidTenantId;
+
+impl TenantId {
+    /// Longest id accepted: ids appear in URLs, logs and metric labels.
+    pub const MAX_LEN: usize = 64;
+
+    /// Checks that `value` is URL-safe (unreserved characters only) and of sane length.
+    pub fn parse(value: &str) -> Result<Self, InvalidTenantId> {
+        let valid = !value.is_empty()
+            && value.len() <= Self::MAX_LEN
+            && !value.starts_with('.')
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if valid {
+            Ok(Self(value.to_owned()))
+        } else {
+            Err(InvalidTenantId)
+        }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A Microsoft cloud, which decides the token authority and the Defender API host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cloud {
+    /// Commercial (worldwide) cloud.
+    Commercial,
+    /// US Government Community Cloud.
+    Gcc,
+    /// US Government Community Cloud High.
+    GccHigh,
+    /// US Department of Defense.
+    Dod,
+    /// Hosts given explicitly (`authority_host` and `api_base`), e.g. the emulator.
+    Custom,
+}
+
+impl Cloud {
+    /// Every cloud, in the order summaries list them.
+    pub const ALL: [Cloud; 5] = [
+        Cloud::Commercial,
+        Cloud::Gcc,
+        Cloud::GccHigh,
+        Cloud::Dod,
+        Cloud::Custom,
+    ];
+
+    /// The configuration spelling (`gcc-high`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cloud::Commercial => "commercial",
+            Cloud::Gcc => "gcc",
+            Cloud::GccHigh => "gcc-high",
+            Cloud::Dod => "dod",
+            Cloud::Custom => "custom",
+        }
+    }
+
+    /// Entra ID authority host of the cloud; `None` for [`Cloud::Custom`].
+    pub fn authority_host(self) -> Option<&'static str> {
+        match self {
+            Cloud::Commercial | Cloud::Gcc => Some("https://login.microsoftonline.com"),
+            Cloud::GccHigh | Cloud::Dod => Some("https://login.microsoftonline.us"),
+            Cloud::Custom => None,
+        }
+    }
+
+    /// Defender API base of the cloud (geo hosts exist only in the commercial cloud).
+    pub fn api_base(self, geo: Option<Geo>) -> Option<String> {
+        match (self, geo) {
+            (Cloud::Commercial, None) => Some("https://api.security.microsoft.com".to_owned()),
+            (Cloud::Commercial, Some(geo)) => Some(format!(
+                "https://{}.api.security.microsoft.com",
+                geo.as_str()
+            )),
+            (Cloud::Gcc, _) => Some("https://api-gcc.securitycenter.microsoft.us".to_owned()),
+            (Cloud::GccHigh | Cloud::Dod, _) => {
+                Some("https://api-gov.securitycenter.microsoft.us".to_owned())
+            }
+            (Cloud::Custom, _) => None,
+        }
+    }
+}
+
+impl fmt::Display for Cloud {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A Defender geo API host (commercial cloud only): a performance choice, never required.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Geo {
+    /// United States.
+    Us,
+    /// European Union.
+    Eu,
+    /// United Kingdom.
+    Uk,
+    /// Australia.
+    Au,
+    /// Switzerland.
+    Swa,
+    /// India.
+    Ina,
+    /// United Arab Emirates.
+    Aea,
+}
+
+impl Geo {
+    /// The host label (`eu` in `eu.api.security.microsoft.com`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Geo::Us => "us",
+            Geo::Eu => "eu",
+            Geo::Uk => "uk",
+            Geo::Au => "au",
+            Geo::Swa => "swa",
+            Geo::Ina => "ina",
+            Geo::Aea => "aea",
+        }
+    }
+}
+
+/// Outbound call limits of one tenant, as Microsoft counts them (per app and tenant).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaLimits {
+    /// Calls allowed in any minute.
+    pub per_minute: u32,
+    /// Calls allowed in any hour.
+    pub per_hour: u32,
+}
+
+/// One app registration, resolved: everything needed to fetch this tenant's score.
+pub struct Tenant {
+    /// The gateway's id, used in routes.
+    pub id: TenantId,
+    /// Display name for people.
+    pub name: String,
+    /// Entra tenant id (GUID, lower case).
+    pub tenant_id: String,
+    /// Application (client) id (GUID, lower case); one app may serve many tenants.
+    pub client_id: String,
+    /// How the app proves itself to Entra.
+    pub credential: Credential,
+    /// The cloud the tenant lives in.
+    pub cloud: Cloud,
+    /// The geo API host, if one was chosen.
+    pub geo: Option<Geo>,
+    /// Entra ID authority host, e.g. `https://login.microsoftonline.com`.
+    pub authority_host: Url,
+    /// Defender API base, e.g. `https://api.security.microsoft.com`.
+    pub api_base: Url,
+    /// Token scope, by default [`crate::wire::DEFENDER_SCOPE`].
+    pub scope: String,
+    /// Free-form labels callers filter on.
+    pub tags: Vec<String>,
+    /// Outbound limits for this tenant.
+    pub quota: QuotaLimits,
+}
+
+impl fmt::Debug for Tenant {
+    // Spelled out so that a credential can never reach a log through `{:?}`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tenant")
+            .field("id", &self.id)
+            .field("tenant_id", &self.tenant_id)
+            .field("client_id", &self.client_id)
+            .field("credential", &self.credential.kind())
+            .field("cloud", &self.cloud)
+            .field("api_base", &self.api_base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+/// All registrations, sorted by id, shared read-only by every request.
+#[derive(Debug, Default)]
+pub struct Registry {
+    /// Sorted by id, so listings and paging are stable.
+    tenants: Vec<Arc<Tenant>>,
+    /// Index into `tenants` for O(1) lookups on the hot path.
+    by_id: HashMap<TenantId, usize>,
+}
+
+impl Registry {
+    /// Builds a registry; ids must be unique (the config loader checks that first).
+    pub fn new(mut tenants: Vec<Tenant>) -> Self {
+        tenants.sort_by(|a, b| a.id.cmp(&b.id));
+        let tenants: Vec<Arc<Tenant>> = tenants.into_iter().map(Arc::new).collect();
+        let by_id = tenants
+            .iter()
+            .enumerate()
+            .map(|(index, tenant)| (tenant.id.clone(), index))
+            .collect();
+        Self { tenants, by_id }
+    }
+
+    /// The tenant with this gateway id.
+    pub fn get(&self, id: &str) -> Option<&Arc<Tenant>> {
+        let id = TenantId::parse(id).ok()?;
+        self.by_id.get(&id).map(|&index| &self.tenants[index])
+    }
+
+    /// Every tenant, sorted by id.
+    pub fn all(&self) -> &[Arc<Tenant>] {
+        &self.tenants
+    }
+
+    /// Number of registrations.
+    pub fn len(&self) -> usize {
+        self.tenants.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.tenants.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_ids_are_url_safe_and_bounded() {
+        assert!(TenantId::parse("contoso").is_ok());
+        assert!(TenantId::parse("Contoso_2.eu-west").is_ok());
+        for bad in [
+            "",
+            ".hidden",
+            "a/b",
+            "a b",
+            "café",
+            "a%20b",
+            &"x".repeat(65),
+        ] {
+            assert_eq!(TenantId::parse(bad), Err(InvalidTenantId), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn clouds_map_to_the_documented_hosts() {
+        assert_eq!(
+            Cloud::GccHigh.authority_host(),
+            Some("https://login.microsoftonline.us")
+        );
+        assert_eq!(
+            Cloud::Commercial.api_base(Some(Geo::Eu)).as_deref(),
+            Some("https://eu.api.security.microsoft.com")
+        );
+        assert_eq!(
+            Cloud::Gcc.api_base(None).as_deref(),
+            Some("https://api-gcc.securitycenter.microsoft.us")
+        );
+        assert_eq!(Cloud::Custom.api_base(None), None);
+    }
+}
