@@ -1,9 +1,33 @@
-//! Credential material of an app registration: a client secret, or a certificate whose private
-//! key signs client assertions. (Stub: see the token work.)
+//! Credential material of an app registration: a client secret, or an RSA certificate whose
+//! private key signs client assertions.
+//!
+//! This module owns reading certificate files (PEM or PKCS#12, detected by content), checking
+//! that they are what Entra ID accepts (an RSA key that belongs to the certificate), and signing
+//! the RS256 client assertion JWT that certificate credentials send instead of a secret. It is
+//! pure Rust (aws-lc through `jsonwebtoken`, no OpenSSL).
+//!
+//! It deliberately does not talk to Entra: [`crate::token`] builds azure_identity credentials
+//! from what is here and owns token requests and caching.
+//!
+//! Key material never leaves this module except as a signature: private keys are held in
+//! zeroize-on-drop buffers, every `Debug` here is written by hand, and errors never quote file
+//! contents.
 
-use secrecy::SecretString;
+use aws_lc_rs::digest;
+use aws_lc_rs::signature::{KeyPair, RsaKeyPair};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use pkcs8::der::asn1::ObjectIdentifier;
+use rustls_pki_types::pem::{PemObject, SectionKind};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
+use url::Url;
+use x509_parser::prelude::{FromDer, X509Certificate};
+use zeroize::Zeroizing;
 
 /// How an app registration proves itself to Entra ID.
 #[derive(Clone)]
@@ -24,23 +48,683 @@ impl Credential {
     }
 }
 
-/// A certificate credential: the certificate (for its thumbprint) and its RSA private key.
-pub struct Certificate {}
+impl fmt::Debug for Credential {
+    // Spelled out so that no future field can leak a secret through `{:?}`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credential::Secret(_) => f.write_str("Secret([redacted])"),
+            Credential::Certificate(certificate) => {
+                f.debug_tuple("Certificate").field(certificate).finish()
+            }
+        }
+    }
+}
 
-/// Why a certificate file cannot be used.
+/// How long a client assertion is valid. Entra accepts up to an hour; a short lifetime limits
+/// replay of a leaked assertion, and one is signed for every token request anyway.
+const ASSERTION_LIFETIME_SECONDS: i64 = 10 * 60;
+
+/// `rsaEncryption`: the only key algorithm Entra ID accepts for certificate credentials.
+const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+
+/// A certificate credential: the certificate (for its thumbprints) and its RSA private key.
+///
+/// Built once at configuration load and shared by every token request of the registration.
+pub struct Certificate {
+    /// The leaf certificate (DER); its digests are the thumbprints Entra looks the key up by.
+    der: Vec<u8>,
+    /// The RSA private key as PKCS#1 DER; `EncodingKey` zeroizes it on drop and redacts `Debug`.
+    key: EncodingKey,
+    /// `x5t`: base64url SHA-1 of the DER, computed once.
+    x5t: String,
+    /// `x5t#S256`: base64url SHA-256 of the DER, computed once.
+    x5t_s256: String,
+    /// SHA-1 thumbprint in upper-case hex, as the Entra portal shows it (for logs and summaries).
+    thumbprint: String,
+    /// Subject distinguished name, for people.
+    subject: String,
+    /// End of validity (Unix seconds): an expired certificate is refused by Entra (AADSTS700027).
+    not_after: i64,
+    /// Size of the RSA modulus in bits.
+    key_bits: usize,
+}
+
+/// Why a certificate file cannot be used. Messages never quote key material.
 #[derive(Debug, thiserror::Error)]
 pub enum CertificateError {
+    /// The file could not be read.
+    #[error("cannot read the file: {0}")]
+    Read(#[source] std::io::Error),
     /// The file holds no usable certificate or key.
     #[error("{0}")]
     Invalid(String),
+    /// A key or certificate of another algorithm than RSA.
+    #[error("{what} is {algorithm}, but Entra ID accepts only RSA certificates")]
+    NotRsa {
+        /// `"the private key"` or `"the certificate's public key"`.
+        what: &'static str,
+        /// The algorithm found, e.g. `an EC key`.
+        algorithm: String,
+    },
+    /// A PKCS#12 file whose password was wrong or missing.
+    #[error(
+        "the PKCS#12 password is wrong, or the file needs one (certificate.password) and none was given"
+    )]
+    WrongPassword,
+    /// A client assertion could not be signed.
+    #[error("cannot sign a client assertion: {0}")]
+    Sign(String),
 }
 
 impl Certificate {
-    /// Loads a PEM file (certificate + private key) or a PKCS#12 file (`.pfx`/`.p12`).
+    /// Loads a PEM file (certificate + RSA private key: PKCS#8 `PRIVATE KEY`, PKCS#1
+    /// `RSA PRIVATE KEY` or, with `password`, PKCS#8 `ENCRYPTED PRIVATE KEY`) or a PKCS#12 file
+    /// (`.pfx`/`.p12`, with or without password). The format is detected from the content.
     pub fn from_file(
-        _path: &Path,
-        _password: Option<&SecretString>,
+        path: &Path,
+        password: Option<&SecretString>,
     ) -> Result<Self, CertificateError> {
-        Err(CertificateError::Invalid("not implemented yet".into()))
+        let bytes = Zeroizing::new(std::fs::read(path).map_err(CertificateError::Read)?);
+        Self::from_bytes(&bytes, password)
+    }
+
+    /// Like [`Certificate::from_file`], from the file's bytes.
+    pub fn from_bytes(
+        bytes: &[u8],
+        password: Option<&SecretString>,
+    ) -> Result<Self, CertificateError> {
+        let password = password.map(|p| p.expose_secret());
+        let (certificates, keys) = if is_pem(bytes) {
+            read_pem(bytes, password)?
+        } else if bytes.first() == Some(&0x30) {
+            read_pkcs12(bytes, password)?
+        } else {
+            return Err(CertificateError::Invalid(
+                "neither PEM nor PKCS#12 (.pfx/.p12)".into(),
+            ));
+        };
+        Self::from_parts(&certificates, keys)
+    }
+
+    /// Picks the certificate that belongs to the (single) RSA private key.
+    fn from_parts(certificates: &[Vec<u8>], keys: Vec<KeyDer>) -> Result<Self, CertificateError> {
+        let mut keys = keys.into_iter();
+        let key = match (keys.next(), keys.next()) {
+            (Some(key), None) => key,
+            (None, _) => return Err(CertificateError::Invalid("holds no private key".into())),
+            (Some(_), Some(_)) => {
+                return Err(CertificateError::Invalid(
+                    "holds more than one private key; keep only the certificate's".into(),
+                ))
+            }
+        };
+        if certificates.is_empty() {
+            return Err(CertificateError::Invalid(
+                "holds a private key but no certificate".into(),
+            ));
+        }
+        let pkcs1 = key.into_pkcs1()?;
+        let key_pair = RsaKeyPair::from_der(&pkcs1).map_err(|error| {
+            CertificateError::Invalid(format!(
+                "the RSA private key is unusable ({error}); Entra needs 2048 to 8192 bits"
+            ))
+        })?;
+        let public_key = key_pair.public_key().as_ref();
+
+        let mut first_algorithm = None;
+        for der in certificates {
+            let (_, parsed) = X509Certificate::from_der(der).map_err(|_| {
+                CertificateError::Invalid("holds a certificate that is not valid X.509".into())
+            })?;
+            let spki = &parsed.tbs_certificate.subject_pki;
+            let algorithm = spki.algorithm.algorithm.to_id_string();
+            if algorithm != RSA_ENCRYPTION.to_string() {
+                first_algorithm.get_or_insert(algorithm);
+                continue;
+            }
+            if spki.subject_public_key.data.as_ref() != public_key {
+                continue;
+            }
+            let sha1 = digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, der);
+            let sha256 = digest::digest(&digest::SHA256, der);
+            return Ok(Self {
+                der: der.clone(),
+                key: EncodingKey::from_rsa_der(&pkcs1),
+                x5t: URL_SAFE_NO_PAD.encode(sha1.as_ref()),
+                x5t_s256: URL_SAFE_NO_PAD.encode(sha256.as_ref()),
+                thumbprint: sha1.as_ref().iter().map(|b| format!("{b:02X}")).collect(),
+                subject: parsed.subject().to_string(),
+                not_after: parsed.validity().not_after.timestamp(),
+                key_bits: key_pair.public_modulus_len() * 8,
+            });
+        }
+        match first_algorithm {
+            Some(algorithm) if certificates.len() == 1 => Err(CertificateError::NotRsa {
+                what: "the certificate's public key",
+                algorithm: algorithm_name(&algorithm),
+            }),
+            _ => Err(CertificateError::Invalid(
+                "the private key does not belong to the certificate (no certificate in the file has its public key)"
+                    .into(),
+            )),
+        }
+    }
+
+    /// SHA-1 thumbprint in upper-case hex, as the Entra portal lists the app's certificates.
+    pub fn thumbprint(&self) -> &str {
+        &self.thumbprint
+    }
+
+    /// The certificate's subject distinguished name.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// End of the certificate's validity, in Unix seconds.
+    pub fn not_after(&self) -> i64 {
+        self.not_after
+    }
+
+    /// The certificate itself (DER).
+    pub fn der(&self) -> &[u8] {
+        &self.der
+    }
+
+    /// Signs a client assertion for `client_id` at the token endpoint `audience` (see
+    /// [`token_endpoint`]): an RS256 JWT with the certificate's `x5t` and `x5t#S256`, valid
+    /// for ten minutes from now, with a random `jti`. The result is a credential: never log it.
+    pub fn client_assertion(
+        &self,
+        audience: &str,
+        client_id: &str,
+    ) -> Result<String, CertificateError> {
+        let mut header = Header::new(Algorithm::RS256);
+        header.x5t = Some(self.x5t.clone());
+        header.x5t_s256 = Some(self.x5t_s256.clone());
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let claims = AssertionClaims {
+            aud: audience,
+            iss: client_id,
+            sub: client_id,
+            jti: uuid::Uuid::new_v4().to_string(),
+            nbf: now,
+            iat: now,
+            exp: now + ASSERTION_LIFETIME_SECONDS,
+        };
+        // jsonwebtoken's errors name the failing step, never the key.
+        jsonwebtoken::encode(&header, &claims, &self.key)
+            .map_err(|error| CertificateError::Sign(error.to_string()))
+    }
+}
+
+impl fmt::Debug for Certificate {
+    // Identifies the certificate; the key appears only as its size.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Certificate")
+            .field("subject", &self.subject)
+            .field("thumbprint", &self.thumbprint)
+            .field("not_after", &self.not_after)
+            .field(
+                "key",
+                &format_args!("RSA {} bits [redacted]", self.key_bits),
+            )
+            .finish()
+    }
+}
+
+/// Entra's token endpoint of a tenant, `{authority_host}/{tenant_id}/oauth2/v2.0/token`: where
+/// token requests go and what a client assertion's `aud` must name. Computed exactly as
+/// azure_identity computes its endpoint, so that the two can never disagree.
+pub fn token_endpoint(authority_host: &Url, tenant_id: &str) -> Result<Url, url::ParseError> {
+    authority_host.join(&format!("/{tenant_id}/oauth2/v2.0/token"))
+}
+
+/// Claims of a client assertion, as Entra requires for certificate credentials.
+#[derive(Serialize)]
+struct AssertionClaims<'a> {
+    aud: &'a str,
+    iss: &'a str,
+    sub: &'a str,
+    jti: String,
+    nbf: i64,
+    iat: i64,
+    exp: i64,
+}
+
+/// A private key as found in a file, before it is checked to be RSA.
+enum KeyDer {
+    /// PKCS#1 `RSAPrivateKey`.
+    Pkcs1(Zeroizing<Vec<u8>>),
+    /// PKCS#8 `PrivateKeyInfo` (any algorithm).
+    Pkcs8(Zeroizing<Vec<u8>>),
+    /// SEC1 `ECPrivateKey`: never acceptable, kept to say so clearly.
+    Sec1,
+}
+
+impl KeyDer {
+    /// The key as PKCS#1, or why it is not an RSA key.
+    fn into_pkcs1(self) -> Result<Zeroizing<Vec<u8>>, CertificateError> {
+        match self {
+            KeyDer::Pkcs1(der) => Ok(der),
+            KeyDer::Sec1 => Err(CertificateError::NotRsa {
+                what: "the private key",
+                algorithm: "an EC key".into(),
+            }),
+            KeyDer::Pkcs8(der) => {
+                let info = pkcs8::PrivateKeyInfoRef::try_from(der.as_slice()).map_err(|_| {
+                    CertificateError::Invalid("the PKCS#8 private key is malformed".into())
+                })?;
+                if info.algorithm.oid != RSA_ENCRYPTION {
+                    return Err(CertificateError::NotRsa {
+                        what: "the private key",
+                        algorithm: algorithm_name(&info.algorithm.oid.to_string()),
+                    });
+                }
+                Ok(Zeroizing::new(info.private_key.as_bytes().to_vec()))
+            }
+        }
+    }
+}
+
+/// A readable name for a key algorithm OID.
+fn algorithm_name(oid: &str) -> String {
+    match oid {
+        "1.2.840.10045.2.1" => "an EC key".into(),
+        "1.2.840.113549.1.1.10" => "an RSA-PSS key (Entra needs plain rsaEncryption)".into(),
+        "1.3.101.112" => "an Ed25519 key".into(),
+        "1.3.101.113" => "an Ed448 key".into(),
+        "1.2.840.10040.4.1" => "a DSA key".into(),
+        other => format!("a key of algorithm {other}"),
+    }
+}
+
+fn is_pem(bytes: &[u8]) -> bool {
+    bytes.windows(11).any(|window| window == b"-----BEGIN ")
+}
+
+const ENCRYPTED_KEY_BEGIN: &str = "-----BEGIN ENCRYPTED PRIVATE KEY-----";
+const ENCRYPTED_KEY_END: &str = "-----END ENCRYPTED PRIVATE KEY-----";
+
+/// Certificates and private keys of a PEM file, in file order.
+fn read_pem(
+    bytes: &[u8],
+    password: Option<&str>,
+) -> Result<(Vec<Vec<u8>>, Vec<KeyDer>), CertificateError> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| CertificateError::Invalid("a PEM file that is not text".into()))?;
+    if text.contains("Proc-Type: 4,ENCRYPTED") {
+        return Err(CertificateError::Invalid(
+            "the private key uses legacy OpenSSL PEM encryption; convert it to PKCS#8 \
+             (`openssl pkcs8 -topk8`) or use a PKCS#12 file"
+                .into(),
+        ));
+    }
+    let mut certificates = Vec::new();
+    let mut keys = Vec::new();
+    for section in <(SectionKind, Vec<u8>)>::pem_slice_iter(bytes) {
+        let (kind, der) = section.map_err(|_| {
+            CertificateError::Invalid("a PEM section is malformed (bad base64 or markers)".into())
+        })?;
+        let der = Zeroizing::new(der);
+        match kind {
+            SectionKind::Certificate => certificates.push(der.to_vec()),
+            SectionKind::RsaPrivateKey => keys.push(KeyDer::Pkcs1(der)),
+            SectionKind::PrivateKey => keys.push(KeyDer::Pkcs8(der)),
+            SectionKind::EcPrivateKey => keys.push(KeyDer::Sec1),
+            _ => {}
+        }
+    }
+    // rustls' PEM reader skips sections it does not know, such as encrypted PKCS#8.
+    let mut rest = text;
+    while let Some(start) = rest.find(ENCRYPTED_KEY_BEGIN) {
+        let Some(end) = rest[start..].find(ENCRYPTED_KEY_END) else {
+            return Err(CertificateError::Invalid(
+                "an ENCRYPTED PRIVATE KEY section has no end marker".into(),
+            ));
+        };
+        let end = start + end + ENCRYPTED_KEY_END.len();
+        keys.push(KeyDer::Pkcs8(decrypt_pkcs8(&rest[start..end], password)?));
+        rest = &rest[end..];
+    }
+    Ok((certificates, keys))
+}
+
+/// Decrypts one `ENCRYPTED PRIVATE KEY` PEM block (PBES2).
+fn decrypt_pkcs8(
+    block: &str,
+    password: Option<&str>,
+) -> Result<Zeroizing<Vec<u8>>, CertificateError> {
+    let Some(password) = password else {
+        return Err(CertificateError::Invalid(
+            "the private key is encrypted and no password was given (certificate.password)".into(),
+        ));
+    };
+    let (_, document) = pkcs8::der::Document::from_pem(block).map_err(|_| {
+        CertificateError::Invalid("the ENCRYPTED PRIVATE KEY section is malformed".into())
+    })?;
+    let info = pkcs8::EncryptedPrivateKeyInfoRef::try_from(document.as_bytes()).map_err(|_| {
+        CertificateError::Invalid("the ENCRYPTED PRIVATE KEY section is malformed".into())
+    })?;
+    let decrypted = info.decrypt(password).map_err(|_| {
+        CertificateError::Invalid(
+            "cannot decrypt the private key: wrong password (certificate.password) or an \
+             unsupported cipher"
+                .into(),
+        )
+    })?;
+    Ok(Zeroizing::new(decrypted.as_bytes().to_vec()))
+}
+
+/// Certificates and private keys of a PKCS#12 file.
+fn read_pkcs12(
+    bytes: &[u8],
+    password: Option<&str>,
+) -> Result<(Vec<Vec<u8>>, Vec<KeyDer>), CertificateError> {
+    // A file exported "without password" is protected by the empty password.
+    let archive = p12_keystore::Pkcs12Archive::from_pkcs12(bytes, password.unwrap_or("")).map_err(
+        |error| match error {
+            p12_keystore::error::Error::MacError(_)
+            | p12_keystore::error::Error::UnpadError
+            | p12_keystore::error::Error::Pkcs5Error(_) => CertificateError::WrongPassword,
+            p12_keystore::error::Error::UnsupportedEncryptionScheme
+            | p12_keystore::error::Error::UnsupportedMacAlgorithm => CertificateError::Invalid(
+                "the PKCS#12 file uses an unsupported encryption or MAC algorithm; re-export it \
+                 with AES-256 and SHA-256"
+                    .into(),
+            ),
+            _ if X509Certificate::from_der(bytes).is_ok() => CertificateError::Invalid(
+                "holds a DER certificate without its private key; use a PEM file with both, or \
+                 a PKCS#12 file"
+                    .into(),
+            ),
+            _ => CertificateError::Invalid("neither PEM nor a valid PKCS#12 file".into()),
+        },
+    )?;
+    let certificates = archive
+        .certs
+        .iter()
+        .map(|bag| bag.cert.as_der().to_vec())
+        .collect();
+    let keys = archive
+        .keys
+        .iter()
+        .map(|bag| KeyDer::Pkcs8(Zeroizing::new(bag.key.as_der().to_vec())))
+        .collect();
+    Ok((certificates, keys))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{DecodingKey, Validation};
+    use p12_keystore::{KeyStore, KeyStoreEntry, PrivateKeyChain};
+    use pkcs8::der::pem::LineEnding;
+
+    /// A fresh self-signed RSA certificate: (certificate PEM, certificate DER, PKCS#8 key DER,
+    /// public key as PKCS#1 `RSAPublicKey` DER).
+    fn rsa_certificate() -> (String, Vec<u8>, Vec<u8>, Vec<u8>) {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).expect("RSA key");
+        let params =
+            rcgen::CertificateParams::new(vec!["scoregate-test".to_owned()]).expect("params");
+        let certificate = params.self_signed(&key).expect("certificate");
+        (
+            certificate.pem(),
+            certificate.der().to_vec(),
+            key.serialize_der(),
+            key.public_key_raw().to_vec(),
+        )
+    }
+
+    fn pem(label: &str, der: &[u8]) -> String {
+        pkcs8::der::pem::encode_string(label, LineEnding::LF, der).expect("PEM")
+    }
+
+    fn pkcs1_of(pkcs8_der: &[u8]) -> Vec<u8> {
+        let info = pkcs8::PrivateKeyInfoRef::try_from(pkcs8_der).expect("PKCS#8");
+        info.private_key.as_bytes().to_vec()
+    }
+
+    fn pkcs12(cert_der: &[u8], key_der: &[u8], password: &str) -> Vec<u8> {
+        let chain = PrivateKeyChain::new(
+            b"key-1".as_slice(),
+            p12_keystore::PrivateKey::from_der(key_der).expect("key"),
+            [p12_keystore::Certificate::from_der(cert_der).expect("cert")],
+        );
+        let mut store = KeyStore::new();
+        store.add_entry("scoregate", KeyStoreEntry::PrivateKeyChain(chain));
+        store.writer(password).write().expect("PKCS#12")
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Claims {
+        aud: String,
+        iss: String,
+        sub: String,
+        jti: String,
+        nbf: i64,
+        iat: i64,
+        exp: i64,
+    }
+
+    /// Signs an assertion and checks header, claims and signature against the public key.
+    fn assert_signs_valid_assertions(certificate: &Certificate, cert_der: &[u8], public: &[u8]) {
+        let audience = token_endpoint(
+            &Url::parse("https://login.microsoftonline.com").expect("url"),
+            "8f2c1a3e-0000-4000-8000-000000000001",
+        )
+        .expect("endpoint");
+        assert_eq!(
+            audience.as_str(),
+            "https://login.microsoftonline.com/8f2c1a3e-0000-4000-8000-000000000001/oauth2/v2.0/token"
+        );
+        let client_id = "11111111-2222-4333-8444-555555555555";
+        let jwt = certificate
+            .client_assertion(audience.as_str(), client_id)
+            .expect("signed");
+
+        let header = jsonwebtoken::decode_header(&jwt).expect("header");
+        assert_eq!(header.alg, Algorithm::RS256);
+        assert_eq!(header.typ.as_deref(), Some("JWT"));
+        let sha1 = digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, cert_der);
+        let sha256 = digest::digest(&digest::SHA256, cert_der);
+        assert_eq!(header.x5t, Some(URL_SAFE_NO_PAD.encode(sha1.as_ref())));
+        assert_eq!(
+            header.x5t_s256,
+            Some(URL_SAFE_NO_PAD.encode(sha256.as_ref()))
+        );
+
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.set_audience(&[audience.as_str()]);
+        validation.set_issuer(&[client_id]);
+        validation.set_required_spec_claims(&["exp", "nbf", "aud", "iss", "sub"]);
+        let data =
+            jsonwebtoken::decode::<Claims>(&jwt, &DecodingKey::from_rsa_der(public), &validation)
+                .expect("signature and claims verify");
+        let claims = data.claims;
+        assert_eq!(claims.aud, audience.as_str());
+        assert_eq!(
+            (claims.iss.as_str(), claims.sub.as_str()),
+            (client_id, client_id)
+        );
+        assert!(uuid::Uuid::parse_str(&claims.jti).is_ok());
+        assert_eq!(claims.nbf, claims.iat);
+        assert_eq!(claims.exp - claims.iat, 600);
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        assert!((claims.iat - now).abs() < 60);
+
+        let again = certificate
+            .client_assertion(audience.as_str(), client_id)
+            .expect("signed");
+        assert_ne!(jwt, again, "every assertion has its own jti");
+    }
+
+    fn assert_redacted(debug: &str, key_der: &[u8]) {
+        let pkcs1 = pkcs1_of(key_der);
+        for secret in [
+            URL_SAFE_NO_PAD.encode(key_der),
+            base64::engine::general_purpose::STANDARD.encode(key_der),
+            base64::engine::general_purpose::STANDARD.encode(&pkcs1),
+        ] {
+            assert!(!debug.contains(&secret[..40]), "{debug}");
+        }
+        assert!(!debug.contains("PRIVATE KEY"), "{debug}");
+        assert!(debug.contains("[redacted]"), "{debug}");
+    }
+
+    #[test]
+    fn a_pkcs8_pem_file_signs_verifiable_assertions() {
+        let (cert_pem, cert_der, key_der, public) = rsa_certificate();
+        let file = format!("{cert_pem}{}", pem("PRIVATE KEY", &key_der));
+        let certificate = Certificate::from_bytes(file.as_bytes(), None).expect("loads");
+        assert_eq!(certificate.der(), cert_der.as_slice());
+        assert_eq!(certificate.thumbprint().len(), 40);
+        assert!(
+            certificate.subject().contains("rcgen"),
+            "{}",
+            certificate.subject()
+        );
+        assert!(certificate.not_after() > time::OffsetDateTime::now_utc().unix_timestamp());
+        assert_signs_valid_assertions(&certificate, &cert_der, &public);
+    }
+
+    #[test]
+    fn a_pkcs1_pem_file_with_the_key_first_loads() {
+        let (cert_pem, cert_der, key_der, public) = rsa_certificate();
+        let file = format!("{}{cert_pem}", pem("RSA PRIVATE KEY", &pkcs1_of(&key_der)));
+        let certificate = Certificate::from_bytes(file.as_bytes(), None).expect("loads");
+        assert_signs_valid_assertions(&certificate, &cert_der, &public);
+    }
+
+    #[test]
+    fn the_certificate_matching_the_key_is_chosen_from_a_chain() {
+        let (other_pem, ..) = rsa_certificate();
+        let (cert_pem, cert_der, key_der, public) = rsa_certificate();
+        let file = format!("{other_pem}{cert_pem}{}", pem("PRIVATE KEY", &key_der));
+        let certificate = Certificate::from_bytes(file.as_bytes(), None).expect("loads");
+        assert_eq!(certificate.der(), cert_der.as_slice());
+        assert_signs_valid_assertions(&certificate, &cert_der, &public);
+    }
+
+    #[test]
+    fn pkcs12_files_load_with_and_without_password() {
+        let (_, cert_der, key_der, public) = rsa_certificate();
+        let protected = pkcs12(&cert_der, &key_der, "correct horse");
+        let password = SecretString::from("correct horse");
+        let certificate = Certificate::from_bytes(&protected, Some(&password)).expect("loads");
+        assert_signs_valid_assertions(&certificate, &cert_der, &public);
+
+        let open = pkcs12(&cert_der, &key_der, "");
+        let certificate = Certificate::from_bytes(&open, None).expect("loads");
+        assert_signs_valid_assertions(&certificate, &cert_der, &public);
+    }
+
+    #[test]
+    fn a_wrong_or_missing_pkcs12_password_is_a_clear_error() {
+        let (_, cert_der, key_der, _) = rsa_certificate();
+        let protected = pkcs12(&cert_der, &key_der, "correct horse");
+        let wrong = SecretString::from("battery staple");
+        for password in [Some(&wrong), None] {
+            let error = Certificate::from_bytes(&protected, password).expect_err("refused");
+            assert!(matches!(error, CertificateError::WrongPassword), "{error}");
+            assert!(error.to_string().contains("password"), "{error}");
+            assert!(!error.to_string().contains("battery"), "{error}");
+        }
+    }
+
+    #[test]
+    fn files_are_read_from_disk_and_missing_files_are_reported() {
+        let (cert_pem, _, key_der, _) = rsa_certificate();
+        let dir = std::env::temp_dir().join(format!("scoregate-cred-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("tenant.pem");
+        std::fs::write(&path, format!("{cert_pem}{}", pem("PRIVATE KEY", &key_der)))
+            .expect("write");
+        assert!(Certificate::from_file(&path, None).is_ok());
+        let missing = Certificate::from_file(&dir.join("nope.pfx"), None).expect_err("missing");
+        assert!(matches!(missing, CertificateError::Read(_)), "{missing}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn encrypted_pkcs8_pem_keys_need_their_password() {
+        let (cert_pem, cert_der, key_der, public) = rsa_certificate();
+        let info = pkcs8::PrivateKeyInfoRef::try_from(key_der.as_slice()).expect("PKCS#8");
+        // PBKDF2-SHA256 + AES-256-CBC, as `openssl pkcs8 -topk8 -v2 aes-256-cbc` writes.
+        let params = pkcs8::pkcs5::pbes2::Parameters::generate_pbkdf2_sha256_aes256cbc(
+            2048, &[7; 16], [9; 16],
+        )
+        .expect("parameters");
+        let encrypted = info
+            .encrypt_with_params(params, b"s3cret")
+            .expect("encrypts");
+        let file = format!(
+            "{cert_pem}{}",
+            pem("ENCRYPTED PRIVATE KEY", encrypted.as_bytes())
+        );
+        let password = SecretString::from("s3cret");
+        let certificate =
+            Certificate::from_bytes(file.as_bytes(), Some(&password)).expect("decrypts");
+        assert_signs_valid_assertions(&certificate, &cert_der, &public);
+
+        let error = Certificate::from_bytes(file.as_bytes(), None).expect_err("needs a password");
+        assert!(error.to_string().contains("password"), "{error}");
+        let wrong = SecretString::from("nope");
+        let error = Certificate::from_bytes(file.as_bytes(), Some(&wrong)).expect_err("wrong");
+        assert!(error.to_string().contains("wrong password"), "{error}");
+    }
+
+    #[test]
+    fn ec_certificates_are_refused_because_entra_wants_rsa() {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("EC key");
+        let certificate = rcgen::CertificateParams::new(vec!["ec".to_owned()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("certificate");
+        let file = format!("{}{}", certificate.pem(), key.serialize_pem());
+        let error = Certificate::from_bytes(file.as_bytes(), None).expect_err("refused");
+        assert!(matches!(error, CertificateError::NotRsa { .. }), "{error}");
+        assert!(error.to_string().contains("only RSA"), "{error}");
+        assert!(error.to_string().contains("EC"), "{error}");
+    }
+
+    #[test]
+    fn incomplete_or_mismatched_files_are_refused_with_a_reason() {
+        let (cert_pem, cert_der, key_der, _) = rsa_certificate();
+        let (_, _, other_key, _) = rsa_certificate();
+        let cases = [
+            (cert_pem.clone().into_bytes(), "no private key"),
+            (pem("PRIVATE KEY", &key_der).into_bytes(), "no certificate"),
+            (
+                format!("{cert_pem}{}", pem("PRIVATE KEY", &other_key)).into_bytes(),
+                "does not belong",
+            ),
+            (cert_der.clone(), "DER certificate without its private key"),
+            (b"hello".to_vec(), "neither PEM nor PKCS#12"),
+            (
+                b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n".to_vec(),
+                "malformed",
+            ),
+        ];
+        for (bytes, expected) in cases {
+            let error = Certificate::from_bytes(&bytes, None).expect_err(expected);
+            assert!(error.to_string().contains(expected), "{error} / {expected}");
+        }
+    }
+
+    #[test]
+    fn debug_output_shows_no_key_material() {
+        let (cert_pem, _, key_der, _) = rsa_certificate();
+        let file = format!("{cert_pem}{}", pem("PRIVATE KEY", &key_der));
+        let certificate = Arc::new(Certificate::from_bytes(file.as_bytes(), None).expect("loads"));
+        let debug = format!("{certificate:?}");
+        assert_redacted(&debug, &key_der);
+        assert!(debug.contains(certificate.thumbprint()), "{debug}");
+        let credential = format!("{:?}", Credential::Certificate(certificate));
+        assert_redacted(&credential, &key_der);
+        let secret = format!(
+            "{:?}",
+            Credential::Secret(SecretString::from("hunter2-secret"))
+        );
+        assert!(!secret.contains("hunter2"), "{secret}");
     }
 }
