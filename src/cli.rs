@@ -1,7 +1,10 @@
 //! The command line: one subcommand per job, each a thin call into the library.
 
+use crate::app::Application;
+use crate::config::Config;
 use crate::telemetry::LogFormat;
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 
 /// scoregate: Defender for Endpoint device secure scores for many tenants, behind one API.
 #[derive(Debug, Parser)]
@@ -18,11 +21,36 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the gateway with a configuration file.
+    Serve(ServeArgs),
+    /// Validate a configuration file and print a summary (never a secret).
+    CheckConfig(CheckConfigArgs),
+    /// Print the OpenAPI document.
+    Openapi,
     /// Run the local stand-in for Entra ID and Defender for Endpoint (HTTPS).
     Emulate(crate::emulator::EmulateArgs),
     /// Run a benchmark and print its figures.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+/// Options of `scoregate serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The configuration file (TOML); `SCOREGATE__SECTION__KEY` variables override it.
+    #[arg(
+        long,
+        env = "SCOREGATE_CONFIG",
+        default_value = "/etc/scoregate/scoregate.toml"
+    )]
+    pub config: PathBuf,
+}
+
+/// Options of `scoregate check-config`.
+#[derive(Debug, clap::Args)]
+pub struct CheckConfigArgs {
+    /// The configuration file to check.
+    pub config: PathBuf,
 }
 
 /// The benchmarks.
@@ -35,7 +63,29 @@ pub enum BenchCommand {
 /// Runs the parsed command to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::CheckConfig(args) => {
+            let config = Config::load(&args.config)?;
+            print!("{}", config.summary());
+            Ok(())
+        }
+        Command::Openapi => {
+            print!("{}", crate::api::openapi_json());
+            Ok(())
+        }
         Command::Emulate(args) => crate::emulator::run_cli(args).await,
         Command::Bench(BenchCommand::Emulator(args)) => crate::bench::emulator::run(args).await,
     }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::load(&args.config)?;
+    let application = Application::build(&config)?;
+    tracing::info!(
+        address = %application.addr(),
+        tenants = config.registry.len(),
+        "scoregate is listening"
+    );
+    application.run_until_stopped().await?;
+    Ok(())
 }

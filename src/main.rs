@@ -6,7 +6,10 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = scoregate::cli::Cli::parse();
     scoregate::telemetry::init(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");

@@ -24,7 +24,11 @@ pub const JWT_BEARER_ASSERTION_TYPE: &str =
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConfigurationScore {
     /// OData context; may name a regional host, so it is never validated.
-    #[serde(rename = "@odata.context", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "@odata.context",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub odata_context: Option<String>,
     /// When Defender answered, as Defender wrote it (7 fractional digits are normal): kept verbatim.
     pub time: String,

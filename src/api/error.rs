@@ -1,0 +1,240 @@
+//! The gateway's HTTP semantics of failure: every error a caller can see, its status, its stable
+//! code and its RFC 9457 problem body. This file is the error table of `DESIGN.md`.
+//!
+//! Handlers return [`ApiError`]; extractor failures, unknown routes and wrong methods are turned
+//! into it too, so that no plain-text actix error ever reaches a caller. Internal causes are
+//! logged here, once, and never returned.
+
+use crate::cache::ScoreError;
+use crate::service::ServiceError;
+use crate::upstream::UpstreamError;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use std::fmt;
+use std::time::Duration;
+use utoipa::ToSchema;
+
+/// Media type of problem bodies.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An error as a caller sees it.
+#[derive(Debug, Clone)]
+pub enum ApiError {
+    /// Bad path, query or header.
+    InvalidRequest(String),
+    /// No tenant with this id, or one the caller may not see.
+    UnknownTenant(String),
+    /// No such route.
+    NotFound,
+    /// The route exists but not for this method.
+    MethodNotAllowed,
+    /// The score could not be fetched and nothing cached may be served.
+    Upstream {
+        /// The tenant involved.
+        tenant: String,
+        /// What went wrong upstream.
+        error: UpstreamError,
+    },
+    /// The caller's deadline passed before the score was ready.
+    DeadlineExceeded {
+        /// The tenant involved.
+        tenant: String,
+    },
+    /// A bug; the detail goes to the log only.
+    Internal(String),
+}
+
+/// Status and stable code of an upstream failure: the one mapping, used by single-tenant
+/// errors and by the per-item errors and warnings of `/scores`.
+pub fn upstream_status(error: &UpstreamError) -> (StatusCode, &'static str) {
+    match error {
+        UpstreamError::Credentials { .. } | UpstreamError::Denied { .. } => {
+            (StatusCode::BAD_GATEWAY, "upstream_auth")
+        }
+        UpstreamError::Failed { .. } => (StatusCode::BAD_GATEWAY, "upstream_error"),
+        UpstreamError::Throttled { .. } => (StatusCode::SERVICE_UNAVAILABLE, "upstream_throttled"),
+        UpstreamError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+    }
+}
+
+impl ApiError {
+    /// Turns a use-case failure for `tenant` into what the caller sees.
+    pub fn from_service(error: ServiceError) -> Self {
+        match error {
+            ServiceError::UnknownTenant(id) => ApiError::UnknownTenant(id),
+            ServiceError::Score(ScoreError::Upstream(error)) => ApiError::Upstream {
+                tenant: String::new(),
+                error,
+            },
+            ServiceError::Score(ScoreError::Deadline) => ApiError::DeadlineExceeded {
+                tenant: String::new(),
+            },
+        }
+    }
+
+    /// Names the tenant the error is about.
+    pub fn for_tenant(self, id: &str) -> Self {
+        match self {
+            ApiError::Upstream { error, .. } => ApiError::Upstream {
+                tenant: id.to_owned(),
+                error,
+            },
+            ApiError::DeadlineExceeded { .. } => ApiError::DeadlineExceeded {
+                tenant: id.to_owned(),
+            },
+            other => other,
+        }
+    }
+
+    /// HTTP status and stable code.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            ApiError::UnknownTenant(_) => (StatusCode::NOT_FOUND, "unknown_tenant"),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::Upstream { error, .. } => upstream_status(error),
+            ApiError::DeadlineExceeded { .. } => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest(_) => "Invalid request",
+            ApiError::UnknownTenant(_) => "Unknown tenant",
+            ApiError::NotFound => "Not found",
+            ApiError::MethodNotAllowed => "Method not allowed",
+            ApiError::Upstream { error, .. } => match error {
+                UpstreamError::Credentials { .. } | UpstreamError::Denied { .. } => {
+                    "Microsoft refused the tenant's credentials"
+                }
+                UpstreamError::Failed { .. } => "Defender failed",
+                UpstreamError::Throttled { .. } => "Defender is throttling this tenant",
+                UpstreamError::Timeout => "Defender did not answer in time",
+            },
+            ApiError::DeadlineExceeded { .. } => "Deadline exceeded",
+            ApiError::Internal(_) => "Internal error",
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            ApiError::InvalidRequest(detail) => detail.clone(),
+            // Says nothing about whether the tenant exists: the same words for both cases.
+            ApiError::UnknownTenant(_) => "No tenant with this id.".to_owned(),
+            ApiError::NotFound => "No such route; see /openapi.json.".to_owned(),
+            ApiError::MethodNotAllowed => "This route does not accept this method.".to_owned(),
+            ApiError::Upstream { error, .. } => error.to_string(),
+            ApiError::DeadlineExceeded { .. } => {
+                "The score was not ready in time; the fetch goes on and will fill the cache."
+                    .to_owned()
+            }
+            ApiError::Internal(_) => {
+                "An internal error occurred; see the gateway's log.".to_owned()
+            }
+        }
+    }
+
+    fn tenant(&self) -> Option<&str> {
+        match self {
+            ApiError::Upstream { tenant, .. } | ApiError::DeadlineExceeded { tenant } => {
+                Some(tenant.as_str()).filter(|t| !t.is_empty())
+            }
+            // Not echoed for unknown tenants: the body must not depend on the id asked for.
+            _ => None,
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiError::Upstream {
+                error: UpstreamError::Throttled { retry_after },
+                ..
+            } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    /// The full response, with the request id in the body (the request-id middleware calls this).
+    pub fn render(&self, request_id: &str) -> HttpResponse {
+        let (status, code) = self.status_and_code();
+        if let ApiError::Internal(cause) = self {
+            tracing::error!(request_id, "internal error: {cause}");
+        }
+        let problem = Problem {
+            r#type: format!("urn:scoregate:problem:{code}"),
+            title: self.title().to_owned(),
+            status: status.as_u16(),
+            detail: self.detail(),
+            code: code.to_owned(),
+            request_id: request_id.to_owned(),
+            tenant: self.tenant().map(str::to_owned),
+        };
+        let mut response = HttpResponse::build(status);
+        response.content_type(PROBLEM_JSON);
+        if let Some(retry_after) = self.retry_after() {
+            response.insert_header((header::RETRY_AFTER, retry_after_seconds(retry_after)));
+        }
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            response.insert_header((header::ALLOW, HeaderValue::from_static("GET")));
+        }
+        response.json(problem)
+    }
+}
+
+/// Whole seconds for `Retry-After`, rounded up and at least 1.
+pub fn retry_after_seconds(wait: Duration) -> String {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    seconds.max(1).to_string()
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (status, code) = self.status_and_code();
+        write!(f, "{} {code}: {}", status.as_u16(), self.detail())
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status_and_code().0
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        // The request-id middleware re-renders with the id; this is the fallback without one.
+        self.render("")
+    }
+}
+
+/// An RFC 9457 problem: the body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "type": "urn:scoregate:problem:unknown_tenant",
+    "title": "Unknown tenant",
+    "status": 404,
+    "detail": "No tenant with this id.",
+    "code": "unknown_tenant",
+    "request_id": "3f1c9a1e-8d0b-4a37-9a43-0f6f7c2b51d2"
+}))]
+pub struct Problem {
+    /// A URI naming the problem type: `urn:scoregate:problem:{code}`.
+    pub r#type: String,
+    /// Short, human-readable summary of the problem type.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What happened in this occurrence; never contains secrets.
+    pub detail: String,
+    /// Stable machine-readable code: `invalid_request`, `unauthenticated`, `unknown_tenant`,
+    /// `not_found`, `method_not_allowed`, `rate_limited`, `upstream_auth`, `upstream_error`,
+    /// `upstream_throttled`, `upstream_timeout`, `deadline_exceeded` or `internal`.
+    pub code: String,
+    /// The request's id (the `X-Request-Id` header), for support.
+    pub request_id: String,
+    /// The tenant involved, when the problem concerns one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}

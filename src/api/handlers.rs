@@ -1,0 +1,134 @@
+//! Route handlers: extract, call the service, map to a view. No logic lives here.
+
+use super::error::{ApiError, Problem};
+use super::views::{
+    HealthView, ScoreQuery, ScoreView, TenantDetail, TenantList, TenantListQuery, TenantView,
+};
+use crate::service::Services;
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+/// Parses the query string; repeated keys (`?tag=a&tag=b`) fill lists, unknown keys are refused.
+fn query<T: DeserializeOwned>(request: &HttpRequest) -> Result<T, ApiError> {
+    serde_html_form::from_str(request.query_string())
+        .map_err(|error| ApiError::InvalidRequest(format!("bad query: {error}")))
+}
+
+/// List the tenants the caller may see.
+#[utoipa::path(
+    get, path = "/tenants", tag = "tenants", params(TenantListQuery),
+    responses(
+        (status = 200, description = "The tenants, sorted by id", body = TenantList),
+        (status = 400, description = "Bad query (`invalid_request`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_tenants(
+    request: HttpRequest,
+    services: web::Data<Services>,
+) -> Result<HttpResponse, ApiError> {
+    let filter: TenantListQuery = query(&request)?;
+    let registry = services.registry();
+    let tenants = registry
+        .all()
+        .iter()
+        .filter(|tenant| {
+            filter.tag.is_empty() || tenant.tags.iter().any(|t| filter.tag.contains(t))
+        })
+        .map(|tenant| TenantView::from(tenant.as_ref()))
+        .collect();
+    Ok(HttpResponse::Ok().json(TenantList { tenants }))
+}
+
+/// One tenant's registration and the outcome of its last fetch.
+#[utoipa::path(
+    get, path = "/tenants/{id}", tag = "tenants",
+    params(("id" = String, Path, description = "The gateway's tenant id", example = "contoso")),
+    responses(
+        (status = 200, description = "The tenant", body = TenantDetail),
+        (status = 404, description = "No such tenant (`unknown_tenant`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_tenant(
+    request: HttpRequest,
+    path: web::Path<String>,
+    services: web::Data<Services>,
+) -> Result<HttpResponse, ApiError> {
+    let _: TenantListQueryNone = query(&request)?;
+    let tenant = services.tenant(&path).map_err(ApiError::from_service)?;
+    let last_fetch = services.cache.last_fetch(&tenant.id).map(Into::into);
+    Ok(HttpResponse::Ok().json(TenantDetail {
+        tenant: TenantView::from(tenant.as_ref()),
+        last_fetch,
+    }))
+}
+
+/// A route without query parameters: any given is refused, so typos do not pass unnoticed.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantListQueryNone {}
+
+/// The device secure score of one tenant.
+///
+/// Served from the cache while fresh (`source: cache`); fetched from Defender when missing or
+/// when `max_age` demands it (`source: upstream`); past the fresh window served at once as
+/// `source: stale` while a refresh runs, or with a `warning` when the refresh failed.
+#[utoipa::path(
+    get, path = "/tenants/{id}/score", tag = "tenants",
+    params(("id" = String, Path, description = "The gateway's tenant id", example = "contoso"), ScoreQuery),
+    responses(
+        (status = 200, description = "The score", body = ScoreView,
+         headers(("Age" = u64, description = "Seconds since the score was fetched"),
+                 ("Cache-Control" = String, description = "`private, max-age=<seconds left fresh>`"))),
+        (status = 400, description = "Bad query (`invalid_request`)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant (`unknown_tenant`)", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "Microsoft refused the credentials (`upstream_auth`) or Defender failed (`upstream_error`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Defender throttles this tenant or its quota is spent (`upstream_throttled`); see `Retry-After`", body = Problem, content_type = "application/problem+json",
+         headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 504, description = "No answer in time (`upstream_timeout`, `deadline_exceeded`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_score(
+    request: HttpRequest,
+    path: web::Path<String>,
+    services: web::Data<Services>,
+) -> Result<HttpResponse, ApiError> {
+    let params: ScoreQuery = query(&request)?;
+    let (tenant, served) = services
+        .score(&path, params.max_age.map(Duration::from_secs))
+        .await
+        .map_err(|error| ApiError::from_service(error).for_tenant(&path))?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::AGE, served.age.as_secs().to_string()))
+        .insert_header((
+            header::CACHE_CONTROL,
+            format!("private, max-age={}", served.fresh_for.as_secs()),
+        ))
+        .json(ScoreView::new(&tenant, &served)))
+}
+
+/// Liveness: 200 while the process serves.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Alive", body = HealthView)))]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(HealthView {
+        status: "ok".to_owned(),
+    })
+}
+
+/// Readiness: 200 once the configuration is loaded and the listener is up.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "Ready", body = HealthView),
+              (status = 503, description = "Starting", body = HealthView)))]
+pub async fn readyz(services: web::Data<Services>) -> HttpResponse {
+    if services.is_ready() {
+        HttpResponse::Ok().json(HealthView {
+            status: "ready".to_owned(),
+        })
+    } else {
+        HttpResponse::ServiceUnavailable().json(HealthView {
+            status: "starting".to_owned(),
+        })
+    }
+}

@@ -1,0 +1,71 @@
+//! The middleware every request passes: request id, problem rendering, one log line.
+
+use super::error::ApiError;
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use std::time::Instant;
+
+/// The request id header, echoed or generated.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A caller's id is echoed when it is short and printable; anything else is replaced, so that
+/// ids are safe in logs and headers.
+fn accepted_id(value: &HeaderValue) -> Option<String> {
+    let text = value.to_str().ok()?;
+    let valid = !text.is_empty()
+        && text.len() <= 128
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(&b));
+    valid.then(|| text.to_owned())
+}
+
+/// Assigns the request id, renders [`ApiError`]s as problems carrying it, sets `X-Request-Id` on
+/// every response and logs one line per request.
+pub async fn request_context(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let started = Instant::now();
+    let id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(accepted_id)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let method = request.method().clone();
+    let response = next.call(request).await?;
+    let rendered = response
+        .response()
+        .error()
+        .and_then(|error| error.as_error::<ApiError>())
+        .map(|error| error.render(&id));
+    let mut response = match rendered {
+        Some(problem) => response.into_response(problem).map_into_right_body(),
+        None => response.map_into_left_body(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    let route = response
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let tenant = response
+        .request()
+        .match_info()
+        .get("id")
+        .unwrap_or("-")
+        .to_owned();
+    tracing::info!(
+        request_id = %id,
+        method = %method,
+        route = %route,
+        status = response.status().as_u16(),
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        tenant = %tenant,
+        "request"
+    );
+    Ok(response)
+}

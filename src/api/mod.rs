@@ -1,0 +1,126 @@
+//! The HTTP API: routes, their OpenAPI description, and the middleware every request passes.
+//!
+//! Routes and the OpenAPI document are declared together here, so that neither can drift from
+//! the other unnoticed (a test compares the generated spec with `openapi/openapi.json`).
+//! Handlers are thin: extract, call one function of [`crate::service`], map to a view.
+
+pub mod error;
+mod handlers;
+mod middleware;
+pub mod views;
+
+use crate::service::Services;
+use actix_web::web;
+use error::{ApiError, Problem};
+use std::sync::Arc;
+use utoipa::OpenApi;
+
+/// The OpenAPI 3.1 description of the API (served at `/openapi.json`).
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "scoregate",
+        description = "Microsoft Defender for Endpoint device secure scores of many tenants, behind one API.\n\n\
+Errors are RFC 9457 problems (`application/problem+json`) with a stable `code`. Every response carries \
+`X-Request-Id` (echoed when the caller sends one).",
+        license(name = "MIT")
+    ),
+    paths(
+        handlers::list_tenants,
+        handlers::get_tenant,
+        handlers::get_score,
+        handlers::healthz,
+        handlers::readyz,
+    ),
+    components(schemas(
+        Problem,
+        views::TenantView,
+        views::TenantList,
+        views::TenantDetail,
+        views::LastFetchView,
+        views::ScoreView,
+        views::SourceView,
+        views::WarningView,
+        views::HealthView,
+    )),
+    tags(
+        (name = "tenants", description = "Registrations and their scores"),
+        (name = "operations", description = "Health probes"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The OpenAPI document as generated from the code.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// The OpenAPI document as pretty JSON with a trailing newline (what `scoregate openapi` prints).
+pub fn openapi_json() -> String {
+    let mut json = openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"));
+    json.push('\n');
+    json
+}
+
+/// Registers every route on an actix app. Each resource answers other methods with a 405
+/// problem; paths that match nothing get a 404 problem.
+pub fn configure(services: Arc<Services>) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg: &mut web::ServiceConfig| {
+        let method_not_allowed = || web::to(|| async { Err::<(), _>(ApiError::MethodNotAllowed) });
+        cfg.app_data(web::Data::from(services))
+            .app_data(web::PathConfig::default().error_handler(|error, _| {
+                ApiError::InvalidRequest(format!("bad path: {error}")).into()
+            }))
+            .app_data(web::QueryConfig::default().error_handler(|error, _| {
+                ApiError::InvalidRequest(format!("bad query: {error}")).into()
+            }))
+            .service(
+                web::resource("/tenants")
+                    .route(web::get().to(handlers::list_tenants))
+                    .default_service(method_not_allowed()),
+            )
+            .service(
+                web::resource("/tenants/{id}")
+                    .route(web::get().to(handlers::get_tenant))
+                    .default_service(method_not_allowed()),
+            )
+            .service(
+                web::resource("/tenants/{id}/score")
+                    .route(web::get().to(handlers::get_score))
+                    .default_service(method_not_allowed()),
+            )
+            .service(
+                web::resource("/healthz")
+                    .route(web::get().to(handlers::healthz))
+                    .default_service(method_not_allowed()),
+            )
+            .service(
+                web::resource("/readyz")
+                    .route(web::get().to(handlers::readyz))
+                    .default_service(method_not_allowed()),
+            )
+            .service(
+                utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi()),
+            )
+            .default_service(web::to(|| async { Err::<(), _>(ApiError::NotFound) }));
+    }
+}
+
+/// Builds the actix app factory used by `serve`, `demo` and the tests.
+pub fn app(
+    services: Arc<Services>,
+) -> actix_web::App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    actix_web::App::new()
+        .wrap(actix_web::middleware::from_fn(middleware::request_context))
+        .configure(configure(services))
+}

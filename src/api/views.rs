@@ -1,0 +1,201 @@
+//! What callers receive: the JSON shapes of the API. Their doc comments are the OpenAPI
+//! descriptions, written for the people who build MSP portals and scripts against scoregate.
+
+use crate::cache::{LastFetch, Served, Source};
+use crate::tenants::{Cloud, Geo, Tenant};
+use serde::{Deserialize, Serialize};
+use std::time::SystemTime;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+
+/// A tenant registration as callers see it. Credentials are never shown.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "id": "contoso", "name": "Contoso Ltd", "tenant_id": "8f2c4e1a-1b2c-4d5e-8f90-123456789abc",
+    "cloud": "commercial", "geo": "eu", "tags": ["gold"]
+}))]
+pub struct TenantView {
+    /// The gateway's id of the tenant, used in routes.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// The Entra (Azure AD) tenant id.
+    pub tenant_id: String,
+    /// The Microsoft cloud the tenant lives in.
+    pub cloud: Cloud,
+    /// The Defender geo API host used, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub geo: Option<Geo>,
+    /// Labels to filter on.
+    pub tags: Vec<String>,
+}
+
+impl From<&Tenant> for TenantView {
+    fn from(tenant: &Tenant) -> Self {
+        Self {
+            id: tenant.id.to_string(),
+            name: tenant.name.clone(),
+            tenant_id: tenant.tenant_id.clone(),
+            cloud: tenant.cloud,
+            geo: tenant.geo,
+            tags: tenant.tags.clone(),
+        }
+    }
+}
+
+/// The list of tenants the caller may see, sorted by id.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantList {
+    /// The tenants.
+    pub tenants: Vec<TenantView>,
+}
+
+/// One tenant with the outcome of its last fetch from Defender.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantDetail {
+    /// The registration.
+    #[serde(flatten)]
+    pub tenant: TenantView,
+    /// The last fetch from Defender; absent until the first one ends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_fetch: Option<LastFetchView>,
+}
+
+/// The outcome of the last fetch of a tenant's score.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LastFetchView {
+    /// When it ended (RFC 3339, UTC).
+    pub at: String,
+    /// `ok`, or the error code (`upstream_auth`, `upstream_error`, `upstream_throttled`, `upstream_timeout`).
+    pub outcome: String,
+    /// What went wrong, when it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl From<LastFetch> for LastFetchView {
+    fn from(last: LastFetch) -> Self {
+        let (outcome, detail) = match &last.error {
+            None => ("ok".to_owned(), None),
+            Some(error) => (
+                super::error::upstream_status(error).1.to_owned(),
+                Some(error.to_string()),
+            ),
+        };
+        Self {
+            at: rfc3339(last.at),
+            outcome,
+            detail,
+        }
+    }
+}
+
+/// Where a score came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceView {
+    /// Fetched from Defender for this request.
+    Upstream,
+    /// From the cache, within the fresh window.
+    Cache,
+    /// Older than the fresh window: served while a refresh runs, or because the refresh failed
+    /// (then `warning` says why).
+    Stale,
+}
+
+impl From<Source> for SourceView {
+    fn from(source: Source) -> Self {
+        match source {
+            Source::Upstream => SourceView::Upstream,
+            Source::Cache => SourceView::Cache,
+            Source::Stale => SourceView::Stale,
+        }
+    }
+}
+
+/// Why a stale score is served instead of a new one.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WarningView {
+    /// The error code of the failed refresh (as in the error table).
+    pub code: String,
+    /// What went wrong.
+    pub detail: String,
+}
+
+/// The device secure score of one tenant.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "tenant": "contoso", "score": 340.0, "time": "2019-12-03T09:15:58.1665846Z",
+    "fetched_at": "2026-11-29T10:00:00Z", "age_seconds": 12, "source": "cache"
+}))]
+pub struct ScoreView {
+    /// The gateway's id of the tenant.
+    pub tenant: String,
+    /// Microsoft Secure Score for Devices, in raw points (Defender gives no maximum).
+    pub score: f64,
+    /// When Defender answered, exactly as Defender wrote it.
+    pub time: String,
+    /// When the gateway fetched it (RFC 3339, UTC).
+    pub fetched_at: String,
+    /// Seconds since `fetched_at`.
+    pub age_seconds: u64,
+    /// Where the score came from.
+    pub source: SourceView,
+    /// Present when a stale score is served because the refresh failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<WarningView>,
+}
+
+impl ScoreView {
+    /// The view of a served score for `tenant`.
+    pub fn new(tenant: &Tenant, served: &Served) -> Self {
+        Self {
+            tenant: tenant.id.to_string(),
+            score: served.reading.score,
+            time: served.reading.time.clone(),
+            fetched_at: rfc3339(served.reading.fetched_at),
+            age_seconds: served.age.as_secs(),
+            source: served.source.into(),
+            warning: served.warning.as_ref().map(|error| WarningView {
+                code: super::error::upstream_status(error).1.to_owned(),
+                detail: error.to_string(),
+            }),
+        }
+    }
+}
+
+/// Query of `GET /tenants`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TenantListQuery {
+    /// Only tenants with any of these tags (repeatable: `?tag=gold&tag=silver`).
+    #[serde(default)]
+    pub tag: Vec<String>,
+}
+
+/// Query of `GET /tenants/{id}/score`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ScoreQuery {
+    /// Accept nothing older than this many seconds; `0` forces a call to Defender (still within
+    /// the tenant's quota).
+    #[param(minimum = 0, example = 60)]
+    pub max_age: Option<u64>,
+}
+
+/// Liveness or readiness.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthView {
+    /// `ok`, `ready` or `starting`.
+    pub status: String,
+}
+
+/// RFC 3339 UTC with whole seconds (`2026-11-29T10:00:00Z`).
+pub fn rfc3339(at: SystemTime) -> String {
+    let at = OffsetDateTime::from(at);
+    let at = at.replace_nanosecond(0).unwrap_or(at);
+    at.format(&Rfc3339).unwrap_or_default()
+}

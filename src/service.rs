@@ -1,0 +1,114 @@
+//! The gateway's shared services, built once and shared by every HTTP worker and the refresher,
+//! and the logic behind each route (handlers stay thin and testable without HTTP).
+//!
+//! Owns which tenants exist right now (the registry can be swapped on reload) and the one
+//! function per use case the API calls. It knows nothing of HTTP.
+
+use crate::cache::{ScoreCache, ScoreError, Served};
+use crate::config::Config;
+use crate::quota::{FailureBackoff, Quota};
+use crate::tenants::{Registry, Tenant};
+use crate::token::TokenSource;
+use crate::upstream::{self, UpstreamClient};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Why a use case could not be served.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ServiceError {
+    /// No such tenant (or one the caller may not see: the two are indistinguishable).
+    #[error("no tenant {0:?}")]
+    UnknownTenant(String),
+    /// The score could not be served.
+    #[error(transparent)]
+    Score(#[from] ScoreError),
+}
+
+/// Everything a request needs, built once per process.
+pub struct Services {
+    /// The registrations in force; replaced whole on reload, never edited in place.
+    registry: RwLock<Arc<Registry>>,
+    /// The score cache and its loaders (single flight, stale windows).
+    pub cache: Arc<ScoreCache>,
+    /// Outbound limits, shared with the cache and the upstream client.
+    pub quota: Arc<Quota>,
+    /// Set once the listener is up: `/readyz` reports it.
+    ready: AtomicBool,
+    /// How long an interactive request waits for a fetch.
+    request_wait: Duration,
+}
+
+impl Services {
+    /// Builds the shared services from a validated configuration.
+    pub fn build(config: &Config) -> anyhow::Result<Arc<Self>> {
+        let http = upstream::http_client(&config.upstream, config.extra_ca_pem.as_deref())
+            .map_err(|error| {
+                anyhow::anyhow!(
+                    "cannot build the HTTPS client: {}",
+                    crate::telemetry::error_chain(&error)
+                )
+            })?;
+        let quota = Arc::new(Quota::new(
+            config.upstream.max_in_flight,
+            FailureBackoff::default(),
+        ));
+        let tokens = TokenSource::new(http.clone());
+        let upstream = Arc::new(UpstreamClient::new(
+            http,
+            tokens,
+            quota.clone(),
+            config.upstream.clone(),
+        ));
+        let cache = Arc::new(ScoreCache::new(&config.cache, upstream, quota.clone()));
+        Ok(Arc::new(Self {
+            registry: RwLock::new(config.registry.clone()),
+            cache,
+            quota,
+            ready: AtomicBool::new(false),
+            // A little longer than one fetch's own deadline, so the fetch reports its own timeout.
+            request_wait: Duration::from_millis(config.upstream.timeout_ms + 500),
+        }))
+    }
+
+    /// The registrations in force now.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Marks the gateway ready (listener up).
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// Whether the gateway is ready to serve.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// The tenant with this id.
+    pub fn tenant(&self, id: &str) -> Result<Arc<Tenant>, ServiceError> {
+        self.registry()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ServiceError::UnknownTenant(id.to_owned()))
+    }
+
+    /// The score of one tenant, no older than `max_age` when given.
+    pub async fn score(
+        &self,
+        id: &str,
+        max_age: Option<Duration>,
+    ) -> Result<(Arc<Tenant>, Served), ServiceError> {
+        let tenant = self.tenant(id)?;
+        let served = self
+            .cache
+            .get(&tenant, max_age, Instant::now() + self.request_wait)
+            .await?;
+        Ok((tenant, served))
+    }
+}
