@@ -1063,4 +1063,18 @@ mod tests {
             .to_string();
         assert!(error.contains("line 1"), "{error}");
     }
+
+    #[test]
+    fn the_example_configuration_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/scoregate.example.toml");
+        let config = Config::load_with_env(
+            &path,
+            env(&[("CONTOSO_SECRET", "a"), ("MSP_APP_SECRET", "b")]),
+        )
+        .unwrap();
+        assert_eq!(config.registry.len(), 2);
+        let summary = config.summary();
+        assert!(summary.contains("cloud commercial: 1"), "{summary}");
+        assert!(summary.contains("cloud gcc-high: 1"), "{summary}");
+    }
 }
