@@ -21,12 +21,16 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the emulator and the gateway together, with mixed-health tenants (no tenant needed).
+    Demo(crate::demo::DemoArgs),
     /// Run the gateway with a configuration file.
     Serve(ServeArgs),
     /// Validate a configuration file and print a summary (never a secret).
     CheckConfig(CheckConfigArgs),
     /// Print the OpenAPI document.
     Openapi,
+    /// Probe a running gateway (exit 0 when it answers 200): the container's health check.
+    Healthcheck(HealthcheckArgs),
     /// Run the local stand-in for Entra ID and Defender for Endpoint (HTTPS).
     Emulate(crate::emulator::EmulateArgs),
     /// Run a benchmark and print its figures.
@@ -53,6 +57,14 @@ pub struct CheckConfigArgs {
     pub config: PathBuf,
 }
 
+/// Options of `scoregate healthcheck`.
+#[derive(Debug, clap::Args)]
+pub struct HealthcheckArgs {
+    /// URL to probe.
+    #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
+    pub url: String,
+}
+
 /// The benchmarks.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
@@ -64,11 +76,13 @@ pub enum BenchCommand {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
+        Command::Demo(args) => crate::demo::run(args).await,
         Command::CheckConfig(args) => {
             let config = Config::load(&args.config)?;
             print!("{}", config.summary());
             Ok(())
         }
+        Command::Healthcheck(args) => healthcheck(args).await,
         Command::Openapi => {
             print!("{}", crate::api::openapi_json());
             Ok(())
@@ -87,5 +101,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "scoregate is listening"
     );
     application.run_until_stopped().await?;
+    Ok(())
+}
+
+async fn healthcheck(args: HealthcheckArgs) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .build()?;
+    let status = client.get(&args.url).send().await?.status();
+    anyhow::ensure!(status.is_success(), "{} answered {status}", args.url);
     Ok(())
 }

@@ -15,12 +15,14 @@
 //! - [`config`]: typed settings from TOML plus environment overrides, validated at load.
 //! - [`tenants`]: the registry of app registrations and the table of clouds and hosts.
 //! - [`credential`]: client secrets and certificates (client assertions signed in Rust).
+//! - [`token`]: one azure_identity credential per registration; bearer tokens cached and renewed.
 //! - [`quota`]: outbound limits: per-tenant rates, 429 cool-downs, failure back-off, in-flight cap.
 //! - [`upstream`]: the one shared HTTPS client, the Defender call, failure classification, retries.
 //! - [`cache`]: the score cache: fresh and stale windows, single flight, stale-if-error.
 //! - [`service`]: the shared services built once, and one function per use case.
 //! - [`api`]: routes, OpenAPI, problem+json errors, request ids.
 //! - [`app`]: start-up: services, listener, HTTP server.
+//! - [`demo`]: `scoregate demo`, the emulator and the gateway in one process.
 //! - [`telemetry`]: logging set-up.
 
 pub mod api;
@@ -29,6 +31,7 @@ pub mod bench;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod credential;
 pub mod emulator;
 pub mod quota;

@@ -1,0 +1,31 @@
+# scoregate: multi-stage build, small non-root runtime image.
+# The build step is the same `cargo build --release --locked` the README's demo command runs.
+# Build:  docker build -t scoregate .
+# Run:    docker run -p 8080:8080 -v /path/to/config:/etc/scoregate:ro \
+#           -e CONTOSO_SECRET=... scoregate
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY tests ./tests
+COPY config ./config
+COPY openapi ./openapi
+RUN cargo build --release --locked
+
+FROM debian:bookworm-slim
+# ca-certificates: rustls reads the system roots to verify Entra ID and Defender.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin scoregate
+COPY --from=build /src/target/release/scoregate /usr/local/bin/scoregate
+COPY config/scoregate.example.toml /etc/scoregate/scoregate.example.toml
+USER 10001
+# The configuration is mounted at /etc/scoregate/scoregate.toml (see README, "Docker").
+ENV SCOREGATE_CONFIG=/etc/scoregate/scoregate.toml \
+    SCOREGATE__SERVER__BIND=0.0.0.0:8080
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["scoregate", "healthcheck", "--url", "http://127.0.0.1:8080/healthz"]
+ENTRYPOINT ["scoregate"]
+CMD ["serve"]

@@ -1,0 +1,118 @@
+//! `scoregate demo`: the emulator and the gateway in one process, with a few dozen tenants of
+//! mixed health, so that a newcomer sees the whole product with one command and no tenant.
+//!
+//! It runs exactly what `serve` runs, on the configuration `emulate --write-config` writes, with
+//! authentication off — which is why it only binds loopback addresses.
+
+use crate::app::Application;
+use crate::config::Config;
+use crate::emulator::{
+    Emulator, EmulatorOptions, FaultAssignment, FaultProfile, LatencyRange, Selector,
+};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Options of `scoregate demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Address of the gateway (loopback only: the demo runs without authentication).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+    /// Number of emulated tenants (at least 25).
+    #[arg(long, default_value_t = 30)]
+    pub tenants: usize,
+    /// Seed of the emulated tenants' ids, secrets and scores.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+/// The demo's unhealthy tenants: most are healthy, these show what failures look like.
+fn demo_faults() -> Vec<FaultAssignment> {
+    let named = |profile, names: &[&str]| FaultAssignment {
+        profile,
+        selector: Selector::Tenants(names.iter().map(|name| name.to_string()).collect()),
+    };
+    vec![
+        named(FaultProfile::Slow, &["tailspin", "wingtip"]),
+        named(FaultProfile::Flaky, &["litware"]),
+        named(FaultProfile::Revoked, &["fabrikam"]),
+        named(FaultProfile::Unlicensed, &["northwind"]),
+        named(FaultProfile::Throttled, &["adatum"]),
+    ]
+}
+
+/// Runs the demo until Ctrl-C.
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    if !args.bind.ip().is_loopback() {
+        anyhow::bail!(
+            "--bind {}: the demo runs without authentication, so it only listens on loopback addresses (127.0.0.1, ::1)",
+            args.bind
+        );
+    }
+    let emulator = Emulator::start(EmulatorOptions {
+        tenants: args.tenants.max(25),
+        seed: args.seed,
+        faults: demo_faults(),
+        latency: Some(LatencyRange {
+            min_ms: 20,
+            max_ms: 120,
+        }),
+        slow_latency: LatencyRange {
+            min_ms: 1_500,
+            max_ms: 3_000,
+        },
+        flaky_error_share: 0.3,
+        ..EmulatorOptions::default()
+    })
+    .await?;
+    let dir = DemoDir::create()?;
+    let config_path = emulator.write_config(&dir.0)?;
+    let bind = ("SCOREGATE__SERVER__BIND".to_owned(), args.bind.to_string());
+    let config = Config::load_with_env(&config_path, std::env::vars().chain([bind]))?;
+    let application = Application::build(&config)?;
+    print_banner(&application.addr(), &emulator, config.registry.len());
+    application.run_until_stopped().await?;
+    emulator.stop().await;
+    Ok(())
+}
+
+fn print_banner(addr: &SocketAddr, emulator: &Emulator, tenants: usize) {
+    let base = format!("http://{addr}");
+    println!(
+        "\nscoregate demo: {tenants} emulated tenants behind the gateway at {base}\n\
+         Authentication is OFF (demo on loopback only). Press Ctrl-C to stop.\n\n\
+         Defender/Entra emulator: {}   (operator stats: {}/_emulator/stats)\n\
+         API docs (Swagger UI):   {base}/docs/\n\
+         OpenAPI document:        {base}/openapi.json\n\n\
+         Healthy:     contoso, woodgrove, proseware, ... (most tenants)\n\
+         Slow:        tailspin, wingtip      Flaky:      litware\n\
+         Revoked:     fabrikam               Unlicensed: northwind\n\
+         Throttled:   adatum\n\n\
+         Try:\n  \
+         curl -s {base}/tenants\n  \
+         curl -s {base}/tenants/contoso/score\n  \
+         curl -s {base}/tenants/contoso/score?max_age=0\n  \
+         curl -s {base}/tenants/fabrikam/score      # 502 upstream_auth (revoked secret)\n  \
+         curl -s {base}/tenants/adatum/score        # 503 upstream_throttled with Retry-After\n  \
+         curl -s {base}/tenants/contoso\n",
+        emulator.base_url(),
+        emulator.base_url()
+    );
+}
+
+/// The demo's configuration and secrets, removed when the demo ends.
+struct DemoDir(PathBuf);
+
+impl DemoDir {
+    fn create() -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("scoregate-demo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for DemoDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
