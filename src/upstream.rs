@@ -39,7 +39,7 @@ pub enum UpstreamError {
         detail: String,
     },
     /// Defender answered 401 (after one renewal) or 403: consent, role or licence.
-    #[error("Defender refused access ({status}): {detail}")]
+    #[error("{detail}")]
     Denied {
         /// 401 or 403.
         status: u16,
@@ -290,7 +290,7 @@ impl UpstreamClient {
         let detail = if code.is_empty() {
             format!("Defender answered {status}")
         } else {
-            format!("Defender answered {status} {code}: {message}")
+            format!("Defender answered {} {code}: {message}", status.as_u16())
         };
         match status.as_u16() {
             401 => Attempt::Unauthorized(detail),
