@@ -3,4 +3,9 @@
 //! Each module drives one component through its public surface and asserts status, body,
 //! headers and the emulator's counters of what reached "Microsoft".
 
+mod cli;
 mod emulator;
+mod gateway;
+mod helpers;
+mod openapi;
+mod scores;

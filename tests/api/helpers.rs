@@ -1,0 +1,225 @@
+//! `spawn_app()`: the real gateway on port 0 in front of the real emulator on port 0, over HTTPS,
+//! configured exactly as an operator would (the emulator's `--write-config` plus environment
+//! overrides), and a capture of every log line the test binary writes.
+
+use scoregate::app::Application;
+use scoregate::config::Config;
+use scoregate::emulator::{
+    CredentialAssignment, CredentialKind, Emulator, EmulatorOptions, FaultAssignment, FaultProfile,
+    Selector,
+};
+use scoregate::service::Services;
+use secrecy::ExposeSecret;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// A running gateway and its emulator.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT` of the gateway.
+    pub address: String,
+    /// A plain client for the gateway.
+    pub client: reqwest::Client,
+    /// The emulator behind it.
+    pub emulator: Emulator,
+    /// The configuration file the gateway was started from.
+    pub config_path: PathBuf,
+    /// The gateway's shared services.
+    pub services: Arc<Services>,
+}
+
+impl TestApp {
+    /// GET `path` on the gateway.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("the gateway answers")
+    }
+
+    /// GET `path` and parse the JSON body, returning status, headers and body.
+    pub async fn get_json(
+        &self,
+        path: &str,
+    ) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+        let response = self.get(path).await;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.json().await.expect("a JSON body");
+        (status, headers, body)
+    }
+
+    /// Every secret of the emulator's tenants (client secrets and private keys).
+    pub fn secrets(&self) -> Vec<String> {
+        self.emulator
+            .tenants()
+            .iter()
+            .flat_map(|tenant| {
+                let mut secrets = Vec::new();
+                if let Some(secret) = tenant.credential.secret() {
+                    secrets.push(secret.expose_secret().to_owned());
+                }
+                if let Some(certificate) = tenant.credential.certificate() {
+                    secrets.push(certificate.private_key_pem.expose_secret().to_owned());
+                }
+                secrets
+            })
+            .collect()
+    }
+}
+
+/// The score the emulator serves `slug`, asked directly with the tenant's own secret.
+pub async fn direct_score(app: &TestApp, slug: &str) -> f64 {
+    use scoregate::wire::{ConfigurationScore, TokenResponse, DEFENDER_SCOPE};
+    let tenant = app
+        .emulator
+        .tenants()
+        .into_iter()
+        .find(|tenant| tenant.slug == slug)
+        .expect("the tenant exists");
+    let secret = tenant
+        .credential
+        .secret()
+        .expect("a secret tenant")
+        .expose_secret()
+        .to_owned();
+    let ca = reqwest::Certificate::from_pem(app.emulator.ca_cert_pem().as_bytes()).unwrap();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .build()
+        .unwrap();
+    let base = app.emulator.base_url();
+    let token: TokenResponse = client
+        .post(format!("{base}/{}/oauth2/v2.0/token", tenant.tenant_id))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", tenant.client_id.to_string().as_str()),
+            ("client_secret", secret.as_str()),
+            ("scope", DEFENDER_SCOPE),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let score: ConfigurationScore = client
+        .get(format!("{base}/api/configurationScore"))
+        .bearer_auth(token.access_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    score.score
+}
+
+/// A fault profile for the named tenants.
+pub fn fault(profile: FaultProfile, tenants: &[&str]) -> FaultAssignment {
+    FaultAssignment {
+        profile,
+        selector: Selector::Tenants(tenants.iter().map(|t| t.to_string()).collect()),
+    }
+}
+
+/// A credential kind for the named tenants.
+pub fn credential(kind: CredentialKind, tenants: &[&str]) -> CredentialAssignment {
+    CredentialAssignment {
+        kind,
+        selector: Selector::Tenants(tenants.iter().map(|t| t.to_string()).collect()),
+    }
+}
+
+/// A small emulator: `tenants` healthy tenants plus the given faults.
+pub fn emulator_options(tenants: usize, faults: Vec<FaultAssignment>) -> EmulatorOptions {
+    EmulatorOptions {
+        tenants,
+        faults,
+        ..EmulatorOptions::default()
+    }
+}
+
+/// Starts the emulator and the gateway with test-friendly settings.
+pub async fn spawn_app(options: EmulatorOptions) -> TestApp {
+    spawn_app_with(options, &[]).await
+}
+
+/// Starts the emulator and the gateway; `env` adds `SCOREGATE__…` overrides.
+pub async fn spawn_app_with(options: EmulatorOptions, env: &[(&str, &str)]) -> TestApp {
+    capture_logs();
+    let emulator = Emulator::start(options).await.expect("the emulator starts");
+    let dir = std::env::temp_dir().join(format!("scoregate-test-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let config_path = emulator
+        .write_config(&dir)
+        .expect("the emulator writes a configuration");
+    let mut overrides: Vec<(String, String)> = [
+        ("SCOREGATE__SERVER__BIND", "127.0.0.1:0"),
+        ("SCOREGATE__SERVER__WORKERS", "2"),
+        ("SCOREGATE__REFRESH__ENABLED", "false"),
+        ("SCOREGATE__UPSTREAM__RETRY_BASE_MS", "10"),
+        ("SCOREGATE__UPSTREAM__RETRY_MAX_MS", "40"),
+    ]
+    .iter()
+    .chain(env.iter())
+    .map(|(key, value)| (key.to_string(), value.to_string()))
+    .collect();
+    overrides.sort_by(|a, b| a.0.cmp(&b.0));
+    let config =
+        Config::load_with_env(&config_path, overrides).expect("the written configuration loads");
+    let application = Application::build(&config).expect("the gateway starts");
+    let address = format!("http://{}", application.addr());
+    let services = application.services().clone();
+    tokio::spawn(application.run_until_stopped());
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        emulator,
+        config_path,
+        services,
+    }
+}
+
+/// Everything logged by this test binary so far.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&log_buffer().lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+}
+
+fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
+    static BUFFER: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    BUFFER.get_or_init(Arc::default)
+}
+
+/// Installs (once) a subscriber that writes every event into the buffer.
+fn capture_logs() {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let buffer = log_buffer().clone();
+        // As an operator debugging scoregate would run it: our code at trace, Azure's at debug.
+        let filter = tracing_subscriber::EnvFilter::new(
+            "scoregate=trace,azure_core=debug,azure_identity=debug,info",
+        );
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(move || CaptureWriter(buffer.clone()))
+            .with_ansi(false)
+            .try_init();
+    });
+}
+
+struct CaptureWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for CaptureWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
