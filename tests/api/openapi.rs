@@ -13,13 +13,26 @@ fn the_committed_openapi_document_matches_the_generated_one() {
 
 #[test]
 fn the_document_is_openapi_3_1_and_describes_every_route() {
-    let document: serde_json::Value = serde_json::from_str(&scoregate::api::openapi_json()).unwrap();
+    let document: serde_json::Value =
+        serde_json::from_str(&scoregate::api::openapi_json()).unwrap();
     assert!(document["openapi"].as_str().unwrap().starts_with("3.1"));
-    for route in ["/tenants", "/tenants/{id}", "/tenants/{id}/score", "/healthz", "/readyz"] {
-        assert!(document["paths"][route]["get"].is_object(), "{route} is not documented");
+    for route in [
+        "/tenants",
+        "/tenants/{id}",
+        "/tenants/{id}/score",
+        "/healthz",
+        "/readyz",
+    ] {
+        assert!(
+            document["paths"][route]["get"].is_object(),
+            "{route} is not documented"
+        );
     }
     let score = &document["paths"]["/tenants/{id}/score"]["get"]["responses"];
     for status in ["200", "400", "404", "502", "503", "504"] {
-        assert!(score[status].is_object(), "score response {status} is not documented");
+        assert!(
+            score[status].is_object(),
+            "score response {status} is not documented"
+        );
     }
 }
