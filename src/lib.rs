@@ -19,6 +19,8 @@
 //! - [`quota`]: outbound limits: per-tenant rates, 429 cool-downs, failure back-off, in-flight cap.
 //! - [`upstream`]: the one shared HTTPS client, the Defender call, failure classification, retries.
 //! - [`cache`]: the score cache: fresh and stale windows, single flight, stale-if-error.
+//! - [`fanout`]: `GET /scores` without HTTP: filters, concurrent fetch within a deadline, summary,
+//!   order and signed cursors.
 //! - [`service`]: the shared services built once, and one function per use case.
 //! - [`api`]: routes, OpenAPI, problem+json errors, request ids.
 //! - [`app`]: start-up: services, listener, HTTP server.
@@ -31,9 +33,10 @@ pub mod bench;
 pub mod cache;
 pub mod cli;
 pub mod config;
-pub mod demo;
 pub mod credential;
+pub mod demo;
 pub mod emulator;
+pub mod fanout;
 pub mod quota;
 pub mod service;
 pub mod telemetry;

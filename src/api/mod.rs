@@ -7,6 +7,7 @@
 pub mod error;
 mod handlers;
 mod middleware;
+mod scores;
 pub mod views;
 
 use crate::service::Services;
@@ -29,6 +30,7 @@ Errors are RFC 9457 problems (`application/problem+json`) with a stable `code`. 
         handlers::list_tenants,
         handlers::get_tenant,
         handlers::get_score,
+        scores::list_scores,
         handlers::healthz,
         handlers::readyz,
     ),
@@ -42,6 +44,13 @@ Errors are RFC 9457 problems (`application/problem+json`) with a stable `code`. 
         views::SourceView,
         views::WarningView,
         views::HealthView,
+        scores::ScoreList,
+        scores::SummaryView,
+        scores::ScoreItem,
+        scores::ItemErrorView,
+        scores::ItemStatusView,
+        scores::SortView,
+        scores::FormatView,
     )),
     tags(
         (name = "tenants", description = "Registrations and their scores"),
@@ -89,6 +98,11 @@ pub fn configure(services: Arc<Services>) -> impl FnOnce(&mut web::ServiceConfig
             .service(
                 web::resource("/tenants/{id}/score")
                     .route(web::get().to(handlers::get_score))
+                    .default_service(method_not_allowed()),
+            )
+            .service(
+                web::resource("/scores")
+                    .route(web::get().to(scores::list_scores))
                     .default_service(method_not_allowed()),
             )
             .service(

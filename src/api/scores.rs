@@ -1,0 +1,434 @@
+//! `GET /scores`: the query it accepts, the JSON and CSV it answers, and the thin handler between.
+//!
+//! The logic (matching, concurrent fetch, summary, order, cursors) lives in [`crate::fanout`];
+//! this file only parses, calls it once and renders. Per-item errors use the same codes as the
+//! single-tenant route ([`super::error::upstream_status`]).
+
+use super::error::{upstream_status, ApiError, Problem};
+use super::views::{rfc3339, SourceView, WarningView};
+use crate::cache::ScoreError;
+use crate::fanout::{self, Item, ItemStatus, Page, RawQuery, SortOrder, StatusFilter, Summary};
+use crate::service::Services;
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// Query of `GET /scores`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ScoresQuery {
+    /// Only these tenants (repeatable: `?tenant=contoso&tenant=fabrikam`). Unknown ids match nothing.
+    #[serde(default)]
+    pub tenant: Vec<String>,
+    /// Only tenants with any of these tags (repeatable).
+    #[serde(default)]
+    pub tag: Vec<String>,
+    /// Only items with this status.
+    pub status: Option<ItemStatusView>,
+    /// Order of the items: `tenant` (default), `name`, `score` or `-score`; items without a score
+    /// come last, ties are broken by tenant id.
+    #[param(value_type = Option<String>, example = "-score")]
+    pub sort: Option<SortView>,
+    /// Items per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000, example = 100)]
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page, with the same filters and order.
+    pub cursor: Option<String>,
+    /// Accept nothing older than this many seconds; `0` forces calls to Defender (within each
+    /// tenant's quota).
+    #[param(minimum = 0, example = 60)]
+    pub max_age: Option<i64>,
+    /// How long to wait for slow tenants, 1 to 60000 ms (default 5000). Tenants not done by then
+    /// are reported with code `deadline_exceeded`; their fetch goes on and fills the cache.
+    #[param(minimum = 1, maximum = 60000, example = 2000)]
+    pub timeout_ms: Option<i64>,
+    /// `json` (default) or `csv` (RFC 4180; `Accept: text/csv` does the same).
+    pub format: Option<FormatView>,
+}
+
+/// The order of items.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+pub enum SortView {
+    /// By tenant id.
+    #[serde(rename = "tenant")]
+    Tenant,
+    /// By display name.
+    #[serde(rename = "name")]
+    Name,
+    /// By score, lowest first.
+    #[serde(rename = "score")]
+    Score,
+    /// By score, highest first.
+    #[serde(rename = "-score")]
+    ScoreDesc,
+}
+
+/// Response format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FormatView {
+    /// JSON (`ScoreList`).
+    Json,
+    /// CSV, one row per item.
+    Csv,
+}
+
+/// The status of one item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ItemStatusView {
+    /// A score within the fresh window.
+    Ok,
+    /// A score older than the fresh window (a refresh runs, or it failed: see `warning`).
+    Stale,
+    /// No score: see `error`.
+    Error,
+}
+
+/// The scores of many tenants: one page of items plus a summary of every matching tenant.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "generated_at": "2026-11-29T10:00:12Z", "complete": false,
+    "summary": {"tenants": 2, "ok": 1, "stale": 0, "failed": 1,
+                "min": 340.0, "max": 340.0, "mean": 340.0, "median": 340.0},
+    "items": [
+        {"tenant": "contoso", "name": "Contoso", "tags": ["gold"], "status": "ok", "score": 340.0,
+         "time": "2019-12-03T09:15:58.1665846Z", "fetched_at": "2026-11-29T10:00:00Z",
+         "age_seconds": 12, "source": "cache"},
+        {"tenant": "litware", "name": "Litware", "tags": [], "status": "error",
+         "error": {"code": "upstream_auth", "status": 502, "detail": "Defender refused the call"}}],
+    "next_cursor": null
+}))]
+pub struct ScoreList {
+    /// When the answer was put together (RFC 3339, UTC).
+    pub generated_at: String,
+    /// `true` when every matching tenant is `ok`; `false` when any is `stale` or `error`.
+    pub complete: bool,
+    /// Counts and statistics over every matching tenant, not just this page.
+    pub summary: SummaryView,
+    /// This page's items, in the requested order.
+    pub items: Vec<ScoreItem>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Counts and statistics over every matching tenant; statistics use `ok` and `stale` items and
+/// are `null` when there are none.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SummaryView {
+    /// Matching tenants.
+    pub tenants: usize,
+    /// Tenants with a fresh score.
+    pub ok: usize,
+    /// Tenants with a stale score.
+    pub stale: usize,
+    /// Tenants without a score.
+    pub failed: usize,
+    /// Lowest score.
+    pub min: Option<f64>,
+    /// Highest score.
+    pub max: Option<f64>,
+    /// Mean score.
+    pub mean: Option<f64>,
+    /// Median score (the mean of the two middle scores for an even count).
+    pub median: Option<f64>,
+}
+
+impl From<&Summary> for SummaryView {
+    fn from(summary: &Summary) -> Self {
+        Self {
+            tenants: summary.tenants,
+            ok: summary.ok,
+            stale: summary.stale,
+            failed: summary.failed,
+            min: summary.min,
+            max: summary.max,
+            mean: summary.mean,
+            median: summary.median,
+        }
+    }
+}
+
+/// One tenant's score, or why there is none.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScoreItem {
+    /// The gateway's id of the tenant.
+    pub tenant: String,
+    /// Display name.
+    pub name: String,
+    /// The tenant's tags.
+    pub tags: Vec<String>,
+    /// `ok`, `stale` or `error`.
+    pub status: ItemStatusView,
+    /// Microsoft Secure Score for Devices, in raw points (absent on errors).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// When Defender answered, exactly as Defender wrote it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// When the gateway fetched it (RFC 3339, UTC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fetched_at: Option<String>,
+    /// Seconds since `fetched_at`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub age_seconds: Option<u64>,
+    /// Where the score came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceView>,
+    /// Present on a stale score served because its refresh failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<WarningView>,
+    /// Present when there is no score.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ItemErrorView>,
+}
+
+/// Why an item has no score: the code and status the single-tenant route would have answered.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ItemErrorView {
+    /// Stable code: `upstream_auth`, `upstream_error`, `upstream_throttled`, `upstream_timeout`
+    /// or `deadline_exceeded`.
+    pub code: String,
+    /// The HTTP status `GET /tenants/{id}/score` would have answered.
+    pub status: u16,
+    /// What went wrong.
+    pub detail: String,
+}
+
+impl From<&Item> for ScoreItem {
+    fn from(item: &Item) -> Self {
+        let tenant = &item.tenant;
+        let status = match item.status() {
+            ItemStatus::Ok => ItemStatusView::Ok,
+            ItemStatus::Stale => ItemStatusView::Stale,
+            ItemStatus::Error => ItemStatusView::Error,
+        };
+        let mut view = Self {
+            tenant: tenant.id.to_string(),
+            name: tenant.name.clone(),
+            tags: tenant.tags.clone(),
+            status,
+            score: None,
+            time: None,
+            fetched_at: None,
+            age_seconds: None,
+            source: None,
+            warning: None,
+            error: None,
+        };
+        match &item.outcome {
+            Ok(served) => {
+                view.score = Some(served.reading.score);
+                view.time = Some(served.reading.time.clone());
+                view.fetched_at = Some(rfc3339(served.reading.fetched_at));
+                view.age_seconds = Some(served.age.as_secs());
+                view.source = Some(served.source.into());
+                view.warning = served.warning.as_ref().map(|error| WarningView {
+                    code: upstream_status(error).1.to_owned(),
+                    detail: error.to_string(),
+                });
+            }
+            Err(ScoreError::Upstream(error)) => {
+                let (status, code) = upstream_status(error);
+                view.error = Some(ItemErrorView {
+                    code: code.to_owned(),
+                    status: status.as_u16(),
+                    detail: error.to_string(),
+                });
+            }
+            Err(error @ ScoreError::Deadline) => {
+                view.error = Some(ItemErrorView {
+                    code: "deadline_exceeded".to_owned(),
+                    status: 504,
+                    detail: format!("{error}; the fetch goes on and will fill the cache"),
+                });
+            }
+        }
+        view
+    }
+}
+
+impl From<&Page> for ScoreList {
+    fn from(page: &Page) -> Self {
+        Self {
+            generated_at: rfc3339(page.generated_at),
+            complete: page.complete,
+            summary: (&page.summary).into(),
+            items: page.items.iter().map(ScoreItem::from).collect(),
+            next_cursor: page.next_cursor.clone(),
+        }
+    }
+}
+
+/// The scores of many tenants.
+///
+/// Every matching tenant is fetched concurrently (from the cache when fresh); one slow or broken
+/// tenant never fails the answer: it gets `status: error` with the code the single-tenant route
+/// would have answered, and `complete` turns `false`. No tenant is waited for past `timeout_ms`.
+/// The `summary` covers every matching tenant; `items` are one page (`limit`, `cursor`).
+#[utoipa::path(
+    get, path = "/scores", tag = "tenants", params(ScoresQuery),
+    responses(
+        (status = 200, description = "The scores (per-item status; see `complete`)",
+         content(
+            (ScoreList = "application/json"),
+            (String = "text/csv", example = "tenant,name,tags,status,score,time,fetched_at,age_seconds,source,error_code,error_detail\r\ncontoso,Contoso,gold,ok,340,2019-12-03T09:15:58.1665846Z,2026-11-29T10:00:00Z,12,cache,,\r\n"),
+         )),
+        (status = 400, description = "Bad query, e.g. `limit=0`, an unknown `sort` or a cursor of another query (`invalid_request`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_scores(
+    request: HttpRequest,
+    services: web::Data<Services>,
+) -> Result<HttpResponse, ApiError> {
+    let params: ScoresQuery = serde_html_form::from_str(request.query_string())
+        .map_err(|error| ApiError::InvalidRequest(format!("bad query: {error}")))?;
+    let csv = match params.format {
+        Some(format) => format == FormatView::Csv,
+        None => accepts_csv(&request),
+    };
+    let query = fanout::Query::parse(RawQuery {
+        tenants: params.tenant,
+        tags: params.tag,
+        status: params.status.map(|status| match status {
+            ItemStatusView::Ok => StatusFilter::Ok,
+            ItemStatusView::Stale => StatusFilter::Stale,
+            ItemStatusView::Error => StatusFilter::Error,
+        }),
+        sort: params.sort.map(|sort| match sort {
+            SortView::Tenant => SortOrder::Tenant,
+            SortView::Name => SortOrder::Name,
+            SortView::Score => SortOrder::Score,
+            SortView::ScoreDesc => SortOrder::ScoreDesc,
+        }),
+        limit: params.limit,
+        cursor: params.cursor,
+        max_age: params.max_age,
+        timeout_ms: params.timeout_ms,
+    })
+    .map_err(|error| ApiError::InvalidRequest(error.to_string()))?;
+    let registry = services.registry();
+    let page = fanout::scores(&services.cache, &registry, &query).await;
+    let list = ScoreList::from(&page);
+    if csv {
+        Ok(HttpResponse::Ok()
+            .content_type("text/csv; charset=utf-8; header=present")
+            .body(to_csv(&list)))
+    } else {
+        Ok(HttpResponse::Ok().json(list))
+    }
+}
+
+/// Whether the caller prefers CSV (`Accept: text/csv`).
+fn accepts_csv(request: &HttpRequest) -> bool {
+    request
+        .headers()
+        .get_all(header::ACCEPT)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|media| {
+            media
+                .split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/csv"))
+        })
+}
+
+/// The CSV columns, in order.
+const CSV_HEADER: [&str; 11] = [
+    "tenant",
+    "name",
+    "tags",
+    "status",
+    "score",
+    "time",
+    "fetched_at",
+    "age_seconds",
+    "source",
+    "error_code",
+    "error_detail",
+];
+
+/// RFC 4180: a header row, CRLF line ends, fields quoted when they hold `,`, `"`, CR or LF.
+fn to_csv(list: &ScoreList) -> String {
+    let mut out = String::new();
+    push_row(&mut out, CSV_HEADER.iter().map(|s| s.to_string()));
+    for item in &list.items {
+        let status = match item.status {
+            ItemStatusView::Ok => "ok",
+            ItemStatusView::Stale => "stale",
+            ItemStatusView::Error => "error",
+        };
+        let source = item.source.map(|source| match source {
+            SourceView::Upstream => "upstream",
+            SourceView::Cache => "cache",
+            SourceView::Stale => "stale",
+        });
+        let (code, detail) = match (&item.error, &item.warning) {
+            (Some(error), _) => (error.code.clone(), error.detail.clone()),
+            (None, Some(warning)) => (warning.code.clone(), warning.detail.clone()),
+            (None, None) => (String::new(), String::new()),
+        };
+        push_row(
+            &mut out,
+            [
+                item.tenant.clone(),
+                item.name.clone(),
+                item.tags.join(";"),
+                status.to_owned(),
+                item.score.map(|s| s.to_string()).unwrap_or_default(),
+                item.time.clone().unwrap_or_default(),
+                item.fetched_at.clone().unwrap_or_default(),
+                item.age_seconds.map(|s| s.to_string()).unwrap_or_default(),
+                source.unwrap_or_default().to_owned(),
+                code,
+                detail,
+            ]
+            .into_iter(),
+        );
+    }
+    out
+}
+
+fn push_row(out: &mut String, fields: impl Iterator<Item = String>) {
+    for (index, field) in fields.enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        if field.contains([',', '"', '\r', '\n']) {
+            out.push('"');
+            out.push_str(&field.replace('"', "\"\""));
+            out.push('"');
+        } else {
+            out.push_str(&field);
+        }
+    }
+    out.push_str("\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_as_rfc_4180_says() {
+        let mut out = String::new();
+        push_row(
+            &mut out,
+            [
+                "plain".to_owned(),
+                "a,b".to_owned(),
+                "say \"hi\"".to_owned(),
+                "two\r\nlines".to_owned(),
+                String::new(),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(
+            out,
+            "plain,\"a,b\",\"say \"\"hi\"\"\",\"two\r\nlines\",\r\n"
+        );
+    }
+}
