@@ -21,6 +21,9 @@ impl Application {
     /// Builds the services from `config` and binds `config.server.bind` (port 0 allowed).
     pub fn build(config: &Config) -> anyhow::Result<Self> {
         let services = Services::build(config)?;
+        if config.refresh.enabled {
+            crate::refresher::Refresher::new(&services, &config.cache, &config.refresh).spawn();
+        }
         let listener = TcpListener::bind(config.server.bind)
             .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.server.bind))?;
         let addr = listener.local_addr()?;

@@ -166,11 +166,22 @@ impl Default for CacheSettings {
 pub struct RefreshSettings {
     /// Whether every tenant is kept warm in the background.
     pub enabled: bool,
+    /// Most background fetches running at once (at least 1). The refresher also starts one only
+    /// while more than half of `[upstream] max_in_flight` is free, so that interactive requests
+    /// never wait for background work.
+    pub max_concurrent: usize,
+    /// Over how many seconds the first round of refreshes is spread after start-up; by default
+    /// the refresh period (three quarters of `[cache] fresh_seconds`).
+    pub startup_spread_seconds: Option<u64>,
 }
 
 impl Default for RefreshSettings {
     fn default() -> Self {
-        Self { enabled: true }
+        Self {
+            enabled: true,
+            max_concurrent: 4,
+            startup_spread_seconds: None,
+        }
     }
 }
 

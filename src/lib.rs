@@ -21,6 +21,8 @@
 //! - [`cache`]: the score cache: fresh and stale windows, single flight, stale-if-error.
 //! - [`fanout`]: `GET /scores` without HTTP: filters, concurrent fetch within a deadline, summary,
 //!   order and signed cursors.
+//! - [`refresher`]: keeps every tenant warm in the background, spread out and behind interactive
+//!   requests.
 //! - [`service`]: the shared services built once, and one function per use case.
 //! - [`api`]: routes, OpenAPI, problem+json errors, request ids.
 //! - [`app`]: start-up: services, listener, HTTP server.
@@ -38,6 +40,7 @@ pub mod demo;
 pub mod emulator;
 pub mod fanout;
 pub mod quota;
+pub mod refresher;
 pub mod service;
 pub mod telemetry;
 pub mod tenants;

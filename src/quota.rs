@@ -205,6 +205,16 @@ impl Quota {
         self.max_in_flight - self.in_flight.available_permits()
     }
 
+    /// In-flight slots free now: background work only starts while enough are spare.
+    pub fn spare_slots(&self) -> usize {
+        self.in_flight.available_permits()
+    }
+
+    /// The global cap on calls in flight.
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight
+    }
+
     /// Forgets tenants that left the registry and limiters whose limits changed (live reload).
     pub fn retain(&self, registry: &Registry) {
         let keep = |id: &TenantId| registry.get(id.as_str()).is_some();

@@ -1,0 +1,211 @@
+//! The background refresher: keeps every registered tenant warm, so that interactive requests are
+//! served from the fresh cache.
+//!
+//! Owns *when* each tenant is refreshed: once per refresh period (three quarters of the fresh
+//! window, so that a refresh lands before the shortest jittered expiry), each tenant at its own
+//! offset (a hash of its id), so that neither start-up nor expiry causes a burst. It starts a
+//! fetch only through [`ScoreCache::refresh`] (which keeps single flight, cool-downs and back-off)
+//! and stays behind interactive requests: at most `max_concurrent` background fetches, and none
+//! started unless more than half of the global in-flight slots are free. It does not fetch,
+//! charge quotas or store anything itself; per-tenant quotas are charged by the fetch as usual.
+
+use crate::cache::ScoreCache;
+use crate::config::{CacheSettings, RefreshSettings};
+use crate::service::Services;
+use crate::tenants::{Registry, Tenant, TenantId};
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
+
+/// How often the schedule is looked at.
+const TICK: Duration = Duration::from_millis(100);
+
+/// The refresher's plan: when each tenant is next due.
+pub struct Refresher {
+    /// Weak, so that the refresher ends when the gateway's services are dropped.
+    services: Weak<Services>,
+    /// Time between two refreshes of one tenant.
+    period: Duration,
+    /// Over how long the first round is spread.
+    spread: Duration,
+    /// Most background fetches at once.
+    max_concurrent: usize,
+}
+
+/// The mutable state of a running refresher.
+#[derive(Default)]
+struct Schedule {
+    /// The registry the schedule was built for; replaced on reload.
+    registry: Option<Arc<Registry>>,
+    /// `(due, tenant)`, earliest first.
+    queue: BTreeSet<(Instant, TenantId)>,
+    /// When each tenant is due (the key into `queue`).
+    due: HashMap<TenantId, Instant>,
+    /// Background fetches this refresher started and that still run.
+    running: Vec<TenantId>,
+}
+
+impl Refresher {
+    /// A refresher for `services` with the given settings.
+    pub fn new(
+        services: &Arc<Services>,
+        cache: &CacheSettings,
+        settings: &RefreshSettings,
+    ) -> Self {
+        let period = Duration::from_secs(cache.fresh_seconds).mul_f64(0.75);
+        let spread = settings
+            .startup_spread_seconds
+            .map_or(period, Duration::from_secs);
+        Self {
+            services: Arc::downgrade(services),
+            period: period.max(Duration::from_millis(100)),
+            spread,
+            max_concurrent: settings.max_concurrent.max(1),
+        }
+    }
+
+    /// Runs the refresher in the background until the services are dropped.
+    pub fn spawn(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.run())
+    }
+
+    async fn run(self) {
+        let start = Instant::now();
+        let mut schedule = Schedule::default();
+        let mut ticks = tokio::time::interval(TICK);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let Some(services) = self.services.upgrade() else {
+                return;
+            };
+            let registry = services.registry();
+            self.plan(&mut schedule, &registry, start);
+            self.step(&mut schedule, &services, &registry).await;
+        }
+    }
+
+    /// Brings the schedule in line with the registry: new tenants get their offset, gone ones go.
+    fn plan(&self, schedule: &mut Schedule, registry: &Arc<Registry>, start: Instant) {
+        if schedule
+            .registry
+            .as_ref()
+            .is_some_and(|known| Arc::ptr_eq(known, registry))
+        {
+            return;
+        }
+        let first_round = schedule.registry.is_none();
+        let now = Instant::now();
+        schedule
+            .due
+            .retain(|id, _| registry.get(id.as_str()).is_some());
+        schedule
+            .queue
+            .retain(|(_, id)| registry.get(id.as_str()).is_some());
+        for tenant in registry.all() {
+            if schedule.due.contains_key(&tenant.id) {
+                continue;
+            }
+            let (base, window) = if first_round {
+                (start, self.spread)
+            } else {
+                (now, self.period)
+            };
+            let at = base + offset(&tenant.id, window);
+            schedule.due.insert(tenant.id.clone(), at);
+            schedule.queue.insert((at, tenant.id.clone()));
+        }
+        schedule.registry = Some(registry.clone());
+    }
+
+    /// Starts the refreshes that are due, as far as the budget allows.
+    async fn step(&self, schedule: &mut Schedule, services: &Services, registry: &Registry) {
+        let cache: &ScoreCache = &services.cache;
+        let mut still_running = Vec::with_capacity(schedule.running.len());
+        for id in schedule.running.drain(..) {
+            if cache.is_fetching(&id).await {
+                still_running.push(id);
+            }
+        }
+        schedule.running = still_running;
+        let now = Instant::now();
+        while schedule.running.len() < self.max_concurrent
+            && services.quota.spare_slots() > services.quota.max_in_flight() / 2
+        {
+            let Some((at, id)) = schedule.queue.first().cloned() else {
+                return;
+            };
+            if at > now {
+                return;
+            }
+            schedule.queue.remove(&(at, id.clone()));
+            let Some(tenant) = registry.get(id.as_str()).cloned() else {
+                schedule.due.remove(&id);
+                continue;
+            };
+            let next = match self.recently_fetched(cache, &tenant) {
+                // Someone else fetched it lately: come back one period after that fetch.
+                Some(ago) => now + self.period.saturating_sub(ago),
+                None => {
+                    cache.refresh(&tenant).await;
+                    if cache.is_fetching(&tenant.id).await {
+                        schedule.running.push(tenant.id.clone());
+                    }
+                    now + self.period
+                }
+            };
+            schedule.due.insert(id.clone(), next);
+            schedule.queue.insert((next, id));
+        }
+    }
+
+    /// How long ago the tenant was fetched successfully, if less than half a period ago.
+    fn recently_fetched(&self, cache: &ScoreCache, tenant: &Tenant) -> Option<Duration> {
+        let last = cache.last_fetch(&tenant.id)?;
+        if last.error.is_some() {
+            return None;
+        }
+        let ago = SystemTime::now()
+            .duration_since(last.at)
+            .unwrap_or_default();
+        (ago < self.period / 2).then_some(ago)
+    }
+}
+
+/// The tenant's fixed place within `window`: a hash of its id, so that tenants spread evenly and
+/// the same tenant keeps its place across restarts.
+fn offset(id: &TenantId, window: Duration) -> Duration {
+    let millis = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+    if millis == 0 {
+        return Duration::ZERO;
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    id.hash(&mut hasher);
+    Duration::from_millis(hasher.finish() % millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_stay_within_the_window_and_spread_out() {
+        let window = Duration::from_secs(60);
+        let offsets: Vec<Duration> = (0..1000)
+            .map(|i| offset(&TenantId::parse(&format!("tenant-{i}")).unwrap(), window))
+            .collect();
+        assert!(offsets.iter().all(|o| *o < window));
+        // No tenth of the window holds more than twice its share.
+        let mut buckets = [0usize; 10];
+        for o in &offsets {
+            buckets[(o.as_millis() / 6000) as usize] += 1;
+        }
+        assert!(buckets.iter().all(|&n| n < 200), "{buckets:?}");
+        assert_eq!(
+            offset(&TenantId::parse("a").unwrap(), Duration::ZERO),
+            Duration::ZERO
+        );
+    }
+}
