@@ -70,6 +70,8 @@ pub struct HealthcheckArgs {
 pub enum BenchCommand {
     /// Sustained score calls per second the emulator serves over TLS.
     Emulator(crate::bench::emulator::EmulatorBenchArgs),
+    /// `/scores` cold and warm, single flight and memory of the gateway against the emulator.
+    Gateway(crate::bench::gateway::GatewayBenchArgs),
 }
 
 /// Runs the parsed command to completion.
@@ -89,18 +91,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Emulate(args) => crate::emulator::run_cli(args).await,
         Command::Bench(BenchCommand::Emulator(args)) => crate::bench::emulator::run(args).await,
+        Command::Bench(BenchCommand::Gateway(args)) => crate::bench::gateway::run(args).await,
     }
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
     let application = Application::build(&config)?;
+    application.listen_for_signals()?;
     tracing::info!(
         address = %application.addr(),
         tenants = config.registry.len(),
         "scoregate is listening"
     );
     application.run_until_stopped().await?;
+    tracing::info!("scoregate stopped");
     Ok(())
 }
 

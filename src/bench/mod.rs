@@ -2,3 +2,4 @@
 //! not in timed tests: the machines are shared and noisy.
 
 pub mod emulator;
+pub mod gateway;
