@@ -4,18 +4,26 @@
 //! so that what is tested is what runs.
 
 use crate::config::Config;
+use crate::lifecycle::Reloader;
 use crate::service::Services;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::HttpServer;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 /// A bound, running-on-await gateway.
 pub struct Application {
     server: Server,
     addr: SocketAddr,
     services: Arc<Services>,
+    /// Cancelled to stop gracefully (by `serve`'s signal listener, or by the caller), and once
+    /// the server has stopped: background tasks (refresher, reload listener) end on it.
+    shutdown: CancellationToken,
+    /// Reloads the file this application was built from.
+    reloader: Reloader,
 }
+
 
 impl Application {
     /// Builds the services from `config` and binds `config.server.bind` (port 0 allowed).
@@ -28,18 +36,25 @@ impl Application {
             .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.server.bind))?;
         let addr = listener.local_addr()?;
         let app_services = services.clone();
+        let shutdown = CancellationToken::new();
+        // Our own stop signal instead of actix's: actix stops *immediately* on SIGINT, and
+        // listeners are installed by `serve` only (see `crate::lifecycle`).
         let mut server = HttpServer::new(move || crate::api::app(app_services.clone()))
             .listen(listener)?
-            .shutdown_timeout(30);
+            .shutdown_signal(shutdown.clone().cancelled_owned())
+            .shutdown_timeout(config.server.shutdown_grace_seconds);
         if config.server.workers > 0 {
             server = server.workers(config.server.workers);
         }
         let server = server.run();
         services.set_ready();
+        let reloader = Reloader::new(services.clone(), config);
         Ok(Self {
             server,
             addr,
             services,
+            shutdown,
+            reloader,
         })
     }
 
@@ -58,8 +73,32 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until the server is stopped.
+    /// The shutdown token: cancelling it stops the server gracefully (no new connections,
+    /// requests in flight finish within `[server] shutdown_grace_seconds`). It is cancelled too
+    /// once the server has stopped, however that happened, so background tasks can end on it.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Reloads the configuration file this application was built from (process environment
+    /// overrides); what SIGHUP does.
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
+    /// Installs the process signal listeners: SIGTERM/SIGINT stop gracefully, SIGHUP reloads.
+    /// For `serve`; a process hosting several gateways (the tests) must not call this for each.
+    pub fn listen_for_signals(&self) -> std::io::Result<()> {
+        crate::lifecycle::stop_on_signals(self.shutdown.clone())?;
+        crate::lifecycle::reload_on_sighup(self.reloader.clone(), self.shutdown.clone())?;
+        Ok(())
+    }
+
+    /// Serves until the server is stopped (gracefully after a signal: then `Ok`), and cancels the
+    /// shutdown token so that background tasks end.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let result = self.server.await;
+        self.shutdown.cancel();
+        result
     }
 }

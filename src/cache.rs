@@ -8,6 +8,7 @@
 //! How a fetch is made belongs to [`crate::upstream`]; the limits to [`crate::quota`].
 
 use crate::config::CacheSettings;
+use crate::metrics::{CacheResult, Metrics};
 use crate::quota::Quota;
 use crate::tenants::{Registry, Tenant, TenantId};
 use crate::upstream::{Reading, UpstreamClient, UpstreamError};
@@ -94,6 +95,8 @@ pub struct ScoreCache {
     fresh: Duration,
     /// How long past freshness a good value may cover for failures.
     stale_if_error: Duration,
+    /// Where look-ups, fetches and per-tenant outcomes are recorded.
+    metrics: Arc<Metrics>,
 }
 
 /// Share of the fresh window removed at random from each entry (0–15 %).
@@ -101,7 +104,12 @@ const FRESH_JITTER: f64 = 0.15;
 
 impl ScoreCache {
     /// Creates the cache.
-    pub fn new(settings: &CacheSettings, upstream: Arc<UpstreamClient>, quota: Arc<Quota>) -> Self {
+    pub fn new(
+        settings: &CacheSettings,
+        upstream: Arc<UpstreamClient>,
+        quota: Arc<Quota>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let fresh = Duration::from_secs(settings.fresh_seconds);
         let stale_if_error = Duration::from_secs(settings.stale_if_error_seconds);
         let entries = moka::future::Cache::builder()
@@ -117,6 +125,7 @@ impl ScoreCache {
             quota,
             fresh,
             stale_if_error,
+            metrics,
         }
     }
 
@@ -131,7 +140,29 @@ impl ScoreCache {
         self.get_inner(tenant, max_age, wait_until)
     }
 
+    /// [`ScoreCache::lookup`], counted as a hit, a miss or a stale serve.
     async fn get_inner(
+        &self,
+        tenant: &Arc<Tenant>,
+        max_age: Option<Duration>,
+        wait_until: Instant,
+    ) -> Result<Served, ScoreError> {
+        let result = self.lookup(tenant, max_age, wait_until).await;
+        self.metrics.cache(match &result {
+            Ok(Served {
+                source: Source::Cache,
+                ..
+            }) => CacheResult::Hit,
+            Ok(Served {
+                source: Source::Stale,
+                ..
+            }) => CacheResult::Stale,
+            Ok(_) | Err(_) => CacheResult::Miss,
+        });
+        result
+    }
+
+    async fn lookup(
         &self,
         tenant: &Arc<Tenant>,
         max_age: Option<Duration>,
@@ -254,6 +285,7 @@ impl ScoreCache {
             flights: self.flights.clone(),
             last_fetch: self.last_fetch.clone(),
             fresh: self.fresh,
+            metrics: self.metrics.clone(),
         };
         let handle = tokio::spawn(task.run());
         let flight = async move {
@@ -321,6 +353,7 @@ struct FlightTask {
     flights: Arc<tokio::sync::Mutex<HashMap<TenantId, (u64, Flight)>>>,
     last_fetch: Arc<Mutex<HashMap<TenantId, LastFetch>>>,
     fresh: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl FlightTask {
@@ -359,6 +392,12 @@ impl FlightTask {
                     .insert(self.tenant.id.clone(), entry.clone())
                     .await;
                 self.quota.record_success(&self.tenant.id);
+                self.metrics.fetch("ok");
+                self.metrics.tenant_success(
+                    &self.tenant.id,
+                    entry.reading.score,
+                    entry.reading.fetched_at,
+                );
                 Ok(entry)
             }
             Err(error) => {
@@ -366,6 +405,11 @@ impl FlightTask {
                 if !matches!(error, UpstreamError::Throttled { .. }) {
                     self.quota.record_failure(&self.tenant.id);
                 }
+                self.metrics.fetch(error.code());
+                self.metrics.tenant_failure(
+                    &self.tenant.id,
+                    self.quota.consecutive_failures(&self.tenant.id),
+                );
                 tracing::warn!(tenant = %self.tenant.id, "fetch failed: {error}");
                 Err(error)
             }

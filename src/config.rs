@@ -55,6 +55,9 @@ pub struct ServerSettings {
     pub bind: SocketAddr,
     /// Actix worker threads; 0 means one per CPU core.
     pub workers: usize,
+    /// Seconds requests in flight may take to finish after SIGTERM or SIGINT before the server
+    /// closes their connections; changing it needs a restart.
+    pub shutdown_grace_seconds: u64,
 }
 
 impl Default for ServerSettings {
@@ -62,6 +65,7 @@ impl Default for ServerSettings {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             workers: 0,
+            shutdown_grace_seconds: 30,
         }
     }
 }

@@ -70,6 +70,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let bind = ("SCOREGATE__SERVER__BIND".to_owned(), args.bind.to_string());
     let config = Config::load_with_env(&config_path, std::env::vars().chain([bind]))?;
     let application = Application::build(&config)?;
+    application.listen_for_signals()?;
     print_banner(&application.addr(), &emulator, config.registry.len());
     application.run_until_stopped().await?;
     emulator.stop().await;

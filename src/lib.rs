@@ -26,6 +26,8 @@
 //! - [`service`]: the shared services built once, and one function per use case.
 //! - [`api`]: routes, OpenAPI, problem+json errors, request ids.
 //! - [`app`]: start-up: services, listener, HTTP server.
+//! - [`lifecycle`]: process signals: graceful shutdown (SIGTERM, SIGINT) and live reload (SIGHUP).
+//! - [`metrics`]: the Prometheus registry every component records into, served at `/metrics`.
 //! - [`demo`]: `scoregate demo`, the emulator and the gateway in one process.
 //! - [`telemetry`]: logging set-up.
 
@@ -39,6 +41,8 @@ pub mod credential;
 pub mod demo;
 pub mod emulator;
 pub mod fanout;
+pub mod lifecycle;
+pub mod metrics;
 pub mod quota;
 pub mod refresher;
 pub mod service;

@@ -8,6 +8,7 @@
 //!
 //! It does not decide whether a cached value is good enough: that is the cache's job.
 
+use crate::metrics::{Metrics, QuotaRefusal};
 use crate::tenants::{QuotaLimits, Registry, Tenant, TenantId};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota as GovernorQuota, RateLimiter};
@@ -78,6 +79,8 @@ pub struct Quota {
     max_in_flight: usize,
     /// Back-off policy of failing tenants.
     backoff: FailureBackoff,
+    /// Where waits and refusals are counted.
+    metrics: Arc<Metrics>,
 }
 
 /// Permission to make one upstream call; dropping it frees the in-flight slot.
@@ -88,7 +91,7 @@ pub struct CallPermit {
 
 impl Quota {
     /// Creates the limits with a global cap of `max_in_flight` calls.
-    pub fn new(max_in_flight: usize, backoff: FailureBackoff) -> Self {
+    pub fn new(max_in_flight: usize, backoff: FailureBackoff, metrics: Arc<Metrics>) -> Self {
         Self {
             limiters: RwLock::default(),
             cool_downs: Mutex::default(),
@@ -96,6 +99,7 @@ impl Quota {
             in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
             max_in_flight: max_in_flight.max(1),
             backoff,
+            metrics,
         }
     }
 
@@ -107,6 +111,7 @@ impl Quota {
         deadline: Instant,
     ) -> Result<CallPermit, QuotaError> {
         if let Some(retry_after) = self.cool_down_left(&tenant.id) {
+            self.metrics.quota_refusal(QuotaRefusal::CoolDown);
             return Err(QuotaError::Throttled { retry_after });
         }
         let limiter = self.limiter(tenant);
@@ -117,10 +122,12 @@ impl Quota {
                     Err(not_until) => {
                         let wait = not_until.wait_time_from(DefaultClock::default().now());
                         if Instant::now() + wait > deadline {
+                            self.metrics.quota_refusal(QuotaRefusal::Rate);
                             return Err(QuotaError::Throttled {
                                 retry_after: wait.max(Duration::from_secs(1)),
                             });
                         }
+                        self.metrics.quota_wait();
                         tokio::time::sleep(wait).await;
                     }
                 }
@@ -129,7 +136,10 @@ impl Quota {
         match tokio::time::timeout_at(deadline, self.in_flight.clone().acquire_owned()).await {
             Ok(Ok(slot)) => Ok(CallPermit { _slot: slot }),
             // The semaphore is never closed; treat it like a deadline to stay total.
-            Ok(Err(_)) | Err(_) => Err(QuotaError::Deadline),
+            Ok(Err(_)) | Err(_) => {
+                self.metrics.quota_refusal(QuotaRefusal::InFlight);
+                Err(QuotaError::Deadline)
+            }
         }
     }
 
@@ -330,7 +340,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_cool_down_refuses_calls_until_it_has_passed() {
-        let quota = Quota::new(4, FailureBackoff::default());
+        let quota = Quota::new(4, FailureBackoff::default(), Arc::default());
         let id = TenantId::parse("contoso").unwrap();
         quota.cool_down(&id, Duration::from_secs(30));
         assert!(quota.cool_down_left(&id).unwrap() > Duration::from_secs(29));
@@ -346,7 +356,7 @@ mod tests {
             base: Duration::from_secs(5),
             max: Duration::from_secs(40),
         };
-        let quota = Quota::new(4, backoff);
+        let quota = Quota::new(4, backoff, Arc::default());
         let id = TenantId::parse("contoso").unwrap();
         let mut pauses = Vec::new();
         for _ in 0..5 {

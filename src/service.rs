@@ -6,6 +6,7 @@
 
 use crate::cache::{ScoreCache, ScoreError, Served};
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::quota::{FailureBackoff, Quota};
 use crate::tenants::{Registry, Tenant};
 use crate::token::TokenSource;
@@ -26,6 +27,17 @@ pub enum ServiceError {
     Score(#[from] ScoreError),
 }
 
+/// What a reload changed, for the log line that reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadSummary {
+    /// Tenants registered after the reload.
+    pub tenants: usize,
+    /// Tenants that were not registered before.
+    pub added: usize,
+    /// Tenants that are no longer registered.
+    pub removed: usize,
+}
+
 /// Everything a request needs, built once per process.
 pub struct Services {
     /// The registrations in force; replaced whole on reload, never edited in place.
@@ -34,6 +46,10 @@ pub struct Services {
     pub cache: Arc<ScoreCache>,
     /// Outbound limits, shared with the cache and the upstream client.
     pub quota: Arc<Quota>,
+    /// The Prometheus registry every component records into; served at `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// The upstream client, kept for reload housekeeping (its token source).
+    upstream: Arc<UpstreamClient>,
     /// Set once the listener is up: `/readyz` reports it.
     ready: AtomicBool,
     /// How long an interactive request waits for a fetch.
@@ -50,9 +66,11 @@ impl Services {
                     crate::telemetry::error_chain(&error)
                 )
             })?;
+        let metrics = Arc::new(Metrics::new());
         let quota = Arc::new(Quota::new(
             config.upstream.max_in_flight,
             FailureBackoff::default(),
+            metrics.clone(),
         ));
         let tokens = TokenSource::new(http.clone());
         let upstream = Arc::new(UpstreamClient::new(
@@ -60,12 +78,20 @@ impl Services {
             tokens,
             quota.clone(),
             config.upstream.clone(),
+            metrics.clone(),
         ));
-        let cache = Arc::new(ScoreCache::new(&config.cache, upstream, quota.clone()));
+        let cache = Arc::new(ScoreCache::new(
+            &config.cache,
+            upstream.clone(),
+            quota.clone(),
+            metrics.clone(),
+        ));
         Ok(Arc::new(Self {
             registry: RwLock::new(config.registry.clone()),
             cache,
             quota,
+            metrics,
+            upstream,
             ready: AtomicBool::new(false),
             // A little longer than one fetch's own deadline, so the fetch reports its own timeout.
             request_wait: Duration::from_millis(config.upstream.timeout_ms + 500),
@@ -78,6 +104,41 @@ impl Services {
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
+    }
+
+    /// Swaps in the registrations of a reloaded, validated configuration, then drops everything
+    /// held for tenants that left or changed: cached scores and fetch outcomes, limiters,
+    /// cool-downs and back-off, credentials and their tokens, per-tenant metric series.
+    ///
+    /// The swap is one pointer replacement: a request sees the old or the new registry, never a
+    /// mix, and requests in flight finish with the registration they started with. Settings
+    /// outside the registry (listener, upstream client, cache sizes) keep their start-up values.
+    pub async fn reload(&self, config: &Config) -> ReloadSummary {
+        let new = config.registry.clone();
+        let old = std::mem::replace(
+            &mut *self
+                .registry
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            new.clone(),
+        );
+        self.cache.retain(&new).await;
+        self.quota.retain(&new);
+        self.upstream.tokens().retain(&new);
+        self.metrics.retain_tenants(&new);
+        ReloadSummary {
+            tenants: new.len(),
+            added: new
+                .all()
+                .iter()
+                .filter(|tenant| old.get(tenant.id.as_str()).is_none())
+                .count(),
+            removed: old
+                .all()
+                .iter()
+                .filter(|tenant| new.get(tenant.id.as_str()).is_none())
+                .count(),
+        }
     }
 
     /// Marks the gateway ready (listener up).

@@ -4,6 +4,8 @@
 //! formats a secret: callers log errors with `Display` and never log tokens or keys.
 
 use clap::ValueEnum;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 /// How log lines are written to standard error.
@@ -19,14 +21,31 @@ pub enum LogFormat {
 /// Installs the global subscriber; `RUST_LOG` overrides the default `info` level.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
     // A second initialisation (tests call this more than once) is harmless: keep the first.
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init()
+            .is_ok(),
+        LogFormat::Json => json_subscriber(filter, std::io::stderr).try_init().is_ok(),
     };
+}
+
+/// The subscriber `--log-format json` installs: one JSON object per line, with the event's
+/// fields at the top level (`{"timestamp", "level", "message", "request_id", "route", …}`) so
+/// that log shippers index them without unnesting. Public so that tests can capture its output.
+pub fn json_subscriber<W>(filter: EnvFilter, writer: W) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'writer> MakeWriter<'writer> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .finish()
 }
 
 /// Formats an error and its `source()` chain on one line (`a: b: c`), with `Display` only:

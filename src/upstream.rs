@@ -8,6 +8,7 @@
 //! Correlation ids (`target`) are logged; tokens and secrets never are.
 
 use crate::config::UpstreamSettings;
+use crate::metrics::{CallOutcome, Metrics};
 use crate::quota::{Quota, QuotaError};
 use crate::tenants::Tenant;
 use crate::token::{TokenError, TokenSource};
@@ -63,6 +64,19 @@ pub enum UpstreamError {
     Timeout,
 }
 
+impl UpstreamError {
+    /// The gateway's stable error code for this failure (`DESIGN.md`, error codes); also the
+    /// `outcome` label of `scoregate_fetches_total`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Credentials { .. } | Self::Denied { .. } => "upstream_auth",
+            Self::Failed { .. } => "upstream_error",
+            Self::Throttled { .. } => "upstream_throttled",
+            Self::Timeout => "upstream_timeout",
+        }
+    }
+}
+
 /// Builds the one HTTPS client shared by every upstream call and every credential.
 ///
 /// rustls with the system roots plus, when configured, the extra CA certificates (the emulator's,
@@ -92,6 +106,8 @@ pub struct UpstreamClient {
     quota: Arc<Quota>,
     /// Timeouts and retry policy.
     settings: UpstreamSettings,
+    /// Where calls, their latency and token acquisitions are counted.
+    metrics: Arc<Metrics>,
 }
 
 /// What one attempt ended with, before the retry decision.
@@ -111,12 +127,14 @@ impl UpstreamClient {
         tokens: TokenSource,
         quota: Arc<Quota>,
         settings: UpstreamSettings,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             http,
             tokens,
             quota,
             settings,
+            metrics,
         }
     }
 
@@ -183,16 +201,25 @@ impl UpstreamClient {
 
     async fn attempt(&self, tenant: &Arc<Tenant>, deadline: Instant) -> Attempt {
         let token = match tokio::time::timeout_at(deadline, self.tokens.token(tenant)).await {
-            Err(_) => return Attempt::Final(UpstreamError::Timeout),
-            Ok(Ok(token)) => token,
+            Err(_) => {
+                self.metrics.token_request("timeout");
+                return Attempt::Final(UpstreamError::Timeout);
+            }
+            Ok(Ok(token)) => {
+                self.metrics.token_request("ok");
+                token
+            }
             Ok(Err(TokenError::Rejected { detail, .. })) => {
-                return Attempt::Final(UpstreamError::Credentials { detail })
+                self.metrics.token_request("rejected");
+                return Attempt::Final(UpstreamError::Credentials { detail });
             }
             Ok(Err(TokenError::Invalid { detail })) => {
-                return Attempt::Final(UpstreamError::Credentials { detail })
+                self.metrics.token_request("invalid");
+                return Attempt::Final(UpstreamError::Credentials { detail });
             }
             Ok(Err(TokenError::Unavailable { detail })) => {
-                return Attempt::Transient(format!("Entra ID unavailable: {detail}"))
+                self.metrics.token_request("unavailable");
+                return Attempt::Transient(format!("Entra ID unavailable: {detail}"));
             }
         };
         // Every HTTP call to Defender spends quota, retries included: this is what Microsoft counts.
@@ -230,18 +257,35 @@ impl UpstreamClient {
             let body = response.bytes().await?;
             Ok::<_, reqwest::Error>((status, retry_after, body))
         };
+        let started = Instant::now();
         let outcome = tokio::time::timeout_at(attempt_deadline, call).await;
-        match outcome {
-            Err(_) if attempt_deadline >= deadline => Attempt::Final(UpstreamError::Timeout),
-            Err(_) => Attempt::Transient("Defender did not answer in time".to_owned()),
-            Ok(Err(error)) => Attempt::Transient(format!(
-                "cannot reach Defender: {}",
-                crate::telemetry::error_chain(&error.without_url())
-            )),
-            Ok(Ok((status, retry_after, body))) => {
-                self.classify(tenant, status, retry_after, &body)
+        let (attempt, call_outcome) = match outcome {
+            Err(_) if attempt_deadline >= deadline => {
+                (Attempt::Final(UpstreamError::Timeout), CallOutcome::Timeout)
             }
-        }
+            Err(_) => (
+                Attempt::Transient("Defender did not answer in time".to_owned()),
+                CallOutcome::Timeout,
+            ),
+            Ok(Err(error)) => (
+                Attempt::Transient(format!(
+                    "cannot reach Defender: {}",
+                    crate::telemetry::error_chain(&error.without_url())
+                )),
+                CallOutcome::Transport,
+            ),
+            Ok(Ok((status, retry_after, body))) => {
+                let attempt = self.classify(tenant, status, retry_after, &body);
+                let call_outcome = match (&attempt, status.as_u16()) {
+                    (Attempt::Done(_), _) => CallOutcome::Ok,
+                    (_, 200) => CallOutcome::Malformed,
+                    (_, status) => CallOutcome::from_status(status),
+                };
+                (attempt, call_outcome)
+            }
+        };
+        self.metrics.upstream_call(call_outcome, started.elapsed());
+        attempt
     }
 
     fn classify(

@@ -1,6 +1,7 @@
 //! The middleware every request passes: request id, problem rendering, one log line.
 
 use super::error::ApiError;
+use crate::service::Services;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -23,7 +24,7 @@ fn accepted_id(value: &HeaderValue) -> Option<String> {
 }
 
 /// Assigns the request id, renders [`ApiError`]s as problems carrying it, sets `X-Request-Id` on
-/// every response and logs one line per request.
+/// every response, logs one line per request and counts it in the metrics.
 pub async fn request_context(
     request: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -58,12 +59,22 @@ pub async fn request_context(
         .get("id")
         .unwrap_or("-")
         .to_owned();
+    let status = response.status().as_u16();
+    let latency = started.elapsed();
+    if let Some(services) = response
+        .request()
+        .app_data::<actix_web::web::Data<Services>>()
+    {
+        services
+            .metrics
+            .http_request(&route, method.as_str(), status, latency);
+    }
     tracing::info!(
         request_id = %id,
         method = %method,
         route = %route,
-        status = response.status().as_u16(),
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        status,
+        latency_ms = latency.as_secs_f64() * 1000.0,
         tenant = %tenant,
         "request"
     );

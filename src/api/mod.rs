@@ -6,6 +6,7 @@
 
 pub mod error;
 mod handlers;
+mod metrics;
 mod middleware;
 mod scores;
 pub mod views;
@@ -33,6 +34,7 @@ Errors are RFC 9457 problems (`application/problem+json`) with a stable `code`. 
         scores::list_scores,
         handlers::healthz,
         handlers::readyz,
+        metrics::get_metrics,
     ),
     components(schemas(
         Problem,
@@ -54,7 +56,7 @@ Errors are RFC 9457 problems (`application/problem+json`) with a stable `code`. 
     )),
     tags(
         (name = "tenants", description = "Registrations and their scores"),
-        (name = "operations", description = "Health probes"),
+        (name = "operations", description = "Health probes and metrics"),
     )
 )]
 pub struct ApiDoc;
@@ -113,6 +115,11 @@ pub fn configure(services: Arc<Services>) -> impl FnOnce(&mut web::ServiceConfig
             .service(
                 web::resource("/readyz")
                     .route(web::get().to(handlers::readyz))
+                    .default_service(method_not_allowed()),
+            )
+            .service(
+                web::resource("/metrics")
+                    .route(web::get().to(metrics::get_metrics))
                     .default_service(method_not_allowed()),
             )
             .service(

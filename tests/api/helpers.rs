@@ -25,6 +25,12 @@ pub struct TestApp {
     pub config_path: PathBuf,
     /// The gateway's shared services.
     pub services: Arc<Services>,
+    /// Stops the gateway's HTTP server.
+    pub server: actix_web::dev::ServerHandle,
+    /// The `SCOREGATE__…` overrides the configuration was loaded with (reloads reuse them).
+    pub overrides: Vec<(String, String)>,
+    /// Reloads `config_path` with `overrides`, as SIGHUP does.
+    pub reloader: scoregate::lifecycle::Reloader,
 }
 
 impl TestApp {
@@ -166,11 +172,13 @@ pub async fn spawn_app_with(options: EmulatorOptions, env: &[(&str, &str)]) -> T
     .map(|(key, value)| (key.to_string(), value.to_string()))
     .collect();
     overrides.sort_by(|a, b| a.0.cmp(&b.0));
-    let config =
-        Config::load_with_env(&config_path, overrides).expect("the written configuration loads");
+    let config = Config::load_with_env(&config_path, overrides.clone())
+        .expect("the written configuration loads");
     let application = Application::build(&config).expect("the gateway starts");
     let address = format!("http://{}", application.addr());
     let services = application.services().clone();
+    let server = application.handle();
+    let reloader = application.reloader().with_env(overrides.clone());
     tokio::spawn(application.run_until_stopped());
     TestApp {
         address,
@@ -178,6 +186,9 @@ pub async fn spawn_app_with(options: EmulatorOptions, env: &[(&str, &str)]) -> T
         emulator,
         config_path,
         services,
+        server,
+        overrides,
+        reloader,
     }
 }
 

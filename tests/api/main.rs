@@ -8,4 +8,5 @@ mod emulator;
 mod gateway;
 mod helpers;
 mod openapi;
+mod operations;
 mod scores;

@@ -1,0 +1,497 @@
+//! Prometheus metrics: one registry built once per process, the families every component records
+//! into, and the text exposition served at `GET /metrics`.
+//!
+//! Owns the metric names, their labels and help texts (the README lists them), and the removal of
+//! a tenant's series when a reload drops the tenant. It does not decide *when* something is
+//! recorded: each component calls the method naming its event (`upstream_call`, `cache`, …).
+//!
+//! Labels are bounded sets (route templates, methods, status codes, outcome codes) except the
+//! per-tenant gauges, labelled with the gateway's own tenant id — never a secret, token, Entra
+//! tenant id or client id. Those gauges reveal which customers exist, which is why `/metrics`
+//! requires an operator key.
+
+use crate::tenants::{Registry, TenantId};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry as PromRegistry, Unit};
+use std::collections::HashSet;
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The content type of [`Metrics::encode`]'s output (OpenMetrics text, which Prometheus prefers).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Labels of an HTTP request counter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct HttpLabels {
+    /// The route template (`/tenants/{id}/score`), never the raw path.
+    route: String,
+    method: String,
+    status: u16,
+}
+
+/// Labels of the HTTP latency histogram (no status: fewer series).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+    method: String,
+}
+
+/// A bounded outcome code.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+/// A tenant's gateway id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TenantLabels {
+    tenant: String,
+}
+
+/// What one HTTP call to Defender ended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// 200 with a usable score.
+    Ok,
+    /// 200 with a body that is not a score.
+    Malformed,
+    /// 401.
+    Unauthorized,
+    /// 403.
+    Forbidden,
+    /// 429.
+    Throttled,
+    /// 5xx.
+    ServerError,
+    /// Any other status.
+    OtherStatus,
+    /// No answer: connection, TLS or protocol failure.
+    Transport,
+    /// No answer within the attempt's deadline.
+    Timeout,
+}
+
+impl CallOutcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Malformed => "malformed",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::Throttled => "throttled",
+            Self::ServerError => "server_error",
+            Self::OtherStatus => "other_status",
+            Self::Transport => "transport",
+            Self::Timeout => "timeout",
+        }
+    }
+
+    /// The outcome of an answer with this HTTP status (`malformed` is decided by the caller).
+    pub fn from_status(status: u16) -> Self {
+        match status {
+            200 => Self::Ok,
+            401 => Self::Unauthorized,
+            403 => Self::Forbidden,
+            429 => Self::Throttled,
+            500..=599 => Self::ServerError,
+            _ => Self::OtherStatus,
+        }
+    }
+}
+
+/// What a score cache look-up found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheResult {
+    /// A fresh entry was served.
+    Hit,
+    /// Nothing servable was cached: the caller waited for a fetch.
+    Miss,
+    /// A stale entry was served (while revalidating, or covering a failure).
+    Stale,
+}
+
+impl CacheResult {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+            Self::Stale => "stale",
+        }
+    }
+}
+
+/// Why the quota refused an upstream call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaRefusal {
+    /// The tenant is in a Defender-imposed cool-down (429 `Retry-After`).
+    CoolDown,
+    /// The tenant's per-minute or per-hour limit would only allow a call after the deadline.
+    Rate,
+    /// No in-flight slot freed up before the deadline.
+    InFlight,
+}
+
+impl QuotaRefusal {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::CoolDown => "cool_down",
+            Self::Rate => "rate",
+            Self::InFlight => "in_flight",
+        }
+    }
+}
+
+/// Values read from their owners at scrape time rather than tracked event by event.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LiveValues {
+    /// Upstream calls in flight now.
+    pub in_flight: usize,
+    /// Tenants in a 429 cool-down now.
+    pub cooling_down: usize,
+    /// Registered tenants now.
+    pub tenants: usize,
+}
+
+/// Every metric of the gateway, registered once.
+pub struct Metrics {
+    /// The exposition registry (names, help, units); families below are registered in it.
+    registry: PromRegistry,
+    http_requests: Family<HttpLabels, Counter>,
+    http_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    upstream_calls: Family<OutcomeLabels, Counter>,
+    upstream_duration: Family<OutcomeLabels, Histogram, fn() -> Histogram>,
+    upstream_throttled: Counter,
+    upstream_in_flight: Gauge,
+    fetches: Family<OutcomeLabels, Counter>,
+    token_requests: Family<OutcomeLabels, Counter>,
+    cache_requests: Family<OutcomeLabels, Counter>,
+    quota_waits: Counter,
+    quota_refusals: Family<OutcomeLabels, Counter>,
+    tenants_cooling_down: Gauge,
+    tenants: Gauge,
+    reloads: Family<OutcomeLabels, Counter>,
+    tenant_score: Family<TenantLabels, Gauge<f64, AtomicU64>>,
+    tenant_last_success: Family<TenantLabels, Gauge<f64, AtomicU64>>,
+    tenant_failures: Family<TenantLabels, Gauge>,
+    /// Tenants that have per-tenant series: prometheus-client cannot list a family's label
+    /// sets, and a removed tenant's series must go.
+    tenants_with_series: Mutex<HashSet<TenantId>>,
+}
+
+/// Latency buckets from 5 ms to about 41 s: gateway answers from cache sit at the bottom, calls
+/// to Defender in the middle, deadlines at the top.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 14))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every family under the `scoregate_` prefix.
+    pub fn new() -> Self {
+        let mut registry = PromRegistry::with_prefix("scoregate");
+        let metrics = Self {
+            registry: PromRegistry::default(),
+            http_requests: Family::default(),
+            http_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            upstream_calls: Family::default(),
+            upstream_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            upstream_throttled: Counter::default(),
+            upstream_in_flight: Gauge::default(),
+            fetches: Family::default(),
+            token_requests: Family::default(),
+            cache_requests: Family::default(),
+            quota_waits: Counter::default(),
+            quota_refusals: Family::default(),
+            tenants_cooling_down: Gauge::default(),
+            tenants: Gauge::default(),
+            reloads: Family::default(),
+            tenant_score: Family::default(),
+            tenant_last_success: Family::default(),
+            tenant_failures: Family::default(),
+            tenants_with_series: Mutex::default(),
+        };
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route template, method and status",
+            metrics.http_requests.clone(),
+        );
+        registry.register_with_unit(
+            "http_request_duration",
+            "Time to answer an HTTP request, by route template and method",
+            Unit::Seconds,
+            metrics.http_duration.clone(),
+        );
+        registry.register(
+            "upstream_calls",
+            "HTTP calls to Defender's configurationScore API (retries included), by outcome",
+            metrics.upstream_calls.clone(),
+        );
+        registry.register_with_unit(
+            "upstream_call_duration",
+            "Duration of one HTTP call to Defender, by outcome",
+            Unit::Seconds,
+            metrics.upstream_duration.clone(),
+        );
+        registry.register(
+            "upstream_throttled",
+            "429 answers from Defender (each starts a cool-down for the tenant)",
+            metrics.upstream_throttled.clone(),
+        );
+        registry.register(
+            "upstream_in_flight",
+            "HTTP calls to Defender in flight now",
+            metrics.upstream_in_flight.clone(),
+        );
+        registry.register(
+            "fetches",
+            "Score fetches (token, calls and retries), by the gateway's error code or ok",
+            metrics.fetches.clone(),
+        );
+        registry.register(
+            "token_requests",
+            "Bearer tokens asked of the token source (from the credential's cache or Entra ID), by outcome",
+            metrics.token_requests.clone(),
+        );
+        registry.register(
+            "cache_requests",
+            "Score cache look-ups, by outcome (hit, miss, stale)",
+            metrics.cache_requests.clone(),
+        );
+        registry.register(
+            "quota_waits",
+            "Upstream calls that waited for a tenant's rate limit before being sent",
+            metrics.quota_waits.clone(),
+        );
+        registry.register(
+            "quota_refusals",
+            "Upstream calls the quota refused, by reason (cool_down, rate, in_flight)",
+            metrics.quota_refusals.clone(),
+        );
+        registry.register(
+            "tenants_cooling_down",
+            "Tenants in a Defender-imposed (429) cool-down now",
+            metrics.tenants_cooling_down.clone(),
+        );
+        registry.register("tenants", "Tenants registered now", metrics.tenants.clone());
+        registry.register(
+            "config_reloads",
+            "Configuration reloads, by outcome (ok, invalid)",
+            metrics.reloads.clone(),
+        );
+        registry.register(
+            "tenant_score",
+            "The tenant's last secure score fetched from Defender",
+            metrics.tenant_score.clone(),
+        );
+        registry.register_with_unit(
+            "tenant_last_success_timestamp",
+            "Unix time of the tenant's last successful fetch",
+            Unit::Seconds,
+            metrics.tenant_last_success.clone(),
+        );
+        registry.register(
+            "tenant_consecutive_failures",
+            "Failed fetches of the tenant since its last success",
+            metrics.tenant_failures.clone(),
+        );
+        Self {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// Records one answered HTTP request.
+    pub fn http_request(&self, route: &str, method: &str, status: u16, latency: Duration) {
+        self.http_requests
+            .get_or_create(&HttpLabels {
+                route: route.to_owned(),
+                method: method.to_owned(),
+                status,
+            })
+            .inc();
+        self.http_duration
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+                method: method.to_owned(),
+            })
+            .observe(latency.as_secs_f64());
+    }
+
+    /// Records one HTTP call to Defender.
+    pub fn upstream_call(&self, outcome: CallOutcome, latency: Duration) {
+        let labels = OutcomeLabels {
+            outcome: outcome.as_str(),
+        };
+        self.upstream_calls.get_or_create(&labels).inc();
+        self.upstream_duration
+            .get_or_create(&labels)
+            .observe(latency.as_secs_f64());
+        if outcome == CallOutcome::Throttled {
+            self.upstream_throttled.inc();
+        }
+    }
+
+    /// Records one finished fetch: `ok` or the gateway's error code (`upstream_auth`, …).
+    pub fn fetch(&self, outcome: &'static str) {
+        self.fetches.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Records one token acquisition: `ok`, `rejected`, `invalid`, `unavailable` or `timeout`.
+    pub fn token_request(&self, outcome: &'static str) {
+        self.token_requests
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// Records one score cache look-up.
+    pub fn cache(&self, result: CacheResult) {
+        self.cache_requests
+            .get_or_create(&OutcomeLabels {
+                outcome: result.as_str(),
+            })
+            .inc();
+    }
+
+    /// Records that a call waited for a tenant's rate limit.
+    pub fn quota_wait(&self) {
+        self.quota_waits.inc();
+    }
+
+    /// Records that the quota refused a call.
+    pub fn quota_refusal(&self, reason: QuotaRefusal) {
+        self.quota_refusals
+            .get_or_create(&OutcomeLabels {
+                outcome: reason.as_str(),
+            })
+            .inc();
+    }
+
+    /// Records a configuration reload: `ok` or `invalid`.
+    pub fn reload(&self, outcome: &'static str) {
+        self.reloads.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Records a successful fetch of the tenant: its score, when, and no failures since.
+    pub fn tenant_success(&self, tenant: &TenantId, score: f64, at: SystemTime) {
+        let labels = self.tenant_labels(tenant);
+        self.tenant_score.get_or_create(&labels).set(score);
+        let unix = at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |since| since.as_secs_f64());
+        self.tenant_last_success.get_or_create(&labels).set(unix);
+        self.tenant_failures.get_or_create(&labels).set(0);
+    }
+
+    /// Records a failed fetch of the tenant: `consecutive` failures since its last success.
+    pub fn tenant_failure(&self, tenant: &TenantId, consecutive: u32) {
+        let labels = self.tenant_labels(tenant);
+        self.tenant_failures
+            .get_or_create(&labels)
+            .set(i64::from(consecutive));
+    }
+
+    /// Removes the per-tenant series of tenants that are not in `registry` (live reload).
+    pub fn retain_tenants(&self, registry: &Registry) {
+        let mut known = lock(&self.tenants_with_series);
+        known.retain(|id| {
+            if registry.get(id.as_str()).is_some() {
+                return true;
+            }
+            let labels = TenantLabels {
+                tenant: id.as_str().to_owned(),
+            };
+            self.tenant_score.remove(&labels);
+            self.tenant_last_success.remove(&labels);
+            self.tenant_failures.remove(&labels);
+            false
+        });
+    }
+
+    /// The exposition in OpenMetrics text format ([`CONTENT_TYPE`]), with `live` values set first.
+    pub fn encode(&self, live: LiveValues) -> Result<String, std::fmt::Error> {
+        self.tenants_cooling_down
+            .set(i64::try_from(live.cooling_down).unwrap_or(i64::MAX));
+        self.tenants
+            .set(i64::try_from(live.tenants).unwrap_or(i64::MAX));
+        self.upstream_in_flight
+            .set(i64::try_from(live.in_flight).unwrap_or(i64::MAX));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+
+    fn tenant_labels(&self, tenant: &TenantId) -> TenantLabels {
+        lock(&self.tenants_with_series).insert(tenant.clone());
+        TenantLabels {
+            tenant: tenant.as_str().to_owned(),
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding this lock cannot leave the set inconsistent: keep serving.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tenants::Registry;
+
+    fn id(text: &str) -> TenantId {
+        TenantId::parse(text).unwrap()
+    }
+
+    #[test]
+    fn the_exposition_names_every_family_with_the_prefix() {
+        let metrics = Metrics::new();
+        metrics.http_request("/tenants/{id}/score", "GET", 200, Duration::from_millis(3));
+        metrics.upstream_call(CallOutcome::Throttled, Duration::from_millis(30));
+        metrics.cache(CacheResult::Hit);
+        metrics.tenant_success(&id("contoso"), 340.0, UNIX_EPOCH + Duration::from_secs(100));
+        let text = metrics.encode(LiveValues::default()).unwrap();
+        for line in [
+            "scoregate_http_requests_total{route=\"/tenants/{id}/score\",method=\"GET\",status=\"200\"} 1",
+            "scoregate_upstream_calls_total{outcome=\"throttled\"} 1",
+            "scoregate_upstream_throttled_total 1",
+            "scoregate_cache_requests_total{outcome=\"hit\"} 1",
+            "scoregate_tenant_score{tenant=\"contoso\"} 340.0",
+            "scoregate_tenant_last_success_timestamp_seconds{tenant=\"contoso\"} 100.0",
+            "scoregate_tenant_consecutive_failures{tenant=\"contoso\"} 0",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        assert!(text.contains("scoregate_http_request_duration_seconds_bucket"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn a_removed_tenant_loses_its_series_and_others_keep_theirs() {
+        let metrics = Metrics::new();
+        metrics.tenant_success(&id("contoso"), 340.0, SystemTime::now());
+        metrics.tenant_failure(&id("fabrikam"), 3);
+        metrics.retain_tenants(&Registry::default());
+        let text = metrics.encode(LiveValues::default()).unwrap();
+        assert!(!text.contains("contoso"), "{text}");
+        assert!(!text.contains("fabrikam"), "{text}");
+    }
+}
