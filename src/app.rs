@@ -24,19 +24,26 @@ pub struct Application {
     reloader: Reloader,
 }
 
-
 impl Application {
     /// Builds the services from `config` and binds `config.server.bind` (port 0 allowed).
     pub fn build(config: &Config) -> anyhow::Result<Self> {
         let services = Services::build(config)?;
+        let shutdown = CancellationToken::new();
         if config.refresh.enabled {
-            crate::refresher::Refresher::new(&services, &config.cache, &config.refresh).spawn();
+            let refresher =
+                crate::refresher::Refresher::new(&services, &config.cache, &config.refresh).spawn();
+            // The refresher stops with the server: no background fetch starts once shutdown
+            // begins (fetches already running finish on their own and only fill the cache).
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                stop.cancelled().await;
+                refresher.abort();
+            });
         }
         let listener = TcpListener::bind(config.server.bind)
             .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.server.bind))?;
         let addr = listener.local_addr()?;
         let app_services = services.clone();
-        let shutdown = CancellationToken::new();
         // Our own stop signal instead of actix's: actix stops *immediately* on SIGINT, and
         // listeners are installed by `serve` only (see `crate::lifecycle`).
         let mut server = HttpServer::new(move || crate::api::app(app_services.clone()))
