@@ -352,19 +352,27 @@ pub struct Page {
     pub next_cursor: Option<String>,
 }
 
-/// Answers a query: every matching tenant is asked of the cache at once, and none is waited for
-/// past `query.timeout` (those are `deadline_exceeded` items; their fetches go on and fill the
-/// cache).
-pub async fn scores(cache: &ScoreCache, registry: &Registry, query: &Query) -> Page {
+/// Answers a query over the tenants the caller may see (`visible`): every matching tenant is
+/// asked of the cache at once, and none is waited for past `query.timeout` (those are
+/// `deadline_exceeded` items; their fetches go on and fill the cache).
+pub async fn scores(
+    cache: &ScoreCache,
+    registry: &Registry,
+    visible: impl Fn(&Tenant) -> bool,
+    query: &Query,
+) -> Page {
     let wait_until = Instant::now() + query.timeout;
     let max_age = query.max_age;
-    let selected = registry.all().iter().filter(|tenant| query.selects(tenant));
+    let selected: Vec<Arc<Tenant>> = registry
+        .all()
+        .iter()
+        .filter(|tenant| visible(tenant) && query.selects(tenant))
+        .cloned()
+        .collect();
     let mut items: Vec<Item> = futures::stream::iter(selected)
         .map(|tenant| async move {
-            Item {
-                tenant: tenant.clone(),
-                outcome: cache.get(tenant, max_age, wait_until).await,
-            }
+            let outcome = cache.get(&tenant, max_age, wait_until).await;
+            Item { tenant, outcome }
         })
         .buffer_unordered(CONCURRENCY)
         .filter(|item| {
