@@ -100,7 +100,7 @@ pub enum EmulatorError {
         source: std::io::Error,
     },
     /// actix refused the listener.
-    #[error("cannot serve on {addr:?}")]
+    #[error("cannot serve on {}", addr.map_or_else(|| "the listener".to_owned(), |addr| addr.to_string()))]
     Serve {
         /// The address, if known.
         addr: Option<SocketAddr>,
@@ -373,5 +373,20 @@ impl Drop for Emulator {
             drop(self.handle.stop(false));
             task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn the_library_types_can_be_shared_across_tasks() {
+        assert_send_sync::<Emulator>();
+        assert_send_sync::<EmulatedTenant>();
+        assert_send_sync::<StatsSnapshot>();
+        assert_send_sync::<EmulatorError>();
     }
 }

@@ -80,7 +80,9 @@ pub(crate) fn build(
     workers: usize,
 ) -> Result<actix_web::dev::Server, EmulatorError> {
     let data = web::Data::from(shared);
-    let addr = listener.local_addr().ok();
+    let addr = listener
+        .local_addr()
+        .map_err(|source| EmulatorError::Serve { addr: None, source })?;
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
@@ -115,7 +117,10 @@ pub(crate) fn build(
     .client_request_timeout(Duration::from_secs(10))
     .backlog(4_096)
     .listen_rustls_0_23(listener, tls)
-    .map_err(|source| EmulatorError::Serve { addr, source })?
+    .map_err(|source| EmulatorError::Serve {
+        addr: Some(addr),
+        source,
+    })?
     .run();
     Ok(server)
 }
@@ -201,7 +206,8 @@ async fn set_fault(
         }
     };
     tenant.set_fault(change.fault);
-    tracing::info!(tenant = %tenant.slug, fault = ?change.fault.map(FaultProfile::as_str), "fault profile changed");
+    let fault = change.fault.map_or("none", FaultProfile::as_str);
+    tracing::info!(tenant = %tenant.slug, fault, "fault profile changed");
     HttpResponse::Ok().json(serde_json::json!({
         "tenant": tenant.slug,
         "fault": change.fault,
