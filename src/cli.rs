@@ -29,6 +29,8 @@ pub enum Command {
     CheckConfig(CheckConfigArgs),
     /// Print the OpenAPI document.
     Openapi,
+    /// Print a new API key and the `[[api_keys]]` entry (its SHA-256 digest) for the configuration.
+    Keygen(KeygenArgs),
     /// Probe a running gateway (exit 0 when it answers 200): the container's health check.
     Healthcheck(HealthcheckArgs),
     /// Run the local stand-in for Entra ID and Defender for Endpoint (HTTPS).
@@ -55,6 +57,14 @@ pub struct ServeArgs {
 pub struct CheckConfigArgs {
     /// The configuration file to check.
     pub config: PathBuf,
+}
+
+/// Options of `scoregate keygen`.
+#[derive(Debug, clap::Args)]
+pub struct KeygenArgs {
+    /// Name of the key in the configuration (shown in logs, never the key).
+    #[arg(long, default_value = "portal")]
+    pub name: String,
 }
 
 /// Options of `scoregate healthcheck`.
@@ -85,6 +95,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Healthcheck(args) => healthcheck(args).await,
+        Command::Keygen(args) => {
+            print!("{}", keygen(&args.name)?);
+            Ok(())
+        }
         Command::Openapi => {
             print!("{}", crate::api::openapi_json());
             Ok(())
@@ -97,6 +111,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
+    if !config.auth.enabled {
+        tracing::warn!(
+            bind = %config.server.bind,
+            "authentication is OFF ([auth] enabled = false): every caller sees every tenant; use this only on loopback"
+        );
+    }
     let application = Application::build(&config)?;
     application.listen_for_signals()?;
     tracing::info!(
@@ -116,4 +136,20 @@ async fn healthcheck(args: HealthcheckArgs) -> anyhow::Result<()> {
     let status = client.get(&args.url).send().await?.status();
     anyhow::ensure!(status.is_success(), "{} answered {status}", args.url);
     Ok(())
+}
+
+/// The text `keygen` prints: the key (to give to the caller, once) and the entry to configure.
+fn keygen(name: &str) -> anyhow::Result<String> {
+    let (key, digest) = crate::auth::generate_key()
+        .map_err(|_| anyhow::anyhow!("the system random number generator failed"))?;
+    Ok(format!(
+        "# Give this key to the caller; it is not stored anywhere and cannot be shown again:\n\
+         {key}\n\n\
+         # Add this entry to the configuration (only the digest is stored):\n\
+         [[api_keys]]\n\
+         name = {name:?}\n\
+         sha256 = \"{digest}\"\n\
+         tenants = [\"*\"]          # or tenant ids, or tags = [\"gold\"]\n\
+         requests_per_minute = 600\n"
+    ))
 }

@@ -6,6 +6,7 @@
 //! wrapped at once; no error message ever quotes one. Relative paths are resolved against the
 //! directory of the file that names them.
 
+use crate::auth::{ApiKey, KeyRing, Scope};
 use crate::credential::{Certificate, Credential};
 use crate::tenants::{Cloud, Geo, QuotaLimits, Registry, Tenant, TenantId};
 use secrecy::SecretString;
@@ -45,6 +46,9 @@ pub struct Settings {
     /// The app registrations.
     #[serde(default)]
     pub tenants: Vec<TenantSettings>,
+    /// The callers' API keys.
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeySettings>,
 }
 
 /// `[server]`: the HTTP listener.
@@ -58,6 +62,8 @@ pub struct ServerSettings {
     /// Seconds requests in flight may take to finish after SIGTERM or SIGINT before the server
     /// closes their connections; changing it needs a restart.
     pub shutdown_grace_seconds: u64,
+    /// Longest a request may take, in milliseconds, before it is answered 504 `deadline_exceeded`.
+    pub request_timeout_ms: u64,
 }
 
 impl Default for ServerSettings {
@@ -65,6 +71,7 @@ impl Default for ServerSettings {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             workers: 0,
+            request_timeout_ms: 60_000,
             shutdown_grace_seconds: 30,
         }
     }
@@ -74,14 +81,42 @@ impl Default for ServerSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSettings {
-    /// Whether callers must present an API key. Turning it off is for loopback test set-ups.
+    /// Whether callers must present an API key. Turning it off is for loopback test set-ups;
+    /// with it on, at least one `[[api_keys]]` entry is required.
     pub enabled: bool,
+    /// Requests per minute of keys that set no `requests_per_minute`.
+    pub default_requests_per_minute: u32,
 }
 
 impl Default for AuthSettings {
     fn default() -> Self {
-        Self { enabled: true }
+        Self {
+            enabled: true,
+            default_requests_per_minute: 600,
+        }
     }
+}
+
+/// One `[[api_keys]]` entry: a caller, the tenants it may see, and its request rate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeySettings {
+    /// Name for logs and metrics (the key itself is never logged).
+    pub name: String,
+    /// SHA-256 of the key, 64 hex digits (`scoregate keygen` prints a key and its digest).
+    pub sha256: String,
+    /// Tenant ids the key may see, or `["*"]` for all.
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// Tags whose tenants the key may see.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// May read `/metrics` (which names every tenant); requires `tenants = ["*"]`.
+    #[serde(default)]
+    pub operator: bool,
+    /// Requests per minute (default `auth.default_requests_per_minute`).
+    #[serde(default)]
+    pub requests_per_minute: Option<u32>,
 }
 
 /// `[upstream]`: defaults for every tenant's calls to Entra ID and Defender.
@@ -284,6 +319,8 @@ pub struct Config {
     pub extra_ca_pem: Option<Vec<u8>>,
     /// Every registration, resolved.
     pub registry: Arc<Registry>,
+    /// The callers' keys.
+    pub keys: Arc<KeyRing>,
 }
 
 /// Why a configuration cannot be used.
@@ -351,6 +388,9 @@ impl Config {
         let mut problems = Vec::new();
         let upstream = settings.upstream;
         validate_upstream(&upstream, &mut problems);
+        if settings.server.request_timeout_ms == 0 {
+            problems.push("server.request_timeout_ms: must be greater than 0".to_owned());
+        }
         validate_cache(&settings.cache, &mut problems);
         let extra_ca_pem = upstream.extra_ca_file.as_ref().and_then(|file| {
             read_extra_ca(
@@ -360,6 +400,7 @@ impl Config {
             )
         });
         let resolved = resolve_tenants(&tenants, &upstream, base_dir, &lookup, &mut problems);
+        let keys = resolve_keys(&settings.api_keys, &settings.auth, &resolved, &mut problems);
         if !problems.is_empty() {
             return Err(ConfigError::Invalid {
                 path: path.to_path_buf(),
@@ -375,6 +416,7 @@ impl Config {
             refresh: settings.refresh,
             extra_ca_pem,
             registry: Arc::new(Registry::new(resolved)),
+            keys: Arc::new(keys),
         })
     }
 
@@ -402,9 +444,10 @@ impl Config {
         }
         let _ = writeln!(
             out,
-            "  listen {}, authentication {}",
+            "  listen {}, authentication {}, {} API key(s)",
             self.server.bind,
-            if self.auth.enabled { "on" } else { "off" }
+            if self.auth.enabled { "on" } else { "OFF" },
+            self.keys.len()
         );
         out
     }
@@ -660,6 +703,93 @@ fn resolve_tenants(
     resolved
 }
 
+fn resolve_keys(
+    keys: &[ApiKeySettings],
+    auth: &AuthSettings,
+    tenants: &[Tenant],
+    problems: &mut Vec<String>,
+) -> KeyRing {
+    if auth.enabled && keys.is_empty() {
+        problems.push(
+            "auth.enabled: authentication is on but no [[api_keys]] are configured; add a key (`scoregate keygen` prints one) or set [auth] enabled = false on a loopback-only set-up"
+                .to_owned(),
+        );
+    }
+    if auth.default_requests_per_minute == 0 {
+        problems.push("auth.default_requests_per_minute: must be greater than 0".to_owned());
+    }
+    let known: HashSet<&str> = tenants.iter().map(|tenant| tenant.id.as_str()).collect();
+    let mut names = HashSet::new();
+    let mut digests = HashSet::new();
+    let mut ring = Vec::new();
+    for (index, settings) in keys.iter().enumerate() {
+        let key = format!("api_keys[{index}] (name {:?})", settings.name);
+        let before = problems.len();
+        if settings.name.trim().is_empty() {
+            problems.push(format!("{key}.name: must not be empty"));
+        }
+        if !names.insert(settings.name.as_str()) {
+            problems.push(format!("{key}.name: another key has this name"));
+        }
+        let digest = settings.sha256.to_ascii_lowercase();
+        if !digests.insert(digest.clone()) {
+            problems.push(format!("{key}.sha256: another key has this digest"));
+        }
+        let all = settings.tenants.iter().any(|id| id == "*");
+        if all && settings.tenants.len() > 1 {
+            problems.push(format!(
+                "{key}.tenants: \"*\" already grants every tenant; list nothing else"
+            ));
+        }
+        for (position, id) in settings.tenants.iter().enumerate() {
+            if id != "*" && !known.contains(id.as_str()) {
+                problems.push(format!("{key}.tenants[{position}]: no tenant {id:?}"));
+            }
+        }
+        if settings.tenants.is_empty() && settings.tags.is_empty() {
+            problems.push(format!(
+                "{key}: grants no tenant; set tenants (ids or [\"*\"]) or tags"
+            ));
+        }
+        if settings.operator && !all {
+            problems.push(format!("{key}.operator: operator keys read /metrics, which names every tenant, so they need tenants = [\"*\"]"));
+        }
+        let scope = if all {
+            Scope::All
+        } else {
+            Scope::Some {
+                tenants: settings
+                    .tenants
+                    .iter()
+                    .filter_map(|id| TenantId::parse(id).ok())
+                    .collect(),
+                tags: settings.tags.iter().cloned().collect(),
+            }
+        };
+        let per_minute = settings
+            .requests_per_minute
+            .unwrap_or(auth.default_requests_per_minute);
+        if per_minute == 0 {
+            problems.push(format!("{key}.requests_per_minute: must be greater than 0"));
+        }
+        match ApiKey::new(
+            settings.name.clone(),
+            &digest,
+            scope,
+            settings.operator,
+            per_minute,
+        ) {
+            Some(api_key) if problems.len() == before => ring.push(api_key),
+            Some(_) => {}
+            None if per_minute == 0 => {}
+            None => problems.push(format!(
+                "{key}.sha256: must be the 64 hex digits of the key's SHA-256 (`scoregate keygen`)"
+            )),
+        }
+    }
+    KeyRing::new(ring)
+}
+
 type Endpoints = (Cloud, Option<Geo>, Url, Url, String);
 
 fn resolve_endpoints(
@@ -821,8 +951,16 @@ mod tests {
     const TENANT: &str = "8f2c4e1a-1b2c-4d5e-8f90-123456789abc";
     const CLIENT: &str = "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0";
 
+    /// Writes a test file; authentication is turned off unless the text configures it.
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let path = dir.join(name);
+        let main_file = name.ends_with(".toml") && !name.starts_with("tenants");
+        let text = if text.contains("[auth]") || !main_file {
+            text.to_owned()
+        } else {
+            // Appended, not prepended: keys before the first table header stay top-level.
+            format!("{text}\n[auth]\nenabled = false\n")
+        };
         std::fs::write(&path, text).unwrap();
         path
     }
@@ -881,7 +1019,7 @@ mod tests {
                 per_hour: 1500
             }
         );
-        assert!(config.auth.enabled);
+        assert!(!config.auth.enabled);
         assert!(!config.summary().contains("s3cret"));
     }
 
@@ -1091,5 +1229,54 @@ mod tests {
         let summary = config.summary();
         assert!(summary.contains("cloud commercial: 1"), "{summary}");
         assert!(summary.contains("cloud gcc-high: 1"), "{summary}");
+    }
+
+    const DIGEST: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+    #[test]
+    fn authentication_on_without_keys_refuses_to_load() {
+        let dir = tempdir();
+        let path = write(&dir, "a.toml", "[auth]\nenabled = true\n");
+        let all = problems(Config::load_with_env(&path, env(&[]))).join("\n");
+        assert!(
+            all.contains("auth.enabled: authentication is on but no [[api_keys]]"),
+            "{all}"
+        );
+    }
+
+    #[test]
+    fn api_keys_are_validated_and_scoped() {
+        let dir = tempdir();
+        let text = format!(
+            "[auth]\nenabled = true\n{}{}\
+             [[api_keys]]\nname = \"all\"\nsha256 = \"{DIGEST}\"\ntenants = [\"*\"]\noperator = true\n\
+             [[api_keys]]\nname = \"gold\"\nsha256 = \"{}\"\ntags = [\"gold\"]\nrequests_per_minute = 5\n",
+            tenant("a", TENANT, CLIENT, "client_secret = { env = \"S\" }\ntags = [\"gold\"]"),
+            tenant("b", "22222222-2222-4222-8222-222222222222", CLIENT, "client_secret = { env = \"S\" }"),
+            "a".repeat(64)
+        );
+        let path = write(&dir, "a.toml", &text);
+        let config = Config::load_with_env(&path, env(&[("S", "x")])).unwrap();
+        assert_eq!(config.keys.len(), 2);
+
+        let bad = format!(
+            "[auth]\nenabled = true\n{}\
+             [[api_keys]]\nname = \"x\"\nsha256 = \"nothex\"\ntenants = [\"nope\"]\n\
+             [[api_keys]]\nname = \"x\"\nsha256 = \"{DIGEST}\"\ntenants = [\"a\"]\noperator = true\n\
+             [[api_keys]]\nname = \"empty\"\nsha256 = \"{DIGEST}\"\n",
+            tenant("a", TENANT, CLIENT, "client_secret = { env = \"S\" }"),
+        );
+        let path = write(&dir, "b.toml", &bad);
+        let all = problems(Config::load_with_env(&path, env(&[("S", "x")]))).join("\n");
+        for expected in [
+            "api_keys[0] (name \"x\").tenants[0]: no tenant \"nope\"",
+            "api_keys[0] (name \"x\").sha256: must be the 64 hex digits",
+            "api_keys[1] (name \"x\").name: another key has this name",
+            "api_keys[1] (name \"x\").operator: operator keys read /metrics",
+            "api_keys[2] (name \"empty\").sha256: another key has this digest",
+            "api_keys[2] (name \"empty\"): grants no tenant",
+        ] {
+            assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+        }
     }
 }

@@ -14,6 +14,7 @@
 //! - [`bench`]: benchmarks that print figures (speed and memory targets live here, not in tests).
 //! - [`config`]: typed settings from TOML plus environment overrides, validated at load.
 //! - [`tenants`]: the registry of app registrations and the table of clouds and hosts.
+//! - [`auth`]: callers: API keys (stored as digests), their tenant scopes and request rates.
 //! - [`credential`]: client secrets and certificates (client assertions signed in Rust).
 //! - [`token`]: one azure_identity credential per registration; bearer tokens cached and renewed.
 //! - [`quota`]: outbound limits: per-tenant rates, 429 cool-downs, failure back-off, in-flight cap.
@@ -33,6 +34,7 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod bench;
 pub mod cache;
 pub mod cli;

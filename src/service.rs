@@ -4,6 +4,7 @@
 //! Owns which tenants exist right now (the registry can be swapped on reload) and the one
 //! function per use case the API calls. It knows nothing of HTTP.
 
+use crate::auth::{KeyRing, Scope};
 use crate::cache::{ScoreCache, ScoreError, Served};
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -50,6 +51,10 @@ pub struct Services {
     pub metrics: Arc<Metrics>,
     /// The upstream client, kept for reload housekeeping (its token source).
     upstream: Arc<UpstreamClient>,
+    /// The callers' keys; `None` when authentication is off. Swapped whole on reload.
+    keys: RwLock<Option<Arc<KeyRing>>>,
+    /// Longest a request may take.
+    request_timeout: Duration,
     /// Set once the listener is up: `/readyz` reports it.
     ready: AtomicBool,
     /// How long an interactive request waits for a fetch.
@@ -92,6 +97,8 @@ impl Services {
             quota,
             metrics,
             upstream,
+            keys: RwLock::new(config.auth.enabled.then(|| config.keys.clone())),
+            request_timeout: Duration::from_millis(config.server.request_timeout_ms),
             ready: AtomicBool::new(false),
             // A little longer than one fetch's own deadline, so the fetch reports its own timeout.
             request_wait: Duration::from_millis(config.upstream.timeout_ms + 500),
@@ -122,6 +129,12 @@ impl Services {
                 .unwrap_or_else(|poisoned| poisoned.into_inner()),
             new.clone(),
         );
+        // Keys are swapped with the registry: a key's scope may name tenants only now added.
+        *self
+            .keys
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            config.auth.enabled.then(|| config.keys.clone());
         self.cache.retain(&new).await;
         self.quota.retain(&new);
         self.upstream.tokens().retain(&new);
@@ -151,21 +164,47 @@ impl Services {
         self.ready.load(Ordering::Acquire)
     }
 
-    /// The tenant with this id.
-    pub fn tenant(&self, id: &str) -> Result<Arc<Tenant>, ServiceError> {
+    /// The callers' keys, or `None` when authentication is off.
+    pub fn keys(&self) -> Option<Arc<KeyRing>> {
+        self.keys
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Longest a request may take.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// The tenants `scope` may see, sorted by id.
+    pub fn tenants(&self, scope: &Scope) -> Vec<Arc<Tenant>> {
+        self.registry()
+            .all()
+            .iter()
+            .filter(|tenant| scope.allows(tenant))
+            .cloned()
+            .collect()
+    }
+
+    /// The tenant with this id, if `scope` may see it; a tenant outside the scope is unknown,
+    /// exactly as one that does not exist.
+    pub fn tenant(&self, id: &str, scope: &Scope) -> Result<Arc<Tenant>, ServiceError> {
         self.registry()
             .get(id)
+            .filter(|tenant| scope.allows(tenant))
             .cloned()
             .ok_or_else(|| ServiceError::UnknownTenant(id.to_owned()))
     }
 
-    /// The score of one tenant, no older than `max_age` when given.
+    /// The score of one tenant `scope` may see, no older than `max_age` when given.
     pub async fn score(
         &self,
         id: &str,
+        scope: &Scope,
         max_age: Option<Duration>,
     ) -> Result<(Arc<Tenant>, Served), ServiceError> {
-        let tenant = self.tenant(id)?;
+        let tenant = self.tenant(id, scope)?;
         let served = self
             .cache
             .get(&tenant, max_age, Instant::now() + self.request_wait)

@@ -24,6 +24,27 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 pub enum ApiError {
     /// Bad path, query or header.
     InvalidRequest(String),
+    /// The URL or the headers are larger than accepted (414 or 431, code `invalid_request`).
+    TooLarge {
+        /// 414 or 431.
+        status: StatusCode,
+        /// Which limit was passed.
+        detail: String,
+    },
+    /// No API key, or one that matches no configured key.
+    Unauthenticated {
+        /// Whether a key was presented (then it is invalid).
+        key_given: bool,
+    },
+    /// The caller's key exceeded its request rate.
+    RateLimited {
+        /// Time until one more request is allowed.
+        retry_after: Duration,
+        /// The key's requests per minute.
+        limit: u32,
+    },
+    /// The whole request took longer than the server's request timeout.
+    RequestTimeout,
     /// No tenant with this id, or one the caller may not see.
     UnknownTenant(String),
     /// No such route.
@@ -92,6 +113,10 @@ impl ApiError {
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            ApiError::TooLarge { status, .. } => (*status, "invalid_request"),
+            ApiError::Unauthenticated { .. } => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::RequestTimeout => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
             ApiError::UnknownTenant(_) => (StatusCode::NOT_FOUND, "unknown_tenant"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
@@ -103,7 +128,10 @@ impl ApiError {
 
     fn title(&self) -> &'static str {
         match self {
-            ApiError::InvalidRequest(_) => "Invalid request",
+            ApiError::InvalidRequest(_) | ApiError::TooLarge { .. } => "Invalid request",
+            ApiError::Unauthenticated { .. } => "Unauthenticated",
+            ApiError::RateLimited { .. } => "Rate limited",
+            ApiError::RequestTimeout => "Deadline exceeded",
             ApiError::UnknownTenant(_) => "Unknown tenant",
             ApiError::NotFound => "Not found",
             ApiError::MethodNotAllowed => "Method not allowed",
@@ -122,7 +150,18 @@ impl ApiError {
 
     fn detail(&self) -> String {
         match self {
-            ApiError::InvalidRequest(detail) => detail.clone(),
+            ApiError::InvalidRequest(detail) | ApiError::TooLarge { detail, .. } => detail.clone(),
+            ApiError::Unauthenticated { key_given: false } => {
+                "An API key is required: send `Authorization: Bearer <key>` or `X-API-Key: <key>`."
+                    .to_owned()
+            }
+            ApiError::Unauthenticated { key_given: true } => "The API key is not valid.".to_owned(),
+            ApiError::RateLimited { limit, .. } => {
+                format!("This API key may make {limit} requests per minute; see Retry-After.")
+            }
+            ApiError::RequestTimeout => {
+                "The request took longer than the server's request timeout.".to_owned()
+            }
             // Says nothing about whether the tenant exists: the same words for both cases.
             ApiError::UnknownTenant(_) => "No tenant with this id.".to_owned(),
             ApiError::NotFound => "No such route; see /openapi.json.".to_owned(),
@@ -150,6 +189,7 @@ impl ApiError {
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
+            ApiError::RateLimited { retry_after, .. } => Some(*retry_after),
             ApiError::Upstream {
                 error: UpstreamError::Throttled { retry_after },
                 ..
@@ -177,6 +217,22 @@ impl ApiError {
         response.content_type(PROBLEM_JSON);
         if let Some(retry_after) = self.retry_after() {
             response.insert_header((header::RETRY_AFTER, retry_after_seconds(retry_after)));
+        }
+        match self {
+            ApiError::Unauthenticated { key_given } => {
+                let challenge = if *key_given {
+                    "Bearer realm=\"scoregate\", error=\"invalid_token\""
+                } else {
+                    "Bearer realm=\"scoregate\""
+                };
+                response.insert_header((header::WWW_AUTHENTICATE, challenge));
+            }
+            ApiError::RateLimited { retry_after, limit } => {
+                response.insert_header(("RateLimit-Limit", limit.to_string()));
+                response.insert_header(("RateLimit-Remaining", "0"));
+                response.insert_header(("RateLimit-Reset", retry_after_seconds(*retry_after)));
+            }
+            _ => {}
         }
         if status == StatusCode::METHOD_NOT_ALLOWED {
             response.insert_header((header::ALLOW, HeaderValue::from_static("GET")));

@@ -1,5 +1,6 @@
 //! Route handlers: extract, call the service, map to a view. No logic lives here.
 
+use super::auth::Caller;
 use super::error::{ApiError, Problem};
 use super::views::{
     HealthView, ScoreQuery, ScoreView, TenantDetail, TenantList, TenantListQuery, TenantView,
@@ -16,6 +17,16 @@ fn query<T: DeserializeOwned>(request: &HttpRequest) -> Result<T, ApiError> {
         .map_err(|error| ApiError::InvalidRequest(format!("bad query: {error}")))
 }
 
+/// Runs a handler's work within the server's request timeout (504 `deadline_exceeded` after it).
+pub(super) async fn within_request_timeout<T>(
+    services: &Services,
+    work: impl std::future::Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    tokio::time::timeout(services.request_timeout(), work)
+        .await
+        .unwrap_or(Err(ApiError::RequestTimeout))
+}
+
 /// List the tenants the caller may see.
 #[utoipa::path(
     get, path = "/tenants", tag = "tenants", params(TenantListQuery),
@@ -26,12 +37,12 @@ fn query<T: DeserializeOwned>(request: &HttpRequest) -> Result<T, ApiError> {
 )]
 pub async fn list_tenants(
     request: HttpRequest,
+    caller: Caller,
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
     let filter: TenantListQuery = query(&request)?;
-    let registry = services.registry();
-    let tenants = registry
-        .all()
+    let tenants = services
+        .tenants(&caller.scope)
         .iter()
         .filter(|tenant| {
             filter.tag.is_empty() || tenant.tags.iter().any(|t| filter.tag.contains(t))
@@ -53,10 +64,13 @@ pub async fn list_tenants(
 pub async fn get_tenant(
     request: HttpRequest,
     path: web::Path<String>,
+    caller: Caller,
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
     let _: TenantListQueryNone = query(&request)?;
-    let tenant = services.tenant(&path).map_err(ApiError::from_service)?;
+    let tenant = services
+        .tenant(&path, &caller.scope)
+        .map_err(ApiError::from_service)?;
     let last_fetch = services.cache.last_fetch(&tenant.id).map(Into::into);
     Ok(HttpResponse::Ok().json(TenantDetail {
         tenant: TenantView::from(tenant.as_ref()),
@@ -92,13 +106,21 @@ struct TenantListQueryNone {}
 pub async fn get_score(
     request: HttpRequest,
     path: web::Path<String>,
+    caller: Caller,
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
     let params: ScoreQuery = query(&request)?;
-    let (tenant, served) = services
-        .score(&path, params.max_age.map(Duration::from_secs))
-        .await
-        .map_err(|error| ApiError::from_service(error).for_tenant(&path))?;
+    let work = async {
+        services
+            .score(
+                &path,
+                &caller.scope,
+                params.max_age.map(Duration::from_secs),
+            )
+            .await
+            .map_err(|error| ApiError::from_service(error).for_tenant(&path))
+    };
+    let (tenant, served) = within_request_timeout(&services, work).await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::AGE, served.age.as_secs().to_string()))
         .insert_header((

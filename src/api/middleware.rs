@@ -6,6 +6,7 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
+use actix_web::HttpMessage;
 use std::time::Instant;
 
 /// The request id header, echoed or generated.
@@ -53,6 +54,12 @@ pub async fn request_context(
         .request()
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_owned());
+    // The key's name, never the key: set by the guard on authenticated requests.
+    let caller = response
+        .request()
+        .extensions()
+        .get::<super::auth::Caller>()
+        .map_or_else(|| "-".to_owned(), |caller| caller.name.clone());
     let tenant = response
         .request()
         .match_info()
@@ -76,6 +83,7 @@ pub async fn request_context(
         status,
         latency_ms = latency.as_secs_f64() * 1000.0,
         tenant = %tenant,
+        caller = %caller,
         "request"
     );
     Ok(response)

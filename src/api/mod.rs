@@ -4,6 +4,7 @@
 //! the other unnoticed (a test compares the generated spec with `openapi/openapi.json`).
 //! Handlers are thin: extract, call one function of [`crate::service`], map to a view.
 
+mod auth;
 pub mod error;
 mod handlers;
 mod metrics;
@@ -54,12 +55,86 @@ Errors are RFC 9457 problems (`application/problem+json`) with a stable `code`. 
         scores::SortView,
         scores::FormatView,
     )),
+    modifiers(&Security),
     tags(
         (name = "tenants", description = "Registrations and their scores"),
         (name = "operations", description = "Health probes and metrics"),
     )
 )]
 pub struct ApiDoc;
+
+/// Declares the API-key security schemes, and on every protected operation the security
+/// requirement and the 401/429 answers the guard gives (one place, so no route can miss them).
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
+        use utoipa::openapi::{Content, Ref, RefOr, Response};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API key: `Authorization: Bearer <key>`."))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-API-Key",
+                "The same API key in the `X-API-Key` header.",
+            ))),
+        );
+        let problem = || {
+            Content::new(Some(RefOr::<utoipa::openapi::schema::Schema>::Ref(
+                Ref::from_schema_name("Problem"),
+            )))
+        };
+        let mut unauthenticated = Response::new(
+            "No API key, or an invalid one (`unauthenticated`); see `WWW-Authenticate`",
+        );
+        unauthenticated
+            .content
+            .insert(error::PROBLEM_JSON.to_owned(), RefOr::T(problem()));
+        let mut rate_limited = Response::new(
+            "The key's request rate is exceeded (`rate_limited`); see `Retry-After` and `RateLimit-*`",
+        );
+        rate_limited
+            .content
+            .insert(error::PROBLEM_JSON.to_owned(), RefOr::T(problem()));
+        components
+            .responses
+            .insert("Unauthenticated".to_owned(), RefOr::T(unauthenticated));
+        components
+            .responses
+            .insert("RateLimited".to_owned(), RefOr::T(rate_limited));
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if auth::is_open(path) {
+                continue;
+            }
+            if let Some(operation) = item.get.as_mut() {
+                operation.security = Some(vec![
+                    SecurityRequirement::new("bearer", Vec::<String>::new()),
+                    SecurityRequirement::new("api_key", Vec::<String>::new()),
+                ]);
+                let responses = &mut operation.responses.responses;
+                responses.insert(
+                    "401".to_owned(),
+                    RefOr::Ref(Ref::from_response_name("Unauthenticated")),
+                );
+                responses.insert(
+                    "429".to_owned(),
+                    RefOr::Ref(Ref::from_response_name("RateLimited")),
+                );
+            }
+        }
+    }
+}
 
 /// The OpenAPI document as generated from the code.
 pub fn openapi() -> utoipa::openapi::OpenApi {
@@ -142,6 +217,7 @@ pub fn app(
     >,
 > {
     actix_web::App::new()
+        .wrap(actix_web::middleware::from_fn(auth::guard))
         .wrap(actix_web::middleware::from_fn(middleware::request_context))
         .configure(configure(services))
 }

@@ -153,6 +153,16 @@ pub async fn spawn_app(options: EmulatorOptions) -> TestApp {
 
 /// Starts the emulator and the gateway; `env` adds `SCOREGATE__…` overrides.
 pub async fn spawn_app_with(options: EmulatorOptions, env: &[(&str, &str)]) -> TestApp {
+    spawn_app_with_config(options, env, "").await
+}
+
+/// Starts the emulator and the gateway; `extra_toml` is appended to the written configuration
+/// (for `[[api_keys]]`, which the environment cannot express).
+pub async fn spawn_app_with_config(
+    options: EmulatorOptions,
+    env: &[(&str, &str)],
+    extra_toml: &str,
+) -> TestApp {
     capture_logs();
     let emulator = Emulator::start(options).await.expect("the emulator starts");
     let dir = std::env::temp_dir().join(format!("scoregate-test-{}", uuid::Uuid::new_v4()));
@@ -160,6 +170,12 @@ pub async fn spawn_app_with(options: EmulatorOptions, env: &[(&str, &str)]) -> T
     let config_path = emulator
         .write_config(&dir)
         .expect("the emulator writes a configuration");
+    if !extra_toml.is_empty() {
+        let mut text = std::fs::read_to_string(&config_path).expect("the configuration");
+        text.push('\n');
+        text.push_str(extra_toml);
+        std::fs::write(&config_path, text).expect("the configuration is writable");
+    }
     let mut overrides: Vec<(String, String)> = [
         ("SCOREGATE__SERVER__BIND", "127.0.0.1:0"),
         ("SCOREGATE__SERVER__WORKERS", "2"),

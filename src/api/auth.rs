@@ -1,0 +1,194 @@
+//! The guard in front of every route: request size limits, no unexpected bodies, and API-key
+//! authentication with per-key rate limits.
+//!
+//! The caller it admits is put in the request's extensions as a [`Caller`]; handlers take it as
+//! an extractor and pass its scope to the service, which filters by it. `/healthz`, `/readyz`,
+//! `/openapi.json` and `/docs/` stay open. `/metrics` names every tenant, so it needs an operator
+//! key; other keys get the 404 of a route that does not exist.
+
+use super::error::ApiError;
+use crate::auth::{RateState, Scope};
+use crate::service::Services;
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
+use std::future::{ready, Ready};
+use std::sync::Arc;
+
+/// Longest accepted path and query, in bytes (longer: 414).
+pub const MAX_URI_BYTES: usize = 4096;
+/// Most header bytes (names and values) accepted in one request (more: 431).
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
+/// Who is asking, as far as the API is concerned.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The key's name (`anonymous` when authentication is off).
+    pub name: String,
+    /// The tenants the caller may see.
+    pub scope: Arc<Scope>,
+    /// May read `/metrics`.
+    pub operator: bool,
+}
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        // The guard puts a caller on every request that reaches a protected handler.
+        ready(
+            request
+                .extensions()
+                .get::<Caller>()
+                .cloned()
+                .ok_or_else(|| ApiError::Internal("no caller on a protected route".to_owned())),
+        )
+    }
+}
+
+/// Routes open to everyone: probes and the API description.
+pub fn is_open(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/openapi.json") || path.starts_with("/docs")
+}
+
+/// The guard middleware.
+pub async fn guard(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    if let Err(error) = check_shape(&request) {
+        return Ok(request.error_response(error).map_into_right_body());
+    }
+    let Some(services) = request.app_data::<web::Data<Services>>().cloned() else {
+        let error = ApiError::Internal("services missing".to_owned());
+        return Ok(request.error_response(error).map_into_right_body());
+    };
+    let mut rate = None;
+    if !is_open(request.path()) {
+        match admit(&request, &services) {
+            Ok((caller, state)) => {
+                if request.path() == "/metrics" && !caller.operator {
+                    return Ok(request
+                        .error_response(ApiError::NotFound)
+                        .map_into_right_body());
+                }
+                request.extensions_mut().insert(caller);
+                rate = state;
+            }
+            Err(error) => return Ok(request.error_response(error).map_into_right_body()),
+        }
+    }
+    let mut response = next.call(request).await?.map_into_left_body();
+    if let Some(state) = rate {
+        set_rate_headers(response.headers_mut(), state);
+    }
+    Ok(response)
+}
+
+/// Size limits and the no-body rule (every route is a GET).
+fn check_shape(request: &ServiceRequest) -> Result<(), ApiError> {
+    let uri_bytes = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |pq| pq.as_str().len());
+    if uri_bytes > MAX_URI_BYTES {
+        return Err(ApiError::TooLarge {
+            status: actix_web::http::StatusCode::URI_TOO_LONG,
+            detail: format!("the URL is longer than {MAX_URI_BYTES} bytes"),
+        });
+    }
+    let header_bytes: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return Err(ApiError::TooLarge {
+            status: actix_web::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            detail: format!("the headers are larger than {MAX_HEADER_BYTES} bytes"),
+        });
+    }
+    let has_body = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|length| length.trim() != "0")
+        || request.headers().contains_key(header::TRANSFER_ENCODING);
+    if has_body {
+        return Err(ApiError::InvalidRequest(
+            "this API takes no request bodies".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// Authenticates the caller and charges its rate; without authentication everyone sees all.
+fn admit(
+    request: &ServiceRequest,
+    services: &Services,
+) -> Result<(Caller, Option<RateState>), ApiError> {
+    let Some(keys) = services.keys() else {
+        let caller = Caller {
+            name: "anonymous".to_owned(),
+            scope: Arc::new(Scope::All),
+            operator: true,
+        };
+        return Ok((caller, None));
+    };
+    let presented = presented_key(request).ok_or(ApiError::Unauthenticated { key_given: false })?;
+    let key = keys
+        .authenticate(presented)
+        .ok_or(ApiError::Unauthenticated { key_given: true })?;
+    let state = key.charge().map_err(|limited| ApiError::RateLimited {
+        retry_after: limited.retry_after,
+        limit: limited.limit,
+    })?;
+    let caller = Caller {
+        name: key.name.clone(),
+        scope: Arc::new(key.scope.clone()),
+        operator: key.operator,
+    };
+    Ok((caller, Some(state)))
+}
+
+/// `Authorization: Bearer <key>`, else `X-API-Key: <key>`.
+fn presented_key(request: &ServiceRequest) -> Option<&str> {
+    let bearer = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            let (scheme, key) = value.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
+        });
+    bearer
+        .or_else(|| {
+            request
+                .headers()
+                .get(X_API_KEY)
+                .and_then(|value| value.to_str().ok())
+                .map(str::trim)
+        })
+        .filter(|key| !key.is_empty())
+}
+
+/// The `RateLimit-*` headers of a key's remaining allowance.
+pub fn set_rate_headers(headers: &mut actix_web::http::header::HeaderMap, state: RateState) {
+    for (name, value) in [
+        (RATELIMIT_LIMIT, state.limit.to_string()),
+        (RATELIMIT_REMAINING, state.remaining.to_string()),
+        (RATELIMIT_RESET, state.reset_seconds.to_string()),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! Callers: API keys, what each may see, and how fast each may ask.
+//!
+//! Keys are stored only as SHA-256 digests; a presented key is hashed and compared with every
+//! digest in constant time. Each key grants a [`Scope`] of tenants (by id, by tag, or all) and its
+//! own request rate, so one greedy caller cannot slow another. This module knows nothing of HTTP:
+//! the API's guard turns its answers into 401/404/429.
+
+use crate::tenants::{Tenant, TenantId};
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::{Quota, RateLimiter};
+use std::collections::HashSet;
+use std::fmt;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Prefix of every generated key, so that leaked keys are recognisable (secret scanners, logs).
+pub const KEY_PREFIX: &str = "sg_";
+
+/// Which tenants a caller may see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every tenant (`tenants = ["*"]`, or authentication turned off).
+    All,
+    /// Tenants named by id, and tenants carrying any of the tags.
+    Some {
+        /// Tenant ids granted.
+        tenants: HashSet<TenantId>,
+        /// Tags granted.
+        tags: HashSet<String>,
+    },
+}
+
+impl Scope {
+    /// Whether the caller may see `tenant`.
+    pub fn allows(&self, tenant: &Tenant) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Some { tenants, tags } => {
+                tenants.contains(&tenant.id) || tenant.tags.iter().any(|tag| tags.contains(tag))
+            }
+        }
+    }
+}
+
+type KeyLimiter = RateLimiter<
+    governor::state::NotKeyed,
+    governor::state::InMemoryState,
+    DefaultClock,
+    StateInformationMiddleware,
+>;
+
+/// One configured API key.
+pub struct ApiKey {
+    /// The key's name, for logs and metrics (never the key itself).
+    pub name: String,
+    /// SHA-256 of the key.
+    digest: [u8; 32],
+    /// What the key may see.
+    pub scope: Scope,
+    /// May read operator data (`/metrics`), which names every tenant.
+    pub operator: bool,
+    /// Requests allowed per minute.
+    pub requests_per_minute: u32,
+    /// This key's own limiter: no key shares another's budget.
+    limiter: KeyLimiter,
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("name", &self.name)
+            .field("scope", &self.scope)
+            .field("operator", &self.operator)
+            .field("requests_per_minute", &self.requests_per_minute)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The state of a key's rate limit after a request, for the `RateLimit-*` headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateState {
+    /// Requests per minute.
+    pub limit: u32,
+    /// Requests left right now.
+    pub remaining: u32,
+    /// Seconds until the full allowance is back.
+    pub reset_seconds: u64,
+}
+
+/// Why a key may not make this request now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the key's request rate is exceeded; retry after {} s", retry_after.as_secs())]
+pub struct RateLimited {
+    /// Time until one more request is allowed.
+    pub retry_after: Duration,
+    /// The key's limit.
+    pub limit: u32,
+}
+
+impl ApiKey {
+    /// A key from its (hex) digest; `None` when the digest is not 64 hex characters.
+    pub fn new(
+        name: String,
+        sha256_hex: &str,
+        scope: Scope,
+        operator: bool,
+        requests_per_minute: u32,
+    ) -> Option<Self> {
+        let digest = parse_digest(sha256_hex)?;
+        let per_minute = NonZeroU32::new(requests_per_minute)?;
+        Some(Self {
+            name,
+            digest,
+            scope,
+            operator,
+            requests_per_minute,
+            limiter: RateLimiter::direct(Quota::per_minute(per_minute))
+                .with_middleware::<StateInformationMiddleware>(),
+        })
+    }
+
+    /// Spends one request of the key's allowance.
+    pub fn charge(&self) -> Result<RateState, RateLimited> {
+        let limit = self.requests_per_minute;
+        let per_request = 60.0 / f64::from(limit);
+        match self.limiter.check() {
+            Ok(state) => {
+                let remaining = state.remaining_burst_capacity();
+                let reset = (f64::from(limit - remaining.min(limit)) * per_request).ceil() as u64;
+                Ok(RateState {
+                    limit,
+                    remaining,
+                    reset_seconds: reset,
+                })
+            }
+            Err(not_until) => Err(RateLimited {
+                retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+                limit,
+            }),
+        }
+    }
+}
+
+/// Every configured key.
+#[derive(Debug, Default)]
+pub struct KeyRing {
+    keys: Vec<Arc<ApiKey>>,
+}
+
+impl KeyRing {
+    /// A ring of keys.
+    pub fn new(keys: Vec<ApiKey>) -> Self {
+        Self {
+            keys: keys.into_iter().map(Arc::new).collect(),
+        }
+    }
+
+    /// The key whose digest matches `presented`. Every digest is compared, in constant time,
+    /// so the answer takes as long for the first key as for none.
+    pub fn authenticate(&self, presented: &str) -> Option<Arc<ApiKey>> {
+        let digest = sha256(presented.as_bytes());
+        let mut found = None;
+        for key in &self.keys {
+            if aws_lc_rs::constant_time::verify_slices_are_equal(&key.digest, &digest).is_ok() {
+                found = Some(key.clone());
+            }
+        }
+        found
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// A new random key (256 bits, base64url, with the `sg_` prefix) and its SHA-256 digest (hex).
+pub fn generate_key() -> Result<(String, String), aws_lc_rs::error::Unspecified> {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes)?;
+    let key = format!(
+        "{KEY_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    );
+    let digest = digest_hex(&key);
+    Ok((key, digest))
+}
+
+/// The SHA-256 digest of a key, as the configuration stores it (64 lower-case hex digits).
+pub fn digest_hex(key: &str) -> String {
+    sha256(key.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+fn parse_digest(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (index, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(index * 2..index * 2 + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_are_prefixed_random_and_verify_against_their_digest() {
+        let (key, digest) = generate_key().unwrap();
+        let (other, _) = generate_key().unwrap();
+        assert!(key.starts_with(KEY_PREFIX));
+        assert_eq!(key.len(), KEY_PREFIX.len() + 43, "256 bits of base64url");
+        assert_ne!(key, other);
+        let ring = KeyRing::new(vec![ApiKey::new(
+            "portal".into(),
+            &digest,
+            Scope::All,
+            false,
+            60,
+        )
+        .unwrap()]);
+        assert_eq!(ring.authenticate(&key).unwrap().name, "portal");
+        assert!(ring.authenticate(&other).is_none());
+        assert!(ring.authenticate("").is_none());
+        assert!(
+            !format!("{ring:?}").contains(&digest),
+            "Debug shows no digest"
+        );
+    }
+
+    #[test]
+    fn digests_must_be_64_hex_digits() {
+        assert!(parse_digest(&"ab".repeat(32)).is_some());
+        assert!(parse_digest(&"AB".repeat(32)).is_some());
+        assert!(parse_digest("abc").is_none());
+        assert!(parse_digest(&"zz".repeat(32)).is_none());
+        assert!(parse_digest(&"é".repeat(32)).is_none());
+    }
+
+    #[test]
+    fn a_key_is_limited_to_its_own_rate_and_reports_what_is_left() {
+        let digest = digest_hex("k");
+        let key = ApiKey::new("k".into(), &digest, Scope::All, false, 3).unwrap();
+        let first = key.charge().unwrap();
+        assert_eq!((first.limit, first.remaining), (3, 2));
+        assert_eq!(first.reset_seconds, 20);
+        key.charge().unwrap();
+        assert_eq!(key.charge().unwrap().remaining, 0);
+        let refused = key.charge().unwrap_err();
+        assert!(refused.retry_after > Duration::from_secs(15), "{refused:?}");
+        let other = ApiKey::new("o".into(), &digest, Scope::All, false, 3).unwrap();
+        assert!(other.charge().is_ok(), "another key has its own budget");
+    }
+}
