@@ -4,6 +4,7 @@
 //! this file only parses, calls it once and renders. Per-item errors use the same codes as the
 //! single-tenant route ([`super::error::upstream_status`]).
 
+use super::auth::Caller;
 use super::error::{upstream_status, ApiError, Problem};
 use super::views::{rfc3339, SourceView, WarningView};
 use crate::cache::ScoreError;
@@ -281,6 +282,7 @@ impl From<&Page> for ScoreList {
 )]
 pub async fn list_scores(
     request: HttpRequest,
+    caller: Caller,
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
     let params: ScoresQuery = serde_html_form::from_str(request.query_string())
@@ -311,7 +313,10 @@ pub async fn list_scores(
     .map_err(|error| ApiError::InvalidRequest(error.to_string()))?;
     let registry = services.registry();
     // Every registered tenant is visible until callers are scoped by their API key.
-    let page = fanout::scores(&services.cache, &registry, |_| true, &query).await;
+    // Tenants outside the caller's scope are not matched at all: not in items, summary or paging.
+    let visible = |tenant: &crate::tenants::Tenant| caller.scope.allows(tenant);
+    let work = async { Ok(fanout::scores(&services.cache, &registry, visible, &query).await) };
+    let page = super::handlers::within_request_timeout(&services, work).await?;
     let list = ScoreList::from(&page);
     if csv {
         Ok(HttpResponse::Ok()

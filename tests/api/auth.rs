@@ -97,6 +97,70 @@ async fn each_key_sees_exactly_its_tenants_on_every_route() {
             }
         }
     }
+    for (key, visible) in &cases {
+        // /scores: items, summary, CSV rows and every page hold exactly the visible tenants.
+        let response = get(&app, "/scores?limit=1000", Some(key)).await;
+        assert_eq!(response.status().as_u16(), 200);
+        let body: serde_json::Value = response.json().await.unwrap();
+        let items: BTreeSet<String> = body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| item["tenant"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(&items, visible);
+        assert_eq!(body["summary"]["tenants"], visible.len());
+        let csv = get(&app, "/scores?format=csv", Some(key))
+            .await
+            .text()
+            .await
+            .unwrap();
+        let rows: BTreeSet<String> = csv
+            .lines()
+            .skip(1)
+            .map(|row| row.split(',').next().unwrap().to_owned())
+            .collect();
+        assert_eq!(&rows, visible);
+        let mut paged = Vec::new();
+        let mut path = "/scores?limit=1".to_owned();
+        loop {
+            let body: serde_json::Value = get(&app, &path, Some(key)).await.json().await.unwrap();
+            assert_eq!(
+                body["summary"]["tenants"],
+                visible.len(),
+                "summary on every page"
+            );
+            for item in body["items"].as_array().unwrap() {
+                paged.push(item["tenant"].as_str().unwrap().to_owned());
+            }
+            match body["next_cursor"].as_str() {
+                Some(cursor) => path = format!("/scores?limit=1&cursor={cursor}"),
+                None => break,
+            }
+        }
+        assert_eq!(
+            paged.len(),
+            visible.len(),
+            "every visible tenant exactly once"
+        );
+        assert_eq!(&paged.into_iter().collect::<BTreeSet<_>>(), visible);
+    }
+    // /metrics names every tenant: only the operator key may read it; others see no such route.
+    assert_eq!(
+        get(&app, "/metrics", Some(&keys.all))
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+    for key in [&keys.contoso, &keys.gold] {
+        let response = get(&app, "/metrics", Some(key)).await;
+        assert_eq!(response.status().as_u16(), 404);
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["code"], "not_found");
+    }
+    assert_eq!(get(&app, "/metrics", None).await.status().as_u16(), 401);
+
     // Only the visible tenants' scores were fetched: contoso and litware by two keys, the rest
     // only by the all-tenants key, and each once (then cached).
     let stats = app.emulator.stats();
