@@ -179,6 +179,50 @@ pub async fn run(args: GatewayBenchArgs) -> anyhow::Result<()> {
         args.tenants, args.latency_ms.min_ms, args.latency_ms.max_ms, args.max_in_flight
     );
 
+    // Memory with many registered tenants, first, while the process is fresh.
+    if args.memory_tenants > 0 {
+        let before = resident_mib();
+        let emu = emulator(args.memory_tenants, None).await?;
+        let with_emulator = resident_mib();
+        let gw = gateway(&emu, args.max_in_flight).await?;
+        let registered = resident_mib();
+        let mut cursor: Option<String> = None;
+        let started = Instant::now();
+        let mut cached = 0u64;
+        // Every tenant fetched once, page by page (bounded to two minutes).
+        while started.elapsed() < Duration::from_secs(120) {
+            let mut url = format!("{}/scores?limit=1000&timeout_ms=60000", gw.address);
+            if let Some(cursor) = &cursor {
+                url.push_str(&format!("&cursor={cursor}"));
+            }
+            let page: serde_json::Value = client.get(&url).send().await?.json().await?;
+            cached = page["summary"]["ok"].as_u64().unwrap_or(0);
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        let warm = resident_mib();
+        let mib = |v: Option<f64>| v.map_or("?".to_owned(), |v| format!("{v:.1} MiB"));
+        println!(
+            "memory            {} tenants: process {} before, {} with the emulator, {} with the gateway registered, {} with {} scores cached",
+            args.memory_tenants,
+            mib(before),
+            mib(with_emulator),
+            mib(registered),
+            mib(warm),
+            cached
+        );
+        if let (Some(with_emulator), Some(warm)) = (with_emulator, warm) {
+            println!(
+                "                  gateway share (process minus emulator): {:.1} MiB",
+                warm - with_emulator
+            );
+        }
+        drop(gw);
+        emu.stop().await;
+    }
+
     // Cold /scores: every tenant fetched (a token and a score call each).
     let emu = emulator(args.tenants, Some(args.latency_ms)).await?;
     let gw = gateway(&emu, args.max_in_flight).await?;
@@ -209,7 +253,31 @@ pub async fn run(args: GatewayBenchArgs) -> anyhow::Result<()> {
         stats.token_requests, stats.score_calls, stats.max_concurrent
     );
 
-    // Warm /scores.
+    // The fan-out alone: every score fetched again, tokens already cached.
+    let started = Instant::now();
+    let forced: serde_json::Value = client
+        .get(format!("{all}&max_age=0"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let refetch = started.elapsed();
+    println!(
+        "cold /scores, tokens cached (max_age=0)  {:.0} ms (ok {}), ratio to the lower bound {:.2}",
+        refetch.as_secs_f64() * 1000.0,
+        forced["summary"]["ok"],
+        refetch.as_secs_f64() * 1000.0 / bound_ms
+    );
+
+    // Warm /scores, one client then many.
+    let (latencies, _, elapsed) =
+        drive(&client, Arc::new(vec![all.clone()]), 1, args.seconds.min(2)).await;
+    println!(
+        "warm /scores      one client: p50 {:.2} ms, p99 {:.2} ms, {:.0} req/s",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.len() as f64 / elapsed.as_secs_f64()
+    );
     let (latencies, failures, elapsed) = drive(
         &client,
         Arc::new(vec![all.clone()]),
@@ -281,48 +349,5 @@ pub async fn run(args: GatewayBenchArgs) -> anyhow::Result<()> {
     drop(gw);
     emu.stop().await;
 
-    // Memory with many registered tenants.
-    if args.memory_tenants > 0 {
-        let before = resident_mib();
-        let emu = emulator(args.memory_tenants, None).await?;
-        let with_emulator = resident_mib();
-        let gw = gateway(&emu, args.max_in_flight).await?;
-        let registered = resident_mib();
-        let mut cursor: Option<String> = None;
-        let started = Instant::now();
-        let mut cached = 0u64;
-        // Every tenant fetched once, page by page (bounded to two minutes).
-        while started.elapsed() < Duration::from_secs(120) {
-            let mut url = format!("{}/scores?limit=1000&timeout_ms=60000", gw.address);
-            if let Some(cursor) = &cursor {
-                url.push_str(&format!("&cursor={cursor}"));
-            }
-            let page: serde_json::Value = client.get(&url).send().await?.json().await?;
-            cached = page["summary"]["ok"].as_u64().unwrap_or(0);
-            match page["next_cursor"].as_str() {
-                Some(next) => cursor = Some(next.to_owned()),
-                None => break,
-            }
-        }
-        let warm = resident_mib();
-        let mib = |v: Option<f64>| v.map_or("?".to_owned(), |v| format!("{v:.1} MiB"));
-        println!(
-            "memory            {} tenants: process {} before, {} with the emulator, {} with the gateway registered, {} with {} scores cached",
-            args.memory_tenants,
-            mib(before),
-            mib(with_emulator),
-            mib(registered),
-            mib(warm),
-            cached
-        );
-        if let (Some(with_emulator), Some(warm)) = (with_emulator, warm) {
-            println!(
-                "                  gateway share (process minus emulator): {:.1} MiB",
-                warm - with_emulator
-            );
-        }
-        drop(gw);
-        emu.stop().await;
-    }
     Ok(())
 }
