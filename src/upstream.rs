@@ -108,6 +108,9 @@ pub struct UpstreamClient {
     settings: UpstreamSettings,
     /// Where calls, their latency and token acquisitions are counted.
     metrics: Arc<Metrics>,
+    /// Token acquisitions at once, bounded like Defender calls (`max_in_flight`): a cold start of
+    /// a thousand tenants must not open a thousand connections to Entra ID at the same instant.
+    token_slots: tokio::sync::Semaphore,
 }
 
 /// What one attempt ended with, before the retry decision.
@@ -133,6 +136,7 @@ impl UpstreamClient {
             http,
             tokens,
             quota,
+            token_slots: tokio::sync::Semaphore::new(settings.max_in_flight.max(1)),
             settings,
             metrics,
         }
@@ -200,7 +204,13 @@ impl UpstreamClient {
     }
 
     async fn attempt(&self, tenant: &Arc<Tenant>, deadline: Instant) -> Attempt {
-        let token = match tokio::time::timeout_at(deadline, self.tokens.token(tenant)).await {
+        let token_request = async {
+            // The semaphore is never closed, so `acquire` cannot fail; the slot is held only
+            // while the token is obtained (usually a cache hit that takes microseconds).
+            let _slot = self.token_slots.acquire().await;
+            self.tokens.token(tenant).await
+        };
+        let token = match tokio::time::timeout_at(deadline, token_request).await {
             Err(_) => {
                 self.metrics.token_request("timeout");
                 return Attempt::Final(UpstreamError::Timeout);
