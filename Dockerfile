@@ -22,8 +22,10 @@ COPY --from=build /src/target/release/scoregate /usr/local/bin/scoregate
 COPY config/scoregate.example.toml /etc/scoregate/scoregate.example.toml
 USER 10001
 # The configuration is mounted at /etc/scoregate/scoregate.toml (see README, "Docker").
+# MALLOC_ARENA_MAX: glibc's per-thread arenas fragment a many-tenant heap (see README, Benchmarks).
 ENV SCOREGATE_CONFIG=/etc/scoregate/scoregate.toml \
-    SCOREGATE__SERVER__BIND=0.0.0.0:8080
+    SCOREGATE__SERVER__BIND=0.0.0.0:8080 \
+    MALLOC_ARENA_MAX=2
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD ["scoregate", "healthcheck", "--url", "http://127.0.0.1:8080/healthz"]

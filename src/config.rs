@@ -71,7 +71,8 @@ impl Default for ServerSettings {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             workers: 0,
-            request_timeout_ms: 60_000,
+            // Above /scores' longest `timeout_ms` (60 s), so that a slow fan-out still answers 200.
+            request_timeout_ms: 75_000,
             shutdown_grace_seconds: 30,
         }
     }
@@ -218,7 +219,8 @@ impl Default for RefreshSettings {
     fn default() -> Self {
         Self {
             enabled: true,
-            max_concurrent: 4,
+            // 16 fetches at ~300 ms keep 10,000 tenants inside a 225 s refresh period.
+            max_concurrent: 16,
             startup_spread_seconds: None,
         }
     }
