@@ -326,15 +326,21 @@ impl Statistics {
         let median = match n {
             0 => None,
             _ if n % 2 == 1 => Some(scores[n / 2]),
-            _ => Some((scores[n / 2 - 1] + scores[n / 2]) / 2.0),
+            _ => Some(round_derived((scores[n / 2 - 1] + scores[n / 2]) / 2.0)),
         };
         Self {
             min: scores.first().copied(),
             max: scores.last().copied(),
-            mean: (n > 0).then(|| scores.iter().sum::<f64>() / n as f64),
+            mean: (n > 0).then(|| round_derived(scores.iter().sum::<f64>() / n as f64)),
             median,
         }
     }
+}
+
+/// Rounds a computed statistic to 6 decimal places, so that float noise (`545.4348000000001`)
+/// does not reach callers; scores themselves are passed on exactly as Defender sent them.
+fn round_derived(value: f64) -> f64 {
+    (value * 1e6).round() / 1e6
 }
 
 /// One page of the answer.
@@ -608,6 +614,14 @@ mod tests {
         keys.sort_by(SortKey::cmp);
         let ids: Vec<&str> = keys.iter().map(|k| k.id.as_str()).collect();
         assert_eq!(ids, ["a", "b", "c", "e"]);
+    }
+
+    #[test]
+    fn derived_statistics_carry_no_float_noise() {
+        let statistics = Statistics::of(vec![545.43, 545.4396, 545.4348, 545.4348, 545.4348]);
+        assert_eq!(statistics.mean, Some(545.4348));
+        let statistics = Statistics::of(vec![0.1, 0.2]);
+        assert_eq!((statistics.mean, statistics.median), (Some(0.15), Some(0.15)));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use std::time::Duration;
 
 /// Parses the query string; repeated keys (`?tag=a&tag=b`) fill lists, unknown keys are refused.
-fn query<T: DeserializeOwned>(request: &HttpRequest) -> Result<T, ApiError> {
+pub(super) fn query<T: DeserializeOwned>(request: &HttpRequest) -> Result<T, ApiError> {
     serde_html_form::from_str(request.query_string())
         .map_err(|error| ApiError::InvalidRequest(format!("bad query: {error}")))
 }

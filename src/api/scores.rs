@@ -285,8 +285,7 @@ pub async fn list_scores(
     caller: Caller,
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
-    let params: ScoresQuery = serde_html_form::from_str(request.query_string())
-        .map_err(|error| ApiError::InvalidRequest(format!("bad query: {error}")))?;
+    let params: ScoresQuery = super::handlers::query(&request)?;
     let csv = match params.format {
         Some(format) => format == FormatView::Csv,
         None => accepts_csv(&request),
