@@ -406,3 +406,51 @@ async fn the_printed_keygen_entry_opens_the_gateway() {
     );
     assert_eq!(get(&app, "/tenants", None).await.status().as_u16(), 401);
 }
+
+#[tokio::test]
+async fn a_revoked_key_is_refused_and_a_rescoped_key_sees_its_new_tenants_after_a_reload() {
+    let (app, keys) = spawn_with_keys().await;
+    assert_eq!(
+        get(&app, "/tenants", Some(&keys.gold))
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+    assert_eq!(
+        visible_tenants(&app, &keys.contoso).await,
+        set(&["contoso"])
+    );
+
+    // Revoke the gold key (drop its entry) and widen the contoso key to fabrikam.
+    let original = std::fs::read_to_string(&app.config_path).unwrap();
+    let edited: String = original
+        .split("[[api_keys]]")
+        .filter(|entry| !entry.contains("gold-dashboard"))
+        .collect::<Vec<_>>()
+        .join("[[api_keys]]")
+        .replace(
+            "tenants = [\"contoso\"]",
+            "tenants = [\"contoso\", \"fabrikam\"]",
+        );
+    std::fs::write(&app.config_path, edited).unwrap();
+    app.reloader.reload().await.expect("a valid configuration");
+
+    let refused = get(&app, "/tenants", Some(&keys.gold)).await;
+    assert_eq!(refused.status().as_u16(), 401);
+    assert_eq!(
+        refused.headers()["www-authenticate"],
+        "Bearer realm=\"scoregate\", error=\"invalid_token\""
+    );
+    assert_eq!(
+        visible_tenants(&app, &keys.contoso).await,
+        set(&["contoso", "fabrikam"])
+    );
+    assert_eq!(
+        get(&app, "/tenants", Some(&keys.all))
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+}
