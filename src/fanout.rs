@@ -621,7 +621,10 @@ mod tests {
         let statistics = Statistics::of(vec![545.43, 545.4396, 545.4348, 545.4348, 545.4348]);
         assert_eq!(statistics.mean, Some(545.4348));
         let statistics = Statistics::of(vec![0.1, 0.2]);
-        assert_eq!((statistics.mean, statistics.median), (Some(0.15), Some(0.15)));
+        assert_eq!(
+            (statistics.mean, statistics.median),
+            (Some(0.15), Some(0.15))
+        );
     }
 
     #[test]
