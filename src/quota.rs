@@ -226,6 +226,10 @@ impl Quota {
     }
 
     /// Forgets tenants that left the registry and limiters whose limits changed (live reload).
+    ///
+    /// Failure back-off is forgotten for every tenant: a reload is how an operator fixes
+    /// credentials, and every tenant gets a fresh credential with it, so a failing tenant is
+    /// tried again at once rather than after its pause. Cool-downs stay: they are Defender's.
     pub fn retain(&self, registry: &Registry) {
         let keep = |id: &TenantId| registry.get(id.as_str()).is_some();
         write(&self.limiters).retain(|id, limiter| {
@@ -234,7 +238,7 @@ impl Quota {
                 .is_some_and(|tenant| tenant.quota == limiter.limits)
         });
         lock(&self.cool_downs).retain(|id, _| keep(id));
-        lock(&self.failures).retain(|id, _| keep(id));
+        lock(&self.failures).clear();
     }
 
     fn limiter(&self, tenant: &Tenant) -> Arc<TenantLimiter> {

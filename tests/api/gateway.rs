@@ -535,3 +535,40 @@ async fn no_secret_appears_in_any_response_or_log_line() {
     assert!(!bodies.contains("eyJ"), "a token in a response");
     assert!(!logs.contains("eyJ"), "a token in the logs");
 }
+
+#[tokio::test]
+async fn a_reload_retries_a_failing_tenant_at_once_instead_of_after_its_back_off() {
+    let app = spawn_app(emulator_options(
+        2,
+        vec![fault(FaultProfile::Revoked, &["fabrikam"])],
+    ))
+    .await;
+    assert_problem(
+        app.get("/tenants/fabrikam/score").await,
+        502,
+        "upstream_auth",
+    )
+    .await;
+    // The operator fixes the credential (here: Entra accepts it again) and reloads.
+    app.emulator.set_fault("fabrikam", None).unwrap();
+    assert_problem(
+        app.get("/tenants/fabrikam/score").await,
+        502,
+        "upstream_auth",
+    )
+    .await;
+    assert_eq!(
+        app.emulator.stats().tenant("fabrikam").token_requests,
+        1,
+        "backing off: not asked again before the reload"
+    );
+    app.reloader
+        .reload()
+        .await
+        .expect("the same configuration reloads");
+    let (status, _, body) = app.get_json("/tenants/fabrikam/score").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["source"], "upstream");
+    let stats = app.emulator.stats().tenant("fabrikam");
+    assert_eq!((stats.token_requests, stats.score_calls), (2, 1));
+}
