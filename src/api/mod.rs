@@ -183,13 +183,16 @@ pub fn configure(services: Arc<Services>) -> impl FnOnce(&mut web::ServiceConfig
                     .default_service(method_not_allowed()),
             )
             .service(
+                // Probes also answer HEAD, which some load balancers send.
                 web::resource("/healthz")
                     .route(web::get().to(handlers::healthz))
+                    .route(web::head().to(handlers::healthz))
                     .default_service(method_not_allowed()),
             )
             .service(
                 web::resource("/readyz")
                     .route(web::get().to(handlers::readyz))
+                    .route(web::head().to(handlers::readyz))
                     .default_service(method_not_allowed()),
             )
             .service(

@@ -485,6 +485,15 @@ async fn health_readiness_spec_and_docs_are_served() {
     assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
     let (status, _, body) = app.get_json("/readyz").await;
     assert_eq!((status, body["status"].as_str()), (200, Some("ready")));
+    for probe in ["/healthz", "/readyz"] {
+        let head = app
+            .client
+            .head(format!("{}{probe}", app.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.status().as_u16(), 200, "HEAD {probe}");
+    }
     let (status, _, spec) = app.get_json("/openapi.json").await;
     assert_eq!(status, 200);
     assert_eq!(
