@@ -130,18 +130,9 @@ impl ScoreCache {
     }
 
     /// The tenant's score. `max_age` bounds the age of what may be served (`0` forces a fetch);
-    /// `wait_until` bounds how long this caller waits for a fetch.
-    pub fn get<'a>(
-        &'a self,
-        tenant: &'a Arc<Tenant>,
-        max_age: Option<Duration>,
-        wait_until: Instant,
-    ) -> impl std::future::Future<Output = Result<Served, ScoreError>> + Send + 'a {
-        self.get_inner(tenant, max_age, wait_until)
-    }
-
-    /// [`ScoreCache::lookup`], counted as a hit, a miss or a stale serve.
-    async fn get_inner(
+    /// `wait_until` bounds how long this caller waits for a fetch. Counted as a cache hit, a miss
+    /// or a stale serve.
+    pub async fn get(
         &self,
         tenant: &Arc<Tenant>,
         max_age: Option<Duration>,
