@@ -87,6 +87,10 @@ pub struct AuthSettings {
     pub enabled: bool,
     /// Requests per minute of keys that set no `requests_per_minute`.
     pub default_requests_per_minute: u32,
+    /// Lets the gateway run with authentication off on an address other than loopback (every
+    /// caller that can reach it then sees every tenant). Off by default: such a configuration is
+    /// refused.
+    pub allow_unauthenticated_non_loopback: bool,
 }
 
 impl Default for AuthSettings {
@@ -94,6 +98,7 @@ impl Default for AuthSettings {
         Self {
             enabled: true,
             default_requests_per_minute: 600,
+            allow_unauthenticated_non_loopback: false,
         }
     }
 }
@@ -323,6 +328,9 @@ pub struct Config {
     pub registry: Arc<Registry>,
     /// The callers' keys.
     pub keys: Arc<KeyRing>,
+    /// Problems that do not stop the gateway (a secret file others may read), one line each,
+    /// starting with the key; logged at load and printed by `check-config`.
+    pub warnings: Vec<String>,
 }
 
 /// Why a configuration cannot be used.
@@ -390,10 +398,10 @@ impl Config {
         let mut problems = Vec::new();
         let upstream = settings.upstream;
         validate_upstream(&upstream, &mut problems);
-        if settings.server.request_timeout_ms == 0 {
-            problems.push("server.request_timeout_ms: must be greater than 0".to_owned());
-        }
+        validate_server(&settings.server, &mut problems);
+        validate_auth(&settings.auth, &settings.server, &mut problems);
         validate_cache(&settings.cache, &mut problems);
+        validate_refresh(&settings.refresh, &mut problems);
         let extra_ca_pem = upstream.extra_ca_file.as_ref().and_then(|file| {
             read_extra_ca(
                 &base_dir.join(file),
@@ -403,6 +411,10 @@ impl Config {
         });
         let resolved = resolve_tenants(&tenants, &upstream, base_dir, &lookup, &mut problems);
         let keys = resolve_keys(&settings.api_keys, &settings.auth, &resolved, &mut problems);
+        let warnings = loose_file_warnings(&tenants, base_dir);
+        for warning in &warnings {
+            tracing::warn!(config = %path.display(), "{warning}");
+        }
         if !problems.is_empty() {
             return Err(ConfigError::Invalid {
                 path: path.to_path_buf(),
@@ -419,6 +431,7 @@ impl Config {
             extra_ca_pem,
             registry: Arc::new(Registry::new(resolved)),
             keys: Arc::new(keys),
+            warnings,
         })
     }
 
@@ -451,6 +464,9 @@ impl Config {
             if self.auth.enabled { "on" } else { "OFF" },
             self.keys.len()
         );
+        for warning in &self.warnings {
+            let _ = writeln!(out, "  warning: {warning}");
+        }
         out
     }
 }
@@ -522,25 +538,179 @@ fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value) {
     }
 }
 
+/// Upper bounds of the numeric settings: beyond them a value is a typo or an attack on the
+/// process (moka panics on a time-to-live over 1,000 years, `Instant + Duration` overflows,
+/// semaphores panic above `usize::MAX >> 3` permits), so `check-config`, `serve` and reloads
+/// refuse it, naming the key. Every limit is far above any sensible setting.
+pub mod limits {
+    /// Longest `[cache] fresh_seconds` and `stale_if_error_seconds`, and `[refresh]
+    /// startup_spread_seconds`: one year.
+    pub const MAX_WINDOW_SECONDS: u64 = 365 * 24 * 60 * 60;
+    /// Most `[server] workers`.
+    pub const MAX_WORKERS: usize = 1_024;
+    /// Longest `[server] shutdown_grace_seconds`: ten minutes.
+    pub const MAX_SHUTDOWN_GRACE_SECONDS: u64 = 600;
+    /// How much longer than `/scores`' longest `timeout_ms` `[server] request_timeout_ms` must
+    /// be, so that a fan-out that uses all of its time still answers (and renders) in time.
+    pub const REQUEST_TIMEOUT_MARGIN_MS: u64 = 5_000;
+    /// Shortest `[server] request_timeout_ms`: `/scores`' longest `timeout_ms` plus the margin.
+    pub const MIN_REQUEST_TIMEOUT_MS: u64 =
+        crate::fanout::MAX_TIMEOUT_MS.unsigned_abs() + REQUEST_TIMEOUT_MARGIN_MS;
+    /// Longest `[server] request_timeout_ms`: ten minutes.
+    pub const MAX_REQUEST_TIMEOUT_MS: u64 = 600_000;
+    /// Longest `[upstream] timeout_ms` and `attempt_timeout_ms`: five minutes.
+    pub const MAX_UPSTREAM_TIMEOUT_MS: u64 = 300_000;
+    /// Longest `[upstream] connect_timeout_ms`: one minute.
+    pub const MAX_CONNECT_TIMEOUT_MS: u64 = 60_000;
+    /// Most `[upstream] max_retries`.
+    pub const MAX_RETRIES: u32 = 10;
+    /// Longest `[upstream] retry_base_ms` and `retry_max_ms`: one minute.
+    pub const MAX_RETRY_BACKOFF_MS: u64 = 60_000;
+    /// Most `[upstream] max_in_flight`.
+    pub const MAX_IN_FLIGHT: usize = 10_000;
+    /// Most calls per tenant per minute (`[upstream]` and per-tenant `requests_per_minute`).
+    pub const MAX_UPSTREAM_PER_MINUTE: u32 = 1_000_000;
+    /// Most calls per tenant per hour (`[upstream]` and per-tenant `requests_per_hour`).
+    pub const MAX_UPSTREAM_PER_HOUR: u32 = 60_000_000;
+    /// Most requests per minute of one API key (`[auth] default_requests_per_minute` and
+    /// `[[api_keys]] requests_per_minute`).
+    pub const MAX_KEY_PER_MINUTE: u32 = 1_000_000;
+    /// Most `[cache] max_entries`.
+    pub const MAX_CACHE_ENTRIES: u64 = 10_000_000;
+    /// Most `[refresh] max_concurrent`.
+    pub const MAX_REFRESH_CONCURRENT: usize = 1_000;
+}
+
+/// Reports `key` unless `min <= value <= max`.
+fn check_range(key: &str, value: u64, min: u64, max: u64, problems: &mut Vec<String>) {
+    if value < min {
+        if min == 1 {
+            problems.push(format!("{key}: must be greater than 0"));
+        } else {
+            problems.push(format!("{key}: must be at least {min}, not {value}"));
+        }
+    } else if value > max {
+        problems.push(format!("{key}: must be at most {max}, not {value}"));
+    }
+}
+
+/// `usize` settings as `u64` for [`check_range`] (saturating: a `usize` over `u64::MAX` cannot
+/// exist on the platforms Rust supports, and would be out of range anyway).
+fn wide(value: usize) -> u64 {
+    u64::try_from(value).unwrap_or(u64::MAX)
+}
+
+fn validate_server(server: &ServerSettings, problems: &mut Vec<String>) {
+    use limits::*;
+    check_range(
+        "server.workers",
+        wide(server.workers),
+        0,
+        wide(MAX_WORKERS),
+        problems,
+    );
+    check_range(
+        "server.shutdown_grace_seconds",
+        server.shutdown_grace_seconds,
+        0,
+        MAX_SHUTDOWN_GRACE_SECONDS,
+        problems,
+    );
+    if server.request_timeout_ms < MIN_REQUEST_TIMEOUT_MS {
+        problems.push(format!(
+            "server.request_timeout_ms: must be at least {MIN_REQUEST_TIMEOUT_MS}, not {}: /scores accepts timeout_ms up to {}, and the request must outlast it by {REQUEST_TIMEOUT_MARGIN_MS} ms",
+            server.request_timeout_ms,
+            crate::fanout::MAX_TIMEOUT_MS
+        ));
+    } else {
+        check_range(
+            "server.request_timeout_ms",
+            server.request_timeout_ms,
+            MIN_REQUEST_TIMEOUT_MS,
+            MAX_REQUEST_TIMEOUT_MS,
+            problems,
+        );
+    }
+}
+
+fn validate_auth(auth: &AuthSettings, server: &ServerSettings, problems: &mut Vec<String>) {
+    check_range(
+        "auth.default_requests_per_minute",
+        auth.default_requests_per_minute.into(),
+        1,
+        limits::MAX_KEY_PER_MINUTE.into(),
+        problems,
+    );
+    // An IPv4-mapped IPv6 loopback (::ffff:127.0.0.1) is loopback too.
+    let loopback = server.bind.ip().to_canonical().is_loopback();
+    if !auth.enabled && !loopback && !auth.allow_unauthenticated_non_loopback {
+        problems.push(format!(
+            "auth.enabled: authentication is off but server.bind ({}) is not a loopback address, so anyone who can reach it would read every tenant's score; turn authentication on, bind to 127.0.0.1 or [::1], or set [auth] allow_unauthenticated_non_loopback = true if another layer authenticates callers",
+            server.bind
+        ));
+    }
+}
+
 fn validate_upstream(upstream: &UpstreamSettings, problems: &mut Vec<String>) {
-    let positive = [
-        ("upstream.timeout_ms", upstream.timeout_ms),
-        ("upstream.attempt_timeout_ms", upstream.attempt_timeout_ms),
-        ("upstream.connect_timeout_ms", upstream.connect_timeout_ms),
-        ("upstream.max_in_flight", upstream.max_in_flight as u64),
+    use limits::*;
+    let ranges = [
+        (
+            "upstream.timeout_ms",
+            upstream.timeout_ms,
+            1,
+            MAX_UPSTREAM_TIMEOUT_MS,
+        ),
+        (
+            "upstream.attempt_timeout_ms",
+            upstream.attempt_timeout_ms,
+            1,
+            MAX_UPSTREAM_TIMEOUT_MS,
+        ),
+        (
+            "upstream.connect_timeout_ms",
+            upstream.connect_timeout_ms,
+            1,
+            MAX_CONNECT_TIMEOUT_MS,
+        ),
+        (
+            "upstream.max_retries",
+            upstream.max_retries.into(),
+            0,
+            MAX_RETRIES.into(),
+        ),
+        (
+            "upstream.retry_base_ms",
+            upstream.retry_base_ms,
+            0,
+            MAX_RETRY_BACKOFF_MS,
+        ),
+        (
+            "upstream.retry_max_ms",
+            upstream.retry_max_ms,
+            0,
+            MAX_RETRY_BACKOFF_MS,
+        ),
+        (
+            "upstream.max_in_flight",
+            wide(upstream.max_in_flight),
+            1,
+            wide(MAX_IN_FLIGHT),
+        ),
         (
             "upstream.requests_per_minute",
             upstream.requests_per_minute.into(),
+            1,
+            MAX_UPSTREAM_PER_MINUTE.into(),
         ),
         (
             "upstream.requests_per_hour",
             upstream.requests_per_hour.into(),
+            1,
+            MAX_UPSTREAM_PER_HOUR.into(),
         ),
     ];
-    for (key, value) in positive {
-        if value == 0 {
-            problems.push(format!("{key}: must be greater than 0"));
-        }
+    for (key, value, min, max) in ranges {
+        check_range(key, value, min, max, problems);
     }
     if upstream.retry_base_ms > upstream.retry_max_ms {
         problems.push("upstream.retry_base_ms: must not exceed upstream.retry_max_ms".to_owned());
@@ -560,11 +730,98 @@ fn validate_upstream(upstream: &UpstreamSettings, problems: &mut Vec<String>) {
 }
 
 fn validate_cache(cache: &CacheSettings, problems: &mut Vec<String>) {
-    if cache.fresh_seconds == 0 {
-        problems.push("cache.fresh_seconds: must be greater than 0".to_owned());
+    use limits::*;
+    check_range(
+        "cache.fresh_seconds",
+        cache.fresh_seconds,
+        1,
+        MAX_WINDOW_SECONDS,
+        problems,
+    );
+    check_range(
+        "cache.stale_if_error_seconds",
+        cache.stale_if_error_seconds,
+        0,
+        MAX_WINDOW_SECONDS,
+        problems,
+    );
+    check_range(
+        "cache.max_entries",
+        cache.max_entries,
+        1,
+        MAX_CACHE_ENTRIES,
+        problems,
+    );
+}
+
+fn validate_refresh(refresh: &RefreshSettings, problems: &mut Vec<String>) {
+    use limits::*;
+    check_range(
+        "refresh.max_concurrent",
+        wide(refresh.max_concurrent),
+        1,
+        wide(MAX_REFRESH_CONCURRENT),
+        problems,
+    );
+    if let Some(spread) = refresh.startup_spread_seconds {
+        check_range(
+            "refresh.startup_spread_seconds",
+            spread,
+            0,
+            MAX_WINDOW_SECONDS,
+            problems,
+        );
     }
-    if cache.max_entries == 0 {
-        problems.push("cache.max_entries: must be greater than 0".to_owned());
+}
+
+/// Warnings for credential files that group or others may read or write (`mode & 0o077`): the
+/// gateway still starts (the operator may have reasons), but says which key and file, never
+/// what the file holds.
+fn loose_file_warnings(tenants: &[TenantSettings], base_dir: &Path) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (index, settings) in tenants.iter().enumerate() {
+        let key = format!("tenants[{index}] (id {:?})", settings.id);
+        let secret = settings
+            .client_secret
+            .as_ref()
+            .and_then(|source| source.file.as_ref())
+            .map(|file| (format!("{key}.client_secret.file"), file));
+        let certificate = settings
+            .certificate
+            .as_ref()
+            .map(|certificate| (format!("{key}.certificate.file"), &certificate.file));
+        let password = settings
+            .certificate
+            .as_ref()
+            .and_then(|certificate| certificate.password.as_ref())
+            .and_then(|source| source.file.as_ref())
+            .map(|file| (format!("{key}.certificate.password.file"), file));
+        for (key, file) in [secret, certificate, password].into_iter().flatten() {
+            let path = base_dir.join(file);
+            if let Some(mode) = loose_mode(&path) {
+                warnings.push(format!(
+                    "{key}: {} may be read or written by group or others (mode {mode:04o}); make it readable by the gateway's user only (chmod 600)",
+                    path.display()
+                ));
+            }
+        }
+    }
+    warnings
+}
+
+/// The file's permission bits when group or others have any access; `None` when only the owner
+/// has, when the file cannot be inspected (reading it reports that), or off Unix.
+fn loose_mode(path: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then_some(mode)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
     }
 }
 
@@ -674,10 +931,24 @@ fn resolve_tenants(
                 .requests_per_hour
                 .unwrap_or(upstream.requests_per_hour),
         };
-        if quota.per_minute == 0 || quota.per_hour == 0 {
-            problems.push(format!(
-                "{key}.requests_per_minute/requests_per_hour: must be greater than 0"
-            ));
+        // Only the tenant's own overrides: inherited values were checked under [upstream].
+        if let Some(per_minute) = settings.requests_per_minute {
+            check_range(
+                &format!("{key}.requests_per_minute"),
+                per_minute.into(),
+                1,
+                limits::MAX_UPSTREAM_PER_MINUTE.into(),
+                problems,
+            );
+        }
+        if let Some(per_hour) = settings.requests_per_hour {
+            check_range(
+                &format!("{key}.requests_per_hour"),
+                per_hour.into(),
+                1,
+                limits::MAX_UPSTREAM_PER_HOUR.into(),
+                problems,
+            );
         }
         if problems.len() != before {
             continue;
@@ -716,9 +987,6 @@ fn resolve_keys(
             "auth.enabled: authentication is on but no [[api_keys]] are configured; add a key (`scoregate keygen` prints one) or set [auth] enabled = false on a loopback-only set-up"
                 .to_owned(),
         );
-    }
-    if auth.default_requests_per_minute == 0 {
-        problems.push("auth.default_requests_per_minute: must be greater than 0".to_owned());
     }
     let known: HashSet<&str> = tenants.iter().map(|tenant| tenant.id.as_str()).collect();
     let mut names = HashSet::new();
@@ -771,8 +1039,15 @@ fn resolve_keys(
         let per_minute = settings
             .requests_per_minute
             .unwrap_or(auth.default_requests_per_minute);
-        if per_minute == 0 {
-            problems.push(format!("{key}.requests_per_minute: must be greater than 0"));
+        // The default was checked under [auth]; only the key's own value is named here.
+        if let Some(own) = settings.requests_per_minute {
+            check_range(
+                &format!("{key}.requests_per_minute"),
+                own.into(),
+                1,
+                limits::MAX_KEY_PER_MINUTE.into(),
+                problems,
+            );
         }
         match ApiKey::new(
             settings.name.clone(),
@@ -1035,6 +1310,10 @@ mod tests {
                 ("SCOREGATE__REFRESH__ENABLED", "false"),
                 ("SCOREGATE__CACHE__FRESH_SECONDS", "60"),
                 ("SCOREGATE__SERVER__BIND", "0.0.0.0:9000"),
+                (
+                    "SCOREGATE__AUTH__ALLOW_UNAUTHENTICATED_NON_LOOPBACK",
+                    "true",
+                ),
             ]),
         )
         .unwrap();
@@ -1280,5 +1559,319 @@ mod tests {
         ] {
             assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
         }
+    }
+    /// Problems of a file with authentication on and one key, plus `text`.
+    fn with_key(text: &str) -> String {
+        format!(
+            "{text}\n[auth]\nenabled = true\n[[api_keys]]\nname = \"k\"\nsha256 = \"{DIGEST}\"\ntenants = [\"*\"]\n"
+        )
+    }
+
+    #[test]
+    fn every_duration_count_and_size_above_its_limit_is_refused_with_its_key() {
+        use limits::*;
+        let dir = tempdir();
+        let text = format!(
+            "[server]\nworkers = {}\nshutdown_grace_seconds = {}\nrequest_timeout_ms = {}\n\
+             [upstream]\ntimeout_ms = {}\nattempt_timeout_ms = {}\nconnect_timeout_ms = {}\n\
+             max_retries = {}\nretry_base_ms = {}\nretry_max_ms = {}\nmax_in_flight = {}\n\
+             requests_per_minute = {}\nrequests_per_hour = {}\n\
+             [cache]\nfresh_seconds = {}\nstale_if_error_seconds = 100000000000\nmax_entries = {}\n\
+             [refresh]\nmax_concurrent = {}\nstartup_spread_seconds = {}\n{}",
+            MAX_WORKERS + 1,
+            MAX_SHUTDOWN_GRACE_SECONDS + 1,
+            MAX_REQUEST_TIMEOUT_MS + 1,
+            MAX_UPSTREAM_TIMEOUT_MS + 1,
+            MAX_UPSTREAM_TIMEOUT_MS + 1,
+            MAX_CONNECT_TIMEOUT_MS + 1,
+            MAX_RETRIES + 1,
+            MAX_RETRY_BACKOFF_MS + 1,
+            MAX_RETRY_BACKOFF_MS + 1,
+            MAX_IN_FLIGHT + 1,
+            MAX_UPSTREAM_PER_MINUTE + 1,
+            MAX_UPSTREAM_PER_HOUR + 1,
+            MAX_WINDOW_SECONDS + 1,
+            MAX_CACHE_ENTRIES + 1,
+            MAX_REFRESH_CONCURRENT + 1,
+            MAX_WINDOW_SECONDS + 1,
+            tenant(
+                "a",
+                TENANT,
+                CLIENT,
+                &format!(
+                    "client_secret = {{ env = \"S\" }}\nrequests_per_minute = {}\nrequests_per_hour = {}",
+                    MAX_UPSTREAM_PER_MINUTE + 1,
+                    MAX_UPSTREAM_PER_HOUR + 1
+                )
+            ),
+        );
+        let text = format!(
+            "{}\n[[api_keys]]\nname = \"fast\"\nsha256 = \"{}\"\ntenants = [\"*\"]\nrequests_per_minute = {}\n",
+            with_key(&text).replace(
+                "enabled = true\n",
+                &format!(
+                    "enabled = true\ndefault_requests_per_minute = {}\n",
+                    MAX_KEY_PER_MINUTE + 1
+                )
+            ),
+            "a".repeat(64),
+            MAX_KEY_PER_MINUTE + 1
+        );
+        let path = write(&dir, "a.toml", &text);
+        let all = problems(Config::load_with_env(&path, env(&[("S", "x")]))).join("\n");
+        for key in [
+            "server.workers",
+            "server.shutdown_grace_seconds",
+            "server.request_timeout_ms",
+            "auth.default_requests_per_minute",
+            "upstream.timeout_ms",
+            "upstream.attempt_timeout_ms",
+            "upstream.connect_timeout_ms",
+            "upstream.max_retries",
+            "upstream.retry_base_ms",
+            "upstream.retry_max_ms",
+            "upstream.max_in_flight",
+            "upstream.requests_per_minute",
+            "upstream.requests_per_hour",
+            "cache.fresh_seconds",
+            "cache.max_entries",
+            "refresh.max_concurrent",
+            "refresh.startup_spread_seconds",
+            "tenants[0] (id \"a\").requests_per_minute",
+            "tenants[0] (id \"a\").requests_per_hour",
+            "api_keys[1] (name \"fast\").requests_per_minute",
+        ] {
+            assert!(
+                all.contains(&format!("{key}: must be at most ")),
+                "missing {key:?} in:\n{all}"
+            );
+        }
+        assert!(
+            all.contains(
+                "cache.stale_if_error_seconds: must be at most 31536000, not 100000000000"
+            ),
+            "{all}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_largest_accepted_values_load_and_build_the_services_without_panicking() {
+        use limits::*;
+        let dir = tempdir();
+        let text = format!(
+            "[server]\nworkers = {MAX_WORKERS}\nshutdown_grace_seconds = {MAX_SHUTDOWN_GRACE_SECONDS}\nrequest_timeout_ms = {MAX_REQUEST_TIMEOUT_MS}\n\
+             [upstream]\ntimeout_ms = {MAX_UPSTREAM_TIMEOUT_MS}\nattempt_timeout_ms = {MAX_UPSTREAM_TIMEOUT_MS}\n\
+             connect_timeout_ms = {MAX_CONNECT_TIMEOUT_MS}\nmax_retries = {MAX_RETRIES}\n\
+             retry_base_ms = {MAX_RETRY_BACKOFF_MS}\nretry_max_ms = {MAX_RETRY_BACKOFF_MS}\n\
+             max_in_flight = {MAX_IN_FLIGHT}\nrequests_per_minute = {MAX_UPSTREAM_PER_MINUTE}\n\
+             requests_per_hour = {MAX_UPSTREAM_PER_HOUR}\n\
+             [cache]\nfresh_seconds = {MAX_WINDOW_SECONDS}\nstale_if_error_seconds = {MAX_WINDOW_SECONDS}\n\
+             max_entries = {MAX_CACHE_ENTRIES}\n\
+             [refresh]\nmax_concurrent = {MAX_REFRESH_CONCURRENT}\nstartup_spread_seconds = {MAX_WINDOW_SECONDS}\n{}",
+            tenant("a", TENANT, CLIENT, "client_secret = { env = \"S\" }"),
+        );
+        let text = with_key(&text).replace(
+            "enabled = true\n",
+            &format!("enabled = true\ndefault_requests_per_minute = {MAX_KEY_PER_MINUTE}\n"),
+        );
+        let path = write(&dir, "a.toml", &text);
+        let config = Config::load_with_env(&path, env(&[("S", "x")])).unwrap();
+        let services = crate::service::Services::build(&config).unwrap();
+        let _refresher =
+            crate::refresher::Refresher::new(&services, &config.cache, &config.refresh);
+        // The limiters are built on first use: use them once.
+        let tenant = config.registry.get("a").unwrap();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+        assert!(services.quota.admit(tenant, deadline).await.is_ok());
+        let key = config.keys.authenticate("test").unwrap();
+        assert!(key.charge().is_ok());
+        // What the request path adds to `Instant::now()` stays representable.
+        let now = tokio::time::Instant::now();
+        for millis in [
+            config.server.request_timeout_ms,
+            config.upstream.timeout_ms + 500,
+            (config.cache.fresh_seconds + config.cache.stale_if_error_seconds) * 1_000,
+        ] {
+            assert!(now
+                .checked_add(std::time::Duration::from_millis(millis))
+                .is_some());
+        }
+    }
+
+    #[test]
+    fn the_moka_crashing_stale_window_is_refused_before_anything_is_built() {
+        let dir = tempdir();
+        let path = write(
+            &dir,
+            "a.toml",
+            "[cache]\nstale_if_error_seconds = 100000000000\n",
+        );
+        let problems = problems(Config::load_with_env(&path, env(&[])));
+        assert_eq!(
+            problems,
+            ["cache.stale_if_error_seconds: must be at most 31536000, not 100000000000"]
+        );
+    }
+
+    #[test]
+    fn the_request_timeout_must_outlast_the_longest_scores_timeout_by_the_margin() {
+        let dir = tempdir();
+        let minimum = limits::MIN_REQUEST_TIMEOUT_MS;
+        assert_eq!(minimum, 65_000);
+        for (value, accepted) in [
+            (0, false),
+            (60_000, false),
+            (minimum - 1, false),
+            (minimum, true),
+        ] {
+            let path = write(
+                &dir,
+                "a.toml",
+                &format!("[server]\nrequest_timeout_ms = {value}\n"),
+            );
+            let result = Config::load_with_env(&path, env(&[]));
+            if accepted {
+                assert!(result.is_ok(), "{value}");
+            } else {
+                let all = problems(result).join("\n");
+                assert!(
+                    all.contains(&format!(
+                        "server.request_timeout_ms: must be at least 65000, not {value}: /scores accepts timeout_ms up to 60000"
+                    )),
+                    "{all}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn zero_counts_are_refused_where_they_would_stop_the_gateway() {
+        let dir = tempdir();
+        let path = write(
+            &dir,
+            "a.toml",
+            "[refresh]\nmax_concurrent = 0\n[cache]\nmax_entries = 0\n",
+        );
+        let all = problems(Config::load_with_env(&path, env(&[]))).join("\n");
+        assert!(
+            all.contains("refresh.max_concurrent: must be greater than 0"),
+            "{all}"
+        );
+        assert!(
+            all.contains("cache.max_entries: must be greater than 0"),
+            "{all}"
+        );
+    }
+
+    #[test]
+    fn authentication_off_on_a_non_loopback_address_is_refused_unless_allowed() {
+        let dir = tempdir();
+        for bind in ["0.0.0.0:8080", "192.0.2.10:8080", "[::]:8080"] {
+            let path = write(&dir, "a.toml", &format!("[server]\nbind = \"{bind}\"\n"));
+            let all = problems(Config::load_with_env(&path, env(&[]))).join("\n");
+            assert!(
+                all.contains(&format!(
+                    "auth.enabled: authentication is off but server.bind ({bind}) is not a loopback address"
+                )),
+                "{all}"
+            );
+            assert!(
+                all.contains("[auth] allow_unauthenticated_non_loopback = true"),
+                "{all}"
+            );
+            let allowed = Config::load_with_env(
+                &path,
+                env(&[(
+                    "SCOREGATE__AUTH__ALLOW_UNAUTHENTICATED_NON_LOOPBACK",
+                    "true",
+                )]),
+            );
+            assert!(allowed.is_ok(), "{bind}");
+        }
+        for bind in [
+            "127.0.0.1:8080",
+            "127.3.4.5:8080",
+            "[::1]:8080",
+            "[::ffff:127.0.0.1]:8080",
+        ] {
+            let path = write(&dir, "a.toml", &format!("[server]\nbind = \"{bind}\"\n"));
+            assert!(Config::load_with_env(&path, env(&[])).is_ok(), "{bind}");
+        }
+        // With authentication on, any address is fine.
+        let path = write(
+            &dir,
+            "a.toml",
+            &with_key(&format!(
+                "[server]\nbind = \"0.0.0.0:8080\"\n{}",
+                tenant("a", TENANT, CLIENT, "client_secret = { env = \"S\" }")
+            )),
+        );
+        assert!(Config::load_with_env(&path, env(&[("S", "x")])).is_ok());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn secret_files_others_may_read_are_named_in_a_warning_without_their_content() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempdir();
+        let secret = write(&dir, "loose.secret", "hunter2-loose\n");
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let private = write(&dir, "private.secret", "hunter2-private\n");
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let text = [
+            tenant(
+                "loose",
+                TENANT,
+                CLIENT,
+                "client_secret = { file = \"loose.secret\" }",
+            ),
+            tenant(
+                "private",
+                "22222222-2222-4222-8222-222222222222",
+                CLIENT,
+                "client_secret = { file = \"private.secret\" }",
+            ),
+        ]
+        .concat();
+        let path = write(&dir, "a.toml", &text);
+        let config = Config::load_with_env(&path, env(&[])).unwrap();
+        assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+        let warning = &config.warnings[0];
+        assert!(
+            warning.starts_with(&format!(
+                "tenants[0] (id \"loose\").client_secret.file: {} may be read or written by group or others (mode 0644)",
+                secret.display()
+            )),
+            "{warning}"
+        );
+        let summary = config.summary();
+        assert!(
+            summary.contains(&format!("  warning: {warning}")),
+            "{summary}"
+        );
+        assert!(!summary.contains("hunter2"), "{summary}");
+
+        // Certificate files and their password files are checked alike.
+        let mut settings: TenantsFile = toml::from_str(&tenant(
+            "cert",
+            TENANT,
+            CLIENT,
+            "certificate = { file = \"loose.secret\", password = { file = \"private.secret\" } }",
+        ))
+        .unwrap();
+        let warnings = loose_file_warnings(&settings.tenants, &dir);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("tenants[0] (id \"cert\").certificate.file: "),
+            "{warnings:?}"
+        );
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o640)).unwrap();
+        settings.tenants[0].id = "cert2".into();
+        let warnings = loose_file_warnings(&settings.tenants, &dir);
+        assert!(
+            warnings[1].starts_with("tenants[0] (id \"cert2\").certificate.password.file: ")
+                && warnings[1].contains("(mode 0640)"),
+            "{warnings:?}"
+        );
     }
 }
