@@ -95,7 +95,20 @@ impl TokenSource {
                 secret: token.token,
                 expires_on: token.expires_on,
             }),
-            Err(error) => Err(classify(&error)),
+            Err(error) => {
+                let classified = classify(&error);
+                if let Some(ids) = entra_ids(&error) {
+                    // The only place Entra's ids go: the log, once per refused request, for a
+                    // support case with Microsoft. Callers get the redacted detail.
+                    tracing::warn!(
+                        tenant = %tenant.id,
+                        correlation_id = %ids.correlation_id,
+                        trace_id = %ids.trace_id,
+                        "Entra ID answered a token request with an error: {classified}"
+                    );
+                }
+                Err(classified)
+            }
         }
     }
 
@@ -487,9 +500,113 @@ fn oauth_error(body: &[u8]) -> Option<String> {
         })
 }
 
-/// The first line and sentence of a message, at most [`MAX_DETAIL_CHARS`] characters: Entra's
-/// descriptions go on with trace and correlation ids and timestamps.
+/// Entra's trace and correlation ids of a refusal, as Entra's JSON body gives them.
+struct EntraIds {
+    trace_id: String,
+    correlation_id: String,
+}
+
+/// The ids of the Entra error body in `error`'s chain, when they are GUIDs (anything else is
+/// not logged: the body is the network's, and a log line must not be forged from it).
+fn entra_ids(error: &azure_core::Error) -> Option<EntraIds> {
+    #[derive(serde::Deserialize)]
+    struct Ids {
+        #[serde(default)]
+        trace_id: String,
+        #[serde(default)]
+        correlation_id: String,
+    }
+    let mut current = error;
+    loop {
+        if let ErrorKind::HttpResponse {
+            raw_response: Some(response),
+            ..
+        } = current.kind()
+        {
+            let ids: Ids = serde_json::from_slice(response.body().as_ref()).ok()?;
+            let is_guid = |id: &str| id.len() == 36 && uuid::Uuid::parse_str(id).is_ok();
+            return (is_guid(&ids.trace_id) || is_guid(&ids.correlation_id)).then(|| EntraIds {
+                trace_id: if is_guid(&ids.trace_id) {
+                    ids.trace_id
+                } else {
+                    String::new()
+                },
+                correlation_id: if is_guid(&ids.correlation_id) {
+                    ids.correlation_id
+                } else {
+                    String::new()
+                },
+            });
+        }
+        current = current
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<azure_core::Error>())?;
+    }
+}
+
+/// What replaces an id (GUID) in a detail shown to callers.
+const REDACTED_ID: &str = "(id removed)";
+
+/// Entra's text without what a caller has no need for: everything from the first `Trace ID:`,
+/// `Correlation ID:` or `Timestamp:` on (Entra appends them, on new lines or the same one), and
+/// every GUID (app, client and tenant ids), which becomes [`REDACTED_ID`]. The AADSTS code and
+/// the message stay. The ids go to the log instead (see [`TokenSource::token`]).
+fn redact(message: &str) -> String {
+    let cut = ["Trace ID:", "Correlation ID:", "Timestamp:"]
+        .iter()
+        .filter_map(|marker| message.find(marker))
+        .min()
+        .unwrap_or(message.len());
+    let message = &message[..cut];
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some((start, end)) = find_guid(rest) {
+        out.push_str(&rest[..start]);
+        out.push_str(REDACTED_ID);
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Byte range of the first GUID (`8-4-4-4-12` hex digits, any case, not part of a longer run of
+/// hex digits) in `text`.
+fn find_guid(text: &str) -> Option<(usize, usize)> {
+    const GROUPS: [usize; 5] = [8, 4, 4, 4, 12];
+    const LEN: usize = 36;
+    let bytes = text.as_bytes();
+    let matches_at = |start: usize| {
+        let mut position = start;
+        for (index, group) in GROUPS.iter().enumerate() {
+            if index > 0 {
+                if bytes.get(position) != Some(&b'-') {
+                    return false;
+                }
+                position += 1;
+            }
+            let Some(digits) = bytes.get(position..position + group) else {
+                return false;
+            };
+            if !digits.iter().all(u8::is_ascii_hexdigit) {
+                return false;
+            }
+            position += group;
+        }
+        true
+    };
+    let hex_at = |index: usize| bytes.get(index).is_some_and(u8::is_ascii_hexdigit);
+    (0..bytes.len().saturating_sub(LEN - 1))
+        .find(|&start| {
+            (start == 0 || !hex_at(start - 1)) && !hex_at(start + LEN) && matches_at(start)
+        })
+        .map(|start| (start, start + LEN))
+}
+
+/// The first line and sentence of a message, [redacted](redact), at most [`MAX_DETAIL_CHARS`]
+/// characters: Entra's descriptions go on with trace and correlation ids and timestamps, and
+/// name the app and the tenant by id.
 fn first_sentence(message: &str) -> String {
+    let message = redact(message);
     let line = message.trim().lines().next().unwrap_or_default().trim();
     let sentence = match line.find(". ") {
         Some(end) => &line[..=end],
@@ -878,6 +995,58 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn refusals_naming_the_app_or_the_tenant_by_id_keep_the_code_and_drop_the_ids() {
+        let cases = [
+            (
+                7000222,
+                format!("AADSTS7000222: The provided client secret keys for app '{CLIENT_ID}' are expired. Visit the Azure portal. Trace ID: 0a1b2c3d-0000-4000-8000-000000000001 Correlation ID: 0a1b2c3d-0000-4000-8000-000000000002 Timestamp: 2026-11-29 10:00:00Z"),
+                "AADSTS7000222: The provided client secret keys for app '(id removed)' are expired.",
+            ),
+            (
+                700016,
+                format!("AADSTS700016: Application with identifier '{}' was not found in the directory '{}'. This can happen.\r\nTrace ID: x", CLIENT_ID.to_uppercase(), TENANT_GUID),
+                "AADSTS700016: Application with identifier '(id removed)' was not found in the directory '(id removed)'.",
+            ),
+        ];
+        for (code, description, expected) in cases {
+            let entra = ScriptedEntra::answering(vec![entra_error(401, code, &description)]);
+            let error = source(&entra)
+                .token(&secret_tenant("contoso"))
+                .await
+                .expect_err("refused");
+            match &error {
+                TokenError::Rejected { detail, codes, .. } => {
+                    assert_eq!(detail, expected);
+                    assert_eq!(codes, &format!("AADSTS{code}"));
+                }
+                other => panic!("expected Rejected, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn redaction_cuts_the_trailing_ids_and_replaces_every_guid() {
+        assert_eq!(
+            redact("AADSTS1: a 8F2C1A3E-0000-4000-8000-000000000001 b.\r\nTrace ID: t\r\nCorrelation ID: c"),
+            "AADSTS1: a (id removed) b.\r\n"
+        );
+        assert_eq!(redact("Timestamp: 2026 then"), "");
+        // Not a GUID: too short, wrong groups, or part of a longer hex run.
+        for kept in [
+            "8f2c1a3e-0000-4000-8000-00000000000",
+            "8f2c1a3e00000-4000-8000-000000000001",
+            "a8f2c1a3e-0000-4000-8000-000000000001",
+            "8f2c1a3e-0000-4000-8000-0000000000012",
+        ] {
+            assert_eq!(redact(kept), kept);
+        }
+        assert_eq!(
+            redact("é11111111-2222-4333-8444-555555555555é"),
+            "é(id removed)é"
+        );
+    }
+
     #[test]
     fn first_sentences_are_short_single_lines() {
         assert_eq!(first_sentence("One. Two."), "One.");
@@ -1006,6 +1175,8 @@ mod against_the_emulator {
                         assert_eq!(codes, expected, "{} {profile:?}: {error}", tenant.id);
                         assert!(detail.starts_with(expected), "{detail}");
                         assert!(!detail.contains("Trace ID"), "{detail}");
+                        // The expired secret's text names the app by id: it is removed.
+                        assert!(find_guid(detail).is_none(), "{detail}");
                     }
                     other => panic!(
                         "{} {profile:?}: expected Rejected, got {other:?}",
