@@ -143,7 +143,9 @@ impl Reloader {
         match loaded {
             Ok(config) => {
                 let summary = self.services.reload(&config).await;
-                self.services.metrics.reload("ok");
+                self.services
+                    .metrics
+                    .reload(crate::metrics::ReloadOutcome::Ok);
                 tracing::info!(
                     path = %self.path.display(),
                     tenants = summary.tenants,
@@ -161,7 +163,9 @@ impl Reloader {
                 Ok(summary)
             }
             Err(error) => {
-                self.services.metrics.reload("invalid");
+                self.services
+                    .metrics
+                    .reload(crate::metrics::ReloadOutcome::Invalid);
                 // One line: the validation report lists its problems on separate lines.
                 let why = crate::telemetry::error_chain(&error).replace("\n  - ", "; ");
                 tracing::error!(

@@ -5,10 +5,16 @@
 //! a tenant's series when a reload drops the tenant. It does not decide *when* something is
 //! recorded: each component calls the method naming its event (`upstream_call`, `cache`, …).
 //!
-//! Labels are bounded sets (route templates, methods, status codes, outcome codes) except the
-//! per-tenant gauges, labelled with the gateway's own tenant id — never a secret, token, Entra
-//! tenant id or client id. Those gauges reveal which customers exist, which is why `/metrics`
-//! requires an operator key.
+//! Labels are closed sets fixed by the code (route templates or `unmatched`, the standard methods
+//! or `other`, the statuses the gateway answers, outcome codes): nothing a caller sends can add a
+//! label value, so no request can grow the exposition. The one exception is the per-tenant
+//! gauges, labelled with the gateway's own tenant id from the configuration — never a secret,
+//! token, Entra tenant id or client id. Those gauges reveal which customers exist, which is why
+//! `/metrics` requires an operator key.
+//!
+//! Series that alerts rely on exist from the start with the value 0 (every outcome of a closed
+//! set, and each route's success and server-error statuses, see [`Metrics::register_routes`]):
+//! a counter born at 1 hides its first event from `increase()` and `rate()`.
 
 use crate::tenants::{Registry, TenantId};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -28,17 +34,61 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 /// Labels of an HTTP request counter.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct HttpLabels {
-    /// The route template (`/tenants/{id}/score`), never the raw path.
-    route: String,
-    method: String,
+    /// The route template (`/tenants/{id}/score`) or `unmatched`, never the raw path.
+    route: &'static str,
+    /// One of [`KNOWN_METHODS`] or `other`.
+    method: &'static str,
     status: u16,
 }
 
 /// Labels of the HTTP latency histogram (no status: fewer series).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RouteLabels {
-    route: String,
-    method: String,
+    route: &'static str,
+    method: &'static str,
+}
+
+/// The `route` label of a request that matched no route.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// The methods counted under their own name (RFC 9110's); any other is counted as `other`, so
+/// that `curl -X XA1` cannot add a series.
+pub const KNOWN_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
+];
+
+/// The `method` label of a request method: itself if it is one of [`KNOWN_METHODS`], else
+/// `other`.
+pub fn method_label(method: &str) -> &'static str {
+    KNOWN_METHODS
+        .iter()
+        .find(|known| **known == method)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// The statuses each route's request counter starts with at 0: success, and every server error
+/// the gateway answers (so that the first 5xx of a route shows in `rate()`).
+pub const PREREGISTERED_STATUSES: [u16; 5] = [200, 500, 502, 503, 504];
+
+/// How a configuration reload ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// The new configuration validated and was applied.
+    Ok,
+    /// The new configuration was refused; the old one keeps serving.
+    Invalid,
+}
+
+impl ReloadOutcome {
+    const ALL: [Self; 2] = [Self::Ok, Self::Invalid];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Invalid => "invalid",
+        }
+    }
 }
 
 /// A bounded outcome code.
@@ -77,6 +127,18 @@ pub enum CallOutcome {
 }
 
 impl CallOutcome {
+    const ALL: [Self; 9] = [
+        Self::Ok,
+        Self::Malformed,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::Throttled,
+        Self::ServerError,
+        Self::OtherStatus,
+        Self::Transport,
+        Self::Timeout,
+    ];
+
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -117,6 +179,8 @@ pub enum CacheResult {
 }
 
 impl CacheResult {
+    const ALL: [Self; 3] = [Self::Hit, Self::Miss, Self::Stale];
+
     fn as_str(self) -> &'static str {
         match self {
             Self::Hit => "hit",
@@ -138,6 +202,8 @@ pub enum QuotaRefusal {
 }
 
 impl QuotaRefusal {
+    const ALL: [Self; 3] = [Self::CoolDown, Self::Rate, Self::InFlight];
+
     fn as_str(self) -> &'static str {
         match self {
             Self::CoolDown => "cool_down",
@@ -311,26 +377,61 @@ impl Metrics {
             "Failed fetches of the tenant since its last success",
             metrics.tenant_failures.clone(),
         );
+        // Closed sets start at 0: alerts on `increase()` see their first event.
+        for outcome in ReloadOutcome::ALL {
+            let _ = metrics.reloads.get_or_create(&OutcomeLabels {
+                outcome: outcome.as_str(),
+            });
+        }
+        for outcome in CallOutcome::ALL {
+            let _ = metrics.upstream_calls.get_or_create(&OutcomeLabels {
+                outcome: outcome.as_str(),
+            });
+        }
+        for result in CacheResult::ALL {
+            let _ = metrics.cache_requests.get_or_create(&OutcomeLabels {
+                outcome: result.as_str(),
+            });
+        }
+        for reason in QuotaRefusal::ALL {
+            let _ = metrics.quota_refusals.get_or_create(&OutcomeLabels {
+                outcome: reason.as_str(),
+            });
+        }
         Self {
             registry,
             ..metrics
         }
     }
 
-    /// Records one answered HTTP request.
-    pub fn http_request(&self, route: &str, method: &str, status: u16, latency: Duration) {
+    /// Creates the request counters of `routes` (templates) for `GET` and each of
+    /// [`PREREGISTERED_STATUSES`] at 0. Idempotent: each HTTP worker may call it.
+    pub fn register_routes(&self, routes: &[&'static str]) {
+        for route in routes {
+            for status in PREREGISTERED_STATUSES {
+                let _ = self.http_requests.get_or_create(&HttpLabels {
+                    route,
+                    method: "GET",
+                    status,
+                });
+            }
+        }
+    }
+
+    /// Records one answered HTTP request. `route` is a route template or [`UNMATCHED_ROUTE`],
+    /// chosen by the caller from its closed set of routes; `method` is mapped by
+    /// [`method_label`].
+    pub fn http_request(&self, route: &'static str, method: &str, status: u16, latency: Duration) {
+        let method = method_label(method);
         self.http_requests
             .get_or_create(&HttpLabels {
-                route: route.to_owned(),
-                method: method.to_owned(),
+                route,
+                method,
                 status,
             })
             .inc();
         self.http_duration
-            .get_or_create(&RouteLabels {
-                route: route.to_owned(),
-                method: method.to_owned(),
-            })
+            .get_or_create(&RouteLabels { route, method })
             .observe(latency.as_secs_f64());
     }
 
@@ -383,9 +484,13 @@ impl Metrics {
             .inc();
     }
 
-    /// Records a configuration reload: `ok` or `invalid`.
-    pub fn reload(&self, outcome: &'static str) {
-        self.reloads.get_or_create(&OutcomeLabels { outcome }).inc();
+    /// Records a configuration reload.
+    pub fn reload(&self, outcome: ReloadOutcome) {
+        self.reloads
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.as_str(),
+            })
+            .inc();
     }
 
     /// Records a successful fetch of the tenant: its score, when, and no failures since.
@@ -482,6 +587,36 @@ mod tests {
         }
         assert!(text.contains("scoregate_http_request_duration_seconds_bucket"));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn methods_outside_the_standard_set_share_one_label() {
+        let metrics = Metrics::new();
+        for method in ["XA1", "get", "BREW", "GET"] {
+            metrics.http_request(UNMATCHED_ROUTE, method, 404, Duration::from_millis(1));
+        }
+        let text = metrics.encode(LiveValues::default()).unwrap();
+        assert!(
+            text.contains("scoregate_http_requests_total{route=\"unmatched\",method=\"other\",status=\"404\"} 3"),
+            "{text}"
+        );
+        assert!(text.contains("method=\"GET\",status=\"404\"} 1"), "{text}");
+        assert!(!text.contains("XA1") && !text.contains("BREW"), "{text}");
+    }
+
+    #[test]
+    fn alerting_series_exist_at_zero_before_any_event() {
+        let metrics = Metrics::new();
+        metrics.register_routes(&["/scores"]);
+        let text = metrics.encode(LiveValues::default()).unwrap();
+        for line in [
+            "scoregate_config_reloads_total{outcome=\"ok\"} 0",
+            "scoregate_config_reloads_total{outcome=\"invalid\"} 0",
+            "scoregate_upstream_calls_total{outcome=\"throttled\"} 0",
+            "scoregate_http_requests_total{route=\"/scores\",method=\"GET\",status=\"502\"} 0",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
     }
 
     #[test]

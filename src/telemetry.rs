@@ -2,9 +2,19 @@
 //!
 //! Owns only the subscriber; what is logged is decided where it happens. Nothing here ever
 //! formats a secret: callers log errors with `Display` and never log tokens or keys.
+//!
+//! Log lines carry values nobody here controls: tenant ids from request paths, Defender's and
+//! Entra's error texts, file contents quoted by configuration errors. Both formats make such a
+//! value unable to forge or colour a line: the JSON format escapes control characters as JSON
+//! does, and the text format escapes them in every field and message ([`escaping_fields`]), so
+//! that one event is always one line.
 
 use clap::ValueEnum;
-use tracing_subscriber::fmt::MakeWriter;
+use std::fmt;
+use tracing::field::Field;
+use tracing_subscriber::field::MakeExt;
+use tracing_subscriber::fmt::format::{debug_fn, Writer};
+use tracing_subscriber::fmt::{FormatFields, MakeWriter};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
@@ -23,13 +33,68 @@ pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // A second initialisation (tests call this more than once) is harmless: keep the first.
     let _ = match format {
-        LogFormat::Text => tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
+        LogFormat::Text => text_subscriber(filter, std::io::stderr, true)
             .try_init()
             .is_ok(),
         LogFormat::Json => json_subscriber(filter, std::io::stderr).try_init().is_ok(),
     };
+}
+
+/// The subscriber of the default text format: one human-readable line per event, fields escaped
+/// by [`escaping_fields`]; `ansi` colours the level and timestamp (never a field's content).
+/// Public so that tests can capture its output.
+pub fn text_subscriber<W>(
+    filter: EnvFilter,
+    writer: W,
+    ansi: bool,
+) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'writer> MakeWriter<'writer> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(ansi)
+        .fmt_fields(escaping_fields())
+        .finish()
+}
+
+/// Formats an event's fields like the default text format (`message key=value …`) with every
+/// control character of every value escaped (`\n`, `\u{1b}`): a newline in a tenant id from a
+/// path or in an upstream error text cannot start a forged line, nor an escape sequence drive
+/// the operator's terminal.
+pub fn escaping_fields() -> impl for<'writer> FormatFields<'writer> + Send + Sync + 'static {
+    debug_fn(
+        |writer: &mut Writer<'_>, field: &Field, value: &dyn fmt::Debug| {
+            let text = format!("{value:?}");
+            if field.name() == "message" {
+                write!(writer, "{}", Escaped(&text))
+            } else {
+                write!(writer, "{}={}", field.name(), Escaped(&text))
+            }
+        },
+    )
+    .delimited(" ")
+}
+
+/// Writes a string with control characters (C0, DEL, C1), Unicode line and paragraph
+/// separators and bidirectional overrides escaped as Rust does (`\n`, `\u{1b}`).
+struct Escaped<'a>(&'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write;
+        for c in self.0.chars() {
+            let unsafe_char = c.is_control()
+                || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+            if unsafe_char {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The subscriber `--log-format json` installs: one JSON object per line, with the event's
@@ -63,4 +128,20 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_keeps_text_and_neutralises_line_breaks_and_terminal_escapes() {
+        let text =
+            Escaped("contoso\n2024 INFO forged \u{1b}[31mred\r\u{2028}\u{202e}ok").to_string();
+        assert_eq!(
+            text,
+            "contoso\\n2024 INFO forged \\u{1b}[31mred\\r\\u{2028}\\u{202e}ok"
+        );
+        assert_eq!(Escaped("plain – text").to_string(), "plain – text");
+    }
 }

@@ -1,10 +1,17 @@
-//! The guard in front of every route: request size limits, no unexpected bodies, and API-key
-//! authentication with per-key rate limits.
+//! The guards in front of the routes: request size limits and no unexpected bodies ([`limits`],
+//! on every request), and API-key authentication with per-key rate limits ([`authenticate`], on
+//! the protected routes only).
+//!
+//! Which routes are protected is decided by where they are registered (see
+//! [`super::configure`]): the open ones (`/healthz`, `/readyz`, `/openapi.json`, `/docs/`) sit
+//! outside the scope that [`authenticate`] wraps. Nothing here compares request paths: the router
+//! matches the percent-decoded path, so a string comparison on the raw one can be walked around
+//! (`/%6detrics`).
 //!
 //! The caller it admits is put in the request's extensions as a [`Caller`]; handlers take it as
-//! an extractor and pass its scope to the service, which filters by it. `/healthz`, `/readyz`,
-//! `/openapi.json` and `/docs/` stay open. `/metrics` names every tenant, so it needs an operator
-//! key; other keys get the 404 of a route that does not exist.
+//! an extractor and pass its scope to the service, which filters by it. `/metrics` names every
+//! tenant, so its handler asks for [`Caller::operator`]; other keys get the 404 of a route that
+//! does not exist.
 
 use super::error::ApiError;
 use crate::auth::{RateState, Scope};
@@ -54,38 +61,44 @@ impl FromRequest for Caller {
     }
 }
 
-/// Routes open to everyone: probes and the API description.
-pub fn is_open(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/openapi.json") || path.starts_with("/docs")
+/// The route templates registered outside the authenticated scope, as the OpenAPI document
+/// names them (the documentation UI under `/docs/` is open too but not part of the document).
+pub const OPEN_ROUTES: [&str; 3] = ["/healthz", "/readyz", "/openapi.json"];
+
+/// Whether the OpenAPI path template `route` is an open route (no API key). Used for the
+/// document only; requests are admitted by the scope their route is registered in.
+pub fn is_open(route: &str) -> bool {
+    OPEN_ROUTES.contains(&route)
 }
 
-/// The guard middleware.
-pub async fn guard(
+/// Size limits and the no-body rule, on every request before routing.
+pub async fn limits(
     request: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     if let Err(error) = check_shape(&request) {
         return Ok(request.error_response(error).map_into_right_body());
     }
+    Ok(next.call(request).await?.map_into_left_body())
+}
+
+/// Authenticates the caller of a protected route (or of a path that matches no route, so that
+/// an anonymous caller learns nothing about which routes exist) and charges its rate. Every
+/// answer to an admitted caller carries its `RateLimit-*` headers: the middleware that renders
+/// problems keeps them (see [`super::middleware`]).
+pub async fn authenticate(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let Some(services) = request.app_data::<web::Data<Services>>().cloned() else {
         let error = ApiError::Internal("services missing".to_owned());
         return Ok(request.error_response(error).map_into_right_body());
     };
-    let mut rate = None;
-    if !is_open(request.path()) {
-        match admit(&request, &services) {
-            Ok((caller, state)) => {
-                if request.path() == "/metrics" && !caller.operator {
-                    return Ok(request
-                        .error_response(ApiError::NotFound)
-                        .map_into_right_body());
-                }
-                request.extensions_mut().insert(caller);
-                rate = state;
-            }
-            Err(error) => return Ok(request.error_response(error).map_into_right_body()),
-        }
-    }
+    let (caller, rate) = match admit(&request, &services) {
+        Ok(admitted) => admitted,
+        Err(error) => return Ok(request.error_response(error).map_into_right_body()),
+    };
+    request.extensions_mut().insert(caller);
     let mut response = next.call(request).await?.map_into_left_body();
     if let Some(state) = rate {
         set_rate_headers(response.headers_mut(), state);

@@ -1,4 +1,8 @@
 //! The middleware every request passes: request id, problem rendering, one log line.
+//!
+//! Values a caller controls reach the metrics only through closed sets (route templates or
+//! `unmatched`, methods or `other`), and the log through the subscriber, which escapes control
+//! characters in every field (see [`crate::telemetry`]).
 
 use super::error::ApiError;
 use crate::service::Services;
@@ -44,16 +48,24 @@ pub async fn request_context(
         .and_then(|error| error.as_error::<ApiError>())
         .map(|error| error.render(&id));
     let mut response = match rendered {
-        Some(problem) => response.into_response(problem).map_into_right_body(),
+        Some(mut problem) => {
+            // Headers set on the way out by inner middleware (the guard's `RateLimit-*`) belong
+            // to the answer whatever its body: keep those the problem does not set itself.
+            let own: Vec<HeaderName> = problem.headers().keys().cloned().collect();
+            for (name, value) in response.headers() {
+                if !own.contains(name) {
+                    problem.headers_mut().append(name.clone(), value.clone());
+                }
+            }
+            response.into_response(problem).map_into_right_body()
+        }
         None => response.map_into_left_body(),
     };
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
-    let route = response
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
+    // The pattern of the resource the router chose (on the decoded path), in the closed set.
+    let route = super::route_label(response.request().match_pattern().as_deref());
     // The key's name, never the key: set by the guard on authenticated requests.
     let caller = response
         .request()
@@ -74,7 +86,7 @@ pub async fn request_context(
     {
         services
             .metrics
-            .http_request(&route, method.as_str(), status, latency);
+            .http_request(route, method.as_str(), status, latency);
     }
     tracing::info!(
         request_id = %id,

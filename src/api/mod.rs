@@ -18,6 +18,8 @@ use error::{ApiError, Problem};
 use std::sync::Arc;
 use utoipa::OpenApi;
 
+pub use auth::OPEN_ROUTES;
+
 /// The OpenAPI 3.1 description of the API (served at `/openapi.json`).
 #[derive(OpenApi)]
 #[openapi(
@@ -150,6 +152,30 @@ pub fn openapi_json() -> String {
     json
 }
 
+/// Every route template [`configure`] registers: the closed set of the `route` label of the
+/// request metrics and log line (anything else is `unmatched`). A test asserts that each
+/// registered route reports one of these.
+pub const ROUTES: [&str; 9] = [
+    "/tenants",
+    "/tenants/{id}",
+    "/tenants/{id}/score",
+    "/scores",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    "/docs/{_:.*}",
+];
+
+/// The route label of a matched pattern: the template itself if it is one of [`ROUTES`], else
+/// `unmatched` (never a string built from the request).
+pub(crate) fn route_label(pattern: Option<&str>) -> &'static str {
+    pattern
+        .and_then(|pattern| ROUTES.iter().find(|route| **route == pattern))
+        .copied()
+        .unwrap_or(crate::metrics::UNMATCHED_ROUTE)
+}
+
 /// Registers every route on an actix app. Each resource answers other methods with a 405
 /// problem; paths that match nothing get a 404 problem.
 pub fn configure(services: Arc<Services>) -> impl FnOnce(&mut web::ServiceConfig) {
@@ -162,26 +188,6 @@ pub fn configure(services: Arc<Services>) -> impl FnOnce(&mut web::ServiceConfig
             .app_data(web::QueryConfig::default().error_handler(|error, _| {
                 ApiError::InvalidRequest(format!("bad query: {error}")).into()
             }))
-            .service(
-                web::resource("/tenants")
-                    .route(web::get().to(handlers::list_tenants))
-                    .default_service(method_not_allowed()),
-            )
-            .service(
-                web::resource("/tenants/{id}")
-                    .route(web::get().to(handlers::get_tenant))
-                    .default_service(method_not_allowed()),
-            )
-            .service(
-                web::resource("/tenants/{id}/score")
-                    .route(web::get().to(handlers::get_score))
-                    .default_service(method_not_allowed()),
-            )
-            .service(
-                web::resource("/scores")
-                    .route(web::get().to(scores::list_scores))
-                    .default_service(method_not_allowed()),
-            )
             .service(
                 // Probes also answer HEAD, which some load balancers send.
                 web::resource("/healthz")
@@ -196,14 +202,41 @@ pub fn configure(services: Arc<Services>) -> impl FnOnce(&mut web::ServiceConfig
                     .default_service(method_not_allowed()),
             )
             .service(
-                web::resource("/metrics")
-                    .route(web::get().to(metrics::get_metrics))
-                    .default_service(method_not_allowed()),
-            )
-            .service(
                 utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi()),
             )
-            .default_service(web::to(|| async { Err::<(), _>(ApiError::NotFound) }));
+            .service(
+                // Everything else, known route or not, is behind authentication: the router
+                // decides which resource a request reaches (on the decoded path), and only then
+                // is the guard in front of it. The open routes above are `auth::OPEN_ROUTES`.
+                web::scope("")
+                    .wrap(actix_web::middleware::from_fn(auth::authenticate))
+                    .service(
+                        web::resource("/tenants")
+                            .route(web::get().to(handlers::list_tenants))
+                            .default_service(method_not_allowed()),
+                    )
+                    .service(
+                        web::resource("/tenants/{id}")
+                            .route(web::get().to(handlers::get_tenant))
+                            .default_service(method_not_allowed()),
+                    )
+                    .service(
+                        web::resource("/tenants/{id}/score")
+                            .route(web::get().to(handlers::get_score))
+                            .default_service(method_not_allowed()),
+                    )
+                    .service(
+                        web::resource("/scores")
+                            .route(web::get().to(scores::list_scores))
+                            .default_service(method_not_allowed()),
+                    )
+                    .service(
+                        web::resource("/metrics")
+                            .route(web::get().to(metrics::get_metrics))
+                            .default_service(web::to(metrics::other_method)),
+                    )
+                    .default_service(web::to(|| async { Err::<(), _>(ApiError::NotFound) })),
+            );
     }
 }
 
@@ -219,8 +252,9 @@ pub fn app(
         InitError = (),
     >,
 > {
+    services.metrics.register_routes(&ROUTES);
     actix_web::App::new()
-        .wrap(actix_web::middleware::from_fn(auth::guard))
+        .wrap(actix_web::middleware::from_fn(auth::limits))
         .wrap(actix_web::middleware::from_fn(middleware::request_context))
         .configure(configure(services))
 }

@@ -326,19 +326,43 @@ pub async fn list_scores(
     }
 }
 
-/// Whether the caller prefers CSV (`Accept: text/csv`).
+/// Whether the caller prefers CSV to JSON (RFC 9110 content negotiation on `Accept`). Each
+/// representation takes the quality of the most specific media range that matches it
+/// (`text/csv` over `text/*` over `*/*`); CSV is chosen when its quality is above zero and
+/// higher than JSON's, or equal with a more specific or an earlier-listed range. No `Accept`, or
+/// one that does not parse, means JSON.
 fn accepts_csv(request: &HttpRequest) -> bool {
-    request
-        .headers()
-        .get_all(header::ACCEPT)
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|media| {
-            media
-                .split(';')
-                .next()
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/csv"))
-        })
+    use actix_web::mime::{self, Name};
+    use header::{Accept, Header, Quality};
+    use std::cmp::Reverse;
+    let Ok(accept) = Accept::parse(request) else {
+        return false;
+    };
+    // The range governing `kind/sub`, ranked by (quality, specificity, earliness).
+    let governing = |kind: Name<'_>, sub: Name<'_>| {
+        accept
+            .iter()
+            .enumerate()
+            .filter_map(|(index, range)| {
+                let (range_kind, range_sub) = (range.item.type_(), range.item.subtype());
+                let specificity = match (range_kind == kind, range_sub == sub) {
+                    (true, true) => 2,
+                    (true, false) if range_sub == mime::STAR => 1,
+                    _ if range_kind == mime::STAR && range_sub == mime::STAR => 0,
+                    _ => return None,
+                };
+                Some((specificity, Reverse(index), range.quality))
+            })
+            .max_by_key(|(specificity, earliness, _)| (*specificity, *earliness))
+            .map(|(specificity, earliness, quality)| (quality, specificity, earliness))
+    };
+    let Some(csv) = governing(mime::TEXT, mime::CSV) else {
+        return false;
+    };
+    if csv.0 == Quality::ZERO {
+        return false;
+    }
+    governing(mime::APPLICATION, mime::JSON).is_none_or(|json| csv > json)
 }
 
 /// The CSV columns, in order.

@@ -227,11 +227,13 @@ fn capture_logs() {
         let filter = tracing_subscriber::EnvFilter::new(
             "scoregate=trace,azure_core=debug,azure_identity=debug,info",
         );
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(move || CaptureWriter(buffer.clone()))
-            .with_ansi(false)
-            .try_init();
+        // The production text format, so that what tests read is what operators read.
+        let subscriber = scoregate::telemetry::text_subscriber(
+            filter,
+            move || CaptureWriter(buffer.clone()),
+            false,
+        );
+        let _ = tracing_subscriber::util::SubscriberInitExt::try_init(subscriber);
     });
 }
 
