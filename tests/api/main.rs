@@ -11,3 +11,4 @@ mod helpers;
 mod openapi;
 mod operations;
 mod scores;
+mod token;
