@@ -1,5 +1,7 @@
 # scoregate: multi-stage build, small non-root runtime image.
-# The build step is the same `cargo build --release --locked` the README's demo command runs.
+# The image is the product alone: `--no-default-features` leaves out the emulator, `demo` and
+# `bench` (the test rig, and rcgen with them); `serve`, `check-config`, `keygen`, `openapi` and
+# `healthcheck` are all there.
 # Build:  docker build -t scoregate .
 # Run:    docker run -p 8080:8080 -v /path/to/config:/etc/scoregate:ro \
 #           -e CONTOSO_SECRET=... scoregate
@@ -10,7 +12,7 @@ COPY src ./src
 COPY tests ./tests
 COPY config ./config
 COPY openapi ./openapi
-RUN cargo build --release --locked
+RUN cargo build --release --locked --no-default-features
 
 FROM debian:bookworm-slim
 # ca-certificates: rustls reads the system roots to verify Entra ID and Defender.

@@ -22,6 +22,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the emulator and the gateway together, with mixed-health tenants (no tenant needed).
+    #[cfg(feature = "emulator")]
     Demo(crate::demo::DemoArgs),
     /// Run the gateway with a configuration file.
     Serve(ServeArgs),
@@ -34,8 +35,10 @@ pub enum Command {
     /// Probe a running gateway (exit 0 when it answers 200): the container's health check.
     Healthcheck(HealthcheckArgs),
     /// Run the local stand-in for Entra ID and Defender for Endpoint (HTTPS).
+    #[cfg(feature = "emulator")]
     Emulate(crate::emulator::EmulateArgs),
     /// Run a benchmark and print its figures.
+    #[cfg(feature = "emulator")]
     #[command(subcommand)]
     Bench(BenchCommand),
 }
@@ -76,6 +79,7 @@ pub struct HealthcheckArgs {
 }
 
 /// The benchmarks.
+#[cfg(feature = "emulator")]
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Sustained score calls per second the emulator serves over TLS.
@@ -88,6 +92,7 @@ pub enum BenchCommand {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
+        #[cfg(feature = "emulator")]
         Command::Demo(args) => crate::demo::run(args).await,
         Command::CheckConfig(args) => {
             let config = Config::load(&args.config)?;
@@ -103,8 +108,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", crate::api::openapi_json());
             Ok(())
         }
+        #[cfg(feature = "emulator")]
         Command::Emulate(args) => crate::emulator::run_cli(args).await,
+        #[cfg(feature = "emulator")]
         Command::Bench(BenchCommand::Emulator(args)) => crate::bench::emulator::run(args).await,
+        #[cfg(feature = "emulator")]
         Command::Bench(BenchCommand::Gateway(args)) => crate::bench::gateway::run(args).await,
     }
 }

@@ -7,11 +7,12 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the command line (`serve`, `demo`, `emulate`, `check-config`, `openapi`, `bench`).
+//! The gateway, the product (`cargo build --no-default-features` builds only this):
+//!
+//! - [`cli`]: the command line (`serve`, `check-config`, `openapi`, `keygen`, `healthcheck`; with
+//!   the `emulator` feature also `demo`, `emulate` and `bench`).
 //! - [`wire`]: the bytes Entra ID and Defender put on the wire; the only types the gateway and the
 //!   emulator share.
-//! - [`emulator`]: a local, faithful stand-in for Entra ID's token endpoint and the Defender API.
-//! - [`bench`]: benchmarks that print figures (speed and memory targets live here, not in tests).
 //! - [`config`]: typed settings from TOML plus environment overrides, validated at load.
 //! - [`tenants`]: the registry of app registrations and the table of clouds and hosts.
 //! - [`auth`]: callers: API keys (stored as digests), their tenant scopes and request rates.
@@ -29,18 +30,28 @@
 //! - [`app`]: start-up: services, listener, HTTP server.
 //! - [`lifecycle`]: process signals: graceful shutdown (SIGTERM, SIGINT) and live reload (SIGHUP).
 //! - [`metrics`]: the Prometheus registry every component records into, served at `/metrics`.
-//! - [`demo`]: `scoregate demo`, the emulator and the gateway in one process.
 //! - [`telemetry`]: logging set-up.
+//!
+//! The test rig, behind the default-on Cargo feature `emulator` (it alone needs rcgen and an
+//! HTTPS server; it uses [`wire`] from the gateway, and `demo`/`bench` drive [`app`] and
+//! [`config`] as an operator would):
+//!
+//! - `emulator`: a local, faithful stand-in for Entra ID's token endpoint and the Defender API.
+//! - `bench`: benchmarks that print figures (speed and memory targets live here, not in tests).
+//! - `demo`: `scoregate demo`, the emulator and the gateway in one process.
 
 pub mod api;
 pub mod app;
 pub mod auth;
+#[cfg(feature = "emulator")]
 pub mod bench;
 pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod credential;
+#[cfg(feature = "emulator")]
 pub mod demo;
+#[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod fanout;
 pub mod lifecycle;

@@ -13,3 +13,4 @@ mod helpers;
 mod openapi;
 mod operations;
 mod scores;
+mod token;
