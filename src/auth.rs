@@ -196,10 +196,7 @@ pub fn generate_key() -> Result<(String, String), aws_lc_rs::error::Unspecified>
 
 /// The SHA-256 digest of a key, as the configuration stores it (64 lower-case hex digits).
 pub fn digest_hex(key: &str) -> String {
-    sha256(key.as_bytes())
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    hex::encode(sha256(key.as_bytes()))
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
@@ -209,14 +206,11 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     out
 }
 
-fn parse_digest(hex: &str) -> Option<[u8; 32]> {
-    if hex.len() != 64 {
-        return None;
-    }
+/// The 32 bytes of a digest written as exactly 64 hex digits, in either case.
+fn parse_digest(digits: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
-    for (index, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(index * 2..index * 2 + 2)?, 16).ok()?;
-    }
+    // `decode_to_slice` refuses any length but 64 and any character but a hex digit.
+    hex::decode_to_slice(digits, &mut out).ok()?;
     Some(out)
 }
 
@@ -255,11 +249,19 @@ mod tests {
         assert!(parse_digest("abc").is_none());
         assert!(parse_digest(&"zz".repeat(32)).is_none());
         assert!(parse_digest(&"é".repeat(32)).is_none());
+        assert!(parse_digest(&"ab".repeat(31)).is_none());
+        assert!(parse_digest(&"ab".repeat(33)).is_none());
+        // `u8::from_str_radix` takes a leading `+`; a digest is digits only.
+        assert!(parse_digest(&"+a".repeat(32)).is_none());
     }
 
     #[test]
     fn a_key_is_limited_to_its_own_rate_and_reports_what_is_left() {
         let digest = digest_hex("k");
+        assert_eq!(
+            digest,
+            "8254c329a92850f6d539dd376f4816ee2764517da5e0235514af433164480d7a"
+        );
         let key = ApiKey::new("k".into(), &digest, Scope::All, false, 3).unwrap();
         let first = key.charge().unwrap();
         assert_eq!((first.limit, first.remaining), (3, 2));

@@ -170,13 +170,11 @@ impl AppCertificate {
 
 fn decode_thumbprint(value: &str) -> Option<Vec<u8>> {
     let value = value.trim();
-    let is_hex = value.len() % 2 == 0 && value.bytes().all(|b| b.is_ascii_hexdigit());
-    if is_hex && (value.len() == 40 || value.len() == 64) {
-        let bytes: Option<Vec<u8>> = (0..value.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&value[i..i + 2], 16).ok())
-            .collect();
-        return bytes;
+    // 40 or 64 hex digits are a SHA-1 or SHA-256 in hex; anything else is base64.
+    if value.len() == 40 || value.len() == 64 {
+        if let Ok(bytes) = hex::decode(value) {
+            return Some(bytes);
+        }
     }
     URL_SAFE_NO_PAD
         .decode(value.trim_end_matches('='))
@@ -188,7 +186,7 @@ fn decode_thumbprint(value: &str) -> Option<Vec<u8>> {
 pub(crate) fn hex_thumbprint(value: Option<&str>) -> String {
     value
         .and_then(decode_thumbprint)
-        .map(|bytes| bytes.iter().map(|b| format!("{b:02X}")).collect())
+        .map(hex::encode_upper)
         .unwrap_or_default()
 }
 
@@ -213,6 +211,11 @@ mod tests {
         let hex = hex_thumbprint(Some(&certificate.x5t()));
         assert_eq!(hex.len(), 40);
         assert!(certificate.is_named_by(Some(&hex), None));
+        assert_eq!(hex, hex.to_ascii_uppercase());
+        assert!(certificate.is_named_by(Some(&hex.to_ascii_lowercase()), None));
+        let hex_s256 = hex_thumbprint(Some(&certificate.x5t_s256()));
+        assert_eq!(hex_s256.len(), 64);
+        assert!(certificate.is_named_by(None, Some(&hex_s256)));
         assert!(!certificate.is_named_by(Some("AAAA"), None));
         assert!(!certificate.is_named_by(None, None));
     }

@@ -4,7 +4,6 @@
 
 use crate::helpers::{captured_logs, emulator_options, fault, spawn_app};
 use scoregate::emulator::FaultProfile;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,10 +11,12 @@ fn scoregate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_scoregate"))
 }
 
-fn tempdir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("scoregate-hardening-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh directory for a test's files, removed on drop.
+fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("scoregate-hardening-")
+        .tempdir()
+        .unwrap()
 }
 
 /// Whether `text` holds something shaped like a GUID (`8-4-4-4-12` hex digits).
@@ -35,7 +36,7 @@ fn has_guid(text: &str) -> bool {
 #[test]
 fn check_config_refuses_a_stale_window_that_would_crash_the_cache_and_names_the_key() {
     let dir = tempdir();
-    let path = dir.join("scoregate.toml");
+    let path = dir.path().join("scoregate.toml");
     std::fs::write(
         &path,
         "[auth]\nenabled = false\n[cache]\nstale_if_error_seconds = 100000000000\n",
@@ -54,7 +55,7 @@ fn check_config_refuses_a_stale_window_that_would_crash_the_cache_and_names_the_
 #[test]
 fn serve_refuses_to_start_without_authentication_on_a_public_address() {
     let dir = tempdir();
-    let path = dir.join("scoregate.toml");
+    let path = dir.path().join("scoregate.toml");
     std::fs::write(
         &path,
         "[server]\nbind = \"0.0.0.0:0\"\n[auth]\nenabled = false\n[refresh]\nenabled = false\n",
@@ -98,9 +99,9 @@ fn serve_refuses_to_start_without_authentication_on_a_public_address() {
 fn check_config_warns_about_a_secret_file_others_may_read_without_showing_it() {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = tempdir();
-    let secret = dir.join("contoso.secret");
+    let secret = dir.path().join("contoso.secret");
     std::fs::write(&secret, "never-shown-secret\n").unwrap();
-    let path = dir.join("scoregate.toml");
+    let path = dir.path().join("scoregate.toml");
     std::fs::write(
         &path,
         "[auth]\nenabled = false\n[[tenants]]\nid = \"contoso\"\ntenant_id = \"8f2c4e1a-1b2c-4d5e-8f90-123456789abc\"\nclient_id = \"0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0\"\nclient_secret = { file = \"contoso.secret\" }\n",

@@ -23,6 +23,9 @@ pub struct TestApp {
     pub emulator: Emulator,
     /// The configuration file the gateway was started from.
     pub config_path: PathBuf,
+    /// The directory of `config_path` and the emulator's secret files: held only so that it
+    /// is removed when the app is dropped.
+    _dir: tempfile::TempDir,
     /// The gateway's shared services.
     pub services: Arc<Services>,
     /// Stops the gateway's HTTP server.
@@ -165,10 +168,12 @@ pub async fn spawn_app_with_config(
 ) -> TestApp {
     capture_logs();
     let emulator = Emulator::start(options).await.expect("the emulator starts");
-    let dir = std::env::temp_dir().join(format!("scoregate-test-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let dir = tempfile::Builder::new()
+        .prefix("scoregate-test-")
+        .tempdir()
+        .expect("a temporary directory");
     let config_path = emulator
-        .write_config(&dir)
+        .write_config(dir.path())
         .expect("the emulator writes a configuration");
     if !extra_toml.is_empty() {
         let mut text = std::fs::read_to_string(&config_path).expect("the configuration");
@@ -201,6 +206,7 @@ pub async fn spawn_app_with_config(
         client: reqwest::Client::new(),
         emulator,
         config_path,
+        _dir: dir,
         services,
         server,
         overrides,

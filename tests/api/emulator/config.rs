@@ -3,25 +3,17 @@
 use super::{secret_of, start};
 use scoregate::emulator::{EmulatorOptions, TenantCredential};
 use secrecy::ExposeSecret;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
+use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 /// A fresh empty directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let path = std::env::temp_dir().join(format!("scoregate-{name}-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&path).expect("a temp dir");
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+fn tempdir(name: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("scoregate-{name}-"))
+        .tempdir()
+        .expect("a temp dir")
 }
 
 #[cfg(unix)]
@@ -42,9 +34,9 @@ async fn write_config_writes_the_gateway_configuration_with_matching_secrets() {
         ..EmulatorOptions::default()
     })
     .await;
-    let dir = TempDir::new("config");
-    let path = app.emu.write_config(&dir.0).expect("written");
-    assert_eq!(path, dir.0.join("scoregate.toml"));
+    let dir = tempdir("config");
+    let path = app.emu.write_config(dir.path()).expect("written");
+    assert_eq!(path, dir.path().join("scoregate.toml"));
 
     let text = std::fs::read_to_string(&path).unwrap();
     let config: toml::Value = toml::from_str(&text).expect("valid TOML");
@@ -66,7 +58,7 @@ async fn write_config_writes_the_gateway_configuration_with_matching_secrets() {
     );
     assert_eq!(upstream["extra_ca_file"].as_str(), Some("emulator-ca.pem"));
     assert_eq!(
-        std::fs::read_to_string(dir.0.join("emulator-ca.pem")).unwrap(),
+        std::fs::read_to_string(dir.path().join("emulator-ca.pem")).unwrap(),
         app.emu.ca_cert_pem()
     );
 
@@ -102,7 +94,7 @@ async fn write_config_writes_the_gateway_configuration_with_matching_secrets() {
             TenantCredential::Secret(secret) => {
                 let file = entry["client_secret"]["file"].as_str().unwrap();
                 assert_eq!(file, format!("secrets/{}.secret", tenant.slug));
-                let on_disk = std::fs::read_to_string(dir.0.join(file)).unwrap();
+                let on_disk = std::fs::read_to_string(dir.path().join(file)).unwrap();
                 assert_eq!(on_disk, secret.expose_secret(), "no trailing newline");
             }
             TenantCredential::SharedSecret(secret) => {
@@ -110,14 +102,14 @@ async fn write_config_writes_the_gateway_configuration_with_matching_secrets() {
                 let file = entry["client_secret"]["file"].as_str().unwrap();
                 assert_eq!(file, "secrets/msp-app.secret");
                 assert_eq!(
-                    std::fs::read_to_string(dir.0.join(file)).unwrap(),
+                    std::fs::read_to_string(dir.path().join(file)).unwrap(),
                     secret.expose_secret()
                 );
             }
             TenantCredential::Certificate(certificate) => {
                 let file = entry["certificate"]["file"].as_str().unwrap();
                 assert_eq!(file, format!("secrets/{}.pem", tenant.slug));
-                let pem = std::fs::read_to_string(dir.0.join(file)).unwrap();
+                let pem = std::fs::read_to_string(dir.path().join(file)).unwrap();
                 assert_eq!(pem, certificate.pem_bundle().expose_secret());
             }
         }
@@ -134,7 +126,7 @@ async fn write_config_writes_the_gateway_configuration_with_matching_secrets() {
 
     #[cfg(unix)]
     {
-        let secrets = dir.0.join("secrets");
+        let secrets = dir.path().join("secrets");
         assert_eq!(mode(&secrets), 0o700);
         for file in std::fs::read_dir(&secrets).unwrap() {
             assert_eq!(mode(&file.unwrap().path()), 0o600);
@@ -171,9 +163,9 @@ async fn read_until(reader: &mut BufReader<tokio::process::ChildStdout>, marker:
 
 #[tokio::test]
 async fn the_emulate_command_prints_where_it_listens_and_never_a_secret() {
-    let dir = TempDir::new("cli");
-    let config = dir.0.join("gateway.toml");
-    let ca = dir.0.join("ca.pem");
+    let dir = tempdir("cli");
+    let config = dir.path().join("gateway.toml");
+    let ca = dir.path().join("ca.pem");
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_scoregate"))
         .args([
             "emulate",
@@ -254,7 +246,7 @@ async fn the_emulate_command_prints_where_it_listens_and_never_a_secret() {
         .filter(|tenant| tenant.credential.secret().is_some())
         .map(secret_of)
         .collect();
-    let key = std::fs::read_to_string(dir.0.join("secrets/contoso.pem")).unwrap();
+    let key = std::fs::read_to_string(dir.path().join("secrets/contoso.pem")).unwrap();
     let key_body = key
         .split("-----BEGIN PRIVATE KEY-----")
         .nth(1)
@@ -266,7 +258,7 @@ async fn the_emulate_command_prints_where_it_listens_and_never_a_secret() {
     secrets.push(key_body);
     for secret in &secrets {
         assert_eq!(
-            std::fs::read_dir(dir.0.join("secrets"))
+            std::fs::read_dir(dir.path().join("secrets"))
                 .unwrap()
                 .filter_map(|file| std::fs::read_to_string(file.unwrap().path()).ok())
                 .filter(|content| content.contains(secret.as_str()))

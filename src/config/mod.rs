@@ -1,0 +1,303 @@
+//! Configuration: typed settings from a TOML file plus `SCOREGATE__SECTION__KEY` environment
+//! overrides, validated at load into a [`Config`] whose tenants are ready to use.
+//!
+//! Every problem found is reported at once, each naming its key (and the tenant), so that an
+//! operator fixes a file in one pass. Secrets are read here (from the environment or files) and
+//! wrapped at once; no error message ever quotes one. Relative paths are resolved against the
+//! directory of the file that names them.
+//!
+//! # Layout
+//!
+//! Loading runs the files below in this order:
+//!
+//! - `settings`: the file's serde types, their documentation and defaults.
+//! - `env`: the `SCOREGATE__SECTION__KEY` overrides, applied before deserializing.
+//! - `validate`: the bounds of every number ([`limits`]), URLs, authentication on a public
+//!   address, and warnings for credential files others may read.
+//! - `resolve`: tenants (endpoints, credentials, secrets) into the registry, API keys into the
+//!   key ring, the extra CA file into PEM bytes.
+//! - this file: [`Config`], [`ConfigError`], [`Config::load`] and [`Config::summary`].
+
+mod env;
+mod resolve;
+mod settings;
+#[cfg(test)]
+mod test_support;
+mod validate;
+
+pub use env::ENV_PREFIX;
+pub use settings::{
+    ApiKeySettings, AuthSettings, CacheSettings, CertificateSource, RefreshSettings, SecretSource,
+    ServerSettings, Settings, TenantSettings, UpstreamSettings,
+};
+pub use validate::limits;
+
+use crate::auth::KeyRing;
+use crate::tenants::Registry;
+use env::apply_env_overrides;
+use resolve::{read_extra_ca, resolve_keys, resolve_tenants};
+use settings::TenantsFile;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use validate::{
+    loose_file_warnings, validate_auth, validate_cache, validate_refresh, validate_server,
+    validate_upstream,
+};
+
+/// A configuration that loaded and validated: settings plus the resolved registry.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// `[server]`.
+    pub server: ServerSettings,
+    /// `[auth]`.
+    pub auth: AuthSettings,
+    /// `[upstream]`.
+    pub upstream: UpstreamSettings,
+    /// `[cache]`.
+    pub cache: CacheSettings,
+    /// `[refresh]`.
+    pub refresh: RefreshSettings,
+    /// Extra trusted CA certificates (PEM), read from `upstream.extra_ca_file`.
+    pub extra_ca_pem: Option<Vec<u8>>,
+    /// Every registration, resolved.
+    pub registry: Arc<Registry>,
+    /// The callers' keys.
+    pub keys: Arc<KeyRing>,
+    /// Problems that do not stop the gateway (a secret file others may read), one line each,
+    /// starting with the key; logged at load and printed by `check-config`.
+    pub warnings: Vec<String>,
+}
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("{path}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// The file parsed but some values are wrong; each problem names its key.
+    #[error("{path}: {} problem(s):\n  - {}", problems.len(), problems.join("\n  - "))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// One line per problem, starting with the key.
+        problems: Vec<String>,
+    },
+}
+
+impl Config {
+    /// Loads `path` with the process environment's overrides.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// Loads `path`, applying `SCOREGATE__…` overrides from `env` (tests pass their own).
+    pub fn load_with_env(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let mut table = read_toml(path)?;
+        apply_env_overrides(&mut table, &env);
+        let settings: Settings = deserialize(path, table)?;
+        let base_dir = path.parent().unwrap_or(Path::new("."));
+        let mut tenants = settings.tenants;
+        let mut sources = vec![(path.to_path_buf(), "tenants".to_owned()); tenants.len()];
+        if let Some(file) = &settings.tenants_file {
+            let file = base_dir.join(file);
+            let extra: TenantsFile = deserialize(&file, read_toml(&file)?)?;
+            sources.extend(vec![
+                (file.clone(), "tenants".to_owned());
+                extra.tenants.len()
+            ]);
+            tenants.extend(extra.tenants);
+        }
+        let lookup = |name: &str| {
+            env.iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.clone())
+        };
+        let mut problems = Vec::new();
+        let upstream = settings.upstream;
+        validate_upstream(&upstream, &mut problems);
+        validate_server(&settings.server, &mut problems);
+        validate_auth(&settings.auth, &settings.server, &mut problems);
+        validate_cache(&settings.cache, &mut problems);
+        validate_refresh(&settings.refresh, &mut problems);
+        let extra_ca_pem = upstream.extra_ca_file.as_ref().and_then(|file| {
+            read_extra_ca(
+                &base_dir.join(file),
+                &mut problems,
+                "upstream.extra_ca_file",
+            )
+        });
+        let resolved = resolve_tenants(&tenants, &upstream, base_dir, &lookup, &mut problems);
+        let keys = resolve_keys(&settings.api_keys, &settings.auth, &resolved, &mut problems);
+        let warnings = loose_file_warnings(&tenants, base_dir);
+        for warning in &warnings {
+            tracing::warn!(config = %path.display(), "{warning}");
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems,
+            });
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            server: settings.server,
+            auth: settings.auth,
+            upstream,
+            cache: settings.cache,
+            refresh: settings.refresh,
+            extra_ca_pem,
+            registry: Arc::new(Registry::new(resolved)),
+            keys: Arc::new(keys),
+            warnings,
+        })
+    }
+
+    /// A short, secret-free summary: counts of tenants per cloud and per credential kind.
+    pub fn summary(&self) -> String {
+        let mut per_cloud: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut per_kind: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut apps = HashSet::new();
+        for tenant in self.registry.all() {
+            *per_cloud.entry(tenant.cloud.as_str()).or_default() += 1;
+            *per_kind.entry(tenant.credential.kind()).or_default() += 1;
+            apps.insert(tenant.client_id.as_str());
+        }
+        let mut out = format!(
+            "{}: OK, {} tenant(s), {} app registration(s)\n",
+            self.path.display(),
+            self.registry.len(),
+            apps.len()
+        );
+        for (cloud, count) in per_cloud {
+            let _ = writeln!(out, "  cloud {cloud}: {count}");
+        }
+        for (kind, count) in per_kind {
+            let _ = writeln!(out, "  credential {kind}: {count}");
+        }
+        let _ = writeln!(
+            out,
+            "  listen {}, authentication {}, {} API key(s)",
+            self.server.bind,
+            if self.auth.enabled { "on" } else { "OFF" },
+            self.keys.len()
+        );
+        for warning in &self.warnings {
+            let _ = writeln!(out, "  warning: {warning}");
+        }
+        out
+    }
+}
+
+/// Reads and parses one TOML file; a syntax error keeps the parser's line and column.
+fn read_toml(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    text.parse::<toml::Table>()
+        .map_err(|error| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: error.to_string().trim_end().to_owned(),
+        })
+}
+
+/// Deserializes with the failing key's path in the message (`tenants[2].client_secret`).
+fn deserialize<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    table: toml::Table,
+) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|error| {
+        let key = error.path().to_string();
+        // toml appends "in `section`" on a second line; the path already says where.
+        let inner = error.into_inner().to_string();
+        let message = inner.lines().next().unwrap_or_default().to_owned();
+        ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems: vec![format!("{key}: {message}")],
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::test_support::{env, tempdir, tenant, write, CLIENT, TENANT};
+    use crate::tenants::QuotaLimits;
+
+    #[test]
+    fn a_minimal_file_loads_with_defaults() {
+        let dir = tempdir();
+        let path = write(
+            &dir,
+            "a.toml",
+            &tenant("contoso", TENANT, CLIENT, "client_secret = { env = \"S\" }"),
+        );
+        let config = Config::load_with_env(&path, env(&[("S", "s3cret")])).unwrap();
+        let contoso = config.registry.get("contoso").unwrap();
+        assert_eq!(contoso.name, "contoso");
+        assert_eq!(
+            contoso.api_base.as_str(),
+            "https://api.security.microsoft.com/"
+        );
+        assert_eq!(
+            contoso.authority_host.as_str(),
+            "https://login.microsoftonline.com/"
+        );
+        assert_eq!(contoso.scope, crate::wire::DEFENDER_SCOPE);
+        assert_eq!(
+            contoso.quota,
+            QuotaLimits {
+                per_minute: 100,
+                per_hour: 1500
+            }
+        );
+        assert!(!config.auth.enabled);
+        assert!(!config.summary().contains("s3cret"));
+    }
+
+    #[test]
+    fn syntax_errors_carry_the_line() {
+        let dir = tempdir();
+        let path = write(&dir, "a.toml", "[server\n");
+        let error = Config::load_with_env(&path, env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("line 1"), "{error}");
+    }
+
+    #[test]
+    fn the_example_configuration_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/scoregate.example.toml");
+        let config = Config::load_with_env(
+            &path,
+            env(&[("CONTOSO_SECRET", "a"), ("MSP_APP_SECRET", "b")]),
+        )
+        .unwrap();
+        assert_eq!(config.registry.len(), 2);
+        let summary = config.summary();
+        assert!(summary.contains("cloud commercial: 1"), "{summary}");
+        assert!(summary.contains("cloud gcc-high: 1"), "{summary}");
+    }
+}

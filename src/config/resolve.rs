@@ -1,0 +1,576 @@
+//! Resolution: tenant settings into the [`Registry`](crate::tenants::Registry)'s tenants
+//! (ids, endpoints, quota, credentials with their secrets read from the environment or files),
+//! API key settings into the [`KeyRing`], and the extra CA file into its PEM bytes. Problems are
+//! collected, each naming its key and tenant or key; a secret is never quoted.
+
+use super::settings::{
+    ApiKeySettings, AuthSettings, SecretSource, TenantSettings, UpstreamSettings,
+};
+use super::validate::{check_https, check_range, check_scope, limits};
+use crate::auth::{ApiKey, KeyRing, Scope};
+use crate::credential::{Certificate, Credential};
+use crate::tenants::{Cloud, Geo, QuotaLimits, Tenant, TenantId};
+use secrecy::SecretString;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use url::Url;
+
+/// The PEM bytes of `path` when it holds at least one certificate; otherwise a problem under `key`.
+pub(super) fn read_extra_ca(path: &Path, problems: &mut Vec<String>, key: &str) -> Option<Vec<u8>> {
+    match std::fs::read(path) {
+        Ok(bytes) if reqwest::Certificate::from_pem_bundle(&bytes).is_ok_and(|c| !c.is_empty()) => {
+            Some(bytes)
+        }
+        Ok(_) => {
+            problems.push(format!(
+                "{key}: {} holds no PEM certificate",
+                path.display()
+            ));
+            None
+        }
+        Err(error) => {
+            problems.push(format!("{key}: cannot read {}: {error}", path.display()));
+            None
+        }
+    }
+}
+
+/// Whether `value` is a GUID in its hyphenated 36-character form (the only form Entra prints).
+fn is_guid(value: &str) -> bool {
+    value.len() == 36 && uuid::Uuid::parse_str(value).is_ok()
+}
+
+/// The tenants that resolved without a problem; every problem of every entry is reported.
+pub(super) fn resolve_tenants(
+    tenants: &[TenantSettings],
+    upstream: &UpstreamSettings,
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<String>,
+) -> Vec<Tenant> {
+    let mut seen_ids: HashMap<String, usize> = HashMap::new();
+    let mut seen_apps: HashMap<(String, String), usize> = HashMap::new();
+    let mut resolved = Vec::with_capacity(tenants.len());
+    for (index, settings) in tenants.iter().enumerate() {
+        let key = format!("tenants[{index}] (id {:?})", settings.id);
+        let before = problems.len();
+        let id = match TenantId::parse(&settings.id) {
+            Ok(id) => Some(id),
+            Err(error) => {
+                problems.push(format!("{key}.id: {error}"));
+                None
+            }
+        };
+        if let Some(first) = seen_ids.insert(settings.id.clone(), index) {
+            problems.push(format!("{key}.id: duplicates tenants[{first}]"));
+        }
+        for (field, value) in [
+            ("tenant_id", &settings.tenant_id),
+            ("client_id", &settings.client_id),
+        ] {
+            if !is_guid(value) {
+                problems.push(format!(
+                    "{key}.{field}: {value:?} is not a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"
+                ));
+            }
+        }
+        let app = (
+            settings.tenant_id.to_ascii_lowercase(),
+            settings.client_id.to_ascii_lowercase(),
+        );
+        if let Some(first) = seen_apps.insert(app, index) {
+            problems.push(format!(
+                "{key}: same tenant_id and client_id as tenants[{first}]; Microsoft counts limits per app and tenant, so register it once"
+            ));
+        }
+        for (position, tag) in settings.tags.iter().enumerate() {
+            if TenantId::parse(tag).is_err() {
+                problems.push(format!(
+                    "{key}.tags[{position}]: {tag:?} is not URL-safe (a-z, 0-9, '-', '_', '.')"
+                ));
+            }
+        }
+        let credential = resolve_credential(settings, &key, base_dir, env, problems);
+        let endpoints = resolve_endpoints(settings, upstream, &key, problems);
+        let quota = QuotaLimits {
+            per_minute: settings
+                .requests_per_minute
+                .unwrap_or(upstream.requests_per_minute),
+            per_hour: settings
+                .requests_per_hour
+                .unwrap_or(upstream.requests_per_hour),
+        };
+        // Only the tenant's own overrides: inherited values were checked under [upstream].
+        if let Some(per_minute) = settings.requests_per_minute {
+            check_range(
+                &format!("{key}.requests_per_minute"),
+                per_minute.into(),
+                1,
+                limits::MAX_UPSTREAM_PER_MINUTE.into(),
+                problems,
+            );
+        }
+        if let Some(per_hour) = settings.requests_per_hour {
+            check_range(
+                &format!("{key}.requests_per_hour"),
+                per_hour.into(),
+                1,
+                limits::MAX_UPSTREAM_PER_HOUR.into(),
+                problems,
+            );
+        }
+        if problems.len() != before {
+            continue;
+        }
+        let (Some(id), Some(credential), Some((cloud, geo, authority_host, api_base, scope))) =
+            (id, credential, endpoints)
+        else {
+            continue;
+        };
+        resolved.push(Tenant {
+            name: settings.name.clone().unwrap_or_else(|| id.to_string()),
+            id,
+            tenant_id: settings.tenant_id.to_ascii_lowercase(),
+            client_id: settings.client_id.to_ascii_lowercase(),
+            credential,
+            cloud,
+            geo,
+            authority_host,
+            api_base,
+            scope,
+            tags: settings.tags.clone(),
+            quota,
+        });
+    }
+    resolved
+}
+
+/// The callers' keys, checked against the resolved tenants (a key may only name known ids).
+pub(super) fn resolve_keys(
+    keys: &[ApiKeySettings],
+    auth: &AuthSettings,
+    tenants: &[Tenant],
+    problems: &mut Vec<String>,
+) -> KeyRing {
+    if auth.enabled && keys.is_empty() {
+        problems.push(
+            "auth.enabled: authentication is on but no [[api_keys]] are configured; add a key (`scoregate keygen` prints one) or set [auth] enabled = false on a loopback-only set-up"
+                .to_owned(),
+        );
+    }
+    let known: HashSet<&str> = tenants.iter().map(|tenant| tenant.id.as_str()).collect();
+    let mut names = HashSet::new();
+    let mut digests = HashSet::new();
+    let mut ring = Vec::new();
+    for (index, settings) in keys.iter().enumerate() {
+        let key = format!("api_keys[{index}] (name {:?})", settings.name);
+        let before = problems.len();
+        if settings.name.trim().is_empty() {
+            problems.push(format!("{key}.name: must not be empty"));
+        }
+        if !names.insert(settings.name.as_str()) {
+            problems.push(format!("{key}.name: another key has this name"));
+        }
+        let digest = settings.sha256.to_ascii_lowercase();
+        if !digests.insert(digest.clone()) {
+            problems.push(format!("{key}.sha256: another key has this digest"));
+        }
+        let all = settings.tenants.iter().any(|id| id == "*");
+        if all && settings.tenants.len() > 1 {
+            problems.push(format!(
+                "{key}.tenants: \"*\" already grants every tenant; list nothing else"
+            ));
+        }
+        for (position, id) in settings.tenants.iter().enumerate() {
+            if id != "*" && !known.contains(id.as_str()) {
+                problems.push(format!("{key}.tenants[{position}]: no tenant {id:?}"));
+            }
+        }
+        if settings.tenants.is_empty() && settings.tags.is_empty() {
+            problems.push(format!(
+                "{key}: grants no tenant; set tenants (ids or [\"*\"]) or tags"
+            ));
+        }
+        if settings.operator && !all {
+            problems.push(format!("{key}.operator: operator keys read /metrics, which names every tenant, so they need tenants = [\"*\"]"));
+        }
+        let scope = if all {
+            Scope::All
+        } else {
+            Scope::Some {
+                tenants: settings
+                    .tenants
+                    .iter()
+                    .filter_map(|id| TenantId::parse(id).ok())
+                    .collect(),
+                tags: settings.tags.iter().cloned().collect(),
+            }
+        };
+        let per_minute = settings
+            .requests_per_minute
+            .unwrap_or(auth.default_requests_per_minute);
+        // The default was checked under [auth]; only the key's own value is named here.
+        if let Some(own) = settings.requests_per_minute {
+            check_range(
+                &format!("{key}.requests_per_minute"),
+                own.into(),
+                1,
+                limits::MAX_KEY_PER_MINUTE.into(),
+                problems,
+            );
+        }
+        match ApiKey::new(
+            settings.name.clone(),
+            &digest,
+            scope,
+            settings.operator,
+            per_minute,
+        ) {
+            Some(api_key) if problems.len() == before => ring.push(api_key),
+            Some(_) => {}
+            None if per_minute == 0 => {}
+            None => problems.push(format!(
+                "{key}.sha256: must be the 64 hex digits of the key's SHA-256 (`scoregate keygen`)"
+            )),
+        }
+    }
+    KeyRing::new(ring)
+}
+
+/// A tenant's cloud, geo, authority host, API base and token scope.
+type Endpoints = (Cloud, Option<Geo>, Url, Url, String);
+
+/// The tenant's endpoints: its own overrides, else `[upstream]`'s (same cloud only), else the
+/// cloud's.
+fn resolve_endpoints(
+    settings: &TenantSettings,
+    upstream: &UpstreamSettings,
+    key: &str,
+    problems: &mut Vec<String>,
+) -> Option<Endpoints> {
+    // Hosts set in [upstream] belong to [upstream]'s cloud: a tenant that names its own cloud
+    // gets that cloud's hosts unless it overrides them itself.
+    let inherits = settings.cloud.is_none();
+    let cloud = settings.cloud.unwrap_or(upstream.cloud);
+    let geo = settings.geo.or(if inherits { upstream.geo } else { None });
+    if settings.geo.is_some() && cloud != Cloud::Commercial {
+        problems.push(format!(
+            "{key}.geo: geo API hosts exist only in the commercial cloud"
+        ));
+        return None;
+    }
+    check_https(
+        &format!("{key}.authority_host"),
+        settings.authority_host.as_ref(),
+        problems,
+    );
+    check_https(
+        &format!("{key}.api_base"),
+        settings.api_base.as_ref(),
+        problems,
+    );
+    let authority_host = settings
+        .authority_host
+        .clone()
+        .or_else(|| inherits.then(|| upstream.authority_host.clone()).flatten())
+        .or_else(|| {
+            cloud
+                .authority_host()
+                .and_then(|host| Url::parse(host).ok())
+        });
+    let api_base = settings
+        .api_base
+        .clone()
+        .or_else(|| inherits.then(|| upstream.api_base.clone()).flatten())
+        .or_else(|| cloud.api_base(geo).and_then(|base| Url::parse(&base).ok()));
+    let scope = settings
+        .scope
+        .clone()
+        .or_else(|| upstream.scope.clone())
+        .unwrap_or_else(|| crate::wire::DEFENDER_SCOPE.to_owned());
+    if let Some(scope) = &settings.scope {
+        check_scope(&format!("{key}.scope"), scope, problems);
+    }
+    let (Some(authority_host), Some(api_base)) = (authority_host, api_base) else {
+        problems.push(format!(
+            "{key}: cloud \"custom\" needs authority_host and api_base (in [upstream] or on the tenant)"
+        ));
+        return None;
+    };
+    Some((cloud, geo, authority_host, api_base, scope))
+}
+
+/// The tenant's one credential: a client secret or a certificate (with its password, if any).
+fn resolve_credential(
+    settings: &TenantSettings,
+    key: &str,
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<String>,
+) -> Option<Credential> {
+    match (&settings.client_secret, &settings.certificate) {
+        (Some(source), None) => read_secret(
+            source,
+            &format!("{key}.client_secret"),
+            base_dir,
+            env,
+            problems,
+        )
+        .map(Credential::Secret),
+        (None, Some(certificate)) => {
+            let password = match &certificate.password {
+                Some(source) => Some(read_secret(
+                    source,
+                    &format!("{key}.certificate.password"),
+                    base_dir,
+                    env,
+                    problems,
+                )?),
+                None => None,
+            };
+            let file = base_dir.join(&certificate.file);
+            match Certificate::from_file(&file, password.as_ref()) {
+                Ok(certificate) => Some(Credential::Certificate(Arc::new(certificate))),
+                Err(error) => {
+                    problems.push(format!(
+                        "{key}.certificate.file: {}: {error}",
+                        file.display()
+                    ));
+                    None
+                }
+            }
+        }
+        (None, None) => {
+            problems.push(format!(
+                "{key}: needs a credential: client_secret or certificate"
+            ));
+            None
+        }
+        (Some(_), Some(_)) => {
+            problems.push(format!(
+                "{key}: has both client_secret and certificate; keep one"
+            ));
+            None
+        }
+    }
+}
+
+/// Reads a secret from exactly one of the environment or a file; trailing newlines are dropped.
+fn read_secret(
+    source: &SecretSource,
+    key: &str,
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<String>,
+) -> Option<SecretString> {
+    let value = match (&source.env, &source.file) {
+        (Some(name), None) => match env(name) {
+            Some(value) => value,
+            None => {
+                problems.push(format!("{key}.env: environment variable {name} is not set"));
+                return None;
+            }
+        },
+        (None, Some(file)) => {
+            let path = base_dir.join(file);
+            match std::fs::read_to_string(&path) {
+                Ok(text) => text.trim_end_matches(['\r', '\n']).to_owned(),
+                Err(error) => {
+                    problems.push(format!(
+                        "{key}.file: cannot read {}: {error}",
+                        path.display()
+                    ));
+                    return None;
+                }
+            }
+        }
+        _ => {
+            problems.push(format!("{key}: give exactly one of env or file"));
+            return None;
+        }
+    };
+    if value.trim().is_empty() {
+        problems.push(format!("{key}: the secret is empty"));
+        return None;
+    }
+    Some(SecretString::from(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::test_support::{
+        env, problems, tempdir, tenant, write, CLIENT, DIGEST, TENANT,
+    };
+    use crate::config::Config;
+    use crate::credential::Credential;
+
+    #[test]
+    fn every_bad_tenant_value_is_reported_with_the_tenant() {
+        let dir = tempdir();
+        let text = [
+            tenant(
+                "bad id",
+                "not-a-guid",
+                CLIENT,
+                "client_secret = { env = \"MISSING\" }",
+            ),
+            tenant(
+                "ok",
+                TENANT,
+                "xyz",
+                "client_secret = { env = \"EMPTY\" }\ngeo = \"eu\"\ncloud = \"gcc\"",
+            ),
+            tenant(
+                "ok",
+                TENANT,
+                CLIENT,
+                "client_secret = { file = \"nope.txt\" }",
+            ),
+            tenant("nocred", TENANT, "11111111-2222-3333-4444-555555555555", ""),
+        ]
+        .concat();
+        let path = write(&dir, "a.toml", &text);
+        let problems = problems(Config::load_with_env(&path, env(&[("EMPTY", "  ")])));
+        let all = problems.join("\n");
+        for expected in [
+            "tenants[0] (id \"bad id\").id:",
+            "tenants[0] (id \"bad id\").tenant_id: \"not-a-guid\" is not a GUID",
+            "environment variable MISSING is not set",
+            "tenants[1] (id \"ok\").client_id: \"xyz\" is not a GUID",
+            "tenants[1] (id \"ok\").client_secret: the secret is empty",
+            "tenants[1] (id \"ok\").geo: geo API hosts exist only in the commercial cloud",
+            "tenants[2] (id \"ok\").id: duplicates tenants[1]",
+            "tenants[2] (id \"ok\").client_secret.file: cannot read",
+            "tenants[3] (id \"nocred\"): needs a credential",
+        ] {
+            assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn custom_clouds_need_hosts_and_https() {
+        let dir = tempdir();
+        let path = write(
+            &dir,
+            "a.toml",
+            &format!(
+                "[upstream]\ncloud = \"custom\"\nauthority_host = \"http://127.0.0.1:1\"\n{}",
+                tenant("a", TENANT, CLIENT, "client_secret = { env = \"S\" }")
+            ),
+        );
+        let all = problems(Config::load_with_env(&path, env(&[("S", "x")]))).join("\n");
+        assert!(
+            all.contains("upstream.authority_host: must be an https:// URL"),
+            "{all}"
+        );
+        assert!(
+            all.contains("cloud \"custom\" needs authority_host and api_base"),
+            "{all}"
+        );
+    }
+
+    #[test]
+    fn a_multi_tenant_app_may_serve_several_tenants_but_not_twice_the_same() {
+        let dir = tempdir();
+        let other = "22222222-2222-4222-8222-222222222222";
+        let text = [
+            tenant("a", TENANT, CLIENT, "client_secret = { env = \"S\" }"),
+            tenant("b", other, CLIENT, "client_secret = { env = \"S\" }"),
+        ]
+        .concat();
+        let path = write(&dir, "a.toml", &text);
+        let config = Config::load_with_env(&path, env(&[("S", "x")])).unwrap();
+        assert_eq!(config.registry.len(), 2);
+        let twice = [
+            text.clone(),
+            tenant("c", other, CLIENT, "client_secret = { env = \"S\" }"),
+        ]
+        .concat();
+        let path = write(&dir, "b.toml", &twice);
+        let all = problems(Config::load_with_env(&path, env(&[("S", "x")]))).join("\n");
+        assert!(
+            all.contains("same tenant_id and client_id as tenants[1]"),
+            "{all}"
+        );
+    }
+
+    #[test]
+    fn tenants_may_live_in_a_separate_file_and_gov_clouds_get_gov_hosts() {
+        let dir = tempdir();
+        write(
+            &dir,
+            "tenants.toml",
+            &tenant("gov", TENANT, CLIENT, "client_secret = { file = \"s.txt\" }\ncloud = \"gcc-high\"\nscope = \"https://api-gov.securitycenter.microsoft.us/.default\""),
+        );
+        write(&dir, "s.txt", "secret\n");
+        let path = write(&dir, "a.toml", "tenants_file = \"tenants.toml\"\n");
+        let config = Config::load_with_env(&path, env(&[])).unwrap();
+        let gov = config.registry.get("gov").unwrap();
+        assert_eq!(
+            gov.authority_host.as_str(),
+            "https://login.microsoftonline.us/"
+        );
+        assert_eq!(
+            gov.api_base.as_str(),
+            "https://api-gov.securitycenter.microsoft.us/"
+        );
+        assert_eq!(
+            gov.scope,
+            "https://api-gov.securitycenter.microsoft.us/.default"
+        );
+        match &gov.credential {
+            Credential::Secret(secret) => {
+                assert_eq!(secrecy::ExposeSecret::expose_secret(secret), "secret")
+            }
+            Credential::Certificate(_) => panic!("expected a secret"),
+        }
+    }
+
+    #[test]
+    fn authentication_on_without_keys_refuses_to_load() {
+        let dir = tempdir();
+        let path = write(&dir, "a.toml", "[auth]\nenabled = true\n");
+        let all = problems(Config::load_with_env(&path, env(&[]))).join("\n");
+        assert!(
+            all.contains("auth.enabled: authentication is on but no [[api_keys]]"),
+            "{all}"
+        );
+    }
+
+    #[test]
+    fn api_keys_are_validated_and_scoped() {
+        let dir = tempdir();
+        let text = format!(
+            "[auth]\nenabled = true\n{}{}\
+             [[api_keys]]\nname = \"all\"\nsha256 = \"{DIGEST}\"\ntenants = [\"*\"]\noperator = true\n\
+             [[api_keys]]\nname = \"gold\"\nsha256 = \"{}\"\ntags = [\"gold\"]\nrequests_per_minute = 5\n",
+            tenant("a", TENANT, CLIENT, "client_secret = { env = \"S\" }\ntags = [\"gold\"]"),
+            tenant("b", "22222222-2222-4222-8222-222222222222", CLIENT, "client_secret = { env = \"S\" }"),
+            "a".repeat(64)
+        );
+        let path = write(&dir, "a.toml", &text);
+        let config = Config::load_with_env(&path, env(&[("S", "x")])).unwrap();
+        assert_eq!(config.keys.len(), 2);
+
+        let bad = format!(
+            "[auth]\nenabled = true\n{}\
+             [[api_keys]]\nname = \"x\"\nsha256 = \"nothex\"\ntenants = [\"nope\"]\n\
+             [[api_keys]]\nname = \"x\"\nsha256 = \"{DIGEST}\"\ntenants = [\"a\"]\noperator = true\n\
+             [[api_keys]]\nname = \"empty\"\nsha256 = \"{DIGEST}\"\n",
+            tenant("a", TENANT, CLIENT, "client_secret = { env = \"S\" }"),
+        );
+        let path = write(&dir, "b.toml", &bad);
+        let all = problems(Config::load_with_env(&path, env(&[("S", "x")]))).join("\n");
+        for expected in [
+            "api_keys[0] (name \"x\").tenants[0]: no tenant \"nope\"",
+            "api_keys[0] (name \"x\").sha256: must be the 64 hex digits",
+            "api_keys[1] (name \"x\").name: another key has this name",
+            "api_keys[1] (name \"x\").operator: operator keys read /metrics",
+            "api_keys[2] (name \"empty\").sha256: another key has this digest",
+            "api_keys[2] (name \"empty\"): grants no tenant",
+        ] {
+            assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+        }
+    }
+}
