@@ -64,6 +64,11 @@ pub struct ServerSettings {
     pub shutdown_grace_seconds: u64,
     /// Longest a request may take, in milliseconds, before it is answered 504 `deadline_exceeded`.
     pub request_timeout_ms: u64,
+    /// Secret the `/scores` cursors are encrypted with (`{ env = "…" }` or `{ file = "…" }`, at
+    /// least 32 characters); give every replica the same one. Without it each process uses a
+    /// random key, and cursors do not survive a restart nor work on another replica. Changing it
+    /// needs a restart.
+    pub cursor_key: Option<SecretSource>,
 }
 
 impl Default for ServerSettings {
@@ -74,6 +79,7 @@ impl Default for ServerSettings {
             // Above /scores' longest `timeout_ms` (60 s), so that a slow fan-out still answers 200.
             request_timeout_ms: 75_000,
             shutdown_grace_seconds: 30,
+            cursor_key: None,
         }
     }
 }
@@ -319,6 +325,8 @@ pub struct Config {
     pub refresh: RefreshSettings,
     /// Extra trusted CA certificates (PEM), read from `upstream.extra_ca_file`.
     pub extra_ca_pem: Option<Vec<u8>>,
+    /// The cursor secret, read from `server.cursor_key`.
+    pub cursor_key: Option<SecretString>,
     /// Every registration, resolved.
     pub registry: Arc<Registry>,
     /// The callers' keys.
@@ -401,6 +409,7 @@ impl Config {
                 "upstream.extra_ca_file",
             )
         });
+        let cursor_key = resolve_cursor_key(&settings.server, base_dir, &lookup, &mut problems);
         let resolved = resolve_tenants(&tenants, &upstream, base_dir, &lookup, &mut problems);
         let keys = resolve_keys(&settings.api_keys, &settings.auth, &resolved, &mut problems);
         if !problems.is_empty() {
@@ -417,6 +426,7 @@ impl Config {
             cache: settings.cache,
             refresh: settings.refresh,
             extra_ca_pem,
+            cursor_key,
             registry: Arc::new(Registry::new(resolved)),
             keys: Arc::new(keys),
         })
@@ -904,6 +914,28 @@ fn resolve_credential(
             None
         }
     }
+}
+
+/// Shortest accepted `server.cursor_key`, in bytes: about 192 bits of a base64 secret.
+const MIN_CURSOR_KEY_BYTES: usize = 32;
+
+/// Reads `server.cursor_key`, when set, and refuses a short one.
+fn resolve_cursor_key(
+    server: &ServerSettings,
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<String>,
+) -> Option<SecretString> {
+    use secrecy::ExposeSecret;
+    let key = "server.cursor_key";
+    let secret = read_secret(server.cursor_key.as_ref()?, key, base_dir, env, problems)?;
+    if secret.expose_secret().len() < MIN_CURSOR_KEY_BYTES {
+        problems.push(format!(
+            "{key}: at least {MIN_CURSOR_KEY_BYTES} characters are needed (`openssl rand -base64 32` makes one)"
+        ));
+        return None;
+    }
+    Some(secret)
 }
 
 fn read_secret(

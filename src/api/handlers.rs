@@ -12,9 +12,25 @@ use serde::de::DeserializeOwned;
 use std::time::Duration;
 
 /// Parses the query string; repeated keys (`?tag=a&tag=b`) fill lists, unknown keys are refused.
+///
+/// One rule for every parameter of every route: an empty value means absent (`?cursor=&sort=`
+/// is `?`), as HTML forms and many clients send unset fields that way.
 pub(super) fn query<T: DeserializeOwned>(request: &HttpRequest) -> Result<T, ApiError> {
-    serde_html_form::from_str(request.query_string())
+    serde_html_form::from_str(&without_empty_values(request.query_string()))
         .map_err(|error| ApiError::InvalidRequest(format!("bad query: {error}")))
+}
+
+/// The query string without its empty pairs: `key=`, a bare `key` and the nothing between `&&`.
+/// Works on the raw text, so a value that only decodes to something (`%20`) is kept.
+fn without_empty_values(query: &str) -> String {
+    query
+        .split('&')
+        .filter(|pair| {
+            pair.split_once('=')
+                .is_some_and(|(_, value)| !value.is_empty())
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// Runs a handler's work within the server's request timeout (504 `deadline_exceeded` after it).
@@ -58,6 +74,7 @@ pub async fn list_tenants(
     params(("id" = String, Path, description = "The gateway's tenant id", example = "contoso")),
     responses(
         (status = 200, description = "The tenant", body = TenantDetail),
+        (status = 400, description = "Any query parameter: this route takes none (`invalid_request`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such tenant (`unknown_tenant`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -152,5 +169,31 @@ pub async fn readyz(services: web::Data<Services>) -> HttpResponse {
         HttpResponse::ServiceUnavailable().json(HealthView {
             status: "starting".to_owned(),
         })
+    }
+}
+
+/// This OpenAPI document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API",
+        body = Object, content_type = "application/json")))]
+pub async fn get_openapi() -> HttpResponse {
+    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(DOCUMENT.get_or_init(super::openapi_json).clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_query_values_are_dropped_and_others_kept_as_written() {
+        assert_eq!(
+            without_empty_values("cursor=&tenant=&tag=gold&&sort&limit=5&x=%20"),
+            "tag=gold&limit=5&x=%20"
+        );
+        assert_eq!(without_empty_values(""), "");
+        assert_eq!(without_empty_values("=&=1"), "=1");
     }
 }

@@ -7,6 +7,7 @@ mod auth;
 mod cli;
 mod emulator;
 mod gateway;
+mod hardening_contract;
 mod helpers;
 mod openapi;
 mod operations;
