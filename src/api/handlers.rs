@@ -127,13 +127,20 @@ pub async fn get_score(
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
     let params: ScoreQuery = query(&request)?;
+    // Signed like `/scores`' (int64 in the document), so that both refuse the same values.
+    let max_age = match params.max_age {
+        Some(seconds) => Some(Duration::from_secs(u64::try_from(seconds).map_err(
+            |_| {
+                ApiError::InvalidRequest(format!(
+                    "bad query: max_age must be 0 or more seconds, not {seconds}"
+                ))
+            },
+        )?)),
+        None => None,
+    };
     let work = async {
         services
-            .score(
-                &path,
-                &caller.scope,
-                params.max_age.map(Duration::from_secs),
-            )
+            .score(&path, &caller.scope, max_age)
             .await
             .map_err(|error| ApiError::from_service(error).for_tenant(&path))
     };
@@ -172,15 +179,22 @@ pub async fn readyz(services: web::Data<Services>) -> HttpResponse {
     }
 }
 
-/// This OpenAPI document.
+/// This OpenAPI document (without security requirements when authentication is off).
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "The OpenAPI 3.1 document of this API",
         body = Object, content_type = "application/json")))]
-pub async fn get_openapi() -> HttpResponse {
-    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+pub async fn get_openapi(services: web::Data<Services>) -> HttpResponse {
+    static WITH_AUTH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static WITHOUT_AUTH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    // Authentication can be turned on or off by a reload: decided per request.
+    let document = if services.keys().is_some() {
+        WITH_AUTH.get_or_init(super::openapi_json)
+    } else {
+        WITHOUT_AUTH.get_or_init(super::openapi_json_without_auth)
+    };
     HttpResponse::Ok()
         .content_type("application/json")
-        .body(DOCUMENT.get_or_init(super::openapi_json).clone())
+        .body(document.clone())
 }
 
 #[cfg(test)]

@@ -80,10 +80,11 @@ struct Security;
 
 impl utoipa::Modify for Security {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::ParameterIn;
         use utoipa::openapi::security::{
             ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
         };
-        use utoipa::openapi::{Ref, RefOr};
+        use utoipa::openapi::{Ref, RefOr, Schema};
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
@@ -138,6 +139,21 @@ impl utoipa::Modify for Security {
                         .collect()
                 });
             }
+            // Says "an empty value means absent" in the document's own terms (utoipa has no
+            // field for it, so it goes in through the extensions, which are flattened as is).
+            for parameter in operation.parameters.iter_mut().flatten() {
+                if let RefOr::T(parameter) = parameter {
+                    // Lists of strings take "" as an item already; saying it again only makes
+                    // contract testers send numbers for them.
+                    let list = matches!(&parameter.schema, Some(RefOr::T(Schema::Array(_))));
+                    if matches!(parameter.parameter_in, ParameterIn::Query) && !list {
+                        parameter
+                            .extensions
+                            .get_or_insert_with(Default::default)
+                            .insert("allowEmptyValue".to_owned(), serde_json::Value::Bool(true));
+                    }
+                }
+            }
             operation.security = if open {
                 Some(Vec::new())
             } else {
@@ -176,7 +192,32 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// The OpenAPI document as pretty JSON with a trailing newline (what `scoregate openapi` prints).
 pub fn openapi_json() -> String {
-    let mut json = openapi()
+    to_json(&openapi())
+}
+
+/// The document a gateway with authentication off serves: no security requirement and no
+/// 401/429 answers, because it gives none (the demo and loopback set-ups). Generated clients
+/// and contract testers then see what this deployment really does.
+pub fn openapi_json_without_auth() -> String {
+    let mut document = openapi();
+    document.security = Some(Vec::new());
+    if let Some(components) = document.components.as_mut() {
+        components.security_schemes.clear();
+        components.responses.remove("Unauthenticated");
+        components.responses.remove("RateLimited");
+    }
+    for item in document.paths.paths.values_mut() {
+        if let Some(operation) = item.get.as_mut() {
+            operation.security = Some(Vec::new());
+            operation.responses.responses.remove("401");
+            operation.responses.responses.remove("429");
+        }
+    }
+    to_json(&document)
+}
+
+fn to_json(document: &utoipa::openapi::OpenApi) -> String {
+    let mut json = document
         .to_pretty_json()
         .unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"));
     json.push('\n');

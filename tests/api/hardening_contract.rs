@@ -543,3 +543,27 @@ async fn metrics_are_plain_text_for_a_caller_that_asks_for_it() {
         "{content_type}"
     );
 }
+
+#[tokio::test]
+async fn a_gateway_without_authentication_serves_a_document_that_asks_for_none() {
+    let app = spawn_app(emulator_options(1, vec![])).await;
+    let (status, headers, served) = app.get_json("/openapi.json").await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(served["security"], serde_json::json!([]));
+    for (path, item) in served["paths"].as_object().unwrap() {
+        let responses = &item["get"]["responses"];
+        assert!(
+            responses["401"].is_null() && responses["429"].is_null(),
+            "{path}"
+        );
+    }
+    // Statuses schemathesis found: a max_age beyond int64, and a negative one, are refused.
+    for max_age in ["9223372036854775808", "-1"] {
+        let (status, _, problem) = app
+            .get_json(&format!("/tenants/contoso/score?max_age={max_age}"))
+            .await;
+        assert_eq!(status, 400, "{max_age}: {problem}");
+        assert_eq!(problem["code"], "invalid_request");
+    }
+}
