@@ -8,13 +8,15 @@
 
 use crate::cache::{ScoreCache, ScoreError, Served, Source};
 use crate::tenants::{Registry, Tenant};
-use aws_lc_rs::{digest, hmac, rand as lc_rand};
+use aws_lc_rs::rand::SecureRandom as _;
+use aws_lc_rs::{aead, digest, rand as lc_rand};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
-use std::sync::{Arc, OnceLock};
+use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
@@ -42,8 +44,8 @@ pub enum QueryError {
     /// A negative `max_age`.
     #[error("max_age must be 0 or more seconds, not {0}")]
     MaxAge(i64),
-    /// A cursor that this gateway did not issue for this query.
-    #[error("the cursor is invalid, or belongs to another query")]
+    /// A cursor that this gateway did not issue for this query and this caller.
+    #[error("the cursor is invalid, or belongs to another query or another API key")]
     Cursor,
 }
 
@@ -98,7 +100,7 @@ pub struct RawQuery {
     pub timeout_ms: Option<i64>,
 }
 
-/// A validated `/scores` query.
+/// A validated `/scores` query, bound to the caller who asked it (for its cursors).
 #[derive(Debug, Clone)]
 pub struct Query {
     /// Tenant ids to include (empty: all).
@@ -117,11 +119,20 @@ pub struct Query {
     pub max_age: Option<Duration>,
     /// How long to wait for slow tenants.
     pub timeout: Duration,
+    /// Seals the next page's cursor.
+    cursors: Arc<CursorCodec>,
+    /// Who asked (the API key's name and scope, canonical): a cursor only works for them.
+    caller: String,
 }
 
 impl Query {
-    /// Validates a raw query; the cursor must have been issued for the same filters and order.
-    pub fn parse(raw: RawQuery) -> Result<Self, QueryError> {
+    /// Validates a raw query; the cursor must have been issued by `cursors` for the same
+    /// filters and order and the same `caller` (a canonical text of the API key's name and scope).
+    pub fn parse(
+        raw: RawQuery,
+        cursors: Arc<CursorCodec>,
+        caller: &str,
+    ) -> Result<Self, QueryError> {
         let limit = raw.limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
             return Err(QueryError::Limit(limit));
@@ -144,14 +155,17 @@ impl Query {
             after: None,
             max_age,
             timeout: Duration::from_millis(timeout_ms.unsigned_abs()),
+            cursors,
+            caller: caller.to_owned(),
         };
         if let Some(cursor) = &raw.cursor {
-            query.after = Some(cursors().decode(cursor, &query.fingerprint())?);
+            query.after = Some(query.cursors.decode(cursor, &query.fingerprint())?);
         }
         Ok(query)
     }
 
-    /// A digest of what selects and orders the items: a cursor is only valid for the same one.
+    /// A digest of what selects and orders the items, and of who asked: a cursor is only valid
+    /// for the same query of the same caller.
     fn fingerprint(&self) -> String {
         let mut tenants = self.tenants.clone();
         tenants.sort();
@@ -159,7 +173,8 @@ impl Query {
         let mut tags = self.tags.clone();
         tags.sort();
         tags.dedup();
-        let canonical = serde_json::json!([tenants, tags, self.status, self.sort]).to_string();
+        let canonical =
+            serde_json::json!([tenants, tags, self.status, self.sort, self.caller]).to_string();
         URL_SAFE_NO_PAD
             .encode(&digest::digest(&digest::SHA256, canonical.as_bytes()).as_ref()[..16])
     }
@@ -421,72 +436,103 @@ fn paginate(items: &mut Vec<Item>, query: &Query) -> (Vec<Item>, Option<String>)
     let next = if more {
         keyed
             .last()
-            .map(|(key, _)| cursors().encode(key, &query.fingerprint()))
+            .map(|(key, _)| query.cursors.encode(key, &query.fingerprint()))
     } else {
         None
     };
     (keyed.into_iter().map(|(_, item)| item).collect(), next)
 }
 
-/// What a cursor carries: the last key of the page and the query it belongs to.
-#[derive(Debug, Serialize, Deserialize)]
-struct CursorPayload {
-    #[serde(rename = "k")]
-    key: SortKey,
-    #[serde(rename = "q")]
-    fingerprint: String,
+/// Length of a cursor key (AES-256).
+const CURSOR_KEY_BYTES: usize = 32;
+
+/// Seals and opens cursors: AES-256-GCM with a random nonce per cursor, so that a cursor is
+/// opaque (it names no tenant and no score) and cannot be forged or edited. The query's
+/// fingerprint, which includes the caller, is the associated data: a cursor opens only for the
+/// query and the API key it was issued to, and otherwise is refused like garbage.
+///
+/// The key comes from `[server] cursor_key` (then cursors survive restarts and work on every
+/// replica sharing it), else is random per process.
+pub struct CursorCodec {
+    key: aead::LessSafeKey,
+    rng: lc_rand::SystemRandom,
 }
 
-/// Signs and checks cursors. The key is random per process: cursors do not survive a restart,
-/// and nobody can forge or edit one.
-struct CursorCodec {
-    key: hmac::Key,
+impl fmt::Debug for CursorCodec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the key.
+        f.write_str("CursorCodec")
+    }
 }
 
 impl CursorCodec {
-    fn new() -> Self {
-        let rng = lc_rand::SystemRandom::new();
-        let key = hmac::Key::generate(hmac::HMAC_SHA256, &rng).unwrap_or_else(|_| {
-            // No system randomness: fall back to a key from the thread RNG rather than fail.
-            let bytes: [u8; 32] = rand::random();
-            hmac::Key::new(hmac::HMAC_SHA256, &bytes)
-        });
-        Self { key }
+    /// A codec whose key is derived from a configured secret (SHA-256 of a domain label and the
+    /// secret, so that any high-entropy text makes a full-strength key).
+    pub fn from_secret(secret: &[u8]) -> Self {
+        let mut context = digest::Context::new(&digest::SHA256);
+        context.update(b"scoregate cursor key v1\0");
+        context.update(secret);
+        Self::with_key(context.finish().as_ref())
     }
 
-    /// `base64url(json).base64url(hmac)`.
+    /// A codec with a random key: cursors do not survive a restart nor work on another replica.
+    pub fn random() -> Self {
+        let mut key = [0u8; CURSOR_KEY_BYTES];
+        if lc_rand::SystemRandom::new().fill(&mut key).is_err() {
+            // No system randomness: fall back to the thread RNG rather than fail.
+            key = rand::random();
+        }
+        Self::with_key(&key)
+    }
+
+    fn with_key(bytes: &[u8]) -> Self {
+        // A 32-byte key is always a valid AES-256 key.
+        let key = aead::UnboundKey::new(&aead::AES_256_GCM, bytes)
+            .map(aead::LessSafeKey::new)
+            .unwrap_or_else(|_| unreachable!("AES-256-GCM takes any 32-byte key"));
+        Self {
+            key,
+            rng: lc_rand::SystemRandom::new(),
+        }
+    }
+
+    /// `base64url(nonce ‖ ciphertext ‖ tag)` of the key's JSON, bound to `fingerprint`.
     fn encode(&self, key: &SortKey, fingerprint: &str) -> String {
-        let payload = CursorPayload {
-            key: key.clone(),
-            fingerprint: fingerprint.to_owned(),
-        };
-        let json = serde_json::to_vec(&payload).unwrap_or_default();
-        let body = URL_SAFE_NO_PAD.encode(json);
-        let tag = hmac::sign(&self.key, body.as_bytes());
-        format!("{body}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
+        let mut nonce = [0u8; aead::NONCE_LEN];
+        if self.rng.fill(&mut nonce).is_err() {
+            nonce = rand::random();
+        }
+        let mut sealed = serde_json::to_vec(key).unwrap_or_default();
+        let aad = aead::Aad::from(fingerprint.as_bytes());
+        if self
+            .key
+            .seal_in_place_append_tag(aead::Nonce::assume_unique_for_key(nonce), aad, &mut sealed)
+            .is_err()
+        {
+            // Sealing a few hundred bytes does not fail; an empty cursor would be refused later.
+            return String::new();
+        }
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        URL_SAFE_NO_PAD.encode(out)
     }
 
     fn decode(&self, cursor: &str, fingerprint: &str) -> Result<SortKey, QueryError> {
-        let (body, tag) = cursor.split_once('.').ok_or(QueryError::Cursor)?;
-        let tag = URL_SAFE_NO_PAD
-            .decode(tag)
+        let mut bytes = URL_SAFE_NO_PAD
+            .decode(cursor)
             .map_err(|_| QueryError::Cursor)?;
-        hmac::verify(&self.key, body.as_bytes(), &tag).map_err(|_| QueryError::Cursor)?;
-        let json = URL_SAFE_NO_PAD
-            .decode(body)
-            .map_err(|_| QueryError::Cursor)?;
-        let payload: CursorPayload =
-            serde_json::from_slice(&json).map_err(|_| QueryError::Cursor)?;
-        if payload.fingerprint != fingerprint {
+        if bytes.len() < aead::NONCE_LEN + aead::AES_256_GCM.tag_len() {
             return Err(QueryError::Cursor);
         }
-        Ok(payload.key)
+        let mut sealed = bytes.split_off(aead::NONCE_LEN);
+        let nonce =
+            aead::Nonce::try_assume_unique_for_key(&bytes).map_err(|_| QueryError::Cursor)?;
+        let plain = self
+            .key
+            .open_in_place(nonce, aead::Aad::from(fingerprint.as_bytes()), &mut sealed)
+            .map_err(|_| QueryError::Cursor)?;
+        serde_json::from_slice(plain).map_err(|_| QueryError::Cursor)
     }
-}
-
-fn cursors() -> &'static CursorCodec {
-    static CODEC: OnceLock<CursorCodec> = OnceLock::new();
-    CODEC.get_or_init(CursorCodec::new)
 }
 
 #[cfg(test)]
@@ -506,11 +552,22 @@ mod tests {
         RawQuery::default()
     }
 
+    fn codec() -> Arc<CursorCodec> {
+        static CODEC: std::sync::OnceLock<Arc<CursorCodec>> = std::sync::OnceLock::new();
+        CODEC
+            .get_or_init(|| Arc::new(CursorCodec::random()))
+            .clone()
+    }
+
+    fn parse(raw: RawQuery) -> Result<Query, QueryError> {
+        Query::parse(raw, codec(), "portal")
+    }
+
     #[test]
-    fn a_cursor_round_trips_for_the_same_query() {
-        let query = Query::parse(raw()).unwrap();
-        let cursor = cursors().encode(&key(false, 12.5, "contoso"), &query.fingerprint());
-        let parsed = Query::parse(RawQuery {
+    fn a_cursor_round_trips_for_the_same_query_and_caller() {
+        let query = parse(raw()).unwrap();
+        let cursor = codec().encode(&key(false, 12.5, "contoso"), &query.fingerprint());
+        let parsed = parse(RawQuery {
             cursor: Some(cursor),
             ..raw()
         })
@@ -519,37 +576,105 @@ mod tests {
     }
 
     #[test]
+    fn a_cursor_is_opaque_and_differs_each_time() {
+        let query = parse(raw()).unwrap();
+        let sort_key = SortKey {
+            errors_last: false,
+            text: "Contoso Ltd".to_owned(),
+            number: 340.0,
+            id: "contoso".to_owned(),
+        };
+        let first = codec().encode(&sort_key, &query.fingerprint());
+        let second = codec().encode(&sort_key, &query.fingerprint());
+        assert_ne!(first, second, "a fresh nonce per cursor");
+        for cursor in [&first, &second] {
+            let bytes = URL_SAFE_NO_PAD.decode(cursor).unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            for secret in ["contoso", "Contoso", "340", "\"i\""] {
+                assert!(!text.contains(secret), "{secret} readable in {cursor}");
+            }
+        }
+    }
+
+    #[test]
     fn a_tampered_or_foreign_cursor_is_refused() {
-        let query = Query::parse(raw()).unwrap();
-        let cursor = cursors().encode(&key(false, 1.0, "contoso"), &query.fingerprint());
-        let (body, tag) = cursor.split_once('.').unwrap();
-        let forged_body = URL_SAFE_NO_PAD.encode(
-            serde_json::to_vec(&CursorPayload {
-                key: key(false, 1.0, "zzz"),
-                fingerprint: query.fingerprint(),
-            })
-            .unwrap(),
-        );
+        let query = parse(raw()).unwrap();
+        let cursor = codec().encode(&key(false, 1.0, "contoso"), &query.fingerprint());
+        let mut flipped = URL_SAFE_NO_PAD.decode(&cursor).unwrap();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        let mut forged_body = URL_SAFE_NO_PAD.decode(&cursor).unwrap();
+        forged_body[aead::NONCE_LEN] ^= 1;
         for bad in [
-            format!("{forged_body}.{tag}"),
-            format!("{body}.AAAA"),
-            body.to_owned(),
+            URL_SAFE_NO_PAD.encode(flipped),
+            URL_SAFE_NO_PAD.encode(forged_body),
+            cursor[..cursor.len() - 4].to_owned(),
+            format!("{cursor}.AAAA"),
             "garbage".to_owned(),
             String::new(),
         ] {
-            let result = Query::parse(RawQuery {
+            let result = parse(RawQuery {
                 cursor: Some(bad.clone()),
                 ..raw()
             });
             assert_eq!(result.unwrap_err(), QueryError::Cursor, "{bad}");
         }
         // The same cursor with other filters belongs to another query.
-        let result = Query::parse(RawQuery {
-            cursor: Some(cursor),
+        let result = parse(RawQuery {
+            cursor: Some(cursor.clone()),
             tags: vec!["gold".to_owned()],
             ..raw()
         });
         assert_eq!(result.unwrap_err(), QueryError::Cursor);
+        // The same query by another caller.
+        let result = Query::parse(
+            RawQuery {
+                cursor: Some(cursor.clone()),
+                ..raw()
+            },
+            codec(),
+            "other-key",
+        );
+        assert_eq!(result.unwrap_err(), QueryError::Cursor);
+        // Another process's random key.
+        let result = Query::parse(
+            RawQuery {
+                cursor: Some(cursor),
+                ..raw()
+            },
+            Arc::new(CursorCodec::random()),
+            "portal",
+        );
+        assert_eq!(result.unwrap_err(), QueryError::Cursor);
+    }
+
+    #[test]
+    fn replicas_sharing_a_configured_key_open_each_others_cursors() {
+        let one = Arc::new(CursorCodec::from_secret(b"a shared secret of some length"));
+        let two = Arc::new(CursorCodec::from_secret(b"a shared secret of some length"));
+        let other = Arc::new(CursorCodec::from_secret(b"another secret entirely, not it"));
+        let query = Query::parse(raw(), one.clone(), "portal").unwrap();
+        let cursor = one.encode(&key(false, 2.0, "fabrikam"), &query.fingerprint());
+        let on_two = Query::parse(
+            RawQuery {
+                cursor: Some(cursor.clone()),
+                ..raw()
+            },
+            two,
+            "portal",
+        )
+        .unwrap();
+        assert_eq!(on_two.after, Some(key(false, 2.0, "fabrikam")));
+        let on_other = Query::parse(
+            RawQuery {
+                cursor: Some(cursor),
+                ..raw()
+            },
+            other,
+            "portal",
+        );
+        assert_eq!(on_other.unwrap_err(), QueryError::Cursor);
+        assert_eq!(format!("{one:?}"), "CursorCodec");
     }
 
     #[test]
@@ -584,9 +709,9 @@ mod tests {
                 QueryError::MaxAge(-1),
             ),
         ] {
-            assert_eq!(Query::parse(query).unwrap_err(), error);
+            assert_eq!(parse(query).unwrap_err(), error);
         }
-        let defaults = Query::parse(raw()).unwrap();
+        let defaults = parse(raw()).unwrap();
         assert_eq!(defaults.limit, 100);
         assert_eq!(defaults.timeout, Duration::from_secs(5));
         assert_eq!(defaults.sort, SortOrder::Tenant);

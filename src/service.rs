@@ -7,11 +7,13 @@
 use crate::auth::{KeyRing, Scope};
 use crate::cache::{ScoreCache, ScoreError, Served};
 use crate::config::Config;
+use crate::fanout::CursorCodec;
 use crate::metrics::Metrics;
 use crate::quota::{FailureBackoff, Quota};
 use crate::tenants::{Registry, Tenant};
 use crate::token::TokenSource;
 use crate::upstream::{self, UpstreamClient};
+use secrecy::ExposeSecret;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -59,6 +61,8 @@ pub struct Services {
     ready: AtomicBool,
     /// How long an interactive request waits for a fetch.
     request_wait: Duration,
+    /// Seals `/scores` cursors; its key is fixed for the process (a reload keeps it).
+    pub cursors: Arc<CursorCodec>,
 }
 
 impl Services {
@@ -91,7 +95,18 @@ impl Services {
             quota.clone(),
             metrics.clone(),
         ));
+        let cursors = match &config.cursor_key {
+            Some(secret) => CursorCodec::from_secret(secret.expose_secret().as_bytes()),
+            None => {
+                tracing::info!(
+                    "server.cursor_key is not set: /scores cursors use a random key of this process, \
+                     so they do not survive a restart nor work on another replica"
+                );
+                CursorCodec::random()
+            }
+        };
         Ok(Arc::new(Self {
+            cursors: Arc::new(cursors),
             registry: RwLock::new(config.registry.clone()),
             cache,
             quota,

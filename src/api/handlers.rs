@@ -12,9 +12,25 @@ use serde::de::DeserializeOwned;
 use std::time::Duration;
 
 /// Parses the query string; repeated keys (`?tag=a&tag=b`) fill lists, unknown keys are refused.
+///
+/// One rule for every parameter of every route: an empty value means absent (`?cursor=&sort=`
+/// is `?`), as HTML forms and many clients send unset fields that way.
 pub(super) fn query<T: DeserializeOwned>(request: &HttpRequest) -> Result<T, ApiError> {
-    serde_html_form::from_str(request.query_string())
+    serde_html_form::from_str(&without_empty_values(request.query_string()))
         .map_err(|error| ApiError::InvalidRequest(format!("bad query: {error}")))
+}
+
+/// The query string without its empty pairs: `key=`, a bare `key` and the nothing between `&&`.
+/// Works on the raw text, so a value that only decodes to something (`%20`) is kept.
+fn without_empty_values(query: &str) -> String {
+    query
+        .split('&')
+        .filter(|pair| {
+            pair.split_once('=')
+                .is_some_and(|(_, value)| !value.is_empty())
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// Runs a handler's work within the server's request timeout (504 `deadline_exceeded` after it).
@@ -58,6 +74,7 @@ pub async fn list_tenants(
     params(("id" = String, Path, description = "The gateway's tenant id", example = "contoso")),
     responses(
         (status = 200, description = "The tenant", body = TenantDetail),
+        (status = 400, description = "Any query parameter: this route takes none (`invalid_request`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such tenant (`unknown_tenant`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -110,13 +127,20 @@ pub async fn get_score(
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
     let params: ScoreQuery = query(&request)?;
+    // Signed like `/scores`' (int64 in the document), so that both refuse the same values.
+    let max_age = match params.max_age {
+        Some(seconds) => Some(Duration::from_secs(u64::try_from(seconds).map_err(
+            |_| {
+                ApiError::InvalidRequest(format!(
+                    "bad query: max_age must be 0 or more seconds, not {seconds}"
+                ))
+            },
+        )?)),
+        None => None,
+    };
     let work = async {
         services
-            .score(
-                &path,
-                &caller.scope,
-                params.max_age.map(Duration::from_secs),
-            )
+            .score(&path, &caller.scope, max_age)
             .await
             .map_err(|error| ApiError::from_service(error).for_tenant(&path))
     };
@@ -152,5 +176,38 @@ pub async fn readyz(services: web::Data<Services>) -> HttpResponse {
         HttpResponse::ServiceUnavailable().json(HealthView {
             status: "starting".to_owned(),
         })
+    }
+}
+
+/// This OpenAPI document (without security requirements when authentication is off).
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API",
+        body = Object, content_type = "application/json")))]
+pub async fn get_openapi(services: web::Data<Services>) -> HttpResponse {
+    static WITH_AUTH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static WITHOUT_AUTH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    // Authentication can be turned on or off by a reload: decided per request.
+    let document = if services.keys().is_some() {
+        WITH_AUTH.get_or_init(super::openapi_json)
+    } else {
+        WITHOUT_AUTH.get_or_init(super::openapi_json_without_auth)
+    };
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(document.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_query_values_are_dropped_and_others_kept_as_written() {
+        assert_eq!(
+            without_empty_values("cursor=&tenant=&tag=gold&&sort&limit=5&x=%20"),
+            "tag=gold&limit=5&x=%20"
+        );
+        assert_eq!(without_empty_values(""), "");
+        assert_eq!(without_empty_values("=&=1"), "=1");
     }
 }

@@ -9,17 +9,25 @@ use super::auth::Caller;
 use super::error::ApiError;
 use crate::metrics::{LiveValues, CONTENT_TYPE};
 use crate::service::Services;
-use actix_web::{web, HttpResponse};
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
 
-/// Prometheus metrics in OpenMetrics text format (requires an operator API key).
+/// Prometheus metrics (requires an operator API key; other keys get 404).
+///
+/// OpenMetrics text, which Prometheus asks for and scrapes as is. A caller whose `Accept` names
+/// `text/plain` and not `application/openmetrics-text` gets the same text as `text/plain`.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses(
-        (status = 200, description = "Metrics in OpenMetrics text format (Prometheus scrapes it as is)",
-            content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String),
-        (status = 401, description = "Missing or unknown API key", body = super::error::Problem,
-            content_type = "application/problem+json"),
+        (status = 200, description = "Metrics in OpenMetrics text format",
+            content(
+                (String = "text/plain"),
+                (String = "application/openmetrics-text"),
+            )),
+        (status = 404, description = "The key is not an operator key: `/metrics` does not exist for it (`not_found`)",
+            body = super::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_metrics(
+    request: HttpRequest,
     caller: Caller,
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
@@ -35,7 +43,28 @@ pub async fn get_metrics(
         .metrics
         .encode(live)
         .map_err(|error| ApiError::Internal(format!("cannot encode the metrics: {error}")))?;
-    Ok(HttpResponse::Ok().content_type(CONTENT_TYPE).body(text))
+    let content_type = if wants_plain_text(&request) {
+        "text/plain; charset=utf-8"
+    } else {
+        CONTENT_TYPE
+    };
+    Ok(HttpResponse::Ok().content_type(content_type).body(text))
+}
+
+/// Whether `Accept` names `text/plain` but not OpenMetrics (Prometheus names both).
+fn wants_plain_text(request: &HttpRequest) -> bool {
+    let accept: Vec<String> = request
+        .headers()
+        .get_all(header::ACCEPT)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|media| media.split(';').next())
+        .map(|media| media.trim().to_ascii_lowercase())
+        .collect();
+    accept.iter().any(|media| media == "text/plain")
+        && !accept
+            .iter()
+            .any(|media| media == "application/openmetrics-text")
 }
 
 /// Any other method on `/metrics`: 405 for an operator, and for other keys the same 404 as

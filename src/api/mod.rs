@@ -27,17 +27,26 @@ pub use auth::OPEN_ROUTES;
         title = "scoregate",
         description = "Microsoft Defender for Endpoint device secure scores of many tenants, behind one API.\n\n\
 Errors are RFC 9457 problems (`application/problem+json`) with a stable `code`. Every response carries \
-`X-Request-Id` (echoed when the caller sends one).",
-        license(name = "MIT")
+`X-Request-Id` (echoed when the caller sends one).\n\n\
+**Query parameters**: an empty value means the parameter is absent (`?cursor=&tag=` is `?`), for every \
+parameter of every route. Unknown parameters are refused (400 `invalid_request`).\n\n\
+**Other methods**: a documented path asked with a method it does not document answers 405 \
+`method_not_allowed` with `Allow`; an undocumented path answers 404 `not_found`. Requests with a body, \
+a URL over 4 KiB (414) or headers over 16 KiB (431) are refused with `invalid_request`.",
+        license(name = "MIT", identifier = "MIT")
     ),
+    // Relative: the gateway's own address, wherever it is deployed.
+    servers((url = "/", description = "This gateway")),
     paths(
         handlers::list_tenants,
         handlers::get_tenant,
         handlers::get_score,
         scores::list_scores,
+        scores::list_scores_csv,
         handlers::healthz,
         handlers::readyz,
         metrics::get_metrics,
+        handlers::get_openapi,
     ),
     components(schemas(
         Problem,
@@ -55,7 +64,7 @@ Errors are RFC 9457 problems (`application/problem+json`) with a stable `code`. 
         scores::ItemErrorView,
         scores::ItemStatusView,
         scores::SortView,
-        scores::FormatView,
+        scores::JsonFormat,
     )),
     modifiers(&Security),
     tags(
@@ -65,16 +74,19 @@ Errors are RFC 9457 problems (`application/problem+json`) with a stable `code`. 
 )]
 pub struct ApiDoc;
 
-/// Declares the API-key security schemes, and on every protected operation the security
-/// requirement and the 401/429 answers the guard gives (one place, so no route can miss them).
+/// Completes every operation in one place, so that no route can miss it: the API-key security
+/// requirement (or `security: []` on open routes), and the answers of the guard and the error
+/// edge that any route can give (400, 414, 431; 401, 429 and 500 on protected routes).
+/// `/scores.csv` gets the parameters of `/scores` without `format` (one definition of them).
 struct Security;
 
 impl utoipa::Modify for Security {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::ParameterIn;
         use utoipa::openapi::security::{
             ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
         };
-        use utoipa::openapi::{Content, Ref, RefOr, Response};
+        use utoipa::openapi::{Ref, RefOr, Schema};
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
@@ -92,50 +104,87 @@ impl utoipa::Modify for Security {
                 "The same API key in the `X-API-Key` header.",
             ))),
         );
-        let problem = || {
-            Content::new(Some(RefOr::<utoipa::openapi::schema::Schema>::Ref(
-                Ref::from_schema_name("Problem"),
-            )))
-        };
-        let mut unauthenticated = Response::new(
-            "No API key, or an invalid one (`unauthenticated`); see `WWW-Authenticate`",
-        );
-        unauthenticated
-            .content
-            .insert(error::PROBLEM_JSON.to_owned(), RefOr::T(problem()));
-        let mut rate_limited = Response::new(
-            "The key's request rate is exceeded (`rate_limited`); see `Retry-After` and `RateLimit-*`",
-        );
-        rate_limited
-            .content
-            .insert(error::PROBLEM_JSON.to_owned(), RefOr::T(problem()));
-        components
-            .responses
-            .insert("Unauthenticated".to_owned(), RefOr::T(unauthenticated));
-        components
-            .responses
-            .insert("RateLimited".to_owned(), RefOr::T(rate_limited));
+        // (status, component name, description, on open routes too)
+        let shared = [
+            ("400", "InvalidRequest", "A bad query, or a request with a body (`invalid_request`)", true),
+            ("401", "Unauthenticated", "No API key, or an invalid one (`unauthenticated`); see `WWW-Authenticate`", false),
+            ("414", "UriTooLong", "The URL is longer than 4 KiB (`invalid_request`)", true),
+            ("429", "RateLimited", "The key's request rate is exceeded (`rate_limited`); see `Retry-After` and `RateLimit-*`", false),
+            ("431", "HeadersTooLarge", "The headers are larger than 16 KiB (`invalid_request`)", true),
+            ("500", "Internal", "A bug (`internal`); details only in the gateway's log", false),
+        ];
+        for (_, name, description, _) in shared {
+            components
+                .responses
+                .insert(name.to_owned(), RefOr::T(problem_response(description)));
+        }
+        openapi.security = Some(vec![
+            SecurityRequirement::new("bearer", Vec::<String>::new()),
+            SecurityRequirement::new("api_key", Vec::<String>::new()),
+        ]);
+        let scores_parameters = openapi
+            .paths
+            .paths
+            .get("/scores")
+            .and_then(|item| item.get.as_ref())
+            .and_then(|operation| operation.parameters.clone());
         for (path, item) in openapi.paths.paths.iter_mut() {
-            if auth::is_open(path) {
+            let open = auth::is_open(path);
+            let Some(operation) = item.get.as_mut() else {
                 continue;
+            };
+            if path == "/scores.csv" {
+                operation.parameters = scores_parameters.clone().map(|parameters| {
+                    parameters
+                        .into_iter()
+                        .filter(|parameter| !matches!(parameter, RefOr::T(p) if p.name == "format"))
+                        .collect()
+                });
             }
-            if let Some(operation) = item.get.as_mut() {
-                operation.security = Some(vec![
+            // Says "an empty value means absent" in the document's own terms (utoipa has no
+            // field for it, so it goes in through the extensions, which are flattened as is).
+            for parameter in operation.parameters.iter_mut().flatten() {
+                if let RefOr::T(parameter) = parameter {
+                    // Lists of strings take "" as an item already; saying it again only makes
+                    // contract testers send numbers for them.
+                    let list = matches!(&parameter.schema, Some(RefOr::T(Schema::Array(_))));
+                    if matches!(parameter.parameter_in, ParameterIn::Query) && !list {
+                        parameter
+                            .extensions
+                            .get_or_insert_with(Default::default)
+                            .insert("allowEmptyValue".to_owned(), serde_json::Value::Bool(true));
+                    }
+                }
+            }
+            operation.security = if open {
+                Some(Vec::new())
+            } else {
+                Some(vec![
                     SecurityRequirement::new("bearer", Vec::<String>::new()),
                     SecurityRequirement::new("api_key", Vec::<String>::new()),
-                ]);
-                let responses = &mut operation.responses.responses;
-                responses.insert(
-                    "401".to_owned(),
-                    RefOr::Ref(Ref::from_response_name("Unauthenticated")),
-                );
-                responses.insert(
-                    "429".to_owned(),
-                    RefOr::Ref(Ref::from_response_name("RateLimited")),
-                );
+                ])
+            };
+            let responses = &mut operation.responses.responses;
+            for (status, name, _, on_open) in shared {
+                if (on_open || !open) && !responses.contains_key(status) {
+                    responses.insert(status.to_owned(), RefOr::Ref(Ref::from_response_name(name)));
+                }
             }
         }
     }
+}
+
+/// A response whose body is a [`Problem`].
+fn problem_response(description: &str) -> utoipa::openapi::Response {
+    use utoipa::openapi::{Content, Ref, RefOr, Response};
+    let mut response = Response::new(description);
+    response.content.insert(
+        error::PROBLEM_JSON.to_owned(),
+        RefOr::T(Content::new(Some(
+            RefOr::<utoipa::openapi::schema::Schema>::Ref(Ref::from_schema_name("Problem")),
+        ))),
+    );
+    response
 }
 
 /// The OpenAPI document as generated from the code.
@@ -145,7 +194,32 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// The OpenAPI document as pretty JSON with a trailing newline (what `scoregate openapi` prints).
 pub fn openapi_json() -> String {
-    let mut json = openapi()
+    to_json(&openapi())
+}
+
+/// The document a gateway with authentication off serves: no security requirement and no
+/// 401/429 answers, because it gives none (the demo and loopback set-ups). Generated clients
+/// and contract testers then see what this deployment really does.
+pub fn openapi_json_without_auth() -> String {
+    let mut document = openapi();
+    document.security = Some(Vec::new());
+    if let Some(components) = document.components.as_mut() {
+        components.security_schemes.clear();
+        components.responses.remove("Unauthenticated");
+        components.responses.remove("RateLimited");
+    }
+    for item in document.paths.paths.values_mut() {
+        if let Some(operation) = item.get.as_mut() {
+            operation.security = Some(Vec::new());
+            operation.responses.responses.remove("401");
+            operation.responses.responses.remove("429");
+        }
+    }
+    to_json(&document)
+}
+
+fn to_json(document: &utoipa::openapi::OpenApi) -> String {
+    let mut json = document
         .to_pretty_json()
         .unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"));
     json.push('\n');
@@ -155,11 +229,12 @@ pub fn openapi_json() -> String {
 /// Every route template [`configure`] registers: the closed set of the `route` label of the
 /// request metrics and log line (anything else is `unmatched`). A test asserts that each
 /// registered route reports one of these.
-pub const ROUTES: [&str; 9] = [
+pub const ROUTES: [&str; 10] = [
     "/tenants",
     "/tenants/{id}",
     "/tenants/{id}/score",
     "/scores",
+    "/scores.csv",
     "/healthz",
     "/readyz",
     "/metrics",
@@ -202,7 +277,15 @@ pub fn configure(services: Arc<Services>) -> impl FnOnce(&mut web::ServiceConfig
                     .default_service(method_not_allowed()),
             )
             .service(
-                utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi()),
+                // Served here rather than by Swagger UI, so that it answers like every route
+                // (405 for other methods); Swagger UI is only pointed at it.
+                web::resource("/openapi.json")
+                    .route(web::get().to(handlers::get_openapi))
+                    .default_service(method_not_allowed()),
+            )
+            .service(
+                utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}")
+                    .config(utoipa_swagger_ui::Config::from("/openapi.json")),
             )
             .service(
                 // Everything else, known route or not, is behind authentication: the router
@@ -228,6 +311,11 @@ pub fn configure(services: Arc<Services>) -> impl FnOnce(&mut web::ServiceConfig
                     .service(
                         web::resource("/scores")
                             .route(web::get().to(scores::list_scores))
+                            .default_service(method_not_allowed()),
+                    )
+                    .service(
+                        web::resource("/scores.csv")
+                            .route(web::get().to(scores::list_scores_csv))
                             .default_service(method_not_allowed()),
                     )
                     .service(

@@ -7,6 +7,7 @@
 use super::auth::Caller;
 use super::error::{upstream_status, ApiError, Problem};
 use super::views::{rfc3339, SourceView, WarningView};
+use crate::auth::Scope;
 use crate::cache::ScoreError;
 use crate::fanout::{self, Item, ItemStatus, Page, RawQuery, SortOrder, StatusFilter, Summary};
 use crate::service::Services;
@@ -15,7 +16,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-/// Query of `GET /scores`.
+/// Query of `GET /scores` and `GET /scores.csv` (which takes no `format`).
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -30,7 +31,7 @@ pub struct ScoresQuery {
     pub status: Option<ItemStatusView>,
     /// Order of the items: `tenant` (default), `name`, `score` or `-score`; items without a score
     /// come last, ties are broken by tenant id.
-    #[param(value_type = Option<String>, example = "-score")]
+    #[param(example = "-score")]
     pub sort: Option<SortView>,
     /// Items per page, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000, example = 100)]
@@ -45,7 +46,9 @@ pub struct ScoresQuery {
     /// are reported with code `deadline_exceeded`; their fetch goes on and fills the cache.
     #[param(minimum = 1, maximum = 60000, example = 2000)]
     pub timeout_ms: Option<i64>,
-    /// `json` (default) or `csv` (RFC 4180; `Accept: text/csv` does the same).
+    /// `json`, the default and the only format documented here. For compatibility `csv` (and
+    /// `Accept: text/csv`) is also accepted; `GET /scores.csv` is the documented CSV operation.
+    #[param(value_type = Option<JsonFormat>)]
     pub format: Option<FormatView>,
 }
 
@@ -64,6 +67,16 @@ pub enum SortView {
     /// By score, highest first.
     #[serde(rename = "-score")]
     ScoreDesc,
+}
+
+/// The format `GET /scores` documents (CSV is `GET /scores.csv`).
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+// Only a schema: the query is parsed into `FormatView`, which also takes `csv`.
+#[allow(dead_code)]
+pub enum JsonFormat {
+    /// JSON (`ScoreList`).
+    #[serde(rename = "json")]
+    Json,
 }
 
 /// Response format.
@@ -268,16 +281,18 @@ impl From<&Page> for ScoreList {
 /// Every matching tenant is fetched concurrently (from the cache when fresh); one slow or broken
 /// tenant never fails the answer: it gets `status: error` with the code the single-tenant route
 /// would have answered, and `complete` turns `false`. No tenant is waited for past `timeout_ms`.
-/// The `summary` covers every matching tenant; `items` are one page (`limit`, `cursor`).
+/// The `summary` covers every matching tenant; `items` are one page (`limit`, `cursor`); the
+/// next page is `next_cursor`, and the `Link: <…>; rel="next"` header gives its whole URL.
+///
+/// This operation is documented as JSON. The same answer as CSV is `GET /scores.csv`; for
+/// compatibility `/scores` also answers CSV to `format=csv` or `Accept: text/csv`.
 #[utoipa::path(
     get, path = "/scores", tag = "tenants", params(ScoresQuery),
     responses(
-        (status = 200, description = "The scores (per-item status; see `complete`)",
-         content(
-            (ScoreList = "application/json"),
-            (String = "text/csv", example = "tenant,name,tags,status,score,time,fetched_at,age_seconds,source,error_code,error_detail\r\ncontoso,Contoso,gold,ok,340,2019-12-03T09:15:58.1665846Z,2026-11-29T10:00:00Z,12,cache,,\r\n"),
-         )),
-        (status = 400, description = "Bad query, e.g. `limit=0`, an unknown `sort` or a cursor of another query (`invalid_request`)", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The scores (per-item status; see `complete`)", body = ScoreList,
+         headers(("Link" = String, description = "`<…>; rel=\"next\"` (RFC 8288): the URL of the next page (this query with the new `cursor`); absent on the last page"))),
+        (status = 400, description = "Bad query, e.g. `limit=0`, an unknown `sort`, or a cursor of another query or API key (`invalid_request`)", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "The server's request timeout passed (`deadline_exceeded`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list_scores(
@@ -290,7 +305,52 @@ pub async fn list_scores(
         Some(format) => format == FormatView::Csv,
         None => accepts_csv(&request),
     };
-    let query = fanout::Query::parse(RawQuery {
+    answer(&request, &caller, &services, params, csv, "/scores").await
+}
+
+/// The scores of many tenants, as CSV.
+///
+/// The same answer as `GET /scores` (same query, without `format`), one RFC 4180 row per item
+/// after a header row. The summary is not included; the next page is in the `Link` header
+/// (`rel="next"`): follow it until it is absent to get every row exactly once.
+#[utoipa::path(
+    get, path = "/scores.csv", tag = "tenants", operation_id = "list_scores_csv",
+    params(ScoresQuery),
+    responses(
+        (status = 200, description = "The scores, one row per item",
+         content(
+            (String = "text/csv", example = "tenant,name,tags,status,score,time,fetched_at,age_seconds,source,error_code,error_detail\r\ncontoso,Contoso,gold,ok,340,2019-12-03T09:15:58.1665846Z,2026-11-29T10:00:00Z,12,cache,,\r\n"),
+         ),
+         headers(("Link" = String, description = "`<…>; rel=\"next\"` (RFC 8288): the URL of the next page (this query with the new `cursor`); absent on the last page"))),
+        (status = 400, description = "Bad query, e.g. `limit=0`, an unknown `sort`, or a cursor of another query or API key (`invalid_request`)", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "The server's request timeout passed (`deadline_exceeded`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_scores_csv(
+    request: HttpRequest,
+    caller: Caller,
+    services: web::Data<Services>,
+) -> Result<HttpResponse, ApiError> {
+    let params: ScoresQuery = super::handlers::query(&request)?;
+    if params.format.is_some() {
+        // One representation per operation: `format` belongs to `/scores`.
+        return Err(ApiError::InvalidRequest(
+            "bad query: `format` is not a parameter of /scores.csv".to_owned(),
+        ));
+    }
+    answer(&request, &caller, &services, params, true, "/scores.csv").await
+}
+
+/// Both representations: parse, fan out once, render, link the next page.
+async fn answer(
+    request: &HttpRequest,
+    caller: &Caller,
+    services: &Services,
+    params: ScoresQuery,
+    csv: bool,
+    route: &str,
+) -> Result<HttpResponse, ApiError> {
+    let raw = RawQuery {
         tenants: params.tenant,
         tags: params.tag,
         status: params.status.map(|status| match status {
@@ -308,22 +368,59 @@ pub async fn list_scores(
         cursor: params.cursor,
         max_age: params.max_age,
         timeout_ms: params.timeout_ms,
-    })
-    .map_err(|error| ApiError::InvalidRequest(error.to_string()))?;
+    };
+    let query = fanout::Query::parse(raw, services.cursors.clone(), &cursor_owner(caller))
+        .map_err(|error| ApiError::InvalidRequest(error.to_string()))?;
     let registry = services.registry();
-    // Every registered tenant is visible until callers are scoped by their API key.
     // Tenants outside the caller's scope are not matched at all: not in items, summary or paging.
     let visible = |tenant: &crate::tenants::Tenant| caller.scope.allows(tenant);
     let work = async { Ok(fanout::scores(&services.cache, &registry, visible, &query).await) };
-    let page = super::handlers::within_request_timeout(&services, work).await?;
+    let page = super::handlers::within_request_timeout(services, work).await?;
     let list = ScoreList::from(&page);
+    let mut response = HttpResponse::Ok();
+    if let Some(cursor) = &list.next_cursor {
+        response.insert_header((
+            header::LINK,
+            next_link(route, request.query_string(), cursor),
+        ));
+    }
     if csv {
-        Ok(HttpResponse::Ok()
+        Ok(response
             .content_type("text/csv; charset=utf-8; header=present")
             .body(to_csv(&list)))
     } else {
-        Ok(HttpResponse::Ok().json(list))
+        Ok(response.json(list))
     }
+}
+
+/// Who a cursor is for: the key's name and its scope, in a canonical text (sorted), so that a
+/// cursor issued to one key is refused for another, or for the same key after its scope changed.
+fn cursor_owner(caller: &Caller) -> String {
+    let scope = match caller.scope.as_ref() {
+        Scope::All => serde_json::json!("*"),
+        Scope::Some { tenants, tags } => {
+            let mut tenants: Vec<&str> = tenants.iter().map(|id| id.as_str()).collect();
+            tenants.sort_unstable();
+            let mut tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+            tags.sort_unstable();
+            serde_json::json!([tenants, tags])
+        }
+    };
+    serde_json::json!([caller.name, scope]).to_string()
+}
+
+/// `<route?query-with-the-new-cursor>; rel="next"`: the caller's own query (empty values and
+/// the old cursor dropped) with `cursor` set, percent-encoded anew so that nothing the caller
+/// wrote can break out of the `<…>`.
+fn next_link(route: &str, query: &str, cursor: &str) -> String {
+    let mut next = url::form_urlencoded::Serializer::new(String::new());
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        if key != "cursor" && !value.is_empty() {
+            next.append_pair(&key, &value);
+        }
+    }
+    next.append_pair("cursor", cursor);
+    format!("<{route}?{}>; rel=\"next\"", next.finish())
 }
 
 /// Whether the caller prefers CSV to JSON (RFC 9110 content negotiation on `Accept`). Each

@@ -183,7 +183,7 @@ pub struct ScoreQuery {
     /// Accept nothing older than this many seconds; `0` forces a call to Defender (still within
     /// the tenant's quota).
     #[param(minimum = 0, example = 60)]
-    pub max_age: Option<u64>,
+    pub max_age: Option<i64>,
 }
 
 /// Liveness or readiness.

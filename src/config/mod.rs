@@ -35,7 +35,7 @@ pub use validate::limits;
 use crate::auth::KeyRing;
 use crate::tenants::Registry;
 use env::apply_env_overrides;
-use resolve::{read_extra_ca, resolve_keys, resolve_tenants};
+use resolve::{read_extra_ca, resolve_cursor_key, resolve_keys, resolve_tenants};
 use settings::TenantsFile;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
@@ -63,6 +63,8 @@ pub struct Config {
     pub refresh: RefreshSettings,
     /// Extra trusted CA certificates (PEM), read from `upstream.extra_ca_file`.
     pub extra_ca_pem: Option<Vec<u8>>,
+    /// The cursor secret, read from `server.cursor_key`.
+    pub cursor_key: Option<secrecy::SecretString>,
     /// Every registration, resolved.
     pub registry: Arc<Registry>,
     /// The callers' keys.
@@ -148,6 +150,7 @@ impl Config {
                 "upstream.extra_ca_file",
             )
         });
+        let cursor_key = resolve_cursor_key(&settings.server, base_dir, &lookup, &mut problems);
         let resolved = resolve_tenants(&tenants, &upstream, base_dir, &lookup, &mut problems);
         let keys = resolve_keys(&settings.api_keys, &settings.auth, &resolved, &mut problems);
         let warnings = loose_file_warnings(&tenants, base_dir);
@@ -168,6 +171,7 @@ impl Config {
             cache: settings.cache,
             refresh: settings.refresh,
             extra_ca_pem,
+            cursor_key,
             registry: Arc::new(Registry::new(resolved)),
             keys: Arc::new(keys),
             warnings,

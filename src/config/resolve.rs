@@ -4,7 +4,7 @@
 //! collected, each naming its key and tenant or key; a secret is never quoted.
 
 use super::settings::{
-    ApiKeySettings, AuthSettings, SecretSource, TenantSettings, UpstreamSettings,
+    ApiKeySettings, AuthSettings, SecretSource, ServerSettings, TenantSettings, UpstreamSettings,
 };
 use super::validate::{check_https, check_range, check_scope, limits};
 use crate::auth::{ApiKey, KeyRing, Scope};
@@ -354,6 +354,28 @@ fn resolve_credential(
             None
         }
     }
+}
+
+/// Shortest accepted `server.cursor_key`, in bytes: about 192 bits of a base64 secret.
+const MIN_CURSOR_KEY_BYTES: usize = 32;
+
+/// Reads `server.cursor_key`, when set, and refuses a short one.
+pub(super) fn resolve_cursor_key(
+    server: &ServerSettings,
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<String>,
+) -> Option<SecretString> {
+    use secrecy::ExposeSecret;
+    let key = "server.cursor_key";
+    let secret = read_secret(server.cursor_key.as_ref()?, key, base_dir, env, problems)?;
+    if secret.expose_secret().len() < MIN_CURSOR_KEY_BYTES {
+        problems.push(format!(
+            "{key}: at least {MIN_CURSOR_KEY_BYTES} characters are needed (`openssl rand -base64 32` makes one)"
+        ));
+        return None;
+    }
+    Some(secret)
 }
 
 /// Reads a secret from exactly one of the environment or a file; trailing newlines are dropped.

@@ -51,6 +51,11 @@ pub struct ServerSettings {
     pub shutdown_grace_seconds: u64,
     /// Longest a request may take, in milliseconds, before it is answered 504 `deadline_exceeded`.
     pub request_timeout_ms: u64,
+    /// Secret the `/scores` cursors are encrypted with (`{ env = "…" }` or `{ file = "…" }`, at
+    /// least 32 characters); give every replica the same one. Without it each process uses a
+    /// random key, and cursors do not survive a restart nor work on another replica. Changing it
+    /// needs a restart.
+    pub cursor_key: Option<SecretSource>,
 }
 
 impl Default for ServerSettings {
@@ -61,6 +66,7 @@ impl Default for ServerSettings {
             // Above /scores' longest `timeout_ms` (60 s), so that a slow fan-out still answers 200.
             request_timeout_ms: 75_000,
             shutdown_grace_seconds: 30,
+            cursor_key: None,
         }
     }
 }

@@ -8,6 +8,7 @@ mod cli;
 mod emulator;
 mod gateway;
 mod hardening_config;
+mod hardening_contract;
 mod hardening_edge;
 mod helpers;
 mod openapi;
