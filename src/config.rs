@@ -188,7 +188,14 @@ pub struct CacheSettings {
     pub stale_if_error_seconds: u64,
     /// Most tenants' scores kept at once.
     pub max_entries: u64,
+    /// Shortest interval, in milliseconds, between two fetches of one tenant forced by callers
+    /// (`max_age` shorter than this, e.g. `max_age=0`): within it they are served the value last
+    /// fetched. `0` disables the floor; at most one hour.
+    pub min_forced_interval_ms: u64,
 }
+
+/// Largest `[cache] min_forced_interval_ms`: one hour.
+pub const MAX_MIN_FORCED_INTERVAL_MS: u64 = 3_600_000;
 
 impl Default for CacheSettings {
     fn default() -> Self {
@@ -196,6 +203,9 @@ impl Default for CacheSettings {
             fresh_seconds: 300,
             stale_if_error_seconds: 86_400,
             max_entries: 100_000,
+            // A few seconds: a loop on `max_age=0` costs at most 12 calls a minute, while a
+            // caller who really wants a new reading waits no longer than that.
+            min_forced_interval_ms: 5_000,
         }
     }
 }
@@ -565,6 +575,16 @@ fn validate_cache(cache: &CacheSettings, problems: &mut Vec<String>) {
     }
     if cache.max_entries == 0 {
         problems.push("cache.max_entries: must be greater than 0".to_owned());
+    }
+    validate_min_forced_interval(cache, problems);
+}
+
+fn validate_min_forced_interval(cache: &CacheSettings, problems: &mut Vec<String>) {
+    if cache.min_forced_interval_ms > MAX_MIN_FORCED_INTERVAL_MS {
+        problems.push(format!(
+            "cache.min_forced_interval_ms: must be at most {MAX_MIN_FORCED_INTERVAL_MS} (one hour), not {}",
+            cache.min_forced_interval_ms
+        ));
     }
 }
 
@@ -1041,6 +1061,35 @@ mod tests {
         assert!(!config.refresh.enabled);
         assert_eq!(config.cache.fresh_seconds, 60);
         assert_eq!(config.server.bind.port(), 9000);
+    }
+
+    #[test]
+    fn the_minimum_forced_interval_defaults_to_five_seconds_and_is_bounded_by_an_hour() {
+        let dir = tempdir();
+        let path = write(&dir, "a.toml", "");
+        let config = Config::load_with_env(&path, env(&[])).unwrap();
+        assert_eq!(config.cache.min_forced_interval_ms, 5_000);
+        let config = Config::load_with_env(
+            &path,
+            env(&[("SCOREGATE__CACHE__MIN_FORCED_INTERVAL_MS", "0")]),
+        )
+        .unwrap();
+        assert_eq!(
+            config.cache.min_forced_interval_ms, 0,
+            "0 disables the floor"
+        );
+        let path = write(
+            &dir,
+            "b.toml",
+            "[cache]\nmin_forced_interval_ms = 3600001\n",
+        );
+        let problems = problems(Config::load_with_env(&path, env(&[])));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("cache.min_forced_interval_ms: must be at most 3600000")),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod auth;
 mod cli;
 mod emulator;
 mod gateway;
+mod hardening_fetch;
 mod helpers;
 mod openapi;
 mod operations;
