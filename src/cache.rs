@@ -507,7 +507,7 @@ impl Drop for FlightGuard {
             self.metrics.fetch("internal");
         } else {
             tracing::warn!(tenant = %self.tenant, "a score fetch was cancelled: the gateway is shutting down");
-            self.metrics.fetch("cancelled");
+            self.metrics.fetch("shutting_down");
         }
         let remove = |flights: &mut HashMap<TenantId, (u64, Flight)>, tenant: &TenantId| {
             if flights

@@ -6,7 +6,10 @@ use crate::helpers::{emulator_options, fault, spawn_app, spawn_app_with};
 use scoregate::app::Application;
 use scoregate::cache::InjectedFault;
 use scoregate::config::Config;
-use scoregate::emulator::{Emulator, EmulatorOptions, FaultProfile, LatencyRange};
+use scoregate::emulator::{
+    CredentialAssignment, CredentialKind, Emulator, EmulatorOptions, FaultProfile, LatencyRange,
+    Selector,
+};
 use scoregate::tenants::TenantId;
 use std::time::{Duration, Instant};
 
@@ -161,6 +164,11 @@ async fn a_cold_scores_over_thousands_of_tenants_answers_within_its_timeout() {
         tenants: TENANTS,
         quota_per_minute: None,
         quota_per_hour: None,
+        // One shared app: writing 20,000 secret files (each synced) would take the test minutes.
+        credentials: vec![CredentialAssignment {
+            kind: CredentialKind::Shared,
+            selector: Selector::Fraction(1.0),
+        }],
         ..EmulatorOptions::default()
     })
     .await;
