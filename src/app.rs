@@ -83,6 +83,10 @@ impl Application {
     /// The shutdown token: cancelling it stops the server gracefully (no new connections,
     /// requests in flight finish within `[server] shutdown_grace_seconds`). It is cancelled too
     /// once the server has stopped, however that happened, so background tasks can end on it.
+    ///
+    /// A request waiting for a score fetch gets the value if the fetch ends within the grace
+    /// period: fetches run on the runtime `build` was called on, which outlives every HTTP
+    /// worker, so a worker that stops early cancels none of them.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }

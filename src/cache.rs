@@ -6,6 +6,13 @@
 //! but feeds the tenant's back-off. However many callers ask for a tenant at once, one fetch runs
 //! (a spawned task, so that it finishes and fills the cache even when every caller has given up).
 //! How a fetch is made belongs to [`crate::upstream`]; the limits to [`crate::quota`].
+//!
+//! Fetch tasks run on the gateway's own runtime (a handle captured when the services are built),
+//! never on the runtime of the HTTP worker that happened to start them: a worker's runtime is
+//! dropped when that worker stops at shutdown, and with it every task spawned there, while
+//! requests on other workers may still be waiting for those fetches. A guard in every fetch task
+//! clears the tenant's in-flight marker however the task ends (success, failure, panic,
+//! cancellation), so that no failure of one fetch can wedge a tenant.
 
 use crate::config::CacheSettings;
 use crate::metrics::{CacheResult, Metrics};
@@ -54,6 +61,24 @@ pub enum ScoreError {
     /// The caller's wait ended first; the fetch goes on in the background and fills the cache.
     #[error("the score was not ready within the request's deadline")]
     Deadline,
+    /// The fetch task failed inside the gateway (a bug: it panicked). Only this fetch fails: the
+    /// tenant's next request starts a new one.
+    #[error("the fetch failed inside the gateway")]
+    Internal,
+    /// The fetch task was cancelled because the gateway's runtime is stopping.
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+}
+
+/// A fault a test can inject into the next fetch of a tenant, to prove that the gateway survives
+/// it. Not for production use.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InjectedFault {
+    /// The fetch task panics.
+    Panic,
+    /// The fetch task is cancelled (as a runtime that stops cancels it).
+    Cancel,
 }
 
 /// The outcome of the last fetch of a tenant, for `/tenants/{id}` and warnings.
@@ -74,7 +99,10 @@ struct Entry {
     fresh_for: Duration,
 }
 
-type Flight = Shared<BoxFuture<'static, Result<Arc<Entry>, UpstreamError>>>;
+type Flight = Shared<BoxFuture<'static, Result<Arc<Entry>, ScoreError>>>;
+
+/// Fetches in progress by tenant, with the number of each flight.
+type Flights = Arc<tokio::sync::Mutex<HashMap<TenantId, (u64, Flight)>>>;
 
 /// The shared score cache and its loaders.
 pub struct ScoreCache {
@@ -82,7 +110,7 @@ pub struct ScoreCache {
     entries: moka::future::Cache<TenantId, Arc<Entry>>,
     /// Fetches in progress, one per tenant at most (single flight). A tokio mutex, because the
     /// cache is re-checked under it (an await) so that a fetch finishing meanwhile is not repeated.
-    flights: Arc<tokio::sync::Mutex<HashMap<TenantId, (u64, Flight)>>>,
+    flights: Flights,
     /// Numbers flights, so that a finished fetch removes itself and never a newer one.
     next_flight: std::sync::atomic::AtomicU64,
     /// The last fetch outcome per tenant.
@@ -95,20 +123,29 @@ pub struct ScoreCache {
     fresh: Duration,
     /// How long past freshness a good value may cover for failures.
     stale_if_error: Duration,
+    /// A `max_age` shorter than this is raised to it: one caller looping on `max_age=0` must not
+    /// spend a tenant's Defender quota (nor starve the refresher).
+    min_forced_interval: Duration,
     /// Where look-ups, fetches and per-tenant outcomes are recorded.
     metrics: Arc<Metrics>,
+    /// The gateway's own runtime, where every fetch task runs (see the module documentation).
+    runtime: tokio::runtime::Handle,
+    /// Faults injected by tests into the next fetch of a tenant.
+    injected: Mutex<HashMap<TenantId, InjectedFault>>,
 }
 
 /// Share of the fresh window removed at random from each entry (0–15 %).
 const FRESH_JITTER: f64 = 0.15;
 
 impl ScoreCache {
-    /// Creates the cache.
+    /// Creates the cache; fetch tasks are spawned on `runtime`, which must outlive every HTTP
+    /// worker (the runtime the gateway was built on).
     pub fn new(
         settings: &CacheSettings,
         upstream: Arc<UpstreamClient>,
         quota: Arc<Quota>,
         metrics: Arc<Metrics>,
+        runtime: tokio::runtime::Handle,
     ) -> Self {
         let fresh = Duration::from_secs(settings.fresh_seconds);
         let stale_if_error = Duration::from_secs(settings.stale_if_error_seconds);
@@ -125,12 +162,23 @@ impl ScoreCache {
             quota,
             fresh,
             stale_if_error,
+            min_forced_interval: Duration::from_millis(settings.min_forced_interval_ms),
             metrics,
+            runtime,
+            injected: Mutex::default(),
         }
     }
 
-    /// The tenant's score. `max_age` bounds the age of what may be served (`0` forces a fetch);
-    /// `wait_until` bounds how long this caller waits for a fetch. Counted as a cache hit, a miss
+    /// Makes the next fetch of `tenant` fail with `fault`. For tests only: it proves that one
+    /// broken fetch never wedges a tenant.
+    #[doc(hidden)]
+    pub fn inject_fault(&self, tenant: &TenantId, fault: InjectedFault) {
+        lock(&self.injected).insert(tenant.clone(), fault);
+    }
+
+    /// The tenant's score. `max_age` bounds the age of what may be served (`0` forces a fetch,
+    /// unless one was made less than `[cache] min_forced_interval_ms` ago: then that value is
+    /// served); `wait_until` bounds how long this caller waits for a fetch. Counted as a cache hit, a miss
     /// or a stale serve.
     pub async fn get(
         &self,
@@ -160,6 +208,7 @@ impl ScoreCache {
         wait_until: Instant,
     ) -> Result<Served, ScoreError> {
         let asked_at = Instant::now();
+        let max_age = max_age.map(|max_age| max_age.max(self.min_forced_interval));
         let cached = self.entries.get(&tenant.id).await;
         if let Some(entry) = &cached {
             let age = asked_at.saturating_duration_since(entry.stored_at);
@@ -180,7 +229,8 @@ impl ScoreCache {
         };
         match tokio::time::timeout_at(wait_until, flight).await {
             Ok(Ok(entry)) => Ok(self.served(&entry, Source::Upstream, None)),
-            Ok(Err(error)) => self.stale_or(cached, max_age, error),
+            Ok(Err(ScoreError::Upstream(error))) => self.stale_or(cached, max_age, error),
+            Ok(Err(error)) => Err(error),
             Err(_) => Err(ScoreError::Deadline),
         }
     }
@@ -242,7 +292,7 @@ impl ScoreCache {
         // A fetch may have finished between our cache look-up and taking the lock.
         if let Some(entry) = self.entries.get(&tenant.id).await {
             if entry.stored_at >= asked_at {
-                let entry: Result<Arc<Entry>, UpstreamError> = Ok(entry);
+                let entry: Result<Arc<Entry>, ScoreError> = Ok(entry);
                 return Ok(futures::future::ready(entry).boxed().shared());
             }
         }
@@ -262,11 +312,13 @@ impl ScoreCache {
         Ok(flight.1)
     }
 
-    /// Spawns the fetch; the caller must insert it into `flights` under the lock it holds.
+    /// Spawns the fetch on the gateway's runtime; the caller must insert it into `flights` under
+    /// the lock it holds.
     fn start_flight(&self, tenant: &Arc<Tenant>) -> (u64, Flight) {
         let number = self
             .next_flight
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let injected = lock(&self.injected).remove(&tenant.id);
         let task = FlightTask {
             number,
             tenant: tenant.clone(),
@@ -277,15 +329,30 @@ impl ScoreCache {
             last_fetch: self.last_fetch.clone(),
             fresh: self.fresh,
             metrics: self.metrics.clone(),
+            panic: injected == Some(InjectedFault::Panic),
+            // Made here, not when the task first runs: a task cancelled before it is ever polled
+            // must clear its marker too.
+            guard: FlightGuard {
+                number,
+                tenant: tenant.id.clone(),
+                flights: self.flights.clone(),
+                metrics: self.metrics.clone(),
+                runtime: self.runtime.clone(),
+                finished: false,
+            },
         };
-        let handle = tokio::spawn(task.run());
+        let handle = self.runtime.spawn(task.run());
+        if injected == Some(InjectedFault::Cancel) {
+            handle.abort();
+        }
+        // The task's guard has logged and counted a panic or a cancellation; here it only
+        // becomes the answer of the callers waiting for this one fetch.
         let flight = async move {
-            handle.await.unwrap_or_else(|error| {
-                tracing::error!("a score fetch task failed: {error}");
-                Err(UpstreamError::Failed {
-                    detail: "internal error while fetching".to_owned(),
-                })
-            })
+            match handle.await {
+                Ok(result) => result,
+                Err(error) if error.is_panic() => Err(ScoreError::Internal),
+                Err(_) => Err(ScoreError::ShuttingDown),
+            }
         }
         .boxed()
         .shared();
@@ -341,14 +408,21 @@ struct FlightTask {
     upstream: Arc<UpstreamClient>,
     quota: Arc<Quota>,
     entries: moka::future::Cache<TenantId, Arc<Entry>>,
-    flights: Arc<tokio::sync::Mutex<HashMap<TenantId, (u64, Flight)>>>,
+    flights: Flights,
     last_fetch: Arc<Mutex<HashMap<TenantId, LastFetch>>>,
     fresh: Duration,
     metrics: Arc<Metrics>,
+    /// Panic on purpose (a test's injected fault).
+    panic: bool,
+    /// Clears the flight if the task never gets to (panic, cancellation).
+    guard: FlightGuard,
 }
 
 impl FlightTask {
-    async fn run(self) -> Result<Arc<Entry>, UpstreamError> {
+    async fn run(mut self) -> Result<Arc<Entry>, ScoreError> {
+        if self.panic {
+            panic!("a test injected a panic into this fetch");
+        }
         let deadline = self.upstream.deadline();
         let result = self.fetch(deadline).await;
         lock(&self.last_fetch).insert(
@@ -366,7 +440,9 @@ impl FlightTask {
         {
             flights.remove(&self.tenant.id);
         }
-        result
+        drop(flights);
+        self.guard.finished = true;
+        result.map_err(ScoreError::Upstream)
     }
 
     async fn fetch(&self, deadline: Instant) -> Result<Arc<Entry>, UpstreamError> {
@@ -403,6 +479,58 @@ impl FlightTask {
                 );
                 tracing::warn!(tenant = %self.tenant.id, "fetch failed: {error}");
                 Err(error)
+            }
+        }
+    }
+}
+
+/// Clears a fetch's in-flight marker however its task ends. A task that panics or is cancelled
+/// never reaches its own clean-up; without this guard the tenant's marker would stay behind and
+/// every later request would join a flight that is long dead.
+struct FlightGuard {
+    number: u64,
+    tenant: TenantId,
+    flights: Flights,
+    metrics: Arc<Metrics>,
+    runtime: tokio::runtime::Handle,
+    /// Set once the task has cleaned up after itself.
+    finished: bool,
+}
+
+impl Drop for FlightGuard {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        if std::thread::panicking() {
+            tracing::error!(tenant = %self.tenant, "a score fetch panicked: this fetch answers `internal`, the next one starts afresh");
+            self.metrics.fetch("internal");
+        } else {
+            tracing::warn!(tenant = %self.tenant, "a score fetch was cancelled: the gateway is shutting down");
+            self.metrics.fetch("shutting_down");
+        }
+        let remove = |flights: &mut HashMap<TenantId, (u64, Flight)>, tenant: &TenantId| {
+            if flights
+                .get(tenant)
+                .is_some_and(|(number, _)| *number == self.number)
+            {
+                flights.remove(tenant);
+            }
+        };
+        match self.flights.try_lock() {
+            Ok(mut flights) => remove(&mut flights, &self.tenant),
+            Err(_) => {
+                // Drop cannot wait for the lock: clean up from a task. A runtime that is
+                // stopping drops the task, and with it every flight: nothing is left to clear.
+                let flights = self.flights.clone();
+                let tenant = self.tenant.clone();
+                let number = self.number;
+                self.runtime.spawn(async move {
+                    let mut flights = flights.lock().await;
+                    if flights.get(&tenant).is_some_and(|(n, _)| *n == number) {
+                        flights.remove(&tenant);
+                    }
+                });
             }
         }
     }

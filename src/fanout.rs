@@ -376,13 +376,19 @@ pub struct Page {
 /// Answers a query over the tenants the caller may see (`visible`): every matching tenant is
 /// asked of the cache at once, and none is waited for past `query.timeout` (those are
 /// `deadline_exceeded` items; their fetches go on and fill the cache).
+///
+/// The deadline bounds the whole fan-out, starting it included: with tens of thousands of cold
+/// tenants, merely asking the cache for each (and starting their fetches) takes seconds. A
+/// tenant not yet asked for when the deadline passes is not asked at all: it is a
+/// `deadline_exceeded` item, and no fetch is started for it (the refresher or a later request
+/// will).
 pub async fn scores(
     cache: &ScoreCache,
     registry: &Registry,
     visible: impl Fn(&Tenant) -> bool,
     query: &Query,
 ) -> Page {
-    let wait_until = Instant::now() + query.timeout;
+    let wait_until = crate::quota::instant_after(Instant::now(), query.timeout);
     let max_age = query.max_age;
     let selected: Vec<Arc<Tenant>> = registry
         .all()
@@ -392,7 +398,16 @@ pub async fn scores(
         .collect();
     let mut items: Vec<Item> = futures::stream::iter(selected)
         .map(|tenant| async move {
-            let outcome = cache.get(&tenant, max_age, wait_until).await;
+            let outcome = if Instant::now() >= wait_until {
+                Err(ScoreError::Deadline)
+            } else {
+                // `get` itself may wait (the single-flight lock, the cache): bound that too.
+                // Cancelling it is safe: a fetch is started and registered without an await
+                // between, and a started fetch goes on by itself.
+                tokio::time::timeout_at(wait_until, cache.get(&tenant, max_age, wait_until))
+                    .await
+                    .unwrap_or(Err(ScoreError::Deadline))
+            };
             Item { tenant, outcome }
         })
         .buffer_unordered(CONCURRENCY)

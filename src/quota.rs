@@ -121,7 +121,7 @@ impl Quota {
                     Ok(()) => break,
                     Err(not_until) => {
                         let wait = not_until.wait_time_from(DefaultClock::default().now());
-                        if Instant::now() + wait > deadline {
+                        if instant_after(Instant::now(), wait) > deadline {
                             self.metrics.quota_refusal(QuotaRefusal::Rate);
                             return Err(QuotaError::Throttled {
                                 retry_after: wait.max(Duration::from_secs(1)),
@@ -145,7 +145,7 @@ impl Quota {
 
     /// Puts the tenant in cool-down: nothing is sent to it for `retry_after`.
     pub fn cool_down(&self, tenant: &TenantId, retry_after: Duration) {
-        let until = Instant::now() + retry_after;
+        let until = instant_after(Instant::now(), retry_after);
         let mut cool_downs = lock(&self.cool_downs);
         let entry = cool_downs.entry(tenant.clone()).or_insert(until);
         *entry = (*entry).max(until);
@@ -186,7 +186,7 @@ impl Quota {
             tenant.clone(),
             FailureState {
                 consecutive,
-                until: Instant::now() + pause,
+                until: instant_after(Instant::now(), pause),
             },
         );
     }
@@ -278,6 +278,19 @@ fn window_quota(limit: u32, window: Duration) -> GovernorQuota {
         .allow_burst(burst)
 }
 
+/// The instant `wait` after `from`, saturating at a far-future instant instead of panicking.
+///
+/// Every duration that comes from outside (a `Retry-After`, a configured timeout, a caller's
+/// `timeout_ms`) meets an `Instant` through this function: `Instant + Duration` panics on
+/// overflow, and a panic inside a spawned fetch once wedged a tenant.
+pub fn instant_after(from: Instant, wait: Duration) -> Instant {
+    // About 30 years: "never" for a server process, and representable on every platform.
+    const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+    from.checked_add(wait)
+        .or_else(|| from.checked_add(FAR_FUTURE))
+        .unwrap_or(from)
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding these locks cannot leave the maps inconsistent: keep serving.
     mutex
@@ -352,6 +365,15 @@ mod tests {
         tokio::time::advance(Duration::from_secs(31)).await;
         assert_eq!(quota.cool_down_left(&id), None);
         assert_eq!(quota.tenants_cooling_down(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cool_down_longer_than_the_clock_can_represent_does_not_panic() {
+        let quota = Quota::new(4, FailureBackoff::default(), Arc::default());
+        let id = TenantId::parse("contoso").unwrap();
+        quota.cool_down(&id, Duration::from_secs(u64::MAX));
+        assert!(quota.cool_down_left(&id).unwrap() > Duration::from_secs(86_400 * 365));
+        assert!(instant_after(Instant::now(), Duration::MAX) > Instant::now());
     }
 
     #[tokio::test(start_paused = true)]

@@ -66,8 +66,14 @@ pub struct Services {
 }
 
 impl Services {
-    /// Builds the shared services from a validated configuration.
+    /// Builds the shared services from a validated configuration. Must be called on the runtime
+    /// that outlives the HTTP workers (the one `serve` runs on): score fetches run there.
     pub fn build(config: &Config) -> anyhow::Result<Arc<Self>> {
+        // Captured here, not looked up per fetch: a fetch started from an HTTP worker must not
+        // die with that worker's runtime at shutdown while other workers' requests wait for it.
+        let runtime = tokio::runtime::Handle::try_current().map_err(|error| {
+            anyhow::anyhow!("the services must be built inside the gateway's runtime: {error}")
+        })?;
         let http = upstream::http_client(&config.upstream, config.extra_ca_pem.as_deref())
             .map_err(|error| {
                 anyhow::anyhow!(
@@ -94,6 +100,7 @@ impl Services {
             upstream.clone(),
             quota.clone(),
             metrics.clone(),
+            runtime,
         ));
         let cursors = match &config.cursor_key {
             Some(secret) => CursorCodec::from_secret(secret.expose_secret().as_bytes()),
@@ -222,7 +229,11 @@ impl Services {
         let tenant = self.tenant(id, scope)?;
         let served = self
             .cache
-            .get(&tenant, max_age, Instant::now() + self.request_wait)
+            .get(
+                &tenant,
+                max_age,
+                crate::quota::instant_after(Instant::now(), self.request_wait),
+            )
             .await?;
         Ok((tenant, served))
     }

@@ -19,6 +19,32 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
+/// Longest cool-down a Defender `Retry-After` may impose: anything longer (or unreadable as a
+/// number of seconds or an HTTP-date) is taken as one hour. A hostile or broken upstream must not
+/// park a tenant for years, nor push an `Instant` past what the clock can represent.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// Cool-down after a 429 without a usable `Retry-After`.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// Reads a `Retry-After` value (RFC 9110 §10.2.3): whole seconds, or an HTTP-date measured from
+/// `now`. Bounded to `1 s ..= MAX_RETRY_AFTER`; `None` when the value is neither form.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let wait = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Digits that overflow a u64 are "very long": capped like any other long wait.
+        Duration::from_secs(value.parse::<u64>().unwrap_or(u64::MAX))
+    } else {
+        let date =
+            time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822)
+                .ok()?;
+        let date = SystemTime::from(date);
+        // A date in the past means "now"; the floor below makes that one second.
+        date.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    Some(wait.clamp(Duration::from_secs(1), MAX_RETRY_AFTER))
+}
+
 /// One successful answer from Defender.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reading {
@@ -149,7 +175,10 @@ impl UpstreamClient {
 
     /// The deadline of a fetch that starts now.
     pub fn deadline(&self) -> Instant {
-        Instant::now() + Duration::from_millis(self.settings.timeout_ms)
+        crate::quota::instant_after(
+            Instant::now(),
+            Duration::from_millis(self.settings.timeout_ms),
+        )
     }
 
     /// Fetches the tenant's score, retrying transient failures until `deadline`.
@@ -183,7 +212,7 @@ impl UpstreamClient {
                     }
                     retries += 1;
                     let pause = self.backoff(retries);
-                    if Instant::now() + pause >= deadline {
+                    if crate::quota::instant_after(Instant::now(), pause) >= deadline {
                         return Err(UpstreamError::Failed { detail });
                     }
                     tracing::debug!(tenant = %tenant.id, retry = retries, pause_ms = pause.as_millis() as u64, "retrying after a transient failure: {detail}");
@@ -248,8 +277,10 @@ impl UpstreamClient {
                 })
             }
         };
-        let attempt_deadline =
-            deadline.min(Instant::now() + Duration::from_millis(self.settings.attempt_timeout_ms));
+        let attempt_deadline = deadline.min(crate::quota::instant_after(
+            Instant::now(),
+            Duration::from_millis(self.settings.attempt_timeout_ms),
+        ));
         let call = async {
             let response = self
                 .http
@@ -263,7 +294,7 @@ impl UpstreamClient {
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.trim().parse::<u64>().ok());
+                .and_then(|value| parse_retry_after(value, SystemTime::now()));
             let body = response.bytes().await?;
             Ok::<_, reqwest::Error>((status, retry_after, body))
         };
@@ -302,7 +333,7 @@ impl UpstreamClient {
         &self,
         tenant: &Tenant,
         status: StatusCode,
-        retry_after: Option<u64>,
+        retry_after: Option<Duration>,
         body: &[u8],
     ) -> Attempt {
         if status == StatusCode::OK {
@@ -353,7 +384,7 @@ impl UpstreamClient {
                 detail,
             }),
             429 => {
-                let retry_after = Duration::from_secs(retry_after.unwrap_or(60).max(1));
+                let retry_after = retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
                 self.quota.cool_down(&tenant.id, retry_after);
                 Attempt::Final(UpstreamError::Throttled { retry_after })
             }
@@ -363,6 +394,59 @@ impl UpstreamClient {
                 Attempt::Final(UpstreamError::Failed { detail })
             }
             _ => Attempt::Final(UpstreamError::Failed { detail }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(seconds)
+    }
+
+    #[test]
+    fn retry_after_in_seconds_is_read_and_bounded() {
+        let now = at(1_000_000_000);
+        assert_eq!(parse_retry_after("30", now), Some(Duration::from_secs(30)));
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::from_secs(1)));
+        assert_eq!(parse_retry_after("7200", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            parse_retry_after("9999999999999999999", now),
+            Some(MAX_RETRY_AFTER)
+        );
+        // More digits than a u64 holds is still "very long", not "unreadable".
+        assert_eq!(
+            parse_retry_after("99999999999999999999999999", now),
+            Some(MAX_RETRY_AFTER)
+        );
+    }
+
+    #[test]
+    fn retry_after_as_an_http_date_is_measured_from_now() {
+        // Sun, 09 Sep 2001 01:46:40 GMT is 1,000,000,000 s after the epoch.
+        let now = at(1_000_000_000);
+        assert_eq!(
+            parse_retry_after("Sun, 09 Sep 2001 01:47:40 GMT", now),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 09 Sep 2001 01:00:00 GMT", now),
+            Some(Duration::from_secs(1)),
+            "a date in the past means retry now (at least 1 s)"
+        );
+        assert_eq!(
+            parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now),
+            Some(MAX_RETRY_AFTER)
+        );
+    }
+
+    #[test]
+    fn an_unreadable_retry_after_is_ignored() {
+        let now = at(1_000_000_000);
+        for value in ["", "-5", "1.5", "soon", "30s", "+30"] {
+            assert_eq!(parse_retry_after(value, now), None, "{value:?}");
         }
     }
 }

@@ -63,8 +63,26 @@ pub enum ApiError {
         /// The tenant involved.
         tenant: String,
     },
+    /// The gateway is stopping and the work this request waited for was cancelled; retry (on
+    /// another instance, or once this one is back).
+    ShuttingDown,
     /// A bug; the detail goes to the log only.
     Internal(String),
+}
+
+/// `Retry-After` of a `shutting_down` answer: long enough for a load balancer to notice, short
+/// enough that a retry soon reaches another instance or the restarted one.
+const SHUTTING_DOWN_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Status and stable code of a score that cannot be served, for the per-item errors of
+/// `/scores`: the same as the single-tenant route answers.
+pub fn score_status(error: &ScoreError) -> (StatusCode, &'static str) {
+    match error {
+        ScoreError::Upstream(error) => upstream_status(error),
+        ScoreError::Deadline => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
+        ScoreError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+        ScoreError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    }
 }
 
 /// Status and stable code of an upstream failure: the one mapping, used by single-tenant
@@ -92,6 +110,10 @@ impl ApiError {
             ServiceError::Score(ScoreError::Deadline) => ApiError::DeadlineExceeded {
                 tenant: String::new(),
             },
+            ServiceError::Score(ScoreError::ShuttingDown) => ApiError::ShuttingDown,
+            ServiceError::Score(error @ ScoreError::Internal) => {
+                ApiError::Internal(format!("a score fetch: {error}"))
+            }
         }
     }
 
@@ -122,6 +144,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Upstream { error, .. } => upstream_status(error),
             ApiError::DeadlineExceeded { .. } => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
+            ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -144,6 +167,7 @@ impl ApiError {
                 UpstreamError::Timeout => "Defender did not answer in time",
             },
             ApiError::DeadlineExceeded { .. } => "Deadline exceeded",
+            ApiError::ShuttingDown => "Shutting down",
             ApiError::Internal(_) => "Internal error",
         }
     }
@@ -171,6 +195,9 @@ impl ApiError {
                 "The score was not ready in time; the fetch goes on and will fill the cache."
                     .to_owned()
             }
+            ApiError::ShuttingDown => {
+                "The gateway is shutting down; retry after Retry-After seconds.".to_owned()
+            }
             ApiError::Internal(_) => {
                 "An internal error occurred; see the gateway's log.".to_owned()
             }
@@ -194,6 +221,7 @@ impl ApiError {
                 error: UpstreamError::Throttled { retry_after },
                 ..
             } => Some(*retry_after),
+            ApiError::ShuttingDown => Some(SHUTTING_DOWN_RETRY_AFTER),
             _ => None,
         }
     }
@@ -286,7 +314,8 @@ pub struct Problem {
     pub detail: String,
     /// Stable machine-readable code: `invalid_request`, `unauthenticated`, `unknown_tenant`,
     /// `not_found`, `method_not_allowed`, `rate_limited`, `upstream_auth`, `upstream_error`,
-    /// `upstream_throttled`, `upstream_timeout`, `deadline_exceeded` or `internal`.
+    /// `upstream_throttled`, `upstream_timeout`, `deadline_exceeded`, `shutting_down` or
+    /// `internal`.
     pub code: String,
     /// The request's id (the `X-Request-Id` header), for support.
     pub request_id: String,

@@ -259,6 +259,14 @@ impl From<&Item> for ScoreItem {
                     detail: format!("{error}; the fetch goes on and will fill the cache"),
                 });
             }
+            Err(error @ (ScoreError::Internal | ScoreError::ShuttingDown)) => {
+                let (status, code) = super::error::score_status(error);
+                view.error = Some(ItemErrorView {
+                    code: code.to_owned(),
+                    status: status.as_u16(),
+                    detail: error.to_string(),
+                });
+            }
         }
         view
     }

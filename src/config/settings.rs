@@ -186,6 +186,10 @@ pub struct CacheSettings {
     pub stale_if_error_seconds: u64,
     /// Most tenants' scores kept at once.
     pub max_entries: u64,
+    /// Shortest interval, in milliseconds, between two fetches of one tenant forced by callers
+    /// (`max_age` shorter than this, e.g. `max_age=0`): within it they are served the value last
+    /// fetched. `0` disables the floor; at most one hour.
+    pub min_forced_interval_ms: u64,
 }
 
 impl Default for CacheSettings {
@@ -194,6 +198,9 @@ impl Default for CacheSettings {
             fresh_seconds: 300,
             stale_if_error_seconds: 86_400,
             max_entries: 100_000,
+            // A few seconds: a loop on `max_age=0` costs at most 12 calls a minute, while a
+            // caller who really wants a new reading waits no longer than that.
+            min_forced_interval_ms: 5_000,
         }
     }
 }

@@ -49,6 +49,8 @@ pub mod limits {
     pub const MAX_KEY_PER_MINUTE: u32 = 1_000_000;
     /// Most `[cache] max_entries`.
     pub const MAX_CACHE_ENTRIES: u64 = 10_000_000;
+    /// Longest `[cache] min_forced_interval_ms`: one hour.
+    pub const MAX_MIN_FORCED_INTERVAL_MS: u64 = 3_600_000;
     /// Most `[refresh] max_concurrent`.
     pub const MAX_REFRESH_CONCURRENT: usize = 1_000;
 }
@@ -233,6 +235,13 @@ pub(super) fn validate_cache(cache: &CacheSettings, problems: &mut Vec<String>) 
         MAX_CACHE_ENTRIES,
         problems,
     );
+    check_range(
+        "cache.min_forced_interval_ms",
+        cache.min_forced_interval_ms,
+        0,
+        MAX_MIN_FORCED_INTERVAL_MS,
+        problems,
+    );
 }
 
 /// `[refresh]`: the concurrency and the start-up spread in range.
@@ -341,6 +350,35 @@ mod tests {
         env, problems, tempdir, tenant, with_key, write, CLIENT, TENANT,
     };
     use crate::config::Config;
+
+    #[test]
+    fn the_minimum_forced_interval_defaults_to_five_seconds_and_is_bounded_by_an_hour() {
+        let dir = tempdir();
+        let path = write(&dir, "a.toml", "");
+        let config = Config::load_with_env(&path, env(&[])).unwrap();
+        assert_eq!(config.cache.min_forced_interval_ms, 5_000);
+        let config = Config::load_with_env(
+            &path,
+            env(&[("SCOREGATE__CACHE__MIN_FORCED_INTERVAL_MS", "0")]),
+        )
+        .unwrap();
+        assert_eq!(
+            config.cache.min_forced_interval_ms, 0,
+            "0 disables the floor"
+        );
+        let path = write(
+            &dir,
+            "b.toml",
+            "[cache]\nmin_forced_interval_ms = 3600001\n",
+        );
+        let problems = problems(Config::load_with_env(&path, env(&[])));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("cache.min_forced_interval_ms: must be at most 3600000")),
+            "{problems:?}"
+        );
+    }
 
     #[test]
     fn every_duration_count_and_size_above_its_limit_is_refused_with_its_key() {

@@ -187,6 +187,8 @@ pub async fn spawn_app_with_config(
         ("SCOREGATE__REFRESH__ENABLED", "false"),
         ("SCOREGATE__UPSTREAM__RETRY_BASE_MS", "10"),
         ("SCOREGATE__UPSTREAM__RETRY_MAX_MS", "40"),
+        // Tests force fetches with `max_age=0` back to back; hardening_fetch tests the floor.
+        ("SCOREGATE__CACHE__MIN_FORCED_INTERVAL_MS", "0"),
     ]
     .iter()
     .chain(env.iter())

@@ -10,6 +10,7 @@ mod gateway;
 mod hardening_config;
 mod hardening_contract;
 mod hardening_edge;
+mod hardening_fetch;
 mod helpers;
 mod openapi;
 mod operations;
