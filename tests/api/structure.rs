@@ -31,13 +31,20 @@ async fn a_failed_bind_leaves_no_refresher_calling_defender() {
         ]
     };
     let config = Config::load_with_env(&path, env(&bind)).unwrap();
-    let tasks = || tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
     let tasks_before = tasks();
     let error = match Application::build(&config) {
         Ok(_) => panic!("the gateway started on an address in use"),
         Err(error) => error.to_string(),
     };
-    assert!(error.contains(&format!("cannot listen on {bind}")), "{error}");
+    assert!(
+        error.contains(&format!("cannot listen on {bind}")),
+        "{error}"
+    );
     // Absence cannot be awaited: a short real wait, far longer than the refresher needs to
     // start (the positive control below shows it fetches within it).
     tokio::time::sleep(Duration::from_millis(300)).await;
