@@ -29,17 +29,6 @@ impl Application {
     pub fn build(config: &Config) -> anyhow::Result<Self> {
         let services = Services::build(config)?;
         let shutdown = CancellationToken::new();
-        if config.refresh.enabled {
-            let refresher =
-                crate::refresher::Refresher::new(&services, &config.cache, &config.refresh).spawn();
-            // The refresher stops with the server: no background fetch starts once shutdown
-            // begins (fetches already running finish on their own and only fill the cache).
-            let stop = shutdown.clone();
-            tokio::spawn(async move {
-                stop.cancelled().await;
-                refresher.abort();
-            });
-        }
         let listener = TcpListener::bind(config.server.bind)
             .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.server.bind))?;
         let addr = listener.local_addr()?;
@@ -54,6 +43,19 @@ impl Application {
             server = server.workers(config.server.workers);
         }
         let server = server.run();
+        // Only once the listener is bound and the server built: a start-up that fails above
+        // must not leave a refresher calling Defender for a gateway that never served.
+        if config.refresh.enabled {
+            let refresher =
+                crate::refresher::Refresher::new(&services, &config.cache, &config.refresh).spawn();
+            // The refresher stops with the server: no background fetch starts once shutdown
+            // begins (fetches already running finish on their own and only fill the cache).
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                stop.cancelled().await;
+                refresher.abort();
+            });
+        }
         services.set_ready();
         let reloader = Reloader::new(services.clone(), config);
         Ok(Self {

@@ -19,6 +19,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
+use utoipa::ToSchema;
 
 /// Page size when none is asked for.
 pub const DEFAULT_LIMIT: i64 = 100;
@@ -49,20 +50,10 @@ pub enum QueryError {
     Cursor,
 }
 
-/// Which items to keep by status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StatusFilter {
-    /// Fresh scores (fetched now or from the fresh cache).
-    Ok,
-    /// Scores older than the fresh window.
-    Stale,
-    /// No score.
-    Error,
-}
-
 /// The order of items.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+// The schema keeps the name it was first published under.
+#[schema(as = SortView)]
 pub enum SortOrder {
     /// By tenant id.
     #[default]
@@ -71,10 +62,10 @@ pub enum SortOrder {
     /// By display name, then id.
     #[serde(rename = "name")]
     Name,
-    /// By score ascending, errors last, ties by id.
+    /// By score, lowest first; items without a score last, ties by id.
     #[serde(rename = "score")]
     Score,
-    /// By score descending, errors last, ties by id.
+    /// By score, highest first; items without a score last, ties by id.
     #[serde(rename = "-score")]
     ScoreDesc,
 }
@@ -87,7 +78,7 @@ pub struct RawQuery {
     /// Tags, any of which includes a tenant (empty: all).
     pub tags: Vec<String>,
     /// Status to keep.
-    pub status: Option<StatusFilter>,
+    pub status: Option<ItemStatus>,
     /// Order.
     pub sort: Option<SortOrder>,
     /// Page size.
@@ -108,7 +99,7 @@ pub struct Query {
     /// Tags, any of which includes a tenant (empty: all).
     pub tags: Vec<String>,
     /// Status to keep.
-    pub status: Option<StatusFilter>,
+    pub status: Option<ItemStatus>,
     /// Order.
     pub sort: SortOrder,
     /// Page size.
@@ -185,14 +176,17 @@ impl Query {
     }
 }
 
-/// The status of one item.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The status of one item; also the `status` filter of a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+// The schema keeps the name it was first published under.
+#[schema(as = ItemStatusView)]
 pub enum ItemStatus {
-    /// A fresh score.
+    /// A score within the fresh window.
     Ok,
-    /// A score older than the fresh window.
+    /// A score older than the fresh window (a refresh runs, or it failed: see `warning`).
     Stale,
-    /// No score.
+    /// No score: see `error`.
     Error,
 }
 
@@ -280,24 +274,27 @@ impl SortKey {
     }
 }
 
-/// Counts and statistics over every matching tenant (not just the page).
-#[derive(Debug, Clone, PartialEq)]
+/// Counts and statistics over every matching tenant; statistics use `ok` and `stale` items and
+/// are `null` when there are none.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+// The schema keeps the name it was first published under.
+#[schema(as = SummaryView)]
 pub struct Summary {
     /// Matching tenants.
     pub tenants: usize,
-    /// Items with a fresh score.
+    /// Tenants with a fresh score.
     pub ok: usize,
-    /// Items with a stale score.
+    /// Tenants with a stale score.
     pub stale: usize,
-    /// Items without a score.
+    /// Tenants without a score.
     pub failed: usize,
-    /// Lowest score of `ok` and `stale` items.
+    /// Lowest score.
     pub min: Option<f64>,
     /// Highest score.
     pub max: Option<f64>,
-    /// Arithmetic mean.
+    /// Mean score.
     pub mean: Option<f64>,
-    /// Median (the mean of the two middle scores for an even count).
+    /// Median score (the mean of the two middle scores for an even count).
     pub median: Option<f64>,
 }
 
@@ -412,12 +409,7 @@ pub async fn scores(
         })
         .buffer_unordered(CONCURRENCY)
         .filter(|item| {
-            let keep = match query.status {
-                None => true,
-                Some(StatusFilter::Ok) => item.status() == ItemStatus::Ok,
-                Some(StatusFilter::Stale) => item.status() == ItemStatus::Stale,
-                Some(StatusFilter::Error) => item.status() == ItemStatus::Error,
-            };
+            let keep = query.status.is_none_or(|status| item.status() == status);
             futures::future::ready(keep)
         })
         .collect()

@@ -13,6 +13,7 @@
 //!   the `emulator` feature also `demo`, `emulate` and `bench`).
 //! - [`wire`]: the bytes Entra ID and Defender put on the wire; the only types the gateway and the
 //!   emulator share.
+//! - [`code`]: the stable error codes, their texts, HTTP statuses and OpenAPI schema.
 //! - [`config`]: typed settings from TOML plus environment overrides, validated at load.
 //! - [`tenants`]: the registry of app registrations and the table of clouds and hosts.
 //! - [`auth`]: callers: API keys (stored as digests), their tenant scopes and request rates.
@@ -47,6 +48,7 @@ pub mod auth;
 pub mod bench;
 pub mod cache;
 pub mod cli;
+pub mod code;
 pub mod config;
 pub mod credential;
 #[cfg(feature = "emulator")]

@@ -12,6 +12,7 @@
 
 use crate::config::{Config, ConfigError, ServerSettings, UpstreamSettings};
 use crate::service::{ReloadSummary, Services};
+use secrecy::{ExposeSecret, SecretString};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
@@ -31,14 +32,17 @@ pub struct Reloader {
     restart_only: RestartOnly,
 }
 
-/// Settings a reload cannot change: the listener, the shared HTTPS client and the cache were
-/// built from them once.
+/// Settings a reload cannot change: the listener, the shared HTTPS client, the cache and the
+/// cursor codec were built from them once.
 #[derive(Debug, Clone)]
 struct RestartOnly {
     server: (std::net::SocketAddr, usize, u64),
+    /// Compared, never shown: `SecretString`'s `Debug` is redacted and the warning names only the
+    /// setting.
+    cursor_key: Option<SecretString>,
     upstream: (u64, u64, u64, u32, u64, u64, usize),
     extra_ca_pem: Option<Vec<u8>>,
-    cache: (u64, u64, u64),
+    cache: (u64, u64, u64, u64),
     refresh: String,
 }
 
@@ -62,6 +66,7 @@ impl RestartOnly {
         } = &config.upstream;
         Self {
             server: (*bind, *workers, *shutdown_grace_seconds),
+            cursor_key: config.cursor_key.clone(),
             upstream: (
                 *timeout_ms,
                 *attempt_timeout_ms,
@@ -76,6 +81,7 @@ impl RestartOnly {
                 config.cache.fresh_seconds,
                 config.cache.stale_if_error_seconds,
                 config.cache.max_entries,
+                config.cache.min_forced_interval_ms,
             ),
             // Settings types without secrets: their Debug form is a faithful fingerprint.
             refresh: format!("{:?}", config.refresh),
@@ -87,6 +93,14 @@ impl RestartOnly {
         let mut changed = Vec::new();
         if self.server != other.server {
             changed.push("[server]");
+        }
+        let same_cursor_key = match (&self.cursor_key, &other.cursor_key) {
+            (None, None) => true,
+            (Some(old), Some(new)) => old.expose_secret() == new.expose_secret(),
+            _ => false,
+        };
+        if !same_cursor_key {
+            changed.push("[server] cursor_key");
         }
         if self.upstream != other.upstream {
             changed.push("[upstream] timeouts, retries or max_in_flight");
@@ -247,4 +261,53 @@ pub fn stop_on_signals(shutdown: CancellationToken) -> std::io::Result<JoinHandl
             }
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "k3y-0f-the-cursors-k3y-0f-the-cursors-0001";
+    const OTHER_KEY: &str = "k3y-0f-the-cursors-k3y-0f-the-cursors-0002";
+
+    /// The restart-only settings of a configuration file with `text`, and `K` set to `key`.
+    fn restart_only(text: &str, key: &str) -> RestartOnly {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scoregate.toml");
+        std::fs::write(&path, text).unwrap();
+        let env = [
+            ("K", key),
+            ("SCOREGATE__AUTH__ENABLED", "false"),
+            ("SCOREGATE__SERVER__BIND", "127.0.0.1:0"),
+        ]
+        .map(|(name, value)| (name.to_owned(), value.to_owned()));
+        let config = Config::load_with_env(&path, env.to_vec()).unwrap();
+        RestartOnly::of(&config)
+    }
+
+    #[test]
+    fn a_changed_added_or_removed_cursor_key_needs_a_restart_and_is_never_shown() {
+        let with_key = "[server]\ncursor_key = { env = \"K\" }\n";
+        let running = restart_only(with_key, KEY);
+        assert!(running.differences(&restart_only(with_key, KEY)).is_empty());
+        for (text, key) in [(with_key, OTHER_KEY), ("", KEY)] {
+            assert_eq!(
+                running.differences(&restart_only(text, key)),
+                ["[server] cursor_key"]
+            );
+        }
+        assert_eq!(
+            restart_only("", KEY).differences(&running),
+            ["[server] cursor_key"]
+        );
+        let shown = format!("{running:?}");
+        assert!(!shown.contains(KEY), "{shown}");
+    }
+
+    #[test]
+    fn a_changed_minimum_forced_interval_needs_a_restart() {
+        let running = restart_only("", KEY);
+        let changed = restart_only("[cache]\nmin_forced_interval_ms = 100\n", KEY);
+        assert_eq!(running.differences(&changed), ["[cache]"]);
+    }
 }

@@ -16,7 +16,9 @@
 //! set, and each route's success and server-error statuses, see [`Metrics::register_routes`]):
 //! a counter born at 1 hides its first event from `increase()` and `rate()`.
 
+use crate::code::Code;
 use crate::tenants::{Registry, TenantId};
+use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -25,7 +27,6 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry as PromRegistry, Unit};
 use std::collections::HashSet;
 use std::sync::atomic::AtomicU64;
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The content type of [`Metrics::encode`]'s output (OpenMetrics text, which Prometheus prefers).
@@ -213,6 +214,20 @@ impl QuotaRefusal {
     }
 }
 
+/// The `outcome` of a fetch that succeeded; a failed one is its [`Code`].
+pub const FETCH_OK: &str = "ok";
+
+/// The codes a score fetch can end with besides [`FETCH_OK`]: an upstream failure's, or the fetch
+/// task's own end (panic: `internal`; cancelled by shutdown: `shutting_down`).
+pub const FETCH_FAILURES: [Code; 6] = [
+    Code::UpstreamAuth,
+    Code::UpstreamError,
+    Code::UpstreamThrottled,
+    Code::UpstreamTimeout,
+    Code::Internal,
+    Code::ShuttingDown,
+];
+
 /// Values read from their owners at scrape time rather than tracked event by event.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LiveValues {
@@ -388,6 +403,10 @@ impl Metrics {
                 outcome: outcome.as_str(),
             });
         }
+        let fetch_outcomes = FETCH_FAILURES.iter().map(|code| code.as_str());
+        for outcome in std::iter::once(FETCH_OK).chain(fetch_outcomes) {
+            let _ = metrics.fetches.get_or_create(&OutcomeLabels { outcome });
+        }
         for result in CacheResult::ALL {
             let _ = metrics.cache_requests.get_or_create(&OutcomeLabels {
                 outcome: result.as_str(),
@@ -449,9 +468,13 @@ impl Metrics {
         }
     }
 
-    /// Records one finished fetch: `ok` or the gateway's error code (`upstream_auth`, …).
-    pub fn fetch(&self, outcome: &'static str) {
-        self.fetches.get_or_create(&OutcomeLabels { outcome }).inc();
+    /// Records one finished fetch: [`FETCH_OK`] or a [`Code`] of [`FETCH_FAILURES`].
+    pub fn fetch(&self, outcome: impl Into<&'static str>) {
+        self.fetches
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
+            })
+            .inc();
     }
 
     /// Records one token acquisition: `ok`, `rejected`, `invalid`, `unavailable` or `timeout`.
@@ -514,7 +537,7 @@ impl Metrics {
 
     /// Removes the per-tenant series of tenants that are not in `registry` (live reload).
     pub fn retain_tenants(&self, registry: &Registry) {
-        let mut known = lock(&self.tenants_with_series);
+        let mut known = self.tenants_with_series.lock();
         known.retain(|id| {
             if registry.get(id.as_str()).is_some() {
                 return true;
@@ -543,18 +566,11 @@ impl Metrics {
     }
 
     fn tenant_labels(&self, tenant: &TenantId) -> TenantLabels {
-        lock(&self.tenants_with_series).insert(tenant.clone());
+        self.tenants_with_series.lock().insert(tenant.clone());
         TenantLabels {
             tenant: tenant.as_str().to_owned(),
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding this lock cannot leave the set inconsistent: keep serving.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
@@ -613,6 +629,13 @@ mod tests {
             "scoregate_config_reloads_total{outcome=\"ok\"} 0",
             "scoregate_config_reloads_total{outcome=\"invalid\"} 0",
             "scoregate_upstream_calls_total{outcome=\"throttled\"} 0",
+            "scoregate_fetches_total{outcome=\"ok\"} 0",
+            "scoregate_fetches_total{outcome=\"upstream_auth\"} 0",
+            "scoregate_fetches_total{outcome=\"upstream_error\"} 0",
+            "scoregate_fetches_total{outcome=\"upstream_throttled\"} 0",
+            "scoregate_fetches_total{outcome=\"upstream_timeout\"} 0",
+            "scoregate_fetches_total{outcome=\"internal\"} 0",
+            "scoregate_fetches_total{outcome=\"shutting_down\"} 0",
             "scoregate_http_requests_total{route=\"/scores\",method=\"GET\",status=\"502\"} 0",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");

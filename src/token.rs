@@ -26,11 +26,12 @@ use azure_identity::{
     ClientAssertion, ClientAssertionCredential, ClientAssertionCredentialOptions,
     ClientSecretCredential, ClientSecretCredentialOptions,
 };
+use parking_lot::Mutex;
 use secrecy::ExposeSecret;
 use std::collections::HashMap;
 use std::error::Error as _;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 
 /// Bearer tokens for every registration, from credentials built on first use and kept.
 ///
@@ -45,7 +46,9 @@ struct Inner {
     /// trusted CAs, for token requests and Defender calls alike.
     transport: Transport,
     /// Credentials by gateway id, each with the registration it was built from, so that a
-    /// reloaded (changed) registration gets a new credential.
+    /// reloaded (changed) registration gets a new credential. A panic while it is held cannot
+    /// leave it inconsistent (every change is one insert or remove), hence a lock without
+    /// poisoning.
     credentials: Mutex<HashMap<TenantId, Entry>>,
 }
 
@@ -59,7 +62,7 @@ struct Entry {
 impl fmt::Debug for TokenSource {
     // Names the tenants that have a credential; never a secret or a token.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let credentials = self.lock();
+        let credentials = self.inner.credentials.lock();
         let mut tenants: Vec<&str> = credentials.keys().map(TenantId::as_str).collect();
         tenants.sort_unstable();
         f.debug_struct("TokenSource")
@@ -115,7 +118,7 @@ impl TokenSource {
     /// Forgets the tenant's credential (and so its cached token): the next [`TokenSource::token`]
     /// asks Entra again. Used once after Defender answers 401.
     pub fn renew(&self, tenant: &TenantId) {
-        if self.lock().remove(tenant).is_some() {
+        if self.inner.credentials.lock().remove(tenant).is_some() {
             tracing::debug!(tenant = %tenant, "token credential dropped for renewal");
         }
     }
@@ -123,7 +126,7 @@ impl TokenSource {
     /// Drops the credentials of tenants not in `registry`, or whose registration changed (not
     /// the same `Arc`), for live reload.
     pub fn retain(&self, registry: &Registry) {
-        self.lock().retain(|id, entry| {
+        self.inner.credentials.lock().retain(|id, entry| {
             registry
                 .get(id.as_str())
                 .is_some_and(|current| Arc::ptr_eq(current, &entry.tenant))
@@ -132,7 +135,7 @@ impl TokenSource {
 
     /// The tenant's credential, built now if there is none for this registration.
     fn credential(&self, tenant: &Arc<Tenant>) -> Result<Arc<dyn TokenCredential>, TokenError> {
-        let mut credentials = self.lock();
+        let mut credentials = self.inner.credentials.lock();
         if let Some(entry) = credentials.get(&tenant.id) {
             if Arc::ptr_eq(&entry.tenant, tenant) {
                 return Ok(entry.credential.clone());
@@ -154,15 +157,6 @@ impl TokenSource {
             },
         );
         Ok(credential)
-    }
-
-    fn lock(&self) -> MutexGuard<'_, HashMap<TenantId, Entry>> {
-        // The map stays consistent whatever panicked while holding it: every change is one
-        // insert or remove.
-        self.inner
-            .credentials
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -652,7 +646,7 @@ mod tests {
         }
 
         fn requests(&self) -> Vec<(String, String)> {
-            self.requests.lock().expect("lock").clone()
+            self.requests.lock().clone()
         }
     }
 
@@ -663,14 +657,10 @@ mod tests {
                 Body::Bytes(bytes) => String::from_utf8_lossy(bytes).into_owned(),
                 Body::SeekableStream(_) => String::new(),
             };
-            self.requests
-                .lock()
-                .expect("lock")
-                .push((request.url().to_string(), body));
+            self.requests.lock().push((request.url().to_string(), body));
             let answer = self
                 .answers
                 .lock()
-                .expect("lock")
                 .pop_front()
                 .unwrap_or_else(|| Ok((500, "{}".into())));
             let (status, body) = answer?;

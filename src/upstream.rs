@@ -93,12 +93,13 @@ pub enum UpstreamError {
 impl UpstreamError {
     /// The gateway's stable error code for this failure (`DESIGN.md`, error codes); also the
     /// `outcome` label of `scoregate_fetches_total`.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::code::Code {
+        use crate::code::Code;
         match self {
-            Self::Credentials { .. } | Self::Denied { .. } => "upstream_auth",
-            Self::Failed { .. } => "upstream_error",
-            Self::Throttled { .. } => "upstream_throttled",
-            Self::Timeout => "upstream_timeout",
+            Self::Credentials { .. } | Self::Denied { .. } => Code::UpstreamAuth,
+            Self::Failed { .. } => Code::UpstreamError,
+            Self::Throttled { .. } => Code::UpstreamThrottled,
+            Self::Timeout => Code::UpstreamTimeout,
         }
     }
 }

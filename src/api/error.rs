@@ -6,6 +6,7 @@
 //! logged here, once, and never returned.
 
 use crate::cache::ScoreError;
+use crate::code::Code;
 use crate::service::ServiceError;
 use crate::upstream::UpstreamError;
 use actix_web::http::header::{self, HeaderValue};
@@ -74,28 +75,21 @@ pub enum ApiError {
 /// enough that a retry soon reaches another instance or the restarted one.
 const SHUTTING_DOWN_RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// Status and stable code of a score that cannot be served, for the per-item errors of
-/// `/scores`: the same as the single-tenant route answers.
-pub fn score_status(error: &ScoreError) -> (StatusCode, &'static str) {
+/// The stable code of a score that cannot be served, for the per-item errors of `/scores`: the
+/// same as the single-tenant route answers.
+pub fn score_code(error: &ScoreError) -> Code {
     match error {
-        ScoreError::Upstream(error) => upstream_status(error),
-        ScoreError::Deadline => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
-        ScoreError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
-        ScoreError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        ScoreError::Upstream(error) => error.code(),
+        ScoreError::Deadline => Code::DeadlineExceeded,
+        ScoreError::ShuttingDown => Code::ShuttingDown,
+        ScoreError::Internal => Code::Internal,
     }
 }
 
-/// Status and stable code of an upstream failure: the one mapping, used by single-tenant
-/// errors and by the per-item errors and warnings of `/scores`.
-pub fn upstream_status(error: &UpstreamError) -> (StatusCode, &'static str) {
-    match error {
-        UpstreamError::Credentials { .. } | UpstreamError::Denied { .. } => {
-            (StatusCode::BAD_GATEWAY, "upstream_auth")
-        }
-        UpstreamError::Failed { .. } => (StatusCode::BAD_GATEWAY, "upstream_error"),
-        UpstreamError::Throttled { .. } => (StatusCode::SERVICE_UNAVAILABLE, "upstream_throttled"),
-        UpstreamError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
-    }
+/// The status a code is answered with, as actix's type.
+pub fn status_of(code: Code) -> StatusCode {
+    // Every status in the table is a valid one; 500 only if the table were ever wrong.
+    StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 impl ApiError {
@@ -131,21 +125,28 @@ impl ApiError {
         }
     }
 
-    /// HTTP status and stable code.
-    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+    /// The stable code.
+    pub fn code(&self) -> Code {
         match self {
-            ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
-            ApiError::TooLarge { status, .. } => (*status, "invalid_request"),
-            ApiError::Unauthenticated { .. } => (StatusCode::UNAUTHORIZED, "unauthenticated"),
-            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-            ApiError::RequestTimeout => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
-            ApiError::UnknownTenant(_) => (StatusCode::NOT_FOUND, "unknown_tenant"),
-            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            ApiError::Upstream { error, .. } => upstream_status(error),
-            ApiError::DeadlineExceeded { .. } => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
-            ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::InvalidRequest(_) | ApiError::TooLarge { .. } => Code::InvalidRequest,
+            ApiError::Unauthenticated { .. } => Code::Unauthenticated,
+            ApiError::RateLimited { .. } => Code::RateLimited,
+            ApiError::RequestTimeout | ApiError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
+            ApiError::UnknownTenant(_) => Code::UnknownTenant,
+            ApiError::NotFound => Code::NotFound,
+            ApiError::MethodNotAllowed => Code::MethodNotAllowed,
+            ApiError::Upstream { error, .. } => error.code(),
+            ApiError::ShuttingDown => Code::ShuttingDown,
+            ApiError::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// HTTP status and stable code: the code's status, except for the size limits (414, 431).
+    pub fn status_and_code(&self) -> (StatusCode, Code) {
+        let code = self.code();
+        match self {
+            ApiError::TooLarge { status, .. } => (*status, code),
+            _ => (status_of(code), code),
         }
     }
 
@@ -237,7 +238,7 @@ impl ApiError {
             title: self.title().to_owned(),
             status: status.as_u16(),
             detail: self.detail(),
-            code: code.to_owned(),
+            code,
             request_id: request_id.to_owned(),
             tenant: self.tenant().map(str::to_owned),
         };
@@ -312,11 +313,8 @@ pub struct Problem {
     pub status: u16,
     /// What happened in this occurrence; never contains secrets.
     pub detail: String,
-    /// Stable machine-readable code: `invalid_request`, `unauthenticated`, `unknown_tenant`,
-    /// `not_found`, `method_not_allowed`, `rate_limited`, `upstream_auth`, `upstream_error`,
-    /// `upstream_throttled`, `upstream_timeout`, `deadline_exceeded`, `shutting_down` or
-    /// `internal`.
-    pub code: String,
+    /// Stable machine-readable code; `type` ends with it.
+    pub code: Code,
     /// The request's id (the `X-Request-Id` header), for support.
     pub request_id: String,
     /// The tenant involved, when the problem concerns one.

@@ -2,14 +2,15 @@
 //!
 //! The logic (matching, concurrent fetch, summary, order, cursors) lives in [`crate::fanout`];
 //! this file only parses, calls it once and renders. Per-item errors use the same codes as the
-//! single-tenant route ([`super::error::upstream_status`]).
+//! single-tenant route ([`super::error::score_code`]).
 
 use super::auth::Caller;
-use super::error::{upstream_status, ApiError, Problem};
-use super::views::{rfc3339, SourceView, WarningView};
+use super::error::{score_code, ApiError, Problem};
+use super::views::{rfc3339, ScoreView, SourceView, WarningView};
 use crate::auth::Scope;
 use crate::cache::ScoreError;
-use crate::fanout::{self, Item, ItemStatus, Page, RawQuery, SortOrder, StatusFilter, Summary};
+use crate::code::Code;
+use crate::fanout::{self, Item, ItemStatus, Page, RawQuery, SortOrder, Summary};
 use crate::service::Services;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -28,11 +29,11 @@ pub struct ScoresQuery {
     #[serde(default)]
     pub tag: Vec<String>,
     /// Only items with this status.
-    pub status: Option<ItemStatusView>,
+    pub status: Option<ItemStatus>,
     /// Order of the items: `tenant` (default), `name`, `score` or `-score`; items without a score
     /// come last, ties are broken by tenant id.
     #[param(example = "-score")]
-    pub sort: Option<SortView>,
+    pub sort: Option<SortOrder>,
     /// Items per page, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000, example = 100)]
     pub limit: Option<i64>,
@@ -50,23 +51,6 @@ pub struct ScoresQuery {
     /// `Accept: text/csv`) is also accepted; `GET /scores.csv` is the documented CSV operation.
     #[param(value_type = Option<JsonFormat>)]
     pub format: Option<FormatView>,
-}
-
-/// The order of items.
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
-pub enum SortView {
-    /// By tenant id.
-    #[serde(rename = "tenant")]
-    Tenant,
-    /// By display name.
-    #[serde(rename = "name")]
-    Name,
-    /// By score, lowest first.
-    #[serde(rename = "score")]
-    Score,
-    /// By score, highest first.
-    #[serde(rename = "-score")]
-    ScoreDesc,
 }
 
 /// The format `GET /scores` documents (CSV is `GET /scores.csv`).
@@ -89,18 +73,6 @@ pub enum FormatView {
     Csv,
 }
 
-/// The status of one item.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ItemStatusView {
-    /// A score within the fresh window.
-    Ok,
-    /// A score older than the fresh window (a refresh runs, or it failed: see `warning`).
-    Stale,
-    /// No score: see `error`.
-    Error,
-}
-
 /// The scores of many tenants: one page of items plus a summary of every matching tenant.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({
@@ -121,48 +93,11 @@ pub struct ScoreList {
     /// `true` when every matching tenant is `ok`; `false` when any is `stale` or `error`.
     pub complete: bool,
     /// Counts and statistics over every matching tenant, not just this page.
-    pub summary: SummaryView,
+    pub summary: Summary,
     /// This page's items, in the requested order.
     pub items: Vec<ScoreItem>,
     /// Pass as `cursor` to get the next page; `null` on the last page.
     pub next_cursor: Option<String>,
-}
-
-/// Counts and statistics over every matching tenant; statistics use `ok` and `stale` items and
-/// are `null` when there are none.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SummaryView {
-    /// Matching tenants.
-    pub tenants: usize,
-    /// Tenants with a fresh score.
-    pub ok: usize,
-    /// Tenants with a stale score.
-    pub stale: usize,
-    /// Tenants without a score.
-    pub failed: usize,
-    /// Lowest score.
-    pub min: Option<f64>,
-    /// Highest score.
-    pub max: Option<f64>,
-    /// Mean score.
-    pub mean: Option<f64>,
-    /// Median score (the mean of the two middle scores for an even count).
-    pub median: Option<f64>,
-}
-
-impl From<&Summary> for SummaryView {
-    fn from(summary: &Summary) -> Self {
-        Self {
-            tenants: summary.tenants,
-            ok: summary.ok,
-            stale: summary.stale,
-            failed: summary.failed,
-            min: summary.min,
-            max: summary.max,
-            mean: summary.mean,
-            median: summary.median,
-        }
-    }
 }
 
 /// One tenant's score, or why there is none.
@@ -175,7 +110,7 @@ pub struct ScoreItem {
     /// The tenant's tags.
     pub tags: Vec<String>,
     /// `ok`, `stale` or `error`.
-    pub status: ItemStatusView,
+    pub status: ItemStatus,
     /// Microsoft Secure Score for Devices, in raw points (absent on errors).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub score: Option<f64>,
@@ -202,9 +137,9 @@ pub struct ScoreItem {
 /// Why an item has no score: the code and status the single-tenant route would have answered.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ItemErrorView {
-    /// Stable code: `upstream_auth`, `upstream_error`, `upstream_throttled`, `upstream_timeout`
-    /// or `deadline_exceeded`.
-    pub code: String,
+    /// Stable code: `upstream_auth`, `upstream_error`, `upstream_throttled`, `upstream_timeout`,
+    /// `deadline_exceeded`, `shutting_down` or `internal`.
+    pub code: Code,
     /// The HTTP status `GET /tenants/{id}/score` would have answered.
     pub status: u16,
     /// What went wrong.
@@ -214,16 +149,11 @@ pub struct ItemErrorView {
 impl From<&Item> for ScoreItem {
     fn from(item: &Item) -> Self {
         let tenant = &item.tenant;
-        let status = match item.status() {
-            ItemStatus::Ok => ItemStatusView::Ok,
-            ItemStatus::Stale => ItemStatusView::Stale,
-            ItemStatus::Error => ItemStatusView::Error,
-        };
         let mut view = Self {
             tenant: tenant.id.to_string(),
             name: tenant.name.clone(),
             tags: tenant.tags.clone(),
-            status,
+            status: item.status(),
             score: None,
             time: None,
             fetched_at: None,
@@ -234,37 +164,36 @@ impl From<&Item> for ScoreItem {
         };
         match &item.outcome {
             Ok(served) => {
-                view.score = Some(served.reading.score);
-                view.time = Some(served.reading.time.clone());
-                view.fetched_at = Some(rfc3339(served.reading.fetched_at));
-                view.age_seconds = Some(served.age.as_secs());
-                view.source = Some(served.source.into());
-                view.warning = served.warning.as_ref().map(|error| WarningView {
-                    code: upstream_status(error).1.to_owned(),
-                    detail: error.to_string(),
-                });
+                // The single-tenant view is the one mapping of a served score; every field of
+                // it is named here so that a new one cannot be forgotten.
+                let ScoreView {
+                    tenant: _,
+                    score,
+                    time,
+                    fetched_at,
+                    age_seconds,
+                    source,
+                    warning,
+                } = ScoreView::new(tenant, served);
+                view.score = Some(score);
+                view.time = Some(time);
+                view.fetched_at = Some(fetched_at);
+                view.age_seconds = Some(age_seconds);
+                view.source = Some(source);
+                view.warning = warning;
             }
-            Err(ScoreError::Upstream(error)) => {
-                let (status, code) = upstream_status(error);
+            Err(error) => {
+                let code = score_code(error);
+                let detail = match error {
+                    ScoreError::Deadline => {
+                        format!("{error}; the fetch goes on and will fill the cache")
+                    }
+                    _ => error.to_string(),
+                };
                 view.error = Some(ItemErrorView {
-                    code: code.to_owned(),
-                    status: status.as_u16(),
-                    detail: error.to_string(),
-                });
-            }
-            Err(error @ ScoreError::Deadline) => {
-                view.error = Some(ItemErrorView {
-                    code: "deadline_exceeded".to_owned(),
-                    status: 504,
-                    detail: format!("{error}; the fetch goes on and will fill the cache"),
-                });
-            }
-            Err(error @ (ScoreError::Internal | ScoreError::ShuttingDown)) => {
-                let (status, code) = super::error::score_status(error);
-                view.error = Some(ItemErrorView {
-                    code: code.to_owned(),
-                    status: status.as_u16(),
-                    detail: error.to_string(),
+                    code,
+                    status: code.status(),
+                    detail,
                 });
             }
         }
@@ -277,7 +206,7 @@ impl From<&Page> for ScoreList {
         Self {
             generated_at: rfc3339(page.generated_at),
             complete: page.complete,
-            summary: (&page.summary).into(),
+            summary: page.summary.clone(),
             items: page.items.iter().map(ScoreItem::from).collect(),
             next_cursor: page.next_cursor.clone(),
         }
@@ -361,17 +290,8 @@ async fn answer(
     let raw = RawQuery {
         tenants: params.tenant,
         tags: params.tag,
-        status: params.status.map(|status| match status {
-            ItemStatusView::Ok => StatusFilter::Ok,
-            ItemStatusView::Stale => StatusFilter::Stale,
-            ItemStatusView::Error => StatusFilter::Error,
-        }),
-        sort: params.sort.map(|sort| match sort {
-            SortView::Tenant => SortOrder::Tenant,
-            SortView::Name => SortOrder::Name,
-            SortView::Score => SortOrder::Score,
-            SortView::ScoreDesc => SortOrder::ScoreDesc,
-        }),
+        status: params.status,
+        sort: params.sort,
         limit: params.limit,
         cursor: params.cursor,
         max_age: params.max_age,
@@ -393,9 +313,11 @@ async fn answer(
         ));
     }
     if csv {
+        let body = to_csv(&list)
+            .map_err(|error| ApiError::Internal(format!("writing the CSV answer: {error}")))?;
         Ok(response
             .content_type("text/csv; charset=utf-8; header=present")
-            .body(to_csv(&list)))
+            .body(body))
     } else {
         Ok(response.json(list))
     }
@@ -470,7 +392,7 @@ fn accepts_csv(request: &HttpRequest) -> bool {
     governing(mime::APPLICATION, mime::JSON).is_none_or(|json| csv > json)
 }
 
-/// The CSV columns, in order.
+/// The CSV columns, in order: the fields of [`CsvRow`].
 const CSV_HEADER: [&str; 11] = [
     "tenant",
     "name",
@@ -485,61 +407,68 @@ const CSV_HEADER: [&str; 11] = [
     "error_detail",
 ];
 
-/// RFC 4180: a header row, CRLF line ends, fields quoted when they hold `,`, `"`, CR or LF.
-fn to_csv(list: &ScoreList) -> String {
-    let mut out = String::new();
-    push_row(&mut out, CSV_HEADER.iter().map(|s| s.to_string()));
-    for item in &list.items {
-        let status = match item.status {
-            ItemStatusView::Ok => "ok",
-            ItemStatusView::Stale => "stale",
-            ItemStatusView::Error => "error",
-        };
-        let source = item.source.map(|source| match source {
-            SourceView::Upstream => "upstream",
-            SourceView::Cache => "cache",
-            SourceView::Stale => "stale",
-        });
-        let (code, detail) = match (&item.error, &item.warning) {
-            (Some(error), _) => (error.code.clone(), error.detail.clone()),
-            (None, Some(warning)) => (warning.code.clone(), warning.detail.clone()),
-            (None, None) => (String::new(), String::new()),
-        };
-        push_row(
-            &mut out,
-            [
-                item.tenant.clone(),
-                item.name.clone(),
-                item.tags.join(";"),
-                status.to_owned(),
-                item.score.map(|s| s.to_string()).unwrap_or_default(),
-                item.time.clone().unwrap_or_default(),
-                item.fetched_at.clone().unwrap_or_default(),
-                item.age_seconds.map(|s| s.to_string()).unwrap_or_default(),
-                source.unwrap_or_default().to_owned(),
-                code,
-                detail,
-            ]
-            .into_iter(),
-        );
-    }
-    out
+/// One CSV row: an item, flattened. Enums are written as their JSON strings.
+#[derive(Serialize)]
+struct CsvRow<'a> {
+    tenant: &'a str,
+    name: &'a str,
+    /// Joined with `;`.
+    tags: String,
+    status: ItemStatus,
+    /// Formatted as the JSON number would be read (`340`, not `340.0`).
+    score: Option<String>,
+    time: Option<&'a str>,
+    fetched_at: Option<&'a str>,
+    age_seconds: Option<u64>,
+    source: Option<SourceView>,
+    /// The error's code, or the warning's for a stale score served because its refresh failed.
+    error_code: Option<Code>,
+    error_detail: Option<&'a str>,
 }
 
-fn push_row(out: &mut String, fields: impl Iterator<Item = String>) {
-    for (index, field) in fields.enumerate() {
-        if index > 0 {
-            out.push(',');
-        }
-        if field.contains([',', '"', '\r', '\n']) {
-            out.push('"');
-            out.push_str(&field.replace('"', "\"\""));
-            out.push('"');
-        } else {
-            out.push_str(&field);
+impl<'a> From<&'a ScoreItem> for CsvRow<'a> {
+    fn from(item: &'a ScoreItem) -> Self {
+        let (error_code, error_detail) = match (&item.error, &item.warning) {
+            (Some(error), _) => (Some(error.code), Some(error.detail.as_str())),
+            (None, Some(warning)) => (Some(warning.code), Some(warning.detail.as_str())),
+            (None, None) => (None, None),
+        };
+        Self {
+            tenant: &item.tenant,
+            name: &item.name,
+            tags: item.tags.join(";"),
+            status: item.status,
+            score: item.score.map(|score| score.to_string()),
+            time: item.time.as_deref(),
+            fetched_at: item.fetched_at.as_deref(),
+            age_seconds: item.age_seconds,
+            source: item.source,
+            error_code,
+            error_detail,
         }
     }
-    out.push_str("\r\n");
+}
+
+/// A CSV writer as RFC 4180 says: CRLF line ends, fields quoted when they hold `,`, `"`, CR or
+/// LF. The header row is written by the caller, so that an empty page still has one.
+fn csv_writer() -> csv::Writer<Vec<u8>> {
+    csv::WriterBuilder::new()
+        .has_headers(false)
+        .terminator(csv::Terminator::CRLF)
+        .quote_style(csv::QuoteStyle::Necessary)
+        .from_writer(Vec::new())
+}
+
+/// The page as CSV: a header row, then one row per item.
+fn to_csv(list: &ScoreList) -> Result<Vec<u8>, csv::Error> {
+    let mut writer = csv_writer();
+    writer.write_record(CSV_HEADER)?;
+    for item in &list.items {
+        writer.serialize(CsvRow::from(item))?;
+    }
+    writer
+        .into_inner()
+        .map_err(|error| csv::Error::from(error.into_error()))
 }
 
 #[cfg(test)]
@@ -548,21 +477,103 @@ mod tests {
 
     #[test]
     fn csv_fields_are_quoted_as_rfc_4180_says() {
-        let mut out = String::new();
-        push_row(
-            &mut out,
-            [
-                "plain".to_owned(),
-                "a,b".to_owned(),
-                "say \"hi\"".to_owned(),
-                "two\r\nlines".to_owned(),
-                String::new(),
-            ]
-            .into_iter(),
-        );
+        let mut writer = csv_writer();
+        writer
+            .write_record(["plain", "a,b", "say \"hi\"", "two\r\nlines", ""])
+            .unwrap();
+        let out = String::from_utf8(writer.into_inner().unwrap()).unwrap();
         assert_eq!(
             out,
             "plain,\"a,b\",\"say \"\"hi\"\"\",\"two\r\nlines\",\r\n"
         );
+    }
+
+    fn list(items: Vec<ScoreItem>) -> ScoreList {
+        ScoreList {
+            generated_at: "2026-11-29T10:00:12Z".to_owned(),
+            complete: false,
+            summary: Summary::of(&[]),
+            items,
+            next_cursor: None,
+        }
+    }
+
+    #[test]
+    fn an_empty_page_is_a_header_row_whose_columns_are_the_row_fields() {
+        let out = String::from_utf8(to_csv(&list(vec![])).unwrap()).unwrap();
+        assert_eq!(out, format!("{}\r\n", CSV_HEADER.join(",")));
+        // The header names the fields of a row, in order.
+        let mut writer = csv::WriterBuilder::new().from_writer(Vec::new());
+        let item = ScoreItem {
+            tenant: "t".to_owned(),
+            name: "n".to_owned(),
+            tags: vec![],
+            status: ItemStatus::Ok,
+            score: None,
+            time: None,
+            fetched_at: None,
+            age_seconds: None,
+            source: None,
+            warning: None,
+            error: None,
+        };
+        writer.serialize(CsvRow::from(&item)).unwrap();
+        let with_header = String::from_utf8(writer.into_inner().unwrap()).unwrap();
+        assert_eq!(
+            with_header.lines().next(),
+            Some(CSV_HEADER.join(",").as_str())
+        );
+    }
+
+    #[test]
+    fn csv_rows_write_scores_as_json_numbers_and_codes_as_text() {
+        let items = vec![
+            ScoreItem {
+                tenant: "contoso".to_owned(),
+                name: "Contoso, Ltd".to_owned(),
+                tags: vec!["gold".to_owned(), "eu".to_owned()],
+                status: ItemStatus::Stale,
+                score: Some(340.0),
+                time: Some("2019-12-03T09:15:58.1665846Z".to_owned()),
+                fetched_at: Some("2026-11-29T10:00:00Z".to_owned()),
+                age_seconds: Some(12),
+                source: Some(SourceView::Stale),
+                warning: Some(WarningView {
+                    code: Code::UpstreamThrottled,
+                    detail: "slow down".to_owned(),
+                }),
+                error: None,
+            },
+            ScoreItem {
+                tenant: "litware".to_owned(),
+                name: "Litware".to_owned(),
+                tags: vec![],
+                status: ItemStatus::Error,
+                score: None,
+                time: None,
+                fetched_at: None,
+                age_seconds: None,
+                source: None,
+                warning: None,
+                error: Some(ItemErrorView {
+                    code: Code::DeadlineExceeded,
+                    status: 504,
+                    detail: "late".to_owned(),
+                }),
+            },
+        ];
+        let out = String::from_utf8(to_csv(&list(items)).unwrap()).unwrap();
+        let rows: Vec<&str> = out.split("\r\n").collect();
+        assert_eq!(
+            rows[1],
+            "contoso,\"Contoso, Ltd\",gold;eu,stale,340,2019-12-03T09:15:58.1665846Z,\
+             2026-11-29T10:00:00Z,12,stale,upstream_throttled,slow down"
+        );
+        assert_eq!(
+            rows[2],
+            "litware,Litware,,error,,,,,,deadline_exceeded,late"
+        );
+        assert_eq!(rows[3], "");
+        assert_eq!(rows.len(), 4);
     }
 }

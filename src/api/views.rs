@@ -2,6 +2,7 @@
 //! descriptions, written for the people who build MSP portals and scripts against scoregate.
 
 use crate::cache::{LastFetch, Served, Source};
+use crate::code::Code;
 use crate::tenants::{Cloud, Geo, Tenant};
 use serde::{Deserialize, Serialize};
 use std::time::SystemTime;
@@ -78,10 +79,7 @@ impl From<LastFetch> for LastFetchView {
     fn from(last: LastFetch) -> Self {
         let (outcome, detail) = match &last.error {
             None => ("ok".to_owned(), None),
-            Some(error) => (
-                super::error::upstream_status(error).1.to_owned(),
-                Some(error.to_string()),
-            ),
+            Some(error) => (error.code().as_str().to_owned(), Some(error.to_string())),
         };
         Self {
             at: rfc3339(last.at),
@@ -118,7 +116,7 @@ impl From<Source> for SourceView {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct WarningView {
     /// The error code of the failed refresh (as in the error table).
-    pub code: String,
+    pub code: Code,
     /// What went wrong.
     pub detail: String,
 }
@@ -148,7 +146,8 @@ pub struct ScoreView {
 }
 
 impl ScoreView {
-    /// The view of a served score for `tenant`.
+    /// The view of a served score for `tenant`: the one mapping of a served score, which the
+    /// items of `/scores` reuse.
     pub fn new(tenant: &Tenant, served: &Served) -> Self {
         Self {
             tenant: tenant.id.to_string(),
@@ -158,7 +157,7 @@ impl ScoreView {
             age_seconds: served.age.as_secs(),
             source: served.source.into(),
             warning: served.warning.as_ref().map(|error| WarningView {
-                code: super::error::upstream_status(error).1.to_owned(),
+                code: error.code(),
                 detail: error.to_string(),
             }),
         }

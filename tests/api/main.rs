@@ -15,4 +15,5 @@ mod helpers;
 mod openapi;
 mod operations;
 mod scores;
+mod structure;
 mod token;
