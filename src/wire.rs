@@ -286,7 +286,10 @@ mod tests {
         assert_eq!(snapshot.current_score, 342.94);
         assert_eq!(snapshot.active_user_count, None);
         assert_eq!(snapshot.control_scores[0].score, None);
-        assert_eq!(snapshot.average_comparative_scores[0].average_score, Some(40.1));
+        assert_eq!(
+            snapshot.average_comparative_scores[0].average_score,
+            Some(40.1)
+        );
     }
 
     #[test]

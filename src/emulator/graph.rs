@@ -54,7 +54,9 @@ pub(crate) enum GraphCallError {
     #[error("Lifetime validation failed, the token is expired.")]
     Expired,
     /// The token is for another resource, such as Defender.
-    #[error("Access token validation failure. Invalid audience. Request a token for {GRAPH_RESOURCE}.")]
+    #[error(
+        "Access token validation failure. Invalid audience. Request a token for {GRAPH_RESOURCE}."
+    )]
     WrongAudience,
     /// No `SecurityEvents.Read.All` role (the `graph-forbidden` profile).
     #[error("Insufficient privileges to complete the operation. Missing application roles. API required roles: {GRAPH_SECURE_SCORE_ROLE}.")]
@@ -270,29 +272,145 @@ struct Control {
 /// The controls an emulated tenant may have, five categories. The first of each category is
 /// always present, so every tenant has all five categories.
 const CONTROLS: &[Control] = &[
-    Control { name: "AdminMFAV2", category: "Identity", max_points: 10.0, description: "Ensure multifactor authentication is enabled for all users in administrative roles" },
-    Control { name: "MFARegistrationV2", category: "Identity", max_points: 9.0, description: "Ensure all users can complete multifactor authentication" },
-    Control { name: "BlockLegacyAuthentication", category: "Identity", max_points: 8.0, description: "Enable Conditional Access policies to block legacy authentication" },
-    Control { name: "SigninRiskPolicy", category: "Identity", max_points: 7.0, description: "Turn on sign-in risk policy" },
-    Control { name: "UserRiskPolicy", category: "Identity", max_points: 7.0, description: "Turn on user risk policy" },
-    Control { name: "SelfServicePasswordReset", category: "Identity", max_points: 1.0, description: "Enable self-service password reset" },
-    Control { name: "OneAdmin", category: "Identity", max_points: 1.0, description: "Designate more than one global admin" },
-    Control { name: "DLPEnabled", category: "Data", max_points: 10.0, description: "Create Data Loss Prevention (DLP) policies" },
-    Control { name: "InformationProtectionLabels", category: "Data", max_points: 5.0, description: "Ensure sensitivity labels are published" },
-    Control { name: "mip_autosensitivitylabelspolicies", category: "Data", max_points: 3.0, description: "Extend sensitivity labels to content in Microsoft 365 data connectors" },
-    Control { name: "scid_2010", category: "Device", max_points: 10.0, description: "Turn on Microsoft Defender Antivirus real-time protection" },
-    Control { name: "scid_91", category: "Device", max_points: 9.0, description: "Block execution of potentially obfuscated scripts" },
-    Control { name: "scid_2080", category: "Device", max_points: 8.0, description: "Turn on tamper protection" },
-    Control { name: "scid_2095", category: "Device", max_points: 8.0, description: "Encrypt all supported drives with BitLocker" },
-    Control { name: "scid_6000", category: "Device", max_points: 10.0, description: "Update Windows operating systems" },
-    Control { name: "mdo_safeattachments", category: "Apps", max_points: 8.0, description: "Turn on Safe Attachments in block mode" },
-    Control { name: "mdo_safelinksforOfficeApps", category: "Apps", max_points: 8.0, description: "Turn on Safe Links for Office applications" },
-    Control { name: "exo_mailboxaudit", category: "Apps", max_points: 5.0, description: "Ensure mailbox auditing is turned on for all users" },
-    Control { name: "mdo_zapspam", category: "Apps", max_points: 2.0, description: "Turn on zero-hour auto purge for spam" },
-    Control { name: "CustomerLockBoxEnabled", category: "Apps", max_points: 1.0, description: "Turn on customer lockbox" },
-    Control { name: "mdc_serversprotection", category: "Infrastructure", max_points: 10.0, description: "Turn on Microsoft Defender for Servers" },
-    Control { name: "mdc_nsgrestricted", category: "Infrastructure", max_points: 6.0, description: "Restrict network security groups to the ports needed" },
-    Control { name: "mdc_storagesecuretransfer", category: "Infrastructure", max_points: 3.0, description: "Require secure transfer to storage accounts" },
+    Control {
+        name: "AdminMFAV2",
+        category: "Identity",
+        max_points: 10.0,
+        description:
+            "Ensure multifactor authentication is enabled for all users in administrative roles",
+    },
+    Control {
+        name: "MFARegistrationV2",
+        category: "Identity",
+        max_points: 9.0,
+        description: "Ensure all users can complete multifactor authentication",
+    },
+    Control {
+        name: "BlockLegacyAuthentication",
+        category: "Identity",
+        max_points: 8.0,
+        description: "Enable Conditional Access policies to block legacy authentication",
+    },
+    Control {
+        name: "SigninRiskPolicy",
+        category: "Identity",
+        max_points: 7.0,
+        description: "Turn on sign-in risk policy",
+    },
+    Control {
+        name: "UserRiskPolicy",
+        category: "Identity",
+        max_points: 7.0,
+        description: "Turn on user risk policy",
+    },
+    Control {
+        name: "SelfServicePasswordReset",
+        category: "Identity",
+        max_points: 1.0,
+        description: "Enable self-service password reset",
+    },
+    Control {
+        name: "OneAdmin",
+        category: "Identity",
+        max_points: 1.0,
+        description: "Designate more than one global admin",
+    },
+    Control {
+        name: "DLPEnabled",
+        category: "Data",
+        max_points: 10.0,
+        description: "Create Data Loss Prevention (DLP) policies",
+    },
+    Control {
+        name: "InformationProtectionLabels",
+        category: "Data",
+        max_points: 5.0,
+        description: "Ensure sensitivity labels are published",
+    },
+    Control {
+        name: "mip_autosensitivitylabelspolicies",
+        category: "Data",
+        max_points: 3.0,
+        description: "Extend sensitivity labels to content in Microsoft 365 data connectors",
+    },
+    Control {
+        name: "scid_2010",
+        category: "Device",
+        max_points: 10.0,
+        description: "Turn on Microsoft Defender Antivirus real-time protection",
+    },
+    Control {
+        name: "scid_91",
+        category: "Device",
+        max_points: 9.0,
+        description: "Block execution of potentially obfuscated scripts",
+    },
+    Control {
+        name: "scid_2080",
+        category: "Device",
+        max_points: 8.0,
+        description: "Turn on tamper protection",
+    },
+    Control {
+        name: "scid_2095",
+        category: "Device",
+        max_points: 8.0,
+        description: "Encrypt all supported drives with BitLocker",
+    },
+    Control {
+        name: "scid_6000",
+        category: "Device",
+        max_points: 10.0,
+        description: "Update Windows operating systems",
+    },
+    Control {
+        name: "mdo_safeattachments",
+        category: "Apps",
+        max_points: 8.0,
+        description: "Turn on Safe Attachments in block mode",
+    },
+    Control {
+        name: "mdo_safelinksforOfficeApps",
+        category: "Apps",
+        max_points: 8.0,
+        description: "Turn on Safe Links for Office applications",
+    },
+    Control {
+        name: "exo_mailboxaudit",
+        category: "Apps",
+        max_points: 5.0,
+        description: "Ensure mailbox auditing is turned on for all users",
+    },
+    Control {
+        name: "mdo_zapspam",
+        category: "Apps",
+        max_points: 2.0,
+        description: "Turn on zero-hour auto purge for spam",
+    },
+    Control {
+        name: "CustomerLockBoxEnabled",
+        category: "Apps",
+        max_points: 1.0,
+        description: "Turn on customer lockbox",
+    },
+    Control {
+        name: "mdc_serversprotection",
+        category: "Infrastructure",
+        max_points: 10.0,
+        description: "Turn on Microsoft Defender for Servers",
+    },
+    Control {
+        name: "mdc_nsgrestricted",
+        category: "Infrastructure",
+        max_points: 6.0,
+        description: "Restrict network security groups to the ports needed",
+    },
+    Control {
+        name: "mdc_storagesecuretransfer",
+        category: "Infrastructure",
+        max_points: 3.0,
+        description: "Require secure transfer to storage accounts",
+    },
 ];
 
 /// Whether tenant `index` has control number `control` (licence-dependent, stable over time).
@@ -423,10 +541,7 @@ fn add_undocumented_fields(value: &mut Value, controls: &[(f64, f64)], day: i64,
     let synced = OffsetDateTime::from_unix_timestamp(day.saturating_mul(86_400))
         .map(defender_time)
         .unwrap_or_default();
-    if let Some(list) = value
-        .get_mut("controlScores")
-        .and_then(Value::as_array_mut)
-    {
+    if let Some(list) = value.get_mut("controlScores").and_then(Value::as_array_mut) {
         for (control, (score, max_points)) in list.iter_mut().zip(controls) {
             let percentage = if *max_points > 0.0 {
                 round2(score / max_points * 100.0)
@@ -442,7 +557,12 @@ fn add_undocumented_fields(value: &mut Value, controls: &[(f64, f64)], day: i64,
                 fields.insert("lastSynced".into(), synced.clone().into());
                 fields.insert(
                     "controlState".into(),
-                    if percentage >= 100.0 { "Completed" } else { "Default" }.into(),
+                    if percentage >= 100.0 {
+                        "Completed"
+                    } else {
+                        "Default"
+                    }
+                    .into(),
                 );
             }
         }
@@ -505,13 +625,7 @@ mod tests {
 
     #[test]
     fn pages_accept_non_negative_integers_and_refuse_the_rest() {
-        assert_eq!(
-            parse_page("").unwrap(),
-            Page {
-                top: None,
-                skip: 0
-            }
-        );
+        assert_eq!(parse_page("").unwrap(), Page { top: None, skip: 0 });
         assert_eq!(
             parse_page("%24top=1&$skip=3&api-version=x").unwrap(),
             Page {
@@ -519,7 +633,13 @@ mod tests {
                 skip: 3
             }
         );
-        for bad in ["$top=-1", "$top=abc", "$top=1&$top=2", "$filter=x", "$skip=1.5"] {
+        for bad in [
+            "$top=-1",
+            "$top=abc",
+            "$top=1&$top=2",
+            "$filter=x",
+            "$skip=1.5",
+        ] {
             assert!(parse_page(bad).is_err(), "{bad}");
         }
     }

@@ -242,8 +242,7 @@ async fn serve(
         _ => (ODATA_CONTEXT, score_at(state.settings.seed, tenant, at)),
     };
     if fault == Some(FaultProfile::Malformed) {
-        let broken =
-            format!("{{\"@odata.context\":\"{context}\",\"time\":\"{time}\",\"score\":");
+        let broken = format!("{{\"@odata.context\":\"{context}\",\"time\":\"{time}\",\"score\":");
         return Ok(HttpResponse::Ok()
             .insert_header((header::CONTENT_TYPE, ODATA_JSON))
             .body(broken));

@@ -1,7 +1,9 @@
 //! The upstream services the emulator stands in for and their endpoints: the closed sets that
 //! counters, quotas, token audiences and fault profiles are keyed by.
 
-use crate::wire::{DEFENDER_RESOURCE, DEFENDER_SCORE_ROLE, GRAPH_RESOURCE, GRAPH_SECURE_SCORE_ROLE};
+use crate::wire::{
+    DEFENDER_RESOURCE, DEFENDER_SCORE_ROLE, GRAPH_RESOURCE, GRAPH_SECURE_SCORE_ROLE,
+};
 
 /// An upstream service: what a token's audience names and what a quota belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

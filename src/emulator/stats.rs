@@ -376,7 +376,11 @@ mod tests {
         graph.respond(429);
         let tenant = stats.tenants[0].load();
         assert_eq!(
-            (tenant.exposure_calls, tenant.defender_calls, tenant.score_calls),
+            (
+                tenant.exposure_calls,
+                tenant.defender_calls,
+                tenant.score_calls
+            ),
             (1, 1, 0)
         );
         assert_eq!((tenant.graph_calls, tenant.graph_responses_429), (1, 1));
