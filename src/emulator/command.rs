@@ -3,8 +3,9 @@
 
 use super::options::{
     CredentialAssignment, EmulatorOptions, FaultAssignment, LatencyRange,
-    DEFAULT_FLAKY_ERROR_SHARE, DEFAULT_QUOTA_PER_HOUR, DEFAULT_QUOTA_PER_MINUTE, DEFAULT_SEED,
-    DEFAULT_SLOW_LATENCY, DEFAULT_TENANTS, DEFAULT_THROTTLED_RETRY_AFTER_SECONDS,
+    DEFAULT_FLAKY_ERROR_SHARE, DEFAULT_GRAPH_MAX_CONCURRENT, DEFAULT_GRAPH_QUOTA_PER_MINUTE,
+    DEFAULT_GRAPH_QUOTA_PER_TEN_MINUTES, DEFAULT_QUOTA_PER_HOUR, DEFAULT_QUOTA_PER_MINUTE,
+    DEFAULT_SEED, DEFAULT_SLOW_LATENCY, DEFAULT_TENANTS, DEFAULT_THROTTLED_RETRY_AFTER_SECONDS,
     DEFAULT_TOKEN_LIFETIME_SECONDS,
 };
 use super::tenants::TenantRecord;
@@ -28,7 +29,7 @@ pub struct EmulateArgs {
     pub seed: u64,
     /// Fault profile for a share of tenants or named ones, repeatable: `slow=0.1`,
     /// `revoked=contoso,fabrikam`. Profiles: slow, flaky, throttled, revoked, expired-secret,
-    /// forbidden, unlicensed, malformed, hang.
+    /// forbidden, unlicensed, malformed, hang, retired (Defender answers 410), graph-forbidden.
     #[arg(long = "fault", value_name = "PROFILE=SELECTOR")]
     pub faults: Vec<FaultAssignment>,
     /// Credential kind for a share of tenants or named ones, repeatable: `certificate=0.2`,
@@ -53,6 +54,15 @@ pub struct EmulateArgs {
     /// Score calls per application and tenant per sliding hour (0: unlimited).
     #[arg(long, default_value_t = DEFAULT_QUOTA_PER_HOUR)]
     pub quota_per_hour: u32,
+    /// Graph calls per application and tenant per sliding minute (0: unlimited).
+    #[arg(long, default_value_t = DEFAULT_GRAPH_QUOTA_PER_MINUTE)]
+    pub graph_quota_per_minute: u32,
+    /// Graph calls per application and tenant per sliding ten minutes (0: unlimited).
+    #[arg(long, default_value_t = DEFAULT_GRAPH_QUOTA_PER_TEN_MINUTES)]
+    pub graph_quota_per_ten_minutes: u32,
+    /// Graph calls in flight at once per application and tenant (0: unlimited).
+    #[arg(long, default_value_t = DEFAULT_GRAPH_MAX_CONCURRENT)]
+    pub graph_max_concurrent: u32,
     /// Lifetime of issued access tokens, seconds.
     #[arg(long, default_value_t = DEFAULT_TOKEN_LIFETIME_SECONDS)]
     pub token_lifetime_seconds: u64,
@@ -85,6 +95,9 @@ impl EmulateArgs {
             throttled_retry_after_seconds: self.throttled_retry_after_seconds,
             quota_per_minute: limit(self.quota_per_minute),
             quota_per_hour: limit(self.quota_per_hour),
+            graph_quota_per_minute: limit(self.graph_quota_per_minute),
+            graph_quota_per_ten_minutes: limit(self.graph_quota_per_ten_minutes),
+            graph_max_concurrent: limit(self.graph_max_concurrent),
             token_lifetime_seconds: self.token_lifetime_seconds,
             workers: self.workers,
         }
@@ -121,6 +134,8 @@ pub async fn run_cli(args: EmulateArgs) -> anyhow::Result<()> {
         emulator.base_url()
     );
     println!("  score endpoint  {}", emulator.score_url());
+    println!("  exposure score  {}", emulator.exposure_url());
+    println!("  secure scores   {}", emulator.secure_scores_url());
     println!("  counters        {}/_emulator/stats", emulator.base_url());
     println!("CA certificate    {}", ca_path.display());
     if let Some(path) = &config_path {
@@ -160,13 +175,16 @@ fn summary(tenants: &[TenantRecord], options: &EmulatorOptions) -> String {
     let quota =
         |limit: Option<u32>| limit.map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
     let mut text = format!(
-        "tenants           {} (seed {}): {}\ncredentials       {}\nquota             {}/minute, {}/hour per app and tenant; tokens live {} s\n",
+        "tenants           {} (seed {}): {}\ncredentials       {}\nquota             Defender {}/minute, {}/hour per app and tenant; Graph {}/minute, {}/10 minutes, {} concurrent; tokens live {} s\n",
         tenants.len(),
         options.seed,
         join(&faults),
         join(&kinds),
         quota(options.quota_per_minute),
         quota(options.quota_per_hour),
+        quota(options.graph_quota_per_minute),
+        quota(options.graph_quota_per_ten_minutes),
+        quota(options.graph_max_concurrent),
         options.token_lifetime_seconds,
     );
     const SHOWN: usize = 50;

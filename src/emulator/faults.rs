@@ -1,14 +1,18 @@
 //! Fault profiles: the ways one tenant's "Microsoft" can misbehave, and the deterministic choice
 //! of which `flaky` calls fail.
 //!
-//! Owns the profile names and the flaky decision only; the handlers in [`super::token`] and
-//! [`super::score`] decide what each profile does to a request.
+//! Owns the profile names and the flaky decision only; the handlers in [`super::token`],
+//! [`super::score`] and [`super::graph`] decide what each profile does to a request.
 
 use super::tenants::mix;
 use std::fmt;
 use std::str::FromStr;
 
 /// How a tenant misbehaves. Profiles are set per tenant at start or at run time.
+///
+/// "Score calls" means all three score endpoints (Defender's configuration and exposure scores,
+/// Graph's secure scores) unless a profile names one service: `forbidden`, `unlicensed` and
+/// `retired` are Defender's, `graph-forbidden` is Graph's. Token profiles hit every audience.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FaultProfile {
@@ -24,19 +28,26 @@ pub enum FaultProfile {
     /// The token endpoint says the client secret expired (AADSTS7000222); certificate tenants
     /// get AADSTS700027 (expired certificate).
     ExpiredSecret,
-    /// Tokens carry no `Score.Read.All` role; score calls get 403 `Forbidden`.
+    /// Defender tokens carry no `Score.Read.All` role; Defender calls get 403 `Forbidden`
+    /// (Graph is unaffected).
     Forbidden,
-    /// Score calls get 401 `Unauthorized` "No Tvm license".
+    /// Defender calls get 401 `Unauthorized` "No Tvm license" (Graph is unaffected).
     Unlicensed,
     /// Score calls get 200 with a body that is not valid JSON.
     Malformed,
     /// Score calls are accepted and never answered.
     Hang,
+    /// Defender's score endpoints are retired: 410 `Gone` with Defender's error body (after a
+    /// valid token, which names the tenant). Graph keeps working.
+    Retired,
+    /// Graph tokens carry no `SecurityEvents.Read.All` role; Graph calls get 403 `Forbidden`
+    /// with Graph's error body (Defender is unaffected).
+    GraphForbidden,
 }
 
 impl FaultProfile {
     /// Every profile, in the order of its numeric code.
-    pub const ALL: [FaultProfile; 9] = [
+    pub const ALL: [FaultProfile; 11] = [
         FaultProfile::Slow,
         FaultProfile::Flaky,
         FaultProfile::Throttled,
@@ -46,6 +57,8 @@ impl FaultProfile {
         FaultProfile::Unlicensed,
         FaultProfile::Malformed,
         FaultProfile::Hang,
+        FaultProfile::Retired,
+        FaultProfile::GraphForbidden,
     ];
 
     /// The kebab-case name used on the command line, in tags and in the operator API.
@@ -60,6 +73,8 @@ impl FaultProfile {
             FaultProfile::Unlicensed => "unlicensed",
             FaultProfile::Malformed => "malformed",
             FaultProfile::Hang => "hang",
+            FaultProfile::Retired => "retired",
+            FaultProfile::GraphForbidden => "graph-forbidden",
         }
     }
 
@@ -69,7 +84,7 @@ impl FaultProfile {
             None => 0,
             Some(profile) => {
                 let index = Self::ALL.iter().position(|p| *p == profile).unwrap_or(0);
-                // ALL has 9 entries, so the index always fits.
+                // ALL has 11 entries, so the index always fits.
                 u8::try_from(index + 1).unwrap_or(0)
             }
         }

@@ -1,6 +1,7 @@
-//! The emulator: a local, faithful stand-in for Entra ID's token endpoint and Defender for
-//! Endpoint's `GET /api/configurationScore`, over HTTPS, with seeded tenants, fault profiles,
-//! Defender's quotas and counters of everything it received. `scoregate emulate` runs it; the
+//! The emulator: a local, faithful stand-in for Entra ID's token endpoint, Defender for
+//! Endpoint's `GET /api/configurationScore` and `GET /api/exposureScore`, and Microsoft Graph's
+//! `GET /v1.0/security/secureScores`, over HTTPS, with seeded tenants, fault profiles, each
+//! service's quotas and counters of everything it received. `scoregate emulate` runs it; the
 //! tests, `demo` and the benchmarks run it in-process through [`Emulator`].
 //!
 //! It shares nothing with the gateway except [`crate::wire`].
@@ -14,8 +15,10 @@
 //! - `clock`: real time plus an offset tests move forward.
 //! - `tls`: rcgen CA and server certificate; RSA app certificates.
 //! - `token`, `assertion`: the token endpoint and certificate client assertions.
-//! - `score`: the score endpoint.
-//! - `quota`: sliding minute/hour windows per (application, tenant).
+//! - `service`: the closed sets of upstream services (token audiences) and score endpoints.
+//! - `score`: Defender's score endpoints (device and exposure).
+//! - `graph`: Graph's secure scores, its error body and its daily snapshots.
+//! - `quota`: sliding windows and concurrency caps per (application, tenant).
 //! - `stats`: [`Counters`] and [`StatsSnapshot`].
 //! - `responses`, `body`: upstream-shaped errors; size-limited bodies.
 //! - `server`: routes, shared state and the `/_emulator/` operator endpoints.
@@ -38,11 +41,13 @@ mod clock;
 mod command;
 mod config_writer;
 mod faults;
+mod graph;
 pub mod options;
 mod quota;
 mod responses;
 mod score;
 mod server;
+mod service;
 mod stats;
 mod tenants;
 mod tls;
@@ -207,6 +212,14 @@ impl Emulator {
                 options.quota_per_minute,
                 options.quota_per_hour,
             ),
+            graph_quota: quota::Quota::with_windows(
+                tenant_count,
+                &[
+                    (options.graph_quota_per_minute, quota::MINUTE_MS),
+                    (options.graph_quota_per_ten_minutes, quota::TEN_MINUTES_MS),
+                ],
+            ),
+            graph_concurrency: quota::Concurrency::new(tenant_count, options.graph_max_concurrent),
             clock: clock::Clock::default(),
             tokens: token::AccessTokens::new()?,
             settings: Settings {
@@ -254,6 +267,24 @@ impl Emulator {
     /// The score endpoint (`{base}/api/configurationScore`).
     pub fn score_url(&self) -> String {
         format!("{}{}", self.base_url, crate::wire::CONFIGURATION_SCORE_PATH)
+    }
+
+    /// The exposure score endpoint (`{base}/api/exposureScore`).
+    pub fn exposure_url(&self) -> String {
+        format!("{}{}", self.base_url, crate::wire::EXPOSURE_SCORE_PATH)
+    }
+
+    /// The Graph base (what the gateway's `graph_base` should be): the same HTTPS origin as
+    /// the Defender base, since Graph's paths (`/v1.0/…`) never collide with Defender's
+    /// (`/api/…`). Tokens for it are asked with the commercial Graph scope
+    /// ([`crate::wire::GRAPH_SCOPE`]), as the emulated Entra knows no other Graph resource.
+    pub fn graph_base(&self) -> String {
+        self.base_url.clone()
+    }
+
+    /// Graph's secure scores endpoint (`{graph_base}/v1.0/security/secureScores`).
+    pub fn secure_scores_url(&self) -> String {
+        format!("{}{}", self.graph_base(), crate::wire::SECURE_SCORES_PATH)
     }
 
     /// The CA certificate (PEM) clients must trust; new at every start.
@@ -325,8 +356,8 @@ impl Emulator {
         Ok(())
     }
 
-    /// Moves the emulator clock forward: token expiry, quota windows, score drift and `time`
-    /// follow it. Real latency and hangs do not.
+    /// Moves the emulator clock forward: token expiry, quota windows, score drift, `time` and
+    /// the days of Graph's snapshots follow it. Real latency and hangs do not.
     pub fn advance_clock(&self, by: Duration) {
         self.shared.clock.advance(by);
     }

@@ -20,6 +20,12 @@ pub const DEFAULT_SEED: u64 = 7;
 pub const DEFAULT_QUOTA_PER_MINUTE: u32 = 100;
 /// Defender's documented limit per application and tenant, per hour.
 pub const DEFAULT_QUOTA_PER_HOUR: u32 = 1_500;
+/// Graph's documented limit per application and tenant, per minute.
+pub const DEFAULT_GRAPH_QUOTA_PER_MINUTE: u32 = 150;
+/// Graph's documented limit per application and tenant, per ten minutes.
+pub const DEFAULT_GRAPH_QUOTA_PER_TEN_MINUTES: u32 = 10_000;
+/// Graph's documented cap on concurrent requests per application and tenant.
+pub const DEFAULT_GRAPH_MAX_CONCURRENT: u32 = 4;
 /// Entra's usual access-token lifetime (`expires_in`).
 pub const DEFAULT_TOKEN_LIFETIME_SECONDS: u64 = 3_599;
 /// `Retry-After` of the `throttled` fault profile.
@@ -35,7 +41,7 @@ pub const DEFAULT_SLOW_LATENCY: LatencyRange = LatencyRange {
 pub const MAX_TENANTS: usize = 100_000;
 
 /// Everything `Emulator::start` needs. `Default` is a healthy 25-tenant emulator on a free
-/// loopback port with Defender's documented quotas.
+/// loopback port with Defender's and Graph's documented quotas.
 #[derive(Debug, Clone)]
 pub struct EmulatorOptions {
     /// Address to listen on; port 0 picks a free port (`Emulator::addr` reports the real one).
@@ -63,6 +69,13 @@ pub struct EmulatorOptions {
     pub quota_per_minute: Option<u32>,
     /// Calls per (application, tenant) per sliding hour; `None` means unlimited.
     pub quota_per_hour: Option<u32>,
+    /// Graph calls per (application, tenant) per sliding minute; `None` means unlimited.
+    pub graph_quota_per_minute: Option<u32>,
+    /// Graph calls per (application, tenant) per sliding ten minutes; `None` means unlimited.
+    pub graph_quota_per_ten_minutes: Option<u32>,
+    /// Graph calls in flight at once per (application, tenant); beyond it Graph answers 429.
+    /// `None` means unlimited.
+    pub graph_max_concurrent: Option<u32>,
     /// Lifetime of issued access tokens (`expires_in`).
     pub token_lifetime_seconds: u64,
     /// actix worker threads (each serves TLS connections on its own thread).
@@ -83,6 +96,9 @@ impl Default for EmulatorOptions {
             throttled_retry_after_seconds: DEFAULT_THROTTLED_RETRY_AFTER_SECONDS,
             quota_per_minute: Some(DEFAULT_QUOTA_PER_MINUTE),
             quota_per_hour: Some(DEFAULT_QUOTA_PER_HOUR),
+            graph_quota_per_minute: Some(DEFAULT_GRAPH_QUOTA_PER_MINUTE),
+            graph_quota_per_ten_minutes: Some(DEFAULT_GRAPH_QUOTA_PER_TEN_MINUTES),
+            graph_max_concurrent: Some(DEFAULT_GRAPH_MAX_CONCURRENT),
             token_lifetime_seconds: DEFAULT_TOKEN_LIFETIME_SECONDS,
             workers: 2,
         }
@@ -114,6 +130,15 @@ impl EmulatorOptions {
             return invalid(
                 "quota",
                 "a limit must be at least 1 (omit it for none)".into(),
+            );
+        }
+        if self.graph_quota_per_minute == Some(0)
+            || self.graph_quota_per_ten_minutes == Some(0)
+            || self.graph_max_concurrent == Some(0)
+        {
+            return invalid(
+                "graph-quota",
+                "a Graph limit must be at least 1 (omit it for none)".into(),
             );
         }
         for assignment in &self.faults {

@@ -1,29 +1,34 @@
-//! Defender's `GET /api/configurationScore`: bearer-token checks, fault profiles, quota,
-//! latency, and the score itself (deterministic per seed and tenant, drifting once per
-//! emulated day).
+//! Defender's score endpoints, `GET /api/configurationScore` (the device score) and
+//! `GET /api/exposureScore`: bearer-token checks, fault profiles, the quota they share, latency,
+//! and the scores themselves (deterministic per seed and tenant, drifting once per emulated day).
 //!
-//! Order of checks, written down once: token (401) → tenant → expiry (401) → role (403) →
-//! licence (401) → `throttled` (429) → quota (429, consumes a slot only when granted) →
-//! latency → `flaky` (5xx) / `hang` / `malformed` → 200.
+//! Order of checks, written down once: token (401) → tenant → `retired` (410) → expiry (401) →
+//! audience (403) → role (403) → licence (401) → `throttled` (429) → quota (429, consumes a
+//! slot only when granted) → latency → `flaky` (5xx) / `hang` / `malformed` → 200.
 
 use super::body::declared_too_large;
 use super::clock::defender_time;
 use super::faults::{flaky_failure, FaultProfile};
 use super::responses::defender_error;
 use super::server::Shared;
+use super::service::{Endpoint, Service};
 use super::stats::InFlight;
 use super::tenants::{mix, TenantRecord};
-use super::token::{AccessClaims, SCORE_ROLE};
-use crate::wire::{ConfigurationScore, DEFENDER_RESOURCE};
+use super::token::AccessClaims;
+use crate::wire::{ConfigurationScore, DEFENDER_RESOURCE, DEFENDER_SCORE_ROLE};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-/// The `@odata.context` Defender answers with.
+/// The `@odata.context` Defender answers the device score with.
 pub(crate) const ODATA_CONTEXT: &str =
     "https://api.security.microsoft.com/api/$metadata#ConfigurationScore/$entity";
+
+/// The `@odata.context` Defender answers the exposure score with.
+pub(crate) const EXPOSURE_ODATA_CONTEXT: &str =
+    "https://api.security.microsoft.com/api/$metadata#ExposureScore/$entity";
 
 /// `Content-Type` of a successful answer.
 const ODATA_JSON: &str =
@@ -39,12 +44,18 @@ pub(crate) enum ScoreError {
     /// The token has expired (or is not yet valid) on the emulator clock.
     #[error("Authorization has been denied for this request. The access token has expired.")]
     Expired,
-    /// The token is for another resource (MDE-API.md: a wrong audience gives 403).
+    /// The token is for another resource, such as Graph (MDE-API.md: a wrong audience gives
+    /// 403).
     #[error("The access token audience is invalid. Request a token for {DEFENDER_RESOURCE}.")]
     WrongAudience,
     /// No `Score.Read.All` role (the `forbidden` profile).
-    #[error("Missing application roles. API required roles: {SCORE_ROLE}. Application roles: .")]
+    #[error(
+        "Missing application roles. API required roles: {DEFENDER_SCORE_ROLE}. Application roles: ."
+    )]
     MissingRole,
+    /// The `retired` profile: the MDE API no longer exists for this tenant.
+    #[error("This API has been retired (MC1220762). Use the Microsoft Graph Security API.")]
+    Retired,
     /// The `unlicensed` profile.
     #[error("No Tvm license")]
     Unlicensed,
@@ -74,6 +85,7 @@ impl ScoreError {
             ScoreError::WrongAudience | ScoreError::MissingRole => {
                 (StatusCode::FORBIDDEN, "Forbidden", None)
             }
+            ScoreError::Retired => (StatusCode::GONE, "Gone", None),
             ScoreError::Throttled(wait) | ScoreError::QuotaExceeded(wait) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "TooManyRequests",
@@ -105,7 +117,21 @@ pub(crate) fn score_at(seed: u64, tenant: &TenantRecord, at: OffsetDateTime) -> 
     (score * 100.0).round() / 100.0
 }
 
-fn bearer_token(request: &HttpRequest) -> Option<&str> {
+/// The exposure score of `tenant` at emulated time `at`: 0–100 (lower is better), a per-tenant
+/// base between 15 and 70, a slow wave and a daily wobble, recomputed once per emulated UTC day.
+/// Unrounded, as Defender answers (`33.491554051195706`).
+pub(crate) fn exposure_at(seed: u64, tenant: &TenantRecord, at: OffsetDateTime) -> f64 {
+    let day = at.unix_timestamp().div_euclid(86_400);
+    let index = tenant.index as u64;
+    let base = 15.0 + (mix(&[seed, 0xE7905, index]) % 5_501) as f64 / 100.0;
+    let phase = (mix(&[seed, 0xE7906, index]) % 360) as f64;
+    let wave = 8.0 * ((day as f64) * std::f64::consts::TAU / 83.0 + phase.to_radians()).sin();
+    let wobble = (mix(&[seed, 0xE7907, index, day as u64]) % 600_001) as f64 / 100_000.0 - 3.0;
+    (base + wave + wobble).clamp(0.0, 100.0)
+}
+
+/// The token of an `Authorization: Bearer …` header, if any.
+pub(crate) fn bearer_token(request: &HttpRequest) -> Option<&str> {
     let value = request
         .headers()
         .get(header::AUTHORIZATION)?
@@ -118,8 +144,20 @@ fn bearer_token(request: &HttpRequest) -> Option<&str> {
 
 /// `GET /api/configurationScore`.
 pub(crate) async fn get_score(request: HttpRequest, state: web::Data<Shared>) -> HttpResponse {
-    let mut call = state.stats.score_call();
-    let response = match serve(&request, &state, &mut call).await {
+    answer(Endpoint::ConfigurationScore, &request, &state).await
+}
+
+/// `GET /api/exposureScore`.
+pub(crate) async fn get_exposure_score(
+    request: HttpRequest,
+    state: web::Data<Shared>,
+) -> HttpResponse {
+    answer(Endpoint::ExposureScore, &request, &state).await
+}
+
+async fn answer(endpoint: Endpoint, request: &HttpRequest, state: &Shared) -> HttpResponse {
+    let mut call = state.stats.call(endpoint);
+    let response = match serve(endpoint, request, state, &mut call).await {
         Ok(response) => response,
         Err(refused) => refused.answer(),
     };
@@ -127,23 +165,21 @@ pub(crate) async fn get_score(request: HttpRequest, state: web::Data<Shared>) ->
     response
 }
 
-fn authenticate<'s>(
+/// The tenant and claims of the request's bearer token, if it is one this emulator signed for a
+/// known tenant (expiry, audience and roles are the caller's to check).
+pub(crate) fn identify<'s>(
     request: &HttpRequest,
     state: &'s Shared,
-) -> Result<(&'s TenantRecord, AccessClaims), ScoreError> {
-    let token = bearer_token(request).ok_or(ScoreError::Unauthenticated)?;
-    let claims = state
-        .tokens
-        .read(token)
-        .ok_or(ScoreError::Unauthenticated)?;
+) -> Option<(&'s TenantRecord, AccessClaims)> {
+    let claims = state.tokens.read(bearer_token(request)?)?;
     let tenant = Uuid::parse_str(&claims.tid)
         .ok()
-        .and_then(|tid| state.directory.by_tenant_id(tid))
-        .ok_or(ScoreError::Unauthenticated)?;
-    Ok((tenant, claims))
+        .and_then(|tid| state.directory.by_tenant_id(tid))?;
+    Some((tenant, claims))
 }
 
 async fn serve(
+    endpoint: Endpoint,
     request: &HttpRequest,
     state: &Shared,
     call: &mut InFlight<'_>,
@@ -151,20 +187,27 @@ async fn serve(
     if declared_too_large(request) {
         return Err(ScoreError::TooLarge);
     }
-    let (tenant, claims) = authenticate(request, state)?;
+    let (tenant, claims) = identify(request, state).ok_or(ScoreError::Unauthenticated)?;
     call.attach(tenant.index);
+    let fault = tenant.fault();
+    // A retired API refuses whatever the token's state; the token is only needed to know whose
+    // emulated Defender this is.
+    if fault == Some(FaultProfile::Retired) {
+        return Err(ScoreError::Retired);
+    }
 
     let now = state.clock.now().unix_timestamp();
     if claims.exp <= now || claims.nbf > now {
         return Err(ScoreError::Expired);
     }
-    if claims.aud != DEFENDER_RESOURCE {
+    if claims.aud != Service::Defender.resource() {
         return Err(ScoreError::WrongAudience);
     }
-    let fault = tenant.fault();
     // The role is checked on the token *and* the current profile, so that a test can turn a
     // tenant `forbidden` without waiting for its token to expire.
-    if fault == Some(FaultProfile::Forbidden) || !claims.roles.iter().any(|r| r == SCORE_ROLE) {
+    if fault == Some(FaultProfile::Forbidden)
+        || !claims.roles.iter().any(|r| r == DEFENDER_SCORE_ROLE)
+    {
         return Err(ScoreError::MissingRole);
     }
     if fault == Some(FaultProfile::Unlicensed) {
@@ -179,10 +222,50 @@ async fn serve(
         .quota
         .try_acquire(tenant.index, app, state.clock.now_millis())
         .map_err(|wait| {
-            state.stats.quota_refusal(tenant.index);
+            state.stats.quota_refusal(tenant.index, Service::Defender);
             ScoreError::QuotaExceeded(wait)
         })?;
 
+    match misbehave(state, tenant, fault).await {
+        Some(500) => return Err(ScoreError::Internal),
+        Some(_) => return Err(ScoreError::Unavailable),
+        None => {}
+    }
+
+    let at = state.clock.now();
+    let time = defender_time(at);
+    let (context, score) = match endpoint {
+        Endpoint::ExposureScore => (
+            EXPOSURE_ODATA_CONTEXT,
+            exposure_at(state.settings.seed, tenant, at),
+        ),
+        _ => (ODATA_CONTEXT, score_at(state.settings.seed, tenant, at)),
+    };
+    if fault == Some(FaultProfile::Malformed) {
+        let broken = format!("{{\"@odata.context\":\"{context}\",\"time\":\"{time}\",\"score\":");
+        return Ok(HttpResponse::Ok()
+            .insert_header((header::CONTENT_TYPE, ODATA_JSON))
+            .body(broken));
+    }
+    let body = ConfigurationScore {
+        odata_context: Some(context.to_owned()),
+        time,
+        score,
+    };
+    let bytes = serde_json::to_vec(&body).map_err(|_| ScoreError::Internal)?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, ODATA_JSON))
+        .body(bytes))
+}
+
+/// The misbehaviour every score endpoint shares, after the checks and the quota: the global and
+/// `slow` latency, then `hang` (never returns) or `flaky` (`Some(500)` or `Some(503)`: the call
+/// fails). `None`: answer normally.
+pub(crate) async fn misbehave(
+    state: &Shared,
+    tenant: &TenantRecord,
+    fault: Option<FaultProfile>,
+) -> Option<u16> {
     let delay = {
         let mut rng = rand::rng();
         let global = state
@@ -200,48 +283,27 @@ async fn serve(
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-
     match fault {
         Some(FaultProfile::Flaky) => {
+            // One call number per tenant across its score endpoints: deterministic for a test
+            // that calls one endpoint, and still the configured share overall.
             let number = tenant
                 .flaky_calls
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let share = state.settings.flaky_error_share;
-            match flaky_failure(state.settings.seed, tenant.index, number, share) {
-                Some(500) => return Err(ScoreError::Internal),
-                Some(_) => return Err(ScoreError::Unavailable),
-                None => {}
-            }
+            flaky_failure(state.settings.seed, tenant.index, number, share)
         }
         Some(FaultProfile::Hang) => {
-            // Never answers. The in-flight guard is released when actix drops this future:
-            // when the client disconnects or the server stops.
+            // Never answers. The in-flight guard (and Graph's concurrency slot) is released
+            // when actix drops this future: when the client disconnects or the server stops.
             std::future::pending::<()>().await;
+            None
         }
-        _ => {}
+        _ => None,
     }
-
-    let at = state.clock.now();
-    let time = defender_time(at);
-    if fault == Some(FaultProfile::Malformed) {
-        let broken =
-            format!("{{\"@odata.context\":\"{ODATA_CONTEXT}\",\"time\":\"{time}\",\"score\":");
-        return Ok(HttpResponse::Ok()
-            .insert_header((header::CONTENT_TYPE, ODATA_JSON))
-            .body(broken));
-    }
-    let body = ConfigurationScore {
-        odata_context: Some(ODATA_CONTEXT.to_owned()),
-        time,
-        score: score_at(state.settings.seed, tenant, at),
-    };
-    let bytes = serde_json::to_vec(&body).map_err(|_| ScoreError::Internal)?;
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CONTENT_TYPE, ODATA_JSON))
-        .body(bytes))
 }
 
-/// Anything but GET on the score path.
+/// Anything but GET on a Defender score path.
 pub(crate) async fn score_wrong_method(request: HttpRequest) -> HttpResponse {
     defender_error(
         StatusCode::METHOD_NOT_ALLOWED,

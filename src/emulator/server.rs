@@ -6,7 +6,10 @@
 //! | route | what |
 //! |---|---|
 //! | `POST /{tenant}/oauth2/v2.0/token` | Entra's token endpoint ([`super::token`]) |
-//! | `GET /api/configurationScore` | Defender's score ([`super::score`]) |
+//! | `GET /api/configurationScore` | Defender's device score ([`super::score`]) |
+//! | `GET /api/exposureScore` | Defender's exposure score ([`super::score`]) |
+//! | `GET /v1.0/security/secureScores` | Graph's secure scores ([`super::graph`]) |
+//! | anything else under `/v1.0/`, `/beta/` | Graph-shaped 404 |
 //! | `GET /_emulator/stats` | [`super::StatsSnapshot`] as JSON |
 //! | `POST /_emulator/reset` | zero the counters (204) |
 //! | `GET /_emulator/tenants` | tenants without secrets |
@@ -21,12 +24,12 @@ use super::body::read_limited;
 use super::clock::{defender_time, Clock};
 use super::faults::FaultProfile;
 use super::options::LatencyRange;
-use super::quota::Quota;
+use super::quota::{Concurrency, Quota};
 use super::responses::{defender_error, not_found};
 use super::stats::Stats;
 use super::tenants::Directory;
 use super::token::AccessTokens;
-use super::{score, token, EmulatorError};
+use super::{graph, score, token, EmulatorError};
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde::{Deserialize, Serialize};
@@ -57,8 +60,12 @@ pub(crate) struct Shared {
     pub directory: Directory,
     /// Counters (what the gateway's tests assert on).
     pub stats: Stats,
-    /// Per (application, tenant) sliding windows.
+    /// Defender's per (application, tenant) sliding windows, shared by both score endpoints.
     pub quota: Quota,
+    /// Graph's per (application, tenant) sliding windows (its own, independent of Defender's).
+    pub graph_quota: Quota,
+    /// Graph's cap on concurrent requests per (application, tenant).
+    pub graph_concurrency: Concurrency,
     /// The emulated clock.
     pub clock: Clock,
     /// Access token signing.
@@ -96,6 +103,18 @@ pub(crate) fn build(
                     .route(web::get().to(score::get_score))
                     .default_service(web::to(score::score_wrong_method)),
             )
+            .service(
+                web::resource(crate::wire::EXPOSURE_SCORE_PATH)
+                    .route(web::get().to(score::get_exposure_score))
+                    .default_service(web::to(score::score_wrong_method)),
+            )
+            .service(
+                web::resource(crate::wire::SECURE_SCORES_PATH)
+                    .route(web::get().to(graph::get_secure_scores))
+                    .default_service(web::to(graph::secure_scores_wrong_method)),
+            )
+            .service(web::scope("/v1.0").default_service(web::to(graph::graph_not_found)))
+            .service(web::scope("/beta").default_service(web::to(graph::graph_not_found)))
             .service(
                 web::scope("/_emulator")
                     .route("/stats", web::get().to(get_stats))

@@ -1,40 +1,115 @@
 //! Counters of what each tenant's "Microsoft" received and answered, in total and per tenant.
 //!
-//! These are what the gateway's tests assert on (token requests, Defender calls, answers by
-//! class, quota refusals, concurrency), so every count has one precise meaning, documented on
-//! [`Counters`]. Lock-free: plain atomics indexed by tenant.
+//! These are what the gateway's tests assert on (token requests per audience, calls per
+//! endpoint and service, answers by class, quota refusals, concurrency), so every count has one
+//! precise meaning, documented on [`Counters`]. Lock-free: plain atomics indexed by tenant.
 
+use super::service::{Endpoint, Service};
 use super::tenants::Directory;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// What one tenant (or all of them) received. Response counters count score-call answers only;
-/// token endpoint outcomes are `tokens_issued` and `token_errors`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counters {
-    /// Requests to the token endpoint (any outcome).
-    pub token_requests: u64,
-    /// Access tokens issued.
-    pub tokens_issued: u64,
-    /// Token requests refused (any AADSTS error).
-    pub token_errors: u64,
-    /// `GET /api/configurationScore` requests (any outcome, including hanging ones).
-    pub score_calls: u64,
-    /// Score calls answered 2xx (including the `malformed` profile's broken bodies).
-    pub responses_2xx: u64,
-    /// Score calls answered 4xx other than 429.
-    pub responses_4xx: u64,
-    /// Score calls answered 429 (quota or the `throttled` profile).
-    pub responses_429: u64,
-    /// Score calls answered 5xx.
-    pub responses_5xx: u64,
-    /// 429s because the quota was spent (not the `throttled` profile's).
-    pub quota_refusals: u64,
-    /// Score calls being processed now.
-    pub in_flight: u64,
-    /// Highest number of score calls in flight at once since start or the last reset.
-    pub max_concurrent: u64,
+/// Declares [`Counters`] and its atomic twin from one list, so a counter cannot be added to one
+/// and forgotten in the other (or in `load` / `reset`). Gauges are never zeroed by a reset.
+macro_rules! counters {
+    (
+        counters { $( $(#[doc = $doc:expr])* $name:ident, )* }
+        gauges { $( $(#[doc = $gauge_doc:expr])* $gauge:ident, )* }
+    ) => {
+        /// What one tenant (or all of them) received, per upstream service.
+        ///
+        /// Token counters cover the token endpoint; `defender_*` / `graph_*` token counters
+        /// split them by the audience the request's `scope` named (a request naming no known
+        /// audience is in neither). The unprefixed answer counters (`responses_*`,
+        /// `quota_refusals`, `in_flight`, `max_concurrent`) are **Defender's**, over both of
+        /// its score endpoints; Graph's have the `graph_` prefix.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+        pub struct Counters {
+            $( $(#[doc = $doc])* #[serde(default)] pub $name: u64, )*
+            $( $(#[doc = $gauge_doc])* #[serde(default)] pub $gauge: u64, )*
+        }
+
+        /// Atomic twin of [`Counters`].
+        #[derive(Default)]
+        struct AtomicCounters {
+            $( $name: AtomicU64, )*
+            $( $gauge: AtomicU64, )*
+        }
+
+        impl AtomicCounters {
+            fn load(&self) -> Counters {
+                Counters {
+                    $( $name: self.$name.load(Ordering::Relaxed), )*
+                    $( $gauge: self.$gauge.load(Ordering::Relaxed), )*
+                }
+            }
+
+            /// Zeroes the counters, not the gauges.
+            fn zero_counters(&self) {
+                $( self.$name.store(0, Ordering::Relaxed); )*
+            }
+        }
+    };
+}
+
+counters! {
+    counters {
+        /// Requests to the token endpoint (any outcome, any audience).
+        token_requests,
+        /// Access tokens issued (any audience).
+        tokens_issued,
+        /// Token requests refused (any AADSTS error).
+        token_errors,
+        /// Token requests whose scope named Defender's resource (any outcome).
+        defender_token_requests,
+        /// Access tokens issued for Defender's resource.
+        defender_tokens_issued,
+        /// Token requests whose scope named Graph's resource (any outcome).
+        graph_token_requests,
+        /// Access tokens issued for Graph's resource.
+        graph_tokens_issued,
+        /// `GET /api/configurationScore` requests (the device score; any outcome, including
+        /// hanging ones).
+        score_calls,
+        /// `GET /api/exposureScore` requests (any outcome).
+        exposure_calls,
+        /// Requests to either Defender score endpoint: `score_calls + exposure_calls`, what
+        /// Defender's quota counts.
+        defender_calls,
+        /// Defender calls answered 2xx (including the `malformed` profile's broken bodies).
+        responses_2xx,
+        /// Defender calls answered 4xx other than 429.
+        responses_4xx,
+        /// Defender calls answered 429 (quota or the `throttled` profile).
+        responses_429,
+        /// Defender calls answered 5xx.
+        responses_5xx,
+        /// Defender 429s because the quota was spent (not the `throttled` profile's).
+        quota_refusals,
+        /// Highest number of Defender calls in flight at once since start or the last reset.
+        max_concurrent,
+        /// `GET /v1.0/security/secureScores` requests (any outcome).
+        graph_calls,
+        /// Graph calls answered 2xx.
+        graph_responses_2xx,
+        /// Graph calls answered 4xx other than 429.
+        graph_responses_4xx,
+        /// Graph calls answered 429 (rate limit, concurrency cap or the `throttled` profile).
+        graph_responses_429,
+        /// Graph calls answered 5xx.
+        graph_responses_5xx,
+        /// Graph 429s because a rate limit or the concurrency cap was hit.
+        graph_quota_refusals,
+        /// Highest number of Graph calls in flight at once since start or the last reset.
+        graph_max_concurrent,
+    }
+    gauges {
+        /// Defender calls being processed now.
+        in_flight,
+        /// Graph calls being processed now.
+        graph_in_flight,
+    }
 }
 
 /// Counters in total and per tenant (by slug), as `GET /_emulator/stats` returns them. Tenants
@@ -55,78 +130,67 @@ impl StatsSnapshot {
     }
 }
 
-/// Atomic twin of [`Counters`].
-#[derive(Default)]
-struct AtomicCounters {
-    token_requests: AtomicU64,
-    tokens_issued: AtomicU64,
-    token_errors: AtomicU64,
-    score_calls: AtomicU64,
-    responses_2xx: AtomicU64,
-    responses_4xx: AtomicU64,
-    responses_429: AtomicU64,
-    responses_5xx: AtomicU64,
-    quota_refusals: AtomicU64,
-    in_flight: AtomicU64,
-    max_concurrent: AtomicU64,
-}
-
 impl AtomicCounters {
-    fn load(&self) -> Counters {
-        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        Counters {
-            token_requests: get(&self.token_requests),
-            tokens_issued: get(&self.tokens_issued),
-            token_errors: get(&self.token_errors),
-            score_calls: get(&self.score_calls),
-            responses_2xx: get(&self.responses_2xx),
-            responses_4xx: get(&self.responses_4xx),
-            responses_429: get(&self.responses_429),
-            responses_5xx: get(&self.responses_5xx),
-            quota_refusals: get(&self.quota_refusals),
-            in_flight: get(&self.in_flight),
-            max_concurrent: get(&self.max_concurrent),
-        }
-    }
-
     fn reset(&self) {
-        for counter in [
-            &self.token_requests,
-            &self.tokens_issued,
-            &self.token_errors,
-            &self.score_calls,
-            &self.responses_2xx,
-            &self.responses_4xx,
-            &self.responses_429,
-            &self.responses_5xx,
-            &self.quota_refusals,
+        self.zero_counters();
+        // The gauges stay; the high-water marks restart from them.
+        for (gauge, mark) in [
+            (&self.in_flight, &self.max_concurrent),
+            (&self.graph_in_flight, &self.graph_max_concurrent),
         ] {
-            counter.store(0, Ordering::Relaxed);
+            mark.store(gauge.load(Ordering::Relaxed), Ordering::Relaxed);
         }
-        // The gauge stays; the high-water mark restarts from it.
-        self.max_concurrent
-            .store(self.in_flight.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 
-    fn enter(&self) {
-        self.score_calls.fetch_add(1, Ordering::Relaxed);
-        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
-        self.max_concurrent.fetch_max(now, Ordering::Relaxed);
+    fn gauge(&self, service: Service) -> (&AtomicU64, &AtomicU64) {
+        match service {
+            Service::Defender => (&self.in_flight, &self.max_concurrent),
+            Service::Graph => (&self.graph_in_flight, &self.graph_max_concurrent),
+        }
     }
 
-    fn leave(&self) {
+    fn enter(&self, endpoint: Endpoint) {
+        let calls: &[&AtomicU64] = match endpoint {
+            Endpoint::ConfigurationScore => &[&self.score_calls, &self.defender_calls],
+            Endpoint::ExposureScore => &[&self.exposure_calls, &self.defender_calls],
+            Endpoint::SecureScores => &[&self.graph_calls],
+        };
+        for counter in calls {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        let (gauge, mark) = self.gauge(endpoint.service());
+        let now = gauge.fetch_add(1, Ordering::Relaxed) + 1;
+        mark.fetch_max(now, Ordering::Relaxed);
+    }
+
+    fn leave(&self, service: Service) {
         // Saturating: a reset never touches the gauge, so this cannot underflow in practice.
         let _ = self
-            .in_flight
+            .gauge(service)
+            .0
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 
-    fn response(&self, status: u16) {
+    fn response(&self, service: Service, status: u16) {
+        let [ok, client, throttled, server] = match service {
+            Service::Defender => [
+                &self.responses_2xx,
+                &self.responses_4xx,
+                &self.responses_429,
+                &self.responses_5xx,
+            ],
+            Service::Graph => [
+                &self.graph_responses_2xx,
+                &self.graph_responses_4xx,
+                &self.graph_responses_429,
+                &self.graph_responses_5xx,
+            ],
+        };
         let counter = match status {
-            200..=299 => &self.responses_2xx,
-            429 => &self.responses_429,
-            400..=499 => &self.responses_4xx,
-            500..=599 => &self.responses_5xx,
+            200..=299 => ok,
+            429 => throttled,
+            400..=499 => client,
+            500..=599 => server,
             _ => return,
         };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -159,32 +223,57 @@ impl Stats {
         }
     }
 
-    /// A token request ended: issued or refused.
-    pub fn token_outcome(&self, tenant: Option<usize>, issued: bool) {
+    /// A token request's scope named `audience` (counted whatever the outcome).
+    pub fn token_audience(&self, tenant: Option<usize>, audience: Service) {
         for counters in self.each(tenant) {
-            let counter = if issued {
-                &counters.tokens_issued
-            } else {
-                &counters.token_errors
+            let counter = match audience {
+                Service::Defender => &counters.defender_token_requests,
+                Service::Graph => &counters.graph_token_requests,
             };
             counter.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// A score call arrived: counts it and holds the in-flight gauge until the guard drops
-    /// (answered, or cancelled because the client went away or the server stopped).
-    pub fn score_call(&self) -> InFlight<'_> {
-        self.total.enter();
+    /// A token request ended: issued (for that audience) or refused.
+    pub fn token_outcome(&self, tenant: Option<usize>, issued: Option<Service>) {
+        for counters in self.each(tenant) {
+            let counter = match issued {
+                Some(Service::Defender) => {
+                    counters
+                        .defender_tokens_issued
+                        .fetch_add(1, Ordering::Relaxed);
+                    &counters.tokens_issued
+                }
+                Some(Service::Graph) => {
+                    counters.graph_tokens_issued.fetch_add(1, Ordering::Relaxed);
+                    &counters.tokens_issued
+                }
+                None => &counters.token_errors,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A score call to `endpoint` arrived: counts it and holds its service's in-flight gauge
+    /// until the guard drops (answered, or cancelled because the client went away or the
+    /// server stopped).
+    pub fn call(&self, endpoint: Endpoint) -> InFlight<'_> {
+        self.total.enter(endpoint);
         InFlight {
             stats: self,
+            endpoint,
             tenant: None,
         }
     }
 
-    /// A score call was refused because its quota is spent.
-    pub fn quota_refusal(&self, tenant: usize) {
+    /// A call to `service` was refused because a quota (or Graph's concurrency cap) is spent.
+    pub fn quota_refusal(&self, tenant: usize, service: Service) {
         for counters in self.each(Some(tenant)) {
-            counters.quota_refusals.fetch_add(1, Ordering::Relaxed);
+            let counter = match service {
+                Service::Defender => &counters.quota_refusals,
+                Service::Graph => &counters.graph_quota_refusals,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -215,6 +304,7 @@ impl Stats {
 /// Holds one score call in the in-flight gauges; releases them on drop.
 pub(crate) struct InFlight<'a> {
     stats: &'a Stats,
+    endpoint: Endpoint,
     tenant: Option<usize>,
 }
 
@@ -223,7 +313,7 @@ impl InFlight<'_> {
     pub fn attach(&mut self, tenant: usize) {
         if self.tenant.is_none() {
             if let Some(counters) = self.stats.tenants.get(tenant) {
-                counters.enter();
+                counters.enter(self.endpoint);
                 self.tenant = Some(tenant);
             }
         }
@@ -231,16 +321,18 @@ impl InFlight<'_> {
 
     /// Records the answer's status class.
     pub fn respond(&self, status: u16) {
+        let service = self.endpoint.service();
         for counters in self.stats.each(self.tenant) {
-            counters.response(status);
+            counters.response(service, status);
         }
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
+        let service = self.endpoint.service();
         for counters in self.stats.each(self.tenant) {
-            counters.leave();
+            counters.leave(service);
         }
     }
 }
@@ -253,9 +345,9 @@ mod tests {
     fn the_in_flight_guard_counts_and_releases() {
         let stats = Stats::new(2);
         {
-            let mut first = stats.score_call();
+            let mut first = stats.call(Endpoint::ConfigurationScore);
             first.attach(1);
-            let second = stats.score_call();
+            let second = stats.call(Endpoint::ConfigurationScore);
             second.respond(401);
             first.respond(200);
             let total = stats.total.load();
@@ -271,5 +363,31 @@ mod tests {
         assert_eq!((tenant.score_calls, tenant.responses_2xx), (1, 1));
         stats.reset();
         assert_eq!(stats.total.load(), Counters::default());
+    }
+
+    #[test]
+    fn each_service_has_its_own_calls_answers_and_gauge() {
+        let stats = Stats::new(1);
+        let mut exposure = stats.call(Endpoint::ExposureScore);
+        exposure.attach(0);
+        let mut graph = stats.call(Endpoint::SecureScores);
+        graph.attach(0);
+        exposure.respond(200);
+        graph.respond(429);
+        let tenant = stats.tenants[0].load();
+        assert_eq!(
+            (
+                tenant.exposure_calls,
+                tenant.defender_calls,
+                tenant.score_calls
+            ),
+            (1, 1, 0)
+        );
+        assert_eq!((tenant.graph_calls, tenant.graph_responses_429), (1, 1));
+        assert_eq!((tenant.responses_2xx, tenant.responses_429), (1, 0));
+        assert_eq!((tenant.in_flight, tenant.graph_in_flight), (1, 1));
+        drop(graph);
+        assert_eq!(stats.tenants[0].load().graph_in_flight, 0);
+        assert_eq!(stats.tenants[0].load().graph_max_concurrent, 1);
     }
 }

@@ -2,7 +2,8 @@
 //! access tokens it issues.
 //!
 //! Owns the checks Entra makes, in Entra's order (tenant, form, grant type, client id, scope,
-//! credential) and the AADSTS code of each refusal; the bytes of a refusal are
+//! credential) and the AADSTS code of each refusal; the scope chooses the audience (Defender or
+//! Graph) and with it the application role the token carries; the bytes of a refusal are
 //! [`super::responses::entra_error`]'s. Access tokens are HS256 JWTs signed with a key made per
 //! emulator, so tokens of one emulator are garbage to another.
 
@@ -12,9 +13,10 @@ use super::faults::FaultProfile;
 use super::options::CredentialKind;
 use super::responses::{entra_error, EntraRefusal, JSON_UTF8};
 use super::server::Shared;
+use super::service::Service;
 use super::tenants::TenantRecord;
 use super::EmulatorError;
-use crate::wire::{TokenResponse, DEFENDER_RESOURCE, JWT_BEARER_ASSERTION_TYPE};
+use crate::wire::{TokenResponse, JWT_BEARER_ASSERTION_TYPE};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -24,9 +26,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use time::OffsetDateTime;
 use uuid::Uuid;
-
-/// The application role Defender requires for `GET /api/configurationScore`.
-pub(crate) const SCORE_ROLE: &str = "Score.Read.All";
 
 /// Why a token request was refused. `Display` is the description after `AADSTSnnn: `.
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +59,7 @@ pub(crate) enum TokenError {
     /// The scope is not a single `{resource}/.default`.
     #[error("The provided value for the input parameter 'scope' is not valid. The scope {0} is not valid.")]
     InvalidScope(String),
-    /// The scope's resource is not Defender's.
+    /// The scope's resource is neither Defender's nor Graph's.
     #[error("The resource principal named {resource} was not found in the tenant named {tenant}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant.")]
     UnknownResource {
         /// The resource asked for.
@@ -136,7 +135,7 @@ impl TokenError {
 /// Claims of an issued access token (a v1 app-only token, as Defender receives them).
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct AccessClaims {
-    /// Audience: Defender's resource.
+    /// Audience: Defender's or Graph's resource, as the scope asked.
     pub aud: String,
     /// `https://sts.windows.net/{tid}/`.
     pub iss: String,
@@ -158,7 +157,8 @@ pub(crate) struct AccessClaims {
     pub sub: String,
     /// Tenant id.
     pub tid: String,
-    /// Application roles; absent without consent to `Score.Read.All`.
+    /// Application roles: the audience's score role (`Score.Read.All` or
+    /// `SecurityEvents.Read.All`); absent without consent to it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
     /// Token version.
@@ -195,10 +195,11 @@ impl AccessTokens {
         })
     }
 
-    /// Issues a token for `tenant`'s app.
+    /// Issues a token for `tenant`'s app and `audience`.
     pub fn mint(
         &self,
         tenant: &TenantRecord,
+        audience: Service,
         now: OffsetDateTime,
         lifetime_seconds: u64,
         with_role: bool,
@@ -206,7 +207,7 @@ impl AccessTokens {
         let iat = now.unix_timestamp();
         let issuer = format!("https://sts.windows.net/{}/", tenant.tenant_id);
         let claims = AccessClaims {
-            aud: DEFENDER_RESOURCE.to_owned(),
+            aud: audience.resource().to_owned(),
             iss: issuer.clone(),
             iat,
             nbf: iat,
@@ -222,7 +223,7 @@ impl AccessTokens {
             sub: tenant.object_id.to_string(),
             tid: tenant.tenant_id.to_string(),
             roles: if with_role {
-                vec![SCORE_ROLE.to_owned()]
+                vec![audience.role().to_owned()]
             } else {
                 Vec::new()
             },
@@ -259,9 +260,11 @@ pub(crate) async fn issue_token(
         }
         None => Err(TokenError::UnknownTenant(segment.to_owned())),
     };
-    state.stats.token_outcome(index, outcome.is_ok());
+    state
+        .stats
+        .token_outcome(index, outcome.as_ref().ok().map(|(_, audience)| *audience));
     match outcome {
-        Ok(answer) => HttpResponse::Ok()
+        Ok((answer, _)) => HttpResponse::Ok()
             .insert_header((header::CONTENT_TYPE, JSON_UTF8))
             .insert_header((header::CACHE_CONTROL, "no-store, no-cache"))
             .insert_header((header::PRAGMA, "no-cache"))
@@ -318,7 +321,9 @@ fn parse_form(request: &HttpRequest, body: &[u8]) -> Result<HashMap<String, Stri
     Ok(form)
 }
 
-fn check_scope(scope: &str, tenant: &TenantRecord) -> Result<(), TokenError> {
+/// The audience a client-credentials scope asks for: exactly one `{resource}/.default` naming
+/// a resource the tenant has (Defender's or Graph's).
+fn check_scope(scope: &str, tenant: &TenantRecord) -> Result<Service, TokenError> {
     let scopes: Vec<&str> = scope.split_whitespace().collect();
     let [only] = scopes.as_slice() else {
         return Err(TokenError::InvalidScope(scope.to_owned()));
@@ -329,16 +334,10 @@ fn check_scope(scope: &str, tenant: &TenantRecord) -> Result<(), TokenError> {
     if resource.is_empty() {
         return Err(TokenError::InvalidScope(scope.to_owned()));
     }
-    if !resource
-        .trim_end_matches('/')
-        .eq_ignore_ascii_case(DEFENDER_RESOURCE)
-    {
-        return Err(TokenError::UnknownResource {
-            resource: resource.to_owned(),
-            tenant: tenant.name.clone(),
-        });
-    }
-    Ok(())
+    Service::from_resource(resource).ok_or_else(|| TokenError::UnknownResource {
+        resource: resource.to_owned(),
+        tenant: tenant.name.clone(),
+    })
 }
 
 async fn issue(
@@ -347,7 +346,7 @@ async fn issue(
     state: &Shared,
     tenant: &TenantRecord,
     segment: &str,
-) -> Result<TokenResponse, TokenError> {
+) -> Result<(TokenResponse, Service), TokenError> {
     let body = read_limited(request, payload).await?;
     let form = parse_form(request, &body)?;
     let param = |name: &'static str| {
@@ -368,7 +367,8 @@ async fn issue(
             tenant: tenant.name.clone(),
         });
     }
-    check_scope(param("scope")?, tenant)?;
+    let audience = check_scope(param("scope")?, tenant)?;
+    state.stats.token_audience(Some(tenant.index), audience);
 
     let fault = tenant.fault();
     match (form.get("client_secret"), form.get("client_assertion")) {
@@ -420,15 +420,24 @@ async fn issue(
     }
 
     let lifetime = state.settings.token_lifetime_seconds;
-    let with_role = fault != Some(FaultProfile::Forbidden);
-    let access_token = state
-        .tokens
-        .mint(tenant, state.clock.now(), lifetime, with_role)?;
+    // Consent is per API: a tenant missing one service's role still gets the other's.
+    let missing_role = match audience {
+        Service::Defender => FaultProfile::Forbidden,
+        Service::Graph => FaultProfile::GraphForbidden,
+    };
+    let with_role = fault != Some(missing_role);
+    let access_token =
+        state
+            .tokens
+            .mint(tenant, audience, state.clock.now(), lifetime, with_role)?;
     let expires_in = i64::try_from(lifetime).unwrap_or(i64::MAX);
-    Ok(TokenResponse {
-        token_type: "Bearer".into(),
-        expires_in,
-        ext_expires_in: expires_in,
-        access_token,
-    })
+    Ok((
+        TokenResponse {
+            token_type: "Bearer".into(),
+            expires_in,
+            ext_expires_in: expires_in,
+            access_token,
+        },
+        audience,
+    ))
 }

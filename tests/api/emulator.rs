@@ -8,8 +8,10 @@ mod counters;
 mod determinism;
 mod faults;
 mod flow;
+mod graph;
 mod quota;
 mod robustness;
+mod sources;
 mod tokens;
 
 use scoregate::emulator::{EmulatedTenant, Emulator, EmulatorOptions};
@@ -111,6 +113,11 @@ impl Harness {
 
     /// The token request a secret tenant's client makes.
     pub async fn secret_token_request(&self, tenant: &EmulatedTenant) -> Answer {
+        self.scoped_token_request(tenant, DEFENDER_SCOPE).await
+    }
+
+    /// The token request a secret tenant's client makes for `scope`.
+    pub async fn scoped_token_request(&self, tenant: &EmulatedTenant, scope: &str) -> Answer {
         let secret = secret_of(tenant);
         let client_id = tenant.client_id.to_string();
         self.token_request(
@@ -119,7 +126,7 @@ impl Harness {
                 ("grant_type", "client_credentials"),
                 ("client_id", &client_id),
                 ("client_secret", &secret),
-                ("scope", DEFENDER_SCOPE),
+                ("scope", scope),
             ],
         )
         .await
@@ -133,6 +140,30 @@ impl Harness {
             .as_str()
             .expect("an access token")
             .to_owned()
+    }
+
+    /// A Graph access token (scope `https://graph.microsoft.com/.default`) for a secret tenant.
+    pub async fn graph_token(&self, slug: &str) -> String {
+        let answer = self
+            .scoped_token_request(&self.tenant(slug), scoregate::wire::GRAPH_SCOPE)
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        answer.json()["access_token"]
+            .as_str()
+            .expect("an access token")
+            .to_owned()
+    }
+
+    /// `GET /api/exposureScore` with `Authorization: Bearer {token}`.
+    pub async fn exposure(&self, token: &str) -> Answer {
+        let request = self.client.get(self.emu.exposure_url()).bearer_auth(token);
+        self.send(request).await
+    }
+
+    /// `GET /v1.0/security/secureScores{query}` with `Authorization: Bearer {token}`.
+    pub async fn secure_scores(&self, token: &str, query: &str) -> Answer {
+        let url = format!("{}{query}", self.emu.secure_scores_url());
+        self.send(self.client.get(url).bearer_auth(token)).await
     }
 
     /// `GET /api/configurationScore` with `Authorization: Bearer {token}`.
@@ -196,6 +227,22 @@ pub fn assert_defender_error(answer: &Answer, status: u16, code: &str) {
     assert!(body["error"]["message"].is_string(), "{}", answer.body);
     let target = body["error"]["target"].as_str().expect("a target");
     assert!(uuid::Uuid::parse_str(target).is_ok(), "{target}");
+}
+
+/// Asserts a Graph error: status, code, and `innerError` with a `request-id` (UUID, also in the
+/// `request-id` header) and a `date`.
+pub fn assert_graph_error(answer: &Answer, status: u16, code: &str) {
+    assert_eq!(answer.status, status, "{}", answer.body);
+    let body = answer.json();
+    assert_eq!(body["error"]["code"], code, "{}", answer.body);
+    assert!(body["error"]["message"].is_string(), "{}", answer.body);
+    let inner = &body["error"]["innerError"];
+    let request_id = inner["request-id"].as_str().expect("a request-id");
+    assert!(uuid::Uuid::parse_str(request_id).is_ok(), "{request_id}");
+    assert_eq!(answer.header("request-id").as_deref(), Some(request_id));
+    assert!(inner["client-request-id"].is_string(), "{}", answer.body);
+    let date = inner["date"].as_str().expect("a date");
+    assert_eq!(date.len(), 19, "{date}");
 }
 
 /// Polls `condition` on the emulator's counters every 20 ms for up to 5 s.

@@ -35,7 +35,10 @@ async fn counters_are_exact_after_known_traffic_and_zero_after_reset() {
             token_requests: 2,
             tokens_issued: 1,
             token_errors: 1,
+            defender_token_requests: 2,
+            defender_tokens_issued: 1,
             score_calls: 3,
+            defender_calls: 3,
             responses_2xx: 3,
             max_concurrent: 1,
             ..Counters::default()
@@ -46,7 +49,10 @@ async fn counters_are_exact_after_known_traffic_and_zero_after_reset() {
         Counters {
             token_requests: 1,
             tokens_issued: 1,
+            defender_token_requests: 1,
+            defender_tokens_issued: 1,
             score_calls: 1,
+            defender_calls: 1,
             responses_4xx: 1,
             max_concurrent: 1,
             ..Counters::default()
@@ -63,7 +69,10 @@ async fn counters_are_exact_after_known_traffic_and_zero_after_reset() {
             token_requests: 3,
             tokens_issued: 2,
             token_errors: 1,
+            defender_token_requests: 3,
+            defender_tokens_issued: 2,
             score_calls: 6,
+            defender_calls: 6,
             responses_2xx: 3,
             responses_4xx: 3,
             max_concurrent: 1,

@@ -123,8 +123,9 @@ async fn a_revoked_secret_is_aadsts7000215_even_when_it_is_the_right_one() {
 #[tokio::test]
 async fn a_scope_for_another_resource_is_aadsts500011() {
     let app = start_healthy(1).await;
+    // Graph's scope is valid now (the emulator serves Graph); Azure Resource Manager is not.
     for scope in [
-        "https://graph.microsoft.com/.default",
+        "https://management.azure.com/.default",
         "https://eu.api.security.microsoft.com/.default",
     ] {
         let answer = request_with(&app, "contoso", ("scope", Some(scope))).await;
