@@ -512,7 +512,8 @@ fn call_outcome(outcome: &Result<Reading, Failure>) -> CallOutcome {
         Err(Failure::Call(CallFailure::Transport { .. })) => CallOutcome::Transport,
         Err(Failure::Call(CallFailure::Unusable { .. })) => CallOutcome::Malformed,
         Err(Failure::Call(CallFailure::Status { status, .. })) => CallOutcome::from_status(*status),
-        // Not a call: tokens are counted apart.
+        // Never passed here: a token failure returns before the call, and
+        // `scoregate_token_requests_total` counts it.
         Err(Failure::Token(_)) => CallOutcome::Transport,
     }
 }
