@@ -19,9 +19,14 @@
 //! - [`auth`]: callers: API keys (stored as digests), their tenant scopes and request rates.
 //! - [`credential`]: client secrets and certificates (client assertions signed in Rust).
 //! - [`token`]: one azure_identity credential per registration; bearer tokens cached and renewed.
-//! - [`quota`]: outbound limits: per-tenant rates, 429 cool-downs, failure back-off, in-flight cap.
-//! - [`upstream`]: the one shared HTTPS client, the Defender call, failure classification, retries.
-//! - [`cache`]: the score cache: fresh and stale windows, single flight, stale-if-error.
+//! - [`upstream`]: the one shared HTTPS client and the score sources behind `ScoreSource` (today
+//!   Defender's `configurationScore`): one call with a token, a reading or the failure's facts.
+//! - [`quota`]: the outbound limits' state behind `QuotaStore`: per-tenant (and per upstream
+//!   service) rate windows on tokio's clock, 429 cool-downs, failure back-off.
+//! - [`policy`]: the outbound policy stack, composed once in a documented order: gate (cool-down,
+//!   back-off) → retries (quota → in-flight cap → token → call), and the pure failure classifier.
+//! - [`cache`]: the score cache: fresh and stale windows, single flight, stale-if-error, over a
+//!   `ScoreStore` (moka today).
 //! - [`fanout`]: `GET /scores` without HTTP: filters, concurrent fetch within a deadline, summary,
 //!   order and signed cursors.
 //! - [`refresher`]: keeps every tenant warm in the background, spread out and behind interactive
@@ -58,6 +63,7 @@ pub mod emulator;
 pub mod fanout;
 pub mod lifecycle;
 pub mod metrics;
+pub mod policy;
 pub mod quota;
 pub mod refresher;
 pub mod service;

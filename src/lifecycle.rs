@@ -158,7 +158,7 @@ impl Reloader {
             Ok(config) => {
                 let summary = self.services.reload(&config).await;
                 self.services
-                    .metrics
+                    .metrics()
                     .reload(crate::metrics::ReloadOutcome::Ok);
                 tracing::info!(
                     path = %self.path.display(),
@@ -178,7 +178,7 @@ impl Reloader {
             }
             Err(error) => {
                 self.services
-                    .metrics
+                    .metrics()
                     .reload(crate::metrics::ReloadOutcome::Invalid);
                 // One line: the validation report lists its problems on separate lines.
                 let why = crate::telemetry::error_chain(&error).replace("\n  - ", "; ");

@@ -1,36 +1,53 @@
-//! Outbound limits that protect Defender (and the customers' quotas) from the gateway.
+//! The outbound limits' state: per-tenant rate windows, 429 cool-downs and failure back-off,
+//! behind [`QuotaStore`], the seam where a shared (Redis) store will sit beside the in-process one.
 //!
-//! Owns four decisions, each in one place:
-//! - the per-tenant rate limits (governor), charged once per real HTTP call to Defender;
-//! - the cool-down a Defender 429 imposes (`Retry-After`), during which nothing is sent;
-//! - the exponential back-off of a tenant that keeps failing;
-//! - the global cap on calls in flight (a semaphore).
+//! Owns *what is remembered* about a tenant's upstream service: how much of its minute and hour
+//! windows is spent (governor's GCRA), until when Defender asked to be left alone (`Retry-After`),
+//! and how many fetches failed in a row. It does not decide when to consult any of it, nor wait:
+//! that is the policy stack's job ([`crate::policy`]), which also holds the in-flight cap (a
+//! process-local semaphore: sockets are per process, so it never goes into a shared store).
 //!
-//! It does not decide whether a cached value is good enough: that is the cache's job.
+//! Everything is keyed by [`QuotaKey`], a tenant *and* an upstream service: Defender's limits are
+//! shared by every metric read from Defender, Graph will get its own (`DESIGN.md`, turn 2).
+//!
+//! Time: every comparison uses `tokio::time::Instant`, and governor runs on [`TokioClock`], so that
+//! tests drive windows, cool-downs and back-off with tokio's paused clock.
 
-use crate::metrics::{Metrics, QuotaRefusal};
-use crate::tenants::{QuotaLimits, Registry, Tenant, TenantId};
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota as GovernorQuota, RateLimiter};
+use crate::tenants::{QuotaLimits, Registry, TenantId};
+use crate::upstream::UpstreamService;
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota as GovernorQuota, RateLimiter};
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-/// Why a call may not be made now.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum QuotaError {
-    /// The tenant's quota or cool-down forbids a call for `retry_after`.
-    #[error("the tenant's outbound quota is spent; retry after {} s", retry_after.as_secs())]
-    Throttled {
-        /// Time until a call may be made.
-        retry_after: Duration,
-    },
-    /// A call slot would only free up after the deadline.
-    #[error("no upstream call slot before the deadline")]
-    Deadline,
+/// Whose limits: one tenant's calls to one upstream service.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct QuotaKey {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The upstream service whose limits apply (Defender's are shared by its metrics).
+    pub service: UpstreamService,
+}
+
+/// One of the two sliding windows Microsoft counts calls in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// The per-minute limit.
+    Minute,
+    /// The per-hour limit.
+    Hour,
+}
+
+impl Window {
+    /// Both windows, in the order they are charged.
+    pub const ALL: [Window; 2] = [Window::Minute, Window::Hour];
 }
 
 /// The back-off of a tenant that keeps failing: doubles per consecutive failure, capped.
@@ -51,215 +68,203 @@ impl Default for FailureBackoff {
     }
 }
 
-/// Per-tenant limiter pair, shaped so that no sliding window ever holds more calls than allowed.
-struct TenantLimiter {
-    limits: QuotaLimits,
-    minute: DefaultDirectRateLimiter,
-    hour: DefaultDirectRateLimiter,
+impl FailureBackoff {
+    /// The pause after `consecutive` failures in a row (1 for the first).
+    pub fn pause(&self, consecutive: u32) -> Duration {
+        self.base
+            .saturating_mul(1u32 << consecutive.saturating_sub(1).min(16))
+            .min(self.max)
+    }
 }
 
-/// Consecutive failures of one tenant and when it may be called again.
+/// The state behind the outbound limits. The in-process [`LocalQuotaStore`] is the only backend
+/// today; a Redis one (one atomic script over sliding windows, on Redis server time) will sit
+/// behind the same calls when several replicas share a tenant's quota. Durations, not instants,
+/// cross this seam: a shared store measures time on its own clock.
+pub trait QuotaStore: Send + Sync {
+    /// Charges one call to `window`; `Err(wait)` when the window is spent, for the time until a
+    /// call fits (nothing is charged then).
+    fn charge(&self, key: &QuotaKey, limits: QuotaLimits, window: Window) -> Result<(), Duration>;
+    /// Leaves the key alone for `duration` (a longer cool-down already running is kept).
+    fn cool_down(&self, key: &QuotaKey, duration: Duration);
+    /// Time left in the key's cool-down, if any.
+    fn cool_down_left(&self, key: &QuotaKey) -> Option<Duration>;
+    /// Keys in cool-down now.
+    fn cooling_down(&self) -> usize;
+    /// Records a failed fetch and pauses the key for `backoff`'s pause; returns the failures in a
+    /// row, this one included.
+    fn record_failure(&self, key: &QuotaKey, backoff: &FailureBackoff) -> u32;
+    /// Records a successful fetch: the back-off is over.
+    fn record_success(&self, key: &QuotaKey);
+    /// Time left in the key's failure back-off, if any.
+    fn backoff_left(&self, key: &QuotaKey) -> Option<Duration>;
+    /// Failed fetches of the key in a row (0 after a success).
+    fn consecutive_failures(&self, key: &QuotaKey) -> u32;
+    /// Forgets tenants that left the registry and windows whose limits changed (live reload).
+    ///
+    /// Failure back-off is forgotten for every tenant: a reload is how an operator fixes
+    /// credentials, and every tenant gets a fresh credential with it, so a failing tenant is
+    /// tried again at once rather than after its pause. Cool-downs stay: they are Defender's.
+    fn retain(&self, registry: &Registry);
+}
+
+/// A governor clock over `tokio::time::Instant`, so that `#[tokio::test(start_paused = true)]`
+/// drives the rate windows like every other timer in the gateway. Governor's default clock reads
+/// the machine's monotonic time, which a paused runtime cannot hold still.
+#[derive(Debug, Clone, Copy)]
+pub struct TokioClock {
+    /// Governor counts nanoseconds from an origin; any fixed instant will do.
+    origin: Instant,
+}
+
+impl Default for TokioClock {
+    fn default() -> Self {
+        Self {
+            origin: Instant::now(),
+        }
+    }
+}
+
+impl Clock for TokioClock {
+    type Instant = Nanos;
+
+    fn now(&self) -> Nanos {
+        Nanos::from(Instant::now().saturating_duration_since(self.origin))
+    }
+}
+
+type WindowLimiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Nanos>>;
+
+/// Per-key limiter pair, shaped so that no sliding window ever holds more calls than allowed.
+struct Limiters {
+    limits: QuotaLimits,
+    minute: WindowLimiter,
+    hour: WindowLimiter,
+}
+
+/// Consecutive failures of one key and when it may be called again.
 #[derive(Debug, Clone, Copy)]
 struct FailureState {
     consecutive: u32,
     until: Instant,
 }
 
-/// The outbound limits, shared by every request and the refresher.
-pub struct Quota {
-    /// Limiters per tenant, created on first use (a registry of 10,000 idle tenants costs nothing).
-    limiters: RwLock<HashMap<TenantId, Arc<TenantLimiter>>>,
-    /// Tenants Defender answered 429 for, and until when they must be left alone.
-    cool_downs: Mutex<HashMap<TenantId, Instant>>,
-    /// Tenants that keep failing, and until when they are not called.
-    failures: Mutex<HashMap<TenantId, FailureState>>,
-    /// Calls in flight over all tenants; Defender and our sockets are finite.
-    in_flight: Arc<Semaphore>,
-    /// Size of `in_flight`, for reporting.
-    max_in_flight: usize,
-    /// Back-off policy of failing tenants.
-    backoff: FailureBackoff,
-    /// Where waits and refusals are counted.
-    metrics: Arc<Metrics>,
+/// The in-process quota store: governor limiters, cool-downs and back-off in maps.
+#[derive(Default)]
+pub struct LocalQuotaStore {
+    /// Limiters per key, created on first use (a registry of 10,000 idle tenants costs nothing).
+    limiters: RwLock<HashMap<QuotaKey, Arc<Limiters>>>,
+    /// Keys Defender answered 429 for, and until when they must be left alone.
+    cool_downs: Mutex<HashMap<QuotaKey, Instant>>,
+    /// Keys that keep failing, and until when they are not called.
+    failures: Mutex<HashMap<QuotaKey, FailureState>>,
+    /// The clock every limiter shares.
+    clock: TokioClock,
 }
 
-/// Permission to make one upstream call; dropping it frees the in-flight slot.
-#[derive(Debug)]
-pub struct CallPermit {
-    _slot: OwnedSemaphorePermit,
+impl LocalQuotaStore {
+    fn limiters(&self, key: &QuotaKey, limits: QuotaLimits) -> Arc<Limiters> {
+        if let Some(limiters) = self.limiters.read().get(key) {
+            if limiters.limits == limits {
+                return limiters.clone();
+            }
+        }
+        let limiters = Arc::new(Limiters {
+            limits,
+            minute: RateLimiter::direct_with_clock(
+                window_quota(limits.per_minute, Duration::from_secs(60)),
+                self.clock,
+            ),
+            hour: RateLimiter::direct_with_clock(
+                window_quota(limits.per_hour, Duration::from_secs(3600)),
+                self.clock,
+            ),
+        });
+        self.limiters.write().insert(key.clone(), limiters.clone());
+        limiters
+    }
 }
 
-impl Quota {
-    /// Creates the limits with a global cap of `max_in_flight` calls.
-    pub fn new(max_in_flight: usize, backoff: FailureBackoff, metrics: Arc<Metrics>) -> Self {
-        Self {
-            limiters: RwLock::default(),
-            cool_downs: Mutex::default(),
-            failures: Mutex::default(),
-            in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
-            max_in_flight: max_in_flight.max(1),
-            backoff,
-            metrics,
-        }
+impl QuotaStore for LocalQuotaStore {
+    fn charge(&self, key: &QuotaKey, limits: QuotaLimits, window: Window) -> Result<(), Duration> {
+        let limiters = self.limiters(key, limits);
+        let limiter = match window {
+            Window::Minute => &limiters.minute,
+            Window::Hour => &limiters.hour,
+        };
+        limiter
+            .check()
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
 
-    /// Waits (within `deadline`) until the tenant may be called, charges one call and takes an
-    /// in-flight slot. A wait that would pass the deadline is refused at once.
-    pub async fn admit(
-        &self,
-        tenant: &Tenant,
-        deadline: Instant,
-    ) -> Result<CallPermit, QuotaError> {
-        if let Some(retry_after) = self.cool_down_left(&tenant.id) {
-            self.metrics.quota_refusal(QuotaRefusal::CoolDown);
-            return Err(QuotaError::Throttled { retry_after });
-        }
-        let limiter = self.limiter(tenant);
-        for window in [&limiter.minute, &limiter.hour] {
-            loop {
-                match window.check() {
-                    Ok(()) => break,
-                    Err(not_until) => {
-                        let wait = not_until.wait_time_from(DefaultClock::default().now());
-                        if instant_after(Instant::now(), wait) > deadline {
-                            self.metrics.quota_refusal(QuotaRefusal::Rate);
-                            return Err(QuotaError::Throttled {
-                                retry_after: wait.max(Duration::from_secs(1)),
-                            });
-                        }
-                        self.metrics.quota_wait();
-                        tokio::time::sleep(wait).await;
-                    }
-                }
-            }
-        }
-        match tokio::time::timeout_at(deadline, self.in_flight.clone().acquire_owned()).await {
-            Ok(Ok(slot)) => Ok(CallPermit { _slot: slot }),
-            // The semaphore is never closed; treat it like a deadline to stay total.
-            Ok(Err(_)) | Err(_) => {
-                self.metrics.quota_refusal(QuotaRefusal::InFlight);
-                Err(QuotaError::Deadline)
-            }
-        }
-    }
-
-    /// Puts the tenant in cool-down: nothing is sent to it for `retry_after`.
-    pub fn cool_down(&self, tenant: &TenantId, retry_after: Duration) {
-        let until = instant_after(Instant::now(), retry_after);
-        let mut cool_downs = lock(&self.cool_downs);
-        let entry = cool_downs.entry(tenant.clone()).or_insert(until);
+    fn cool_down(&self, key: &QuotaKey, duration: Duration) {
+        let until = instant_after(Instant::now(), duration);
+        let mut cool_downs = self.cool_downs.lock();
+        let entry = cool_downs.entry(key.clone()).or_insert(until);
         *entry = (*entry).max(until);
     }
 
-    /// Time left in the tenant's cool-down, if any.
-    pub fn cool_down_left(&self, tenant: &TenantId) -> Option<Duration> {
-        let mut cool_downs = lock(&self.cool_downs);
-        let until = *cool_downs.get(tenant)?;
+    fn cool_down_left(&self, key: &QuotaKey) -> Option<Duration> {
+        let mut cool_downs = self.cool_downs.lock();
+        let until = *cool_downs.get(key)?;
         let now = Instant::now();
         if until > now {
             Some(until - now)
         } else {
-            cool_downs.remove(tenant);
+            cool_downs.remove(key);
             None
         }
     }
 
-    /// Number of tenants in cool-down now.
-    pub fn tenants_cooling_down(&self) -> usize {
+    fn cooling_down(&self) -> usize {
         let now = Instant::now();
-        lock(&self.cool_downs)
+        self.cool_downs
+            .lock()
             .values()
             .filter(|&&until| until > now)
             .count()
     }
 
-    /// Records a failed fetch: the tenant is left alone for an exponentially growing pause.
-    pub fn record_failure(&self, tenant: &TenantId) {
-        let mut failures = lock(&self.failures);
-        let consecutive = failures.get(tenant).map_or(0, |state| state.consecutive) + 1;
-        let pause = self
-            .backoff
-            .base
-            .saturating_mul(1u32 << (consecutive - 1).min(16))
-            .min(self.backoff.max);
+    fn record_failure(&self, key: &QuotaKey, backoff: &FailureBackoff) -> u32 {
+        let mut failures = self.failures.lock();
+        let consecutive = failures.get(key).map_or(0, |state| state.consecutive) + 1;
         failures.insert(
-            tenant.clone(),
+            key.clone(),
             FailureState {
                 consecutive,
-                until: instant_after(Instant::now(), pause),
+                until: instant_after(Instant::now(), backoff.pause(consecutive)),
             },
         );
+        consecutive
     }
 
-    /// Records a successful fetch: the back-off is over.
-    pub fn record_success(&self, tenant: &TenantId) {
-        lock(&self.failures).remove(tenant);
+    fn record_success(&self, key: &QuotaKey) {
+        self.failures.lock().remove(key);
     }
 
-    /// Time left in the tenant's failure back-off, if any.
-    pub fn backoff_left(&self, tenant: &TenantId) -> Option<Duration> {
-        let failures = lock(&self.failures);
-        let until = failures.get(tenant)?.until;
-        until.checked_duration_since(Instant::now())
+    fn backoff_left(&self, key: &QuotaKey) -> Option<Duration> {
+        let until = self.failures.lock().get(key)?.until;
+        let now = Instant::now();
+        // Over at `until` exactly, as a cool-down is: a zero pause is no pause.
+        (until > now).then(|| until - now)
     }
 
-    /// Consecutive failed fetches of the tenant (0 after a success).
-    pub fn consecutive_failures(&self, tenant: &TenantId) -> u32 {
-        lock(&self.failures)
-            .get(tenant)
+    fn consecutive_failures(&self, key: &QuotaKey) -> u32 {
+        self.failures
+            .lock()
+            .get(key)
             .map_or(0, |state| state.consecutive)
     }
 
-    /// Upstream calls in flight now.
-    pub fn in_flight(&self) -> usize {
-        self.max_in_flight - self.in_flight.available_permits()
-    }
-
-    /// In-flight slots free now: background work only starts while enough are spare.
-    pub fn spare_slots(&self) -> usize {
-        self.in_flight.available_permits()
-    }
-
-    /// The global cap on calls in flight.
-    pub fn max_in_flight(&self) -> usize {
-        self.max_in_flight
-    }
-
-    /// Forgets tenants that left the registry and limiters whose limits changed (live reload).
-    ///
-    /// Failure back-off is forgotten for every tenant: a reload is how an operator fixes
-    /// credentials, and every tenant gets a fresh credential with it, so a failing tenant is
-    /// tried again at once rather than after its pause. Cool-downs stay: they are Defender's.
-    pub fn retain(&self, registry: &Registry) {
-        let keep = |id: &TenantId| registry.get(id.as_str()).is_some();
-        write(&self.limiters).retain(|id, limiter| {
+    fn retain(&self, registry: &Registry) {
+        let keep = |key: &QuotaKey| registry.get(key.tenant.as_str()).is_some();
+        self.limiters.write().retain(|key, limiters| {
             registry
-                .get(id.as_str())
-                .is_some_and(|tenant| tenant.quota == limiter.limits)
+                .get(key.tenant.as_str())
+                .is_some_and(|tenant| tenant.quota == limiters.limits)
         });
-        lock(&self.cool_downs).retain(|id, _| keep(id));
-        lock(&self.failures).clear();
-    }
-
-    fn limiter(&self, tenant: &Tenant) -> Arc<TenantLimiter> {
-        if let Some(limiter) = read(&self.limiters).get(&tenant.id) {
-            if limiter.limits == tenant.quota {
-                return limiter.clone();
-            }
-        }
-        let limiter = Arc::new(TenantLimiter {
-            limits: tenant.quota,
-            minute: RateLimiter::direct(window_quota(
-                tenant.quota.per_minute,
-                Duration::from_secs(60),
-            )),
-            hour: RateLimiter::direct(window_quota(
-                tenant.quota.per_hour,
-                Duration::from_secs(3600),
-            )),
-        });
-        write(&self.limiters).insert(tenant.id.clone(), limiter.clone());
-        limiter
+        self.cool_downs.lock().retain(|key, _| keep(key));
+        self.failures.lock().clear();
     }
 }
 
@@ -289,22 +294,6 @@ pub fn instant_after(from: Instant, wait: Duration) -> Instant {
     from.checked_add(wait)
         .or_else(|| from.checked_add(FAR_FUTURE))
         .unwrap_or(from)
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding these locks cannot leave the maps inconsistent: keep serving.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
@@ -338,6 +327,29 @@ mod tests {
             .unwrap_or(0)
     }
 
+    fn key(id: &str) -> QuotaKey {
+        QuotaKey {
+            tenant: TenantId::parse(id).unwrap(),
+            service: UpstreamService::Defender,
+        }
+    }
+
+    /// Charges `window` until it refuses; returns the calls admitted and the wait it asked for.
+    fn drain(
+        store: &LocalQuotaStore,
+        key: &QuotaKey,
+        limits: QuotaLimits,
+        window: Window,
+    ) -> (u32, Duration) {
+        let mut admitted = 0;
+        loop {
+            match store.charge(key, limits, window) {
+                Ok(()) => admitted += 1,
+                Err(wait) => return (admitted, wait),
+            }
+        }
+    }
+
     #[test]
     fn no_sliding_window_ever_holds_more_than_the_limit() {
         for limit in [1, 2, 7, 100, 1500] {
@@ -356,43 +368,95 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_minute_window_refills_on_the_paused_tokio_clock() {
+        let store = LocalQuotaStore::default();
+        let limits = QuotaLimits {
+            per_minute: 10,
+            per_hour: 1500,
+        };
+        let contoso = key("contoso");
+        // Burst of a tenth, then one call per 60 s / 9.
+        let (burst, wait) = drain(&store, &contoso, limits, Window::Minute);
+        assert_eq!(burst, 1);
+        assert_eq!(wait, Duration::from_secs(60) / 9);
+        tokio::time::advance(wait - Duration::from_millis(1)).await;
+        assert!(
+            store.charge(&contoso, limits, Window::Minute).is_err(),
+            "not a moment early"
+        );
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(store.charge(&contoso, limits, Window::Minute), Ok(()));
+        // Another tenant's window is its own.
+        assert_eq!(
+            store.charge(&key("fabrikam"), limits, Window::Minute),
+            Ok(())
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_hour_window_holds_its_limit_over_an_hour_of_paused_time() {
+        let store = LocalQuotaStore::default();
+        let limits = QuotaLimits {
+            per_minute: 1000,
+            per_hour: 20,
+        };
+        let contoso = key("contoso");
+        let mut admitted = 0;
+        for _ in 0..60 {
+            admitted += drain(&store, &contoso, limits, Window::Hour).0;
+            tokio::time::advance(Duration::from_secs(59)).await;
+        }
+        assert!(
+            (18..=20).contains(&admitted),
+            "{admitted} calls in 59 minutes"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_cool_down_refuses_calls_until_it_has_passed() {
-        let quota = Quota::new(4, FailureBackoff::default(), Arc::default());
-        let id = TenantId::parse("contoso").unwrap();
-        quota.cool_down(&id, Duration::from_secs(30));
-        assert!(quota.cool_down_left(&id).unwrap() > Duration::from_secs(29));
-        assert_eq!(quota.tenants_cooling_down(), 1);
-        tokio::time::advance(Duration::from_secs(31)).await;
-        assert_eq!(quota.cool_down_left(&id), None);
-        assert_eq!(quota.tenants_cooling_down(), 0);
+        let store = LocalQuotaStore::default();
+        let contoso = key("contoso");
+        store.cool_down(&contoso, Duration::from_secs(30));
+        store.cool_down(&contoso, Duration::from_secs(10));
+        assert_eq!(
+            store.cool_down_left(&contoso),
+            Some(Duration::from_secs(30)),
+            "the longer one stays"
+        );
+        assert_eq!(store.cooling_down(), 1);
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(store.cool_down_left(&contoso), None);
+        assert_eq!(store.cooling_down(), 0);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_cool_down_longer_than_the_clock_can_represent_does_not_panic() {
-        let quota = Quota::new(4, FailureBackoff::default(), Arc::default());
-        let id = TenantId::parse("contoso").unwrap();
-        quota.cool_down(&id, Duration::from_secs(u64::MAX));
-        assert!(quota.cool_down_left(&id).unwrap() > Duration::from_secs(86_400 * 365));
+        let store = LocalQuotaStore::default();
+        let contoso = key("contoso");
+        store.cool_down(&contoso, Duration::from_secs(u64::MAX));
+        assert!(store.cool_down_left(&contoso).unwrap() > Duration::from_secs(86_400 * 365));
         assert!(instant_after(Instant::now(), Duration::MAX) > Instant::now());
     }
 
     #[tokio::test(start_paused = true)]
-    async fn failures_back_off_exponentially_up_to_the_cap() {
+    async fn failures_back_off_exponentially_up_to_the_cap_and_expire_on_the_clock() {
         let backoff = FailureBackoff {
             base: Duration::from_secs(5),
             max: Duration::from_secs(40),
         };
-        let quota = Quota::new(4, backoff, Arc::default());
-        let id = TenantId::parse("contoso").unwrap();
+        let store = LocalQuotaStore::default();
+        let contoso = key("contoso");
         let mut pauses = Vec::new();
         for _ in 0..5 {
-            quota.record_failure(&id);
-            pauses.push(quota.backoff_left(&id).unwrap().as_secs());
+            store.record_failure(&contoso, &backoff);
+            pauses.push(store.backoff_left(&contoso).unwrap().as_secs());
         }
         assert_eq!(pauses, vec![5, 10, 20, 40, 40]);
-        assert_eq!(quota.consecutive_failures(&id), 5);
-        quota.record_success(&id);
-        assert_eq!(quota.backoff_left(&id), None);
-        assert_eq!(quota.consecutive_failures(&id), 0);
+        assert_eq!(store.consecutive_failures(&contoso), 5);
+        tokio::time::advance(Duration::from_secs(40)).await;
+        assert_eq!(store.backoff_left(&contoso), None, "the pause is over");
+        assert_eq!(store.consecutive_failures(&contoso), 5, "the count is not");
+        store.record_success(&contoso);
+        assert_eq!(store.consecutive_failures(&contoso), 0);
     }
 }

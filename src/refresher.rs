@@ -16,7 +16,7 @@ use crate::tenants::{Registry, Tenant, TenantId};
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// How often the schedule is looked at.
@@ -83,7 +83,7 @@ impl Refresher {
             };
             let registry = services.registry();
             self.plan(&mut schedule, &registry, start);
-            self.step(&mut schedule, &services, &registry).await;
+            self.step(&mut schedule, services.cache(), &registry).await;
         }
     }
 
@@ -121,8 +121,8 @@ impl Refresher {
     }
 
     /// Starts the refreshes that are due, as far as the budget allows.
-    async fn step(&self, schedule: &mut Schedule, services: &Services, registry: &Registry) {
-        let cache: &ScoreCache = &services.cache;
+    async fn step(&self, schedule: &mut Schedule, cache: &ScoreCache, registry: &Registry) {
+        let slots = cache.outbound().in_flight_cap();
         let mut still_running = Vec::with_capacity(schedule.running.len());
         for id in schedule.running.drain(..) {
             if cache.is_fetching(&id).await {
@@ -131,9 +131,7 @@ impl Refresher {
         }
         schedule.running = still_running;
         let now = Instant::now();
-        while schedule.running.len() < self.max_concurrent
-            && services.quota.spare_slots() > services.quota.max_in_flight() / 2
-        {
+        while schedule.running.len() < self.max_concurrent && slots.spare() > slots.max() / 2 {
             let Some((at, id)) = schedule.queue.first().cloned() else {
                 return;
             };
@@ -167,9 +165,7 @@ impl Refresher {
         if last.error.is_some() {
             return None;
         }
-        let ago = SystemTime::now()
-            .duration_since(last.at)
-            .unwrap_or_default();
+        let ago = Instant::now().saturating_duration_since(last.finished);
         (ago < self.period / 2).then_some(ago)
     }
 }
@@ -189,6 +185,7 @@ fn offset(id: &TenantId, window: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::testing::{self, FakeSource};
 
     #[test]
     fn offsets_stay_within_the_window_and_spread_out() {
@@ -207,5 +204,126 @@ mod tests {
             offset(&TenantId::parse("a").unwrap(), Duration::ZERO),
             Duration::ZERO
         );
+    }
+
+    fn refresher(spread: Duration, max_concurrent: usize) -> Refresher {
+        Refresher {
+            services: Weak::new(),
+            period: Duration::from_secs(45),
+            spread,
+            max_concurrent,
+        }
+    }
+
+    fn cache(source: &Arc<FakeSource>, max_in_flight: usize) -> Arc<ScoreCache> {
+        let settings = CacheSettings {
+            fresh_seconds: 60,
+            ..CacheSettings::default()
+        };
+        Arc::new(ScoreCache::new(
+            &settings,
+            testing::outbound(source.clone(), Arc::default(), max_in_flight),
+            Arc::default(),
+            tokio::runtime::Handle::current(),
+        ))
+    }
+
+    /// Runs the refresher's loop, as [`Refresher::run`] does, until `until`.
+    async fn drive(
+        refresher: &Refresher,
+        schedule: &mut Schedule,
+        cache: &ScoreCache,
+        registry: &Arc<Registry>,
+        start: Instant,
+        until: Instant,
+    ) {
+        while Instant::now() < until {
+            refresher.plan(schedule, registry, start);
+            refresher.step(schedule, cache, registry).await;
+            tokio::time::sleep(TICK).await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_round_is_spread_over_the_start_up_window_and_fetches_each_tenant_once() {
+        let source = FakeSource::new(42.0, Duration::from_millis(50));
+        let cache = cache(&source, 8);
+        let registry = testing::registry(20);
+        let spread = Duration::from_secs(10);
+        let refresher = refresher(spread, 2);
+        let start = Instant::now();
+        let mut schedule = Schedule::default();
+        drive(
+            &refresher,
+            &mut schedule,
+            &cache,
+            &registry,
+            start,
+            start + Duration::from_secs(12),
+        )
+        .await;
+        let calls = source.call_times();
+        assert_eq!(calls.len(), 20, "one call per tenant: {calls:?}");
+        for (id, at) in &calls {
+            let due = start + offset(&TenantId::parse(id).unwrap(), spread);
+            assert!(*at >= due, "{id} fetched before its place in the spread");
+            assert!(*at <= due + Duration::from_secs(1), "{id} fetched late");
+        }
+        assert!(source.max_running() <= 2, "within the refresher's budget");
+        let first = calls.iter().map(|(_, at)| *at).min().unwrap();
+        let last = calls.iter().map(|(_, at)| *at).max().unwrap();
+        assert!(
+            last - first >= spread / 2,
+            "no burst: the round spans the window"
+        );
+        for tenant in registry.all() {
+            assert!(cache
+                .last_fetch(&tenant.id)
+                .is_some_and(|f| f.error.is_none()));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_refresher_starts_nothing_while_more_than_half_the_slots_are_taken() {
+        let source = FakeSource::new(42.0, Duration::from_secs(1));
+        let cache = cache(&source, 4);
+        let registry = testing::registry(8);
+        let refresher = refresher(Duration::from_millis(500), 4);
+        // Three interactive fetches hold three of the four slots for a second.
+        for tenant in &registry.all()[..3] {
+            let (cache, tenant) = (cache.clone(), tenant.clone());
+            tokio::spawn(async move {
+                let wait = Instant::now() + Duration::from_secs(5);
+                cache.get(&tenant, None, wait).await
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(cache.outbound().in_flight_cap().in_flight(), 3);
+        let start = Instant::now();
+        let mut schedule = Schedule::default();
+        // Every tenant is due within 500 ms; none may start while the slots are taken.
+        drive(
+            &refresher,
+            &mut schedule,
+            &cache,
+            &registry,
+            start,
+            start + Duration::from_millis(900),
+        )
+        .await;
+        assert_eq!(source.total_calls(), 3, "{:?}", source.call_times());
+        // Once they are free, the refresher catches up, and does not repeat the interactive fetches.
+        drive(
+            &refresher,
+            &mut schedule,
+            &cache,
+            &registry,
+            start,
+            start + Duration::from_secs(5),
+        )
+        .await;
+        for tenant in registry.all() {
+            assert_eq!(source.calls(tenant.id.as_str()), 1, "{}", tenant.id);
+        }
     }
 }

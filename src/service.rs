@@ -5,17 +5,21 @@
 //! function per use case the API calls. It knows nothing of HTTP.
 
 use crate::auth::{KeyRing, Scope};
+use crate::cache::LastFetch;
 use crate::cache::{ScoreCache, ScoreError, Served};
 use crate::config::Config;
 use crate::fanout::CursorCodec;
+use crate::fanout::{Page, Query};
 use crate::metrics::Metrics;
-use crate::quota::{FailureBackoff, Quota};
-use crate::tenants::{Registry, Tenant};
+use crate::policy::{Deadlines, Outbound, Parts, Retries};
+use crate::quota::{FailureBackoff, LocalQuotaStore};
+use crate::tenants::{Registry, Tenant, TenantId};
 use crate::token::TokenSource;
-use crate::upstream::{self, UpstreamClient};
+use crate::upstream::{self, DefenderConfigurationScore};
+use parking_lot::RwLock;
 use secrecy::ExposeSecret;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -46,13 +50,12 @@ pub struct Services {
     /// The registrations in force; replaced whole on reload, never edited in place.
     registry: RwLock<Arc<Registry>>,
     /// The score cache and its loaders (single flight, stale windows).
-    pub cache: Arc<ScoreCache>,
-    /// Outbound limits, shared with the cache and the upstream client.
-    pub quota: Arc<Quota>,
+    cache: Arc<ScoreCache>,
+    /// The outbound policy stack the cache fetches through (shared with it): reload housekeeping
+    /// and the live values of `/metrics`.
+    outbound: Arc<Outbound>,
     /// The Prometheus registry every component records into; served at `/metrics`.
-    pub metrics: Arc<Metrics>,
-    /// The upstream client, kept for reload housekeeping (its token source).
-    upstream: Arc<UpstreamClient>,
+    metrics: Arc<Metrics>,
     /// The callers' keys; `None` when authentication is off. Swapped whole on reload.
     keys: RwLock<Option<Arc<KeyRing>>>,
     /// Longest a request may take.
@@ -62,7 +65,7 @@ pub struct Services {
     /// How long an interactive request waits for a fetch.
     request_wait: Duration,
     /// Seals `/scores` cursors; its key is fixed for the process (a reload keeps it).
-    pub cursors: Arc<CursorCodec>,
+    cursors: Arc<CursorCodec>,
 }
 
 impl Services {
@@ -82,23 +85,27 @@ impl Services {
                 )
             })?;
         let metrics = Arc::new(Metrics::new());
-        let quota = Arc::new(Quota::new(
-            config.upstream.max_in_flight,
-            FailureBackoff::default(),
-            metrics.clone(),
-        ));
-        let tokens = TokenSource::new(http.clone());
-        let upstream = Arc::new(UpstreamClient::new(
-            http,
-            tokens,
-            quota.clone(),
-            config.upstream.clone(),
-            metrics.clone(),
-        ));
+        let settings = &config.upstream;
+        let outbound = Arc::new(Outbound::new(Parts {
+            source: Arc::new(DefenderConfigurationScore::new(http.clone())),
+            tokens: Arc::new(TokenSource::new(http)),
+            store: Arc::new(LocalQuotaStore::default()),
+            retries: Retries {
+                max_retries: settings.max_retries,
+                base: Duration::from_millis(settings.retry_base_ms),
+                max: Duration::from_millis(settings.retry_max_ms),
+            },
+            max_in_flight: settings.max_in_flight,
+            deadlines: Deadlines {
+                fetch: Duration::from_millis(settings.timeout_ms),
+                attempt: Duration::from_millis(settings.attempt_timeout_ms),
+            },
+            backoff: FailureBackoff::default(),
+            metrics: metrics.clone(),
+        }));
         let cache = Arc::new(ScoreCache::new(
             &config.cache,
-            upstream.clone(),
-            quota.clone(),
+            outbound.clone(),
             metrics.clone(),
             runtime,
         ));
@@ -116,9 +123,8 @@ impl Services {
             cursors: Arc::new(cursors),
             registry: RwLock::new(config.registry.clone()),
             cache,
-            quota,
+            outbound,
             metrics,
-            upstream,
             keys: RwLock::new(config.auth.enabled.then(|| config.keys.clone())),
             request_timeout: Duration::from_millis(config.server.request_timeout_ms),
             ready: AtomicBool::new(false),
@@ -129,10 +135,7 @@ impl Services {
 
     /// The registrations in force now.
     pub fn registry(&self) -> Arc<Registry> {
-        self.registry
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        self.registry.read().clone()
     }
 
     /// Swaps in the registrations of a reloaded, validated configuration, then drops everything
@@ -144,22 +147,11 @@ impl Services {
     /// outside the registry (listener, upstream client, cache sizes) keep their start-up values.
     pub async fn reload(&self, config: &Config) -> ReloadSummary {
         let new = config.registry.clone();
-        let old = std::mem::replace(
-            &mut *self
-                .registry
-                .write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-            new.clone(),
-        );
+        let old = std::mem::replace(&mut *self.registry.write(), new.clone());
         // Keys are swapped with the registry: a key's scope may name tenants only now added.
-        *self
-            .keys
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) =
-            config.auth.enabled.then(|| config.keys.clone());
+        *self.keys.write() = config.auth.enabled.then(|| config.keys.clone());
         self.cache.retain(&new).await;
-        self.quota.retain(&new);
-        self.upstream.tokens().retain(&new);
+        self.outbound.retain(&new);
         self.metrics.retain_tenants(&new);
         ReloadSummary {
             tenants: new.len(),
@@ -188,10 +180,7 @@ impl Services {
 
     /// The callers' keys, or `None` when authentication is off.
     pub fn keys(&self) -> Option<Arc<KeyRing>> {
-        self.keys
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        self.keys.read().clone()
     }
 
     /// Longest a request may take.
@@ -236,5 +225,57 @@ impl Services {
             )
             .await?;
         Ok((tenant, served))
+    }
+
+    /// The `/scores` page of the tenants in `registry` that `visible` lets the caller see.
+    pub async fn scores(
+        &self,
+        registry: &Registry,
+        visible: impl Fn(&Tenant) -> bool,
+        query: &Query,
+    ) -> Page {
+        crate::fanout::scores(&self.cache, registry, visible, query).await
+    }
+
+    /// The outcome of the tenant's last fetch, if any.
+    pub fn last_fetch(&self, tenant: &TenantId) -> Option<LastFetch> {
+        self.cache.last_fetch(tenant)
+    }
+
+    /// Whether a fetch of the tenant is running now.
+    pub async fn is_fetching(&self, tenant: &TenantId) -> bool {
+        self.cache.is_fetching(tenant).await
+    }
+
+    /// Makes the next fetch of `tenant` fail with `fault`. For tests only: it proves that one
+    /// broken fetch never wedges a tenant.
+    #[doc(hidden)]
+    pub fn inject_fault(&self, tenant: &TenantId, fault: crate::cache::InjectedFault) {
+        self.cache.inject_fault(tenant, fault);
+    }
+
+    /// The score cache, for the refresher (which starts refreshes through it).
+    pub(crate) fn cache(&self) -> &Arc<ScoreCache> {
+        &self.cache
+    }
+
+    /// Upstream calls in flight now.
+    pub fn upstream_in_flight(&self) -> usize {
+        self.outbound.in_flight_cap().in_flight()
+    }
+
+    /// Tenants in a Defender-imposed cool-down now.
+    pub fn tenants_cooling_down(&self) -> usize {
+        self.outbound.tenants_cooling_down()
+    }
+
+    /// The Prometheus registry every component records into.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The codec that seals `/scores` cursors.
+    pub fn cursors(&self) -> Arc<CursorCodec> {
+        self.cursors.clone()
     }
 }

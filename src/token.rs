@@ -91,8 +91,18 @@ impl TokenSource {
     /// A bearer token for the tenant's scope (`tenant.scope`), from the tenant's credential
     /// (built on first use, rebuilt if the registration changed).
     pub async fn token(&self, tenant: &Arc<Tenant>) -> Result<BearerToken, TokenError> {
+        self.token_for(tenant, &tenant.scope).await
+    }
+
+    /// A bearer token for `scope` from the tenant's credential: each source names the scope it
+    /// needs (Defender's and Graph's differ). The credential caches one token per scope.
+    pub async fn token_for(
+        &self,
+        tenant: &Arc<Tenant>,
+        scope: &str,
+    ) -> Result<BearerToken, TokenError> {
         let credential = self.credential(tenant)?;
-        let scopes = [tenant.scope.as_str()];
+        let scopes = [scope];
         match credential.get_token(&scopes, None).await {
             Ok(token) => Ok(BearerToken {
                 secret: token.token,
@@ -299,6 +309,33 @@ impl ClientAssertion for CertificateAssertion {
     }
 }
 
+/// Where the policy stack gets bearer tokens: [`TokenSource`] in the gateway, a double in the
+/// policies' unit tests.
+#[async_trait::async_trait]
+pub trait Tokens: Send + Sync {
+    /// A bearer token for `scope` from the tenant's credential.
+    async fn token(&self, tenant: &Arc<Tenant>, scope: &str) -> Result<BearerToken, TokenError>;
+    /// Forgets the tenant's cached tokens (after a 401).
+    fn renew(&self, tenant: &TenantId);
+    /// Drops what is held for tenants that left or changed (live reload).
+    fn retain(&self, registry: &Registry);
+}
+
+#[async_trait::async_trait]
+impl Tokens for TokenSource {
+    async fn token(&self, tenant: &Arc<Tenant>, scope: &str) -> Result<BearerToken, TokenError> {
+        self.token_for(tenant, scope).await
+    }
+
+    fn renew(&self, tenant: &TenantId) {
+        TokenSource::renew(self, tenant);
+    }
+
+    fn retain(&self, registry: &Registry) {
+        TokenSource::retain(self, registry);
+    }
+}
+
 /// A bearer token for Defender. A credential: it never appears in `Debug`, logs or errors.
 #[derive(Clone)]
 pub struct BearerToken {
@@ -310,6 +347,15 @@ impl BearerToken {
     /// The token, for the `Authorization: Bearer` header and nothing else.
     pub fn secret(&self) -> &str {
         self.secret.secret()
+    }
+
+    /// A token that no Entra ID issued, for the policies' test doubles.
+    #[cfg(test)]
+    pub(crate) fn for_tests(secret: &str) -> Self {
+        Self {
+            secret: Secret::new(secret.to_owned()),
+            expires_on: time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+        }
     }
 
     /// When Entra said the token expires.

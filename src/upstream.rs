@@ -1,31 +1,25 @@
-//! The upstream client: one shared HTTPS client, the Defender `GET /api/configurationScore` call,
-//! the classification of its failures, and retries inside one deadline.
+//! The upstream sources: the one shared HTTPS client, and behind [`ScoreSource`] the one call that
+//! reads a tenant's score with a bearer token — today Defender's `GET /api/configurationScore`.
 //!
-//! This is the narrow interface to Microsoft (`MDE-API.md` warns the API may retire): everything
-//! above it sees a [`Reading`] or an [`UpstreamError`], never HTTP. It decides *how* one fetch is
-//! made — token, call, retries with jittered exponential back-off for transient failures, one token
-//! renewal on a 401 — and nothing about *whether* to fetch (the cache and quota decide that).
+//! This is the narrow interface to Microsoft (`MDE-API.md` warns the API may retire; `DESIGN.md`,
+//! turn 2, adds Defender's exposure score and Graph's secure score as further sources): a source
+//! turns one HTTP exchange into a [`Reading`] or a [`CallFailure`] that states the facts (status,
+//! `Retry-After`, a secret-free detail), and names its metric, its token scope and the upstream
+//! service whose quota it spends. It decides nothing: no retries, deadlines, quotas, tokens or
+//! cool-downs — the policy stack ([`crate::policy`]) owns those, in one place.
 //! Correlation ids (`target`) are logged; tokens and secrets never are.
 
 use crate::config::UpstreamSettings;
-use crate::metrics::{CallOutcome, Metrics};
-use crate::quota::{Quota, QuotaError};
 use crate::tenants::Tenant;
-use crate::token::{TokenError, TokenSource};
+use crate::token::BearerToken;
 use crate::wire::{ConfigurationScore, DefenderErrorBody, CONFIGURATION_SCORE_PATH};
-use rand::Rng;
 use reqwest::StatusCode;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::time::Instant;
 
 /// Longest cool-down a Defender `Retry-After` may impose: anything longer (or unreadable as a
 /// number of seconds or an HTTP-date) is taken as one hour. A hostile or broken upstream must not
 /// park a tenant for years, nor push an `Instant` past what the clock can represent.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
-
-/// Cool-down after a 429 without a usable `Retry-After`.
-const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// Reads a `Retry-After` value (RFC 9110 §10.2.3): whole seconds, or an HTTP-date measured from
 /// `now`. Bounded to `1 s ..= MAX_RETRY_AFTER`; `None` when the value is neither form.
@@ -123,166 +117,112 @@ pub fn http_client(
     builder.build()
 }
 
-/// Fetches scores from Defender: tokens, the call, classification and retries.
-pub struct UpstreamClient {
+/// A number the gateway serves per tenant, read from one upstream source (`DESIGN.md`, turn 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Metric {
+    /// Defender's device (configuration) score: raw points, no maximum.
+    Device,
+}
+
+impl Metric {
+    /// The metric's name in the API (`metric=device`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Device => "device",
+        }
+    }
+}
+
+/// An upstream service whose per-tenant limits several sources may share: Defender's 100/min and
+/// 1,500/h cover every Defender score of a tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UpstreamService {
+    /// Microsoft Defender for Endpoint's API.
+    Defender,
+}
+
+impl UpstreamService {
+    /// The service's name in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Defender => "defender",
+        }
+    }
+}
+
+/// Why one call to a source produced no reading: the facts, before any retry decision (that is
+/// [`crate::policy::classify`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallFailure {
+    /// The source answered with a status other than 200.
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// The bounded `Retry-After`, when the answer carried a readable one.
+        retry_after: Option<Duration>,
+        /// The source's error code and message, secret-free and bounded.
+        detail: String,
+    },
+    /// The source answered 200 with a body that holds no usable score.
+    Unusable {
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The source could not be reached (connection, TLS, reset).
+    Transport {
+        /// What went wrong, without URLs.
+        detail: String,
+    },
+}
+
+/// One upstream call that reads a tenant's score: the seam where more sources plug in.
+#[async_trait::async_trait]
+pub trait ScoreSource: Send + Sync {
+    /// The metric this source reads.
+    fn metric(&self) -> Metric;
+    /// The service whose per-tenant quota a call spends.
+    fn service(&self) -> UpstreamService;
+    /// The OAuth scope of the bearer token a call needs for `tenant`.
+    fn scope(&self, tenant: &Tenant) -> String;
+    /// Makes one call for `tenant` with `token`. No retries and no deadline: the caller bounds it.
+    async fn call(&self, tenant: &Tenant, token: &BearerToken) -> Result<Reading, CallFailure>;
+}
+
+/// Defender's device score, `GET {api_base}/api/configurationScore`.
+pub struct DefenderConfigurationScore {
     /// The shared HTTPS client (also every credential's transport).
     http: reqwest::Client,
-    /// Tokens per tenant.
-    tokens: TokenSource,
-    /// Outbound limits: charged once per HTTP call to Defender, retries included.
-    quota: Arc<Quota>,
-    /// Timeouts and retry policy.
-    settings: UpstreamSettings,
-    /// Where calls, their latency and token acquisitions are counted.
-    metrics: Arc<Metrics>,
-    /// Token acquisitions at once, bounded like Defender calls (`max_in_flight`): a cold start of
-    /// a thousand tenants must not open a thousand connections to Entra ID at the same instant.
-    token_slots: tokio::sync::Semaphore,
 }
 
-/// What one attempt ended with, before the retry decision.
-enum Attempt {
-    Done(Reading),
-    /// Worth another try after a back-off (5xx, transport failure, attempt timeout).
-    Transient(String),
-    /// Defender answered 401: the token may be stale.
-    Unauthorized(String),
-    Final(UpstreamError),
+impl DefenderConfigurationScore {
+    /// The source over the shared client.
+    pub fn new(http: reqwest::Client) -> Self {
+        Self { http }
+    }
 }
 
-impl UpstreamClient {
-    /// Creates the client; `http` must be the client the token source uses too.
-    pub fn new(
-        http: reqwest::Client,
-        tokens: TokenSource,
-        quota: Arc<Quota>,
-        settings: UpstreamSettings,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        Self {
-            http,
-            tokens,
-            quota,
-            token_slots: tokio::sync::Semaphore::new(settings.max_in_flight.max(1)),
-            settings,
-            metrics,
-        }
+#[async_trait::async_trait]
+impl ScoreSource for DefenderConfigurationScore {
+    fn metric(&self) -> Metric {
+        Metric::Device
     }
 
-    /// The token source, for renewal and reload housekeeping.
-    pub fn tokens(&self) -> &TokenSource {
-        &self.tokens
+    fn service(&self) -> UpstreamService {
+        UpstreamService::Defender
     }
 
-    /// The deadline of a fetch that starts now.
-    pub fn deadline(&self) -> Instant {
-        crate::quota::instant_after(
-            Instant::now(),
-            Duration::from_millis(self.settings.timeout_ms),
-        )
+    fn scope(&self, tenant: &Tenant) -> String {
+        tenant.scope.clone()
     }
 
-    /// Fetches the tenant's score, retrying transient failures until `deadline`.
-    pub async fn fetch_score(
-        &self,
-        tenant: &Arc<Tenant>,
-        deadline: Instant,
-    ) -> Result<Reading, UpstreamError> {
-        let mut retries = 0;
-        let mut renewed = false;
-        loop {
-            match self.attempt(tenant, deadline).await {
-                Attempt::Done(reading) => return Ok(reading),
-                Attempt::Final(error) => return Err(error),
-                Attempt::Unauthorized(detail) if !renewed => {
-                    // A 401 may mean the token was revoked or expired early: renew it once.
-                    tracing::info!(tenant = %tenant.id, "Defender answered 401; renewing the token once");
-                    self.tokens.renew(&tenant.id);
-                    renewed = true;
-                    tracing::debug!(tenant = %tenant.id, "first 401: {detail}");
-                }
-                Attempt::Unauthorized(detail) => {
-                    return Err(UpstreamError::Denied {
-                        status: 401,
-                        detail,
-                    })
-                }
-                Attempt::Transient(detail) => {
-                    if retries >= self.settings.max_retries {
-                        return Err(UpstreamError::Failed { detail });
-                    }
-                    retries += 1;
-                    let pause = self.backoff(retries);
-                    if crate::quota::instant_after(Instant::now(), pause) >= deadline {
-                        return Err(UpstreamError::Failed { detail });
-                    }
-                    tracing::debug!(tenant = %tenant.id, retry = retries, pause_ms = pause.as_millis() as u64, "retrying after a transient failure: {detail}");
-                    tokio::time::sleep(pause).await;
-                }
-            }
-        }
-    }
-
-    /// Full-jitter exponential back-off: a random pause up to `base * 2^(retry-1)`, capped.
-    fn backoff(&self, retry: u32) -> Duration {
-        let ceiling = self
-            .settings
-            .retry_base_ms
-            .saturating_mul(1u64 << retry.saturating_sub(1).min(20))
-            .min(self.settings.retry_max_ms);
-        Duration::from_millis(rand::rng().random_range(0..=ceiling))
-    }
-
-    async fn attempt(&self, tenant: &Arc<Tenant>, deadline: Instant) -> Attempt {
-        let token_request = async {
-            // The semaphore is never closed, so `acquire` cannot fail; the slot is held only
-            // while the token is obtained (usually a cache hit that takes microseconds).
-            let _slot = self.token_slots.acquire().await;
-            self.tokens.token(tenant).await
-        };
-        let token = match tokio::time::timeout_at(deadline, token_request).await {
-            Err(_) => {
-                self.metrics.token_request("timeout");
-                return Attempt::Final(UpstreamError::Timeout);
-            }
-            Ok(Ok(token)) => {
-                self.metrics.token_request("ok");
-                token
-            }
-            Ok(Err(TokenError::Rejected { detail, .. })) => {
-                self.metrics.token_request("rejected");
-                return Attempt::Final(UpstreamError::Credentials { detail });
-            }
-            Ok(Err(TokenError::Invalid { detail })) => {
-                self.metrics.token_request("invalid");
-                return Attempt::Final(UpstreamError::Credentials { detail });
-            }
-            Ok(Err(TokenError::Unavailable { detail })) => {
-                self.metrics.token_request("unavailable");
-                return Attempt::Transient(format!("Entra ID unavailable: {detail}"));
-            }
-        };
-        // Every HTTP call to Defender spends quota, retries included: this is what Microsoft counts.
-        let _permit = match self.quota.admit(tenant, deadline).await {
-            Ok(permit) => permit,
-            Err(QuotaError::Throttled { retry_after }) => {
-                return Attempt::Final(UpstreamError::Throttled { retry_after })
-            }
-            Err(QuotaError::Deadline) => return Attempt::Final(UpstreamError::Timeout),
-        };
-        let url = match tenant.api_base.join(CONFIGURATION_SCORE_PATH) {
-            Ok(url) => url,
-            Err(error) => {
-                return Attempt::Final(UpstreamError::Failed {
-                    detail: format!("bad API base: {error}"),
-                })
-            }
-        };
-        let attempt_deadline = deadline.min(crate::quota::instant_after(
-            Instant::now(),
-            Duration::from_millis(self.settings.attempt_timeout_ms),
-        ));
-        let call = async {
+    async fn call(&self, tenant: &Tenant, token: &BearerToken) -> Result<Reading, CallFailure> {
+        let url = tenant
+            .api_base
+            .join(CONFIGURATION_SCORE_PATH)
+            .map_err(|error| CallFailure::Unusable {
+                detail: format!("bad API base: {error}"),
+            })?;
+        let exchange = async {
             let response = self
                 .http
                 .get(url)
@@ -299,104 +239,74 @@ impl UpstreamClient {
             let body = response.bytes().await?;
             Ok::<_, reqwest::Error>((status, retry_after, body))
         };
-        let started = Instant::now();
-        let outcome = tokio::time::timeout_at(attempt_deadline, call).await;
-        let (attempt, call_outcome) = match outcome {
-            Err(_) if attempt_deadline >= deadline => {
-                (Attempt::Final(UpstreamError::Timeout), CallOutcome::Timeout)
-            }
-            Err(_) => (
-                Attempt::Transient("Defender did not answer in time".to_owned()),
-                CallOutcome::Timeout,
-            ),
-            Ok(Err(error)) => (
-                Attempt::Transient(format!(
+        let (status, retry_after, body) =
+            exchange.await.map_err(|error| CallFailure::Transport {
+                detail: format!(
                     "cannot reach Defender: {}",
                     crate::telemetry::error_chain(&error.without_url())
-                )),
-                CallOutcome::Transport,
-            ),
-            Ok(Ok((status, retry_after, body))) => {
-                let attempt = self.classify(tenant, status, retry_after, &body);
-                let call_outcome = match (&attempt, status.as_u16()) {
-                    (Attempt::Done(_), _) => CallOutcome::Ok,
-                    (_, 200) => CallOutcome::Malformed,
-                    (_, status) => CallOutcome::from_status(status),
-                };
-                (attempt, call_outcome)
-            }
-        };
-        self.metrics.upstream_call(call_outcome, started.elapsed());
-        attempt
+                ),
+            })?;
+        read_answer(tenant, status, retry_after, &body)
     }
+}
 
-    fn classify(
-        &self,
-        tenant: &Tenant,
-        status: StatusCode,
-        retry_after: Option<Duration>,
-        body: &[u8],
-    ) -> Attempt {
-        if status == StatusCode::OK {
-            return match serde_json::from_slice::<ConfigurationScore>(body) {
-                Ok(answer) if answer.score.is_finite() => Attempt::Done(Reading {
-                    score: answer.score,
-                    time: answer.time,
-                    fetched_at: SystemTime::now(),
-                }),
-                Ok(_) => Attempt::Final(UpstreamError::Failed {
-                    detail: "Defender answered a score that is not a finite number".to_owned(),
-                }),
-                Err(error) => {
-                    tracing::warn!(tenant = %tenant.id, "Defender answered 200 with an unusable body: {error}");
-                    Attempt::Final(UpstreamError::Failed {
-                        detail: format!("Defender answered an unusable body: {error}"),
-                    })
-                }
-            };
-        }
-        let error = serde_json::from_slice::<DefenderErrorBody>(body)
-            .ok()
-            .map(|body| body.error);
-        let code = error.as_ref().map_or("", |e| e.code.as_str());
-        let message: String = error
-            .as_ref()
-            .map_or("", |e| e.message.as_str())
-            .chars()
-            .take(200)
-            .collect();
-        let correlation = error.as_ref().and_then(|e| e.target.clone());
-        tracing::warn!(
-            tenant = %tenant.id,
-            status = status.as_u16(),
-            code,
-            correlation_id = correlation.as_deref().unwrap_or("-"),
-            "Defender refused the call: {message}"
-        );
-        let detail = if code.is_empty() {
-            format!("Defender answered {status}")
-        } else {
-            format!("Defender answered {} {code}: {message}", status.as_u16())
-        };
-        match status.as_u16() {
-            401 => Attempt::Unauthorized(detail),
-            403 => Attempt::Final(UpstreamError::Denied {
-                status: 403,
-                detail,
+/// Reads Defender's answer: a reading, or the facts of its refusal (logged with Defender's
+/// correlation id, for a support case).
+fn read_answer(
+    tenant: &Tenant,
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: &[u8],
+) -> Result<Reading, CallFailure> {
+    if status == StatusCode::OK {
+        return match serde_json::from_slice::<ConfigurationScore>(body) {
+            Ok(answer) if answer.score.is_finite() => Ok(Reading {
+                score: answer.score,
+                time: answer.time,
+                fetched_at: SystemTime::now(),
             }),
-            429 => {
-                let retry_after = retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
-                self.quota.cool_down(&tenant.id, retry_after);
-                Attempt::Final(UpstreamError::Throttled { retry_after })
+            Ok(_) => Err(CallFailure::Unusable {
+                detail: "Defender answered a score that is not a finite number".to_owned(),
+            }),
+            Err(error) => {
+                tracing::warn!(tenant = %tenant.id, "Defender answered 200 with an unusable body: {error}");
+                Err(CallFailure::Unusable {
+                    detail: format!("Defender answered an unusable body: {error}"),
+                })
             }
-            500..=599 => Attempt::Transient(detail),
-            400 => {
-                tracing::error!(tenant = %tenant.id, "Defender rejected our request as malformed: this is a scoregate bug");
-                Attempt::Final(UpstreamError::Failed { detail })
-            }
-            _ => Attempt::Final(UpstreamError::Failed { detail }),
-        }
+        };
     }
+    let error = serde_json::from_slice::<DefenderErrorBody>(body)
+        .ok()
+        .map(|body| body.error);
+    let code = error.as_ref().map_or("", |e| e.code.as_str());
+    let message: String = error
+        .as_ref()
+        .map_or("", |e| e.message.as_str())
+        .chars()
+        .take(200)
+        .collect();
+    let correlation = error.as_ref().and_then(|e| e.target.clone());
+    tracing::warn!(
+        tenant = %tenant.id,
+        status = status.as_u16(),
+        code,
+        correlation_id = correlation.as_deref().unwrap_or("-"),
+        "Defender refused the call: {message}"
+    );
+    if status == StatusCode::BAD_REQUEST {
+        tracing::error!(tenant = %tenant.id, "Defender rejected our request as malformed: this is a scoregate bug");
+    }
+    let detail = if code.is_empty() {
+        format!("Defender answered {status}")
+    } else {
+        format!("Defender answered {} {code}: {message}", status.as_u16())
+    };
+    Err(CallFailure::Status {
+        status: status.as_u16(),
+        retry_after,
+        detail,
+    })
 }
 
 #[cfg(test)]

@@ -88,7 +88,7 @@ pub async fn get_tenant(
     let tenant = services
         .tenant(&path, &caller.scope)
         .map_err(ApiError::from_service)?;
-    let last_fetch = services.cache.last_fetch(&tenant.id).map(Into::into);
+    let last_fetch = services.last_fetch(&tenant.id).map(Into::into);
     Ok(HttpResponse::Ok().json(TenantDetail {
         tenant: TenantView::from(tenant.as_ref()),
         last_fetch,

@@ -35,12 +35,12 @@ pub async fn get_metrics(
         return Err(ApiError::NotFound);
     }
     let live = LiveValues {
-        in_flight: services.quota.in_flight(),
-        cooling_down: services.quota.tenants_cooling_down(),
+        in_flight: services.upstream_in_flight(),
+        cooling_down: services.tenants_cooling_down(),
         tenants: services.registry().len(),
     };
     let text = services
-        .metrics
+        .metrics()
         .encode(live)
         .map_err(|error| ApiError::Internal(format!("cannot encode the metrics: {error}")))?;
     let content_type = if wants_plain_text(&request) {

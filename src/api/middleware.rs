@@ -85,7 +85,7 @@ pub async fn request_context(
         .app_data::<actix_web::web::Data<Services>>()
     {
         services
-            .metrics
+            .metrics()
             .http_request(route, method.as_str(), status, latency);
     }
     tracing::info!(

@@ -341,7 +341,7 @@ pub fn app(
         InitError = (),
     >,
 > {
-    services.metrics.register_routes(&ROUTES);
+    services.metrics().register_routes(&ROUTES);
     actix_web::App::new()
         .wrap(actix_web::middleware::from_fn(auth::limits))
         .wrap(actix_web::middleware::from_fn(middleware::request_context))

@@ -297,12 +297,12 @@ async fn answer(
         max_age: params.max_age,
         timeout_ms: params.timeout_ms,
     };
-    let query = fanout::Query::parse(raw, services.cursors.clone(), &cursor_owner(caller))
+    let query = fanout::Query::parse(raw, services.cursors(), &cursor_owner(caller))
         .map_err(|error| ApiError::InvalidRequest(error.to_string()))?;
     let registry = services.registry();
     // Tenants outside the caller's scope are not matched at all: not in items, summary or paging.
     let visible = |tenant: &crate::tenants::Tenant| caller.scope.allows(tenant);
-    let work = async { Ok(fanout::scores(&services.cache, &registry, visible, &query).await) };
+    let work = async { Ok(services.scores(&registry, visible, &query).await) };
     let page = super::handlers::within_request_timeout(services, work).await?;
     let list = ScoreList::from(&page);
     let mut response = HttpResponse::Ok();

@@ -494,8 +494,15 @@ mod tests {
             crate::refresher::Refresher::new(&services, &config.cache, &config.refresh);
         // The limiters are built on first use: use them once.
         let tenant = config.registry.get("a").unwrap();
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
-        assert!(services.quota.admit(tenant, deadline).await.is_ok());
+        use crate::quota::QuotaStore as _;
+        let store = crate::quota::LocalQuotaStore::default();
+        let key = crate::quota::QuotaKey {
+            tenant: tenant.id.clone(),
+            service: crate::upstream::UpstreamService::Defender,
+        };
+        for window in crate::quota::Window::ALL {
+            assert!(store.charge(&key, tenant.quota, window).is_ok());
+        }
         let key = config.keys.authenticate("test").unwrap();
         assert!(key.charge().is_ok());
         // What the request path adds to `Instant::now()` stays representable.

@@ -40,7 +40,7 @@ async fn a_retry_after_beyond_the_clock_is_capped_at_an_hour_and_wedges_nothing(
         let body: serde_json::Value = response.json().await.unwrap();
         assert_eq!(body["code"], "upstream_throttled", "{body}");
     }
-    assert!(!app.services.cache.is_fetching(&id("contoso")).await);
+    assert!(!app.services.is_fetching(&id("contoso")).await);
     let stats = app.emulator.stats().tenant("contoso");
     assert_eq!(
         stats.score_calls, 1,
@@ -55,7 +55,6 @@ async fn a_retry_after_beyond_the_clock_is_capped_at_an_hour_and_wedges_nothing(
 async fn a_fetch_that_panics_fails_alone_and_the_tenant_stays_fetchable() {
     let app = spawn_app(emulator_options(1, vec![])).await;
     app.services
-        .cache
         .inject_fault(&id("contoso"), InjectedFault::Panic);
 
     let (status, _, body) = app.get_json("/tenants/contoso/score").await;
@@ -65,7 +64,7 @@ async fn a_fetch_that_panics_fails_alone_and_the_tenant_stays_fetchable() {
         !body["detail"].as_str().unwrap().contains("panic"),
         "{body}"
     );
-    assert!(!app.services.cache.is_fetching(&id("contoso")).await);
+    assert!(!app.services.is_fetching(&id("contoso")).await);
 
     let (status, _, body) = app.get_json("/tenants/contoso/score").await;
     assert_eq!(status, 200, "{body}");
@@ -77,7 +76,6 @@ async fn a_fetch_that_panics_fails_alone_and_the_tenant_stays_fetchable() {
 async fn a_cancelled_fetch_answers_shutting_down_not_an_upstream_failure() {
     let app = spawn_app(emulator_options(1, vec![])).await;
     app.services
-        .cache
         .inject_fault(&id("contoso"), InjectedFault::Cancel);
 
     let response = app.get("/tenants/contoso/score").await;

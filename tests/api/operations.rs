@@ -514,7 +514,6 @@ async fn a_reload_adds_and_removes_tenants_and_rotates_secrets_while_traffic_flo
     assert!(!list.to_string().contains("fabrikam"), "{list}");
     assert!(
         !app.services
-            .cache
             .is_fetching(&scoregate::tenants::TenantId::parse("fabrikam").unwrap())
             .await
     );

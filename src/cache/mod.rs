@@ -5,7 +5,12 @@
 //! served at once as `stale` while exactly one refresh runs; a failure never replaces a good value
 //! but feeds the tenant's back-off. However many callers ask for a tenant at once, one fetch runs
 //! (a spawned task, so that it finishes and fills the cache even when every caller has given up).
-//! How a fetch is made belongs to [`crate::upstream`]; the limits to [`crate::quota`].
+//! How a fetch is made — gate, quota, in-flight cap, retries, token, call — belongs to the policy
+//! stack ([`crate::policy`]); the cache only asks its gate before starting a flight, so that a
+//! tenant in cool-down or back-off holds no flight.
+//!
+//! Good readings live behind [`ScoreStore`], keyed by [`ScoreKey`] (tenant and metric): moka in
+//! process today; a shared (Redis) second level for several replicas later.
 //!
 //! Fetch tasks run on the gateway's own runtime (a handle captured when the services are built),
 //! never on the runtime of the HTTP worker that happened to start them: a worker's runtime is
@@ -16,13 +21,14 @@
 
 use crate::config::CacheSettings;
 use crate::metrics::{CacheResult, Metrics};
-use crate::quota::Quota;
+use crate::policy::{FetchError, Gated, Outbound};
 use crate::tenants::{Registry, Tenant, TenantId};
-use crate::upstream::{Reading, UpstreamClient, UpstreamError};
+use crate::upstream::{Metric, Reading, UpstreamError};
 use futures::future::{BoxFuture, FutureExt, Shared};
+use parking_lot::Mutex;
 use rand::Rng;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
@@ -84,41 +90,105 @@ pub enum InjectedFault {
 /// The outcome of the last fetch of a tenant, for `/tenants/{id}` and warnings.
 #[derive(Debug, Clone)]
 pub struct LastFetch {
-    /// When it finished.
+    /// When it finished, for display.
     pub at: SystemTime,
+    /// When it finished, for comparisons (tokio's clock: paused in tests, never set back).
+    pub finished: Instant,
     /// `None` on success, else the failure.
     pub error: Option<UpstreamError>,
 }
 
+/// What a score is cached under: one number per tenant and metric.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ScoreKey {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The metric.
+    pub metric: Metric,
+}
+
 /// A cached reading and its freshness, fixed when it was stored.
 #[derive(Debug)]
-struct Entry {
-    reading: Reading,
-    stored_at: Instant,
+pub struct Entry {
+    /// The reading.
+    pub reading: Reading,
+    /// When it was stored (a shared store keeps wall-clock time and converts).
+    pub stored_at: Instant,
     /// The fresh window of this entry, jittered so that tenants loaded together expire apart.
-    fresh_for: Duration,
+    pub fresh_for: Duration,
+}
+
+/// Where good readings are kept. moka in process today ([`MokaStore`]); a shared (Redis) second
+/// level behind the same calls when several replicas serve the same tenants. The store only
+/// keeps: freshness, single flight and stale-if-error are decided by [`ScoreCache`].
+#[async_trait::async_trait]
+pub trait ScoreStore: Send + Sync {
+    /// The entry under `key`, if any.
+    async fn get(&self, key: &ScoreKey) -> Option<Arc<Entry>>;
+    /// Stores `entry` under `key`, replacing what was there.
+    async fn insert(&self, key: ScoreKey, entry: Arc<Entry>);
+    /// Drops the entries of tenants that left the registry.
+    async fn retain(&self, registry: &Registry);
+}
+
+/// The in-process score store: bounded, and dropping entries too old even for stale-if-error.
+pub struct MokaStore {
+    entries: moka::future::Cache<ScoreKey, Arc<Entry>>,
+}
+
+impl MokaStore {
+    /// At most `max_entries`, each kept for `time_to_live` (fresh plus stale-if-error).
+    pub fn new(max_entries: u64, time_to_live: Duration) -> Self {
+        Self {
+            entries: moka::future::Cache::builder()
+                .max_capacity(max_entries)
+                .time_to_live(time_to_live)
+                .build(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ScoreStore for MokaStore {
+    async fn get(&self, key: &ScoreKey) -> Option<Arc<Entry>> {
+        self.entries.get(key).await
+    }
+
+    async fn insert(&self, key: ScoreKey, entry: Arc<Entry>) {
+        self.entries.insert(key, entry).await;
+    }
+
+    async fn retain(&self, registry: &Registry) {
+        let gone: Vec<ScoreKey> = self
+            .entries
+            .iter()
+            .map(|(key, _)| (*key).clone())
+            .filter(|key| registry.get(key.tenant.as_str()).is_none())
+            .collect();
+        for key in gone {
+            self.entries.invalidate(&key).await;
+        }
+    }
 }
 
 type Flight = Shared<BoxFuture<'static, Result<Arc<Entry>, ScoreError>>>;
 
-/// Fetches in progress by tenant, with the number of each flight.
-type Flights = Arc<tokio::sync::Mutex<HashMap<TenantId, (u64, Flight)>>>;
+/// Fetches in progress by key, with the number of each flight.
+type Flights = Arc<tokio::sync::Mutex<HashMap<ScoreKey, (u64, Flight)>>>;
 
 /// The shared score cache and its loaders.
 pub struct ScoreCache {
-    /// Good readings only; bounded, and dropped once too old even for stale-if-error.
-    entries: moka::future::Cache<TenantId, Arc<Entry>>,
+    /// Good readings only.
+    entries: Arc<dyn ScoreStore>,
     /// Fetches in progress, one per tenant at most (single flight). A tokio mutex, because the
     /// cache is re-checked under it (an await) so that a fetch finishing meanwhile is not repeated.
     flights: Flights,
     /// Numbers flights, so that a finished fetch removes itself and never a newer one.
     next_flight: std::sync::atomic::AtomicU64,
-    /// The last fetch outcome per tenant.
-    last_fetch: Arc<Mutex<HashMap<TenantId, LastFetch>>>,
-    /// How fetches are made.
-    upstream: Arc<UpstreamClient>,
-    /// Cool-downs and failure back-off, consulted before starting a fetch.
-    quota: Arc<Quota>,
+    /// The last fetch outcome per key.
+    last_fetch: Arc<Mutex<HashMap<ScoreKey, LastFetch>>>,
+    /// How fetches are made: the policy stack in front of the source.
+    outbound: Arc<Outbound>,
     /// Nominal fresh window.
     fresh: Duration,
     /// How long past freshness a good value may cover for failures.
@@ -142,24 +212,19 @@ impl ScoreCache {
     /// worker (the runtime the gateway was built on).
     pub fn new(
         settings: &CacheSettings,
-        upstream: Arc<UpstreamClient>,
-        quota: Arc<Quota>,
+        outbound: Arc<Outbound>,
         metrics: Arc<Metrics>,
         runtime: tokio::runtime::Handle,
     ) -> Self {
         let fresh = Duration::from_secs(settings.fresh_seconds);
         let stale_if_error = Duration::from_secs(settings.stale_if_error_seconds);
-        let entries = moka::future::Cache::builder()
-            .max_capacity(settings.max_entries)
-            .time_to_live(fresh + stale_if_error)
-            .build();
+        let entries = Arc::new(MokaStore::new(settings.max_entries, fresh + stale_if_error));
         Self {
             entries,
             flights: Arc::default(),
             next_flight: std::sync::atomic::AtomicU64::new(0),
             last_fetch: Arc::default(),
-            upstream,
-            quota,
+            outbound,
             fresh,
             stale_if_error,
             min_forced_interval: Duration::from_millis(settings.min_forced_interval_ms),
@@ -169,11 +234,23 @@ impl ScoreCache {
         }
     }
 
+    /// The policy stack fetches go through (the refresher reads its in-flight cap).
+    pub fn outbound(&self) -> &Outbound {
+        &self.outbound
+    }
+
+    fn key(&self, tenant: &TenantId) -> ScoreKey {
+        ScoreKey {
+            tenant: tenant.clone(),
+            metric: self.outbound.metric(),
+        }
+    }
+
     /// Makes the next fetch of `tenant` fail with `fault`. For tests only: it proves that one
     /// broken fetch never wedges a tenant.
     #[doc(hidden)]
     pub fn inject_fault(&self, tenant: &TenantId, fault: InjectedFault) {
-        lock(&self.injected).insert(tenant.clone(), fault);
+        self.injected.lock().insert(tenant.clone(), fault);
     }
 
     /// The tenant's score. `max_age` bounds the age of what may be served (`0` forces a fetch,
@@ -209,7 +286,8 @@ impl ScoreCache {
     ) -> Result<Served, ScoreError> {
         let asked_at = Instant::now();
         let max_age = max_age.map(|max_age| max_age.max(self.min_forced_interval));
-        let cached = self.entries.get(&tenant.id).await;
+        let key = self.key(&tenant.id);
+        let cached = self.entries.get(&key).await;
         if let Some(entry) = &cached {
             let age = asked_at.saturating_duration_since(entry.stored_at);
             let allowed = max_age.is_none_or(|max_age| age <= max_age);
@@ -219,11 +297,11 @@ impl ScoreCache {
             if allowed && age <= entry.fresh_for + self.stale_if_error {
                 // Stale-while-revalidate: answer now, refresh behind the caller's back.
                 self.refresh(tenant).await;
-                let warning = self.failure_since(&tenant.id, entry);
+                let warning = self.failure_since(&key, entry);
                 return Ok(self.served(entry, Source::Stale, warning));
             }
         }
-        let flight = match self.flight(tenant, asked_at).await {
+        let flight = match self.flight(tenant, &key, asked_at).await {
             Ok(flight) => flight,
             Err(error) => return self.stale_or(cached, max_age, error),
         };
@@ -238,44 +316,33 @@ impl ScoreCache {
     /// Starts a refresh of the tenant unless one runs already or the tenant must be left alone
     /// (cool-down, failure back-off). Used by stale-while-revalidate and the refresher.
     pub async fn refresh(&self, tenant: &Arc<Tenant>) {
-        if self.quota.cool_down_left(&tenant.id).is_some()
-            || self.quota.backoff_left(&tenant.id).is_some()
-        {
+        if self.outbound.gate(tenant).is_err() {
             return;
         }
+        let key = self.key(&tenant.id);
         let mut flights = self.flights.lock().await;
-        if !flights.contains_key(&tenant.id) {
-            let flight = self.start_flight(tenant);
-            flights.insert(tenant.id.clone(), flight);
+        if let std::collections::hash_map::Entry::Vacant(slot) = flights.entry(key) {
+            let flight = self.start_flight(tenant, slot.key());
+            slot.insert(flight);
         }
     }
 
     /// Whether a fetch of the tenant is running now.
     pub async fn is_fetching(&self, tenant: &TenantId) -> bool {
-        self.flights.lock().await.contains_key(tenant)
+        self.flights.lock().await.contains_key(&self.key(tenant))
     }
 
     /// The outcome of the tenant's last fetch, if any.
     pub fn last_fetch(&self, tenant: &TenantId) -> Option<LastFetch> {
-        lock(&self.last_fetch).get(tenant).cloned()
+        self.last_fetch.lock().get(&self.key(tenant)).cloned()
     }
 
     /// Drops everything held for tenants that left the registry or whose registration changed.
     pub async fn retain(&self, registry: &Registry) {
-        lock(&self.last_fetch).retain(|id, _| registry.get(id.as_str()).is_some());
-        self.flights
-            .lock()
-            .await
-            .retain(|id, _| registry.get(id.as_str()).is_some());
-        let gone: Vec<TenantId> = self
-            .entries
-            .iter()
-            .map(|(id, _)| (*id).clone())
-            .filter(|id| registry.get(id.as_str()).is_none())
-            .collect();
-        for id in gone {
-            self.entries.invalidate(&id).await;
-        }
+        let keep = |key: &ScoreKey| registry.get(key.tenant.as_str()).is_some();
+        self.last_fetch.lock().retain(|key, _| keep(key));
+        self.flights.lock().await.retain(|key, _| keep(key));
+        self.entries.retain(registry).await;
     }
 
     /// Joins the running fetch or starts one; `Err` when the tenant must not be called now
@@ -283,47 +350,50 @@ impl ScoreCache {
     async fn flight(
         &self,
         tenant: &Arc<Tenant>,
+        key: &ScoreKey,
         asked_at: Instant,
     ) -> Result<Flight, UpstreamError> {
         let mut flights = self.flights.lock().await;
-        if let Some((_, flight)) = flights.get(&tenant.id) {
+        if let Some((_, flight)) = flights.get(key) {
             return Ok(flight.clone());
         }
         // A fetch may have finished between our cache look-up and taking the lock.
-        if let Some(entry) = self.entries.get(&tenant.id).await {
+        if let Some(entry) = self.entries.get(key).await {
             if entry.stored_at >= asked_at {
                 let entry: Result<Arc<Entry>, ScoreError> = Ok(entry);
                 return Ok(futures::future::ready(entry).boxed().shared());
             }
         }
-        if let Some(retry_after) = self.quota.cool_down_left(&tenant.id) {
-            return Err(UpstreamError::Throttled { retry_after });
-        }
-        if self.quota.backoff_left(&tenant.id).is_some() {
-            if let Some(LastFetch {
-                error: Some(error), ..
-            }) = self.last_fetch(&tenant.id)
-            {
-                return Err(error);
+        match self.outbound.gate(tenant) {
+            Ok(()) => {}
+            // Backing off: the failure that started it says more than "backing off".
+            Err(gated @ Gated::BackOff(_)) => {
+                return Err(match self.last_fetch(&tenant.id) {
+                    Some(LastFetch {
+                        error: Some(error), ..
+                    }) => error,
+                    _ => gated.into_error(),
+                })
             }
+            Err(gated) => return Err(gated.into_error()),
         }
-        let flight = self.start_flight(tenant);
-        flights.insert(tenant.id.clone(), flight.clone());
+        let flight = self.start_flight(tenant, key);
+        flights.insert(key.clone(), flight.clone());
         Ok(flight.1)
     }
 
     /// Spawns the fetch on the gateway's runtime; the caller must insert it into `flights` under
     /// the lock it holds.
-    fn start_flight(&self, tenant: &Arc<Tenant>) -> (u64, Flight) {
+    fn start_flight(&self, tenant: &Arc<Tenant>, key: &ScoreKey) -> (u64, Flight) {
         let number = self
             .next_flight
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let injected = lock(&self.injected).remove(&tenant.id);
+        let injected = self.injected.lock().remove(&tenant.id);
         let task = FlightTask {
             number,
+            key: key.clone(),
             tenant: tenant.clone(),
-            upstream: self.upstream.clone(),
-            quota: self.quota.clone(),
+            outbound: self.outbound.clone(),
             entries: self.entries.clone(),
             flights: self.flights.clone(),
             last_fetch: self.last_fetch.clone(),
@@ -334,7 +404,7 @@ impl ScoreCache {
             // must clear its marker too.
             guard: FlightGuard {
                 number,
-                tenant: tenant.id.clone(),
+                key: key.clone(),
                 flights: self.flights.clone(),
                 metrics: self.metrics.clone(),
                 runtime: self.runtime.clone(),
@@ -390,10 +460,9 @@ impl ScoreCache {
     }
 
     /// The failure of the last fetch, if it failed after `entry` was stored.
-    fn failure_since(&self, tenant: &TenantId, entry: &Entry) -> Option<UpstreamError> {
-        let last = self.last_fetch(tenant)?;
-        let stored = entry.reading.fetched_at;
-        if last.at >= stored {
+    fn failure_since(&self, key: &ScoreKey, entry: &Entry) -> Option<UpstreamError> {
+        let last = self.last_fetch.lock().get(key).cloned()?;
+        if last.finished >= entry.stored_at {
             last.error
         } else {
             None
@@ -404,12 +473,12 @@ impl ScoreCache {
 /// Everything a spawned fetch needs, owned, so that it outlives every caller.
 struct FlightTask {
     number: u64,
+    key: ScoreKey,
     tenant: Arc<Tenant>,
-    upstream: Arc<UpstreamClient>,
-    quota: Arc<Quota>,
-    entries: moka::future::Cache<TenantId, Arc<Entry>>,
+    outbound: Arc<Outbound>,
+    entries: Arc<dyn ScoreStore>,
     flights: Flights,
-    last_fetch: Arc<Mutex<HashMap<TenantId, LastFetch>>>,
+    last_fetch: Arc<Mutex<HashMap<ScoreKey, LastFetch>>>,
     fresh: Duration,
     metrics: Arc<Metrics>,
     /// Panic on purpose (a test's injected fault).
@@ -423,30 +492,46 @@ impl FlightTask {
         if self.panic {
             panic!("a test injected a panic into this fetch");
         }
-        let deadline = self.upstream.deadline();
+        let deadline = self.outbound.deadline();
         let result = self.fetch(deadline).await;
-        lock(&self.last_fetch).insert(
-            self.tenant.id.clone(),
-            LastFetch {
-                at: SystemTime::now(),
-                error: result.as_ref().err().cloned(),
-            },
-        );
+        // A fetch the gate refused attempted nothing: it is no outcome to remember.
+        let result = match result {
+            Err(FetchError::Gated(gated)) => Err(gated.into_error()),
+            Err(FetchError::Upstream(error)) => {
+                self.remember(Some(error.clone()));
+                Err(error)
+            }
+            Ok(entry) => {
+                self.remember(None);
+                Ok(entry)
+            }
+        };
         // Stored before the flight leaves the map: a caller who finds no flight finds the entry.
         let mut flights = self.flights.lock().await;
         if flights
-            .get(&self.tenant.id)
+            .get(&self.key)
             .is_some_and(|(number, _)| *number == self.number)
         {
-            flights.remove(&self.tenant.id);
+            flights.remove(&self.key);
         }
         drop(flights);
         self.guard.finished = true;
         result.map_err(ScoreError::Upstream)
     }
 
-    async fn fetch(&self, deadline: Instant) -> Result<Arc<Entry>, UpstreamError> {
-        let result = self.upstream.fetch_score(&self.tenant, deadline).await;
+    fn remember(&self, error: Option<UpstreamError>) {
+        self.last_fetch.lock().insert(
+            self.key.clone(),
+            LastFetch {
+                at: SystemTime::now(),
+                finished: Instant::now(),
+                error,
+            },
+        );
+    }
+
+    async fn fetch(&self, deadline: Instant) -> Result<Arc<Entry>, FetchError> {
+        let result = self.outbound.fetch(&self.tenant, deadline).await;
         match result {
             Ok(reading) => {
                 let jitter = rand::rng().random_range(0.0..FRESH_JITTER);
@@ -455,10 +540,7 @@ impl FlightTask {
                     stored_at: Instant::now(),
                     fresh_for: self.fresh.mul_f64(1.0 - jitter),
                 });
-                self.entries
-                    .insert(self.tenant.id.clone(), entry.clone())
-                    .await;
-                self.quota.record_success(&self.tenant.id);
+                self.entries.insert(self.key.clone(), entry.clone()).await;
                 self.metrics.fetch("ok");
                 self.metrics.tenant_success(
                     &self.tenant.id,
@@ -467,19 +549,16 @@ impl FlightTask {
                 );
                 Ok(entry)
             }
-            Err(error) => {
-                // A 429 has its own cool-down; everything else counts towards the back-off.
-                if !matches!(error, UpstreamError::Throttled { .. }) {
-                    self.quota.record_failure(&self.tenant.id);
-                }
+            Err(FetchError::Upstream(error)) => {
                 self.metrics.fetch(error.code());
                 self.metrics.tenant_failure(
                     &self.tenant.id,
-                    self.quota.consecutive_failures(&self.tenant.id),
+                    self.outbound.consecutive_failures(&self.tenant),
                 );
                 tracing::warn!(tenant = %self.tenant.id, "fetch failed: {error}");
-                Err(error)
+                Err(FetchError::Upstream(error))
             }
+            Err(gated) => Err(gated),
         }
     }
 }
@@ -489,7 +568,7 @@ impl FlightTask {
 /// every later request would join a flight that is long dead.
 struct FlightGuard {
     number: u64,
-    tenant: TenantId,
+    key: ScoreKey,
     flights: Flights,
     metrics: Arc<Metrics>,
     runtime: tokio::runtime::Handle,
@@ -503,32 +582,32 @@ impl Drop for FlightGuard {
             return;
         }
         if std::thread::panicking() {
-            tracing::error!(tenant = %self.tenant, "a score fetch panicked: this fetch answers `internal`, the next one starts afresh");
+            tracing::error!(tenant = %self.key.tenant, "a score fetch panicked: this fetch answers `internal`, the next one starts afresh");
             self.metrics.fetch("internal");
         } else {
-            tracing::warn!(tenant = %self.tenant, "a score fetch was cancelled: the gateway is shutting down");
+            tracing::warn!(tenant = %self.key.tenant, "a score fetch was cancelled: the gateway is shutting down");
             self.metrics.fetch("shutting_down");
         }
-        let remove = |flights: &mut HashMap<TenantId, (u64, Flight)>, tenant: &TenantId| {
+        let remove = |flights: &mut HashMap<ScoreKey, (u64, Flight)>, key: &ScoreKey| {
             if flights
-                .get(tenant)
+                .get(key)
                 .is_some_and(|(number, _)| *number == self.number)
             {
-                flights.remove(tenant);
+                flights.remove(key);
             }
         };
         match self.flights.try_lock() {
-            Ok(mut flights) => remove(&mut flights, &self.tenant),
+            Ok(mut flights) => remove(&mut flights, &self.key),
             Err(_) => {
                 // Drop cannot wait for the lock: clean up from a task. A runtime that is
                 // stopping drops the task, and with it every flight: nothing is left to clear.
                 let flights = self.flights.clone();
-                let tenant = self.tenant.clone();
+                let key = self.key.clone();
                 let number = self.number;
                 self.runtime.spawn(async move {
                     let mut flights = flights.lock().await;
-                    if flights.get(&tenant).is_some_and(|(n, _)| *n == number) {
-                        flights.remove(&tenant);
+                    if flights.get(&key).is_some_and(|(n, _)| *n == number) {
+                        flights.remove(&key);
                     }
                 });
             }
@@ -536,8 +615,5 @@ impl Drop for FlightGuard {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+#[cfg(test)]
+mod tests;

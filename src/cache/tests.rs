@@ -1,0 +1,231 @@
+//! The cache's windows and loaders under tokio's paused clock, over a scripted source.
+
+use super::*;
+use crate::policy::testing::{outbound, tenant, Answer, FakeSource, DEFENDER_LIMITS};
+use crate::upstream::CallFailure;
+
+const FRESH: Duration = Duration::from_secs(60);
+const STALE_IF_ERROR: Duration = Duration::from_secs(300);
+
+fn cache(source: &Arc<FakeSource>) -> ScoreCache {
+    let settings = CacheSettings {
+        fresh_seconds: FRESH.as_secs(),
+        stale_if_error_seconds: STALE_IF_ERROR.as_secs(),
+        max_entries: 1000,
+        min_forced_interval_ms: 1000,
+    };
+    ScoreCache::new(
+        &settings,
+        outbound(source.clone(), Arc::default(), 8),
+        Arc::default(),
+        tokio::runtime::Handle::current(),
+    )
+}
+
+fn soon() -> Instant {
+    Instant::now() + Duration::from_secs(30)
+}
+
+fn server_error() -> Answer {
+    Answer::Fail(CallFailure::Status {
+        status: 503,
+        retry_after: None,
+        detail: "Defender answered 503".to_owned(),
+    })
+}
+
+/// Lets spawned fetches run to their end (the paused clock jumps over their latency).
+async fn settle() {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fresh_entry_is_served_from_the_cache_and_an_expired_one_stale_while_it_refreshes() {
+    let source = FakeSource::new(42.0, Duration::from_millis(20));
+    let cache = cache(&source);
+    let contoso = tenant("contoso", DEFENDER_LIMITS);
+    let first = cache.get(&contoso, None, soon()).await.unwrap();
+    assert_eq!(
+        (first.source, first.reading.score),
+        (Source::Upstream, 42.0)
+    );
+    let fresh_for = first.fresh_for;
+    assert!(fresh_for <= FRESH && fresh_for >= FRESH.mul_f64(1.0 - FRESH_JITTER));
+
+    tokio::time::advance(fresh_for - Duration::from_millis(1)).await;
+    let cached = cache.get(&contoso, None, soon()).await.unwrap();
+    assert_eq!(cached.source, Source::Cache);
+    assert_eq!(cached.fresh_for, Duration::from_millis(1));
+    assert_eq!(source.calls("contoso"), 1);
+
+    tokio::time::advance(Duration::from_millis(1)).await;
+    source.answer(Answer::Score(43.0));
+    let stale = cache.get(&contoso, None, soon()).await.unwrap();
+    assert_eq!((stale.source, stale.reading.score), (Source::Stale, 42.0));
+    assert!(stale.warning.is_none());
+    assert!(
+        cache.is_fetching(&contoso.id).await,
+        "a refresh runs behind the caller"
+    );
+    settle().await;
+    let refreshed = cache.get(&contoso, None, soon()).await.unwrap();
+    assert_eq!(
+        (refreshed.source, refreshed.reading.score),
+        (Source::Cache, 43.0)
+    );
+    assert_eq!(source.calls("contoso"), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_the_stale_window_the_caller_waits_for_a_new_value() {
+    let source = FakeSource::new(42.0, Duration::from_millis(20));
+    let cache = cache(&source);
+    let contoso = tenant("contoso", DEFENDER_LIMITS);
+    cache.get(&contoso, None, soon()).await.unwrap();
+    tokio::time::advance(FRESH + STALE_IF_ERROR + Duration::from_secs(1)).await;
+    source.answer(Answer::Score(50.0));
+    let served = cache.get(&contoso, None, soon()).await.unwrap();
+    assert_eq!(
+        (served.source, served.reading.score),
+        (Source::Upstream, 50.0)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn fresh_windows_are_jittered_so_that_tenants_loaded_together_expire_apart() {
+    let source = FakeSource::new(42.0, Duration::ZERO);
+    let cache = cache(&source);
+    let mut windows = Vec::new();
+    for i in 0..20 {
+        let tenant = tenant(&format!("tenant-{i}"), DEFENDER_LIMITS);
+        windows.push(cache.get(&tenant, None, soon()).await.unwrap().fresh_for);
+    }
+    let shortest = FRESH.mul_f64(1.0 - FRESH_JITTER);
+    assert!(
+        windows.iter().all(|w| *w <= FRESH && *w >= shortest),
+        "{windows:?}"
+    );
+    let mut distinct = windows.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert!(
+        distinct.len() >= 15,
+        "without jitter they expire together: {windows:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_callers_of_a_cold_tenant_share_one_fetch() {
+    let source = FakeSource::new(42.0, Duration::from_millis(200));
+    let cache = cache(&source);
+    let contoso = tenant("contoso", DEFENDER_LIMITS);
+    let callers = (0..10).map(|_| cache.get(&contoso, None, soon()));
+    let served = futures::future::join_all(callers).await;
+    assert!(served.iter().all(|s| matches!(
+        s,
+        Ok(Served {
+            source: Source::Upstream,
+            ..
+        })
+    )));
+    assert_eq!(source.calls("contoso"), 1);
+    assert!(!cache.is_fetching(&contoso.id).await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_whose_deadline_passes_leaves_the_fetch_to_fill_the_cache() {
+    let source = FakeSource::new(42.0, Duration::from_secs(2));
+    let cache = cache(&source);
+    let contoso = tenant("contoso", DEFENDER_LIMITS);
+    let hurried = cache
+        .get(&contoso, None, Instant::now() + Duration::from_secs(1))
+        .await;
+    assert!(matches!(hurried, Err(ScoreError::Deadline)));
+    settle().await;
+    settle().await;
+    let served = cache.get(&contoso, None, soon()).await.unwrap();
+    assert_eq!(served.source, Source::Cache);
+    assert_eq!(source.calls("contoso"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_last_good_value_covers_a_failure_within_the_stale_if_error_window() {
+    let source = FakeSource::new(42.0, Duration::from_millis(20));
+    let cache = cache(&source);
+    let contoso = tenant("contoso", DEFENDER_LIMITS);
+    cache.get(&contoso, None, soon()).await.unwrap();
+    tokio::time::advance(FRESH).await;
+    source.answer(server_error());
+    // Stale at once; the refresh behind it fails (after its retries).
+    let stale = cache.get(&contoso, None, soon()).await.unwrap();
+    assert_eq!(stale.source, Source::Stale);
+    settle().await;
+    assert!(cache.last_fetch(&contoso.id).unwrap().error.is_some());
+    let covered = cache.get(&contoso, None, soon()).await.unwrap();
+    assert_eq!(
+        (covered.source, covered.reading.score),
+        (Source::Stale, 42.0)
+    );
+    assert_eq!(
+        covered.warning.map(|w| w.code()),
+        Some("upstream_error"),
+        "the stale value says why it is stale"
+    );
+    // A caller who asks for a younger value gets the failure instead.
+    let strict = cache
+        .get(&contoso, Some(Duration::from_secs(10)), soon())
+        .await;
+    assert!(matches!(
+        strict,
+        Err(ScoreError::Upstream(UpstreamError::Failed { .. }))
+    ));
+    // Past the stale-if-error window, nothing covers the failure.
+    tokio::time::advance(STALE_IF_ERROR).await;
+    let expired = cache.get(&contoso, None, soon()).await;
+    assert!(
+        matches!(expired, Err(ScoreError::Upstream(_))),
+        "{expired:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tenant_in_back_off_is_not_called_and_answers_its_last_failure() {
+    let source = FakeSource::new(42.0, Duration::ZERO);
+    source.answer(server_error());
+    let cache = cache(&source);
+    let contoso = tenant("contoso", DEFENDER_LIMITS);
+    assert!(cache.get(&contoso, None, soon()).await.is_err());
+    let calls = source.calls("contoso");
+    let again = cache.get(&contoso, None, soon()).await;
+    assert!(
+        matches!(again, Err(ScoreError::Upstream(UpstreamError::Failed { ref detail })) if detail == "Defender answered 503")
+    );
+    cache.refresh(&contoso).await;
+    assert!(
+        !cache.is_fetching(&contoso.id).await,
+        "the refresher skips it too"
+    );
+    assert_eq!(source.calls("contoso"), calls);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_age_zero_forces_a_fetch_but_not_more_than_once_per_minimum_interval() {
+    let source = FakeSource::new(42.0, Duration::ZERO);
+    let cache = cache(&source);
+    let contoso = tenant("contoso", DEFENDER_LIMITS);
+    cache.get(&contoso, None, soon()).await.unwrap();
+    let again = cache
+        .get(&contoso, Some(Duration::ZERO), soon())
+        .await
+        .unwrap();
+    assert_eq!((again.source, source.calls("contoso")), (Source::Cache, 1));
+    tokio::time::advance(Duration::from_millis(1001)).await;
+    let forced = cache
+        .get(&contoso, Some(Duration::ZERO), soon())
+        .await
+        .unwrap();
+    assert_eq!(
+        (forced.source, source.calls("contoso")),
+        (Source::Upstream, 2)
+    );
+}

@@ -1,0 +1,525 @@
+//! The outbound policy stack: every limit, retry and cool-down between the cache and a source, as
+//! small types composed once, in one order, by [`Outbound::fetch`].
+//!
+//! # The order, and why
+//!
+//! 1. **Gate** ([`Gate`]): a tenant in a Defender-imposed cool-down (429 `Retry-After`) or in
+//!    failure back-off is not called at all. First, because it is the cheapest refusal and costs
+//!    nothing (no quota, no slot, no token); the cache asks the same gate before it even starts a
+//!    flight, so that a gated tenant holds no single-flight slot.
+//! 2. **Retries** ([`Retries`]): each attempt below runs again after a full-jitter exponential
+//!    pause when [`classify`] says the failure is transient, within the fetch's deadline. Around
+//!    the per-call layers, because each attempt must pay for itself:
+//!    1. **Quota** ([`RateLimit`]): one charge to the tenant's minute and hour windows per attempt
+//!       — Microsoft counts every HTTP call, retries included. Waits within the deadline when a
+//!       window is spent. Before the slot, so that a tenant waiting for its window holds no slot
+//!       that other tenants could use.
+//!    2. **In-flight cap** ([`InFlightCap`]): a global cap on calls at once; our sockets and
+//!       Defender are finite. Held for the token and the call, so that it also bounds token
+//!       requests at once (a cold start of a thousand tenants does not open a thousand
+//!       connections to Entra ID at the same instant). The refresher reads its free slots to stay
+//!       behind interactive requests.
+//!    3. **Token** ([`Tokens`]): a bearer token for the source's scope (usually a cache hit).
+//!       After the quota, so a token failure costs a quota unit: tokens are fetched per attempt,
+//!       and bounding Entra requests by the cap matters more than that unit.
+//!    4. **Call** ([`ScoreSource::call`]): bounded by the attempt timeout, never past the fetch's
+//!       deadline.
+//!
+//! Classification is a pure function, [`classify`]: it maps an attempt's outcome to a
+//! [`Decision`] (done, retry, renew the token once, fail, cool down for a while) and touches
+//! nothing. Only [`Outbound`] applies the effects of decisions on shared state, in one place: a
+//! cool-down on `CoolDown`, and after the fetch, back-off on failure and its end on success.
+//!
+//! The state these policies consult lives behind [`QuotaStore`] (in-process today, shared across
+//! replicas later); the in-flight cap stays per process.
+
+use crate::metrics::{CallOutcome, Metrics, QuotaRefusal};
+use crate::quota::{instant_after, FailureBackoff, QuotaKey, QuotaStore, Window};
+use crate::tenants::{Registry, Tenant};
+use crate::token::{TokenError, Tokens};
+use crate::upstream::{CallFailure, Metric, Reading, ScoreSource, UpstreamError};
+use rand::Rng;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+/// Cool-down after a 429 without a usable `Retry-After`.
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// Why one attempt produced no reading: the facts [`classify`] decides on.
+#[derive(Debug)]
+pub enum Failure {
+    /// No token for the source's scope.
+    Token(TokenError),
+    /// The call itself failed.
+    Call(CallFailure),
+    /// The call did not answer within its attempt timeout.
+    AttemptTimeout {
+        /// Whether the attempt's timeout was the fetch's own deadline (nothing is left to retry).
+        deadline_reached: bool,
+    },
+}
+
+/// What to do after an attempt.
+#[derive(Debug, Clone)]
+pub enum Decision {
+    /// A reading: the fetch succeeded.
+    Done(Reading),
+    /// Transient (5xx, transport, attempt timeout, Entra unavailable): worth another attempt.
+    Retry(String),
+    /// Defender answered 401 with a token that may have been revoked or expired early: renew it
+    /// and try once more.
+    RenewToken(String),
+    /// Final: retrying does not help.
+    Fail(UpstreamError),
+    /// The source asked to be left alone (429) for this long: put the tenant in cool-down.
+    CoolDown(Duration),
+}
+
+/// Classifies one attempt's outcome. Pure: the caller applies the decision.
+///
+/// `renewed` says whether the token was already renewed during this fetch (a second 401 is final).
+pub fn classify(outcome: Result<Reading, Failure>, renewed: bool) -> Decision {
+    let failure = match outcome {
+        Ok(reading) => return Decision::Done(reading),
+        Err(failure) => failure,
+    };
+    match failure {
+        Failure::Token(TokenError::Rejected { detail, .. } | TokenError::Invalid { detail }) => {
+            Decision::Fail(UpstreamError::Credentials { detail })
+        }
+        Failure::Token(TokenError::Unavailable { detail }) => {
+            Decision::Retry(format!("Entra ID unavailable: {detail}"))
+        }
+        Failure::AttemptTimeout {
+            deadline_reached: true,
+        } => Decision::Fail(UpstreamError::Timeout),
+        Failure::AttemptTimeout {
+            deadline_reached: false,
+        } => Decision::Retry("Defender did not answer in time".to_owned()),
+        Failure::Call(CallFailure::Transport { detail }) => Decision::Retry(detail),
+        Failure::Call(CallFailure::Unusable { detail }) => {
+            Decision::Fail(UpstreamError::Failed { detail })
+        }
+        Failure::Call(CallFailure::Status {
+            status,
+            retry_after,
+            detail,
+        }) => match status {
+            401 if !renewed => Decision::RenewToken(detail),
+            401 | 403 => Decision::Fail(UpstreamError::Denied { status, detail }),
+            429 => Decision::CoolDown(retry_after.unwrap_or(DEFAULT_RETRY_AFTER)),
+            500..=599 => Decision::Retry(detail),
+            _ => Decision::Fail(UpstreamError::Failed { detail }),
+        },
+    }
+}
+
+/// Why the gate refuses a call now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gated {
+    /// A 429 cool-down runs for this long still.
+    CoolDown(Duration),
+    /// A failure back-off runs for this long still.
+    BackOff(Duration),
+}
+
+impl Gated {
+    /// The error a caller sees when nothing better (an earlier failure) is known.
+    pub fn into_error(self) -> UpstreamError {
+        match self {
+            Self::CoolDown(retry_after) => UpstreamError::Throttled { retry_after },
+            Self::BackOff(left) => UpstreamError::Failed {
+                detail: format!(
+                    "the tenant's fetches keep failing; the next attempt is in {} s",
+                    left.as_secs().max(1)
+                ),
+            },
+        }
+    }
+}
+
+/// Why a fetch produced no reading.
+#[derive(Debug, Clone)]
+pub enum FetchError {
+    /// The gate refused: nothing was attempted and nothing recorded.
+    Gated(Gated),
+    /// The attempts failed.
+    Upstream(UpstreamError),
+}
+
+/// Layer 1: refuses tenants in cool-down or back-off.
+struct Gate {
+    store: Arc<dyn QuotaStore>,
+    metrics: Arc<Metrics>,
+}
+
+impl Gate {
+    fn check(&self, key: &QuotaKey) -> Result<(), Gated> {
+        if let Some(left) = self.store.cool_down_left(key) {
+            self.metrics.quota_refusal(QuotaRefusal::CoolDown);
+            return Err(Gated::CoolDown(left));
+        }
+        match self.store.backoff_left(key) {
+            Some(left) => Err(Gated::BackOff(left)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Layer 2: full-jitter exponential pauses between attempts, a bounded number of times.
+#[derive(Debug, Clone, Copy)]
+pub struct Retries {
+    /// Most retries after the first attempt.
+    pub max_retries: u32,
+    /// Ceiling of the first pause.
+    pub base: Duration,
+    /// Highest ceiling of any pause.
+    pub max: Duration,
+}
+
+impl Retries {
+    /// The pause before retry number `retry` (1 for the first): random up to
+    /// `base * 2^(retry-1)`, capped at `max`. Random so that tenants failing together do not
+    /// retry together.
+    pub fn pause(&self, retry: u32) -> Duration {
+        let ceiling = self
+            .base
+            .saturating_mul(1u32 << retry.saturating_sub(1).min(20))
+            .min(self.max);
+        rand::rng().random_range(Duration::ZERO..=ceiling)
+    }
+
+    /// The pause before another attempt after `retries` retries, or `None` when the retries are
+    /// spent or the pause would reach `deadline`.
+    fn next(&self, retries: u32, deadline: Instant) -> Option<Duration> {
+        if retries >= self.max_retries {
+            return None;
+        }
+        let pause = self.pause(retries + 1);
+        (instant_after(Instant::now(), pause) < deadline).then_some(pause)
+    }
+}
+
+/// Layer 2.1: one charge per attempt to the tenant's minute and hour windows.
+struct RateLimit {
+    store: Arc<dyn QuotaStore>,
+    metrics: Arc<Metrics>,
+}
+
+impl RateLimit {
+    /// Charges one call, waiting (within `deadline`) for the windows; a wait that would pass the
+    /// deadline is refused at once.
+    async fn charge(
+        &self,
+        key: &QuotaKey,
+        tenant: &Tenant,
+        deadline: Instant,
+    ) -> Result<(), UpstreamError> {
+        for window in Window::ALL {
+            while let Err(wait) = self.store.charge(key, tenant.quota, window) {
+                if instant_after(Instant::now(), wait) > deadline {
+                    self.metrics.quota_refusal(QuotaRefusal::Rate);
+                    return Err(UpstreamError::Throttled {
+                        retry_after: wait.max(Duration::from_secs(1)),
+                    });
+                }
+                self.metrics.quota_wait();
+                tokio::time::sleep(wait).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Layer 2.2: the global cap on calls (and token requests) in flight.
+pub struct InFlightCap {
+    /// The slots; never closed.
+    slots: Arc<Semaphore>,
+    /// Their number, for reporting.
+    max: usize,
+    /// Where refusals are counted.
+    metrics: Arc<Metrics>,
+}
+
+impl InFlightCap {
+    /// A cap of `max` calls at once (at least one).
+    pub fn new(max: usize, metrics: Arc<Metrics>) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(max.max(1))),
+            max: max.max(1),
+            metrics,
+        }
+    }
+
+    /// Takes a slot, waiting until `deadline` at most.
+    async fn acquire(&self, deadline: Instant) -> Result<OwnedSemaphorePermit, UpstreamError> {
+        match tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(slot)) => Ok(slot),
+            // The semaphore is never closed; treat it like a deadline to stay total.
+            Ok(Err(_)) | Err(_) => {
+                self.metrics.quota_refusal(QuotaRefusal::InFlight);
+                Err(UpstreamError::Timeout)
+            }
+        }
+    }
+
+    /// Calls in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.max - self.slots.available_permits()
+    }
+
+    /// Slots free now.
+    pub fn spare(&self) -> usize {
+        self.slots.available_permits()
+    }
+
+    /// The cap.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+}
+
+/// Time bounds of one fetch.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// A whole fetch, retries included.
+    pub fetch: Duration,
+    /// One call.
+    pub attempt: Duration,
+}
+
+/// The stacked policies in front of one source: the only way the gateway reaches upstream.
+pub struct Outbound {
+    source: Arc<dyn ScoreSource>,
+    tokens: Arc<dyn Tokens>,
+    store: Arc<dyn QuotaStore>,
+    gate: Gate,
+    retries: Retries,
+    rate: RateLimit,
+    cap: InFlightCap,
+    deadlines: Deadlines,
+    /// Back-off of tenants whose fetches keep failing.
+    backoff: FailureBackoff,
+    metrics: Arc<Metrics>,
+}
+
+/// Everything [`Outbound::new`] stacks.
+pub struct Parts {
+    /// The upstream call.
+    pub source: Arc<dyn ScoreSource>,
+    /// Bearer tokens.
+    pub tokens: Arc<dyn Tokens>,
+    /// Windows, cool-downs and back-off.
+    pub store: Arc<dyn QuotaStore>,
+    /// Retry policy.
+    pub retries: Retries,
+    /// Most calls in flight at once.
+    pub max_in_flight: usize,
+    /// Time bounds.
+    pub deadlines: Deadlines,
+    /// Back-off of failing tenants.
+    pub backoff: FailureBackoff,
+    /// Where everything is counted.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Outbound {
+    /// Stacks the policies in front of `parts.source`.
+    pub fn new(parts: Parts) -> Self {
+        let Parts {
+            source,
+            tokens,
+            store,
+            retries,
+            max_in_flight,
+            deadlines,
+            backoff,
+            metrics,
+        } = parts;
+        Self {
+            gate: Gate {
+                store: store.clone(),
+                metrics: metrics.clone(),
+            },
+            rate: RateLimit {
+                store: store.clone(),
+                metrics: metrics.clone(),
+            },
+            cap: InFlightCap::new(max_in_flight, metrics.clone()),
+            source,
+            tokens,
+            store,
+            retries,
+            deadlines,
+            backoff,
+            metrics,
+        }
+    }
+
+    /// The metric the source reads.
+    pub fn metric(&self) -> Metric {
+        self.source.metric()
+    }
+
+    /// The deadline of a fetch that starts now.
+    pub fn deadline(&self) -> Instant {
+        instant_after(Instant::now(), self.deadlines.fetch)
+    }
+
+    /// Layer 1 alone: whether the tenant may be called now.
+    pub fn gate(&self, tenant: &Tenant) -> Result<(), Gated> {
+        self.gate.check(&self.key(tenant))
+    }
+
+    /// Fetches the tenant's reading through the whole stack (see the module documentation).
+    pub async fn fetch(
+        &self,
+        tenant: &Arc<Tenant>,
+        deadline: Instant,
+    ) -> Result<Reading, FetchError> {
+        let key = self.key(tenant);
+        self.gate.check(&key).map_err(FetchError::Gated)?;
+        let result = self.with_retries(tenant, &key, deadline).await;
+        match &result {
+            Ok(_) => self.store.record_success(&key),
+            // A 429 has its own cool-down; everything else counts towards the back-off.
+            Err(UpstreamError::Throttled { .. }) => {}
+            Err(_) => {
+                self.store.record_failure(&key, &self.backoff);
+            }
+        }
+        result.map_err(FetchError::Upstream)
+    }
+
+    /// Failed fetches of the tenant in a row (0 after a success).
+    pub fn consecutive_failures(&self, tenant: &Tenant) -> u32 {
+        self.store.consecutive_failures(&self.key(tenant))
+    }
+
+    /// The in-flight cap, for reporting and for the refresher's restraint.
+    pub fn in_flight_cap(&self) -> &InFlightCap {
+        &self.cap
+    }
+
+    /// Tenants in cool-down now.
+    pub fn tenants_cooling_down(&self) -> usize {
+        self.store.cooling_down()
+    }
+
+    /// Forgets what is held for tenants that left or changed (live reload): limits, cool-downs,
+    /// back-off, credentials and their tokens.
+    pub fn retain(&self, registry: &Registry) {
+        self.store.retain(registry);
+        self.tokens.retain(registry);
+    }
+
+    fn key(&self, tenant: &Tenant) -> QuotaKey {
+        QuotaKey {
+            tenant: tenant.id.clone(),
+            service: self.source.service(),
+        }
+    }
+
+    /// Layer 2: attempts until a decision ends the fetch; applies `CoolDown` and `RenewToken`.
+    async fn with_retries(
+        &self,
+        tenant: &Arc<Tenant>,
+        key: &QuotaKey,
+        deadline: Instant,
+    ) -> Result<Reading, UpstreamError> {
+        let mut retries = 0;
+        let mut renewed = false;
+        loop {
+            let outcome = self.attempt(tenant, key, deadline).await?;
+            match classify(outcome, renewed) {
+                Decision::Done(reading) => return Ok(reading),
+                Decision::Fail(error) => return Err(error),
+                Decision::CoolDown(retry_after) => {
+                    self.store.cool_down(key, retry_after);
+                    return Err(UpstreamError::Throttled { retry_after });
+                }
+                Decision::RenewToken(detail) => {
+                    tracing::info!(tenant = %tenant.id, "Defender answered 401; renewing the token once");
+                    tracing::debug!(tenant = %tenant.id, "first 401: {detail}");
+                    self.tokens.renew(&tenant.id);
+                    renewed = true;
+                }
+                Decision::Retry(detail) => {
+                    let Some(pause) = self.retries.next(retries, deadline) else {
+                        return Err(UpstreamError::Failed { detail });
+                    };
+                    retries += 1;
+                    tracing::debug!(tenant = %tenant.id, retry = retries, pause_ms = pause.as_millis() as u64, "retrying after a transient failure: {detail}");
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+    }
+
+    /// Layers 2.1–2.4: one attempt. `Err` when a policy refuses (quota, slot, deadline), else the
+    /// attempt's outcome for [`classify`].
+    async fn attempt(
+        &self,
+        tenant: &Arc<Tenant>,
+        key: &QuotaKey,
+        deadline: Instant,
+    ) -> Result<Result<Reading, Failure>, UpstreamError> {
+        self.rate.charge(key, tenant, deadline).await?;
+        let _slot = self.cap.acquire(deadline).await?;
+        let scope = self.source.scope(tenant);
+        let token = match tokio::time::timeout_at(deadline, self.tokens.token(tenant, &scope)).await
+        {
+            Err(_) => {
+                self.metrics.token_request("timeout");
+                return Err(UpstreamError::Timeout);
+            }
+            Ok(Err(error)) => {
+                self.metrics.token_request(match error {
+                    TokenError::Rejected { .. } => "rejected",
+                    TokenError::Invalid { .. } => "invalid",
+                    TokenError::Unavailable { .. } => "unavailable",
+                });
+                return Ok(Err(Failure::Token(error)));
+            }
+            Ok(Ok(token)) => {
+                self.metrics.token_request("ok");
+                token
+            }
+        };
+        let attempt_deadline = deadline.min(instant_after(Instant::now(), self.deadlines.attempt));
+        let started = Instant::now();
+        let outcome =
+            match tokio::time::timeout_at(attempt_deadline, self.source.call(tenant, &token)).await
+            {
+                Err(_) => Err(Failure::AttemptTimeout {
+                    deadline_reached: attempt_deadline >= deadline,
+                }),
+                Ok(result) => result.map_err(Failure::Call),
+            };
+        self.metrics
+            .upstream_call(call_outcome(&outcome), started.elapsed());
+        Ok(outcome)
+    }
+}
+
+/// The `outcome` label of `scoregate_upstream_calls_total`.
+fn call_outcome(outcome: &Result<Reading, Failure>) -> CallOutcome {
+    match outcome {
+        Ok(_) => CallOutcome::Ok,
+        Err(Failure::AttemptTimeout { .. }) => CallOutcome::Timeout,
+        Err(Failure::Call(CallFailure::Transport { .. })) => CallOutcome::Transport,
+        Err(Failure::Call(CallFailure::Unusable { .. })) => CallOutcome::Malformed,
+        Err(Failure::Call(CallFailure::Status { status, .. })) => CallOutcome::from_status(*status),
+        // Never passed here: a token failure returns before the call, and
+        // `scoregate_token_requests_total` counts it.
+        Err(Failure::Token(_)) => CallOutcome::Transport,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing;
+
+#[cfg(test)]
+mod tests;

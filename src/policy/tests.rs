@@ -1,0 +1,346 @@
+use super::testing::{outbound, tenant, Answer, FakeSource, FakeTokens, DEFENDER_LIMITS};
+use super::*;
+use crate::tenants::QuotaLimits;
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+fn status(status: u16, retry_after: Option<u64>) -> Failure {
+    Failure::Call(CallFailure::Status {
+        status,
+        retry_after: retry_after.map(Duration::from_secs),
+        detail: format!("Defender answered {status}"),
+    })
+}
+
+fn reading() -> Reading {
+    Reading {
+        score: 42.0,
+        time: "t".to_owned(),
+        fetched_at: SystemTime::UNIX_EPOCH,
+    }
+}
+
+/// The decision's kind and, for failures, the gateway's error code.
+fn kind(decision: &Decision) -> String {
+    match decision {
+        Decision::Done(_) => "done".to_owned(),
+        Decision::Retry(_) => "retry".to_owned(),
+        Decision::RenewToken(_) => "renew".to_owned(),
+        Decision::Fail(error) => format!("fail {}", error.code()),
+        Decision::CoolDown(wait) => format!("cool down {} s", wait.as_secs()),
+    }
+}
+
+#[test]
+fn every_outcome_is_classified_into_one_decision() {
+    let token = |error: TokenError| Failure::Token(error);
+    let table: Vec<(Result<Reading, Failure>, bool, &str)> = vec![
+        (Ok(reading()), false, "done"),
+        (Err(status(500, None)), false, "retry"),
+        (Err(status(503, Some(5))), false, "retry"),
+        (Err(status(401, None)), false, "renew"),
+        (Err(status(401, None)), true, "fail upstream_auth"),
+        (Err(status(403, None)), false, "fail upstream_auth"),
+        (Err(status(429, Some(30))), false, "cool down 30 s"),
+        (Err(status(429, None)), false, "cool down 60 s"),
+        (Err(status(400, None)), false, "fail upstream_error"),
+        (Err(status(404, None)), false, "fail upstream_error"),
+        (
+            Err(Failure::Call(CallFailure::Transport {
+                detail: "reset".to_owned(),
+            })),
+            false,
+            "retry",
+        ),
+        (
+            Err(Failure::Call(CallFailure::Unusable {
+                detail: "not json".to_owned(),
+            })),
+            false,
+            "fail upstream_error",
+        ),
+        (
+            Err(Failure::AttemptTimeout {
+                deadline_reached: false,
+            }),
+            false,
+            "retry",
+        ),
+        (
+            Err(Failure::AttemptTimeout {
+                deadline_reached: true,
+            }),
+            false,
+            "fail upstream_timeout",
+        ),
+        (
+            Err(token(TokenError::Rejected {
+                status: 401,
+                codes: "AADSTS7000215".to_owned(),
+                detail: "bad secret".to_owned(),
+            })),
+            false,
+            "fail upstream_auth",
+        ),
+        (
+            Err(token(TokenError::Invalid {
+                detail: "bad tenant".to_owned(),
+            })),
+            false,
+            "fail upstream_auth",
+        ),
+        (
+            Err(token(TokenError::Unavailable {
+                detail: "503".to_owned(),
+            })),
+            false,
+            "retry",
+        ),
+    ];
+    for (outcome, renewed, expected) in table {
+        let described = format!("{outcome:?} (renewed: {renewed})");
+        assert_eq!(kind(&classify(outcome, renewed)), expected, "{described}");
+    }
+}
+
+#[test]
+fn a_denial_keeps_its_status_and_detail() {
+    assert!(matches!(
+        classify(Err(status(403, None)), false),
+        Decision::Fail(UpstreamError::Denied { status: 403, detail }) if detail == "Defender answered 403"
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_failures_are_retried_each_charging_the_quota() {
+    let source = FakeSource::new(42.0, Duration::from_millis(10));
+    let server_error = || {
+        Answer::Fail(CallFailure::Status {
+            status: 503,
+            retry_after: None,
+            detail: "busy".to_owned(),
+        })
+    };
+    source.script("contoso", [server_error(), server_error()]);
+    let stack = outbound(source.clone(), Arc::default(), 4);
+    // 30 a minute is a burst of 3, then one call every 60/27 s: the first attempt and two retries
+    // spend the burst.
+    let contoso = tenant(
+        "contoso",
+        QuotaLimits {
+            per_minute: 30,
+            per_hour: 1000,
+        },
+    );
+    let reading = stack.fetch(&contoso, stack.deadline()).await.unwrap();
+    assert_eq!(reading.score, 42.0);
+    assert_eq!(source.calls("contoso"), 3);
+    assert_eq!(stack.consecutive_failures(&contoso), 0);
+    // The next fetch must wait for the minute window: longer than the fetch deadline allows.
+    let error = stack
+        .fetch(
+            &contoso,
+            instant_after(Instant::now(), Duration::from_secs(1)),
+        )
+        .await;
+    assert!(
+        matches!(
+            error,
+            Err(FetchError::Upstream(UpstreamError::Throttled { .. }))
+        ),
+        "{error:?}"
+    );
+    assert_eq!(source.calls("contoso"), 3, "a refused charge makes no call");
+}
+
+#[tokio::test(start_paused = true)]
+async fn spent_retries_fail_the_fetch_and_start_the_back_off() {
+    let source = FakeSource::new(42.0, Duration::ZERO);
+    source.answer(Answer::Fail(CallFailure::Transport {
+        detail: "connection reset".to_owned(),
+    }));
+    let stack = outbound(source.clone(), Arc::default(), 4);
+    let contoso = tenant("contoso", DEFENDER_LIMITS);
+    let error = stack.fetch(&contoso, stack.deadline()).await.unwrap_err();
+    assert!(
+        matches!(&error, FetchError::Upstream(UpstreamError::Failed { detail }) if detail == "connection reset"),
+        "{error:?}"
+    );
+    assert_eq!(source.calls("contoso"), 3, "one attempt and two retries");
+    assert_eq!(stack.consecutive_failures(&contoso), 1);
+    // The gate now refuses for the first back-off pause (5 s), without calling.
+    assert!(matches!(stack.gate(&contoso), Err(Gated::BackOff(_))));
+    let refused = stack.fetch(&contoso, stack.deadline()).await.unwrap_err();
+    assert!(matches!(refused, FetchError::Gated(Gated::BackOff(_))));
+    assert_eq!(source.calls("contoso"), 3);
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert_eq!(stack.gate(&contoso), Ok(()));
+    source.answer(Answer::Score(7.0));
+    assert_eq!(
+        stack.fetch(&contoso, stack.deadline()).await.unwrap().score,
+        7.0
+    );
+    assert_eq!(
+        stack.consecutive_failures(&contoso),
+        0,
+        "a success ends the back-off"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_cools_the_tenant_down_without_counting_as_a_failure() {
+    let source = FakeSource::new(42.0, Duration::ZERO);
+    source.script(
+        "contoso",
+        [Answer::Fail(CallFailure::Status {
+            status: 429,
+            retry_after: Some(Duration::from_secs(30)),
+            detail: "slow down".to_owned(),
+        })],
+    );
+    let stack = outbound(source.clone(), Arc::default(), 4);
+    let contoso = tenant("contoso", DEFENDER_LIMITS);
+    let error = stack.fetch(&contoso, stack.deadline()).await.unwrap_err();
+    assert!(matches!(
+        error,
+        FetchError::Upstream(UpstreamError::Throttled { retry_after }) if retry_after == Duration::from_secs(30)
+    ));
+    assert_eq!(source.calls("contoso"), 1, "a 429 is not retried");
+    assert_eq!(stack.consecutive_failures(&contoso), 0);
+    assert_eq!(stack.tenants_cooling_down(), 1);
+    tokio::time::advance(Duration::from_secs(29)).await;
+    assert_eq!(
+        stack.gate(&contoso),
+        Err(Gated::CoolDown(Duration::from_secs(1)))
+    );
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(
+        stack.fetch(&contoso, stack.deadline()).await.unwrap().score,
+        42.0
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_401_renews_the_token_once_and_a_second_one_is_final() {
+    let source = FakeSource::new(42.0, Duration::ZERO);
+    let unauthorized = || {
+        Answer::Fail(CallFailure::Status {
+            status: 401,
+            retry_after: None,
+            detail: "expired".to_owned(),
+        })
+    };
+    source.script("contoso", [unauthorized(), unauthorized()]);
+    let tokens = Arc::new(FakeTokens::default());
+    let stack = outbound(source.clone(), tokens.clone(), 4);
+    let contoso = tenant("contoso", DEFENDER_LIMITS);
+    let error = stack.fetch(&contoso, stack.deadline()).await.unwrap_err();
+    assert!(matches!(
+        error,
+        FetchError::Upstream(UpstreamError::Denied { status: 401, .. })
+    ));
+    assert_eq!(
+        (
+            source.calls("contoso"),
+            tokens.renewals.load(Ordering::SeqCst)
+        ),
+        (2, 1)
+    );
+    // A 401 that a renewal cures is a success.
+    tokio::time::advance(Duration::from_secs(5)).await;
+    source.script("contoso", [unauthorized()]);
+    assert!(stack.fetch(&contoso, stack.deadline()).await.is_ok());
+    assert_eq!(tokens.renewals.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn refused_credentials_fail_at_once_without_a_call() {
+    let source = FakeSource::new(42.0, Duration::ZERO);
+    let tokens = Arc::new(FakeTokens::default());
+    *tokens.reject.lock() = Some("invalid client secret".to_owned());
+    let stack = outbound(source.clone(), tokens, 4);
+    let contoso = tenant("contoso", DEFENDER_LIMITS);
+    let error = stack.fetch(&contoso, stack.deadline()).await.unwrap_err();
+    assert!(matches!(
+        error,
+        FetchError::Upstream(UpstreamError::Credentials { .. })
+    ));
+    assert_eq!(source.total_calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_answer_is_retried_after_the_attempt_timeout_then_times_out_at_the_deadline() {
+    let source = FakeSource::new(42.0, Duration::from_secs(60));
+    let stack = outbound(source.clone(), Arc::default(), 4);
+    let contoso = tenant("contoso", DEFENDER_LIMITS);
+    let started = Instant::now();
+    let error = stack.fetch(&contoso, stack.deadline()).await.unwrap_err();
+    // Attempts of 5 s in a 10 s deadline: the second one ends at the deadline, which is final.
+    assert!(
+        matches!(error, FetchError::Upstream(UpstreamError::Timeout)),
+        "{error:?}"
+    );
+    assert_eq!(source.calls("contoso"), 2);
+    assert!(started.elapsed() <= Duration::from_secs(10));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_in_flight_cap_bounds_calls_at_once_and_frees_its_slots() {
+    let source = FakeSource::new(42.0, Duration::from_secs(1));
+    let stack = outbound(source.clone(), Arc::default(), 2);
+    let tenants: Vec<_> = (0..5)
+        .map(|i| tenant(&format!("tenant-{i}"), DEFENDER_LIMITS))
+        .collect();
+    let fetches = tenants.iter().map(|t| stack.fetch(t, stack.deadline()));
+    let watch = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        (
+            stack.in_flight_cap().in_flight(),
+            stack.in_flight_cap().spare(),
+        )
+    };
+    let (results, during) = tokio::join!(futures::future::join_all(fetches), watch);
+    assert!(results.iter().all(Result::is_ok));
+    assert_eq!(during, (2, 0));
+    assert_eq!(source.max_running(), 2);
+    assert_eq!(stack.in_flight_cap().in_flight(), 0);
+    assert_eq!(stack.in_flight_cap().max(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_slot_before_the_deadline_is_a_timeout() {
+    let source = FakeSource::new(42.0, Duration::from_secs(3));
+    let stack = outbound(source.clone(), Arc::default(), 1);
+    let (a, b) = (tenant("a", DEFENDER_LIMITS), tenant("b", DEFENDER_LIMITS));
+    let slow = stack.fetch(&a, stack.deadline());
+    let hurried = async {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        stack
+            .fetch(&b, instant_after(Instant::now(), Duration::from_secs(1)))
+            .await
+    };
+    let (slow, hurried) = tokio::join!(slow, hurried);
+    assert!(slow.is_ok());
+    assert!(matches!(
+        hurried,
+        Err(FetchError::Upstream(UpstreamError::Timeout))
+    ));
+    assert_eq!(source.calls("b"), 0);
+}
+
+#[test]
+fn retry_pauses_are_jittered_below_a_doubling_capped_ceiling() {
+    let retries = Retries {
+        max_retries: 10,
+        base: Duration::from_millis(100),
+        max: Duration::from_millis(350),
+    };
+    for (retry, ceiling) in [(1, 100), (2, 200), (3, 350), (9, 350)] {
+        let pauses: Vec<Duration> = (0..200).map(|_| retries.pause(retry)).collect();
+        assert!(pauses.iter().all(|p| *p <= Duration::from_millis(ceiling)));
+        assert!(
+            pauses.iter().any(|p| *p != pauses[0]),
+            "retry {retry}: pauses are random"
+        );
+    }
+}
