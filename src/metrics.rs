@@ -468,13 +468,11 @@ impl Metrics {
         }
     }
 
-    /// Records one finished fetch: [`FETCH_OK`] or a [`Code`] of [`FETCH_FAILURES`].
-    pub fn fetch(&self, outcome: impl Into<&'static str>) {
-        self.fetches
-            .get_or_create(&OutcomeLabels {
-                outcome: outcome.into(),
-            })
-            .inc();
+    /// Records one finished fetch: `None` for success ([`FETCH_OK`]), else the [`Code`] it
+    /// ended with (one of [`FETCH_FAILURES`]).
+    pub fn fetch(&self, failure: Option<Code>) {
+        let outcome = failure.map_or(FETCH_OK, Code::as_str);
+        self.fetches.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
     /// Records one token acquisition: `ok`, `rejected`, `invalid`, `unavailable` or `timeout`.

@@ -19,6 +19,7 @@
 //! clears the tenant's in-flight marker however the task ends (success, failure, panic,
 //! cancellation), so that no failure of one fetch can wedge a tenant.
 
+use crate::code::Code;
 use crate::config::CacheSettings;
 use crate::metrics::{CacheResult, Metrics};
 use crate::policy::{FetchError, Gated, Outbound};
@@ -541,7 +542,7 @@ impl FlightTask {
                     fresh_for: self.fresh.mul_f64(1.0 - jitter),
                 });
                 self.entries.insert(self.key.clone(), entry.clone()).await;
-                self.metrics.fetch("ok");
+                self.metrics.fetch(None);
                 self.metrics.tenant_success(
                     &self.tenant.id,
                     entry.reading.score,
@@ -550,7 +551,7 @@ impl FlightTask {
                 Ok(entry)
             }
             Err(FetchError::Upstream(error)) => {
-                self.metrics.fetch(error.code());
+                self.metrics.fetch(Some(error.code()));
                 self.metrics.tenant_failure(
                     &self.tenant.id,
                     self.outbound.consecutive_failures(&self.tenant),
@@ -583,10 +584,10 @@ impl Drop for FlightGuard {
         }
         if std::thread::panicking() {
             tracing::error!(tenant = %self.key.tenant, "a score fetch panicked: this fetch answers `internal`, the next one starts afresh");
-            self.metrics.fetch("internal");
+            self.metrics.fetch(Some(Code::Internal));
         } else {
             tracing::warn!(tenant = %self.key.tenant, "a score fetch was cancelled: the gateway is shutting down");
-            self.metrics.fetch("shutting_down");
+            self.metrics.fetch(Some(Code::ShuttingDown));
         }
         let remove = |flights: &mut HashMap<ScoreKey, (u64, Flight)>, key: &ScoreKey| {
             if flights

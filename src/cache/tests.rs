@@ -167,7 +167,7 @@ async fn the_last_good_value_covers_a_failure_within_the_stale_if_error_window()
         (Source::Stale, 42.0)
     );
     assert_eq!(
-        covered.warning.map(|w| w.code()),
+        covered.warning.map(|w| w.code().as_str()),
         Some("upstream_error"),
         "the stale value says why it is stale"
     );
