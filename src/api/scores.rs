@@ -436,7 +436,7 @@ fn next_link(route: &str, query: &str, cursor: &str) -> String {
 /// (`text/csv` over `text/*` over `*/*`); CSV is chosen when its quality is above zero and
 /// higher than JSON's, or equal with a more specific or an earlier-listed range. No `Accept`, or
 /// one that does not parse, means JSON.
-fn accepts_csv(request: &HttpRequest) -> bool {
+pub(super) fn accepts_csv(request: &HttpRequest) -> bool {
     use actix_web::mime::{self, Name};
     use header::{Accept, Header, Quality};
     use std::cmp::Reverse;
@@ -526,7 +526,7 @@ fn to_csv(list: &ScoreList) -> String {
     out
 }
 
-fn push_row(out: &mut String, fields: impl Iterator<Item = String>) {
+pub(super) fn push_row(out: &mut String, fields: impl Iterator<Item = String>) {
     for (index, field) in fields.enumerate() {
         if index > 0 {
             out.push(',');

@@ -110,7 +110,10 @@ impl HistoryConfig {
                     format!("{}@", parsed.username())
                 },
                 parsed.host_str().unwrap_or_default(),
-                parsed.port().map(|port| format!(":{port}")).unwrap_or_default(),
+                parsed
+                    .port()
+                    .map(|port| format!(":{port}"))
+                    .unwrap_or_default(),
                 parsed.path()
             ),
             Err(_) => "(unparsable url)".to_owned(),

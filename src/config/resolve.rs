@@ -7,8 +7,8 @@ use super::settings::{
     ApiKeySettings, AuthSettings, HistorySettings, SecretSource, ServerSettings, TenantSettings,
     UpstreamSettings,
 };
-use super::HistoryConfig;
 use super::validate::{check_https, check_range, check_scope, limits};
+use super::HistoryConfig;
 use crate::auth::{ApiKey, KeyRing, Scope};
 use crate::credential::{Certificate, Credential};
 use crate::tenants::{Cloud, Geo, QuotaLimits, Tenant, TenantId};
@@ -407,7 +407,9 @@ pub(super) fn resolve_history(
         let rest = rest.strip_prefix("//").unwrap_or(rest);
         let (path, params) = rest.split_once('?').unwrap_or((rest, ""));
         if path.is_empty() {
-            problems.push("history.url: the SQLite URL names no file (`sqlite://scoregate.db`)".to_owned());
+            problems.push(
+                "history.url: the SQLite URL names no file (`sqlite://scoregate.db`)".to_owned(),
+            );
             return disabled;
         }
         let path = if path == ":memory:" {

@@ -26,7 +26,7 @@
 mod store;
 mod writer;
 
-pub use store::Store;
+pub use store::{retention_start, Store};
 pub use writer::WriterStats;
 
 use crate::config::HistoryConfig;
@@ -45,7 +45,9 @@ pub const ROLL_UP_AFTER_DAYS: i64 = 30;
 pub const MAINTENANCE_PERIOD: std::time::Duration = std::time::Duration::from_secs(3_600);
 
 /// Which score a point is of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Metric {
     /// Microsoft Secure Score for Devices (Defender's configuration score).
@@ -76,7 +78,9 @@ impl Metric {
 }
 
 /// The width of the buckets a query groups points into.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Interval {
     /// One hour.
@@ -346,7 +350,9 @@ async fn maintain(
         };
         let now = clock();
         match store.roll_up(now).await {
-            Ok(rolled) if rolled > 0 => tracing::info!(rolled, "history: hourly points rolled up to days"),
+            Ok(rolled) if rolled > 0 => {
+                tracing::info!(rolled, "history: hourly points rolled up to days")
+            }
             Ok(_) => {}
             Err(error) => tracing::warn!(
                 "history: roll-up failed, retried next hour: {}",
@@ -354,7 +360,9 @@ async fn maintain(
             ),
         }
         match store.enforce_retention(now, retention_days).await {
-            Ok(deleted) if deleted > 0 => tracing::info!(deleted, "history: points past retention deleted"),
+            Ok(deleted) if deleted > 0 => {
+                tracing::info!(deleted, "history: points past retention deleted")
+            }
             Ok(_) => {}
             Err(error) => tracing::warn!(
                 "history: retention failed, retried next hour: {}",
@@ -414,10 +422,19 @@ mod tests {
         let at = OffsetDateTime::UNIX_EPOCH;
         let point = statistics(at, vec![4.0, 1.0, 3.0, 2.0]).expect("values");
         assert_eq!(
-            (point.tenants, point.mean, point.median, point.min, point.max),
+            (
+                point.tenants,
+                point.mean,
+                point.median,
+                point.min,
+                point.max
+            ),
             (4, 2.5, 2.5, 1.0, 4.0)
         );
-        assert_eq!(statistics(at, vec![5.0, 1.0, 3.0]).map(|p| p.median), Some(3.0));
+        assert_eq!(
+            statistics(at, vec![5.0, 1.0, 3.0]).map(|p| p.median),
+            Some(3.0)
+        );
         assert_eq!(statistics(at, Vec::new()), None);
     }
 

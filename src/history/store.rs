@@ -187,11 +187,12 @@ impl Store {
 
     /// Whether `tenant` has any point of `metric` (the fetch path back-fills `secure` when not).
     pub async fn has_points(&self, tenant: &str, metric: Metric) -> Result<bool, HistoryError> {
-        let row = sqlx::query("SELECT at FROM history_points WHERE tenant = $1 AND metric = $2 LIMIT 1")
-            .bind(tenant)
-            .bind(metric.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT at FROM history_points WHERE tenant = $1 AND metric = $2 LIMIT 1")
+                .bind(tenant)
+                .bind(metric.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.is_some())
     }
 

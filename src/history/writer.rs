@@ -71,7 +71,9 @@ impl Shared {
     fn drop_readings(&self, count: u64, why: &str) {
         self.metrics.dropped.inc_by(count);
         if !self.dropping.swap(true, Ordering::Relaxed) {
-            tracing::warn!("history: readings are being dropped ({why}); counted in scoregate_history_dropped");
+            tracing::warn!(
+                "history: readings are being dropped ({why}); counted in scoregate_history_dropped"
+            );
         }
     }
 }
@@ -97,7 +99,8 @@ impl Writer {
     /// Queues `reading`, or drops it (counted) when the buffer is full or it is not a number.
     pub(super) fn record(&self, reading: Reading) {
         if !reading.score.is_finite() || reading.max_score.is_some_and(|max| !max.is_finite()) {
-            self.shared.drop_readings(1, "a score that is not a finite number");
+            self.shared
+                .drop_readings(1, "a score that is not a finite number");
             return;
         }
         match self.sender.try_send(Command::Record(reading)) {
@@ -205,7 +208,12 @@ async fn connect(target: &Target, stop: &CancellationToken) -> Option<Store> {
 }
 
 /// Writes one batch, retrying transient failures with back-off. `false` when stopped first.
-async fn write(store: &Store, batch: &[Reading], shared: &Shared, stop: &CancellationToken) -> bool {
+async fn write(
+    store: &Store,
+    batch: &[Reading],
+    shared: &Shared,
+    stop: &CancellationToken,
+) -> bool {
     let count = u64::try_from(batch.len()).unwrap_or(u64::MAX);
     let mut backoff = FIRST_BACKOFF;
     let mut failing = false;
@@ -214,7 +222,10 @@ async fn write(store: &Store, batch: &[Reading], shared: &Shared, stop: &Cancell
         match outcome {
             Ok(()) => {
                 shared.metrics.written.inc_by(count);
-                shared.metrics.pending.dec_by(i64::try_from(count).unwrap_or(i64::MAX));
+                shared
+                    .metrics
+                    .pending
+                    .dec_by(i64::try_from(count).unwrap_or(i64::MAX));
                 if failing {
                     tracing::info!("history: the database is back; buffered readings written");
                 }
@@ -223,7 +234,10 @@ async fn write(store: &Store, batch: &[Reading], shared: &Shared, stop: &Cancell
             Err(error) => {
                 shared.metrics.failed_batches.inc();
                 if refused_for_content(&error) {
-                    shared.metrics.pending.dec_by(i64::try_from(count).unwrap_or(i64::MAX));
+                    shared
+                        .metrics
+                        .pending
+                        .dec_by(i64::try_from(count).unwrap_or(i64::MAX));
                     shared.drop_readings(count, "the database refused a batch");
                     tracing::warn!(
                         "history: the database refused a batch of {count} reading(s), dropped: {}",
