@@ -38,7 +38,8 @@ pub struct TenantHistoryQuery {
     #[param(value_type = Option<Interval>)]
     pub interval: Option<String>,
     /// `json` (default) or `csv` (also chosen by `Accept: text/csv`).
-    pub format: Option<FormatView>,
+    #[param(value_type = Option<FormatView>)]
+    pub format: Option<String>,
 }
 
 /// Query of `GET /scores/history`.
@@ -65,7 +66,8 @@ pub struct PortfolioHistoryQuery {
     #[serde(default)]
     pub tag: Vec<String>,
     /// `json` (default) or `csv` (also chosen by `Accept: text/csv`).
-    pub format: Option<FormatView>,
+    #[param(value_type = Option<FormatView>)]
+    pub format: Option<String>,
 }
 
 /// One tenant's history: one point per interval that has readings, oldest first.
@@ -126,6 +128,7 @@ pub async fn get_tenant_history(
 ) -> Result<HttpResponse, ApiError> {
     let history = services.history().ok_or(ApiError::HistoryDisabled)?;
     let params: TenantHistoryQuery = super::handlers::query(&request)?;
+    let csv_wanted = wants_csv(&request, params.format.as_deref())?;
     let range = Range::parse(
         params.metric.as_deref(),
         params.from.as_deref(),
@@ -156,7 +159,7 @@ pub async fn get_tenant_history(
         interval: range.interval,
         points,
     };
-    if wants_csv(&request, params.format) {
+    if csv_wanted {
         let mut out = String::new();
         super::scores::push_row(&mut out, TENANT_CSV.iter().map(|s| s.to_string()));
         for point in &body.points {
@@ -202,6 +205,7 @@ pub async fn get_portfolio_history(
 ) -> Result<HttpResponse, ApiError> {
     let history = services.history().ok_or(ApiError::HistoryDisabled)?;
     let params: PortfolioHistoryQuery = super::handlers::query(&request)?;
+    let csv_wanted = wants_csv(&request, params.format.as_deref())?;
     let range = Range::parse(
         params.metric.as_deref(),
         params.from.as_deref(),
@@ -234,7 +238,7 @@ pub async fn get_portfolio_history(
         interval: range.interval,
         points,
     };
-    if wants_csv(&request, params.format) {
+    if csv_wanted {
         let mut out = String::new();
         super::scores::push_row(&mut out, PORTFOLIO_CSV.iter().map(|s| s.to_string()));
         for point in &body.points {
@@ -261,10 +265,16 @@ const TENANT_CSV: [&str; 6] = ["at", "score", "min", "max", "samples", "max_scor
 /// The CSV columns of `/scores/history`.
 const PORTFOLIO_CSV: [&str; 6] = ["at", "tenants", "mean", "median", "min", "max"];
 
-fn wants_csv(request: &HttpRequest, format: Option<FormatView>) -> bool {
+/// Whether to answer CSV: `format` when given (refused, named, when neither `json` nor `csv`),
+/// else content negotiation on `Accept`, as on `/scores`.
+fn wants_csv(request: &HttpRequest, format: Option<&str>) -> Result<bool, ApiError> {
     match format {
-        Some(format) => format == FormatView::Csv,
-        None => super::scores::accepts_csv(request),
+        Some("csv") => Ok(true),
+        Some("json") => Ok(false),
+        Some(other) => Err(ApiError::InvalidRequest(format!(
+            "bad query: format: unknown format {other:?}; one of json, csv"
+        ))),
+        None => Ok(super::scores::accepts_csv(request)),
     }
 }
 
