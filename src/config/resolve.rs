@@ -695,4 +695,73 @@ mod tests {
             assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
         }
     }
+
+    #[test]
+    fn the_history_database_defaults_to_a_sqlite_file_beside_the_config() {
+        use secrecy::ExposeSecret;
+        let dir = tempdir();
+        let base = tenant("a", TENANT, CLIENT, "client_secret = { env = \"S\" }");
+        let path = write(&dir, "a.toml", &base);
+        let config = Config::load_with_env(&path, env(&[("S", "x")])).unwrap();
+        assert!(config.history.enabled);
+        assert_eq!(config.history.retention_days, 400);
+        let expected = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("scoregate.db").display()
+        );
+        assert_eq!(config.history.url.expose_secret(), expected);
+        let path = write(
+            &dir,
+            "b.toml",
+            &format!("{base}\n[history]\nurl = \"sqlite:///var/lib/scoregate/h.db\"\n"),
+        );
+        let config = Config::load_with_env(&path, env(&[("S", "x")])).unwrap();
+        assert_eq!(
+            config.history.url.expose_secret(),
+            "sqlite:///var/lib/scoregate/h.db?mode=rwc"
+        );
+    }
+
+    #[test]
+    fn a_postgres_password_is_never_shown() {
+        use secrecy::ExposeSecret;
+        let dir = tempdir();
+        let text = format!(
+            "{}\n[history]\nurl = \"postgres://gate@db.example:5432/history\"\npassword = {{ env = \"PGPW\" }}\n",
+            tenant("a", TENANT, CLIENT, "client_secret = { env = \"S\" }")
+        );
+        let path = write(&dir, "a.toml", &text);
+        let config =
+            Config::load_with_env(&path, env(&[("S", "x"), ("PGPW", "hunter2-pw")])).unwrap();
+        assert_eq!(
+            config.history.url.expose_secret(),
+            "postgres://gate:hunter2-pw@db.example:5432/history"
+        );
+        for shown in [
+            format!("{config:?}"),
+            config.summary(),
+            config.history.redacted_url(),
+        ] {
+            assert!(!shown.contains("hunter2-pw"), "{shown}");
+        }
+        assert!(config
+            .summary()
+            .contains("history postgres://gate@db.example:5432/history, 400 day(s) kept"));
+        // A password inline is kept secret too, and an unknown scheme is refused without
+        // quoting the URL.
+        let text = format!(
+            "{}\n[history]\nurl = \"mysql://u:inline-pw@h/d\"\nretention_days = 0\nbuffer = 0\n",
+            tenant("a", TENANT, CLIENT, "client_secret = { env = \"S\" }")
+        );
+        let path = write(&dir, "b.toml", &text);
+        let all = problems(Config::load_with_env(&path, env(&[("S", "x")]))).join("\n");
+        for expected in [
+            "history.url: must start with sqlite://",
+            "history.retention_days: must be greater than 0",
+            "history.buffer: must be greater than 0",
+        ] {
+            assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+        }
+        assert!(!all.contains("inline-pw"), "{all}");
+    }
 }
