@@ -118,6 +118,7 @@ pub struct PortfolioHistory {
         (status = 404, description = "No such tenant (`unknown_tenant`), or history is turned off (`history_disabled`)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The history database cannot be reached now (`history_unavailable`); see `Retry-After`", body = Problem, content_type = "application/problem+json",
          headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 504, description = "The server's request timeout passed (`deadline_exceeded`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_tenant_history(
@@ -196,6 +197,7 @@ pub async fn get_tenant_history(
         (status = 404, description = "History is turned off (`history_disabled`)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The history database cannot be reached now (`history_unavailable`); see `Retry-After`", body = Problem, content_type = "application/problem+json",
          headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 504, description = "The server's request timeout passed (`deadline_exceeded`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_portfolio_history(
@@ -405,7 +407,15 @@ mod tests {
 
     #[test]
     fn every_refusal_names_its_parameter() {
-        let cases: [(Option<&str>, Option<&str>, Option<&str>, Option<&str>, &str); 7] = [
+        // (metric, from, to, interval, the start of the detail)
+        type Case<'a> = (
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<&'a str>,
+            &'a str,
+        );
+        let cases: [Case; 7] = [
             (Some("score"), None, None, None, "metric:"),
             (None, None, None, Some("month"), "interval:"),
             (None, Some("yesterday"), None, None, "from:"),
