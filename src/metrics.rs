@@ -651,6 +651,10 @@ mod tests {
             "scoregate_config_reloads_total{outcome=\"invalid\"} 0",
             "scoregate_upstream_calls_total{outcome=\"throttled\"} 0",
             "scoregate_http_requests_total{route=\"/scores\",method=\"GET\",status=\"502\"} 0",
+            "scoregate_history_written_total 0",
+            "scoregate_history_dropped_total 0",
+            "scoregate_history_failed_batches_total 0",
+            "scoregate_history_pending 0",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

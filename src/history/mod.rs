@@ -264,15 +264,23 @@ impl History {
         metrics: HistoryMetrics,
         runtime: &tokio::runtime::Handle,
     ) -> Self {
-        Self::start_with_clock(config, metrics, runtime, Arc::new(OffsetDateTime::now_utc))
+        Self::start_with_clock(
+            config,
+            metrics,
+            runtime,
+            Arc::new(OffsetDateTime::now_utc),
+            MAINTENANCE_PERIOD,
+        )
     }
 
-    /// [`History::start`] with the clock the roll-up and retention job reads (tests move it).
+    /// [`History::start`] with the clock the roll-up and retention job reads as "now" and the
+    /// period it runs at (tests move the clock and shorten the period).
     pub fn start_with_clock(
         config: &HistoryConfig,
         metrics: HistoryMetrics,
         runtime: &tokio::runtime::Handle,
         clock: Arc<dyn Fn() -> OffsetDateTime + Send + Sync>,
+        period: std::time::Duration,
     ) -> Self {
         let store = Arc::new(OnceLock::new());
         let stop = CancellationToken::new();
@@ -291,6 +299,7 @@ impl History {
             store.clone(),
             config.retention_days,
             clock,
+            period,
             stop.clone(),
         ));
         Self {
@@ -329,25 +338,33 @@ impl History {
     }
 }
 
-/// The hourly roll-up and retention job: waits for the store, then runs once at once and every
-/// [`MAINTENANCE_PERIOD`] (tokio time, so a paused clock drives it), with `clock` for "now".
+/// The roll-up and retention job: waits for the store, then runs at once and every `period`
+/// (tokio time), with `clock` for "now".
 async fn maintain(
     store: Arc<OnceLock<Store>>,
     retention_days: u32,
     clock: Arc<dyn Fn() -> OffsetDateTime + Send + Sync>,
+    period: std::time::Duration,
     stop: CancellationToken,
 ) {
-    let mut ticks = tokio::time::interval(MAINTENANCE_PERIOD);
+    // The writer connects; this job only waits for it, so a database that comes late is
+    // maintained as soon as it is there, not a period later.
+    let store = loop {
+        if let Some(store) = store.get() {
+            break store.clone();
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+        }
+    };
+    let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        let Some(store) = store.get() else {
-            // Not connected yet: the next tick tries again.
-            continue;
-        };
         let now = clock();
         match store.roll_up(now).await {
             Ok(rolled) if rolled > 0 => {

@@ -376,6 +376,66 @@ async fn the_writer_survives_a_database_outage_and_never_blocks_the_caller() {
 }
 
 #[tokio::test]
+async fn the_periodic_job_rolls_up_and_deletes_by_the_clock_it_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/h.db?mode=rwc", dir.path().display());
+    let day = datetime!(2026-01-10 0:00 UTC);
+    // Seeded before the job starts: two hours of the 10th and one of the 12th.
+    let seeded = Store::connect(&url).await.unwrap();
+    seeded
+        .write(&[
+            reading("contoso", day + time::Duration::hours(1), 300.0),
+            reading("contoso", day + time::Duration::hours(2), 310.0),
+            reading(
+                "contoso",
+                day + time::Duration::days(2) + time::Duration::hours(3),
+                320.0,
+            ),
+        ])
+        .await
+        .unwrap();
+    seeded.close().await;
+    // "Now" is 402 days after the 10th: the 10th is past retention, the 12th's 03:00 hour is
+    // rolled up into its day (00:00).
+    let now = day + time::Duration::days(402);
+    let mut config = config(url, 10);
+    config.retention_days = 400;
+    let history = History::start_with_clock(
+        &config,
+        HistoryMetrics::default(),
+        &tokio::runtime::Handle::current(),
+        std::sync::Arc::new(move || now),
+        Duration::from_millis(20),
+    );
+    tokio::time::timeout(Duration::from_secs(10), history.flush())
+        .await
+        .unwrap();
+    let store = history.store().unwrap().clone();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let points = store
+            .history(
+                "contoso",
+                Metric::Device,
+                day,
+                day + time::Duration::days(5),
+                Interval::Hour,
+            )
+            .await
+            .unwrap();
+        let summary: Vec<_> = points.iter().map(|p| (p.at, p.samples)).collect();
+        if summary == vec![(day + time::Duration::days(2), 1)] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the job did not run: {summary:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
 async fn a_full_buffer_drops_readings_instead_of_waiting() {
     // Nothing listens there: the writer keeps trying to connect; the buffer holds two.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
