@@ -3,7 +3,7 @@
 # `bench` (the test rig, and rcgen with them); `serve`, `check-config`, `keygen`, `openapi` and
 # `healthcheck` are all there.
 # Build:  docker build -t scoregate .
-# Run:    docker run -p 8080:8080 -v /path/to/config:/etc/scoregate:ro \
+# Run:    docker run -p 8080:8080 -v /path/to/config:/etc/scoregate:ro -v scoregate-data:/var/lib/scoregate \
 #           -e CONTOSO_SECRET=... scoregate
 FROM rust:1-bookworm AS build
 WORKDIR /src
@@ -12,6 +12,8 @@ COPY src ./src
 COPY tests ./tests
 COPY config ./config
 COPY openapi ./openapi
+# The history schema is embedded in the binary at build time (`sqlx::migrate!`).
+COPY migrations ./migrations
 RUN cargo build --release --locked --no-default-features
 
 FROM debian:bookworm-slim
@@ -19,7 +21,8 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin scoregate
+    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin scoregate \
+    && mkdir -p /var/lib/scoregate && chown 10001 /var/lib/scoregate
 COPY --from=build /src/target/release/scoregate /usr/local/bin/scoregate
 COPY config/scoregate.example.toml /etc/scoregate/scoregate.example.toml
 USER 10001
@@ -27,7 +30,11 @@ USER 10001
 # MALLOC_ARENA_MAX: glibc's per-thread arenas fragment a many-tenant heap (see README, Benchmarks).
 ENV SCOREGATE_CONFIG=/etc/scoregate/scoregate.toml \
     SCOREGATE__SERVER__BIND=0.0.0.0:8080 \
+    SCOREGATE__HISTORY__URL=sqlite:///var/lib/scoregate/scoregate.db \
     MALLOC_ARENA_MAX=2
+# The history database (SQLite), writable by the non-root user, apart from the read-only
+# configuration: mount a volume here (`-v scoregate-data:/var/lib/scoregate`).
+VOLUME /var/lib/scoregate
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD ["scoregate", "healthcheck", "--url", "http://127.0.0.1:8080/healthz"]

@@ -40,13 +40,17 @@ pub enum Code {
     DeadlineExceeded,
     /// The gateway is stopping and cancelled the work this request waited for.
     ShuttingDown,
+    /// History is turned off (`[history] enabled = false`): retrying will not help.
+    HistoryDisabled,
+    /// The history database cannot be reached now; readings are buffered meanwhile.
+    HistoryUnavailable,
     /// A bug; the detail is in the gateway's log only.
     Internal,
 }
 
 impl Code {
     /// Every code, in the order of the error table.
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 15] = [
         Self::InvalidRequest,
         Self::Unauthenticated,
         Self::UnknownTenant,
@@ -59,6 +63,8 @@ impl Code {
         Self::UpstreamTimeout,
         Self::DeadlineExceeded,
         Self::ShuttingDown,
+        Self::HistoryDisabled,
+        Self::HistoryUnavailable,
         Self::Internal,
     ];
 
@@ -77,6 +83,8 @@ impl Code {
             Self::UpstreamTimeout => "upstream_timeout",
             Self::DeadlineExceeded => "deadline_exceeded",
             Self::ShuttingDown => "shutting_down",
+            Self::HistoryDisabled => "history_disabled",
+            Self::HistoryUnavailable => "history_unavailable",
             Self::Internal => "internal",
         }
     }
@@ -87,12 +95,12 @@ impl Code {
         match self {
             Self::InvalidRequest => 400,
             Self::Unauthenticated => 401,
-            Self::UnknownTenant | Self::NotFound => 404,
+            Self::UnknownTenant | Self::NotFound | Self::HistoryDisabled => 404,
             Self::MethodNotAllowed => 405,
             Self::RateLimited => 429,
             Self::Internal => 500,
             Self::UpstreamAuth | Self::UpstreamError => 502,
-            Self::UpstreamThrottled | Self::ShuttingDown => 503,
+            Self::UpstreamThrottled | Self::ShuttingDown | Self::HistoryUnavailable => 503,
             Self::UpstreamTimeout | Self::DeadlineExceeded => 504,
         }
     }

@@ -29,6 +29,8 @@
 //!   `ScoreStore` (moka today).
 //! - [`fanout`]: `GET /scores` without HTTP: filters, concurrent fetch within a deadline, summary,
 //!   order and signed cursors.
+//! - [`history`]: every reading kept (SQLite or PostgreSQL): the writer off the request path,
+//!   roll-up and retention, trends, portfolio statistics and changes.
 //! - [`refresher`]: keeps every tenant warm in the background, spread out and behind interactive
 //!   requests.
 //! - [`service`]: the shared services built once, and one function per use case.
@@ -61,6 +63,7 @@ pub mod demo;
 #[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod fanout;
+pub mod history;
 pub mod lifecycle;
 pub mod metrics;
 pub mod policy;

@@ -239,8 +239,24 @@ pub struct LiveValues {
     pub tenants: usize,
 }
 
+/// The history writer's counters (`scoregate_history_*`): handed to the writer, which records
+/// into them; clones share the same series.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryMetrics {
+    /// Readings written to the database.
+    pub written: Counter,
+    /// Readings dropped: the buffer was full, or the database refused them.
+    pub dropped: Counter,
+    /// Write transactions that failed (retried with back-off unless refused for their content).
+    pub failed_batches: Counter,
+    /// Readings waiting to be written.
+    pub pending: Gauge,
+}
+
 /// Every metric of the gateway, registered once.
 pub struct Metrics {
+    /// The history writer's families.
+    pub history: HistoryMetrics,
     /// The exposition registry (names, help, units); families below are registered in it.
     registry: PromRegistry,
     http_requests: Family<HttpLabels, Counter>,
@@ -307,6 +323,7 @@ impl Metrics {
             tenant_last_success: Family::default(),
             tenant_failures: Family::default(),
             tenants_with_series: Mutex::default(),
+            history: HistoryMetrics::default(),
         };
         registry.register(
             "http_requests",
@@ -391,6 +408,26 @@ impl Metrics {
             "tenant_consecutive_failures",
             "Failed fetches of the tenant since its last success",
             metrics.tenant_failures.clone(),
+        );
+        registry.register(
+            "history_written",
+            "Readings written to the history database",
+            metrics.history.written.clone(),
+        );
+        registry.register(
+            "history_dropped",
+            "Readings not kept: the history buffer was full (database slow or unreachable) or the database refused them",
+            metrics.history.dropped.clone(),
+        );
+        registry.register(
+            "history_failed_batches",
+            "History write transactions that failed (retried with back-off)",
+            metrics.history.failed_batches.clone(),
+        );
+        registry.register(
+            "history_pending",
+            "Readings waiting to be written to the history database",
+            metrics.history.pending.clone(),
         );
         // Closed sets start at 0: alerts on `increase()` see their first event.
         for outcome in ReloadOutcome::ALL {
@@ -635,6 +672,10 @@ mod tests {
             "scoregate_fetches_total{outcome=\"internal\"} 0",
             "scoregate_fetches_total{outcome=\"shutting_down\"} 0",
             "scoregate_http_requests_total{route=\"/scores\",method=\"GET\",status=\"502\"} 0",
+            "scoregate_history_written_total 0",
+            "scoregate_history_dropped_total 0",
+            "scoregate_history_failed_batches_total 0",
+            "scoregate_history_pending 0",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

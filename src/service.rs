@@ -66,6 +66,9 @@ pub struct Services {
     request_wait: Duration,
     /// Seals `/scores` cursors; its key is fixed for the process (a reload keeps it).
     cursors: Arc<CursorCodec>,
+    /// The score history; `None` when `[history] enabled = false`. Started without waiting for
+    /// the database, which is connected in the background.
+    history: Option<Arc<crate::history::History>>,
 }
 
 impl Services {
@@ -103,6 +106,13 @@ impl Services {
             backoff: FailureBackoff::default(),
             metrics: metrics.clone(),
         }));
+        let history = config.history.enabled.then(|| {
+            Arc::new(crate::history::History::start(
+                &config.history,
+                metrics.history.clone(),
+                &runtime,
+            ))
+        });
         let cache = Arc::new(ScoreCache::new(
             &config.cache,
             outbound.clone(),
@@ -130,7 +140,13 @@ impl Services {
             ready: AtomicBool::new(false),
             // A little longer than one fetch's own deadline, so the fetch reports its own timeout.
             request_wait: Duration::from_millis(config.upstream.timeout_ms + 500),
+            history,
         }))
+    }
+
+    /// The score history, or `None` when it is turned off.
+    pub fn history(&self) -> Option<&Arc<crate::history::History>> {
+        self.history.as_ref()
     }
 
     /// The registrations in force now.

@@ -67,6 +67,12 @@ pub enum ApiError {
     /// The gateway is stopping and the work this request waited for was cancelled; retry (on
     /// another instance, or once this one is back).
     ShuttingDown,
+    /// `[history] enabled = false`: the history routes do not exist on this gateway (404, not
+    /// 503: retrying will not help).
+    HistoryDisabled,
+    /// The history database is not reachable now (it is retried in the background); the cause
+    /// goes to the log only.
+    HistoryUnavailable(String),
     /// A bug; the detail goes to the log only.
     Internal(String),
 }
@@ -74,6 +80,15 @@ pub enum ApiError {
 /// `Retry-After` of a `shutting_down` answer: long enough for a load balancer to notice, short
 /// enough that a retry soon reaches another instance or the restarted one.
 const SHUTTING_DOWN_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// `Retry-After` of a `history_unavailable` answer: about the writer's longest back-off.
+const HISTORY_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+impl From<crate::history::HistoryError> for ApiError {
+    fn from(error: crate::history::HistoryError) -> Self {
+        ApiError::HistoryUnavailable(crate::telemetry::error_chain(&error))
+    }
+}
 
 /// The stable code of a score that cannot be served, for the per-item errors of `/scores`: the
 /// same as the single-tenant route answers.
@@ -137,6 +152,8 @@ impl ApiError {
             ApiError::MethodNotAllowed => Code::MethodNotAllowed,
             ApiError::Upstream { error, .. } => error.code(),
             ApiError::ShuttingDown => Code::ShuttingDown,
+            ApiError::HistoryDisabled => Code::HistoryDisabled,
+            ApiError::HistoryUnavailable(_) => Code::HistoryUnavailable,
             ApiError::Internal(_) => Code::Internal,
         }
     }
@@ -169,6 +186,8 @@ impl ApiError {
             },
             ApiError::DeadlineExceeded { .. } => "Deadline exceeded",
             ApiError::ShuttingDown => "Shutting down",
+            ApiError::HistoryDisabled => "History disabled",
+            ApiError::HistoryUnavailable(_) => "History unavailable",
             ApiError::Internal(_) => "Internal error",
         }
     }
@@ -199,6 +218,13 @@ impl ApiError {
             ApiError::ShuttingDown => {
                 "The gateway is shutting down; retry after Retry-After seconds.".to_owned()
             }
+            ApiError::HistoryDisabled => {
+                "This gateway keeps no history ([history] enabled = false).".to_owned()
+            }
+            ApiError::HistoryUnavailable(_) => {
+                "The history database cannot be reached now; retry after Retry-After seconds."
+                    .to_owned()
+            }
             ApiError::Internal(_) => {
                 "An internal error occurred; see the gateway's log.".to_owned()
             }
@@ -223,6 +249,7 @@ impl ApiError {
                 ..
             } => Some(*retry_after),
             ApiError::ShuttingDown => Some(SHUTTING_DOWN_RETRY_AFTER),
+            ApiError::HistoryUnavailable(_) => Some(HISTORY_RETRY_AFTER),
             _ => None,
         }
     }
@@ -232,6 +259,9 @@ impl ApiError {
         let (status, code) = self.status_and_code();
         if let ApiError::Internal(cause) = self {
             tracing::error!(request_id, "internal error: {cause}");
+        }
+        if let ApiError::HistoryUnavailable(cause) = self {
+            tracing::warn!(request_id, "history unavailable: {cause}");
         }
         let problem = Problem {
             r#type: format!("urn:scoregate:problem:{code}"),

@@ -7,6 +7,7 @@
 mod auth;
 pub mod error;
 mod handlers;
+mod history;
 mod metrics;
 mod middleware;
 mod scores;
@@ -43,6 +44,8 @@ a URL over 4 KiB (414) or headers over 16 KiB (431) are refused with `invalid_re
         handlers::get_score,
         scores::list_scores,
         scores::list_scores_csv,
+        history::get_tenant_history,
+        history::get_portfolio_history,
         handlers::healthz,
         handlers::readyz,
         metrics::get_metrics,
@@ -66,10 +69,17 @@ a URL over 4 KiB (414) or headers over 16 KiB (431) are refused with `invalid_re
         crate::fanout::ItemStatus,
         crate::fanout::SortOrder,
         scores::JsonFormat,
+        history::TenantHistory,
+        history::PortfolioHistory,
+        crate::history::Point,
+        crate::history::PortfolioPoint,
+        crate::history::Metric,
+        crate::history::Interval,
     )),
     modifiers(&Security),
     tags(
         (name = "tenants", description = "Registrations and their scores"),
+        (name = "history", description = "Scores over time, per tenant and for the portfolio"),
         (name = "operations", description = "Health probes and metrics"),
     )
 )]
@@ -230,12 +240,14 @@ fn to_json(document: &utoipa::openapi::OpenApi) -> String {
 /// Every route template [`configure`] registers: the closed set of the `route` label of the
 /// request metrics and log line (anything else is `unmatched`). A test asserts that each
 /// registered route reports one of these.
-pub const ROUTES: [&str; 10] = [
+pub const ROUTES: [&str; 12] = [
     "/tenants",
     "/tenants/{id}",
     "/tenants/{id}/score",
+    "/tenants/{id}/history",
     "/scores",
     "/scores.csv",
+    "/scores/history",
     "/healthz",
     "/readyz",
     "/metrics",
@@ -307,6 +319,16 @@ pub fn configure(services: Arc<Services>) -> impl FnOnce(&mut web::ServiceConfig
                     .service(
                         web::resource("/tenants/{id}/score")
                             .route(web::get().to(handlers::get_score))
+                            .default_service(method_not_allowed()),
+                    )
+                    .service(
+                        web::resource("/tenants/{id}/history")
+                            .route(web::get().to(history::get_tenant_history))
+                            .default_service(method_not_allowed()),
+                    )
+                    .service(
+                        web::resource("/scores/history")
+                            .route(web::get().to(history::get_portfolio_history))
                             .default_service(method_not_allowed()),
                     )
                     .service(

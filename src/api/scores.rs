@@ -358,7 +358,7 @@ fn next_link(route: &str, query: &str, cursor: &str) -> String {
 /// (`text/csv` over `text/*` over `*/*`); CSV is chosen when its quality is above zero and
 /// higher than JSON's, or equal with a more specific or an earlier-listed range. No `Accept`, or
 /// one that does not parse, means JSON.
-fn accepts_csv(request: &HttpRequest) -> bool {
+pub(super) fn accepts_csv(request: &HttpRequest) -> bool {
     use actix_web::mime::{self, Name};
     use header::{Accept, Header, Quality};
     use std::cmp::Reverse;
@@ -457,6 +457,30 @@ fn csv_writer() -> csv::Writer<Vec<u8>> {
         .terminator(csv::Terminator::CRLF)
         .quote_style(csv::QuoteStyle::Necessary)
         .from_writer(Vec::new())
+}
+
+/// A CSV answer (RFC 4180: header row, CRLF, quoting where needed) of a header and rows of
+/// text fields; the one writer of the history routes' CSV.
+pub(super) fn csv_response<R, F>(header: &[&str], rows: R) -> Result<HttpResponse, ApiError>
+where
+    R: IntoIterator<Item = F>,
+    F: IntoIterator<Item = String>,
+{
+    let mut writer = csv_writer();
+    let written = writer.write_record(header).and_then(|()| {
+        rows.into_iter()
+            .try_for_each(|row| writer.write_record(row.into_iter()))
+    });
+    let body = written
+        .and_then(|()| {
+            writer
+                .into_inner()
+                .map_err(|error| csv::Error::from(error.into_error()))
+        })
+        .map_err(|error| ApiError::Internal(format!("writing the CSV answer: {error}")))?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/csv; charset=utf-8; header=present")
+        .body(body))
 }
 
 /// The page as CSV: a header row, then one row per item.

@@ -27,23 +27,23 @@ mod validate;
 
 pub use env::ENV_PREFIX;
 pub use settings::{
-    ApiKeySettings, AuthSettings, CacheSettings, CertificateSource, RefreshSettings, SecretSource,
-    ServerSettings, Settings, TenantSettings, UpstreamSettings,
+    ApiKeySettings, AuthSettings, CacheSettings, CertificateSource, HistorySettings,
+    RefreshSettings, SecretSource, ServerSettings, Settings, TenantSettings, UpstreamSettings,
 };
 pub use validate::limits;
 
 use crate::auth::KeyRing;
 use crate::tenants::Registry;
 use env::apply_env_overrides;
-use resolve::{read_extra_ca, resolve_cursor_key, resolve_keys, resolve_tenants};
+use resolve::{read_extra_ca, resolve_cursor_key, resolve_history, resolve_keys, resolve_tenants};
 use settings::TenantsFile;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use validate::{
-    loose_file_warnings, validate_auth, validate_cache, validate_refresh, validate_server,
-    validate_upstream,
+    loose_file_warnings, validate_auth, validate_cache, validate_history, validate_refresh,
+    validate_server, validate_upstream,
 };
 
 /// A configuration that loaded and validated: settings plus the resolved registry.
@@ -69,9 +69,56 @@ pub struct Config {
     pub registry: Arc<Registry>,
     /// The callers' keys.
     pub keys: Arc<KeyRing>,
+    /// `[history]`, resolved.
+    pub history: HistoryConfig,
     /// Problems that do not stop the gateway (a secret file others may read), one line each,
     /// starting with the key; logged at load and printed by `check-config`.
     pub warnings: Vec<String>,
+}
+
+/// `[history]` resolved: the database URL ready to connect (a relative SQLite path made
+/// absolute, the PostgreSQL password set into it), kept secret.
+#[derive(Debug, Clone)]
+pub struct HistoryConfig {
+    /// Whether readings are recorded and the history routes answer.
+    pub enabled: bool,
+    /// The URL to connect to; secret (it may hold a password): log [`Self::redacted_url`].
+    pub url: secrecy::SecretString,
+    /// Days points are kept.
+    pub retention_days: u32,
+    /// Readings waiting to be written, at most.
+    pub buffer: usize,
+}
+
+impl HistoryConfig {
+    /// The database for logs and `check-config`: the SQLite file, or the PostgreSQL user, host,
+    /// port and database — never a password or query parameters.
+    pub fn redacted_url(&self) -> String {
+        use secrecy::ExposeSecret;
+        let url = self.url.expose_secret();
+        if let Some(rest) = url.strip_prefix("sqlite://") {
+            let path = rest.split_once('?').map_or(rest, |(path, _)| path);
+            return format!("sqlite://{path}");
+        }
+        match url::Url::parse(url) {
+            Ok(parsed) => format!(
+                "{}://{}{}{}{}",
+                parsed.scheme(),
+                if parsed.username().is_empty() {
+                    String::new()
+                } else {
+                    format!("{}@", parsed.username())
+                },
+                parsed.host_str().unwrap_or_default(),
+                parsed
+                    .port()
+                    .map(|port| format!(":{port}"))
+                    .unwrap_or_default(),
+                parsed.path()
+            ),
+            Err(_) => "(unparsable url)".to_owned(),
+        }
+    }
 }
 
 /// Why a configuration cannot be used.
@@ -143,6 +190,7 @@ impl Config {
         validate_auth(&settings.auth, &settings.server, &mut problems);
         validate_cache(&settings.cache, &mut problems);
         validate_refresh(&settings.refresh, &mut problems);
+        validate_history(&settings.history, &mut problems);
         let extra_ca_pem = upstream.extra_ca_file.as_ref().and_then(|file| {
             read_extra_ca(
                 &base_dir.join(file),
@@ -153,6 +201,7 @@ impl Config {
         let cursor_key = resolve_cursor_key(&settings.server, base_dir, &lookup, &mut problems);
         let resolved = resolve_tenants(&tenants, &upstream, base_dir, &lookup, &mut problems);
         let keys = resolve_keys(&settings.api_keys, &settings.auth, &resolved, &mut problems);
+        let history = resolve_history(&settings.history, base_dir, &lookup, &mut problems);
         let warnings = loose_file_warnings(&tenants, base_dir);
         for warning in &warnings {
             tracing::warn!(config = %path.display(), "{warning}");
@@ -174,6 +223,7 @@ impl Config {
             cursor_key,
             registry: Arc::new(Registry::new(resolved)),
             keys: Arc::new(keys),
+            history,
             warnings,
         })
     }
@@ -207,6 +257,16 @@ impl Config {
             if self.auth.enabled { "on" } else { "OFF" },
             self.keys.len()
         );
+        if self.history.enabled {
+            let _ = writeln!(
+                out,
+                "  history {}, {} day(s) kept",
+                self.history.redacted_url(),
+                self.history.retention_days
+            );
+        } else {
+            let _ = writeln!(out, "  history off");
+        }
         for warning in &self.warnings {
             let _ = writeln!(out, "  warning: {warning}");
         }

@@ -36,6 +36,41 @@ pub struct Settings {
     /// The callers' API keys.
     #[serde(default)]
     pub api_keys: Vec<ApiKeySettings>,
+    /// The score history.
+    #[serde(default)]
+    pub history: HistorySettings,
+}
+
+/// `[history]`: where every reading is kept, and for how long.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistorySettings {
+    /// Whether readings are recorded and the history routes answer.
+    pub enabled: bool,
+    /// The database: `sqlite://scoregate.db` (the default; a relative path is resolved against
+    /// the directory of this file, and the file and its schema are created at start) or
+    /// `postgres://user@host:5432/db` (for several replicas). Secret (it may hold a password):
+    /// never logged nor shown; prefer `password` for the password.
+    pub url: secrecy::SecretString,
+    /// The PostgreSQL password (`{ env = "…" }` or `{ file = "…" }`), set into `url`.
+    pub password: Option<SecretSource>,
+    /// Days points are kept (default 400, at most 3650); older ones are deleted every hour.
+    pub retention_days: u32,
+    /// Readings waiting to be written, at most (default 10000): beyond it, while the database
+    /// is slow or unreachable, new readings are dropped (and counted), never waited for.
+    pub buffer: usize,
+}
+
+impl Default for HistorySettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            url: secrecy::SecretString::from("sqlite://scoregate.db"),
+            password: None,
+            retention_days: 400,
+            buffer: 10_000,
+        }
+    }
 }
 
 /// `[server]`: the HTTP listener.

@@ -53,6 +53,32 @@ pub mod limits {
     pub const MAX_MIN_FORCED_INTERVAL_MS: u64 = 3_600_000;
     /// Most `[refresh] max_concurrent`.
     pub const MAX_REFRESH_CONCURRENT: usize = 1_000;
+    /// Longest `[history] retention_days`: ten years.
+    pub const MAX_RETENTION_DAYS: u64 = 3_650;
+    /// Most `[history] buffer`.
+    pub const MAX_HISTORY_BUFFER: usize = 1_000_000;
+}
+
+/// `[history]`: retention and buffer within bounds (the URL is checked by `resolve`).
+pub(super) fn validate_history(
+    history: &super::settings::HistorySettings,
+    problems: &mut Vec<String>,
+) {
+    use limits::*;
+    check_range(
+        "history.retention_days",
+        history.retention_days.into(),
+        1,
+        MAX_RETENTION_DAYS,
+        problems,
+    );
+    check_range(
+        "history.buffer",
+        wide(history.buffer),
+        1,
+        wide(MAX_HISTORY_BUFFER),
+        problems,
+    );
 }
 
 /// Reports `key` unless `min <= value <= max`.

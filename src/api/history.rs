@@ -1,0 +1,439 @@
+//! `GET /tenants/{id}/history` and `GET /scores/history`: the query they accept, the JSON and
+//! CSV they answer, and the thin handlers between. The SQL lives in [`crate::history`].
+//!
+//! Scoping is `/scores`': a tenant outside the caller's scope is unknown (404), and the
+//! portfolio covers only the tenants the caller may see.
+
+use super::auth::Caller;
+use super::error::{ApiError, Problem};
+use super::scores::FormatView;
+use crate::history::{Interval, Metric, Point, PortfolioPoint, DAY};
+use crate::service::Services;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+
+/// Days a history query covers when `from` is not given.
+const DEFAULT_DAYS: i64 = 90;
+
+/// Query of `GET /tenants/{id}/history`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TenantHistoryQuery {
+    /// Which score: `device` (default), `exposure` or `secure`.
+    #[param(value_type = Option<Metric>)]
+    pub metric: Option<String>,
+    /// Start (RFC 3339, e.g. `2026-09-01T00:00:00Z`), taken back to the start of its interval;
+    /// default 90 days before `to`. No earlier than the retention (`[history] retention_days`).
+    #[param(example = "2026-09-01T00:00:00Z")]
+    pub from: Option<String>,
+    /// End (RFC 3339), included; default now.
+    #[param(example = "2026-11-29T00:00:00Z")]
+    pub to: Option<String>,
+    /// Bucket width: `hour`, `day` (default) or `week` (ISO weeks, from Monday 00:00 UTC).
+    #[param(value_type = Option<Interval>)]
+    pub interval: Option<String>,
+    /// `json` (default) or `csv` (also chosen by `Accept: text/csv`).
+    #[param(value_type = Option<FormatView>)]
+    pub format: Option<String>,
+}
+
+/// Query of `GET /scores/history`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PortfolioHistoryQuery {
+    /// Which score: `device` (default), `exposure` or `secure`.
+    #[param(value_type = Option<Metric>)]
+    pub metric: Option<String>,
+    /// Start (RFC 3339), taken back to the start of its interval; default 90 days before `to`.
+    #[param(example = "2026-09-01T00:00:00Z")]
+    pub from: Option<String>,
+    /// End (RFC 3339), included; default now.
+    #[param(example = "2026-11-29T00:00:00Z")]
+    pub to: Option<String>,
+    /// Bucket width: `hour`, `day` (default) or `week`.
+    #[param(value_type = Option<Interval>)]
+    pub interval: Option<String>,
+    /// Only these tenants (repeatable). Unknown ids match nothing.
+    #[serde(default)]
+    pub tenant: Vec<String>,
+    /// Only tenants with any of these tags (repeatable).
+    #[serde(default)]
+    pub tag: Vec<String>,
+    /// `json` (default) or `csv` (also chosen by `Accept: text/csv`).
+    #[param(value_type = Option<FormatView>)]
+    pub format: Option<String>,
+}
+
+/// One tenant's history: one point per interval that has readings, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "tenant": "contoso", "metric": "device", "interval": "day",
+    "points": [{"at": "2026-11-28T00:00:00Z", "score": 340.0, "min": 331.0, "max": 340.0, "samples": 24}]
+}))]
+pub struct TenantHistory {
+    /// The gateway's id of the tenant.
+    pub tenant: String,
+    /// Which score.
+    pub metric: Metric,
+    /// The bucket width.
+    pub interval: Interval,
+    /// The points.
+    pub points: Vec<Point>,
+}
+
+/// The portfolio over time: per interval, statistics over each visible tenant's last score.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "metric": "device", "interval": "day",
+    "points": [{"at": "2026-11-28T00:00:00Z", "tenants": 2, "mean": 335.0, "median": 335.0, "min": 330.0, "max": 340.0}]
+}))]
+pub struct PortfolioHistory {
+    /// Which score.
+    pub metric: Metric,
+    /// The bucket width.
+    pub interval: Interval,
+    /// The points (intervals without any score are left out).
+    pub points: Vec<PortfolioPoint>,
+}
+
+/// One tenant's score over time.
+///
+/// At most one point per interval: the last score read in it (`score`), the lowest and highest,
+/// and how many readings it holds. The gateway keeps one point per hour for 30 days, then one
+/// per day, for `[history] retention_days`. CSV with `format=csv` or `Accept: text/csv`.
+#[utoipa::path(
+    get, path = "/tenants/{id}/history", tag = "history",
+    params(("id" = String, Path, description = "The gateway's tenant id", example = "contoso"), TenantHistoryQuery),
+    responses(
+        (status = 200, description = "The points", body = TenantHistory,
+         content((TenantHistory = "application/json"),
+                 (String = "text/csv", example = "at,score,min,max,samples,max_score\r\n2026-11-28T00:00:00Z,340,331,340,24,\r\n"))),
+        (status = 400, description = "Bad query: an unknown `metric` or `interval`, a `from` or `to` that is not RFC 3339, `from` after `to`, or a range older than the retention (`invalid_request`, naming the parameter)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant (`unknown_tenant`), or history is turned off (`history_disabled`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The history database cannot be reached now (`history_unavailable`); see `Retry-After`", body = Problem, content_type = "application/problem+json",
+         headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 504, description = "The server's request timeout passed (`deadline_exceeded`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_tenant_history(
+    request: HttpRequest,
+    path: web::Path<String>,
+    caller: Caller,
+    services: web::Data<Services>,
+) -> Result<HttpResponse, ApiError> {
+    let history = services.history().ok_or(ApiError::HistoryDisabled)?;
+    let params: TenantHistoryQuery = super::handlers::query(&request)?;
+    let csv_wanted = wants_csv(&request, params.format.as_deref())?;
+    let range = Range::parse(
+        params.metric.as_deref(),
+        params.from.as_deref(),
+        params.to.as_deref(),
+        params.interval.as_deref(),
+        OffsetDateTime::now_utc(),
+        history.retention_days(),
+    )?;
+    let tenant = services
+        .tenant(&path, &caller.scope)
+        .map_err(ApiError::from_service)?;
+    let store = history.store()?;
+    let work = async {
+        Ok(store
+            .history(
+                tenant.id.as_str(),
+                range.metric,
+                range.from,
+                range.to,
+                range.interval,
+            )
+            .await?)
+    };
+    let points = super::handlers::within_request_timeout(&services, work).await?;
+    let body = TenantHistory {
+        tenant: tenant.id.to_string(),
+        metric: range.metric,
+        interval: range.interval,
+        points,
+    };
+    if csv_wanted {
+        return super::scores::csv_response(
+            &TENANT_CSV,
+            body.points.iter().map(|point| {
+                [
+                    stamp(point.at),
+                    point.score.to_string(),
+                    point.min.to_string(),
+                    point.max.to_string(),
+                    point.samples.to_string(),
+                    point.max_score.map(|s| s.to_string()).unwrap_or_default(),
+                ]
+            }),
+        );
+    }
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// The portfolio's score over time.
+///
+/// Per interval, over the tenants the caller may see (narrowed by `tenant` and `tag`, as on
+/// `/scores`): how many have a score in it, and the mean, median, lowest and highest of each
+/// one's last score in it. CSV with `format=csv` or `Accept: text/csv`.
+#[utoipa::path(
+    get, path = "/scores/history", tag = "history", params(PortfolioHistoryQuery),
+    responses(
+        (status = 200, description = "The points", body = PortfolioHistory,
+         content((PortfolioHistory = "application/json"),
+                 (String = "text/csv", example = "at,tenants,mean,median,min,max\r\n2026-11-28T00:00:00Z,2,335,335,330,340\r\n"))),
+        (status = 400, description = "Bad query: an unknown `metric` or `interval`, a `from` or `to` that is not RFC 3339, `from` after `to`, or a range older than the retention (`invalid_request`, naming the parameter)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "History is turned off (`history_disabled`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The history database cannot be reached now (`history_unavailable`); see `Retry-After`", body = Problem, content_type = "application/problem+json",
+         headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 504, description = "The server's request timeout passed (`deadline_exceeded`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_portfolio_history(
+    request: HttpRequest,
+    caller: Caller,
+    services: web::Data<Services>,
+) -> Result<HttpResponse, ApiError> {
+    let history = services.history().ok_or(ApiError::HistoryDisabled)?;
+    let params: PortfolioHistoryQuery = super::handlers::query(&request)?;
+    let csv_wanted = wants_csv(&request, params.format.as_deref())?;
+    let range = Range::parse(
+        params.metric.as_deref(),
+        params.from.as_deref(),
+        params.to.as_deref(),
+        params.interval.as_deref(),
+        OffsetDateTime::now_utc(),
+        history.retention_days(),
+    )?;
+    // Tenants outside the caller's scope are not matched at all, exactly as on `/scores`.
+    let tenants: HashSet<String> = services
+        .tenants(&caller.scope)
+        .iter()
+        .filter(|tenant| {
+            params.tenant.is_empty() || params.tenant.iter().any(|id| id == tenant.id.as_str())
+        })
+        .filter(|tenant| {
+            params.tag.is_empty() || tenant.tags.iter().any(|t| params.tag.contains(t))
+        })
+        .map(|tenant| tenant.id.to_string())
+        .collect();
+    let store = history.store()?;
+    let work = async {
+        Ok(store
+            .portfolio(&tenants, range.metric, range.from, range.to, range.interval)
+            .await?)
+    };
+    let points = super::handlers::within_request_timeout(&services, work).await?;
+    let body = PortfolioHistory {
+        metric: range.metric,
+        interval: range.interval,
+        points,
+    };
+    if csv_wanted {
+        return super::scores::csv_response(
+            &PORTFOLIO_CSV,
+            body.points.iter().map(|point| {
+                [
+                    stamp(point.at),
+                    point.tenants.to_string(),
+                    point.mean.to_string(),
+                    point.median.to_string(),
+                    point.min.to_string(),
+                    point.max.to_string(),
+                ]
+            }),
+        );
+    }
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// The CSV columns of `/tenants/{id}/history`.
+const TENANT_CSV: [&str; 6] = ["at", "score", "min", "max", "samples", "max_score"];
+/// The CSV columns of `/scores/history`.
+const PORTFOLIO_CSV: [&str; 6] = ["at", "tenants", "mean", "median", "min", "max"];
+
+/// Whether to answer CSV: `format` when given (refused, named, when neither `json` nor `csv`),
+/// else content negotiation on `Accept`, as on `/scores`.
+fn wants_csv(request: &HttpRequest, format: Option<&str>) -> Result<bool, ApiError> {
+    match format {
+        Some("csv") => Ok(true),
+        Some("json") => Ok(false),
+        Some(other) => Err(ApiError::InvalidRequest(format!(
+            "bad query: format: unknown format {other:?}; one of json, csv"
+        ))),
+        None => Ok(super::scores::accepts_csv(request)),
+    }
+}
+
+fn stamp(at: OffsetDateTime) -> String {
+    at.format(&Rfc3339).unwrap_or_default()
+}
+
+/// A validated history query: metric, interval and an in-retention range.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Range {
+    metric: Metric,
+    interval: Interval,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+}
+
+impl Range {
+    /// Parses the shared parameters; each refusal names its parameter. Defaults: `device`,
+    /// `day`, `to` now, `from` 90 days before `to` (shortened to the retention).
+    fn parse(
+        metric: Option<&str>,
+        from: Option<&str>,
+        to: Option<&str>,
+        interval: Option<&str>,
+        now: OffsetDateTime,
+        retention_days: u32,
+    ) -> Result<Self, ApiError> {
+        let invalid = |detail: String| ApiError::InvalidRequest(format!("bad query: {detail}"));
+        let metric = match metric {
+            None => Metric::Device,
+            Some(name) => Metric::parse(name).ok_or_else(|| {
+                invalid(format!(
+                    "metric: unknown metric {name:?}; one of device, exposure, secure"
+                ))
+            })?,
+        };
+        let interval = match interval {
+            None => Interval::Day,
+            Some(name) => Interval::parse(name).ok_or_else(|| {
+                invalid(format!(
+                    "interval: unknown interval {name:?}; one of hour, day, week"
+                ))
+            })?,
+        };
+        let time = |key: &str, text: &str| {
+            OffsetDateTime::parse(text, &Rfc3339).map_err(|_| {
+                invalid(format!(
+                    "{key}: {text:?} is not an RFC 3339 time (e.g. 2026-11-01T00:00:00Z)"
+                ))
+            })
+        };
+        let to = match to {
+            Some(text) => time("to", text)?,
+            None => now,
+        };
+        let oldest = OffsetDateTime::from_unix_timestamp(crate::history::retention_start(
+            now,
+            retention_days,
+        ))
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let from = match from {
+            Some(text) => {
+                let from = time("from", text)?;
+                if from < oldest {
+                    return Err(invalid(format!(
+                        "from: older than the retention of {retention_days} days (the oldest is {})",
+                        stamp(oldest)
+                    )));
+                }
+                from
+            }
+            None => {
+                if to < oldest {
+                    return Err(invalid(format!(
+                        "to: older than the retention of {retention_days} days (the oldest is {})",
+                        stamp(oldest)
+                    )));
+                }
+                (to - time::Duration::seconds(DEFAULT_DAYS * DAY)).max(oldest)
+            }
+        };
+        if from > to {
+            return Err(invalid("from: after to".to_owned()));
+        }
+        Ok(Self {
+            metric,
+            interval,
+            from,
+            to,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-11-29 10:00 UTC);
+
+    fn detail(result: Result<Range, ApiError>) -> String {
+        match result {
+            Err(ApiError::InvalidRequest(detail)) => detail,
+            other => panic!("expected invalid_request, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_device_score_by_day_over_the_last_90_days() {
+        let range = Range::parse(None, None, None, None, NOW, 400).expect("valid");
+        assert_eq!(range.metric, Metric::Device);
+        assert_eq!(range.interval, Interval::Day);
+        assert_eq!(range.to, NOW);
+        assert_eq!(range.from, datetime!(2026-08-31 10:00 UTC));
+    }
+
+    #[test]
+    fn the_default_start_is_shortened_to_the_retention() {
+        let range = Range::parse(None, None, None, None, NOW, 30).expect("valid");
+        assert_eq!(range.from, datetime!(2026-10-30 0:00 UTC));
+    }
+
+    #[test]
+    fn every_refusal_names_its_parameter() {
+        // (metric, from, to, interval, the start of the detail)
+        type Case<'a> = (
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<&'a str>,
+            &'a str,
+        );
+        let cases: [Case; 7] = [
+            (Some("score"), None, None, None, "metric:"),
+            (None, None, None, Some("month"), "interval:"),
+            (None, Some("yesterday"), None, None, "from:"),
+            (None, None, Some("2026-11-29"), None, "to:"),
+            (
+                None,
+                Some("2026-11-20T00:00:00Z"),
+                Some("2026-11-10T00:00:00Z"),
+                None,
+                "from: after to",
+            ),
+            (
+                None,
+                Some("2024-01-01T00:00:00Z"),
+                None,
+                None,
+                "from: older than the retention",
+            ),
+            (
+                None,
+                None,
+                Some("2024-01-01T00:00:00Z"),
+                None,
+                "to: older than the retention",
+            ),
+        ];
+        for (metric, from, to, interval, expected) in cases {
+            let detail = detail(Range::parse(metric, from, to, interval, NOW, 400));
+            assert!(
+                detail.starts_with(&format!("bad query: {expected}")),
+                "{detail}"
+            );
+        }
+    }
+}

@@ -1,0 +1,467 @@
+//! The score history: every successful reading kept, bounded, and served as trends, portfolio
+//! statistics and day-over-day changes.
+//!
+//! Owns the database (SQLite embedded by default, PostgreSQL for several replicas), its schema
+//! (versioned migrations in `migrations/sqlite` and `migrations/postgres`, applied at start), the
+//! writer that takes readings off the request path, and the periodic roll-up and retention. It
+//! does not decide *when* a reading is recorded (the fetch path calls [`History::record`]) nor
+//! which tenants a caller may see (the API passes the visible set in).
+//!
+//! # Layout
+//!
+//! - this file: the domain types ([`Metric`], [`Interval`], [`Reading`], [`Point`], …), the
+//!   error, and [`History`], the one handle the rest of the gateway holds.
+//! - `store`: [`Store`], the SQL over one `sqlx::AnyPool` (one code path for both engines).
+//! - `writer`: the bounded channel and the background task that writes batches, with back-off.
+//!
+//! # One code path over two engines
+//!
+//! The store uses sqlx's `Any` driver: one pool type, one set of statements written in the SQL
+//! both engines accept (`$n` parameters, `ON CONFLICT … DO UPDATE`, `CASE` instead of
+//! `GREATEST`/`max()`, window functions, integer Unix seconds instead of timestamp types). Only
+//! the migrations differ (column types), one directory per engine, embedded with `migrate!`.
+//! sqlx's migrator takes a PostgreSQL advisory lock (`pg_advisory_lock`) around the migrations,
+//! so replicas starting together apply them once.
+
+mod store;
+mod writer;
+
+pub use store::{retention_start, Store};
+pub use writer::WriterStats;
+
+use crate::config::HistoryConfig;
+use crate::metrics::HistoryMetrics;
+use std::sync::{Arc, OnceLock};
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+/// Seconds in an hour, the finest resolution kept.
+pub const HOUR: i64 = 3_600;
+/// Seconds in a day.
+pub const DAY: i64 = 86_400;
+/// Points older than this many days are rolled up to one per day.
+pub const ROLL_UP_AFTER_DAYS: i64 = 30;
+/// How often the roll-up and retention job runs.
+pub const MAINTENANCE_PERIOD: std::time::Duration = std::time::Duration::from_secs(3_600);
+
+/// Which score a point is of.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    /// Microsoft Secure Score for Devices (Defender's configuration score).
+    Device,
+    /// Defender's exposure score.
+    Exposure,
+    /// Microsoft Secure Score (Graph), with its `max_score`.
+    Secure,
+}
+
+impl Metric {
+    /// Every metric.
+    pub const ALL: [Self; 3] = [Self::Device, Self::Exposure, Self::Secure];
+
+    /// The name in the API and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Device => "device",
+            Self::Exposure => "exposure",
+            Self::Secure => "secure",
+        }
+    }
+
+    /// The metric named `name`, if any.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|metric| metric.as_str() == name)
+    }
+}
+
+/// The width of the buckets a query groups points into.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Interval {
+    /// One hour.
+    Hour,
+    /// One UTC day.
+    Day,
+    /// One ISO week, Monday 00:00 UTC to Monday.
+    Week,
+}
+
+impl Interval {
+    /// The name in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hour => "hour",
+            Self::Day => "day",
+            Self::Week => "week",
+        }
+    }
+
+    /// The interval named `name`, if any.
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Hour, Self::Day, Self::Week]
+            .into_iter()
+            .find(|interval| interval.as_str() == name)
+    }
+
+    /// (width, offset) in seconds: a bucket starts at `offset + k × width`. Weeks are offset by
+    /// four days because 1970-01-01 was a Thursday and ISO weeks start on Monday.
+    fn geometry(self) -> (i64, i64) {
+        match self {
+            Self::Hour => (HOUR, 0),
+            Self::Day => (DAY, 0),
+            Self::Week => (7 * DAY, 4 * DAY),
+        }
+    }
+
+    /// The start of the bucket holding `at` (Unix seconds).
+    pub fn bucket(self, at: i64) -> i64 {
+        let (width, offset) = self.geometry();
+        (at - offset).div_euclid(width) * width + offset
+    }
+}
+
+/// One successful reading, as the fetch path records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    /// The gateway's tenant id.
+    pub tenant: String,
+    /// Which score.
+    pub metric: Metric,
+    /// When it was read (the gateway's fetch time).
+    pub at: OffsetDateTime,
+    /// The score.
+    pub score: f64,
+    /// The highest possible score (`secure` only).
+    pub max_score: Option<f64>,
+}
+
+/// One of Graph's daily secure score snapshots, for [`Store::insert_daily`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct DailySnapshot {
+    /// The snapshot's time (`createdDateTime`); its UTC day is the point's day.
+    pub at: OffsetDateTime,
+    /// `currentScore`.
+    pub score: f64,
+    /// `maxScore`.
+    pub max_score: Option<f64>,
+}
+
+/// One bucket of one tenant's history.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct Point {
+    /// The bucket's start (RFC 3339, UTC).
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, example = "2026-11-28T00:00:00Z")]
+    pub at: OffsetDateTime,
+    /// The last score read in the bucket.
+    pub score: f64,
+    /// The lowest score read in the bucket.
+    pub min: f64,
+    /// The highest score read in the bucket.
+    pub max: f64,
+    /// How many readings the bucket holds.
+    pub samples: i64,
+    /// The highest possible score at the last reading (`secure` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_score: Option<f64>,
+}
+
+/// One bucket of the portfolio: statistics over each visible tenant's last score in the bucket.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct PortfolioPoint {
+    /// The bucket's start (RFC 3339, UTC).
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, example = "2026-11-28T00:00:00Z")]
+    pub at: OffsetDateTime,
+    /// Tenants with a score in the bucket.
+    pub tenants: usize,
+    /// Mean score.
+    pub mean: f64,
+    /// Median score (the mean of the two middle scores for an even count).
+    pub median: f64,
+    /// Lowest score.
+    pub min: f64,
+    /// Highest score.
+    pub max: f64,
+}
+
+/// A tenant's score at the end of the day 1, 7, 30 and 90 days ago (`None` without a point that
+/// old): `change_Nd = score_now − ago_Nd`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Past {
+    /// At the end of yesterday.
+    pub ago_1d: Option<f64>,
+    /// At the end of the day 7 days ago.
+    pub ago_7d: Option<f64>,
+    /// At the end of the day 30 days ago.
+    pub ago_30d: Option<f64>,
+    /// At the end of the day 90 days ago.
+    pub ago_90d: Option<f64>,
+}
+
+/// Why the history could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// The database has not been reached yet since start (it is retried in the background).
+    #[error("the history database is not connected yet")]
+    NotConnected,
+    /// The database failed or is unreachable.
+    #[error("the history database failed")]
+    Database(#[source] sqlx::Error),
+    /// The schema could not be brought up to date.
+    #[error("the history database's migrations failed")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for HistoryError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Database(error)
+    }
+}
+
+/// The gateway's handle on the history: the writer's channel and, once connected, the store.
+///
+/// Built by [`History::start`] without waiting for the database: a database that is missing or
+/// unreachable at start delays nothing; it is connected (and migrated) in the background, with
+/// back-off, while readings wait in the bounded buffer.
+pub struct History {
+    /// The store, set once the database is connected and migrated.
+    store: Arc<OnceLock<Store>>,
+    /// The writer's end of the bounded channel.
+    writer: writer::Writer,
+    /// Days points are kept: the API refuses ranges older than this.
+    retention_days: u32,
+    /// Stops the background tasks when the handle is dropped.
+    stop: CancellationToken,
+}
+
+impl std::fmt::Debug for History {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("History")
+            .field("connected", &self.store.get().is_some())
+            .field("retention_days", &self.retention_days)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for History {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl History {
+    /// Starts the history on `runtime`: connects and migrates in the background (retrying until
+    /// the database answers), then writes recorded readings and runs the hourly roll-up and
+    /// retention with the wall clock.
+    pub fn start(
+        config: &HistoryConfig,
+        metrics: HistoryMetrics,
+        runtime: &tokio::runtime::Handle,
+    ) -> Self {
+        Self::start_with_clock(
+            config,
+            metrics,
+            runtime,
+            Arc::new(OffsetDateTime::now_utc),
+            MAINTENANCE_PERIOD,
+        )
+    }
+
+    /// [`History::start`] with the clock the roll-up and retention job reads as "now" and the
+    /// period it runs at (tests move the clock and shorten the period).
+    pub fn start_with_clock(
+        config: &HistoryConfig,
+        metrics: HistoryMetrics,
+        runtime: &tokio::runtime::Handle,
+        clock: Arc<dyn Fn() -> OffsetDateTime + Send + Sync>,
+        period: std::time::Duration,
+    ) -> Self {
+        let store = Arc::new(OnceLock::new());
+        let stop = CancellationToken::new();
+        let writer = writer::Writer::spawn(
+            writer::Target {
+                url: config.url.clone(),
+                description: config.redacted_url(),
+                store: store.clone(),
+            },
+            config.buffer,
+            metrics,
+            stop.clone(),
+            runtime,
+        );
+        runtime.spawn(maintain(
+            store.clone(),
+            config.retention_days,
+            clock,
+            period,
+            stop.clone(),
+        ));
+        Self {
+            store,
+            writer,
+            retention_days: config.retention_days,
+            stop,
+        }
+    }
+
+    /// Records a reading, off the request path: never waits and never fails. When the buffer
+    /// is full (the database slow or away) the reading is dropped and counted.
+    pub fn record(&self, reading: Reading) {
+        self.writer.record(reading);
+    }
+
+    /// Waits until every reading recorded before this call is written (or dropped as invalid).
+    /// For shutdown and tests; waits as long as the database is away.
+    pub async fn flush(&self) {
+        self.writer.flush().await;
+    }
+
+    /// The writer's counters now.
+    pub fn stats(&self) -> WriterStats {
+        self.writer.stats()
+    }
+
+    /// The store, once connected and migrated.
+    pub fn store(&self) -> Result<&Store, HistoryError> {
+        self.store.get().ok_or(HistoryError::NotConnected)
+    }
+
+    /// Days points are kept.
+    pub fn retention_days(&self) -> u32 {
+        self.retention_days
+    }
+}
+
+/// The roll-up and retention job: waits for the store, then runs at once and every `period`
+/// (tokio time), with `clock` for "now".
+async fn maintain(
+    store: Arc<OnceLock<Store>>,
+    retention_days: u32,
+    clock: Arc<dyn Fn() -> OffsetDateTime + Send + Sync>,
+    period: std::time::Duration,
+    stop: CancellationToken,
+) {
+    // The writer connects; this job only waits for it, so a database that comes late is
+    // maintained as soon as it is there, not a period later.
+    let store = loop {
+        if let Some(store) = store.get() {
+            break store.clone();
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+        }
+    };
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let now = clock();
+        match store.roll_up(now).await {
+            Ok(rolled) if rolled > 0 => {
+                tracing::info!(rolled, "history: hourly points rolled up to days")
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(
+                "history: roll-up failed, retried next hour: {}",
+                crate::telemetry::error_chain(&error)
+            ),
+        }
+        match store.enforce_retention(now, retention_days).await {
+            Ok(deleted) if deleted > 0 => {
+                tracing::info!(deleted, "history: points past retention deleted")
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(
+                "history: retention failed, retried next hour: {}",
+                crate::telemetry::error_chain(&error)
+            ),
+        }
+    }
+}
+
+/// Mean, median, min and max of `values` (not empty), for the portfolio.
+fn statistics(at: OffsetDateTime, mut values: Vec<f64>) -> Option<PortfolioPoint> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let count = values.len();
+    let middle = count / 2;
+    let median = if count % 2 == 0 {
+        (values[middle - 1] + values[middle]) / 2.0
+    } else {
+        values[middle]
+    };
+    Some(PortfolioPoint {
+        at,
+        tenants: count,
+        mean: values.iter().sum::<f64>() / count as f64,
+        median,
+        min: values[0],
+        max: values[count - 1],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weeks_start_on_monday_and_days_at_midnight_utc() {
+        // 2026-11-25 is a Wednesday; its week started on Monday 2026-11-23.
+        let wednesday = time::macros::datetime!(2026-11-25 13:45 UTC).unix_timestamp();
+        assert_eq!(
+            Interval::Week.bucket(wednesday),
+            time::macros::datetime!(2026-11-23 0:00 UTC).unix_timestamp()
+        );
+        assert_eq!(
+            Interval::Day.bucket(wednesday),
+            time::macros::datetime!(2026-11-25 0:00 UTC).unix_timestamp()
+        );
+        assert_eq!(
+            Interval::Hour.bucket(wednesday),
+            time::macros::datetime!(2026-11-25 13:00 UTC).unix_timestamp()
+        );
+    }
+
+    #[test]
+    fn statistics_take_the_middle_pair_for_an_even_count() {
+        let at = OffsetDateTime::UNIX_EPOCH;
+        let point = statistics(at, vec![4.0, 1.0, 3.0, 2.0]).expect("values");
+        assert_eq!(
+            (
+                point.tenants,
+                point.mean,
+                point.median,
+                point.min,
+                point.max
+            ),
+            (4, 2.5, 2.5, 1.0, 4.0)
+        );
+        assert_eq!(
+            statistics(at, vec![5.0, 1.0, 3.0]).map(|p| p.median),
+            Some(3.0)
+        );
+        assert_eq!(statistics(at, Vec::new()), None);
+    }
+
+    #[test]
+    fn metric_and_interval_names_round_trip() {
+        for metric in Metric::ALL {
+            assert_eq!(Metric::parse(metric.as_str()), Some(metric));
+        }
+        assert_eq!(Metric::parse("Device"), None);
+        assert_eq!(Interval::parse("week"), Some(Interval::Week));
+        assert_eq!(Interval::parse("month"), None);
+    }
+}

@@ -1,0 +1,431 @@
+//! The SQL of the history over one `sqlx::AnyPool`: the same statements for SQLite and
+//! PostgreSQL (see the module docs for the subset of SQL they keep to).
+//!
+//! Every function that depends on "now" takes it as an argument, so tests move time freely.
+
+use super::{
+    statistics, DailySnapshot, HistoryError, Interval, Metric, Past, Point, PortfolioPoint,
+    Reading, DAY, HOUR, ROLL_UP_AFTER_DAYS,
+};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Row};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// The schema of each engine, embedded in the binary (nothing to ship beside it).
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Hourly rows rolled up per transaction: bounds the memory and the time the writer waits.
+const ROLL_UP_CHUNK: i64 = 20_000;
+
+/// Tenants per `changes` statement: within both engines' limits on bound parameters
+/// (SQLite 32,766, PostgreSQL 65,535), and 10,000 tenants take 5 statements, not 10,000.
+const CHANGES_CHUNK: usize = 2_000;
+
+/// Merges a bucket's new contribution into the stored row: the later reading's score wins
+/// (readings may arrive out of order: back-fills, several replicas), min and max widen,
+/// samples add up. `CASE` rather than `GREATEST`/`max()`: the one spelling both engines know.
+const UPSERT: &str = "INSERT INTO history_points \
+    (tenant, metric, at, resolution, last, last_at, min, max, samples, max_score) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+    ON CONFLICT (tenant, metric, at) DO UPDATE SET \
+    resolution = CASE WHEN excluded.resolution > history_points.resolution \
+        THEN excluded.resolution ELSE history_points.resolution END, \
+    last = CASE WHEN excluded.last_at >= history_points.last_at \
+        THEN excluded.last ELSE history_points.last END, \
+    max_score = CASE WHEN excluded.last_at >= history_points.last_at \
+        THEN excluded.max_score ELSE history_points.max_score END, \
+    last_at = CASE WHEN excluded.last_at >= history_points.last_at \
+        THEN excluded.last_at ELSE history_points.last_at END, \
+    min = CASE WHEN excluded.min < history_points.min THEN excluded.min ELSE history_points.min END, \
+    max = CASE WHEN excluded.max > history_points.max THEN excluded.max ELSE history_points.max END, \
+    samples = history_points.samples + excluded.samples";
+
+/// One bucket's row (or contribution), as stored.
+#[derive(Debug, Clone, PartialEq)]
+struct Bucket {
+    at: i64,
+    last: f64,
+    last_at: i64,
+    min: f64,
+    max: f64,
+    samples: i64,
+    max_score: Option<f64>,
+}
+
+impl Bucket {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            at: row.try_get("at")?,
+            last: row.try_get("last")?,
+            last_at: row.try_get("last_at")?,
+            min: row.try_get("min")?,
+            max: row.try_get("max")?,
+            samples: row.try_get("samples")?,
+            max_score: row.try_get("max_score")?,
+        })
+    }
+
+    /// Folds `other` (of the same bucket) into `self`, as [`UPSERT`] does.
+    fn merge(&mut self, other: &Self) {
+        if other.last_at >= self.last_at {
+            self.last = other.last;
+            self.last_at = other.last_at;
+            self.max_score = other.max_score;
+        }
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.samples += other.samples;
+    }
+}
+
+/// The history database: a pool over SQLite or PostgreSQL, migrated.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://…` or `postgres://…`) and applies the migrations (under
+    /// PostgreSQL's advisory lock, so replicas starting together apply them once).
+    pub async fn connect(url: &str) -> Result<Self, HistoryError> {
+        sqlx::any::install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
+        let pool = AnyPoolOptions::new()
+            // SQLite has one writer at a time anyway; readers run beside it in WAL mode.
+            .max_connections(if sqlite { 4 } else { 8 })
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |connection, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        // WAL: readers never wait for the writer. NORMAL: a committed point
+                        // survives the process being killed (not a power cut), at a fraction of
+                        // FULL's fsyncs.
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *connection)
+                            .await?;
+                        sqlx::query("PRAGMA synchronous = NORMAL")
+                            .execute(&mut *connection)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await?;
+        let migrator = if sqlite {
+            &SQLITE_MIGRATIONS
+        } else {
+            &POSTGRES_MIGRATIONS
+        };
+        migrator.run(&pool).await.map_err(HistoryError::Migrate)?;
+        Ok(Self { pool })
+    }
+
+    /// Writes `readings` in one transaction: each into its hour's point.
+    pub async fn write(&self, readings: &[Reading]) -> Result<(), HistoryError> {
+        let mut transaction = self.pool.begin().await?;
+        for reading in readings {
+            let at = reading.at.unix_timestamp();
+            sqlx::query(UPSERT)
+                .bind(reading.tenant.as_str())
+                .bind(reading.metric.as_str())
+                .bind(Interval::Hour.bucket(at))
+                .bind(HOUR)
+                .bind(reading.score)
+                .bind(at)
+                .bind(reading.score)
+                .bind(reading.score)
+                .bind(1_i64)
+                .bind(reading.max_score)
+                .execute(&mut *transaction)
+                .await?;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// Back-fills daily points (Graph's 90 daily secure score snapshots on a tenant's first
+    /// fetch): one point per snapshot's UTC day, each a day point of one sample. A day that has
+    /// a point already keeps it (calling twice changes nothing). Returns the points inserted.
+    pub async fn insert_daily(
+        &self,
+        tenant: &str,
+        metric: Metric,
+        snapshots: &[DailySnapshot],
+    ) -> Result<u64, HistoryError> {
+        let mut transaction = self.pool.begin().await?;
+        let mut inserted = 0;
+        for snapshot in snapshots.iter().filter(|s| s.score.is_finite()) {
+            let at = snapshot.at.unix_timestamp();
+            let result = sqlx::query(
+                "INSERT INTO history_points \
+                 (tenant, metric, at, resolution, last, last_at, min, max, samples, max_score) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 ON CONFLICT (tenant, metric, at) DO NOTHING",
+            )
+            .bind(tenant)
+            .bind(metric.as_str())
+            .bind(Interval::Day.bucket(at))
+            .bind(DAY)
+            .bind(snapshot.score)
+            .bind(at)
+            .bind(snapshot.score)
+            .bind(snapshot.score)
+            .bind(1_i64)
+            .bind(snapshot.max_score)
+            .execute(&mut *transaction)
+            .await?;
+            inserted += result.rows_affected();
+        }
+        transaction.commit().await?;
+        Ok(inserted)
+    }
+
+    /// Whether `tenant` has any point of `metric` (the fetch path back-fills `secure` when not).
+    pub async fn has_points(&self, tenant: &str, metric: Metric) -> Result<bool, HistoryError> {
+        let row =
+            sqlx::query("SELECT at FROM history_points WHERE tenant = $1 AND metric = $2 LIMIT 1")
+                .bind(tenant)
+                .bind(metric.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.is_some())
+    }
+
+    /// One tenant's points of `metric` from `from` to `to` (both included; `from` is taken to
+    /// the start of its bucket), one per `interval` bucket, oldest first.
+    pub async fn history(
+        &self,
+        tenant: &str,
+        metric: Metric,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        interval: Interval,
+    ) -> Result<Vec<Point>, HistoryError> {
+        let rows = sqlx::query(
+            "SELECT at, last, last_at, min, max, samples, max_score FROM history_points \
+             WHERE tenant = $1 AND metric = $2 AND at >= $3 AND at <= $4 ORDER BY at",
+        )
+        .bind(tenant)
+        .bind(metric.as_str())
+        .bind(interval.bucket(from.unix_timestamp()))
+        .bind(to.unix_timestamp())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut buckets: BTreeMap<i64, Bucket> = BTreeMap::new();
+        for row in &rows {
+            let row = Bucket::from_row(row)?;
+            let bucket = interval.bucket(row.at);
+            buckets
+                .entry(bucket)
+                .and_modify(|merged| merged.merge(&row))
+                .or_insert(row);
+        }
+        Ok(buckets
+            .into_iter()
+            .filter_map(|(bucket, row)| {
+                Some(Point {
+                    at: OffsetDateTime::from_unix_timestamp(bucket).ok()?,
+                    score: row.last,
+                    min: row.min,
+                    max: row.max,
+                    samples: row.samples,
+                    max_score: row.max_score,
+                })
+            })
+            .collect())
+    }
+
+    /// The portfolio of `tenants` from `from` to `to`: per `interval` bucket, statistics over
+    /// each tenant's last score in the bucket. Buckets without any score are left out.
+    pub async fn portfolio(
+        &self,
+        tenants: &HashSet<String>,
+        metric: Metric,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        interval: Interval,
+    ) -> Result<Vec<PortfolioPoint>, HistoryError> {
+        let (width, offset) = interval.geometry();
+        // The database picks each tenant's last reading per bucket (a window over the range),
+        // so only one row per tenant and bucket travels; the caller's scope is applied here.
+        let rows = sqlx::query(
+            "SELECT tenant, bucket, last FROM ( \
+                SELECT tenant, (at - $3) / $4 * $4 + $3 AS bucket, last, \
+                ROW_NUMBER() OVER (PARTITION BY tenant, (at - $3) / $4 ORDER BY last_at DESC) AS rn \
+                FROM history_points WHERE metric = $1 AND at >= $2 AND at <= $5 \
+             ) ranked WHERE rn = 1",
+        )
+        .bind(metric.as_str())
+        .bind(interval.bucket(from.unix_timestamp()))
+        .bind(offset)
+        .bind(width)
+        .bind(to.unix_timestamp())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut buckets: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
+        for row in &rows {
+            let tenant: String = row.try_get("tenant")?;
+            if !tenants.contains(&tenant) {
+                continue;
+            }
+            let bucket: i64 = row.try_get("bucket")?;
+            let last: f64 = row.try_get("last")?;
+            buckets.entry(bucket).or_default().push(last);
+        }
+        Ok(buckets
+            .into_iter()
+            .filter_map(|(bucket, values)| {
+                statistics(OffsetDateTime::from_unix_timestamp(bucket).ok()?, values)
+            })
+            .collect())
+    }
+
+    /// Each tenant's score at the end of the day 1, 7, 30 and 90 days before `now`'s day: the
+    /// last point that started before the next midnight. One statement per 2,000 tenants, each
+    /// look-up a seek on the primary key. Tenants without any point that old get `None`s.
+    pub async fn changes(
+        &self,
+        tenants: &[String],
+        metric: Metric,
+        now: OffsetDateTime,
+    ) -> Result<HashMap<String, Past>, HistoryError> {
+        let today = Interval::Day.bucket(now.unix_timestamp());
+        // The end of the day N days ago is the start of the day N − 1 days ago.
+        let cutoffs = [1_i64, 7, 30, 90].map(|days| today - (days - 1) * DAY);
+        let mut out = HashMap::with_capacity(tenants.len());
+        for chunk in tenants.chunks(CHANGES_CHUNK) {
+            let values = (0..chunk.len())
+                .map(|index| format!("(${})", index + 6))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let look_up = |cutoff: usize| {
+                format!(
+                    "(SELECT p.last FROM history_points p WHERE p.tenant = t.tenant \
+                     AND p.metric = $1 AND p.at < ${cutoff} ORDER BY p.at DESC LIMIT 1)"
+                )
+            };
+            let sql = format!(
+                "WITH t(tenant) AS (VALUES {values}) SELECT t.tenant AS tenant, \
+                 {} AS ago_1d, {} AS ago_7d, {} AS ago_30d, {} AS ago_90d FROM t",
+                look_up(2),
+                look_up(3),
+                look_up(4),
+                look_up(5)
+            );
+            // Built from numbers only (placeholders); every value is bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(metric.as_str());
+            for cutoff in cutoffs {
+                query = query.bind(cutoff);
+            }
+            for tenant in chunk {
+                query = query.bind(tenant.as_str());
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                out.insert(
+                    row.try_get("tenant")?,
+                    Past {
+                        ago_1d: row.try_get("ago_1d")?,
+                        ago_7d: row.try_get("ago_7d")?,
+                        ago_30d: row.try_get("ago_30d")?,
+                        ago_90d: row.try_get("ago_90d")?,
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rolls hourly points whose day ended more than [`ROLL_UP_AFTER_DAYS`] before `now`'s day
+    /// up into one point per day. Works in chunks, each one transaction; a chunk may cut a day
+    /// in two, which is harmless: the second half merges into the day point the first made.
+    /// Returns the hourly points rolled up.
+    pub async fn roll_up(&self, now: OffsetDateTime) -> Result<u64, HistoryError> {
+        let cutoff = Interval::Day.bucket(now.unix_timestamp()) - ROLL_UP_AFTER_DAYS * DAY;
+        let mut total = 0;
+        loop {
+            let mut transaction = self.pool.begin().await?;
+            let rows = sqlx::query(
+                "SELECT tenant, metric, at, last, last_at, min, max, samples, max_score \
+                 FROM history_points WHERE resolution = $1 AND at < $2 \
+                 ORDER BY tenant, metric, at LIMIT $3",
+            )
+            .bind(HOUR)
+            .bind(cutoff)
+            .bind(ROLL_UP_CHUNK)
+            .fetch_all(&mut *transaction)
+            .await?;
+            if rows.is_empty() {
+                transaction.commit().await?;
+                return Ok(total);
+            }
+            let mut days: BTreeMap<(String, String, i64), Bucket> = BTreeMap::new();
+            for row in &rows {
+                let tenant: String = row.try_get("tenant")?;
+                let metric: String = row.try_get("metric")?;
+                let hour = Bucket::from_row(row)?;
+                // Delete first: the 00:00 hour and its day share the key.
+                sqlx::query(
+                    "DELETE FROM history_points \
+                     WHERE tenant = $1 AND metric = $2 AND at = $3 AND resolution = $4",
+                )
+                .bind(tenant.as_str())
+                .bind(metric.as_str())
+                .bind(hour.at)
+                .bind(HOUR)
+                .execute(&mut *transaction)
+                .await?;
+                let day = Interval::Day.bucket(hour.at);
+                days.entry((tenant, metric, day))
+                    .and_modify(|merged| merged.merge(&hour))
+                    .or_insert(Bucket { at: day, ..hour });
+            }
+            for ((tenant, metric, day), row) in &days {
+                sqlx::query(UPSERT)
+                    .bind(tenant.as_str())
+                    .bind(metric.as_str())
+                    .bind(*day)
+                    .bind(DAY)
+                    .bind(row.last)
+                    .bind(row.last_at)
+                    .bind(row.min)
+                    .bind(row.max)
+                    .bind(row.samples)
+                    .bind(row.max_score)
+                    .execute(&mut *transaction)
+                    .await?;
+            }
+            transaction.commit().await?;
+            total += u64::try_from(rows.len()).unwrap_or(u64::MAX);
+        }
+    }
+
+    /// Deletes the points of days that ended more than `retention_days` before `now`'s day.
+    /// Returns how many.
+    pub async fn enforce_retention(
+        &self,
+        now: OffsetDateTime,
+        retention_days: u32,
+    ) -> Result<u64, HistoryError> {
+        let cutoff = retention_start(now, retention_days);
+        let result = sqlx::query("DELETE FROM history_points WHERE at < $1")
+            .bind(cutoff)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected())
+    }
+
+    /// Closes the pool (tests that stop the database first).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// The oldest moment kept (Unix seconds): midnight UTC `retention_days` before `now`'s day.
+pub fn retention_start(now: OffsetDateTime, retention_days: u32) -> i64 {
+    Interval::Day.bucket(now.unix_timestamp()) - i64::from(retention_days) * DAY
+}
