@@ -5,8 +5,9 @@
 //! own request rate, so one greedy caller cannot slow another. This module knows nothing of HTTP:
 //! the API's guard turns its answers into 401/404/429.
 
+use crate::quota::TokioClock;
 use crate::tenants::{Tenant, TenantId};
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use governor::middleware::StateInformationMiddleware;
 use governor::{Quota, RateLimiter};
 use std::collections::HashSet;
@@ -47,7 +48,8 @@ impl Scope {
 type KeyLimiter = RateLimiter<
     governor::state::NotKeyed,
     governor::state::InMemoryState,
-    DefaultClock,
+    // Tokio's clock, as for the outbound quotas: a paused test runtime drives key limits too.
+    TokioClock,
     StateInformationMiddleware,
 >;
 
@@ -116,8 +118,11 @@ impl ApiKey {
             scope,
             operator,
             requests_per_minute,
-            limiter: RateLimiter::direct(Quota::per_minute(per_minute))
-                .with_middleware::<StateInformationMiddleware>(),
+            limiter: RateLimiter::direct_with_clock(
+                Quota::per_minute(per_minute),
+                TokioClock::default(),
+            )
+            .with_middleware::<StateInformationMiddleware>(),
         })
     }
 
@@ -136,7 +141,7 @@ impl ApiKey {
                 })
             }
             Err(not_until) => Err(RateLimited {
-                retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+                retry_after: not_until.wait_time_from(self.limiter.clock().now()),
                 limit,
             }),
         }
@@ -272,5 +277,30 @@ mod tests {
         assert!(refused.retry_after > Duration::from_secs(15), "{refused:?}");
         let other = ApiKey::new("o".into(), &digest, Scope::All, false, 3).unwrap();
         assert!(other.charge().is_ok(), "another key has its own budget");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_key_is_allowed_again_once_tokio_time_has_passed_its_retry_after() {
+        let key = ApiKey::new("k".into(), &digest_hex("k"), Scope::All, false, 3).unwrap();
+        for _ in 0..3 {
+            key.charge().unwrap();
+        }
+        let refused = key.charge().unwrap_err();
+        assert_eq!(
+            refused.retry_after,
+            Duration::from_secs(20),
+            "one request per 20 s"
+        );
+
+        tokio::time::advance(Duration::from_secs(19)).await;
+        let still = key.charge().unwrap_err();
+        assert_eq!(still.retry_after, Duration::from_secs(1));
+
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(
+            key.charge().unwrap().remaining,
+            0,
+            "one request came back, and is spent"
+        );
     }
 }

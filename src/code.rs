@@ -5,6 +5,9 @@
 //! the `outcome` label of `scoregate_fetches_total`, the last fetch of a tenant. The components
 //! that fail (upstream, cache) name their failure's code without knowing HTTP; the status is a
 //! plain number here, and only the API's error edge turns it into a response.
+//!
+//! It deliberately does not build responses or know actix-web (`api::error` does), nor decide
+//! which failure gets which code (each failing component does, where the facts are).
 
 use serde::{Serialize, Serializer};
 use std::fmt;

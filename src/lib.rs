@@ -7,36 +7,29 @@
 //!
 //! # Layout
 //!
-//! The gateway, the product (`cargo build --no-default-features` builds only this):
+//! One line per module. The gateway, the product (`cargo build --no-default-features` builds only
+//! this); dependencies point one way: `api` → `service` → policies (`fanout`, `cache`, `policy`,
+//! `quota`) → `upstream` → `token`, with `config`, `tenants` and `code` used by all:
 //!
-//! - [`cli`]: the command line (`serve`, `check-config`, `openapi`, `keygen`, `healthcheck`; with
-//!   the `emulator` feature also `demo`, `emulate` and `bench`).
-//! - [`wire`]: the bytes Entra ID and Defender put on the wire; the only types the gateway and the
-//!   emulator share.
-//! - [`code`]: the stable error codes, their texts, HTTP statuses and OpenAPI schema.
-//! - [`config`]: typed settings from TOML plus environment overrides, validated at load.
+//! - [`cli`]: the command line; `demo`, `emulate` and `bench` with the `emulator` feature.
+//! - [`wire`]: the bytes Entra ID, Defender and Graph put on the wire; shared with the emulator.
+//! - [`code`]: the stable error codes: text, HTTP status and OpenAPI schema, written once.
+//! - [`config`]: TOML plus environment overrides (`settings`, `env`, `validate`, `resolve`).
 //! - [`tenants`]: the registry of app registrations and the table of clouds and hosts.
 //! - [`auth`]: callers: API keys (stored as digests), their tenant scopes and request rates.
 //! - [`credential`]: client secrets and certificates (client assertions signed in Rust).
-//! - [`token`]: one azure_identity credential per registration; bearer tokens cached and renewed.
-//! - [`upstream`]: the one shared HTTPS client and the score sources behind `ScoreSource` (today
-//!   Defender's `configurationScore`): one call with a token, a reading or the failure's facts.
-//! - [`quota`]: the outbound limits' state behind `QuotaStore`: per-tenant (and per upstream
-//!   service) rate windows on tokio's clock, 429 cool-downs, failure back-off.
-//! - [`policy`]: the outbound policy stack, composed once in a documented order: gate (cool-down,
-//!   back-off) → retries (quota → in-flight cap → token → call), and the pure failure classifier.
-//! - [`cache`]: the score cache: fresh and stale windows, single flight, stale-if-error, over a
-//!   `ScoreStore` (moka today).
-//! - [`fanout`]: `GET /scores` without HTTP: filters, concurrent fetch within a deadline, summary,
-//!   order and signed cursors.
-//! - [`history`]: every reading kept (SQLite or PostgreSQL): the writer off the request path,
-//!   roll-up and retention, trends, portfolio statistics and changes.
-//! - [`refresher`]: keeps every tenant warm in the background, spread out and behind interactive
-//!   requests.
+//! - [`token`]: cached bearer tokens per registration (`identity`, `entra`: Entra's errors).
+//! - [`upstream`]: the one shared HTTPS client and the score sources behind `ScoreSource`.
+//! - [`quota`]: rate windows, 429 cool-downs and back-off behind `QuotaStore`, on tokio's clock.
+//! - [`policy`]: the outbound stack, gate → retries (quota → cap → token → call); the classifier.
+//! - [`cache`]: fresh and stale windows, single flight, stale-if-error over a `ScoreStore`.
+//! - [`fanout`]: `GET /scores` without HTTP: filters, deadline, summary, order, signed cursors.
+//! - [`history`]: every reading kept (SQLite or PostgreSQL): writer, roll-up, retention, trends.
+//! - [`refresher`]: keeps every tenant warm, spread out and behind interactive requests.
 //! - [`service`]: the shared services built once, and one function per use case.
-//! - [`api`]: routes, OpenAPI, problem+json errors, request ids.
-//! - [`app`]: start-up: services, listener, HTTP server.
-//! - [`lifecycle`]: process signals: graceful shutdown (SIGTERM, SIGINT) and live reload (SIGHUP).
+//! - [`api`]: routes, OpenAPI, problem+json errors, request ids, key checks, views.
+//! - [`app`]: start-up: services, listener, HTTP server, then the refresher.
+//! - [`lifecycle`]: process signals: graceful shutdown (SIGTERM, SIGINT) and reload (SIGHUP).
 //! - [`metrics`]: the Prometheus registry every component records into, served at `/metrics`.
 //! - [`telemetry`]: logging set-up.
 //!
@@ -44,8 +37,8 @@
 //! HTTPS server; it uses [`wire`] from the gateway, and `demo`/`bench` drive [`app`] and
 //! [`config`] as an operator would):
 //!
-//! - `emulator`: a local, faithful stand-in for Entra ID's token endpoint and the Defender API.
-//! - `bench`: benchmarks that print figures (speed and memory targets live here, not in tests).
+//! - `emulator`: a local, faithful stand-in for Entra ID, Defender and Graph, over HTTPS.
+//! - `bench`: benchmarks that print figures (`gateway`, `emulator`); speed targets live here.
 //! - `demo`: `scoregate demo`, the emulator and the gateway in one process.
 
 pub mod api;

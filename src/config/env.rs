@@ -1,5 +1,8 @@
 //! `SCOREGATE__SECTION__KEY=value` environment overrides, applied to the parsed file before it is
 //! deserialized, so that an override is checked exactly like the key it replaces.
+//!
+//! It deliberately does not check values or know the sections' keys: an override of a key that
+//! does not exist fails in deserializing, and a bad value in `validate`, like the file's own.
 
 /// Prefix of environment variables that override file settings (`SCOREGATE__CACHE__FRESH_SECONDS`).
 pub const ENV_PREFIX: &str = "SCOREGATE__";

@@ -2,6 +2,9 @@
 //! (ids, endpoints, quota, credentials with their secrets read from the environment or files),
 //! API key settings into the [`KeyRing`], and the extra CA file into its PEM bytes. Problems are
 //! collected, each naming its key and tenant or key; a secret is never quoted.
+//!
+//! It deliberately does not check the settings that stand on their own (`validate` did, before)
+//! nor build anything that talks to the network (credentials become tokens in [`crate::token`]).
 
 use super::settings::{
     ApiKeySettings, AuthSettings, HistorySettings, SecretSource, ServerSettings, TenantSettings,

@@ -45,27 +45,12 @@ impl Clock {
     }
 }
 
-/// RFC 3339 UTC with exactly seven fractional digits, as Defender writes `time`
-/// (`2019-12-03T09:15:58.1665846Z`).
-pub(crate) fn defender_time(at: OffsetDateTime) -> String {
+/// `YYYY-MM-DD{separator}hh:mm:ss` of `at` in UTC: the part that Defender's, Entra's and Graph's
+/// timestamp formats share (they differ in the separator, the fraction and the zone).
+fn utc_to_the_second(at: OffsetDateTime, separator: char) -> String {
     let at = at.to_offset(time::UtcOffset::UTC);
     format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:07}Z",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second(),
-        at.nanosecond() / 100
-    )
-}
-
-/// Entra's error `timestamp` format (`2024-05-01 10:00:00Z`).
-pub(crate) fn entra_timestamp(at: OffsetDateTime) -> String {
-    let at = at.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}Z",
+        "{:04}-{:02}-{:02}{separator}{:02}:{:02}:{:02}",
         at.year(),
         u8::from(at.month()),
         at.day(),
@@ -73,6 +58,27 @@ pub(crate) fn entra_timestamp(at: OffsetDateTime) -> String {
         at.minute(),
         at.second()
     )
+}
+
+/// RFC 3339 UTC with exactly seven fractional digits, as Defender writes `time`
+/// (`2019-12-03T09:15:58.1665846Z`).
+pub(crate) fn defender_time(at: OffsetDateTime) -> String {
+    // The offset changes no fraction of a second.
+    format!(
+        "{}.{:07}Z",
+        utc_to_the_second(at, 'T'),
+        at.nanosecond() / 100
+    )
+}
+
+/// Entra's error `timestamp` format (`2024-05-01 10:00:00Z`).
+pub(crate) fn entra_timestamp(at: OffsetDateTime) -> String {
+    format!("{}Z", utc_to_the_second(at, ' '))
+}
+
+/// Graph's `innerError.date` format: UTC without fraction or zone (`2024-05-01T10:00:00`).
+pub(crate) fn graph_date(at: OffsetDateTime) -> String {
+    utc_to_the_second(at, 'T')
 }
 
 #[cfg(test)]
@@ -86,6 +92,14 @@ mod tests {
         assert_eq!(defender_time(at), "2019-12-03T09:15:58.1665846Z");
         let whole = datetime!(2019-12-03 09:15:58 UTC);
         assert_eq!(defender_time(whole), "2019-12-03T09:15:58.0000000Z");
+    }
+
+    #[test]
+    fn entra_and_graph_timestamps_are_utc_to_the_second() {
+        let at = datetime!(2024-05-01 12:00:00.5 +02:00);
+        assert_eq!(entra_timestamp(at), "2024-05-01 10:00:00Z");
+        assert_eq!(graph_date(at), "2024-05-01T10:00:00");
+        assert_eq!(defender_time(at), "2024-05-01T10:00:00.5000000Z");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! its fields use ([`Selector`], [`FaultAssignment`], [`CredentialAssignment`], [`LatencyRange`]).
 //!
 //! Owns parsing (`FromStr`, shared by the CLI and tests) and validation of options. It does not
-//! decide which tenant gets what: that is [`super::tenants`]' job.
+//! decide which tenant gets what: that is the emulator's `tenants` module's job.
 
 use super::faults::FaultProfile;
 use super::EmulatorError;

@@ -6,8 +6,8 @@
 //! not consume quota. Tenants (and applications within a tenant) are independent. Which service
 //! uses which instance is the handlers' business: one [`Quota`] per upstream service.
 
+use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -64,8 +64,8 @@ impl Quota {
         let Some(cell) = self.windows.get(tenant) else {
             return Ok(());
         };
-        // A poisoned lock only means another call panicked mid-update; the deque is still valid.
-        let mut windows = cell.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // A lock without poisoning: a call that panicked mid-update leaves a valid deque.
+        let mut windows = cell.lock();
         let position = match windows.iter().position(|(id, _)| *id == app) {
             Some(position) => position,
             None => {
@@ -123,7 +123,7 @@ impl Concurrency {
     /// Takes a slot until the returned guard drops, or `None` when the cap is reached.
     pub fn try_enter(&self, tenant: usize, app: Uuid) -> Option<Slot<'_>> {
         let cell = self.slots.get(tenant)?;
-        let mut slots = cell.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut slots = cell.lock();
         let position = match slots.iter().position(|(id, _)| *id == app) {
             Some(position) => position,
             None => {
@@ -147,7 +147,7 @@ impl Concurrency {
         let Some(cell) = self.slots.get(tenant) else {
             return;
         };
-        let mut slots = cell.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut slots = cell.lock();
         if let Some(position) = slots.iter().position(|(id, _)| *id == app) {
             let busy = &mut slots[position].1;
             *busy = busy.saturating_sub(1);

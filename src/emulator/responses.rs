@@ -5,7 +5,7 @@
 //! Handlers decide *which* error; this module decides the bytes (status, headers, body,
 //! correlation ids), so every refusal looks like Microsoft's whatever path produced it.
 
-use super::clock::entra_timestamp;
+use super::clock::{entra_timestamp, graph_date};
 use crate::wire::{
     DefenderError, DefenderErrorBody, EntraErrorBody, GraphError, GraphErrorBody, GraphInnerError,
 };
@@ -115,20 +115,6 @@ impl GraphIds {
             .insert_header(("request-id", self.request_id.as_str()))
             .insert_header(("client-request-id", self.client_request_id.as_str()));
     }
-}
-
-/// Graph's `innerError.date` format: UTC without fraction or zone (`2024-05-01T10:00:00`).
-fn graph_date(at: OffsetDateTime) -> String {
-    let at = at.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second()
-    )
 }
 
 /// Graph's error answer, with its correlation ids in the body and the headers, and
