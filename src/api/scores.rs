@@ -469,7 +469,7 @@ where
     let mut writer = csv_writer();
     let written = writer.write_record(header).and_then(|()| {
         rows.into_iter()
-            .try_for_each(|row| writer.write_record(row.into_iter()))
+            .try_for_each(|row| writer.write_record(row))
     });
     let body = written
         .and_then(|()| {

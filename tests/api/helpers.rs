@@ -203,6 +203,18 @@ pub async fn spawn_app_with_config(
     let server = application.handle();
     let reloader = application.reloader().with_env(overrides.clone());
     tokio::spawn(application.run_until_stopped());
+    // The history database is connected in the background (a gateway serves scores without it);
+    // tests start once it is, so that the history routes do not answer 503 by timing luck.
+    if let Some(history) = services.history() {
+        let connected = async {
+            while history.store().is_err() {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), connected)
+            .await
+            .expect("the history database connects");
+    }
     TestApp {
         address,
         client: reqwest::Client::new(),
