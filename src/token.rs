@@ -757,6 +757,7 @@ mod tests {
                 per_minute: 100,
                 per_hour: 1500,
             },
+            sources: crate::tenants::TenantSources::default(),
         }
     }
 

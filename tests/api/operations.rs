@@ -514,7 +514,10 @@ async fn a_reload_adds_and_removes_tenants_and_rotates_secrets_while_traffic_flo
     assert!(!list.to_string().contains("fabrikam"), "{list}");
     assert!(
         !app.services
-            .is_fetching(&scoregate::tenants::TenantId::parse("fabrikam").unwrap())
+            .is_fetching(
+                &scoregate::tenants::TenantId::parse("fabrikam").unwrap(),
+                scoregate::upstream::Metric::Device
+            )
             .await
     );
     let after = scrape(&app).await;
