@@ -15,5 +15,6 @@ mod helpers;
 mod openapi;
 mod operations;
 mod scores;
+mod sources;
 mod structure;
 mod token;
