@@ -217,7 +217,11 @@ pub fn http_client(
     builder.build()
 }
 
-/// A number the gateway serves per tenant, read from one upstream source (`DESIGN.md`, turn 2).
+/// Which of a tenant's numbers: `device` (Microsoft Secure Score for Devices, Defender, raw
+/// points, higher is better), `exposure` (Defender's exposure score, 0–100, **lower is
+/// better**) or `secure` (Microsoft Secure Score, Microsoft Graph, points of `max_score`). Each
+/// is read from one upstream source; `device` and `exposure` end with the Defender API on
+/// 2027-02-01.
 #[derive(
     Debug,
     Clone,
