@@ -19,8 +19,9 @@
 //! - [`auth`]: callers: API keys (stored as digests), their tenant scopes and request rates.
 //! - [`credential`]: client secrets and certificates (client assertions signed in Rust).
 //! - [`token`]: one azure_identity credential per registration; bearer tokens cached and renewed.
-//! - [`upstream`]: the one shared HTTPS client and the score sources behind `ScoreSource` (today
-//!   Defender's `configurationScore`): one call with a token, a reading or the failure's facts.
+//! - [`upstream`]: the one shared HTTPS client and the score sources behind `ScoreSource`, one
+//!   per metric (Defender's `configurationScore` and `exposureScore`, Graph's `secureScores`):
+//!   one call with a token, a reading or the failure's facts.
 //! - [`quota`]: the outbound limits' state behind `QuotaStore`: per-tenant (and per upstream
 //!   service) rate windows on tokio's clock, 429 cool-downs, failure back-off.
 //! - [`policy`]: the outbound policy stack, composed once in a documented order: gate (cool-down,
