@@ -24,6 +24,8 @@ pub enum Code {
     Unauthenticated,
     /// No tenant with this id, or one the caller may not see.
     UnknownTenant,
+    /// The tenant does not have the metric asked for (`metric=`); the detail lists its metrics.
+    MetricNotEnabled,
     /// No such route.
     NotFound,
     /// The route exists but not for this method.
@@ -39,6 +41,10 @@ pub enum Code {
     UpstreamThrottled,
     /// Defender did not answer within the deadline.
     UpstreamTimeout,
+    /// The score endpoint answered 404 or 410: the API is retired (the Defender API after
+    /// 2027-02-01) or not offered in the tenant's cloud; the detail names the tenant's other
+    /// metrics.
+    UpstreamGone,
     /// The caller's deadline (or the server's request timeout) passed first.
     DeadlineExceeded,
     /// The gateway is stopping and cancelled the work this request waited for.
@@ -53,10 +59,11 @@ pub enum Code {
 
 impl Code {
     /// Every code, in the order of the error table.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 17] = [
         Self::InvalidRequest,
         Self::Unauthenticated,
         Self::UnknownTenant,
+        Self::MetricNotEnabled,
         Self::NotFound,
         Self::MethodNotAllowed,
         Self::RateLimited,
@@ -64,6 +71,7 @@ impl Code {
         Self::UpstreamError,
         Self::UpstreamThrottled,
         Self::UpstreamTimeout,
+        Self::UpstreamGone,
         Self::DeadlineExceeded,
         Self::ShuttingDown,
         Self::HistoryDisabled,
@@ -77,6 +85,7 @@ impl Code {
             Self::InvalidRequest => "invalid_request",
             Self::Unauthenticated => "unauthenticated",
             Self::UnknownTenant => "unknown_tenant",
+            Self::MetricNotEnabled => "metric_not_enabled",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::RateLimited => "rate_limited",
@@ -84,6 +93,7 @@ impl Code {
             Self::UpstreamError => "upstream_error",
             Self::UpstreamThrottled => "upstream_throttled",
             Self::UpstreamTimeout => "upstream_timeout",
+            Self::UpstreamGone => "upstream_gone",
             Self::DeadlineExceeded => "deadline_exceeded",
             Self::ShuttingDown => "shutting_down",
             Self::HistoryDisabled => "history_disabled",
@@ -98,11 +108,14 @@ impl Code {
         match self {
             Self::InvalidRequest => 400,
             Self::Unauthenticated => 401,
-            Self::UnknownTenant | Self::NotFound | Self::HistoryDisabled => 404,
+            Self::UnknownTenant
+            | Self::NotFound
+            | Self::MetricNotEnabled
+            | Self::HistoryDisabled => 404,
             Self::MethodNotAllowed => 405,
             Self::RateLimited => 429,
             Self::Internal => 500,
-            Self::UpstreamAuth | Self::UpstreamError => 502,
+            Self::UpstreamAuth | Self::UpstreamError | Self::UpstreamGone => 502,
             Self::UpstreamThrottled | Self::ShuttingDown | Self::HistoryUnavailable => 503,
             Self::UpstreamTimeout | Self::DeadlineExceeded => 504,
         }

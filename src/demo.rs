@@ -38,6 +38,8 @@ fn demo_faults() -> Vec<FaultAssignment> {
         named(FaultProfile::Revoked, &["fabrikam"]),
         named(FaultProfile::Unlicensed, &["northwind"]),
         named(FaultProfile::Throttled, &["adatum"]),
+        // Defender's API after 2027-02-01: device and exposure are gone, secure works.
+        named(FaultProfile::Retired, &["coho-winery"]),
     ]
 }
 
@@ -66,7 +68,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     })
     .await?;
     let dir = DemoDir::create()?;
-    let config_path = emulator.write_config(&dir.0)?;
+    // Every metric, so that the demo shows the scores that survive the Defender API.
+    let metrics: Vec<String> = ["device", "exposure", "secure"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let config_path = emulator
+        .write_config_with_metrics(&dir.0.join(crate::emulator::CONFIG_FILE_NAME), &metrics)?;
     let bind = ("SCOREGATE__SERVER__BIND".to_owned(), args.bind.to_string());
     let config = Config::load_with_env(&config_path, std::env::vars().chain([bind]))?;
     let application = Application::build(&config)?;
@@ -88,13 +96,16 @@ fn print_banner(addr: &SocketAddr, emulator: &Emulator, tenants: usize) {
          Healthy:     contoso, woodgrove, proseware, ... (most tenants)\n\
          Slow:        tailspin, wingtip      Flaky:      litware\n\
          Revoked:     fabrikam               Unlicensed: northwind\n\
-         Throttled:   adatum\n\n\
+         Throttled:   adatum                Retired:    coho-winery (Defender gone, Graph fine)\n\n\
          Try:\n  \
          curl -s {base}/tenants\n  \
          curl -s {base}/tenants/contoso/score\n  \
          curl -s {base}/tenants/contoso/score?max_age=0\n  \
          curl -s {base}/tenants/fabrikam/score      # 502 upstream_auth (revoked secret)\n  \
          curl -s {base}/tenants/adatum/score        # 503 upstream_throttled with Retry-After\n  \
+         curl -s '{base}/tenants/contoso/score?metric=secure'   # Microsoft Secure Score (Graph)\n  \
+         curl -s '{base}/scores?metric=exposure&sort=score'    # exposure: lower is better\n  \
+         curl -s '{base}/scores?metric=device&tenant=coho-winery'  # 502 upstream_gone item\n  \
          curl -s {base}/tenants/contoso\n",
         emulator.base_url(),
         emulator.base_url()

@@ -8,6 +8,7 @@
 
 use crate::cache::{ScoreCache, ScoreError, Served, Source};
 use crate::tenants::{Registry, Tenant};
+use crate::upstream::Metric;
 use aws_lc_rs::rand::SecureRandom as _;
 use aws_lc_rs::{aead, digest, rand as lc_rand};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -73,6 +74,8 @@ pub enum SortOrder {
 /// A `/scores` query as the caller wrote it (numbers signed, so that bad values get a clear 400).
 #[derive(Debug, Clone, Default)]
 pub struct RawQuery {
+    /// The metric (default `device`).
+    pub metric: Option<Metric>,
     /// Tenant ids to include (empty: all).
     pub tenants: Vec<String>,
     /// Tags, any of which includes a tenant (empty: all).
@@ -94,6 +97,8 @@ pub struct RawQuery {
 /// A validated `/scores` query, bound to the caller who asked it (for its cursors).
 #[derive(Debug, Clone)]
 pub struct Query {
+    /// The metric every item reports.
+    pub metric: Metric,
     /// Tenant ids to include (empty: all).
     pub tenants: Vec<String>,
     /// Tags, any of which includes a tenant (empty: all).
@@ -138,6 +143,7 @@ impl Query {
             None => None,
         };
         let mut query = Self {
+            metric: raw.metric.unwrap_or(Metric::Device),
             tenants: raw.tenants,
             tags: raw.tags,
             status: raw.status,
@@ -164,8 +170,15 @@ impl Query {
         let mut tags = self.tags.clone();
         tags.sort();
         tags.dedup();
-        let canonical =
-            serde_json::json!([tenants, tags, self.status, self.sort, self.caller]).to_string();
+        let canonical = serde_json::json!([
+            tenants,
+            tags,
+            self.status,
+            self.sort,
+            self.caller,
+            self.metric
+        ])
+        .to_string();
         URL_SAFE_NO_PAD
             .encode(&digest::digest(&digest::SHA256, canonical.as_bytes()).as_ref()[..16])
     }
@@ -195,6 +208,8 @@ pub enum ItemStatus {
 pub struct Item {
     /// The tenant.
     pub tenant: Arc<Tenant>,
+    /// The metric asked for.
+    pub metric: Metric,
     /// Its score, or why there is none.
     pub outcome: Result<Served, ScoreError>,
 }
@@ -387,6 +402,7 @@ pub async fn scores(
 ) -> Page {
     let wait_until = crate::quota::instant_after(Instant::now(), query.timeout);
     let max_age = query.max_age;
+    let metric = query.metric;
     let selected: Vec<Arc<Tenant>> = registry
         .all()
         .iter()
@@ -401,11 +417,15 @@ pub async fn scores(
                 // `get` itself may wait (the single-flight lock, the cache): bound that too.
                 // Cancelling it is safe: a fetch is started and registered without an await
                 // between, and a started fetch goes on by itself.
-                tokio::time::timeout_at(wait_until, cache.get(&tenant, max_age, wait_until))
+                tokio::time::timeout_at(wait_until, cache.get(&tenant, metric, max_age, wait_until))
                     .await
                     .unwrap_or(Err(ScoreError::Deadline))
             };
-            Item { tenant, outcome }
+            Item {
+                tenant,
+                metric,
+                outcome,
+            }
         })
         .buffer_unordered(CONCURRENCY)
         .filter(|item| {

@@ -19,7 +19,8 @@
 //! - [`auth`]: callers: API keys (stored as digests), their tenant scopes and request rates.
 //! - [`credential`]: client secrets and certificates (client assertions signed in Rust).
 //! - [`token`]: cached bearer tokens per registration (`identity`, `entra`: Entra's errors).
-//! - [`upstream`]: the one shared HTTPS client and the score sources behind `ScoreSource`.
+//! - [`upstream`]: the one shared HTTPS client and the score sources behind `ScoreSource`,
+//!   one per metric (Defender's device and exposure scores, Graph's Secure Score).
 //! - [`quota`]: rate windows, 429 cool-downs and back-off behind `QuotaStore`, on tokio's clock.
 //! - [`policy`]: the outbound stack, gate → retries (quota → cap → token → call); the classifier.
 //! - [`cache`]: fresh and stale windows, single flight, stale-if-error over a `ScoreStore`.

@@ -18,6 +18,7 @@
 
 use crate::code::Code;
 use crate::tenants::{Registry, TenantId};
+use crate::upstream::Metric;
 use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -98,10 +99,11 @@ struct OutcomeLabels {
     outcome: &'static str,
 }
 
-/// A tenant's gateway id.
+/// A tenant's gateway id and one of its metrics.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct TenantLabels {
     tenant: String,
+    metric: &'static str,
 }
 
 /// What one HTTP call to Defender ended with.
@@ -119,6 +121,8 @@ pub enum CallOutcome {
     Throttled,
     /// 5xx.
     ServerError,
+    /// 404 or 410: the endpoint is gone (retired, or not offered in the tenant's cloud).
+    Gone,
     /// Any other status.
     OtherStatus,
     /// No answer: connection, TLS or protocol failure.
@@ -128,13 +132,14 @@ pub enum CallOutcome {
 }
 
 impl CallOutcome {
-    const ALL: [Self; 9] = [
+    const ALL: [Self; 10] = [
         Self::Ok,
         Self::Malformed,
         Self::Unauthorized,
         Self::Forbidden,
         Self::Throttled,
         Self::ServerError,
+        Self::Gone,
         Self::OtherStatus,
         Self::Transport,
         Self::Timeout,
@@ -149,6 +154,7 @@ impl CallOutcome {
             Self::Forbidden => "forbidden",
             Self::Throttled => "throttled",
             Self::ServerError => "server_error",
+            Self::Gone => "gone",
             Self::OtherStatus => "other_status",
             Self::Transport => "transport",
             Self::Timeout => "timeout",
@@ -162,6 +168,7 @@ impl CallOutcome {
             401 => Self::Unauthorized,
             403 => Self::Forbidden,
             429 => Self::Throttled,
+            404 | 410 => Self::Gone,
             500..=599 => Self::ServerError,
             _ => Self::OtherStatus,
         }
@@ -200,16 +207,25 @@ pub enum QuotaRefusal {
     Rate,
     /// No in-flight slot freed up before the deadline.
     InFlight,
+    /// The upstream service's cap on one tenant's calls at once (Graph's 4) stayed full until
+    /// the deadline.
+    TenantInFlight,
 }
 
 impl QuotaRefusal {
-    const ALL: [Self; 3] = [Self::CoolDown, Self::Rate, Self::InFlight];
+    const ALL: [Self; 4] = [
+        Self::CoolDown,
+        Self::Rate,
+        Self::InFlight,
+        Self::TenantInFlight,
+    ];
 
     fn as_str(self) -> &'static str {
         match self {
             Self::CoolDown => "cool_down",
             Self::Rate => "rate",
             Self::InFlight => "in_flight",
+            Self::TenantInFlight => "tenant_in_flight",
         }
     }
 }
@@ -219,11 +235,12 @@ pub const FETCH_OK: &str = "ok";
 
 /// The codes a score fetch can end with besides [`FETCH_OK`]: an upstream failure's, or the fetch
 /// task's own end (panic: `internal`; cancelled by shutdown: `shutting_down`).
-pub const FETCH_FAILURES: [Code; 6] = [
+pub const FETCH_FAILURES: [Code; 7] = [
     Code::UpstreamAuth,
     Code::UpstreamError,
     Code::UpstreamThrottled,
     Code::UpstreamTimeout,
+    Code::UpstreamGone,
     Code::Internal,
     Code::ShuttingDown,
 ];
@@ -278,7 +295,7 @@ pub struct Metrics {
     tenant_failures: Family<TenantLabels, Gauge>,
     /// Tenants that have per-tenant series: prometheus-client cannot list a family's label
     /// sets, and a removed tenant's series must go.
-    tenants_with_series: Mutex<HashSet<TenantId>>,
+    tenants_with_series: Mutex<HashSet<(TenantId, Metric)>>,
 }
 
 /// Latency buckets from 5 ms to about 41 s: gateway answers from cache sit at the bottom, calls
@@ -395,7 +412,7 @@ impl Metrics {
         );
         registry.register(
             "tenant_score",
-            "The tenant's last secure score fetched from Defender",
+            "The tenant's last value of the metric (device, exposure or secure)",
             metrics.tenant_score.clone(),
         );
         registry.register_with_unit(
@@ -551,9 +568,10 @@ impl Metrics {
             .inc();
     }
 
-    /// Records a successful fetch of the tenant: its score, when, and no failures since.
-    pub fn tenant_success(&self, tenant: &TenantId, score: f64, at: SystemTime) {
-        let labels = self.tenant_labels(tenant);
+    /// Records a successful fetch of the tenant's `metric`: its value, when, and no failures
+    /// since.
+    pub fn tenant_success(&self, tenant: &TenantId, metric: Metric, score: f64, at: SystemTime) {
+        let labels = self.tenant_labels(tenant, metric);
         self.tenant_score.get_or_create(&labels).set(score);
         let unix = at
             .duration_since(UNIX_EPOCH)
@@ -562,23 +580,29 @@ impl Metrics {
         self.tenant_failures.get_or_create(&labels).set(0);
     }
 
-    /// Records a failed fetch of the tenant: `consecutive` failures since its last success.
-    pub fn tenant_failure(&self, tenant: &TenantId, consecutive: u32) {
-        let labels = self.tenant_labels(tenant);
+    /// Records a failed fetch of the tenant's `metric`: `consecutive` failures since its last
+    /// success.
+    pub fn tenant_failure(&self, tenant: &TenantId, metric: Metric, consecutive: u32) {
+        let labels = self.tenant_labels(tenant, metric);
         self.tenant_failures
             .get_or_create(&labels)
             .set(i64::from(consecutive));
     }
 
-    /// Removes the per-tenant series of tenants that are not in `registry` (live reload).
+    /// Removes the per-tenant series of tenants that are not in `registry`, and of metrics a
+    /// tenant no longer has (live reload).
     pub fn retain_tenants(&self, registry: &Registry) {
         let mut known = self.tenants_with_series.lock();
-        known.retain(|id| {
-            if registry.get(id.as_str()).is_some() {
+        known.retain(|(id, metric)| {
+            if registry
+                .get(id.as_str())
+                .is_some_and(|tenant| tenant.has(*metric))
+            {
                 return true;
             }
             let labels = TenantLabels {
                 tenant: id.as_str().to_owned(),
+                metric: metric.as_str(),
             };
             self.tenant_score.remove(&labels);
             self.tenant_last_success.remove(&labels);
@@ -600,10 +624,13 @@ impl Metrics {
         Ok(text)
     }
 
-    fn tenant_labels(&self, tenant: &TenantId) -> TenantLabels {
-        self.tenants_with_series.lock().insert(tenant.clone());
+    fn tenant_labels(&self, tenant: &TenantId, metric: Metric) -> TenantLabels {
+        self.tenants_with_series
+            .lock()
+            .insert((tenant.clone(), metric));
         TenantLabels {
             tenant: tenant.as_str().to_owned(),
+            metric: metric.as_str(),
         }
     }
 }
@@ -623,16 +650,21 @@ mod tests {
         metrics.http_request("/tenants/{id}/score", "GET", 200, Duration::from_millis(3));
         metrics.upstream_call(CallOutcome::Throttled, Duration::from_millis(30));
         metrics.cache(CacheResult::Hit);
-        metrics.tenant_success(&id("contoso"), 340.0, UNIX_EPOCH + Duration::from_secs(100));
+        metrics.tenant_success(
+            &id("contoso"),
+            Metric::Device,
+            340.0,
+            UNIX_EPOCH + Duration::from_secs(100),
+        );
         let text = metrics.encode(LiveValues::default()).unwrap();
         for line in [
             "scoregate_http_requests_total{route=\"/tenants/{id}/score\",method=\"GET\",status=\"200\"} 1",
             "scoregate_upstream_calls_total{outcome=\"throttled\"} 1",
             "scoregate_upstream_throttled_total 1",
             "scoregate_cache_requests_total{outcome=\"hit\"} 1",
-            "scoregate_tenant_score{tenant=\"contoso\"} 340.0",
-            "scoregate_tenant_last_success_timestamp_seconds{tenant=\"contoso\"} 100.0",
-            "scoregate_tenant_consecutive_failures{tenant=\"contoso\"} 0",
+            "scoregate_tenant_score{tenant=\"contoso\",metric=\"device\"} 340.0",
+            "scoregate_tenant_last_success_timestamp_seconds{tenant=\"contoso\",metric=\"device\"} 100.0",
+            "scoregate_tenant_consecutive_failures{tenant=\"contoso\",metric=\"device\"} 0",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
@@ -684,11 +716,33 @@ mod tests {
     #[test]
     fn a_removed_tenant_loses_its_series_and_others_keep_theirs() {
         let metrics = Metrics::new();
-        metrics.tenant_success(&id("contoso"), 340.0, SystemTime::now());
-        metrics.tenant_failure(&id("fabrikam"), 3);
+        metrics.tenant_success(&id("contoso"), Metric::Device, 340.0, SystemTime::now());
+        metrics.tenant_failure(&id("fabrikam"), Metric::Secure, 3);
         metrics.retain_tenants(&Registry::default());
         let text = metrics.encode(LiveValues::default()).unwrap();
         assert!(!text.contains("contoso"), "{text}");
         assert!(!text.contains("fabrikam"), "{text}");
+    }
+
+    #[test]
+    fn a_metric_the_tenant_no_longer_has_loses_its_series() {
+        let metrics = Metrics::new();
+        // The test tenant has every metric; a registry whose tenant has only `device` drops
+        // the `secure` series and keeps the `device` one.
+        let mut tenant = crate::policy::testing::registration(
+            "tenant-0",
+            crate::policy::testing::DEFENDER_LIMITS,
+        );
+        tenant.sources.metrics = vec![Metric::Device];
+        let id = tenant.id.clone();
+        metrics.tenant_success(&id, Metric::Device, 340.0, SystemTime::now());
+        metrics.tenant_success(&id, Metric::Secure, 420.0, SystemTime::now());
+        metrics.retain_tenants(&Registry::new(vec![tenant]));
+        let text = metrics.encode(LiveValues::default()).unwrap();
+        assert!(
+            text.contains("scoregate_tenant_score{tenant=\"tenant-0\",metric=\"device\"} 340.0"),
+            "{text}"
+        );
+        assert!(!text.contains("metric=\"secure\""), "{text}");
     }
 }

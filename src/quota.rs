@@ -7,14 +7,16 @@
 //! that is the policy stack's job ([`crate::policy`]), which also holds the in-flight cap (a
 //! process-local semaphore: sockets are per process, so it never goes into a shared store).
 //!
-//! Everything is keyed by [`QuotaKey`], a tenant *and* an upstream service: Defender's limits are
-//! shared by every metric read from Defender, Graph will get its own (`DESIGN.md`, turn 2).
+//! Windows and cool-downs are keyed by [`QuotaKey`], a tenant *and* an upstream service:
+//! Defender's limits (and its 429s) are shared by every metric read from Defender, Graph has its
+//! own (`DESIGN.md`, turn 2). Failure back-off is keyed by [`ScoreKey`], a tenant and a metric:
+//! one retired endpoint must not silence another metric of the same service.
 //!
 //! Time: every comparison uses `tokio::time::Instant`, and governor runs on [`TokioClock`], so that
 //! tests drive windows, cool-downs and back-off with tokio's paused clock.
 
 use crate::tenants::{QuotaLimits, Registry, TenantId};
-use crate::upstream::UpstreamService;
+use crate::upstream::{ScoreKey, UpstreamService};
 use governor::clock::Clock;
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
@@ -93,13 +95,13 @@ pub trait QuotaStore: Send + Sync {
     fn cooling_down(&self) -> usize;
     /// Records a failed fetch and pauses the key for `backoff`'s pause; returns the failures in a
     /// row, this one included.
-    fn record_failure(&self, key: &QuotaKey, backoff: &FailureBackoff) -> u32;
+    fn record_failure(&self, key: &ScoreKey, backoff: &FailureBackoff) -> u32;
     /// Records a successful fetch: the back-off is over.
-    fn record_success(&self, key: &QuotaKey);
+    fn record_success(&self, key: &ScoreKey);
     /// Time left in the key's failure back-off, if any.
-    fn backoff_left(&self, key: &QuotaKey) -> Option<Duration>;
+    fn backoff_left(&self, key: &ScoreKey) -> Option<Duration>;
     /// Failed fetches of the key in a row (0 after a success).
-    fn consecutive_failures(&self, key: &QuotaKey) -> u32;
+    fn consecutive_failures(&self, key: &ScoreKey) -> u32;
     /// Forgets tenants that left the registry and windows whose limits changed (live reload).
     ///
     /// Failure back-off is forgotten for every tenant: a reload is how an operator fixes
@@ -156,8 +158,8 @@ pub struct LocalQuotaStore {
     limiters: RwLock<HashMap<QuotaKey, Arc<Limiters>>>,
     /// Keys Defender answered 429 for, and until when they must be left alone.
     cool_downs: Mutex<HashMap<QuotaKey, Instant>>,
-    /// Keys that keep failing, and until when they are not called.
-    failures: Mutex<HashMap<QuotaKey, FailureState>>,
+    /// Tenants' metrics that keep failing, and until when they are not fetched.
+    failures: Mutex<HashMap<ScoreKey, FailureState>>,
     /// The clock every limiter shares.
     clock: TokioClock,
 }
@@ -225,7 +227,7 @@ impl QuotaStore for LocalQuotaStore {
             .count()
     }
 
-    fn record_failure(&self, key: &QuotaKey, backoff: &FailureBackoff) -> u32 {
+    fn record_failure(&self, key: &ScoreKey, backoff: &FailureBackoff) -> u32 {
         let mut failures = self.failures.lock();
         let consecutive = failures.get(key).map_or(0, |state| state.consecutive) + 1;
         failures.insert(
@@ -238,18 +240,18 @@ impl QuotaStore for LocalQuotaStore {
         consecutive
     }
 
-    fn record_success(&self, key: &QuotaKey) {
+    fn record_success(&self, key: &ScoreKey) {
         self.failures.lock().remove(key);
     }
 
-    fn backoff_left(&self, key: &QuotaKey) -> Option<Duration> {
+    fn backoff_left(&self, key: &ScoreKey) -> Option<Duration> {
         let until = self.failures.lock().get(key)?.until;
         let now = Instant::now();
         // Over at `until` exactly, as a cool-down is: a zero pause is no pause.
         (until > now).then(|| until - now)
     }
 
-    fn consecutive_failures(&self, key: &QuotaKey) -> u32 {
+    fn consecutive_failures(&self, key: &ScoreKey) -> u32 {
         self.failures
             .lock()
             .get(key)
@@ -261,7 +263,7 @@ impl QuotaStore for LocalQuotaStore {
         self.limiters.write().retain(|key, limiters| {
             registry
                 .get(key.tenant.as_str())
-                .is_some_and(|tenant| tenant.quota == limiters.limits)
+                .is_some_and(|tenant| tenant.limits(key.service) == limiters.limits)
         });
         self.cool_downs.lock().retain(|key, _| keep(key));
         self.failures.lock().clear();
@@ -445,7 +447,10 @@ mod tests {
             max: Duration::from_secs(40),
         };
         let store = LocalQuotaStore::default();
-        let contoso = key("contoso");
+        let contoso = ScoreKey {
+            tenant: TenantId::parse("contoso").unwrap(),
+            metric: crate::upstream::Metric::Device,
+        };
         let mut pauses = Vec::new();
         for _ in 0..5 {
             store.record_failure(&contoso, &backoff);

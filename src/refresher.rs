@@ -1,9 +1,10 @@
 //! The background refresher: keeps every registered tenant warm, so that interactive requests are
 //! served from the fresh cache.
 //!
-//! Owns *when* each tenant is refreshed: once per refresh period (three quarters of the fresh
-//! window, so that a refresh lands before the shortest jittered expiry), each tenant at its own
-//! offset (a hash of its id), so that neither start-up nor expiry causes a burst. It starts a
+//! Owns *when* each tenant's metric is refreshed: every metric of every tenant once per refresh
+//! period (three quarters of the fresh window, so that a refresh lands before the shortest
+//! jittered expiry), each at its own offset (a hash of the tenant id and metric), so that neither
+//! start-up nor expiry causes a burst. It starts a
 //! fetch only through [`ScoreCache::refresh`] (which keeps single flight, cool-downs and back-off)
 //! and stays behind interactive requests: at most `max_concurrent` background fetches, and none
 //! started unless more than half of the global in-flight slots are free. It does not fetch,
@@ -13,6 +14,7 @@ use crate::cache::ScoreCache;
 use crate::config::{CacheSettings, RefreshSettings};
 use crate::service::Services;
 use crate::tenants::{Registry, Tenant, TenantId};
+use crate::upstream::Metric;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Weak};
@@ -39,12 +41,12 @@ pub struct Refresher {
 struct Schedule {
     /// The registry the schedule was built for; replaced on reload.
     registry: Option<Arc<Registry>>,
-    /// `(due, tenant)`, earliest first.
-    queue: BTreeSet<(Instant, TenantId)>,
-    /// When each tenant is due (the key into `queue`).
-    due: HashMap<TenantId, Instant>,
+    /// `(due, tenant, metric)`, earliest first.
+    queue: BTreeSet<(Instant, TenantId, Metric)>,
+    /// When each tenant's metric is due (the key into `queue`).
+    due: HashMap<(TenantId, Metric), Instant>,
     /// Background fetches this refresher started and that still run.
-    running: Vec<TenantId>,
+    running: Vec<(TenantId, Metric)>,
 }
 
 impl Refresher {
@@ -98,24 +100,32 @@ impl Refresher {
         }
         let first_round = schedule.registry.is_none();
         let now = Instant::now();
+        let registered = |id: &TenantId, metric: Metric| {
+            registry
+                .get(id.as_str())
+                .is_some_and(|tenant| tenant.has(metric))
+        };
         schedule
             .due
-            .retain(|id, _| registry.get(id.as_str()).is_some());
+            .retain(|(id, metric), _| registered(id, *metric));
         schedule
             .queue
-            .retain(|(_, id)| registry.get(id.as_str()).is_some());
+            .retain(|(_, id, metric)| registered(id, *metric));
         for tenant in registry.all() {
-            if schedule.due.contains_key(&tenant.id) {
-                continue;
+            for &metric in tenant.metrics() {
+                let key = (tenant.id.clone(), metric);
+                if schedule.due.contains_key(&key) {
+                    continue;
+                }
+                let (base, window) = if first_round {
+                    (start, self.spread)
+                } else {
+                    (now, self.period)
+                };
+                let at = base + offset(&tenant.id, metric, window);
+                schedule.due.insert(key, at);
+                schedule.queue.insert((at, tenant.id.clone(), metric));
             }
-            let (base, window) = if first_round {
-                (start, self.spread)
-            } else {
-                (now, self.period)
-            };
-            let at = base + offset(&tenant.id, window);
-            schedule.due.insert(tenant.id.clone(), at);
-            schedule.queue.insert((at, tenant.id.clone()));
         }
         schedule.registry = Some(registry.clone());
     }
@@ -124,44 +134,54 @@ impl Refresher {
     async fn step(&self, schedule: &mut Schedule, cache: &ScoreCache, registry: &Registry) {
         let slots = cache.outbound().in_flight_cap();
         let mut still_running = Vec::with_capacity(schedule.running.len());
-        for id in schedule.running.drain(..) {
-            if cache.is_fetching(&id).await {
-                still_running.push(id);
+        for (id, metric) in schedule.running.drain(..) {
+            if cache.is_fetching(&id, metric).await {
+                still_running.push((id, metric));
             }
         }
         schedule.running = still_running;
         let now = Instant::now();
         while schedule.running.len() < self.max_concurrent && slots.spare() > slots.max() / 2 {
-            let Some((at, id)) = schedule.queue.first().cloned() else {
+            let Some((at, id, metric)) = schedule.queue.first().cloned() else {
                 return;
             };
             if at > now {
                 return;
             }
-            schedule.queue.remove(&(at, id.clone()));
-            let Some(tenant) = registry.get(id.as_str()).cloned() else {
-                schedule.due.remove(&id);
+            schedule.queue.remove(&(at, id.clone(), metric));
+            let Some(tenant) = registry
+                .get(id.as_str())
+                .filter(|tenant| tenant.has(metric))
+                .cloned()
+            else {
+                schedule.due.remove(&(id, metric));
                 continue;
             };
-            let next = match self.recently_fetched(cache, &tenant) {
+            let next = match self.recently_fetched(cache, &tenant, metric) {
                 // Someone else fetched it lately: come back one period after that fetch.
                 Some(ago) => now + self.period.saturating_sub(ago),
                 None => {
-                    cache.refresh(&tenant).await;
-                    if cache.is_fetching(&tenant.id).await {
-                        schedule.running.push(tenant.id.clone());
+                    cache.refresh(&tenant, metric).await;
+                    if cache.is_fetching(&tenant.id, metric).await {
+                        schedule.running.push((tenant.id.clone(), metric));
                     }
                     now + self.period
                 }
             };
-            schedule.due.insert(id.clone(), next);
-            schedule.queue.insert((next, id));
+            schedule.due.insert((id.clone(), metric), next);
+            schedule.queue.insert((next, id, metric));
         }
     }
 
-    /// How long ago the tenant was fetched successfully, if less than half a period ago.
-    fn recently_fetched(&self, cache: &ScoreCache, tenant: &Tenant) -> Option<Duration> {
-        let last = cache.last_fetch(&tenant.id)?;
+    /// How long ago the tenant's metric was fetched successfully, if less than half a period
+    /// ago.
+    fn recently_fetched(
+        &self,
+        cache: &ScoreCache,
+        tenant: &Tenant,
+        metric: Metric,
+    ) -> Option<Duration> {
+        let last = cache.last_fetch(&tenant.id, metric)?;
         if last.error.is_some() {
             return None;
         }
@@ -170,15 +190,16 @@ impl Refresher {
     }
 }
 
-/// The tenant's fixed place within `window`: a hash of its id, so that tenants spread evenly and
-/// the same tenant keeps its place across restarts.
-fn offset(id: &TenantId, window: Duration) -> Duration {
+/// The tenant's metric's fixed place within `window`: a hash of the id and metric, so that
+/// tenants (and one tenant's metrics) spread evenly and keep their place across restarts.
+fn offset(id: &TenantId, metric: Metric, window: Duration) -> Duration {
     let millis = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
     if millis == 0 {
         return Duration::ZERO;
     }
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     id.hash(&mut hasher);
+    metric.hash(&mut hasher);
     Duration::from_millis(hasher.finish() % millis)
 }
 
@@ -191,7 +212,13 @@ mod tests {
     fn offsets_stay_within_the_window_and_spread_out() {
         let window = Duration::from_secs(60);
         let offsets: Vec<Duration> = (0..1000)
-            .map(|i| offset(&TenantId::parse(&format!("tenant-{i}")).unwrap(), window))
+            .map(|i| {
+                offset(
+                    &TenantId::parse(&format!("tenant-{i}")).unwrap(),
+                    Metric::Device,
+                    window,
+                )
+            })
             .collect();
         assert!(offsets.iter().all(|o| *o < window));
         // No tenth of the window holds more than twice its share.
@@ -201,7 +228,11 @@ mod tests {
         }
         assert!(buckets.iter().all(|&n| n < 200), "{buckets:?}");
         assert_eq!(
-            offset(&TenantId::parse("a").unwrap(), Duration::ZERO),
+            offset(
+                &TenantId::parse("a").unwrap(),
+                Metric::Device,
+                Duration::ZERO
+            ),
             Duration::ZERO
         );
     }
@@ -265,7 +296,7 @@ mod tests {
         let calls = source.call_times();
         assert_eq!(calls.len(), 20, "one call per tenant: {calls:?}");
         for (id, at) in &calls {
-            let due = start + offset(&TenantId::parse(id).unwrap(), spread);
+            let due = start + offset(&TenantId::parse(id).unwrap(), Metric::Device, spread);
             assert!(*at >= due, "{id} fetched before its place in the spread");
             assert!(*at <= due + Duration::from_secs(1), "{id} fetched late");
         }
@@ -278,7 +309,7 @@ mod tests {
         );
         for tenant in registry.all() {
             assert!(cache
-                .last_fetch(&tenant.id)
+                .last_fetch(&tenant.id, Metric::Device)
                 .is_some_and(|f| f.error.is_none()));
         }
     }
@@ -294,7 +325,7 @@ mod tests {
             let (cache, tenant) = (cache.clone(), tenant.clone());
             tokio::spawn(async move {
                 let wait = Instant::now() + Duration::from_secs(5);
-                cache.get(&tenant, None, wait).await
+                cache.get(&tenant, Metric::Device, None, wait).await
             });
         }
         tokio::time::sleep(Duration::from_millis(1)).await;

@@ -15,7 +15,9 @@ use crate::policy::{Deadlines, Outbound, Parts, Retries};
 use crate::quota::{FailureBackoff, LocalQuotaStore};
 use crate::tenants::{Registry, Tenant, TenantId};
 use crate::token::TokenSource;
-use crate::upstream::{self, DefenderConfigurationScore};
+use crate::upstream::{
+    self, DefenderConfigurationScore, DefenderExposureScore, GraphSecureScore, Metric,
+};
 use parking_lot::RwLock;
 use secrecy::ExposeSecret;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -90,7 +92,11 @@ impl Services {
         let metrics = Arc::new(Metrics::new());
         let settings = &config.upstream;
         let outbound = Arc::new(Outbound::new(Parts {
-            source: Arc::new(DefenderConfigurationScore::new(http.clone())),
+            sources: vec![
+                Arc::new(DefenderConfigurationScore::new(http.clone())),
+                Arc::new(DefenderExposureScore::new(http.clone())),
+                Arc::new(GraphSecureScore::new(http.clone())),
+            ],
             tokens: Arc::new(TokenSource::new(http)),
             store: Arc::new(LocalQuotaStore::default()),
             retries: Retries {
@@ -224,10 +230,11 @@ impl Services {
             .ok_or_else(|| ServiceError::UnknownTenant(id.to_owned()))
     }
 
-    /// The score of one tenant `scope` may see, no older than `max_age` when given.
+    /// The `metric` of one tenant `scope` may see, no older than `max_age` when given.
     pub async fn score(
         &self,
         id: &str,
+        metric: Metric,
         scope: &Scope,
         max_age: Option<Duration>,
     ) -> Result<(Arc<Tenant>, Served), ServiceError> {
@@ -236,6 +243,7 @@ impl Services {
             .cache
             .get(
                 &tenant,
+                metric,
                 max_age,
                 crate::quota::instant_after(Instant::now(), self.request_wait),
             )
@@ -253,14 +261,14 @@ impl Services {
         crate::fanout::scores(&self.cache, registry, visible, query).await
     }
 
-    /// The outcome of the tenant's last fetch, if any.
-    pub fn last_fetch(&self, tenant: &TenantId) -> Option<LastFetch> {
-        self.cache.last_fetch(tenant)
+    /// The outcome of the last fetch of the tenant's `metric`, if any.
+    pub fn last_fetch(&self, tenant: &TenantId, metric: Metric) -> Option<LastFetch> {
+        self.cache.last_fetch(tenant, metric)
     }
 
-    /// Whether a fetch of the tenant is running now.
-    pub async fn is_fetching(&self, tenant: &TenantId) -> bool {
-        self.cache.is_fetching(tenant).await
+    /// Whether a fetch of the tenant's `metric` is running now.
+    pub async fn is_fetching(&self, tenant: &TenantId, metric: Metric) -> bool {
+        self.cache.is_fetching(tenant, metric).await
     }
 
     /// Makes the next fetch of `tenant` fail with `fault`. For tests only: it proves that one

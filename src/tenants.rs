@@ -6,6 +6,7 @@
 //! This module also owns the one table of Microsoft clouds and their hosts (`MDE-API.md`).
 
 use crate::credential::Credential;
+use crate::upstream::{Metric, UpstreamService};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;
@@ -116,6 +117,16 @@ impl Cloud {
             (Cloud::Custom, _) => None,
         }
     }
+
+    /// Microsoft Graph base of the cloud (`MDE-API.md`); `None` for [`Cloud::Custom`].
+    pub fn graph_base(self) -> Option<&'static str> {
+        match self {
+            Cloud::Commercial | Cloud::Gcc => Some("https://graph.microsoft.com"),
+            Cloud::GccHigh => Some("https://graph.microsoft.us"),
+            Cloud::Dod => Some("https://dod-graph.microsoft.us"),
+            Cloud::Custom => None,
+        }
+    }
 }
 
 impl fmt::Display for Cloud {
@@ -168,6 +179,39 @@ pub struct QuotaLimits {
     pub per_hour: u32,
 }
 
+/// What a tenant reads besides Defender's device score: its metrics and Microsoft Graph's host,
+/// token scope and limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantSources {
+    /// The metrics the tenant has, in [`Metric::ALL`] order; never empty.
+    pub metrics: Vec<Metric>,
+    /// Microsoft Graph base (`https://graph.microsoft.com`); `None` only for a custom cloud
+    /// whose tenant has no `secure` metric.
+    pub graph_base: Option<Url>,
+    /// Token scope of Graph calls, by default `{graph_base}/.default`
+    /// ([`crate::wire::GRAPH_SCOPE`] in the commercial cloud and for custom hosts).
+    pub graph_scope: String,
+    /// Graph calls allowed per minute (Graph's default: 150 per app and tenant).
+    pub graph_per_minute: u32,
+    /// Graph calls in flight at once (Graph's default: 4 per app and tenant).
+    pub graph_max_concurrent: u32,
+}
+
+impl Default for TenantSources {
+    /// Defender's device score alone, with Graph's commercial host and documented limits.
+    fn default() -> Self {
+        Self {
+            metrics: vec![Metric::Device],
+            graph_base: Cloud::Commercial
+                .graph_base()
+                .and_then(|base| Url::parse(base).ok()),
+            graph_scope: crate::wire::GRAPH_SCOPE.to_owned(),
+            graph_per_minute: 150,
+            graph_max_concurrent: 4,
+        }
+    }
+}
+
 /// One app registration, resolved: everything needed to fetch this tenant's score.
 pub struct Tenant {
     /// The gateway's id, used in routes.
@@ -192,8 +236,43 @@ pub struct Tenant {
     pub scope: String,
     /// Free-form labels callers filter on.
     pub tags: Vec<String>,
-    /// Outbound limits for this tenant.
+    /// Outbound limits for this tenant (Defender's).
     pub quota: QuotaLimits,
+    /// The metrics the tenant has and Microsoft Graph's settings.
+    pub sources: TenantSources,
+}
+
+impl Tenant {
+    /// Whether the tenant has `metric`.
+    pub fn has(&self, metric: Metric) -> bool {
+        self.sources.metrics.contains(&metric)
+    }
+
+    /// The metrics the tenant has.
+    pub fn metrics(&self) -> &[Metric] {
+        &self.sources.metrics
+    }
+
+    /// The rate limits of the tenant's calls to `service`. Graph counts per minute (and per ten
+    /// minutes, far above 150/min × 10); the hour window is left wide for it.
+    pub fn limits(&self, service: UpstreamService) -> QuotaLimits {
+        match service {
+            UpstreamService::Defender => self.quota,
+            UpstreamService::Graph => QuotaLimits {
+                per_minute: self.sources.graph_per_minute,
+                per_hour: self.sources.graph_per_minute.saturating_mul(60),
+            },
+        }
+    }
+
+    /// Most calls of the tenant to `service` in flight at once, when the service caps them
+    /// (Graph: 4 per app and tenant); `None` for Defender, whose only cap is the global one.
+    pub fn max_concurrent(&self, service: UpstreamService) -> Option<u32> {
+        match service {
+            UpstreamService::Defender => None,
+            UpstreamService::Graph => Some(self.sources.graph_max_concurrent),
+        }
+    }
 }
 
 impl fmt::Debug for Tenant {
@@ -290,5 +369,15 @@ mod tests {
             Some("https://api-gcc.securitycenter.microsoft.us")
         );
         assert_eq!(Cloud::Custom.api_base(None), None);
+        assert_eq!(Cloud::Gcc.graph_base(), Some("https://graph.microsoft.com"));
+        assert_eq!(
+            Cloud::GccHigh.graph_base(),
+            Some("https://graph.microsoft.us")
+        );
+        assert_eq!(
+            Cloud::Dod.graph_base(),
+            Some("https://dod-graph.microsoft.us")
+        );
+        assert_eq!(Cloud::Custom.graph_base(), None);
     }
 }

@@ -1,5 +1,7 @@
 //! The upstream sources: the one shared HTTPS client, and behind [`ScoreSource`] the one call that
-//! reads a tenant's score with a bearer token — today Defender's `GET /api/configurationScore`.
+//! reads one of a tenant's scores with a bearer token: Defender's `GET /api/configurationScore`
+//! (metric `device`) and `GET /api/exposureScore` (`exposure`), and Microsoft Graph's
+//! `GET /v1.0/security/secureScores?$top=1` (`secure`).
 //!
 //! This is the narrow interface to Microsoft (`MDE-API.md` warns the API may retire; `DESIGN.md`,
 //! turn 2, adds Defender's exposure score and Graph's secure score as further sources): a source
@@ -10,10 +12,14 @@
 //! Correlation ids (`target`) are logged; tokens and secrets never are.
 
 use crate::config::UpstreamSettings;
-use crate::tenants::Tenant;
+use crate::tenants::{Tenant, TenantId};
 use crate::token::BearerToken;
-use crate::wire::{ConfigurationScore, DefenderErrorBody, CONFIGURATION_SCORE_PATH};
+use crate::wire::{
+    ConfigurationScore, DefenderErrorBody, GraphErrorBody, SecureScores, CONFIGURATION_SCORE_PATH,
+    EXPOSURE_SCORE_PATH, SECURE_SCORES_PATH,
+};
 use reqwest::StatusCode;
+use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime};
 
 /// Longest cool-down a Defender `Retry-After` may impose: anything longer (or unreadable as a
@@ -39,15 +45,101 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     Some(wait.clamp(Duration::from_secs(1), MAX_RETRY_AFTER))
 }
 
-/// One successful answer from Defender.
+/// One successful answer from a source.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reading {
-    /// Raw score points.
+    /// The metric's value: raw points (`device`, `secure`) or 0–100 (`exposure`).
     pub score: f64,
-    /// Defender's `time`, verbatim.
+    /// The source's own time of the value, verbatim (Defender's `time`, Graph's
+    /// `createdDateTime`).
     pub time: String,
     /// When the gateway received it.
     pub fetched_at: SystemTime,
+    /// What only Microsoft Secure Score has (metric `secure`); `None` for the other metrics.
+    pub secure: Option<SecureDetails>,
+}
+
+/// The parts of a Microsoft Secure Score snapshot beside its current score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecureDetails {
+    /// Points achievable with the tenant's licences.
+    pub max_score: f64,
+    /// Points achieved per control category.
+    pub categories: Categories,
+    /// Averages of comparable tenants, in Graph's order.
+    pub comparisons: Vec<Comparison>,
+}
+
+impl SecureDetails {
+    /// `100 × score / max_score`, rounded to two decimals; 0 when the maximum is 0 (a tenant
+    /// with no licensed controls has nothing to achieve, not an infinite score).
+    pub fn percentage(&self, score: f64) -> f64 {
+        if self.max_score > 0.0 {
+            (score / self.max_score * 10_000.0).round() / 100.0
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Points achieved per Secure Score control category: the sum of the `controlScores[].score`
+/// of each `controlCategory` (compared case-insensitively). Every category is present, 0 when
+/// the snapshot has no control of it. Categories Microsoft may add later are left out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Categories {
+    /// Identity controls (Entra ID: MFA, admin roles, sign-in risk…).
+    pub identity: f64,
+    /// Data controls (Purview, DLP…).
+    pub data: f64,
+    /// Device controls (Defender for Endpoint, Intune). Not the `device` metric: a part of a
+    /// different score, on a different scale.
+    pub device: f64,
+    /// App controls (Exchange Online, SharePoint, Teams…).
+    pub apps: f64,
+    /// Infrastructure controls (Azure resources).
+    pub infrastructure: f64,
+}
+
+impl Categories {
+    /// Sums control scores per category; unknown categories and null scores are skipped.
+    pub fn sum<'a>(controls: impl IntoIterator<Item = (&'a str, Option<f64>)>) -> Self {
+        let mut categories = Self::default();
+        for (category, score) in controls {
+            let Some(score) = score.filter(|score| score.is_finite()) else {
+                continue;
+            };
+            let slot = match category.to_ascii_lowercase().as_str() {
+                "identity" => &mut categories.identity,
+                "data" => &mut categories.data,
+                "device" => &mut categories.device,
+                "apps" => &mut categories.apps,
+                "infrastructure" => &mut categories.infrastructure,
+                _ => continue,
+            };
+            *slot += score;
+        }
+        // Float sums of two-decimal scores pick up noise (0.30000000000000004).
+        for slot in [
+            &mut categories.identity,
+            &mut categories.data,
+            &mut categories.device,
+            &mut categories.apps,
+            &mut categories.infrastructure,
+        ] {
+            *slot = (*slot * 1e6).round() / 1e6;
+        }
+        categories
+    }
+}
+
+/// The average Secure Score of a group of comparable tenants.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Comparison {
+    /// The group, as Graph names it: `AllTenants`, `TotalSeats` (tenants of a similar size) or
+    /// `IndustryTypes`.
+    pub basis: String,
+    /// The group's average score, in points.
+    pub average_score: f64,
 }
 
 /// Why a fetch failed, in the gateway's terms (`DESIGN.md`, error codes).
@@ -82,6 +174,13 @@ pub enum UpstreamError {
     /// No answer within the deadline.
     #[error("no answer from Defender within the deadline")]
     Timeout,
+    /// The score endpoint answered 404 or 410: the API is retired, or not offered in the
+    /// tenant's cloud. Not retried; the tenant is asked again at most once an hour.
+    #[error("{detail}")]
+    Gone {
+        /// What the source answered, and which metrics the tenant has besides.
+        detail: String,
+    },
 }
 
 impl UpstreamError {
@@ -94,6 +193,7 @@ impl UpstreamError {
             Self::Failed { .. } => Code::UpstreamError,
             Self::Throttled { .. } => Code::UpstreamThrottled,
             Self::Timeout => Code::UpstreamTimeout,
+            Self::Gone { .. } => Code::UpstreamGone,
         }
     }
 }
@@ -117,28 +217,88 @@ pub fn http_client(
     builder.build()
 }
 
-/// A number the gateway serves per tenant, read from one upstream source (`DESIGN.md`, turn 2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Which of a tenant's numbers: `device` (Microsoft Secure Score for Devices, Defender, raw
+/// points, higher is better), `exposure` (Defender's exposure score, 0–100, **lower is
+/// better**) or `secure` (Microsoft Secure Score, Microsoft Graph, points of `max_score`). Each
+/// is read from one upstream source; `device` and `exposure` end with the Defender API on
+/// 2027-02-01.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Metric {
-    /// Defender's device (configuration) score: raw points, no maximum.
+    /// Microsoft Secure Score for Devices (Defender `configurationScore`): raw points, no
+    /// maximum, higher is better. Retired with the Defender API on 2027-02-01.
     Device,
+    /// Defender's exposure score (`exposureScore`): 0–100, **lower is better**. Retired with the
+    /// Defender API on 2027-02-01.
+    Exposure,
+    /// Microsoft Secure Score (Graph `secureScores`): `score` points of `max_score`, higher is
+    /// better; also `percentage`, `categories` and `comparisons`.
+    Secure,
 }
 
 impl Metric {
-    /// The metric's name in the API (`metric=device`).
+    /// Every metric, in the order lists show them.
+    pub const ALL: [Metric; 3] = [Metric::Device, Metric::Exposure, Metric::Secure];
+
+    /// The metric's name in the API (`metric=device`) and in configuration.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Device => "device",
+            Self::Exposure => "exposure",
+            Self::Secure => "secure",
+        }
+    }
+
+    /// The metric named `name` (exactly as [`Metric::as_str`] writes it).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|metric| metric.as_str() == name)
+    }
+
+    /// The upstream service the metric is read from.
+    pub fn service(self) -> UpstreamService {
+        match self {
+            Self::Device | Self::Exposure => UpstreamService::Defender,
+            Self::Secure => UpstreamService::Graph,
         }
     }
 }
 
+impl std::fmt::Display for Metric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One number of one tenant: what scores are cached, fetched once at a time and backed off
+/// under.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ScoreKey {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The metric.
+    pub metric: Metric,
+}
+
 /// An upstream service whose per-tenant limits several sources may share: Defender's 100/min and
-/// 1,500/h cover every Defender score of a tenant.
+/// 1,500/h cover every Defender score of a tenant; Graph has its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum UpstreamService {
-    /// Microsoft Defender for Endpoint's API.
+    /// Microsoft Defender for Endpoint's API (`device`, `exposure`).
     Defender,
+    /// Microsoft Graph (`secure`).
+    Graph,
 }
 
 impl UpstreamService {
@@ -146,6 +306,15 @@ impl UpstreamService {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Defender => "defender",
+            Self::Graph => "graph",
+        }
+    }
+
+    /// The service's name for people ("Defender answered 410").
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Self::Defender => "Defender",
+            Self::Graph => "Microsoft Graph",
         }
     }
 }
@@ -188,16 +357,79 @@ pub trait ScoreSource: Send + Sync {
     async fn call(&self, tenant: &Tenant, token: &BearerToken) -> Result<Reading, CallFailure>;
 }
 
-/// Defender's device score, `GET {api_base}/api/configurationScore`.
-pub struct DefenderConfigurationScore {
+/// Sends one GET with the token and returns status, bounded `Retry-After`, `Warning` and body.
+async fn exchange(
+    http: &reqwest::Client,
+    url: url::Url,
+    token: &BearerToken,
+    service: UpstreamService,
+) -> Result<(StatusCode, Option<Duration>, Option<String>, Vec<u8>), CallFailure> {
+    let exchange = async {
+        let response = http
+            .get(url)
+            .bearer_auth(token.secret())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await?;
+        let status = response.status();
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|value: &reqwest::header::HeaderValue| value.to_str().ok())
+                .map(str::to_owned)
+        };
+        let retry_after = header(reqwest::header::RETRY_AFTER)
+            .and_then(|value| parse_retry_after(&value, SystemTime::now()));
+        let warning = header(reqwest::header::WARNING)
+            .map(|value| value.chars().take(200).collect::<String>());
+        let body = response.bytes().await?.to_vec();
+        Ok::<_, reqwest::Error>((status, retry_after, warning, body))
+    };
+    exchange.await.map_err(|error| CallFailure::Transport {
+        detail: format!(
+            "cannot reach {}: {}",
+            service.display_name(),
+            crate::telemetry::error_chain(&error.without_url())
+        ),
+    })
+}
+
+/// A Defender score endpoint answering `{time, score}`: `configurationScore` or `exposureScore`.
+struct DefenderScore {
     /// The shared HTTPS client (also every credential's transport).
     http: reqwest::Client,
+    /// The endpoint's path under the tenant's API base.
+    path: &'static str,
+    /// The metric it reads.
+    metric: Metric,
 }
+
+impl DefenderScore {
+    async fn call(&self, tenant: &Tenant, token: &BearerToken) -> Result<Reading, CallFailure> {
+        let url = tenant
+            .api_base
+            .join(self.path)
+            .map_err(|error| CallFailure::Unusable {
+                detail: format!("bad API base: {error}"),
+            })?;
+        let (status, retry_after, _, body) =
+            exchange(&self.http, url, token, UpstreamService::Defender).await?;
+        read_answer(tenant, self.metric, status, retry_after, &body)
+    }
+}
+
+/// Defender's device score, `GET {api_base}/api/configurationScore`.
+pub struct DefenderConfigurationScore(DefenderScore);
 
 impl DefenderConfigurationScore {
     /// The source over the shared client.
     pub fn new(http: reqwest::Client) -> Self {
-        Self { http }
+        Self(DefenderScore {
+            http,
+            path: CONFIGURATION_SCORE_PATH,
+            metric: Metric::Device,
+        })
     }
 }
 
@@ -216,44 +448,204 @@ impl ScoreSource for DefenderConfigurationScore {
     }
 
     async fn call(&self, tenant: &Tenant, token: &BearerToken) -> Result<Reading, CallFailure> {
-        let url = tenant
-            .api_base
-            .join(CONFIGURATION_SCORE_PATH)
-            .map_err(|error| CallFailure::Unusable {
-                detail: format!("bad API base: {error}"),
-            })?;
-        let exchange = async {
-            let response = self
-                .http
-                .get(url)
-                .bearer_auth(token.secret())
-                .header(reqwest::header::ACCEPT, "application/json")
-                .send()
-                .await?;
-            let status = response.status();
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| parse_retry_after(value, SystemTime::now()));
-            let body = response.bytes().await?;
-            Ok::<_, reqwest::Error>((status, retry_after, body))
-        };
-        let (status, retry_after, body) =
-            exchange.await.map_err(|error| CallFailure::Transport {
-                detail: format!(
-                    "cannot reach Defender: {}",
-                    crate::telemetry::error_chain(&error.without_url())
-                ),
-            })?;
-        read_answer(tenant, status, retry_after, &body)
+        self.0.call(tenant, token).await
     }
+}
+
+/// Defender's exposure score, `GET {api_base}/api/exposureScore`: the device score's token,
+/// permission and quota; 0–100, lower is better.
+pub struct DefenderExposureScore(DefenderScore);
+
+impl DefenderExposureScore {
+    /// The source over the shared client.
+    pub fn new(http: reqwest::Client) -> Self {
+        Self(DefenderScore {
+            http,
+            path: EXPOSURE_SCORE_PATH,
+            metric: Metric::Exposure,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl ScoreSource for DefenderExposureScore {
+    fn metric(&self) -> Metric {
+        Metric::Exposure
+    }
+
+    fn service(&self) -> UpstreamService {
+        UpstreamService::Defender
+    }
+
+    fn scope(&self, tenant: &Tenant) -> String {
+        tenant.scope.clone()
+    }
+
+    async fn call(&self, tenant: &Tenant, token: &BearerToken) -> Result<Reading, CallFailure> {
+        self.0.call(tenant, token).await
+    }
+}
+
+/// Microsoft Secure Score, `GET {graph_base}/v1.0/security/secureScores?$top=1` with a Graph
+/// token (`SecurityEvents.Read.All`): the newest daily snapshot.
+pub struct GraphSecureScore {
+    /// The shared HTTPS client.
+    http: reqwest::Client,
+}
+
+impl GraphSecureScore {
+    /// The source over the shared client.
+    pub fn new(http: reqwest::Client) -> Self {
+        Self { http }
+    }
+}
+
+#[async_trait::async_trait]
+impl ScoreSource for GraphSecureScore {
+    fn metric(&self) -> Metric {
+        Metric::Secure
+    }
+
+    fn service(&self) -> UpstreamService {
+        UpstreamService::Graph
+    }
+
+    fn scope(&self, tenant: &Tenant) -> String {
+        tenant.sources.graph_scope.clone()
+    }
+
+    async fn call(&self, tenant: &Tenant, token: &BearerToken) -> Result<Reading, CallFailure> {
+        // Configuration refuses `secure` without a Graph base; this only guards the type.
+        let Some(base) = &tenant.sources.graph_base else {
+            return Err(CallFailure::Unusable {
+                detail: "no Microsoft Graph base URL is configured for this tenant".to_owned(),
+            });
+        };
+        let mut url = base
+            .join(SECURE_SCORES_PATH)
+            .map_err(|error| CallFailure::Unusable {
+                detail: format!("bad Graph base: {error}"),
+            })?;
+        url.query_pairs_mut().append_pair("$top", "1");
+        let (status, retry_after, warning, body) =
+            exchange(&self.http, url, token, UpstreamService::Graph).await?;
+        read_graph_answer(tenant, status, retry_after, warning, &body)
+    }
+}
+
+/// Reads Graph's answer: the newest snapshot, or the facts of its refusal (logged with Graph's
+/// `request-id`, for a support case). A 206 Partial Content (a provider failed) whose body still
+/// holds a snapshot is a reading, with the `Warning` logged.
+fn read_graph_answer(
+    tenant: &Tenant,
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    warning: Option<String>,
+    body: &[u8],
+) -> Result<Reading, CallFailure> {
+    if status == StatusCode::OK || status == StatusCode::PARTIAL_CONTENT {
+        let reading = read_secure_scores(body);
+        if status == StatusCode::PARTIAL_CONTENT && reading.is_ok() {
+            tracing::warn!(
+                tenant = %tenant.id,
+                warning = warning.as_deref().unwrap_or("-"),
+                "Microsoft Graph answered 206 Partial Content: serving the snapshot it holds"
+            );
+        }
+        if let Err(CallFailure::Unusable { detail }) = &reading {
+            tracing::warn!(tenant = %tenant.id, status = status.as_u16(), "{detail}");
+        }
+        return reading;
+    }
+    let error = serde_json::from_slice::<GraphErrorBody>(body)
+        .ok()
+        .map(|body| body.error);
+    let code = error.as_ref().map_or("", |e| e.code.as_str());
+    let message: String = error
+        .as_ref()
+        .map_or("", |e| e.message.as_str())
+        .chars()
+        .take(200)
+        .collect();
+    let inner = error.as_ref().and_then(|e| e.inner_error.as_ref());
+    let request_id = inner.and_then(|inner| inner.request_id.as_deref());
+    let date = inner.and_then(|inner| inner.date.as_deref());
+    tracing::warn!(
+        tenant = %tenant.id,
+        status = status.as_u16(),
+        code,
+        correlation_id = request_id.unwrap_or("-"),
+        date = date.unwrap_or("-"),
+        "Microsoft Graph refused the call: {message}"
+    );
+    if status == StatusCode::BAD_REQUEST {
+        tracing::error!(tenant = %tenant.id, "Microsoft Graph rejected our request as malformed: this is a scoregate bug");
+    }
+    let detail = if code.is_empty() {
+        format!("Microsoft Graph answered {status}")
+    } else {
+        format!(
+            "Microsoft Graph answered {} {code}: {message}",
+            status.as_u16()
+        )
+    };
+    Err(CallFailure::Status {
+        status: status.as_u16(),
+        retry_after,
+        detail,
+    })
+}
+
+/// The newest snapshot of a `secureScores` body, with its categories and comparisons.
+fn read_secure_scores(body: &[u8]) -> Result<Reading, CallFailure> {
+    let answer =
+        serde_json::from_slice::<SecureScores>(body).map_err(|error| CallFailure::Unusable {
+            detail: format!("Microsoft Graph answered an unusable body: {error}"),
+        })?;
+    // Graph lists newest first; `$top=1` asks for that one alone.
+    let Some(snapshot) = answer.value.into_iter().next() else {
+        return Err(CallFailure::Unusable {
+            detail: "Microsoft Graph holds no Secure Score snapshot for this tenant yet".to_owned(),
+        });
+    };
+    if !snapshot.current_score.is_finite() || !snapshot.max_score.is_finite() {
+        return Err(CallFailure::Unusable {
+            detail: "Microsoft Graph answered a score that is not a finite number".to_owned(),
+        });
+    }
+    let categories = Categories::sum(
+        snapshot
+            .control_scores
+            .iter()
+            .map(|control| (control.control_category.as_str(), control.score)),
+    );
+    let comparisons = snapshot
+        .average_comparative_scores
+        .iter()
+        .filter_map(|average| {
+            Some(Comparison {
+                basis: average.basis.clone(),
+                average_score: average.average_score.filter(|score| score.is_finite())?,
+            })
+        })
+        .collect();
+    Ok(Reading {
+        score: snapshot.current_score,
+        time: snapshot.created_date_time,
+        fetched_at: SystemTime::now(),
+        secure: Some(SecureDetails {
+            max_score: snapshot.max_score,
+            categories,
+            comparisons,
+        }),
+    })
 }
 
 /// Reads Defender's answer: a reading, or the facts of its refusal (logged with Defender's
 /// correlation id, for a support case).
 fn read_answer(
     tenant: &Tenant,
+    metric: Metric,
     status: StatusCode,
     retry_after: Option<Duration>,
     body: &[u8],
@@ -264,12 +656,13 @@ fn read_answer(
                 score: answer.score,
                 time: answer.time,
                 fetched_at: SystemTime::now(),
+                secure: None,
             }),
             Ok(_) => Err(CallFailure::Unusable {
                 detail: "Defender answered a score that is not a finite number".to_owned(),
             }),
             Err(error) => {
-                tracing::warn!(tenant = %tenant.id, "Defender answered 200 with an unusable body: {error}");
+                tracing::warn!(tenant = %tenant.id, metric = metric.as_str(), "Defender answered 200 with an unusable body: {error}");
                 Err(CallFailure::Unusable {
                     detail: format!("Defender answered an unusable body: {error}"),
                 })
@@ -289,6 +682,7 @@ fn read_answer(
     let correlation = error.as_ref().and_then(|e| e.target.clone());
     tracing::warn!(
         tenant = %tenant.id,
+        metric = metric.as_str(),
         status = status.as_u16(),
         code,
         correlation_id = correlation.as_deref().unwrap_or("-"),
@@ -351,6 +745,80 @@ mod tests {
             parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now),
             Some(MAX_RETRY_AFTER)
         );
+    }
+
+    #[test]
+    fn a_secure_score_snapshot_becomes_a_reading_with_all_five_categories() {
+        let body = br#"{"value": [{
+            "createdDateTime": "2026-11-29T00:00:00Z", "currentScore": 342.5, "maxScore": 863.0,
+            "controlScores": [
+                {"controlCategory": "Identity", "controlName": "MFA", "score": 10.1},
+                {"controlCategory": "identity", "controlName": "PIM", "score": 0.2},
+                {"controlCategory": "Device", "controlName": "ASR", "score": 5},
+                {"controlCategory": "Apps", "controlName": "x", "score": null},
+                {"controlCategory": "Quantum", "controlName": "new", "score": 99}],
+            "averageComparativeScores": [
+                {"basis": "AllTenants", "averageScore": 310.5, "seatSizeRangeLowerValue": 1},
+                {"basis": "IndustryTypes", "averageScore": null}],
+            "somethingNew": true
+        }, {"createdDateTime": "2026-11-28T00:00:00Z", "currentScore": 1, "maxScore": 2}]}"#;
+        let reading = read_secure_scores(body).unwrap();
+        assert_eq!(reading.score, 342.5);
+        assert_eq!(reading.time, "2026-11-29T00:00:00Z");
+        let secure = reading.secure.unwrap();
+        assert_eq!(secure.max_score, 863.0);
+        assert_eq!(
+            secure.categories,
+            Categories {
+                identity: 10.3,
+                data: 0.0,
+                device: 5.0,
+                apps: 0.0,
+                infrastructure: 0.0
+            }
+        );
+        assert_eq!(
+            secure.comparisons,
+            vec![Comparison {
+                basis: "AllTenants".to_owned(),
+                average_score: 310.5
+            }]
+        );
+        assert_eq!(secure.percentage(342.5), 39.69);
+        let json = serde_json::to_value(secure.categories).unwrap();
+        assert_eq!(json.as_object().unwrap().len(), 5, "{json}");
+    }
+
+    #[test]
+    fn a_zero_maximum_is_zero_percent_and_an_empty_list_is_unusable() {
+        let details = SecureDetails {
+            max_score: 0.0,
+            categories: Categories::default(),
+            comparisons: vec![],
+        };
+        assert_eq!(details.percentage(0.0), 0.0);
+        assert!(matches!(
+            read_secure_scores(br#"{"value": []}"#),
+            Err(CallFailure::Unusable { .. })
+        ));
+        assert!(matches!(
+            read_secure_scores(b"<html>"),
+            Err(CallFailure::Unusable { .. })
+        ));
+    }
+
+    #[test]
+    fn metric_names_are_the_api_names_and_name_their_service() {
+        for metric in Metric::ALL {
+            assert_eq!(Metric::parse(metric.as_str()), Some(metric));
+            assert_eq!(
+                serde_json::to_value(metric).unwrap(),
+                serde_json::json!(metric.as_str())
+            );
+        }
+        assert_eq!(Metric::parse("Device"), None);
+        assert_eq!(Metric::Exposure.service(), UpstreamService::Defender);
+        assert_eq!(Metric::Secure.service(), UpstreamService::Graph);
     }
 
     #[test]

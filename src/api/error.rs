@@ -8,7 +8,7 @@
 use crate::cache::ScoreError;
 use crate::code::Code;
 use crate::service::ServiceError;
-use crate::upstream::UpstreamError;
+use crate::upstream::{Metric, UpstreamError};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -48,6 +48,13 @@ pub enum ApiError {
     RequestTimeout,
     /// No tenant with this id, or one the caller may not see.
     UnknownTenant(String),
+    /// The tenant exists (and the caller may see it) but does not have the metric asked for.
+    MetricNotEnabled {
+        /// The tenant involved.
+        tenant: String,
+        /// Which metric, and the tenant's metrics.
+        detail: String,
+    },
     /// No such route.
     NotFound,
     /// The route exists but not for this method.
@@ -98,6 +105,7 @@ pub fn score_code(error: &ScoreError) -> Code {
         ScoreError::Deadline => Code::DeadlineExceeded,
         ScoreError::ShuttingDown => Code::ShuttingDown,
         ScoreError::Internal => Code::Internal,
+        ScoreError::MetricNotEnabled { .. } => Code::MetricNotEnabled,
     }
 }
 
@@ -123,6 +131,14 @@ impl ApiError {
             ServiceError::Score(error @ ScoreError::Internal) => {
                 ApiError::Internal(format!("a score fetch: {error}"))
             }
+            ServiceError::Score(ScoreError::MetricNotEnabled {
+                tenant,
+                metric,
+                enabled,
+            }) => ApiError::MetricNotEnabled {
+                tenant: tenant.to_string(),
+                detail: metric_not_enabled_detail(metric, &enabled),
+            },
         }
     }
 
@@ -148,6 +164,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => Code::RateLimited,
             ApiError::RequestTimeout | ApiError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
             ApiError::UnknownTenant(_) => Code::UnknownTenant,
+            ApiError::MetricNotEnabled { .. } => Code::MetricNotEnabled,
             ApiError::NotFound => Code::NotFound,
             ApiError::MethodNotAllowed => Code::MethodNotAllowed,
             ApiError::Upstream { error, .. } => error.code(),
@@ -174,6 +191,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => "Rate limited",
             ApiError::RequestTimeout => "Deadline exceeded",
             ApiError::UnknownTenant(_) => "Unknown tenant",
+            ApiError::MetricNotEnabled { .. } => "Metric not enabled for this tenant",
             ApiError::NotFound => "Not found",
             ApiError::MethodNotAllowed => "Method not allowed",
             ApiError::Upstream { error, .. } => match error {
@@ -183,6 +201,7 @@ impl ApiError {
                 UpstreamError::Failed { .. } => "Defender failed",
                 UpstreamError::Throttled { .. } => "Defender is throttling this tenant",
                 UpstreamError::Timeout => "Defender did not answer in time",
+                UpstreamError::Gone { .. } => "The upstream score API is gone",
             },
             ApiError::DeadlineExceeded { .. } => "Deadline exceeded",
             ApiError::ShuttingDown => "Shutting down",
@@ -208,6 +227,7 @@ impl ApiError {
             }
             // Says nothing about whether the tenant exists: the same words for both cases.
             ApiError::UnknownTenant(_) => "No tenant with this id.".to_owned(),
+            ApiError::MetricNotEnabled { detail, .. } => detail.clone(),
             ApiError::NotFound => "No such route; see /openapi.json.".to_owned(),
             ApiError::MethodNotAllowed => "This route does not accept this method.".to_owned(),
             ApiError::Upstream { error, .. } => error.to_string(),
@@ -233,7 +253,9 @@ impl ApiError {
 
     fn tenant(&self) -> Option<&str> {
         match self {
-            ApiError::Upstream { tenant, .. } | ApiError::DeadlineExceeded { tenant } => {
+            ApiError::Upstream { tenant, .. }
+            | ApiError::DeadlineExceeded { tenant }
+            | ApiError::MetricNotEnabled { tenant, .. } => {
                 Some(tenant.as_str()).filter(|t| !t.is_empty())
             }
             // Not echoed for unknown tenants: the body must not depend on the id asked for.
@@ -298,6 +320,16 @@ impl ApiError {
         }
         response.json(problem)
     }
+}
+
+/// The detail of `metric_not_enabled`, also used by the items of `/scores`.
+pub fn metric_not_enabled_detail(metric: Metric, enabled: &[Metric]) -> String {
+    let enabled: Vec<&str> = enabled.iter().map(|metric| metric.as_str()).collect();
+    format!(
+        "This tenant does not have the {metric} metric; its metrics: {}. The metrics of a tenant \
+         are set by `metrics` in the gateway's configuration.",
+        enabled.join(", ")
+    )
 }
 
 /// Whole seconds for `Retry-After`, rounded up and at least 1.

@@ -3,9 +3,11 @@
 use super::auth::Caller;
 use super::error::{ApiError, Problem};
 use super::views::{
-    HealthView, ScoreQuery, ScoreView, TenantDetail, TenantList, TenantListQuery, TenantView,
+    HealthView, LastFetchView, ScoreQuery, ScoreView, TenantDetail, TenantList, TenantListQuery,
+    TenantView,
 };
 use crate::service::Services;
+use crate::upstream::Metric;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::de::DeserializeOwned;
@@ -31,6 +33,22 @@ fn without_empty_values(query: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("&")
+}
+
+/// The `metric` query parameter: `device` when absent; an unknown name is a 400 that names the
+/// parameter and the accepted values (the closed set keeps it out of labels and logs).
+pub(super) fn metric(value: Option<&str>) -> Result<Metric, ApiError> {
+    let Some(value) = value else {
+        return Ok(Metric::Device);
+    };
+    Metric::parse(value).ok_or_else(|| {
+        let known: Vec<&str> = Metric::ALL.iter().map(|metric| metric.as_str()).collect();
+        ApiError::InvalidRequest(format!(
+            "bad query: metric must be one of {}, not {:?}",
+            known.join(", "),
+            value.chars().take(64).collect::<String>()
+        ))
+    })
 }
 
 /// Runs a handler's work within the server's request timeout (504 `deadline_exceeded` after it).
@@ -88,10 +106,18 @@ pub async fn get_tenant(
     let tenant = services
         .tenant(&path, &caller.scope)
         .map_err(ApiError::from_service)?;
-    let last_fetch = services.last_fetch(&tenant.id).map(Into::into);
+    let last_fetches: std::collections::BTreeMap<Metric, LastFetchView> = tenant
+        .metrics()
+        .iter()
+        .filter_map(|&metric| {
+            let last = services.last_fetch(&tenant.id, metric)?;
+            Some((metric, LastFetchView::from(last)))
+        })
+        .collect();
     Ok(HttpResponse::Ok().json(TenantDetail {
         tenant: TenantView::from(tenant.as_ref()),
-        last_fetch,
+        last_fetch: last_fetches.get(&Metric::Device).cloned(),
+        last_fetches,
     }))
 }
 
@@ -100,7 +126,12 @@ pub async fn get_tenant(
 #[serde(deny_unknown_fields)]
 struct TenantListQueryNone {}
 
-/// The device secure score of one tenant.
+/// One metric of one tenant (`metric`, default `device`).
+///
+/// `device` is Microsoft Secure Score for Devices (Defender, raw points), `exposure` Defender's
+/// exposure score (0–100, lower is better), `secure` Microsoft Secure Score (Microsoft Graph,
+/// with `max_score`, `percentage`, `categories` and `comparisons`). Defender's API retires on
+/// 2027-02-01: its metrics then answer 502 `upstream_gone`.
 ///
 /// Served from the cache while fresh (`source: cache`); fetched from Defender when missing or
 /// when `max_age` demands it (`source: upstream`); past the fresh window served at once as
@@ -113,8 +144,8 @@ struct TenantListQueryNone {}
          headers(("Age" = u64, description = "Seconds since the score was fetched"),
                  ("Cache-Control" = String, description = "`private, max-age=<seconds left fresh>`"))),
         (status = 400, description = "Bad query (`invalid_request`)", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such tenant (`unknown_tenant`)", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = "Microsoft refused the credentials (`upstream_auth`) or Defender failed (`upstream_error`)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant (`unknown_tenant`), or the tenant does not have this metric (`metric_not_enabled`)", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "Microsoft refused the credentials (`upstream_auth`), the source failed (`upstream_error`), or the score endpoint is retired or not offered in the tenant's cloud (`upstream_gone`: 404 or 410 upstream; the detail names the tenant's other metrics)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Defender throttles this tenant or its quota is spent (`upstream_throttled`); see `Retry-After`", body = Problem, content_type = "application/problem+json",
          headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 504, description = "No answer in time (`upstream_timeout`, `deadline_exceeded`)", body = Problem, content_type = "application/problem+json"),
@@ -127,6 +158,7 @@ pub async fn get_score(
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
     let params: ScoreQuery = query(&request)?;
+    let metric = metric(params.metric.as_deref())?;
     // Signed like `/scores`' (int64 in the document), so that both refuse the same values.
     let max_age = match params.max_age {
         Some(seconds) => Some(Duration::from_secs(u64::try_from(seconds).map_err(
@@ -140,7 +172,7 @@ pub async fn get_score(
     };
     let work = async {
         services
-            .score(&path, &caller.scope, max_age)
+            .score(&path, metric, &caller.scope, max_age)
             .await
             .map_err(|error| ApiError::from_service(error).for_tenant(&path))
     };
@@ -151,7 +183,7 @@ pub async fn get_score(
             header::CACHE_CONTROL,
             format!("private, max-age={}", served.fresh_for.as_secs()),
         ))
-        .json(ScoreView::new(&tenant, &served)))
+        .json(ScoreView::new(&tenant, metric, &served)))
 }
 
 /// Liveness: 200 while the process serves.

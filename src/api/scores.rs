@@ -12,6 +12,7 @@ use crate::cache::ScoreError;
 use crate::code::Code;
 use crate::fanout::{self, Item, ItemStatus, Page, RawQuery, SortOrder, Summary};
 use crate::service::Services;
+use crate::upstream::{Categories, Comparison, Metric};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -22,6 +23,12 @@ use utoipa::{IntoParams, ToSchema};
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ScoresQuery {
+    /// Which number every item reports: `device` (default), `exposure` or `secure`. Tenants that
+    /// do not have it are items with `status: error` and code `metric_not_enabled`. Summary and
+    /// `sort` use this metric's values (for `exposure`, lower is better: `sort=score` lists the
+    /// best first).
+    #[param(value_type = Option<Metric>)]
+    pub metric: Option<String>,
     /// Only these tenants (repeatable: `?tenant=contoso&tenant=fabrikam`). Unknown ids match nothing.
     #[serde(default)]
     pub tenant: Vec<String>,
@@ -80,10 +87,10 @@ pub enum FormatView {
     "summary": {"tenants": 2, "ok": 1, "stale": 0, "failed": 1,
                 "min": 340.0, "max": 340.0, "mean": 340.0, "median": 340.0},
     "items": [
-        {"tenant": "contoso", "name": "Contoso", "tags": ["gold"], "status": "ok", "score": 340.0,
+        {"tenant": "contoso", "name": "Contoso", "tags": ["gold"], "status": "ok", "metric": "device", "score": 340.0,
          "time": "2019-12-03T09:15:58.1665846Z", "fetched_at": "2026-11-29T10:00:00Z",
          "age_seconds": 12, "source": "cache"},
-        {"tenant": "litware", "name": "Litware", "tags": [], "status": "error",
+        {"tenant": "litware", "name": "Litware", "tags": [], "status": "error", "metric": "device",
          "error": {"code": "upstream_auth", "status": 502, "detail": "Defender refused the call"}}],
     "next_cursor": null
 }))]
@@ -100,7 +107,8 @@ pub struct ScoreList {
     pub next_cursor: Option<String>,
 }
 
-/// One tenant's score, or why there is none.
+/// One tenant's score, or why there is none. `max_score`, `percentage`, `categories` and
+/// `comparisons` are present only for `metric: secure` (and not on errors).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ScoreItem {
     /// The gateway's id of the tenant.
@@ -111,10 +119,13 @@ pub struct ScoreItem {
     pub tags: Vec<String>,
     /// `ok`, `stale` or `error`.
     pub status: ItemStatus,
-    /// Microsoft Secure Score for Devices, in raw points (absent on errors).
+    /// Which number `score` is (the query's `metric`).
+    pub metric: Metric,
+    /// The metric's value (absent on errors): `device` raw points, `exposure` 0–100 (lower is
+    /// better), `secure` points of `max_score`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub score: Option<f64>,
-    /// When Defender answered, exactly as Defender wrote it.
+    /// When the source computed it, exactly as it wrote it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub time: Option<String>,
     /// When the gateway fetched it (RFC 3339, UTC).
@@ -132,13 +143,26 @@ pub struct ScoreItem {
     /// Present when there is no score.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ItemErrorView>,
+    /// Only for `secure`: the points achievable with the tenant's licences.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_score: Option<f64>,
+    /// Only for `secure`: `100 × score / max_score` (0–100).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub percentage: Option<f64>,
+    /// Only for `secure`: points achieved per control category.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub categories: Option<Categories>,
+    /// Only for `secure`: the average scores of comparable tenants.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comparisons: Option<Vec<Comparison>>,
 }
 
 /// Why an item has no score: the code and status the single-tenant route would have answered.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ItemErrorView {
-    /// Stable code: `upstream_auth`, `upstream_error`, `upstream_throttled`, `upstream_timeout`,
-    /// `deadline_exceeded`, `shutting_down` or `internal`.
+    /// Stable code: `metric_not_enabled`, `upstream_auth`, `upstream_error`,
+    /// `upstream_throttled`, `upstream_timeout`, `upstream_gone`, `deadline_exceeded`,
+    /// `shutting_down` or `internal`.
     pub code: Code,
     /// The HTTP status `GET /tenants/{id}/score` would have answered.
     pub status: u16,
@@ -154,6 +178,7 @@ impl From<&Item> for ScoreItem {
             name: tenant.name.clone(),
             tags: tenant.tags.clone(),
             status: item.status(),
+            metric: item.metric,
             score: None,
             time: None,
             fetched_at: None,
@@ -161,6 +186,10 @@ impl From<&Item> for ScoreItem {
             source: None,
             warning: None,
             error: None,
+            max_score: None,
+            percentage: None,
+            categories: None,
+            comparisons: None,
         };
         match &item.outcome {
             Ok(served) => {
@@ -168,13 +197,22 @@ impl From<&Item> for ScoreItem {
                 // it is named here so that a new one cannot be forgotten.
                 let ScoreView {
                     tenant: _,
+                    metric: _,
                     score,
                     time,
                     fetched_at,
                     age_seconds,
                     source,
                     warning,
-                } = ScoreView::new(tenant, served);
+                    max_score,
+                    percentage,
+                    categories,
+                    comparisons,
+                } = ScoreView::new(tenant, item.metric, served);
+                view.max_score = max_score;
+                view.percentage = percentage;
+                view.categories = categories;
+                view.comparisons = comparisons;
                 view.score = Some(score);
                 view.time = Some(time);
                 view.fetched_at = Some(fetched_at);
@@ -188,6 +226,9 @@ impl From<&Item> for ScoreItem {
                     ScoreError::Deadline => {
                         format!("{error}; the fetch goes on and will fill the cache")
                     }
+                    ScoreError::MetricNotEnabled {
+                        metric, enabled, ..
+                    } => super::error::metric_not_enabled_detail(*metric, enabled),
                     _ => error.to_string(),
                 };
                 view.error = Some(ItemErrorView {
@@ -256,7 +297,7 @@ pub async fn list_scores(
     responses(
         (status = 200, description = "The scores, one row per item",
          content(
-            (String = "text/csv", example = "tenant,name,tags,status,score,time,fetched_at,age_seconds,source,error_code,error_detail\r\ncontoso,Contoso,gold,ok,340,2019-12-03T09:15:58.1665846Z,2026-11-29T10:00:00Z,12,cache,,\r\n"),
+            (String = "text/csv", example = "tenant,name,tags,status,score,time,fetched_at,age_seconds,source,error_code,error_detail,metric,max_score,percentage,category_identity,category_data,category_device,category_apps,category_infrastructure\r\ncontoso,Contoso,gold,ok,340,2019-12-03T09:15:58.1665846Z,2026-11-29T10:00:00Z,12,cache,,,device,,,,,,,\r\n"),
          ),
          headers(("Link" = String, description = "`<…>; rel=\"next\"` (RFC 8288): the URL of the next page (this query with the new `cursor`); absent on the last page"))),
         (status = 400, description = "Bad query, e.g. `limit=0`, an unknown `sort`, or a cursor of another query or API key (`invalid_request`)", body = Problem, content_type = "application/problem+json"),
@@ -288,6 +329,7 @@ async fn answer(
     route: &str,
 ) -> Result<HttpResponse, ApiError> {
     let raw = RawQuery {
+        metric: Some(super::handlers::metric(params.metric.as_deref())?),
         tenants: params.tenant,
         tags: params.tag,
         status: params.status,
@@ -392,8 +434,9 @@ pub(super) fn accepts_csv(request: &HttpRequest) -> bool {
     governing(mime::APPLICATION, mime::JSON).is_none_or(|json| csv > json)
 }
 
-/// The CSV columns, in order: the fields of [`CsvRow`].
-const CSV_HEADER: [&str; 11] = [
+/// The CSV columns, in order: the fields of [`CsvRow`]. The columns of the first release come
+/// first, in their first order, so that scripts reading columns by position keep working.
+const CSV_HEADER: [&str; 19] = [
     "tenant",
     "name",
     "tags",
@@ -405,6 +448,14 @@ const CSV_HEADER: [&str; 11] = [
     "source",
     "error_code",
     "error_detail",
+    "metric",
+    "max_score",
+    "percentage",
+    "category_identity",
+    "category_data",
+    "category_device",
+    "category_apps",
+    "category_infrastructure",
 ];
 
 /// One CSV row: an item, flattened. Enums are written as their JSON strings.
@@ -424,6 +475,15 @@ struct CsvRow<'a> {
     /// The error's code, or the warning's for a stale score served because its refresh failed.
     error_code: Option<Code>,
     error_detail: Option<&'a str>,
+    metric: Metric,
+    /// `secure` only, as the JSON numbers.
+    max_score: Option<String>,
+    percentage: Option<String>,
+    category_identity: Option<String>,
+    category_data: Option<String>,
+    category_device: Option<String>,
+    category_apps: Option<String>,
+    category_infrastructure: Option<String>,
 }
 
 impl<'a> From<&'a ScoreItem> for CsvRow<'a> {
@@ -432,6 +492,11 @@ impl<'a> From<&'a ScoreItem> for CsvRow<'a> {
             (Some(error), _) => (Some(error.code), Some(error.detail.as_str())),
             (None, Some(warning)) => (Some(warning.code), Some(warning.detail.as_str())),
             (None, None) => (None, None),
+        };
+        let category = |pick: fn(&Categories) -> f64| {
+            item.categories
+                .as_ref()
+                .map(|categories| pick(categories).to_string())
         };
         Self {
             tenant: &item.tenant,
@@ -445,6 +510,14 @@ impl<'a> From<&'a ScoreItem> for CsvRow<'a> {
             source: item.source,
             error_code,
             error_detail,
+            metric: item.metric,
+            max_score: item.max_score.map(|value| value.to_string()),
+            percentage: item.percentage.map(|value| value.to_string()),
+            category_identity: category(|c| c.identity),
+            category_data: category(|c| c.data),
+            category_device: category(|c| c.device),
+            category_apps: category(|c| c.apps),
+            category_infrastructure: category(|c| c.infrastructure),
         }
     }
 }
@@ -540,6 +613,11 @@ mod tests {
             source: None,
             warning: None,
             error: None,
+            metric: Metric::Device,
+            max_score: None,
+            percentage: None,
+            categories: None,
+            comparisons: None,
         };
         writer.serialize(CsvRow::from(&item)).unwrap();
         let with_header = String::from_utf8(writer.into_inner().unwrap()).unwrap();
@@ -567,6 +645,11 @@ mod tests {
                     detail: "slow down".to_owned(),
                 }),
                 error: None,
+                metric: Metric::Device,
+                max_score: None,
+                percentage: None,
+                categories: None,
+                comparisons: None,
             },
             ScoreItem {
                 tenant: "litware".to_owned(),
@@ -584,6 +667,11 @@ mod tests {
                     status: 504,
                     detail: "late".to_owned(),
                 }),
+                metric: Metric::Device,
+                max_score: None,
+                percentage: None,
+                categories: None,
+                comparisons: None,
             },
         ];
         let out = String::from_utf8(to_csv(&list(items)).unwrap()).unwrap();
@@ -591,11 +679,11 @@ mod tests {
         assert_eq!(
             rows[1],
             "contoso,\"Contoso, Ltd\",gold;eu,stale,340,2019-12-03T09:15:58.1665846Z,\
-             2026-11-29T10:00:00Z,12,stale,upstream_throttled,slow down"
+             2026-11-29T10:00:00Z,12,stale,upstream_throttled,slow down,device,,,,,,,"
         );
         assert_eq!(
             rows[2],
-            "litware,Litware,,error,,,,,,deadline_exceeded,late"
+            "litware,Litware,,error,,,,,,deadline_exceeded,late,device,,,,,,,"
         );
         assert_eq!(rows[3], "");
         assert_eq!(rows.len(), 4);

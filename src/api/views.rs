@@ -4,7 +4,9 @@
 use crate::cache::{LastFetch, Served, Source};
 use crate::code::Code;
 use crate::tenants::{Cloud, Geo, Tenant};
+use crate::upstream::{Categories, Comparison, Metric};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -14,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({
     "id": "contoso", "name": "Contoso Ltd", "tenant_id": "8f2c4e1a-1b2c-4d5e-8f90-123456789abc",
-    "cloud": "commercial", "geo": "eu", "tags": ["gold"]
+    "cloud": "commercial", "geo": "eu", "tags": ["gold"], "metrics": ["device", "secure"]
 }))]
 pub struct TenantView {
     /// The gateway's id of the tenant, used in routes.
@@ -30,6 +32,8 @@ pub struct TenantView {
     pub geo: Option<Geo>,
     /// Labels to filter on.
     pub tags: Vec<String>,
+    /// The metrics the tenant has (`metric=` of the score routes).
+    pub metrics: Vec<Metric>,
 }
 
 impl From<&Tenant> for TenantView {
@@ -41,6 +45,7 @@ impl From<&Tenant> for TenantView {
             cloud: tenant.cloud,
             geo: tenant.geo,
             tags: tenant.tags.clone(),
+            metrics: tenant.metrics().to_vec(),
         }
     }
 }
@@ -52,23 +57,29 @@ pub struct TenantList {
     pub tenants: Vec<TenantView>,
 }
 
-/// One tenant with the outcome of its last fetch from Defender.
+/// One tenant with the outcome of the last fetch of each of its metrics.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TenantDetail {
     /// The registration.
     #[serde(flatten)]
     pub tenant: TenantView,
-    /// The last fetch from Defender; absent until the first one ends.
+    /// The last fetch of the `device` metric (kept for clients of the first release; the same
+    /// as `last_fetches.device`); absent until the first one ends or when the tenant has no
+    /// `device` metric.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_fetch: Option<LastFetchView>,
+    /// The last fetch of each metric, by metric name (`device`, `exposure`, `secure`); a metric
+    /// not fetched yet is absent.
+    pub last_fetches: BTreeMap<Metric, LastFetchView>,
 }
 
 /// The outcome of the last fetch of a tenant's score.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct LastFetchView {
     /// When it ended (RFC 3339, UTC).
     pub at: String,
-    /// `ok`, or the error code (`upstream_auth`, `upstream_error`, `upstream_throttled`, `upstream_timeout`).
+    /// `ok`, or the error code (`upstream_auth`, `upstream_error`, `upstream_throttled`,
+    /// `upstream_timeout`, `upstream_gone`).
     pub outcome: String,
     /// What went wrong, when it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -121,18 +132,24 @@ pub struct WarningView {
     pub detail: String,
 }
 
-/// The device secure score of one tenant.
+/// One metric of one tenant: `score` is the metric's value (see `metric`). `max_score`,
+/// `percentage`, `categories` and `comparisons` are present only for `metric: secure`.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({
-    "tenant": "contoso", "score": 340.0, "time": "2019-12-03T09:15:58.1665846Z",
+    "tenant": "contoso", "metric": "device", "score": 340.0, "time": "2019-12-03T09:15:58.1665846Z",
     "fetched_at": "2026-11-29T10:00:00Z", "age_seconds": 12, "source": "cache"
 }))]
 pub struct ScoreView {
     /// The gateway's id of the tenant.
     pub tenant: String,
-    /// Microsoft Secure Score for Devices, in raw points (Defender gives no maximum).
+    /// Which number `score` is.
+    pub metric: Metric,
+    /// The metric's value. `device`: Microsoft Secure Score for Devices, raw points (Defender
+    /// gives no maximum), higher is better. `exposure`: 0–100, **lower is better**. `secure`:
+    /// Microsoft Secure Score points, of `max_score`, higher is better.
     pub score: f64,
-    /// When Defender answered, exactly as Defender wrote it.
+    /// When the source computed it, exactly as it wrote it (Defender's `time`, Graph's
+    /// `createdDateTime`).
     pub time: String,
     /// When the gateway fetched it (RFC 3339, UTC).
     pub fetched_at: String,
@@ -143,14 +160,29 @@ pub struct ScoreView {
     /// Present when a stale score is served because the refresh failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warning: Option<WarningView>,
+    /// Only for `secure`: the points achievable with the tenant's licences.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_score: Option<f64>,
+    /// Only for `secure`: `100 × score / max_score` (0–100, two decimals; 0 when `max_score`
+    /// is 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub percentage: Option<f64>,
+    /// Only for `secure`: points achieved per control category (all five always present).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub categories: Option<Categories>,
+    /// Only for `secure`: the average scores of comparable tenants.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comparisons: Option<Vec<Comparison>>,
 }
 
 impl ScoreView {
-    /// The view of a served score for `tenant`: the one mapping of a served score, which the
-    /// items of `/scores` reuse.
-    pub fn new(tenant: &Tenant, served: &Served) -> Self {
+    /// The view of a served `metric` for `tenant`: the one mapping of a served score, which
+    /// the items of `/scores` reuse.
+    pub fn new(tenant: &Tenant, metric: Metric, served: &Served) -> Self {
+        let secure = served.reading.secure.as_ref();
         Self {
             tenant: tenant.id.to_string(),
+            metric,
             score: served.reading.score,
             time: served.reading.time.clone(),
             fetched_at: rfc3339(served.reading.fetched_at),
@@ -160,6 +192,10 @@ impl ScoreView {
                 code: error.code(),
                 detail: error.to_string(),
             }),
+            max_score: secure.map(|details| details.max_score),
+            percentage: secure.map(|details| details.percentage(served.reading.score)),
+            categories: secure.map(|details| details.categories),
+            comparisons: secure.map(|details| details.comparisons.clone()),
         }
     }
 }
@@ -179,6 +215,10 @@ pub struct TenantListQuery {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ScoreQuery {
+    /// Which of the tenant's numbers: `device` (default), `exposure` or `secure`. A metric the
+    /// tenant does not have is 404 `metric_not_enabled`.
+    #[param(value_type = Option<Metric>)]
+    pub metric: Option<String>,
     /// Accept nothing older than this many seconds; `0` forces a call to Defender (still within
     /// the tenant's quota).
     #[param(minimum = 0, example = 60)]

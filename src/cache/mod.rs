@@ -24,6 +24,8 @@ use crate::config::CacheSettings;
 use crate::metrics::{CacheResult, Metrics};
 use crate::policy::{FetchError, Gated, Outbound};
 use crate::tenants::{Registry, Tenant, TenantId};
+/// What a score is cached under: one number per tenant and metric.
+pub use crate::upstream::ScoreKey;
 use crate::upstream::{Metric, Reading, UpstreamError};
 use futures::future::{BoxFuture, FutureExt, Shared};
 use parking_lot::Mutex;
@@ -75,6 +77,28 @@ pub enum ScoreError {
     /// The fetch task was cancelled because the gateway's runtime is stopping.
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    /// The tenant does not have the metric asked for: nothing is fetched.
+    #[error(
+        "tenant {tenant} does not have the {metric} metric; its metrics: {}",
+        list(enabled)
+    )]
+    MetricNotEnabled {
+        /// The tenant.
+        tenant: TenantId,
+        /// The metric asked for.
+        metric: Metric,
+        /// The metrics the tenant has.
+        enabled: Vec<Metric>,
+    },
+}
+
+/// `device, secure`.
+fn list(metrics: &[Metric]) -> String {
+    metrics
+        .iter()
+        .map(|metric| metric.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A fault a test can inject into the next fetch of a tenant, to prove that the gateway survives
@@ -99,15 +123,6 @@ pub struct LastFetch {
     pub error: Option<UpstreamError>,
 }
 
-/// What a score is cached under: one number per tenant and metric.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ScoreKey {
-    /// The tenant.
-    pub tenant: TenantId,
-    /// The metric.
-    pub metric: Metric,
-}
-
 /// A cached reading and its freshness, fixed when it was stored.
 #[derive(Debug)]
 pub struct Entry {
@@ -128,7 +143,8 @@ pub trait ScoreStore: Send + Sync {
     async fn get(&self, key: &ScoreKey) -> Option<Arc<Entry>>;
     /// Stores `entry` under `key`, replacing what was there.
     async fn insert(&self, key: ScoreKey, entry: Arc<Entry>);
-    /// Drops the entries of tenants that left the registry.
+    /// Drops the entries of tenants that left the registry, and of metrics a tenant no longer
+    /// has.
     async fn retain(&self, registry: &Registry);
 }
 
@@ -164,7 +180,11 @@ impl ScoreStore for MokaStore {
             .entries
             .iter()
             .map(|(key, _)| (*key).clone())
-            .filter(|key| registry.get(key.tenant.as_str()).is_none())
+            .filter(|key| {
+                !registry
+                    .get(key.tenant.as_str())
+                    .is_some_and(|tenant| tenant.has(key.metric))
+            })
             .collect();
         for key in gone {
             self.entries.invalidate(&key).await;
@@ -240,10 +260,10 @@ impl ScoreCache {
         &self.outbound
     }
 
-    fn key(&self, tenant: &TenantId) -> ScoreKey {
+    fn key(&self, tenant: &TenantId, metric: Metric) -> ScoreKey {
         ScoreKey {
             tenant: tenant.clone(),
-            metric: self.outbound.metric(),
+            metric,
         }
     }
 
@@ -258,13 +278,23 @@ impl ScoreCache {
     /// unless one was made less than `[cache] min_forced_interval_ms` ago: then that value is
     /// served); `wait_until` bounds how long this caller waits for a fetch. Counted as a cache hit, a miss
     /// or a stale serve.
+    ///
+    /// A metric the tenant does not have is [`ScoreError::MetricNotEnabled`], counted nowhere.
     pub async fn get(
         &self,
         tenant: &Arc<Tenant>,
+        metric: Metric,
         max_age: Option<Duration>,
         wait_until: Instant,
     ) -> Result<Served, ScoreError> {
-        let result = self.lookup(tenant, max_age, wait_until).await;
+        if !tenant.has(metric) {
+            return Err(ScoreError::MetricNotEnabled {
+                tenant: tenant.id.clone(),
+                metric,
+                enabled: tenant.metrics().to_vec(),
+            });
+        }
+        let result = self.lookup(tenant, metric, max_age, wait_until).await;
         self.metrics.cache(match &result {
             Ok(Served {
                 source: Source::Cache,
@@ -282,12 +312,13 @@ impl ScoreCache {
     async fn lookup(
         &self,
         tenant: &Arc<Tenant>,
+        metric: Metric,
         max_age: Option<Duration>,
         wait_until: Instant,
     ) -> Result<Served, ScoreError> {
         let asked_at = Instant::now();
         let max_age = max_age.map(|max_age| max_age.max(self.min_forced_interval));
-        let key = self.key(&tenant.id);
+        let key = self.key(&tenant.id, metric);
         let cached = self.entries.get(&key).await;
         if let Some(entry) = &cached {
             let age = asked_at.saturating_duration_since(entry.stored_at);
@@ -297,7 +328,7 @@ impl ScoreCache {
             }
             if allowed && age <= entry.fresh_for + self.stale_if_error {
                 // Stale-while-revalidate: answer now, refresh behind the caller's back.
-                self.refresh(tenant).await;
+                self.refresh(tenant, metric).await;
                 let warning = self.failure_since(&key, entry);
                 return Ok(self.served(entry, Source::Stale, warning));
             }
@@ -316,11 +347,11 @@ impl ScoreCache {
 
     /// Starts a refresh of the tenant unless one runs already or the tenant must be left alone
     /// (cool-down, failure back-off). Used by stale-while-revalidate and the refresher.
-    pub async fn refresh(&self, tenant: &Arc<Tenant>) {
-        if self.outbound.gate(tenant).is_err() {
+    pub async fn refresh(&self, tenant: &Arc<Tenant>, metric: Metric) {
+        if !tenant.has(metric) || self.outbound.gate(tenant, metric).is_err() {
             return;
         }
-        let key = self.key(&tenant.id);
+        let key = self.key(&tenant.id, metric);
         let mut flights = self.flights.lock().await;
         if let std::collections::hash_map::Entry::Vacant(slot) = flights.entry(key) {
             let flight = self.start_flight(tenant, slot.key());
@@ -328,19 +359,30 @@ impl ScoreCache {
         }
     }
 
-    /// Whether a fetch of the tenant is running now.
-    pub async fn is_fetching(&self, tenant: &TenantId) -> bool {
-        self.flights.lock().await.contains_key(&self.key(tenant))
+    /// Whether a fetch of the tenant's `metric` is running now.
+    pub async fn is_fetching(&self, tenant: &TenantId, metric: Metric) -> bool {
+        self.flights
+            .lock()
+            .await
+            .contains_key(&self.key(tenant, metric))
     }
 
-    /// The outcome of the tenant's last fetch, if any.
-    pub fn last_fetch(&self, tenant: &TenantId) -> Option<LastFetch> {
-        self.last_fetch.lock().get(&self.key(tenant)).cloned()
+    /// The outcome of the last fetch of the tenant's `metric`, if any.
+    pub fn last_fetch(&self, tenant: &TenantId, metric: Metric) -> Option<LastFetch> {
+        self.last_fetch
+            .lock()
+            .get(&self.key(tenant, metric))
+            .cloned()
     }
 
-    /// Drops everything held for tenants that left the registry or whose registration changed.
+    /// Drops everything held for tenants that left the registry or whose registration changed,
+    /// and for metrics a tenant no longer has.
     pub async fn retain(&self, registry: &Registry) {
-        let keep = |key: &ScoreKey| registry.get(key.tenant.as_str()).is_some();
+        let keep = |key: &ScoreKey| {
+            registry
+                .get(key.tenant.as_str())
+                .is_some_and(|tenant| tenant.has(key.metric))
+        };
         self.last_fetch.lock().retain(|key, _| keep(key));
         self.flights.lock().await.retain(|key, _| keep(key));
         self.entries.retain(registry).await;
@@ -365,11 +407,11 @@ impl ScoreCache {
                 return Ok(futures::future::ready(entry).boxed().shared());
             }
         }
-        match self.outbound.gate(tenant) {
+        match self.outbound.gate(tenant, key.metric) {
             Ok(()) => {}
             // Backing off: the failure that started it says more than "backing off".
             Err(gated @ Gated::BackOff(_)) => {
-                return Err(match self.last_fetch(&tenant.id) {
+                return Err(match self.last_fetch(&tenant.id, key.metric) {
                     Some(LastFetch {
                         error: Some(error), ..
                     }) => error,
@@ -532,7 +574,8 @@ impl FlightTask {
     }
 
     async fn fetch(&self, deadline: Instant) -> Result<Arc<Entry>, FetchError> {
-        let result = self.outbound.fetch(&self.tenant, deadline).await;
+        let metric = self.key.metric;
+        let result = self.outbound.fetch(&self.tenant, metric, deadline).await;
         match result {
             Ok(reading) => {
                 let jitter = rand::rng().random_range(0.0..FRESH_JITTER);
@@ -545,6 +588,7 @@ impl FlightTask {
                 self.metrics.fetch(None);
                 self.metrics.tenant_success(
                     &self.tenant.id,
+                    metric,
                     entry.reading.score,
                     entry.reading.fetched_at,
                 );
@@ -554,9 +598,10 @@ impl FlightTask {
                 self.metrics.fetch(Some(error.code()));
                 self.metrics.tenant_failure(
                     &self.tenant.id,
-                    self.outbound.consecutive_failures(&self.tenant),
+                    metric,
+                    self.outbound.consecutive_failures(&self.tenant, metric),
                 );
-                tracing::warn!(tenant = %self.tenant.id, "fetch failed: {error}");
+                tracing::warn!(tenant = %self.tenant.id, metric = metric.as_str(), "fetch failed: {error}");
                 Err(FetchError::Upstream(error))
             }
             Err(gated) => Err(gated),

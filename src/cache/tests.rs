@@ -44,7 +44,10 @@ async fn a_fresh_entry_is_served_from_the_cache_and_an_expired_one_stale_while_i
     let source = FakeSource::new(42.0, Duration::from_millis(20));
     let cache = cache(&source);
     let contoso = tenant("contoso", DEFENDER_LIMITS);
-    let first = cache.get(&contoso, None, soon()).await.unwrap();
+    let first = cache
+        .get(&contoso, Metric::Device, None, soon())
+        .await
+        .unwrap();
     assert_eq!(
         (first.source, first.reading.score),
         (Source::Upstream, 42.0)
@@ -53,22 +56,31 @@ async fn a_fresh_entry_is_served_from_the_cache_and_an_expired_one_stale_while_i
     assert!(fresh_for <= FRESH && fresh_for >= FRESH.mul_f64(1.0 - FRESH_JITTER));
 
     tokio::time::advance(fresh_for - Duration::from_millis(1)).await;
-    let cached = cache.get(&contoso, None, soon()).await.unwrap();
+    let cached = cache
+        .get(&contoso, Metric::Device, None, soon())
+        .await
+        .unwrap();
     assert_eq!(cached.source, Source::Cache);
     assert_eq!(cached.fresh_for, Duration::from_millis(1));
     assert_eq!(source.calls("contoso"), 1);
 
     tokio::time::advance(Duration::from_millis(1)).await;
     source.answer(Answer::Score(43.0));
-    let stale = cache.get(&contoso, None, soon()).await.unwrap();
+    let stale = cache
+        .get(&contoso, Metric::Device, None, soon())
+        .await
+        .unwrap();
     assert_eq!((stale.source, stale.reading.score), (Source::Stale, 42.0));
     assert!(stale.warning.is_none());
     assert!(
-        cache.is_fetching(&contoso.id).await,
+        cache.is_fetching(&contoso.id, Metric::Device).await,
         "a refresh runs behind the caller"
     );
     settle().await;
-    let refreshed = cache.get(&contoso, None, soon()).await.unwrap();
+    let refreshed = cache
+        .get(&contoso, Metric::Device, None, soon())
+        .await
+        .unwrap();
     assert_eq!(
         (refreshed.source, refreshed.reading.score),
         (Source::Cache, 43.0)
@@ -81,10 +93,16 @@ async fn past_the_stale_window_the_caller_waits_for_a_new_value() {
     let source = FakeSource::new(42.0, Duration::from_millis(20));
     let cache = cache(&source);
     let contoso = tenant("contoso", DEFENDER_LIMITS);
-    cache.get(&contoso, None, soon()).await.unwrap();
+    cache
+        .get(&contoso, Metric::Device, None, soon())
+        .await
+        .unwrap();
     tokio::time::advance(FRESH + STALE_IF_ERROR + Duration::from_secs(1)).await;
     source.answer(Answer::Score(50.0));
-    let served = cache.get(&contoso, None, soon()).await.unwrap();
+    let served = cache
+        .get(&contoso, Metric::Device, None, soon())
+        .await
+        .unwrap();
     assert_eq!(
         (served.source, served.reading.score),
         (Source::Upstream, 50.0)
@@ -98,7 +116,13 @@ async fn fresh_windows_are_jittered_so_that_tenants_loaded_together_expire_apart
     let mut windows = Vec::new();
     for i in 0..20 {
         let tenant = tenant(&format!("tenant-{i}"), DEFENDER_LIMITS);
-        windows.push(cache.get(&tenant, None, soon()).await.unwrap().fresh_for);
+        windows.push(
+            cache
+                .get(&tenant, Metric::Device, None, soon())
+                .await
+                .unwrap()
+                .fresh_for,
+        );
     }
     let shortest = FRESH.mul_f64(1.0 - FRESH_JITTER);
     assert!(
@@ -119,7 +143,7 @@ async fn concurrent_callers_of_a_cold_tenant_share_one_fetch() {
     let source = FakeSource::new(42.0, Duration::from_millis(200));
     let cache = cache(&source);
     let contoso = tenant("contoso", DEFENDER_LIMITS);
-    let callers = (0..10).map(|_| cache.get(&contoso, None, soon()));
+    let callers = (0..10).map(|_| cache.get(&contoso, Metric::Device, None, soon()));
     let served = futures::future::join_all(callers).await;
     assert!(served.iter().all(|s| matches!(
         s,
@@ -129,7 +153,7 @@ async fn concurrent_callers_of_a_cold_tenant_share_one_fetch() {
         })
     )));
     assert_eq!(source.calls("contoso"), 1);
-    assert!(!cache.is_fetching(&contoso.id).await);
+    assert!(!cache.is_fetching(&contoso.id, Metric::Device).await);
 }
 
 #[tokio::test(start_paused = true)]
@@ -138,12 +162,20 @@ async fn a_caller_whose_deadline_passes_leaves_the_fetch_to_fill_the_cache() {
     let cache = cache(&source);
     let contoso = tenant("contoso", DEFENDER_LIMITS);
     let hurried = cache
-        .get(&contoso, None, Instant::now() + Duration::from_secs(1))
+        .get(
+            &contoso,
+            Metric::Device,
+            None,
+            Instant::now() + Duration::from_secs(1),
+        )
         .await;
     assert!(matches!(hurried, Err(ScoreError::Deadline)));
     settle().await;
     settle().await;
-    let served = cache.get(&contoso, None, soon()).await.unwrap();
+    let served = cache
+        .get(&contoso, Metric::Device, None, soon())
+        .await
+        .unwrap();
     assert_eq!(served.source, Source::Cache);
     assert_eq!(source.calls("contoso"), 1);
 }
@@ -153,15 +185,28 @@ async fn the_last_good_value_covers_a_failure_within_the_stale_if_error_window()
     let source = FakeSource::new(42.0, Duration::from_millis(20));
     let cache = cache(&source);
     let contoso = tenant("contoso", DEFENDER_LIMITS);
-    cache.get(&contoso, None, soon()).await.unwrap();
+    cache
+        .get(&contoso, Metric::Device, None, soon())
+        .await
+        .unwrap();
     tokio::time::advance(FRESH).await;
     source.answer(server_error());
     // Stale at once; the refresh behind it fails (after its retries).
-    let stale = cache.get(&contoso, None, soon()).await.unwrap();
+    let stale = cache
+        .get(&contoso, Metric::Device, None, soon())
+        .await
+        .unwrap();
     assert_eq!(stale.source, Source::Stale);
     settle().await;
-    assert!(cache.last_fetch(&contoso.id).unwrap().error.is_some());
-    let covered = cache.get(&contoso, None, soon()).await.unwrap();
+    assert!(cache
+        .last_fetch(&contoso.id, Metric::Device)
+        .unwrap()
+        .error
+        .is_some());
+    let covered = cache
+        .get(&contoso, Metric::Device, None, soon())
+        .await
+        .unwrap();
     assert_eq!(
         (covered.source, covered.reading.score),
         (Source::Stale, 42.0)
@@ -173,7 +218,12 @@ async fn the_last_good_value_covers_a_failure_within_the_stale_if_error_window()
     );
     // A caller who asks for a younger value gets the failure instead.
     let strict = cache
-        .get(&contoso, Some(Duration::from_secs(10)), soon())
+        .get(
+            &contoso,
+            Metric::Device,
+            Some(Duration::from_secs(10)),
+            soon(),
+        )
         .await;
     assert!(matches!(
         strict,
@@ -181,7 +231,7 @@ async fn the_last_good_value_covers_a_failure_within_the_stale_if_error_window()
     ));
     // Past the stale-if-error window, nothing covers the failure.
     tokio::time::advance(STALE_IF_ERROR).await;
-    let expired = cache.get(&contoso, None, soon()).await;
+    let expired = cache.get(&contoso, Metric::Device, None, soon()).await;
     assert!(
         matches!(expired, Err(ScoreError::Upstream(_))),
         "{expired:?}"
@@ -194,15 +244,18 @@ async fn a_tenant_in_back_off_is_not_called_and_answers_its_last_failure() {
     source.answer(server_error());
     let cache = cache(&source);
     let contoso = tenant("contoso", DEFENDER_LIMITS);
-    assert!(cache.get(&contoso, None, soon()).await.is_err());
+    assert!(cache
+        .get(&contoso, Metric::Device, None, soon())
+        .await
+        .is_err());
     let calls = source.calls("contoso");
-    let again = cache.get(&contoso, None, soon()).await;
+    let again = cache.get(&contoso, Metric::Device, None, soon()).await;
     assert!(
         matches!(again, Err(ScoreError::Upstream(UpstreamError::Failed { ref detail })) if detail == "Defender answered 503")
     );
-    cache.refresh(&contoso).await;
+    cache.refresh(&contoso, Metric::Device).await;
     assert!(
-        !cache.is_fetching(&contoso.id).await,
+        !cache.is_fetching(&contoso.id, Metric::Device).await,
         "the refresher skips it too"
     );
     assert_eq!(source.calls("contoso"), calls);
@@ -213,15 +266,18 @@ async fn max_age_zero_forces_a_fetch_but_not_more_than_once_per_minimum_interval
     let source = FakeSource::new(42.0, Duration::ZERO);
     let cache = cache(&source);
     let contoso = tenant("contoso", DEFENDER_LIMITS);
-    cache.get(&contoso, None, soon()).await.unwrap();
+    cache
+        .get(&contoso, Metric::Device, None, soon())
+        .await
+        .unwrap();
     let again = cache
-        .get(&contoso, Some(Duration::ZERO), soon())
+        .get(&contoso, Metric::Device, Some(Duration::ZERO), soon())
         .await
         .unwrap();
     assert_eq!((again.source, source.calls("contoso")), (Source::Cache, 1));
     tokio::time::advance(Duration::from_millis(1001)).await;
     let forced = cache
-        .get(&contoso, Some(Duration::ZERO), soon())
+        .get(&contoso, Metric::Device, Some(Duration::ZERO), soon())
         .await
         .unwrap();
     assert_eq!(

@@ -250,6 +250,15 @@ impl Config {
         for (kind, count) in per_kind {
             let _ = writeln!(out, "  credential {kind}: {count}");
         }
+        for metric in crate::upstream::Metric::ALL {
+            let count = self
+                .registry
+                .all()
+                .iter()
+                .filter(|tenant| tenant.has(metric))
+                .count();
+            let _ = writeln!(out, "  metric {metric}: {count} tenant(s)");
+        }
         let _ = writeln!(
             out,
             "  listen {}, authentication {}, {} API key(s)",

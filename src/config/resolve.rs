@@ -10,11 +10,12 @@ use super::settings::{
     ApiKeySettings, AuthSettings, HistorySettings, SecretSource, ServerSettings, TenantSettings,
     UpstreamSettings,
 };
-use super::validate::{check_https, check_range, check_scope, limits};
+use super::validate::{check_https, check_metrics, check_range, check_scope, limits};
 use super::HistoryConfig;
 use crate::auth::{ApiKey, KeyRing, Scope};
 use crate::credential::{Certificate, Credential};
-use crate::tenants::{Cloud, Geo, QuotaLimits, Tenant, TenantId};
+use crate::tenants::{Cloud, Geo, QuotaLimits, Tenant, TenantId, TenantSources};
+use crate::upstream::Metric;
 use secrecy::SecretString;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -125,11 +126,18 @@ pub(super) fn resolve_tenants(
                 problems,
             );
         }
+        let sources = endpoints
+            .as_ref()
+            .and_then(|(cloud, ..)| resolve_sources(settings, upstream, *cloud, &key, problems));
         if problems.len() != before {
             continue;
         }
-        let (Some(id), Some(credential), Some((cloud, geo, authority_host, api_base, scope))) =
-            (id, credential, endpoints)
+        let (
+            Some(id),
+            Some(credential),
+            Some((cloud, geo, authority_host, api_base, scope)),
+            Some(sources),
+        ) = (id, credential, endpoints, sources)
         else {
             continue;
         };
@@ -146,6 +154,7 @@ pub(super) fn resolve_tenants(
             scope,
             tags: settings.tags.clone(),
             quota,
+            sources,
         });
     }
     resolved
@@ -304,6 +313,93 @@ fn resolve_endpoints(
         return None;
     };
     Some((cloud, geo, authority_host, api_base, scope))
+}
+
+/// The tenant's metrics and Microsoft Graph settings: its own overrides, else `[upstream]`'s
+/// (the Graph host only for the same cloud), else the cloud's. A Graph host is required only
+/// when the tenant has `secure`.
+fn resolve_sources(
+    settings: &TenantSettings,
+    upstream: &UpstreamSettings,
+    cloud: Cloud,
+    key: &str,
+    problems: &mut Vec<String>,
+) -> Option<TenantSources> {
+    let before = problems.len();
+    let metrics = match &settings.metrics {
+        Some(own) => {
+            check_metrics(&format!("{key}.metrics"), own, problems);
+            own.clone()
+        }
+        None => upstream.metrics.clone(),
+    };
+    check_https(
+        &format!("{key}.graph_base"),
+        settings.graph_base.as_ref(),
+        problems,
+    );
+    if let Some(scope) = &settings.graph_scope {
+        check_scope(&format!("{key}.graph_scope"), scope, problems);
+    }
+    for (field, value, max) in [
+        (
+            "graph_requests_per_minute",
+            settings.graph_requests_per_minute,
+            limits::MAX_UPSTREAM_PER_MINUTE,
+        ),
+        (
+            "graph_max_concurrent",
+            settings.graph_max_concurrent,
+            limits::MAX_GRAPH_CONCURRENT,
+        ),
+    ] {
+        if let Some(value) = value {
+            check_range(
+                &format!("{key}.{field}"),
+                value.into(),
+                1,
+                max.into(),
+                problems,
+            );
+        }
+    }
+    let inherits = settings.cloud.is_none();
+    let graph_base = settings
+        .graph_base
+        .clone()
+        .or_else(|| inherits.then(|| upstream.graph_base.clone()).flatten())
+        .or_else(|| cloud.graph_base().and_then(|base| Url::parse(base).ok()));
+    if metrics.contains(&Metric::Secure) && graph_base.is_none() {
+        problems.push(format!(
+            "{key}: the secure metric on cloud \"custom\" needs graph_base (in [upstream] or on the tenant)"
+        ));
+    }
+    // The emulated (and any custom) Entra knows Graph by its commercial name; a sovereign
+    // cloud's Graph host is also its token resource.
+    let graph_scope = settings
+        .graph_scope
+        .clone()
+        .or_else(|| upstream.graph_scope.clone())
+        .unwrap_or_else(|| match (cloud, cloud.graph_base()) {
+            (Cloud::Custom, _) | (_, None) => crate::wire::GRAPH_SCOPE.to_owned(),
+            (_, Some(base)) => format!("{base}/.default"),
+        });
+    let mut ordered: Vec<Metric> = Metric::ALL
+        .into_iter()
+        .filter(|metric| metrics.contains(metric))
+        .collect();
+    ordered.dedup();
+    (problems.len() == before).then(|| TenantSources {
+        metrics: ordered,
+        graph_base,
+        graph_scope,
+        graph_per_minute: settings
+            .graph_requests_per_minute
+            .unwrap_or(upstream.graph_requests_per_minute),
+        graph_max_concurrent: settings
+            .graph_max_concurrent
+            .unwrap_or(upstream.graph_max_concurrent),
+    })
 }
 
 /// The tenant's one credential: a client secret or a certificate (with its password, if any).
@@ -697,6 +793,142 @@ mod tests {
         ] {
             assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
         }
+    }
+
+    #[test]
+    fn metrics_default_to_upstream_and_are_overridden_per_tenant_and_by_environment() {
+        use crate::upstream::Metric;
+        let dir = tempdir();
+        let other = "22222222-2222-4222-8222-222222222222";
+        let text = [
+            "[upstream]\nmetrics = [\"exposure\"]\n".to_owned(),
+            tenant("a", TENANT, CLIENT, "client_secret = { env = \"S\" }"),
+            tenant(
+                "b",
+                other,
+                CLIENT,
+                "client_secret = { env = \"S\" }\nmetrics = [\"secure\", \"device\"]\ngraph_scope = \"https://graph.example.test/.default\"\ngraph_max_concurrent = 2",
+            ),
+        ]
+        .concat();
+        let path = write(&dir, "a.toml", &text);
+        let config = Config::load_with_env(&path, env(&[("S", "x")])).unwrap();
+        let a = config.registry.get("a").unwrap();
+        assert_eq!(a.metrics(), [Metric::Exposure]);
+        let b = config.registry.get("b").unwrap();
+        assert_eq!(
+            b.metrics(),
+            [Metric::Device, Metric::Secure],
+            "in API order"
+        );
+        assert_eq!(b.sources.graph_scope, "https://graph.example.test/.default");
+        assert_eq!(b.sources.graph_max_concurrent, 2);
+        assert_eq!(b.sources.graph_per_minute, 150);
+        assert_eq!(
+            b.sources.graph_base.as_ref().map(url::Url::as_str),
+            Some("https://graph.microsoft.com/")
+        );
+        assert!(config.summary().contains("metric secure: 1 tenant(s)"));
+        let config = Config::load_with_env(
+            &path,
+            env(&[
+                ("S", "x"),
+                ("SCOREGATE__UPSTREAM__METRICS", "[\"device\",\"secure\"]"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            config.registry.get("a").unwrap().metrics(),
+            [Metric::Device, Metric::Secure]
+        );
+    }
+
+    #[test]
+    fn bad_metric_lists_and_graph_settings_are_named() {
+        let dir = tempdir();
+        let path = write(
+            &dir,
+            "a.toml",
+            "[upstream]\nmetrics = [\"device\", \"score\"]\n",
+        );
+        let all = problems(Config::load_with_env(&path, env(&[]))).join("\n");
+        assert!(
+            all.contains("upstream.metrics[1]: unknown variant `score`, expected one of `device`, `exposure`, `secure`"),
+            "{all}"
+        );
+        let text = [
+            "[upstream]\nmetrics = []\ngraph_requests_per_minute = 0\n".to_owned(),
+            tenant(
+                "a",
+                TENANT,
+                CLIENT,
+                "client_secret = { env = \"S\" }\nmetrics = [\"secure\", \"secure\"]\ngraph_base = \"http://graph.example.test\"",
+            ),
+        ]
+        .concat();
+        let path = write(&dir, "b.toml", &text);
+        let all = problems(Config::load_with_env(&path, env(&[("S", "x")]))).join("\n");
+        for expected in [
+            "upstream.metrics: must name at least one metric",
+            "upstream.graph_requests_per_minute: must be greater than 0",
+            "tenants[0] (id \"a\").metrics[1]: secure is listed twice",
+            "tenants[0] (id \"a\").graph_base: must be an https:// URL",
+        ] {
+            assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn secure_on_a_custom_cloud_needs_a_graph_base_and_uses_graphs_commercial_scope() {
+        let dir = tempdir();
+        let hosts = "[upstream]\ncloud = \"custom\"\nauthority_host = \"https://login.example.test\"\napi_base = \"https://api.example.test\"\n";
+        let secure = "client_secret = { env = \"S\" }\nmetrics = [\"secure\"]";
+        let path = write(
+            &dir,
+            "a.toml",
+            &format!("{hosts}{}", tenant("a", TENANT, CLIENT, secure)),
+        );
+        let all = problems(Config::load_with_env(&path, env(&[("S", "x")]))).join("\n");
+        assert!(
+            all.contains("the secure metric on cloud \"custom\" needs graph_base"),
+            "{all}"
+        );
+        // Without `secure`, no Graph host is needed.
+        let path = write(
+            &dir,
+            "b.toml",
+            &format!(
+                "{hosts}{}",
+                tenant("a", TENANT, CLIENT, "client_secret = { env = \"S\" }")
+            ),
+        );
+        assert!(Config::load_with_env(&path, env(&[("S", "x")])).is_ok());
+        let path = write(
+            &dir,
+            "c.toml",
+            &format!(
+                "{hosts}graph_base = \"https://graph.example.test\"\n{}",
+                tenant("a", TENANT, CLIENT, secure)
+            ),
+        );
+        let config = Config::load_with_env(&path, env(&[("S", "x")])).unwrap();
+        let a = config.registry.get("a").unwrap();
+        assert_eq!(a.sources.graph_scope, crate::wire::GRAPH_SCOPE);
+        assert_eq!(
+            a.sources.graph_base.as_ref().map(url::Url::as_str),
+            Some("https://graph.example.test/")
+        );
+        // A sovereign cloud's Graph host is also its token resource.
+        let path = write(
+            &dir,
+            "d.toml",
+            &tenant("a", TENANT, CLIENT, &format!("{secure}\ncloud = \"dod\"")),
+        );
+        let config = Config::load_with_env(&path, env(&[("S", "x")])).unwrap();
+        assert_eq!(
+            config.registry.get("a").unwrap().sources.graph_scope,
+            "https://dod-graph.microsoft.us/.default"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! (`validate` does) or reads a secret (`resolve` does).
 
 use crate::tenants::{Cloud, Geo};
+use crate::upstream::Metric;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -187,6 +188,20 @@ pub struct UpstreamSettings {
     pub requests_per_minute: u32,
     /// Calls per tenant per hour (Microsoft's limit: 1,500).
     pub requests_per_hour: u32,
+    /// Metrics of tenants that name none: any of `device` (Defender's device score),
+    /// `exposure` (Defender's exposure score) and `secure` (Microsoft Secure Score, through
+    /// Microsoft Graph). Default `["device"]`.
+    pub metrics: Vec<Metric>,
+    /// Microsoft Graph base, required for `cloud = "custom"` when a tenant has `secure`,
+    /// overriding the cloud's otherwise.
+    pub graph_base: Option<Url>,
+    /// Token scope of Graph calls; default `{graph_base}/.default` (for custom hosts
+    /// `https://graph.microsoft.com/.default`).
+    pub graph_scope: Option<String>,
+    /// Graph calls per tenant per minute (Graph's limit: 150).
+    pub graph_requests_per_minute: u32,
+    /// Graph calls per tenant in flight at once (Graph's limit: 4).
+    pub graph_max_concurrent: u32,
 }
 
 impl Default for UpstreamSettings {
@@ -207,6 +222,11 @@ impl Default for UpstreamSettings {
             extra_ca_file: None,
             requests_per_minute: 100,
             requests_per_hour: 1_500,
+            metrics: vec![Metric::Device],
+            graph_base: None,
+            graph_scope: None,
+            graph_requests_per_minute: 150,
+            graph_max_concurrent: 4,
         }
     }
 }
@@ -309,6 +329,21 @@ pub struct TenantSettings {
     /// Per-hour limit override.
     #[serde(default)]
     pub requests_per_hour: Option<u32>,
+    /// The tenant's metrics (default `[upstream] metrics`).
+    #[serde(default)]
+    pub metrics: Option<Vec<Metric>>,
+    /// Microsoft Graph base override.
+    #[serde(default)]
+    pub graph_base: Option<Url>,
+    /// Graph token scope override.
+    #[serde(default)]
+    pub graph_scope: Option<String>,
+    /// Graph per-minute limit override.
+    #[serde(default)]
+    pub graph_requests_per_minute: Option<u32>,
+    /// Graph concurrent-call limit override.
+    #[serde(default)]
+    pub graph_max_concurrent: Option<u32>,
 }
 
 /// Where a secret comes from: exactly one of `env` or `file`.

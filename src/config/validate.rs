@@ -44,6 +44,9 @@ pub mod limits {
     pub const MAX_UPSTREAM_PER_MINUTE: u32 = 1_000_000;
     /// Most calls per tenant per hour (`[upstream]` and per-tenant `requests_per_hour`).
     pub const MAX_UPSTREAM_PER_HOUR: u32 = 60_000_000;
+    /// Most Graph calls per tenant at once (`[upstream]` and per-tenant
+    /// `graph_max_concurrent`).
+    pub const MAX_GRAPH_CONCURRENT: u32 = 1_000;
     /// Most requests per minute of one API key (`[auth] default_requests_per_minute` and
     /// `[[api_keys]] requests_per_minute`).
     pub const MAX_KEY_PER_MINUTE: u32 = 1_000_000;
@@ -216,6 +219,18 @@ pub(super) fn validate_upstream(upstream: &UpstreamSettings, problems: &mut Vec<
             1,
             MAX_UPSTREAM_PER_HOUR.into(),
         ),
+        (
+            "upstream.graph_requests_per_minute",
+            upstream.graph_requests_per_minute.into(),
+            1,
+            MAX_UPSTREAM_PER_MINUTE.into(),
+        ),
+        (
+            "upstream.graph_max_concurrent",
+            upstream.graph_max_concurrent.into(),
+            1,
+            MAX_GRAPH_CONCURRENT.into(),
+        ),
     ];
     for (key, value, min, max) in ranges {
         check_range(key, value, min, max, problems);
@@ -229,9 +244,18 @@ pub(super) fn validate_upstream(upstream: &UpstreamSettings, problems: &mut Vec<
         problems,
     );
     check_https("upstream.api_base", upstream.api_base.as_ref(), problems);
+    check_https(
+        "upstream.graph_base",
+        upstream.graph_base.as_ref(),
+        problems,
+    );
     if let Some(scope) = &upstream.scope {
         check_scope("upstream.scope", scope, problems);
     }
+    if let Some(scope) = &upstream.graph_scope {
+        check_scope("upstream.graph_scope", scope, problems);
+    }
+    check_metrics("upstream.metrics", &upstream.metrics, problems);
     if upstream.geo.is_some() && upstream.cloud != Cloud::Commercial {
         problems.push("upstream.geo: geo API hosts exist only in the commercial cloud".to_owned());
     }
@@ -339,6 +363,25 @@ fn loose_mode(path: &Path) -> Option<u32> {
     {
         let _ = path;
         None
+    }
+}
+
+/// Reports `key` unless `metrics` names at least one metric, each once. Unknown names are
+/// refused earlier, by deserialization, with the key and the accepted names.
+pub(super) fn check_metrics(
+    key: &str,
+    metrics: &[crate::upstream::Metric],
+    problems: &mut Vec<String>,
+) {
+    if metrics.is_empty() {
+        problems.push(format!(
+            "{key}: must name at least one metric (device, exposure, secure)"
+        ));
+    }
+    for (position, metric) in metrics.iter().enumerate() {
+        if metrics[..position].contains(metric) {
+            problems.push(format!("{key}[{position}]: {metric} is listed twice"));
+        }
     }
 }
 

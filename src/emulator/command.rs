@@ -77,6 +77,10 @@ pub struct EmulateArgs {
     /// Worker threads serving HTTPS.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
+    /// Metrics the written configuration enables for every tenant (`[upstream] metrics`), comma
+    /// separated: device, exposure, secure. Default: none written (the gateway's `device`).
+    #[arg(long, value_delimiter = ',', value_parser = ["device", "exposure", "secure"])]
+    pub metrics: Vec<String>,
 }
 
 impl EmulateArgs {
@@ -122,7 +126,7 @@ pub async fn run_cli(args: EmulateArgs) -> anyhow::Result<()> {
     let config_path = match &args.write_config {
         Some(path) => Some(
             emulator
-                .write_config_file(path)
+                .write_config_with_metrics(path, &args.metrics)
                 .context("cannot write the gateway configuration")?,
         ),
         None => None,

@@ -31,6 +31,9 @@ pub(crate) struct ConfigContents<'a> {
     pub tenants: &'a [EmulatedTenant],
     /// Seed, for the header comment.
     pub seed: u64,
+    /// `[upstream] metrics` to write (`device`, `exposure`, `secure`); empty writes none, and the
+    /// gateway's default (`device`) applies.
+    pub metrics: &'a [String],
 }
 
 fn write_error(path: &Path) -> impl FnOnce(std::io::Error) -> EmulatorError + '_ {
@@ -120,6 +123,13 @@ pub(crate) fn write(
     let _ = writeln!(toml, "cloud = \"custom\"");
     let _ = writeln!(toml, "authority_host = {}", quoted(contents.base_url));
     let _ = writeln!(toml, "api_base = {}", quoted(contents.base_url));
+    // Graph is served from the same origin; writing it always lets `secure` be enabled by the
+    // environment alone (SCOREGATE__UPSTREAM__METRICS).
+    let _ = writeln!(toml, "graph_base = {}", quoted(contents.base_url));
+    if !contents.metrics.is_empty() {
+        let metrics: Vec<String> = contents.metrics.iter().map(|m| quoted(m)).collect();
+        let _ = writeln!(toml, "metrics = [{}]", metrics.join(", "));
+    }
     let _ = writeln!(toml, "extra_ca_file = {}", quoted(CA_FILE_NAME));
 
     let mut msp_secret_written = false;

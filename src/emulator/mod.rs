@@ -375,6 +375,16 @@ impl Emulator {
 
     /// Writes the gateway configuration to `path`, the CA and secrets beside it.
     pub fn write_config_file(&self, path: &Path) -> Result<PathBuf, EmulatorError> {
+        self.write_config_with_metrics(path, &[])
+    }
+
+    /// Writes the gateway configuration to `path` with `[upstream] metrics = metrics` (none
+    /// written when empty: the gateway's default, `device`, applies).
+    pub fn write_config_with_metrics(
+        &self,
+        path: &Path,
+        metrics: &[String],
+    ) -> Result<PathBuf, EmulatorError> {
         let tenants = self.try_tenants()?;
         config_writer::write(
             path,
@@ -383,6 +393,7 @@ impl Emulator {
                 ca_pem: &self.shared.ca_pem,
                 tenants: &tenants,
                 seed: self.shared.settings.seed,
+                metrics,
             },
         )
     }

@@ -14,15 +14,19 @@
 //!       — Microsoft counts every HTTP call, retries included. Waits within the deadline when a
 //!       window is spent. Before the slot, so that a tenant waiting for its window holds no slot
 //!       that other tenants could use.
-//!    2. **In-flight cap** ([`InFlightCap`]): a global cap on calls at once; our sockets and
+//!    2. **Tenant slots** ([`TenantSlots`]): the upstream service's own cap on one tenant's calls
+//!       at once (Graph: 4 per app and tenant; Defender has none). After the quota for the same
+//!       reason as the global cap, before it so that a tenant waiting for its own slot holds
+//!       none of the global ones.
+//!    3. **In-flight cap** ([`InFlightCap`]): a global cap on calls at once; our sockets and
 //!       Defender are finite. Held for the token and the call, so that it also bounds token
 //!       requests at once (a cold start of a thousand tenants does not open a thousand
 //!       connections to Entra ID at the same instant). The refresher reads its free slots to stay
 //!       behind interactive requests.
-//!    3. **Token** ([`Tokens`]): a bearer token for the source's scope (usually a cache hit).
+//!    4. **Token** ([`Tokens`]): a bearer token for the source's scope (usually a cache hit).
 //!       After the quota, so a token failure costs a quota unit: tokens are fetched per attempt,
 //!       and bounding Entra requests by the cap matters more than that unit.
-//!    4. **Call** ([`ScoreSource::call`]): bounded by the attempt timeout, never past the fetch's
+//!    5. **Call** ([`ScoreSource::call`]): bounded by the attempt timeout, never past the fetch's
 //!       deadline.
 //!
 //! Classification is a pure function, [`classify`]: it maps an attempt's outcome to a
@@ -30,15 +34,22 @@
 //! nothing. Only [`Outbound`] applies the effects of decisions on shared state, in one place: a
 //! cool-down on `CoolDown`, and after the fetch, back-off on failure and its end on success.
 //!
+//! One stack serves every source ([`Metric`]): rate windows, cool-downs and tenant slots are
+//! keyed by tenant and upstream service (`device` and `exposure` share Defender's), failure
+//! back-off by tenant and metric. A source answering 404 or 410 is `upstream_gone`: not retried,
+//! and backed off for [`GONE_BACKOFF`] rather than the short exponential pause.
+//!
 //! The state these policies consult lives behind [`QuotaStore`] (in-process today, shared across
-//! replicas later); the in-flight cap stays per process.
+//! replicas later); the in-flight cap and tenant slots stay per process.
 
 use crate::metrics::{CallOutcome, Metrics, QuotaRefusal};
 use crate::quota::{instant_after, FailureBackoff, QuotaKey, QuotaStore, Window};
 use crate::tenants::{Registry, Tenant};
 use crate::token::{TokenError, Tokens};
-use crate::upstream::{CallFailure, Metric, Reading, ScoreSource, UpstreamError};
+use crate::upstream::{CallFailure, Metric, Reading, ScoreKey, ScoreSource, UpstreamError};
+use parking_lot::Mutex;
 use rand::Rng;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -46,6 +57,13 @@ use tokio::time::Instant;
 
 /// Cool-down after a 429 without a usable `Retry-After`.
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// How long a tenant's metric whose endpoint answered 404 or 410 is left alone: a retired API
+/// does not come back within minutes, and asking every few seconds would only fill logs.
+pub const GONE_BACKOFF: FailureBackoff = FailureBackoff {
+    base: Duration::from_secs(3600),
+    max: Duration::from_secs(3600),
+};
 
 /// Why one attempt produced no reading: the facts [`classify`] decides on.
 #[derive(Debug)]
@@ -109,6 +127,8 @@ pub fn classify(outcome: Result<Reading, Failure>, renewed: bool) -> Decision {
         }) => match status {
             401 if !renewed => Decision::RenewToken(detail),
             401 | 403 => Decision::Fail(UpstreamError::Denied { status, detail }),
+            // Retired, or not offered in this cloud: retrying does not bring it back.
+            404 | 410 => Decision::Fail(UpstreamError::Gone { detail }),
             429 => Decision::CoolDown(retry_after.unwrap_or(DEFAULT_RETRY_AFTER)),
             500..=599 => Decision::Retry(detail),
             _ => Decision::Fail(UpstreamError::Failed { detail }),
@@ -156,8 +176,8 @@ struct Gate {
 }
 
 impl Gate {
-    fn check(&self, key: &QuotaKey) -> Result<(), Gated> {
-        if let Some(left) = self.store.cool_down_left(key) {
+    fn check(&self, quota: &QuotaKey, key: &ScoreKey) -> Result<(), Gated> {
+        if let Some(left) = self.store.cool_down_left(quota) {
             self.metrics.quota_refusal(QuotaRefusal::CoolDown);
             return Err(Gated::CoolDown(left));
         }
@@ -218,7 +238,7 @@ impl RateLimit {
         deadline: Instant,
     ) -> Result<(), UpstreamError> {
         for window in Window::ALL {
-            while let Err(wait) = self.store.charge(key, tenant.quota, window) {
+            while let Err(wait) = self.store.charge(key, tenant.limits(key.service), window) {
                 if instant_after(Instant::now(), wait) > deadline {
                     self.metrics.quota_refusal(QuotaRefusal::Rate);
                     return Err(UpstreamError::Throttled {
@@ -233,7 +253,62 @@ impl RateLimit {
     }
 }
 
-/// Layer 2.2: the global cap on calls (and token requests) in flight.
+/// Layer 2.2: an upstream service's cap on one tenant's calls at once (Graph's 4 per app and
+/// tenant). Process-local, like the global cap: a slot is a call on our sockets.
+struct TenantSlots {
+    /// Per tenant and service: the cap it was made for, and its slots.
+    slots: Mutex<HashMap<QuotaKey, (u32, Arc<Semaphore>)>>,
+    metrics: Arc<Metrics>,
+}
+
+impl TenantSlots {
+    /// Takes one of the tenant's slots for its service, waiting until `deadline` at most; `None`
+    /// when the service caps nothing. Refused as `Throttled`: the tenant's own limit is spent.
+    async fn acquire(
+        &self,
+        key: &QuotaKey,
+        tenant: &Tenant,
+        deadline: Instant,
+    ) -> Result<Option<OwnedSemaphorePermit>, UpstreamError> {
+        let Some(max) = tenant.max_concurrent(key.service) else {
+            return Ok(None);
+        };
+        let slots = {
+            let mut all = self.slots.lock();
+            match all.get(key) {
+                Some((cap, slots)) if *cap == max => slots.clone(),
+                _ => {
+                    let slots = Arc::new(Semaphore::new(
+                        usize::try_from(max.max(1)).unwrap_or(usize::MAX),
+                    ));
+                    all.insert(key.clone(), (max, slots.clone()));
+                    slots
+                }
+            }
+        };
+        match tokio::time::timeout_at(deadline, slots.acquire_owned()).await {
+            Ok(Ok(slot)) => Ok(Some(slot)),
+            Ok(Err(_)) | Err(_) => {
+                self.metrics.quota_refusal(QuotaRefusal::TenantInFlight);
+                Err(UpstreamError::Throttled {
+                    retry_after: Duration::from_secs(1),
+                })
+            }
+        }
+    }
+
+    /// Forgets tenants that left and caps that changed (live reload); calls in flight keep
+    /// their old slots.
+    fn retain(&self, registry: &Registry) {
+        self.slots.lock().retain(|key, (cap, _)| {
+            registry
+                .get(key.tenant.as_str())
+                .is_some_and(|tenant| tenant.max_concurrent(key.service) == Some(*cap))
+        });
+    }
+}
+
+/// Layer 2.3: the global cap on calls (and token requests) in flight.
 pub struct InFlightCap {
     /// The slots; never closed.
     slots: Arc<Semaphore>,
@@ -292,12 +367,14 @@ pub struct Deadlines {
 
 /// The stacked policies in front of one source: the only way the gateway reaches upstream.
 pub struct Outbound {
-    source: Arc<dyn ScoreSource>,
+    /// One source per metric.
+    sources: HashMap<Metric, Arc<dyn ScoreSource>>,
     tokens: Arc<dyn Tokens>,
     store: Arc<dyn QuotaStore>,
     gate: Gate,
     retries: Retries,
     rate: RateLimit,
+    tenant_slots: TenantSlots,
     cap: InFlightCap,
     deadlines: Deadlines,
     /// Back-off of tenants whose fetches keep failing.
@@ -307,8 +384,8 @@ pub struct Outbound {
 
 /// Everything [`Outbound::new`] stacks.
 pub struct Parts {
-    /// The upstream call.
-    pub source: Arc<dyn ScoreSource>,
+    /// The upstream calls, one per metric (a later one for the same metric replaces an earlier).
+    pub sources: Vec<Arc<dyn ScoreSource>>,
     /// Bearer tokens.
     pub tokens: Arc<dyn Tokens>,
     /// Windows, cool-downs and back-off.
@@ -329,7 +406,7 @@ impl Outbound {
     /// Stacks the policies in front of `parts.source`.
     pub fn new(parts: Parts) -> Self {
         let Parts {
-            source,
+            sources,
             tokens,
             store,
             retries,
@@ -347,8 +424,15 @@ impl Outbound {
                 store: store.clone(),
                 metrics: metrics.clone(),
             },
+            tenant_slots: TenantSlots {
+                slots: Mutex::default(),
+                metrics: metrics.clone(),
+            },
             cap: InFlightCap::new(max_in_flight, metrics.clone()),
-            source,
+            sources: sources
+                .into_iter()
+                .map(|source| (source.metric(), source))
+                .collect(),
             tokens,
             store,
             retries,
@@ -358,9 +442,9 @@ impl Outbound {
         }
     }
 
-    /// The metric the source reads.
-    pub fn metric(&self) -> Metric {
-        self.source.metric()
+    /// Whether a source reads `metric`.
+    pub fn serves(&self, metric: Metric) -> bool {
+        self.sources.contains_key(&metric)
     }
 
     /// The deadline of a fetch that starts now.
@@ -368,24 +452,45 @@ impl Outbound {
         instant_after(Instant::now(), self.deadlines.fetch)
     }
 
-    /// Layer 1 alone: whether the tenant may be called now.
-    pub fn gate(&self, tenant: &Tenant) -> Result<(), Gated> {
-        self.gate.check(&self.key(tenant))
+    /// Layer 1 alone: whether the tenant's `metric` may be fetched now.
+    pub fn gate(&self, tenant: &Tenant, metric: Metric) -> Result<(), Gated> {
+        self.gate
+            .check(&quota_key(tenant, metric), &score_key(tenant, metric))
     }
 
-    /// Fetches the tenant's reading through the whole stack (see the module documentation).
+    /// Fetches the tenant's `metric` through the whole stack (see the module documentation).
     pub async fn fetch(
         &self,
         tenant: &Arc<Tenant>,
+        metric: Metric,
         deadline: Instant,
     ) -> Result<Reading, FetchError> {
-        let key = self.key(tenant);
-        self.gate.check(&key).map_err(FetchError::Gated)?;
-        let result = self.with_retries(tenant, &key, deadline).await;
+        let quota = quota_key(tenant, metric);
+        let key = score_key(tenant, metric);
+        self.gate.check(&quota, &key).map_err(FetchError::Gated)?;
+        let Some(source) = self.sources.get(&metric) else {
+            // The services register a source for every metric; only a test stack may lack one.
+            return Err(FetchError::Upstream(UpstreamError::Failed {
+                detail: format!("no source reads the {metric} metric"),
+            }));
+        };
+        let result = self
+            .with_retries(source.as_ref(), tenant, &quota, deadline)
+            .await;
+        let result = match result {
+            Err(UpstreamError::Gone { detail }) => Err(UpstreamError::Gone {
+                detail: gone_detail(&detail, tenant, metric),
+            }),
+            other => other,
+        };
         match &result {
             Ok(_) => self.store.record_success(&key),
             // A 429 has its own cool-down; everything else counts towards the back-off.
             Err(UpstreamError::Throttled { .. }) => {}
+            Err(UpstreamError::Gone { .. }) => {
+                tracing::warn!(tenant = %tenant.id, metric = metric.as_str(), "the score endpoint is gone (404/410): not asked again for an hour");
+                self.store.record_failure(&key, &GONE_BACKOFF);
+            }
             Err(_) => {
                 self.store.record_failure(&key, &self.backoff);
             }
@@ -393,9 +498,9 @@ impl Outbound {
         result.map_err(FetchError::Upstream)
     }
 
-    /// Failed fetches of the tenant in a row (0 after a success).
-    pub fn consecutive_failures(&self, tenant: &Tenant) -> u32 {
-        self.store.consecutive_failures(&self.key(tenant))
+    /// Failed fetches of the tenant's `metric` in a row (0 after a success).
+    pub fn consecutive_failures(&self, tenant: &Tenant, metric: Metric) -> u32 {
+        self.store.consecutive_failures(&score_key(tenant, metric))
     }
 
     /// The in-flight cap, for reporting and for the refresher's restraint.
@@ -409,22 +514,17 @@ impl Outbound {
     }
 
     /// Forgets what is held for tenants that left or changed (live reload): limits, cool-downs,
-    /// back-off, credentials and their tokens.
+    /// back-off, tenant slots, credentials and their tokens.
     pub fn retain(&self, registry: &Registry) {
         self.store.retain(registry);
+        self.tenant_slots.retain(registry);
         self.tokens.retain(registry);
-    }
-
-    fn key(&self, tenant: &Tenant) -> QuotaKey {
-        QuotaKey {
-            tenant: tenant.id.clone(),
-            service: self.source.service(),
-        }
     }
 
     /// Layer 2: attempts until a decision ends the fetch; applies `CoolDown` and `RenewToken`.
     async fn with_retries(
         &self,
+        source: &dyn ScoreSource,
         tenant: &Arc<Tenant>,
         key: &QuotaKey,
         deadline: Instant,
@@ -432,7 +532,7 @@ impl Outbound {
         let mut retries = 0;
         let mut renewed = false;
         loop {
-            let outcome = self.attempt(tenant, key, deadline).await?;
+            let outcome = self.attempt(source, tenant, key, deadline).await?;
             match classify(outcome, renewed) {
                 Decision::Done(reading) => return Ok(reading),
                 Decision::Fail(error) => return Err(error),
@@ -441,7 +541,7 @@ impl Outbound {
                     return Err(UpstreamError::Throttled { retry_after });
                 }
                 Decision::RenewToken(detail) => {
-                    tracing::info!(tenant = %tenant.id, "Defender answered 401; renewing the token once");
+                    tracing::info!(tenant = %tenant.id, service = key.service.as_str(), "the source answered 401; renewing the token once");
                     tracing::debug!(tenant = %tenant.id, "first 401: {detail}");
                     self.tokens.renew(&tenant.id);
                     renewed = true;
@@ -462,13 +562,15 @@ impl Outbound {
     /// attempt's outcome for [`classify`].
     async fn attempt(
         &self,
+        source: &dyn ScoreSource,
         tenant: &Arc<Tenant>,
         key: &QuotaKey,
         deadline: Instant,
     ) -> Result<Result<Reading, Failure>, UpstreamError> {
         self.rate.charge(key, tenant, deadline).await?;
+        let _tenant_slot = self.tenant_slots.acquire(key, tenant, deadline).await?;
         let _slot = self.cap.acquire(deadline).await?;
-        let scope = self.source.scope(tenant);
+        let scope = source.scope(tenant);
         let token = match tokio::time::timeout_at(deadline, self.tokens.token(tenant, &scope)).await
         {
             Err(_) => {
@@ -491,8 +593,7 @@ impl Outbound {
         let attempt_deadline = deadline.min(instant_after(Instant::now(), self.deadlines.attempt));
         let started = Instant::now();
         let outcome =
-            match tokio::time::timeout_at(attempt_deadline, self.source.call(tenant, &token)).await
-            {
+            match tokio::time::timeout_at(attempt_deadline, source.call(tenant, &token)).await {
                 Err(_) => Err(Failure::AttemptTimeout {
                     deadline_reached: attempt_deadline >= deadline,
                 }),
@@ -502,6 +603,54 @@ impl Outbound {
             .upstream_call(call_outcome(&outcome), started.elapsed());
         Ok(outcome)
     }
+}
+
+/// Whose rate windows, cool-down and slots a fetch of `metric` uses.
+fn quota_key(tenant: &Tenant, metric: Metric) -> QuotaKey {
+    QuotaKey {
+        tenant: tenant.id.clone(),
+        service: metric.service(),
+    }
+}
+
+/// Whose back-off a fetch of `metric` feeds.
+fn score_key(tenant: &Tenant, metric: Metric) -> ScoreKey {
+    ScoreKey {
+        tenant: tenant.id.clone(),
+        metric,
+    }
+}
+
+/// The detail of `upstream_gone`: what the source answered, and what the tenant can still ask.
+fn gone_detail(answer: &str, tenant: &Tenant, metric: Metric) -> String {
+    let others: Vec<&str> = tenant
+        .metrics()
+        .iter()
+        .filter(|other| **other != metric)
+        .map(|other| other.as_str())
+        .collect();
+    let hint = match others.as_slice() {
+        [] => "this tenant has no other metric; enable `secure` (Microsoft Graph, permission \
+               SecurityEvents.Read.All) in its `metrics`"
+            .to_owned(),
+        [only] => format!("this tenant's other metric: {only} (use metric={only})"),
+        _ => {
+            // `secure` is the one that survives the Defender API's retirement: suggest it.
+            let suggested = if others.contains(&"secure") {
+                "secure"
+            } else {
+                others.last().copied().unwrap_or_default()
+            };
+            format!(
+                "this tenant's other metrics: {} (use metric={suggested})",
+                others.join(", ")
+            )
+        }
+    };
+    format!(
+        "the {metric} score endpoint is gone ({answer}): the API is retired or not offered in \
+         this cloud; {hint}"
+    )
 }
 
 /// The `outcome` label of `scoregate_upstream_calls_total`.

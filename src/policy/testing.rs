@@ -21,7 +21,8 @@ pub(crate) fn tenant(id: &str, quota: QuotaLimits) -> Arc<Tenant> {
     Arc::new(registration(id, quota))
 }
 
-fn registration(id: &str, quota: QuotaLimits) -> Tenant {
+/// The registration behind [`tenant`], to edit before it is shared.
+pub(crate) fn registration(id: &str, quota: QuotaLimits) -> Tenant {
     Tenant {
         id: TenantId::parse(id).expect("a valid id"),
         name: id.to_owned(),
@@ -35,6 +36,7 @@ fn registration(id: &str, quota: QuotaLimits) -> Tenant {
         scope: crate::wire::DEFENDER_SCOPE.to_owned(),
         tags: Vec::new(),
         quota,
+        sources: crate::tenants::TenantSources::default(),
     }
 }
 
@@ -65,6 +67,7 @@ pub(crate) enum Answer {
 /// A source that answers from a script per tenant (then a default), after a latency on tokio's
 /// clock, and counts calls and calls at once.
 pub(crate) struct FakeSource {
+    metric: Metric,
     scripts: Mutex<HashMap<String, VecDeque<Answer>>>,
     default: Mutex<Answer>,
     latency: Duration,
@@ -77,7 +80,13 @@ pub(crate) struct FakeSource {
 impl FakeSource {
     /// Answers `score` to everyone after `latency`.
     pub(crate) fn new(score: f64, latency: Duration) -> Arc<Self> {
+        Self::for_metric(Metric::Device, score, latency)
+    }
+
+    /// Reads `metric` (and spends its service's quota), answering `score` after `latency`.
+    pub(crate) fn for_metric(metric: Metric, score: f64, latency: Duration) -> Arc<Self> {
         Arc::new(Self {
+            metric,
             scripts: Mutex::default(),
             default: Mutex::new(Answer::Score(score)),
             latency,
@@ -126,11 +135,11 @@ impl FakeSource {
 #[async_trait::async_trait]
 impl ScoreSource for FakeSource {
     fn metric(&self) -> Metric {
-        Metric::Device
+        self.metric
     }
 
     fn service(&self) -> UpstreamService {
-        UpstreamService::Defender
+        self.metric.service()
     }
 
     fn scope(&self, tenant: &Tenant) -> String {
@@ -165,6 +174,7 @@ impl ScoreSource for FakeSource {
                 score,
                 time: "2024-05-01T00:00:00Z".to_owned(),
                 fetched_at: SystemTime::now(),
+                secure: None,
             }),
             Answer::Fail(failure) => Err(failure),
         }
@@ -214,8 +224,20 @@ pub(crate) fn outbound(
     tokens: Arc<FakeTokens>,
     max_in_flight: usize,
 ) -> Arc<Outbound> {
+    outbound_over(vec![source], tokens, max_in_flight)
+}
+
+/// The stack over several sources (one per metric), as [`outbound`] otherwise.
+pub(crate) fn outbound_over(
+    sources: Vec<Arc<FakeSource>>,
+    tokens: Arc<FakeTokens>,
+    max_in_flight: usize,
+) -> Arc<Outbound> {
     Arc::new(Outbound::new(Parts {
-        source,
+        sources: sources
+            .into_iter()
+            .map(|source| source as Arc<dyn ScoreSource>)
+            .collect(),
         tokens,
         store: Arc::new(LocalQuotaStore::default()),
         retries: RETRIES,

@@ -1,4 +1,6 @@
-use super::testing::{outbound, tenant, Answer, FakeSource, FakeTokens, DEFENDER_LIMITS};
+use super::testing::{
+    outbound, outbound_over, registration, tenant, Answer, FakeSource, FakeTokens, DEFENDER_LIMITS,
+};
 use super::*;
 use crate::tenants::QuotaLimits;
 use std::sync::atomic::Ordering;
@@ -17,6 +19,7 @@ fn reading() -> Reading {
         score: 42.0,
         time: "t".to_owned(),
         fetched_at: SystemTime::UNIX_EPOCH,
+        secure: None,
     }
 }
 
@@ -44,7 +47,8 @@ fn every_outcome_is_classified_into_one_decision() {
         (Err(status(429, Some(30))), false, "cool down 30 s"),
         (Err(status(429, None)), false, "cool down 60 s"),
         (Err(status(400, None)), false, "fail upstream_error"),
-        (Err(status(404, None)), false, "fail upstream_error"),
+        (Err(status(404, None)), false, "fail upstream_gone"),
+        (Err(status(410, None)), false, "fail upstream_gone"),
         (
             Err(Failure::Call(CallFailure::Transport {
                 detail: "reset".to_owned(),
@@ -132,14 +136,18 @@ async fn transient_failures_are_retried_each_charging_the_quota() {
             per_hour: 1000,
         },
     );
-    let reading = stack.fetch(&contoso, stack.deadline()).await.unwrap();
+    let reading = stack
+        .fetch(&contoso, Metric::Device, stack.deadline())
+        .await
+        .unwrap();
     assert_eq!(reading.score, 42.0);
     assert_eq!(source.calls("contoso"), 3);
-    assert_eq!(stack.consecutive_failures(&contoso), 0);
+    assert_eq!(stack.consecutive_failures(&contoso, Metric::Device), 0);
     // The next fetch must wait for the minute window: longer than the fetch deadline allows.
     let error = stack
         .fetch(
             &contoso,
+            Metric::Device,
             instant_after(Instant::now(), Duration::from_secs(1)),
         )
         .await;
@@ -161,27 +169,40 @@ async fn spent_retries_fail_the_fetch_and_start_the_back_off() {
     }));
     let stack = outbound(source.clone(), Arc::default(), 4);
     let contoso = tenant("contoso", DEFENDER_LIMITS);
-    let error = stack.fetch(&contoso, stack.deadline()).await.unwrap_err();
+    let error = stack
+        .fetch(&contoso, Metric::Device, stack.deadline())
+        .await
+        .unwrap_err();
     assert!(
         matches!(&error, FetchError::Upstream(UpstreamError::Failed { detail }) if detail == "connection reset"),
         "{error:?}"
     );
     assert_eq!(source.calls("contoso"), 3, "one attempt and two retries");
-    assert_eq!(stack.consecutive_failures(&contoso), 1);
+    assert_eq!(stack.consecutive_failures(&contoso, Metric::Device), 1);
     // The gate now refuses for the first back-off pause (5 s), without calling.
-    assert!(matches!(stack.gate(&contoso), Err(Gated::BackOff(_))));
-    let refused = stack.fetch(&contoso, stack.deadline()).await.unwrap_err();
+    assert!(matches!(
+        stack.gate(&contoso, Metric::Device),
+        Err(Gated::BackOff(_))
+    ));
+    let refused = stack
+        .fetch(&contoso, Metric::Device, stack.deadline())
+        .await
+        .unwrap_err();
     assert!(matches!(refused, FetchError::Gated(Gated::BackOff(_))));
     assert_eq!(source.calls("contoso"), 3);
     tokio::time::advance(Duration::from_secs(5)).await;
-    assert_eq!(stack.gate(&contoso), Ok(()));
+    assert_eq!(stack.gate(&contoso, Metric::Device), Ok(()));
     source.answer(Answer::Score(7.0));
     assert_eq!(
-        stack.fetch(&contoso, stack.deadline()).await.unwrap().score,
+        stack
+            .fetch(&contoso, Metric::Device, stack.deadline())
+            .await
+            .unwrap()
+            .score,
         7.0
     );
     assert_eq!(
-        stack.consecutive_failures(&contoso),
+        stack.consecutive_failures(&contoso, Metric::Device),
         0,
         "a success ends the back-off"
     );
@@ -200,22 +221,29 @@ async fn a_429_cools_the_tenant_down_without_counting_as_a_failure() {
     );
     let stack = outbound(source.clone(), Arc::default(), 4);
     let contoso = tenant("contoso", DEFENDER_LIMITS);
-    let error = stack.fetch(&contoso, stack.deadline()).await.unwrap_err();
+    let error = stack
+        .fetch(&contoso, Metric::Device, stack.deadline())
+        .await
+        .unwrap_err();
     assert!(matches!(
         error,
         FetchError::Upstream(UpstreamError::Throttled { retry_after }) if retry_after == Duration::from_secs(30)
     ));
     assert_eq!(source.calls("contoso"), 1, "a 429 is not retried");
-    assert_eq!(stack.consecutive_failures(&contoso), 0);
+    assert_eq!(stack.consecutive_failures(&contoso, Metric::Device), 0);
     assert_eq!(stack.tenants_cooling_down(), 1);
     tokio::time::advance(Duration::from_secs(29)).await;
     assert_eq!(
-        stack.gate(&contoso),
+        stack.gate(&contoso, Metric::Device),
         Err(Gated::CoolDown(Duration::from_secs(1)))
     );
     tokio::time::advance(Duration::from_secs(1)).await;
     assert_eq!(
-        stack.fetch(&contoso, stack.deadline()).await.unwrap().score,
+        stack
+            .fetch(&contoso, Metric::Device, stack.deadline())
+            .await
+            .unwrap()
+            .score,
         42.0
     );
 }
@@ -234,7 +262,10 @@ async fn a_401_renews_the_token_once_and_a_second_one_is_final() {
     let tokens = Arc::new(FakeTokens::default());
     let stack = outbound(source.clone(), tokens.clone(), 4);
     let contoso = tenant("contoso", DEFENDER_LIMITS);
-    let error = stack.fetch(&contoso, stack.deadline()).await.unwrap_err();
+    let error = stack
+        .fetch(&contoso, Metric::Device, stack.deadline())
+        .await
+        .unwrap_err();
     assert!(matches!(
         error,
         FetchError::Upstream(UpstreamError::Denied { status: 401, .. })
@@ -249,7 +280,10 @@ async fn a_401_renews_the_token_once_and_a_second_one_is_final() {
     // A 401 that a renewal cures is a success.
     tokio::time::advance(Duration::from_secs(5)).await;
     source.script("contoso", [unauthorized()]);
-    assert!(stack.fetch(&contoso, stack.deadline()).await.is_ok());
+    assert!(stack
+        .fetch(&contoso, Metric::Device, stack.deadline())
+        .await
+        .is_ok());
     assert_eq!(tokens.renewals.load(Ordering::SeqCst), 2);
 }
 
@@ -260,7 +294,10 @@ async fn refused_credentials_fail_at_once_without_a_call() {
     *tokens.reject.lock() = Some("invalid client secret".to_owned());
     let stack = outbound(source.clone(), tokens, 4);
     let contoso = tenant("contoso", DEFENDER_LIMITS);
-    let error = stack.fetch(&contoso, stack.deadline()).await.unwrap_err();
+    let error = stack
+        .fetch(&contoso, Metric::Device, stack.deadline())
+        .await
+        .unwrap_err();
     assert!(matches!(
         error,
         FetchError::Upstream(UpstreamError::Credentials { .. })
@@ -274,7 +311,10 @@ async fn a_slow_answer_is_retried_after_the_attempt_timeout_then_times_out_at_th
     let stack = outbound(source.clone(), Arc::default(), 4);
     let contoso = tenant("contoso", DEFENDER_LIMITS);
     let started = Instant::now();
-    let error = stack.fetch(&contoso, stack.deadline()).await.unwrap_err();
+    let error = stack
+        .fetch(&contoso, Metric::Device, stack.deadline())
+        .await
+        .unwrap_err();
     // Attempts of 5 s in a 10 s deadline: the second one ends at the deadline, which is final.
     assert!(
         matches!(error, FetchError::Upstream(UpstreamError::Timeout)),
@@ -291,7 +331,9 @@ async fn the_in_flight_cap_bounds_calls_at_once_and_frees_its_slots() {
     let tenants: Vec<_> = (0..5)
         .map(|i| tenant(&format!("tenant-{i}"), DEFENDER_LIMITS))
         .collect();
-    let fetches = tenants.iter().map(|t| stack.fetch(t, stack.deadline()));
+    let fetches = tenants
+        .iter()
+        .map(|t| stack.fetch(t, Metric::Device, stack.deadline()));
     let watch = async {
         tokio::time::sleep(Duration::from_millis(500)).await;
         (
@@ -312,11 +354,15 @@ async fn no_slot_before_the_deadline_is_a_timeout() {
     let source = FakeSource::new(42.0, Duration::from_secs(3));
     let stack = outbound(source.clone(), Arc::default(), 1);
     let (a, b) = (tenant("a", DEFENDER_LIMITS), tenant("b", DEFENDER_LIMITS));
-    let slow = stack.fetch(&a, stack.deadline());
+    let slow = stack.fetch(&a, Metric::Device, stack.deadline());
     let hurried = async {
         tokio::time::sleep(Duration::from_millis(10)).await;
         stack
-            .fetch(&b, instant_after(Instant::now(), Duration::from_secs(1)))
+            .fetch(
+                &b,
+                Metric::Device,
+                instant_after(Instant::now(), Duration::from_secs(1)),
+            )
             .await
     };
     let (slow, hurried) = tokio::join!(slow, hurried);
@@ -343,4 +389,126 @@ fn retry_pauses_are_jittered_below_a_doubling_capped_ceiling() {
             "retry {retry}: pauses are random"
         );
     }
+}
+
+/// A tenant with every metric and the given Defender limits and Graph settings.
+fn every_metric(
+    id: &str,
+    quota: QuotaLimits,
+    graph_per_minute: u32,
+    graph_max: u32,
+) -> Arc<Tenant> {
+    let mut tenant = registration(id, quota);
+    tenant.sources.metrics = Metric::ALL.to_vec();
+    tenant.sources.graph_per_minute = graph_per_minute;
+    tenant.sources.graph_max_concurrent = graph_max;
+    Arc::new(tenant)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_gone_endpoint_is_called_once_names_the_other_metrics_and_is_left_alone_for_an_hour() {
+    let device = FakeSource::for_metric(Metric::Device, 340.0, Duration::ZERO);
+    let exposure = FakeSource::for_metric(Metric::Exposure, 31.0, Duration::ZERO);
+    let secure = FakeSource::for_metric(Metric::Secure, 420.0, Duration::ZERO);
+    device.answer(Answer::Fail(CallFailure::Status {
+        status: 410,
+        retry_after: None,
+        detail: "Defender answered 410 Gone: retired".to_owned(),
+    }));
+    let stack = outbound_over(
+        vec![device.clone(), exposure.clone(), secure.clone()],
+        Arc::default(),
+        4,
+    );
+    let contoso = every_metric("contoso", DEFENDER_LIMITS, 150, 4);
+    let error = stack
+        .fetch(&contoso, Metric::Device, stack.deadline())
+        .await
+        .unwrap_err();
+    let FetchError::Upstream(UpstreamError::Gone { detail }) = &error else {
+        panic!("{error:?}");
+    };
+    assert!(detail.contains("410"), "{detail}");
+    assert!(
+        detail.contains("exposure, secure (use metric=secure)"),
+        "{detail}"
+    );
+    assert_eq!(device.calls("contoso"), 1, "not retried");
+    // Backed off for an hour, not for the short exponential pause.
+    tokio::time::advance(Duration::from_secs(3599)).await;
+    assert!(matches!(
+        stack.gate(&contoso, Metric::Device),
+        Err(Gated::BackOff(_))
+    ));
+    // The other metrics, even of the same service, are not held back by it.
+    assert!(stack
+        .fetch(&contoso, Metric::Exposure, stack.deadline())
+        .await
+        .is_ok());
+    assert!(stack
+        .fetch(&contoso, Metric::Secure, stack.deadline())
+        .await
+        .is_ok());
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(stack.gate(&contoso, Metric::Device), Ok(()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn device_and_exposure_share_defenders_window_and_graph_has_its_own() {
+    let device = FakeSource::for_metric(Metric::Device, 340.0, Duration::ZERO);
+    let exposure = FakeSource::for_metric(Metric::Exposure, 31.0, Duration::ZERO);
+    let secure = FakeSource::for_metric(Metric::Secure, 420.0, Duration::ZERO);
+    let stack = outbound_over(
+        vec![device.clone(), exposure.clone(), secure.clone()],
+        Arc::default(),
+        4,
+    );
+    // Two a minute: a burst of one, then one every minute (no sliding minute holds more).
+    let limits = QuotaLimits {
+        per_minute: 2,
+        per_hour: 1500,
+    };
+    let contoso = every_metric("contoso", limits, 2, 4);
+    // A deadline shorter than any wait for the window: a spent window refuses at once.
+    let soon = || instant_after(Instant::now(), Duration::from_millis(100));
+    assert!(stack.fetch(&contoso, Metric::Device, soon()).await.is_ok());
+    let refused = stack.fetch(&contoso, Metric::Exposure, soon()).await;
+    assert!(
+        matches!(
+            refused,
+            Err(FetchError::Upstream(UpstreamError::Throttled { .. }))
+        ),
+        "the device call spent the Defender window exposure needs: {refused:?}"
+    );
+    assert_eq!(exposure.calls("contoso"), 0);
+    // Graph's window is its own: untouched by Defender's calls, and spent by its own.
+    assert!(stack.fetch(&contoso, Metric::Secure, soon()).await.is_ok());
+    assert!(stack.fetch(&contoso, Metric::Secure, soon()).await.is_err());
+    assert_eq!(secure.calls("contoso"), 1);
+    // A minute later Defender's window has room again, for either metric.
+    tokio::time::advance(Duration::from_secs(60)).await;
+    assert!(stack
+        .fetch(&contoso, Metric::Exposure, soon())
+        .await
+        .is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn graph_calls_of_one_tenant_never_exceed_its_concurrency_cap() {
+    let secure = FakeSource::for_metric(Metric::Secure, 420.0, Duration::from_secs(1));
+    let stack = outbound_over(vec![secure.clone()], Arc::default(), 64);
+    let contoso = every_metric("contoso", DEFENDER_LIMITS, 150, 2);
+    let fabrikam = every_metric("fabrikam", DEFENDER_LIMITS, 150, 2);
+    let fetches = (0..5).map(|_| stack.fetch(&contoso, Metric::Secure, stack.deadline()));
+    let other = stack.fetch(&fabrikam, Metric::Secure, stack.deadline());
+    let watch = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stack.in_flight_cap().in_flight()
+    };
+    let (results, other, during) = tokio::join!(futures::future::join_all(fetches), other, watch);
+    assert!(results.iter().all(Result::is_ok));
+    assert!(other.is_ok());
+    assert_eq!(during, 3, "two of contoso's calls and fabrikam's one");
+    assert_eq!(secure.calls("contoso"), 5);
+    assert_eq!(secure.max_running(), 3);
 }

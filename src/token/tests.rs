@@ -99,6 +99,7 @@ fn tenant(id: &str, credential: Credential) -> Tenant {
             per_minute: 100,
             per_hour: 1500,
         },
+        sources: crate::tenants::TenantSources::default(),
     }
 }
 

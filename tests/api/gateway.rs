@@ -374,7 +374,8 @@ async fn tenants_are_listed_filtered_by_tag_and_shown_with_their_last_fetch() {
         let keys: Vec<&String> = tenant.as_object().unwrap().keys().collect();
         assert!(
             keys.iter()
-                .all(|k| ["id", "name", "tenant_id", "cloud", "tags"].contains(&k.as_str())),
+                .all(|k| ["id", "name", "tenant_id", "cloud", "tags", "metrics"]
+                    .contains(&k.as_str())),
             "no credential fields: {keys:?}"
         );
     }

@@ -11,6 +11,7 @@ use scoregate::emulator::{
     Selector,
 };
 use scoregate::tenants::TenantId;
+use scoregate::upstream::Metric;
 use std::time::{Duration, Instant};
 
 fn id(slug: &str) -> TenantId {
@@ -40,7 +41,11 @@ async fn a_retry_after_beyond_the_clock_is_capped_at_an_hour_and_wedges_nothing(
         let body: serde_json::Value = response.json().await.unwrap();
         assert_eq!(body["code"], "upstream_throttled", "{body}");
     }
-    assert!(!app.services.is_fetching(&id("contoso")).await);
+    assert!(
+        !app.services
+            .is_fetching(&id("contoso"), Metric::Device)
+            .await
+    );
     let stats = app.emulator.stats().tenant("contoso");
     assert_eq!(
         stats.score_calls, 1,
@@ -64,7 +69,11 @@ async fn a_fetch_that_panics_fails_alone_and_the_tenant_stays_fetchable() {
         !body["detail"].as_str().unwrap().contains("panic"),
         "{body}"
     );
-    assert!(!app.services.is_fetching(&id("contoso")).await);
+    assert!(
+        !app.services
+            .is_fetching(&id("contoso"), Metric::Device)
+            .await
+    );
 
     let (status, _, body) = app.get_json("/tenants/contoso/score").await;
     assert_eq!(status, 200, "{body}");

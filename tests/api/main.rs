@@ -17,5 +17,6 @@ mod openapi;
 mod operations;
 mod postgres;
 mod scores;
+mod sources;
 mod structure;
 mod token;

@@ -36,3 +36,33 @@ fn the_document_is_openapi_3_1_and_describes_every_route() {
         );
     }
 }
+
+#[test]
+fn every_reference_in_the_document_resolves() {
+    fn refs<'a>(value: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::String(target)) = map.get("$ref") {
+                    out.push(target);
+                }
+                map.values().for_each(|v| refs(v, out));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let document: serde_json::Value =
+        serde_json::from_str(&scoregate::api::openapi_json()).unwrap();
+    let mut targets = Vec::new();
+    refs(&document, &mut targets);
+    assert!(!targets.is_empty());
+    for target in targets {
+        let pointer = target
+            .strip_prefix('#')
+            .unwrap_or_else(|| panic!("{target} is not local"));
+        assert!(
+            document.pointer(pointer).is_some(),
+            "{target} does not resolve: register its schema in api::ApiDoc"
+        );
+    }
+}

@@ -222,7 +222,11 @@ async fn metrics_move_the_right_way_after_known_traffic() {
         "raw paths never become labels"
     );
     assert_eq!(
-        sample(&samples, "scoregate_tenant_score", &[("tenant", "contoso")]),
+        sample(
+            &samples,
+            "scoregate_tenant_score",
+            &[("tenant", "contoso"), ("metric", "device")]
+        ),
         first["score"].as_f64()
     );
     let now = SystemTime::now()
@@ -232,7 +236,7 @@ async fn metrics_move_the_right_way_after_known_traffic() {
     let last_success = sample(
         &samples,
         "scoregate_tenant_last_success_timestamp_seconds",
-        &[("tenant", "contoso")],
+        &[("tenant", "contoso"), ("metric", "device")],
     )
     .expect("contoso's last success");
     assert!(
@@ -243,7 +247,7 @@ async fn metrics_move_the_right_way_after_known_traffic() {
         sample(
             &samples,
             "scoregate_tenant_consecutive_failures",
-            &[("tenant", "fabrikam")]
+            &[("tenant", "fabrikam"), ("metric", "device")]
         )
         .expect("fabrikam's failures")
             >= 1.0
@@ -252,7 +256,7 @@ async fn metrics_move_the_right_way_after_known_traffic() {
         sample(
             &samples,
             "scoregate_tenant_consecutive_failures",
-            &[("tenant", "contoso")]
+            &[("tenant", "contoso"), ("metric", "device")]
         ),
         Some(0.0)
     );
@@ -260,7 +264,7 @@ async fn metrics_move_the_right_way_after_known_traffic() {
         sample(
             &samples,
             "scoregate_tenant_last_success_timestamp_seconds",
-            &[("tenant", "fabrikam")]
+            &[("tenant", "fabrikam"), ("metric", "device")]
         ),
         None,
         "never succeeded"
@@ -486,7 +490,12 @@ async fn a_reload_adds_and_removes_tenants_and_rotates_secrets_while_traffic_flo
         200
     );
     let before = scrape(&app).await;
-    assert!(sample(&before, "scoregate_tenant_score", &[("tenant", "fabrikam")]).is_some());
+    assert!(sample(
+        &before,
+        "scoregate_tenant_score",
+        &[("tenant", "fabrikam"), ("metric", "device")]
+    )
+    .is_some());
 
     // Concurrent traffic for a tenant that stays throughout.
     let stop = Arc::new(AtomicBool::new(false));
@@ -514,7 +523,10 @@ async fn a_reload_adds_and_removes_tenants_and_rotates_secrets_while_traffic_flo
     assert!(!list.to_string().contains("fabrikam"), "{list}");
     assert!(
         !app.services
-            .is_fetching(&scoregate::tenants::TenantId::parse("fabrikam").unwrap())
+            .is_fetching(
+                &scoregate::tenants::TenantId::parse("fabrikam").unwrap(),
+                scoregate::upstream::Metric::Device
+            )
             .await
     );
     let after = scrape(&app).await;

@@ -403,7 +403,9 @@ async fn scores_come_as_rfc_4180_csv_when_asked() {
     let lines: Vec<&str> = body.split("\r\n").collect();
     assert_eq!(
         lines[0],
-        "tenant,name,tags,status,score,time,fetched_at,age_seconds,source,error_code,error_detail"
+        "tenant,name,tags,status,score,time,fetched_at,age_seconds,source,error_code,error_detail,\
+         metric,max_score,percentage,category_identity,category_data,category_device,category_apps,\
+         category_infrastructure"
     );
     assert_eq!(
         lines.len(),
