@@ -119,12 +119,11 @@ impl Services {
                 &runtime,
             ))
         });
-        let cache = Arc::new(ScoreCache::new(
-            &config.cache,
-            outbound.clone(),
-            metrics.clone(),
-            runtime,
-        ));
+        let mut cache = ScoreCache::new(&config.cache, outbound.clone(), metrics.clone(), runtime);
+        if let Some(history) = &history {
+            cache = cache.with_history(history.clone());
+        }
+        let cache = Arc::new(cache);
         let cursors = match &config.cursor_key {
             Some(secret) => CursorCodec::from_secret(secret.expose_secret().as_bytes()),
             None => {

@@ -355,6 +355,19 @@ pub trait ScoreSource: Send + Sync {
     fn scope(&self, tenant: &Tenant) -> String;
     /// Makes one call for `tenant` with `token`. No retries and no deadline: the caller bounds it.
     async fn call(&self, tenant: &Tenant, token: &BearerToken) -> Result<Reading, CallFailure>;
+    /// Makes one call for up to `days` of the source's own daily history, newest first (Graph
+    /// keeps 90 days of the secure score; the history back-fills from it). Same rules as
+    /// [`ScoreSource::call`]. A source that keeps no history answers `Unusable`.
+    async fn daily(
+        &self,
+        _tenant: &Tenant,
+        _token: &BearerToken,
+        _days: u32,
+    ) -> Result<Vec<Reading>, CallFailure> {
+        Err(CallFailure::Unusable {
+            detail: format!("the {} source keeps no daily history", self.metric()),
+        })
+    }
 }
 
 /// Sends one GET with the token and returns status, bounded `Retry-After`, `Warning` and body.
@@ -515,6 +528,36 @@ impl ScoreSource for GraphSecureScore {
     }
 
     async fn call(&self, tenant: &Tenant, token: &BearerToken) -> Result<Reading, CallFailure> {
+        let (status, retry_after, warning, body) = self.get(tenant, token, 1).await?;
+        read_graph_answer(tenant, status, retry_after, warning, &body, read_secure_scores)
+    }
+
+    async fn daily(
+        &self,
+        tenant: &Tenant,
+        token: &BearerToken,
+        days: u32,
+    ) -> Result<Vec<Reading>, CallFailure> {
+        let (status, retry_after, warning, body) = self.get(tenant, token, days).await?;
+        read_graph_answer(
+            tenant,
+            status,
+            retry_after,
+            warning,
+            &body,
+            read_secure_snapshots,
+        )
+    }
+}
+
+impl GraphSecureScore {
+    /// `GET secureScores?$top={top}`: status, `Retry-After`, `Warning` and body.
+    async fn get(
+        &self,
+        tenant: &Tenant,
+        token: &BearerToken,
+        top: u32,
+    ) -> Result<(StatusCode, Option<Duration>, Option<String>, Vec<u8>), CallFailure> {
         // Configuration refuses `secure` without a Graph base; this only guards the type.
         let Some(base) = &tenant.sources.graph_base else {
             return Err(CallFailure::Unusable {
@@ -526,25 +569,24 @@ impl ScoreSource for GraphSecureScore {
             .map_err(|error| CallFailure::Unusable {
                 detail: format!("bad Graph base: {error}"),
             })?;
-        url.query_pairs_mut().append_pair("$top", "1");
-        let (status, retry_after, warning, body) =
-            exchange(&self.http, url, token, UpstreamService::Graph).await?;
-        read_graph_answer(tenant, status, retry_after, warning, &body)
+        url.query_pairs_mut().append_pair("$top", &top.to_string());
+        exchange(&self.http, url, token, UpstreamService::Graph).await
     }
 }
 
 /// Reads Graph's answer: the newest snapshot, or the facts of its refusal (logged with Graph's
 /// `request-id`, for a support case). A 206 Partial Content (a provider failed) whose body still
 /// holds a snapshot is a reading, with the `Warning` logged.
-fn read_graph_answer(
+fn read_graph_answer<T>(
     tenant: &Tenant,
     status: StatusCode,
     retry_after: Option<Duration>,
     warning: Option<String>,
     body: &[u8],
-) -> Result<Reading, CallFailure> {
+    read: fn(&[u8]) -> Result<T, CallFailure>,
+) -> Result<T, CallFailure> {
     if status == StatusCode::OK || status == StatusCode::PARTIAL_CONTENT {
-        let reading = read_secure_scores(body);
+        let reading = read(body);
         if status == StatusCode::PARTIAL_CONTENT && reading.is_ok() {
             tracing::warn!(
                 tenant = %tenant.id,
@@ -598,16 +640,35 @@ fn read_graph_answer(
 
 /// The newest snapshot of a `secureScores` body, with its categories and comparisons.
 fn read_secure_scores(body: &[u8]) -> Result<Reading, CallFailure> {
-    let answer =
-        serde_json::from_slice::<SecureScores>(body).map_err(|error| CallFailure::Unusable {
-            detail: format!("Microsoft Graph answered an unusable body: {error}"),
-        })?;
+    let answer = parse_secure_scores(body)?;
     // Graph lists newest first; `$top=1` asks for that one alone.
     let Some(snapshot) = answer.value.into_iter().next() else {
         return Err(CallFailure::Unusable {
             detail: "Microsoft Graph holds no Secure Score snapshot for this tenant yet".to_owned(),
         });
     };
+    snapshot_reading(snapshot)
+}
+
+/// Every usable snapshot of a `secureScores` body, newest first (Graph's order); snapshots
+/// whose numbers are not finite are left out. An empty list is no error: a new tenant has none.
+fn read_secure_snapshots(body: &[u8]) -> Result<Vec<Reading>, CallFailure> {
+    Ok(parse_secure_scores(body)?
+        .value
+        .into_iter()
+        .filter_map(|snapshot| snapshot_reading(snapshot).ok())
+        .collect())
+}
+
+/// A `secureScores` body.
+fn parse_secure_scores(body: &[u8]) -> Result<SecureScores, CallFailure> {
+    serde_json::from_slice::<SecureScores>(body).map_err(|error| CallFailure::Unusable {
+        detail: format!("Microsoft Graph answered an unusable body: {error}"),
+    })
+}
+
+/// One snapshot as a reading, with its categories and comparisons.
+fn snapshot_reading(snapshot: crate::wire::SecureScore) -> Result<Reading, CallFailure> {
     if !snapshot.current_score.is_finite() || !snapshot.max_score.is_finite() {
         return Err(CallFailure::Unusable {
             detail: "Microsoft Graph answered a score that is not a finite number".to_owned(),

@@ -77,7 +77,6 @@ a URL over 4 KiB (414) or headers over 16 KiB (431) are refused with `invalid_re
         history::PortfolioHistory,
         crate::history::Point,
         crate::history::PortfolioPoint,
-        crate::history::Metric,
         crate::history::Interval,
     )),
     modifiers(&Security),

@@ -27,6 +27,7 @@ use crate::tenants::{Registry, Tenant, TenantId};
 /// What a score is cached under: one number per tenant and metric.
 pub use crate::upstream::ScoreKey;
 use crate::upstream::{Metric, Reading, UpstreamError};
+pub use record::{Recorder, BACKFILL_DAYS};
 use futures::future::{BoxFuture, FutureExt, Shared};
 use parking_lot::Mutex;
 use rand::Rng;
@@ -223,6 +224,8 @@ pub struct ScoreCache {
     runtime: tokio::runtime::Handle,
     /// Faults injected by tests into the next fetch of a tenant.
     injected: Mutex<HashMap<TenantId, InjectedFault>>,
+    /// Where each successful fetch's reading is recorded; `None` when the history is off.
+    recorder: Option<Arc<Recorder>>,
 }
 
 /// Share of the fresh window removed at random from each entry (0–15 %).
@@ -252,7 +255,19 @@ impl ScoreCache {
             metrics,
             runtime,
             injected: Mutex::default(),
+            recorder: None,
         }
+    }
+
+    /// Records every successful fetch's reading into `history` (and back-fills `secure` on a
+    /// tenant's first), off the request path.
+    pub fn with_history(mut self, history: Arc<crate::history::History>) -> Self {
+        self.recorder = Some(Arc::new(Recorder::new(
+            history,
+            self.outbound.clone(),
+            self.runtime.clone(),
+        )));
+        self
     }
 
     /// The policy stack fetches go through (the refresher reads its in-flight cap).
@@ -442,6 +457,7 @@ impl ScoreCache {
             last_fetch: self.last_fetch.clone(),
             fresh: self.fresh,
             metrics: self.metrics.clone(),
+            recorder: self.recorder.clone(),
             panic: injected == Some(InjectedFault::Panic),
             // Made here, not when the task first runs: a task cancelled before it is ever polled
             // must clear its marker too.
@@ -524,6 +540,7 @@ struct FlightTask {
     last_fetch: Arc<Mutex<HashMap<ScoreKey, LastFetch>>>,
     fresh: Duration,
     metrics: Arc<Metrics>,
+    recorder: Option<Arc<Recorder>>,
     /// Panic on purpose (a test's injected fault).
     panic: bool,
     /// Clears the flight if the task never gets to (panic, cancellation).
@@ -592,6 +609,10 @@ impl FlightTask {
                     entry.reading.score,
                     entry.reading.fetched_at,
                 );
+                // Here and nowhere else: one fetch, one reading (cache hits are no readings).
+                if let Some(recorder) = &self.recorder {
+                    recorder.record(&self.tenant, metric, &entry.reading);
+                }
                 Ok(entry)
             }
             Err(FetchError::Upstream(error)) => {
@@ -661,5 +682,6 @@ impl Drop for FlightGuard {
     }
 }
 
+mod record;
 #[cfg(test)]
 mod tests;

@@ -9,7 +9,7 @@
 //!
 //! # Layout
 //!
-//! - this file: the domain types ([`Metric`], [`Interval`], [`Reading`], [`Point`], …), the
+//! - this file: the domain types ([`Interval`], [`Reading`], [`Point`], …), the
 //!   error, and [`History`], the one handle the rest of the gateway holds.
 //! - `store`: [`Store`], the SQL over one `sqlx::AnyPool` (one code path for both engines).
 //! - `writer`: the bounded channel and the background task that writes batches, with back-off.
@@ -44,38 +44,9 @@ pub const ROLL_UP_AFTER_DAYS: i64 = 30;
 /// How often the roll-up and retention job runs.
 pub const MAINTENANCE_PERIOD: std::time::Duration = std::time::Duration::from_secs(3_600);
 
-/// Which score a point is of.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Metric {
-    /// Microsoft Secure Score for Devices (Defender's configuration score).
-    Device,
-    /// Defender's exposure score.
-    Exposure,
-    /// Microsoft Secure Score (Graph), with its `max_score`.
-    Secure,
-}
-
-impl Metric {
-    /// Every metric.
-    pub const ALL: [Self; 3] = [Self::Device, Self::Exposure, Self::Secure];
-
-    /// The name in the API and the database.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Device => "device",
-            Self::Exposure => "exposure",
-            Self::Secure => "secure",
-        }
-    }
-
-    /// The metric named `name`, if any.
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|metric| metric.as_str() == name)
-    }
-}
+/// Which score a point is of: the one metric type of the gateway, re-exported so that history
+/// users need one import (the database stores [`Metric::as_str`]).
+pub use crate::upstream::Metric;
 
 /// The width of the buckets a query groups points into.
 #[derive(
@@ -456,11 +427,7 @@ mod tests {
     }
 
     #[test]
-    fn metric_and_interval_names_round_trip() {
-        for metric in Metric::ALL {
-            assert_eq!(Metric::parse(metric.as_str()), Some(metric));
-        }
-        assert_eq!(Metric::parse("Device"), None);
+    fn interval_names_round_trip() {
         assert_eq!(Interval::parse("week"), Some(Interval::Week));
         assert_eq!(Interval::parse("month"), None);
     }

@@ -196,6 +196,26 @@ impl Store {
         Ok(row.is_some())
     }
 
+    /// Whether `tenant` has any day point of `metric`: a back-fill's (or a roll-up's, after 30
+    /// days of readings). The fetch path back-fills `secure` when not. Hourly points do not
+    /// count: the reading that triggers the back-fill may be written before this is asked.
+    pub async fn has_daily_points(
+        &self,
+        tenant: &str,
+        metric: Metric,
+    ) -> Result<bool, HistoryError> {
+        let row = sqlx::query(
+            "SELECT at FROM history_points \
+             WHERE tenant = $1 AND metric = $2 AND resolution = $3 LIMIT 1",
+        )
+        .bind(tenant)
+        .bind(metric.as_str())
+        .bind(DAY)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
     /// One tenant's points of `metric` from `from` to `to` (both included; `from` is taken to
     /// the start of its bucket), one per `interval` bucket, oldest first.
     pub async fn history(

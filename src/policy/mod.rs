@@ -79,11 +79,12 @@ pub enum Failure {
     },
 }
 
-/// What to do after an attempt.
+/// What to do after an attempt (of a score fetch, or of another call such as a back-fill's,
+/// whose answer is `T`).
 #[derive(Debug, Clone)]
-pub enum Decision {
-    /// A reading: the fetch succeeded.
-    Done(Reading),
+pub enum Decision<T = Reading> {
+    /// An answer: the fetch succeeded.
+    Done(T),
     /// Transient (5xx, transport, attempt timeout, Entra unavailable): worth another attempt.
     Retry(String),
     /// Defender answered 401 with a token that may have been revoked or expired early: renew it
@@ -98,7 +99,7 @@ pub enum Decision {
 /// Classifies one attempt's outcome. Pure: the caller applies the decision.
 ///
 /// `renewed` says whether the token was already renewed during this fetch (a second 401 is final).
-pub fn classify(outcome: Result<Reading, Failure>, renewed: bool) -> Decision {
+pub fn classify<T>(outcome: Result<T, Failure>, renewed: bool) -> Decision<T> {
     let failure = match outcome {
         Ok(reading) => return Decision::Done(reading),
         Err(failure) => failure,
@@ -475,7 +476,7 @@ impl Outbound {
             }));
         };
         let result = self
-            .with_retries(source.as_ref(), tenant, &quota, deadline)
+            .with_retries(&Current, source.as_ref(), tenant, &quota, deadline)
             .await;
         let result = match result {
             Err(UpstreamError::Gone { detail }) => Err(UpstreamError::Gone {
@@ -496,6 +497,32 @@ impl Outbound {
             }
         }
         result.map_err(FetchError::Upstream)
+    }
+
+    /// Up to `days` of the source's own daily history of the tenant's `metric`, newest first, in
+    /// ONE call through the same stack as [`Outbound::fetch`]: gated, retried, charged to the
+    /// tenant's quota, within its service's slots and the global cap; a 429 cools the tenant's
+    /// service down as for any call. Unlike a fetch, its outcome feeds no back-off: a failed
+    /// back-fill says nothing about the score.
+    pub async fn fetch_daily(
+        &self,
+        tenant: &Arc<Tenant>,
+        metric: Metric,
+        days: u32,
+        deadline: Instant,
+    ) -> Result<Vec<Reading>, FetchError> {
+        let quota = quota_key(tenant, metric);
+        self.gate
+            .check(&quota, &score_key(tenant, metric))
+            .map_err(FetchError::Gated)?;
+        let Some(source) = self.sources.get(&metric) else {
+            return Err(FetchError::Upstream(UpstreamError::Failed {
+                detail: format!("no source reads the {metric} metric"),
+            }));
+        };
+        self.with_retries(&Daily(days), source.as_ref(), tenant, &quota, deadline)
+            .await
+            .map_err(FetchError::Upstream)
     }
 
     /// Failed fetches of the tenant's `metric` in a row (0 after a success).
@@ -522,17 +549,18 @@ impl Outbound {
     }
 
     /// Layer 2: attempts until a decision ends the fetch; applies `CoolDown` and `RenewToken`.
-    async fn with_retries(
+    async fn with_retries<C: Call>(
         &self,
+        call: &C,
         source: &dyn ScoreSource,
         tenant: &Arc<Tenant>,
         key: &QuotaKey,
         deadline: Instant,
-    ) -> Result<Reading, UpstreamError> {
+    ) -> Result<C::Output, UpstreamError> {
         let mut retries = 0;
         let mut renewed = false;
         loop {
-            let outcome = self.attempt(source, tenant, key, deadline).await?;
+            let outcome = self.attempt(call, source, tenant, key, deadline).await?;
             match classify(outcome, renewed) {
                 Decision::Done(reading) => return Ok(reading),
                 Decision::Fail(error) => return Err(error),
@@ -560,13 +588,14 @@ impl Outbound {
 
     /// Layers 2.1–2.4: one attempt. `Err` when a policy refuses (quota, slot, deadline), else the
     /// attempt's outcome for [`classify`].
-    async fn attempt(
+    async fn attempt<C: Call>(
         &self,
+        call: &C,
         source: &dyn ScoreSource,
         tenant: &Arc<Tenant>,
         key: &QuotaKey,
         deadline: Instant,
-    ) -> Result<Result<Reading, Failure>, UpstreamError> {
+    ) -> Result<Result<C::Output, Failure>, UpstreamError> {
         self.rate.charge(key, tenant, deadline).await?;
         let _tenant_slot = self.tenant_slots.acquire(key, tenant, deadline).await?;
         let _slot = self.cap.acquire(deadline).await?;
@@ -593,7 +622,7 @@ impl Outbound {
         let attempt_deadline = deadline.min(instant_after(Instant::now(), self.deadlines.attempt));
         let started = Instant::now();
         let outcome =
-            match tokio::time::timeout_at(attempt_deadline, source.call(tenant, &token)).await {
+            match tokio::time::timeout_at(attempt_deadline, call.run(source, tenant, &token)).await {
                 Err(_) => Err(Failure::AttemptTimeout {
                     deadline_reached: attempt_deadline >= deadline,
                 }),
@@ -602,6 +631,54 @@ impl Outbound {
         self.metrics
             .upstream_call(call_outcome(&outcome), started.elapsed());
         Ok(outcome)
+    }
+}
+
+/// What one attempt asks of a source: the stack around it is the same for every kind of call.
+#[async_trait::async_trait]
+trait Call: Sync {
+    /// The answer.
+    type Output: Send;
+    /// One call, with no retry and no deadline (the stack bounds it).
+    async fn run(
+        &self,
+        source: &dyn ScoreSource,
+        tenant: &Tenant,
+        token: &crate::token::BearerToken,
+    ) -> Result<Self::Output, CallFailure>;
+}
+
+/// The current score ([`ScoreSource::call`]).
+struct Current;
+
+#[async_trait::async_trait]
+impl Call for Current {
+    type Output = Reading;
+
+    async fn run(
+        &self,
+        source: &dyn ScoreSource,
+        tenant: &Tenant,
+        token: &crate::token::BearerToken,
+    ) -> Result<Reading, CallFailure> {
+        source.call(tenant, token).await
+    }
+}
+
+/// Up to this many days of the source's history ([`ScoreSource::daily`]).
+struct Daily(u32);
+
+#[async_trait::async_trait]
+impl Call for Daily {
+    type Output = Vec<Reading>;
+
+    async fn run(
+        &self,
+        source: &dyn ScoreSource,
+        tenant: &Tenant,
+        token: &crate::token::BearerToken,
+    ) -> Result<Vec<Reading>, CallFailure> {
+        source.daily(tenant, token, self.0).await
     }
 }
 
@@ -654,7 +731,7 @@ fn gone_detail(answer: &str, tenant: &Tenant, metric: Metric) -> String {
 }
 
 /// The `outcome` label of `scoregate_upstream_calls_total`.
-fn call_outcome(outcome: &Result<Reading, Failure>) -> CallOutcome {
+fn call_outcome<T>(outcome: &Result<T, Failure>) -> CallOutcome {
     match outcome {
         Ok(_) => CallOutcome::Ok,
         Err(Failure::AttemptTimeout { .. }) => CallOutcome::Timeout,

@@ -110,7 +110,7 @@ fn every_outcome_is_classified_into_one_decision() {
 #[test]
 fn a_denial_keeps_its_status_and_detail() {
     assert!(matches!(
-        classify(Err(status(403, None)), false),
+        classify::<Reading>(Err(status(403, None)), false),
         Decision::Fail(UpstreamError::Denied { status: 403, detail }) if detail == "Defender answered 403"
     ));
 }

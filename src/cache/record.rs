@@ -1,0 +1,140 @@
+//! What the fetch path tells the history: every successful reading, and, on a tenant's first
+//! successful `secure` fetch, the back-fill of Graph's 90 daily snapshots.
+//!
+//! Both leave the request path: a reading goes into the history's bounded buffer (never waits,
+//! never fails), and the back-fill is a task of its own. The back-fill's one Graph call
+//! (`$top=90`) goes through the same policy stack as every fetch ([`Outbound::fetch_daily`]):
+//! gated, charged to the tenant's Graph quota, within Graph's slots, cooled down on a 429.
+//!
+//! A tenant is back-filled when the history holds no *day* point of its `secure` yet (see
+//! [`crate::history::Store::has_daily_points`]): hourly points do not count, so the reading
+//! that triggers the back-fill (written meanwhile) does not prevent it, and once it is done,
+//! neither a later fetch nor a restart repeats it. Each process asks the database once per
+//! tenant; a back-fill that fails (database away, Graph refusing) is tried again on the
+//! tenant's next successful fetch.
+
+use crate::history::{DailySnapshot, History, Reading as Point};
+use crate::policy::Outbound;
+use crate::tenants::{Tenant, TenantId};
+use crate::upstream::{Metric, Reading};
+use parking_lot::Mutex;
+use std::collections::HashSet;
+use std::sync::Arc;
+use time::OffsetDateTime;
+
+/// How many of Graph's daily snapshots a back-fill asks for: all Graph keeps.
+pub const BACKFILL_DAYS: u32 = 90;
+
+/// Records readings into the history and back-fills `secure`.
+pub struct Recorder {
+    history: Arc<History>,
+    outbound: Arc<Outbound>,
+    runtime: tokio::runtime::Handle,
+    /// Tenants whose back-fill this process has started or found done.
+    checked: Arc<Mutex<HashSet<TenantId>>>,
+}
+
+impl Recorder {
+    /// A recorder into `history`; back-fills call through `outbound` on `runtime`.
+    pub fn new(
+        history: Arc<History>,
+        outbound: Arc<Outbound>,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
+        Self {
+            history,
+            outbound,
+            runtime,
+            checked: Arc::default(),
+        }
+    }
+
+    /// Records one successful fetch's reading; starts the tenant's back-fill when it is its
+    /// first `secure` reading in this process. Never waits.
+    pub fn record(&self, tenant: &Arc<Tenant>, metric: Metric, reading: &Reading) {
+        self.history.record(Point {
+            tenant: tenant.id.to_string(),
+            metric,
+            at: OffsetDateTime::from(reading.fetched_at),
+            score: reading.score,
+            max_score: reading.secure.as_ref().map(|secure| secure.max_score),
+        });
+        if metric == Metric::Secure && self.checked.lock().insert(tenant.id.clone()) {
+            self.runtime.spawn(backfill(
+                self.history.clone(),
+                self.outbound.clone(),
+                tenant.clone(),
+                self.checked.clone(),
+            ));
+        }
+    }
+}
+
+/// Back-fills the tenant's `secure` history unless it has been already; on failure, forgets
+/// the tenant so that its next successful fetch tries again.
+async fn backfill(
+    history: Arc<History>,
+    outbound: Arc<Outbound>,
+    tenant: Arc<Tenant>,
+    checked: Arc<Mutex<HashSet<TenantId>>>,
+) {
+    let retry_later = || {
+        checked.lock().remove(&tenant.id);
+    };
+    let Ok(store) = history.store() else {
+        // Not connected yet: the next successful fetch asks again.
+        retry_later();
+        return;
+    };
+    match store.has_daily_points(tenant.id.as_str(), Metric::Secure).await {
+        Ok(true) => return,
+        Ok(false) => {}
+        Err(error) => {
+            tracing::warn!(tenant = %tenant.id, "history: cannot tell whether the secure score is back-filled; tried again on the next fetch: {}", crate::telemetry::error_chain(&error));
+            retry_later();
+            return;
+        }
+    }
+    let readings = match outbound
+        .fetch_daily(&tenant, Metric::Secure, BACKFILL_DAYS, outbound.deadline())
+        .await
+    {
+        Ok(readings) => readings,
+        Err(error) => {
+            let error = match error {
+                crate::policy::FetchError::Gated(gated) => gated.into_error(),
+                crate::policy::FetchError::Upstream(error) => error,
+            };
+            tracing::warn!(tenant = %tenant.id, "history: the secure score back-fill failed; tried again on the next fetch: {error}");
+            retry_later();
+            return;
+        }
+    };
+    let snapshots: Vec<DailySnapshot> = readings
+        .iter()
+        .filter_map(|reading| {
+            let at = OffsetDateTime::parse(
+                &reading.time,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .ok()?;
+            Some(DailySnapshot {
+                at,
+                score: reading.score,
+                max_score: reading.secure.as_ref().map(|secure| secure.max_score),
+            })
+        })
+        .collect();
+    match store
+        .insert_daily(tenant.id.as_str(), Metric::Secure, &snapshots)
+        .await
+    {
+        Ok(inserted) => {
+            tracing::info!(tenant = %tenant.id, snapshots = snapshots.len(), inserted, "history: secure score back-filled from Microsoft Graph");
+        }
+        Err(error) => {
+            tracing::warn!(tenant = %tenant.id, "history: writing the secure score back-fill failed; tried again on the next fetch: {}", crate::telemetry::error_chain(&error));
+            retry_later();
+        }
+    }
+}
