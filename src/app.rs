@@ -22,6 +22,9 @@ pub struct Application {
     shutdown: CancellationToken,
     /// Reloads the file this application was built from.
     reloader: Reloader,
+    /// How long buffered history readings may take to be written once the server has stopped
+    /// (`[server] shutdown_grace_seconds`).
+    flush_within: std::time::Duration,
 }
 
 impl Application {
@@ -64,6 +67,7 @@ impl Application {
             services,
             shutdown,
             reloader,
+            flush_within: std::time::Duration::from_secs(config.server.shutdown_grace_seconds),
         })
     }
 
@@ -107,10 +111,24 @@ impl Application {
         Ok(())
     }
 
-    /// Serves until the server is stopped (gracefully after a signal: then `Ok`), and cancels the
-    /// shutdown token so that background tasks end.
+    /// Serves until the server is stopped (gracefully after a signal: then `Ok`), writes the
+    /// history readings still buffered (within the grace period: a database that is away loses
+    /// them rather than holding the process), and cancels the shutdown token so that background
+    /// tasks end.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
+        if let Some(history) = self.services.history() {
+            let pending = history.stats().pending;
+            if tokio::time::timeout(self.flush_within, history.flush())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    pending,
+                    "history: buffered readings not written within the grace period; they are lost"
+                );
+            }
+        }
         self.shutdown.cancel();
         result
     }

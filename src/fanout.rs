@@ -7,6 +7,7 @@
 //! rendered as JSON or CSV (that is `api::scores`).
 
 use crate::cache::{ScoreCache, ScoreError, Served, Source};
+use crate::history::{History, Past};
 use crate::tenants::{Registry, Tenant};
 use crate::upstream::Metric;
 use aws_lc_rs::rand::SecureRandom as _;
@@ -16,6 +17,7 @@ use base64::Engine as _;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -33,6 +35,9 @@ pub const MAX_TIMEOUT_MS: i64 = 60_000;
 /// How many tenants are asked of the cache at once. Cache hits are cheap; cold tenants wait on
 /// the global in-flight cap anyway, so this only bounds the number of pending futures.
 const CONCURRENCY: usize = 1024;
+/// How long, at most, the changes from the history may take once every score is in (never past
+/// the query's deadline): a slow or unreachable database delays `/scores` by no more.
+const CHANGES_GRACE: Duration = Duration::from_millis(500);
 
 /// Why a `/scores` query is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,6 +74,47 @@ pub enum SortOrder {
     /// By score, highest first; items without a score last, ties by id.
     #[serde(rename = "-score")]
     ScoreDesc,
+    /// By `change_1d`, the biggest drop first; items without a change last, ties by id.
+    #[serde(rename = "change_1d")]
+    Change1d,
+    /// By `change_1d`, the biggest gain first.
+    #[serde(rename = "-change_1d")]
+    Change1dDesc,
+    /// By `change_7d`, the biggest drop first; items without a change last, ties by id.
+    #[serde(rename = "change_7d")]
+    Change7d,
+    /// By `change_7d`, the biggest gain first.
+    #[serde(rename = "-change_7d")]
+    Change7dDesc,
+    /// By `change_30d`, the biggest drop first; items without a change last, ties by id.
+    #[serde(rename = "change_30d")]
+    Change30d,
+    /// By `change_30d`, the biggest gain first.
+    #[serde(rename = "-change_30d")]
+    Change30dDesc,
+    /// By `change_90d`, the biggest drop first; items without a change last, ties by id.
+    #[serde(rename = "change_90d")]
+    Change90d,
+    /// By `change_90d`, the biggest gain first.
+    #[serde(rename = "-change_90d")]
+    Change90dDesc,
+}
+
+impl SortOrder {
+    /// For an order by change: how many days back, and whether descending (biggest gain first).
+    fn change(self) -> Option<(u32, bool)> {
+        match self {
+            Self::Change1d => Some((1, false)),
+            Self::Change1dDesc => Some((1, true)),
+            Self::Change7d => Some((7, false)),
+            Self::Change7dDesc => Some((7, true)),
+            Self::Change30d => Some((30, false)),
+            Self::Change30dDesc => Some((30, true)),
+            Self::Change90d => Some((90, false)),
+            Self::Change90dDesc => Some((90, true)),
+            Self::Tenant | Self::Name | Self::Score | Self::ScoreDesc => None,
+        }
+    }
 }
 
 /// A `/scores` query as the caller wrote it (numbers signed, so that bad values get a clear 400).
@@ -212,6 +258,9 @@ pub struct Item {
     pub metric: Metric,
     /// Its score, or why there is none.
     pub outcome: Result<Served, ScoreError>,
+    /// Its scores at the ends of past days, from the history (all `None` when the history is
+    /// off, unreachable or too slow for the request's deadline).
+    pub past: Past,
 }
 
 impl Item {
@@ -232,8 +281,31 @@ impl Item {
             .map(|served| served.reading.score)
     }
 
+    /// The score now minus the score at the end of the day `days` (1, 7, 30 or 90) ago; `None`
+    /// without either. Rounded like derived statistics (no float noise).
+    pub fn change(&self, days: u32) -> Option<f64> {
+        let then = match days {
+            1 => self.past.ago_1d,
+            7 => self.past.ago_7d,
+            30 => self.past.ago_30d,
+            90 => self.past.ago_90d,
+            _ => None,
+        }?;
+        Some(round_derived(self.score()? - then))
+    }
+
     fn key(&self, sort: SortOrder) -> SortKey {
         let id = self.tenant.id.to_string();
+        if let Some((days, descending)) = sort.change() {
+            let change = self.change(days);
+            let number = change.unwrap_or(0.0);
+            return SortKey {
+                errors_last: change.is_none(),
+                text: String::new(),
+                number: if descending { -number } else { number },
+                id,
+            };
+        }
         match sort {
             SortOrder::Tenant => SortKey {
                 errors_last: false,
@@ -247,7 +319,7 @@ impl Item {
                 number: 0.0,
                 id,
             },
-            SortOrder::Score | SortOrder::ScoreDesc => {
+            _ => {
                 let score = self.score();
                 let number = score.unwrap_or(0.0);
                 SortKey {
@@ -394,8 +466,13 @@ pub struct Page {
 /// tenant not yet asked for when the deadline passes is not asked at all: it is a
 /// `deadline_exceeded` item, and no fetch is started for it (the refresher or a later request
 /// will).
+///
+/// The changes (`change_Nd`) come from `history` in one query over the matching tenants, run
+/// beside the fan-out and bounded by the same deadline: a history that is off, away or slow
+/// leaves them `null` and delays nothing further.
 pub async fn scores(
     cache: &ScoreCache,
+    history: Option<&History>,
     registry: &Registry,
     visible: impl Fn(&Tenant) -> bool,
     query: &Query,
@@ -409,7 +486,12 @@ pub async fn scores(
         .filter(|tenant| visible(tenant) && query.selects(tenant))
         .cloned()
         .collect();
-    let mut items: Vec<Item> = futures::stream::iter(selected)
+    let ids: Vec<String> = selected
+        .iter()
+        .map(|tenant| tenant.id.to_string())
+        .collect();
+    let past = past_scores(history, ids, metric, wait_until);
+    let fan_out = futures::stream::iter(selected)
         .map(|tenant| async move {
             let outcome = if Instant::now() >= wait_until {
                 Err(ScoreError::Deadline)
@@ -425,6 +507,7 @@ pub async fn scores(
                 tenant,
                 metric,
                 outcome,
+                past: Past::default(),
             }
         })
         .buffer_unordered(CONCURRENCY)
@@ -432,8 +515,31 @@ pub async fn scores(
             let keep = query.status.is_none_or(|status| item.status() == status);
             futures::future::ready(keep)
         })
-        .collect()
-        .await;
+        .collect::<Vec<Item>>();
+    // The scores decide when the answer is ready; the changes get a short grace after them.
+    let mut fan_out = std::pin::pin!(fan_out);
+    let mut past = std::pin::pin!(past);
+    let mut found = None;
+    let mut items = loop {
+        tokio::select! {
+            items = &mut fan_out => break items,
+            result = &mut past, if found.is_none() => found = Some(result),
+        }
+    };
+    let mut past = match found {
+        Some(past) => past,
+        None => tokio::time::timeout(CHANGES_GRACE, past)
+            .await
+            .unwrap_or_else(|_| {
+                tracing::warn!("history: changes not ready in time, served as null");
+                HashMap::new()
+            }),
+    };
+    for item in &mut items {
+        if let Some(found) = past.remove(item.tenant.id.as_str()) {
+            item.past = found;
+        }
+    }
     let summary = Summary::of(&items);
     let page = paginate(&mut items, query);
     Page {
@@ -442,6 +548,36 @@ pub async fn scores(
         summary,
         next_cursor: page.1,
         items: page.0,
+    }
+}
+
+/// The matching tenants' scores at the ends of past days, in one query, given up at
+/// `wait_until`; empty when the history is off, not connected, failing or too slow.
+async fn past_scores(
+    history: Option<&History>,
+    tenants: Vec<String>,
+    metric: Metric,
+    wait_until: Instant,
+) -> HashMap<String, Past> {
+    let Some(store) = history.and_then(|history| history.store().ok()) else {
+        return HashMap::new();
+    };
+    let now = time::OffsetDateTime::now_utc();
+    match tokio::time::timeout_at(wait_until, store.changes(&tenants, metric, now)).await {
+        Ok(Ok(past)) => past,
+        Ok(Err(error)) => {
+            tracing::warn!(
+                "history: changes not available, served as null: {}",
+                crate::telemetry::error_chain(&error)
+            );
+            HashMap::new()
+        }
+        Err(_) => {
+            tracing::warn!(
+                "history: changes not ready within the request's deadline, served as null"
+            );
+            HashMap::new()
+        }
     }
 }
 

@@ -257,7 +257,14 @@ impl Services {
         visible: impl Fn(&Tenant) -> bool,
         query: &Query,
     ) -> Page {
-        crate::fanout::scores(&self.cache, registry, visible, query).await
+        crate::fanout::scores(
+            &self.cache,
+            self.history.as_deref(),
+            registry,
+            visible,
+            query,
+        )
+        .await
     }
 
     /// The outcome of the last fetch of the tenant's `metric`, if any.

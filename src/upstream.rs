@@ -529,7 +529,14 @@ impl ScoreSource for GraphSecureScore {
 
     async fn call(&self, tenant: &Tenant, token: &BearerToken) -> Result<Reading, CallFailure> {
         let (status, retry_after, warning, body) = self.get(tenant, token, 1).await?;
-        read_graph_answer(tenant, status, retry_after, warning, &body, read_secure_scores)
+        read_graph_answer(
+            tenant,
+            status,
+            retry_after,
+            warning,
+            &body,
+            read_secure_scores,
+        )
     }
 
     async fn daily(

@@ -37,8 +37,10 @@ pub struct ScoresQuery {
     pub tag: Vec<String>,
     /// Only items with this status.
     pub status: Option<ItemStatus>,
-    /// Order of the items: `tenant` (default), `name`, `score` or `-score`; items without a score
-    /// come last, ties are broken by tenant id.
+    /// Order of the items: `tenant` (default), `name`, `score` or `-score`, or a change:
+    /// `change_1d`, `change_7d`, `change_30d`, `change_90d` (the biggest drops first) and
+    /// `-change_1d` … `-change_90d` (the biggest gains first). Items without a score (or a
+    /// change) come last, ties are broken by tenant id.
     #[param(example = "-score")]
     pub sort: Option<SortOrder>,
     /// Items per page, 1 to 1000 (default 100).
@@ -89,9 +91,11 @@ pub enum FormatView {
     "items": [
         {"tenant": "contoso", "name": "Contoso", "tags": ["gold"], "status": "ok", "metric": "device", "score": 340.0,
          "time": "2019-12-03T09:15:58.1665846Z", "fetched_at": "2026-11-29T10:00:00Z",
-         "age_seconds": 12, "source": "cache"},
+         "age_seconds": 12, "source": "cache",
+         "change_1d": 2.0, "change_7d": -12.5, "change_30d": null, "change_90d": null},
         {"tenant": "litware", "name": "Litware", "tags": [], "status": "error", "metric": "device",
-         "error": {"code": "upstream_auth", "status": 502, "detail": "Defender refused the call"}}],
+         "error": {"code": "upstream_auth", "status": 502, "detail": "Defender refused the call"},
+         "change_1d": null, "change_7d": null, "change_30d": null, "change_90d": null}],
     "next_cursor": null
 }))]
 pub struct ScoreList {
@@ -155,6 +159,15 @@ pub struct ScoreItem {
     /// Only for `secure`: the average scores of comparable tenants.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub comparisons: Option<Vec<Comparison>>,
+    /// `score` minus the score at the end of yesterday (UTC), from the history; `null` without
+    /// a score now, without a point that old, or when the history is off or unreachable.
+    pub change_1d: Option<f64>,
+    /// `score` minus the score at the end of the day 7 days ago; `null` as `change_1d`.
+    pub change_7d: Option<f64>,
+    /// `score` minus the score at the end of the day 30 days ago; `null` as `change_1d`.
+    pub change_30d: Option<f64>,
+    /// `score` minus the score at the end of the day 90 days ago; `null` as `change_1d`.
+    pub change_90d: Option<f64>,
 }
 
 /// Why an item has no score: the code and status the single-tenant route would have answered.
@@ -190,6 +203,10 @@ impl From<&Item> for ScoreItem {
             percentage: None,
             categories: None,
             comparisons: None,
+            change_1d: item.change(1),
+            change_7d: item.change(7),
+            change_30d: item.change(30),
+            change_90d: item.change(90),
         };
         match &item.outcome {
             Ok(served) => {
@@ -297,7 +314,7 @@ pub async fn list_scores(
     responses(
         (status = 200, description = "The scores, one row per item",
          content(
-            (String = "text/csv", example = "tenant,name,tags,status,score,time,fetched_at,age_seconds,source,error_code,error_detail,metric,max_score,percentage,category_identity,category_data,category_device,category_apps,category_infrastructure\r\ncontoso,Contoso,gold,ok,340,2019-12-03T09:15:58.1665846Z,2026-11-29T10:00:00Z,12,cache,,,device,,,,,,,\r\n"),
+            (String = "text/csv", example = "tenant,name,tags,status,score,time,fetched_at,age_seconds,source,error_code,error_detail,metric,max_score,percentage,category_identity,category_data,category_device,category_apps,category_infrastructure,change_1d,change_7d,change_30d,change_90d\r\ncontoso,Contoso,gold,ok,340,2019-12-03T09:15:58.1665846Z,2026-11-29T10:00:00Z,12,cache,,,device,,,,,,,,2,-12.5,,\r\n"),
          ),
          headers(("Link" = String, description = "`<…>; rel=\"next\"` (RFC 8288): the URL of the next page (this query with the new `cursor`); absent on the last page"))),
         (status = 400, description = "Bad query, e.g. `limit=0`, an unknown `sort`, or a cursor of another query or API key (`invalid_request`)", body = Problem, content_type = "application/problem+json"),
@@ -436,7 +453,7 @@ pub(super) fn accepts_csv(request: &HttpRequest) -> bool {
 
 /// The CSV columns, in order: the fields of [`CsvRow`]. The columns of the first release come
 /// first, in their first order, so that scripts reading columns by position keep working.
-const CSV_HEADER: [&str; 19] = [
+const CSV_HEADER: [&str; 23] = [
     "tenant",
     "name",
     "tags",
@@ -456,6 +473,10 @@ const CSV_HEADER: [&str; 19] = [
     "category_device",
     "category_apps",
     "category_infrastructure",
+    "change_1d",
+    "change_7d",
+    "change_30d",
+    "change_90d",
 ];
 
 /// One CSV row: an item, flattened. Enums are written as their JSON strings.
@@ -484,6 +505,11 @@ struct CsvRow<'a> {
     category_device: Option<String>,
     category_apps: Option<String>,
     category_infrastructure: Option<String>,
+    /// As the JSON numbers; empty when `null`.
+    change_1d: Option<String>,
+    change_7d: Option<String>,
+    change_30d: Option<String>,
+    change_90d: Option<String>,
 }
 
 impl<'a> From<&'a ScoreItem> for CsvRow<'a> {
@@ -518,6 +544,10 @@ impl<'a> From<&'a ScoreItem> for CsvRow<'a> {
             category_device: category(|c| c.device),
             category_apps: category(|c| c.apps),
             category_infrastructure: category(|c| c.infrastructure),
+            change_1d: item.change_1d.map(|value| value.to_string()),
+            change_7d: item.change_7d.map(|value| value.to_string()),
+            change_30d: item.change_30d.map(|value| value.to_string()),
+            change_90d: item.change_90d.map(|value| value.to_string()),
         }
     }
 }
@@ -618,6 +648,10 @@ mod tests {
             percentage: None,
             categories: None,
             comparisons: None,
+            change_1d: None,
+            change_7d: None,
+            change_30d: None,
+            change_90d: None,
         };
         writer.serialize(CsvRow::from(&item)).unwrap();
         let with_header = String::from_utf8(writer.into_inner().unwrap()).unwrap();
@@ -650,6 +684,10 @@ mod tests {
                 percentage: None,
                 categories: None,
                 comparisons: None,
+                change_1d: None,
+                change_7d: Some(-12.5),
+                change_30d: None,
+                change_90d: None,
             },
             ScoreItem {
                 tenant: "litware".to_owned(),
@@ -672,6 +710,10 @@ mod tests {
                 percentage: None,
                 categories: None,
                 comparisons: None,
+                change_1d: None,
+                change_7d: Some(-12.5),
+                change_30d: None,
+                change_90d: None,
             },
         ];
         let out = String::from_utf8(to_csv(&list(items)).unwrap()).unwrap();
@@ -679,11 +721,11 @@ mod tests {
         assert_eq!(
             rows[1],
             "contoso,\"Contoso, Ltd\",gold;eu,stale,340,2019-12-03T09:15:58.1665846Z,\
-             2026-11-29T10:00:00Z,12,stale,upstream_throttled,slow down,device,,,,,,,"
+             2026-11-29T10:00:00Z,12,stale,upstream_throttled,slow down,device,,,,,,,,,-12.5,,"
         );
         assert_eq!(
             rows[2],
-            "litware,Litware,,error,,,,,,deadline_exceeded,late,device,,,,,,,"
+            "litware,Litware,,error,,,,,,deadline_exceeded,late,device,,,,,,,,,-12.5,,"
         );
         assert_eq!(rows[3], "");
         assert_eq!(rows.len(), 4);

@@ -27,10 +27,10 @@ use crate::tenants::{Registry, Tenant, TenantId};
 /// What a score is cached under: one number per tenant and metric.
 pub use crate::upstream::ScoreKey;
 use crate::upstream::{Metric, Reading, UpstreamError};
-pub use record::{Recorder, BACKFILL_DAYS};
 use futures::future::{BoxFuture, FutureExt, Shared};
 use parking_lot::Mutex;
 use rand::Rng;
+pub use record::{Recorder, BACKFILL_DAYS};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

@@ -86,7 +86,10 @@ async fn backfill(
         retry_later();
         return;
     };
-    match store.has_daily_points(tenant.id.as_str(), Metric::Secure).await {
+    match store
+        .has_daily_points(tenant.id.as_str(), Metric::Secure)
+        .await
+    {
         Ok(true) => return,
         Ok(false) => {}
         Err(error) => {

@@ -622,7 +622,8 @@ impl Outbound {
         let attempt_deadline = deadline.min(instant_after(Instant::now(), self.deadlines.attempt));
         let started = Instant::now();
         let outcome =
-            match tokio::time::timeout_at(attempt_deadline, call.run(source, tenant, &token)).await {
+            match tokio::time::timeout_at(attempt_deadline, call.run(source, tenant, &token)).await
+            {
                 Err(_) => Err(Failure::AttemptTimeout {
                     deadline_reached: attempt_deadline >= deadline,
                 }),

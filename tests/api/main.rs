@@ -13,6 +13,7 @@ mod hardening_edge;
 mod hardening_fetch;
 mod helpers;
 mod history;
+mod history_wiring;
 mod openapi;
 mod operations;
 mod postgres;

@@ -405,7 +405,7 @@ async fn scores_come_as_rfc_4180_csv_when_asked() {
         lines[0],
         "tenant,name,tags,status,score,time,fetched_at,age_seconds,source,error_code,error_detail,\
          metric,max_score,percentage,category_identity,category_data,category_device,category_apps,\
-         category_infrastructure"
+         category_infrastructure,change_1d,change_7d,change_30d,change_90d"
     );
     assert_eq!(
         lines.len(),

@@ -377,7 +377,7 @@ async fn scores_fan_out_per_metric_with_its_summary_order_csv_columns_and_cursor
     let header = lines.next().unwrap();
     assert!(
         header.ends_with(
-            ",error_code,error_detail,metric,max_score,percentage,category_identity,category_data,category_device,category_apps,category_infrastructure"
+            ",error_code,error_detail,metric,max_score,percentage,category_identity,category_data,category_device,category_apps,category_infrastructure,change_1d,change_7d,change_30d,change_90d"
         ),
         "{header}"
     );
