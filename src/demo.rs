@@ -24,6 +24,11 @@ pub struct DemoArgs {
     /// Seed of the emulated tenants' ids, secrets and scores.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Keep the score history in this SQLite file (created if missing), so that it survives the
+    /// demo. Default: a file in the demo's temporary directory, removed when the demo stops, so
+    /// that the demo writes nothing into the working directory of a fresh clone.
+    #[arg(long, value_name = "PATH")]
+    pub history: Option<PathBuf>,
 }
 
 /// The demo's unhealthy tenants: most are healthy, these show what failures look like.
@@ -76,7 +81,24 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let config_path = emulator
         .write_config_with_metrics(&dir.0.join(crate::emulator::CONFIG_FILE_NAME), &metrics)?;
     let bind = ("SCOREGATE__SERVER__BIND".to_owned(), args.bind.to_string());
-    let config = Config::load_with_env(&config_path, std::env::vars().chain([bind]))?;
+    // Without `--history`, the default `sqlite://scoregate.db` is resolved beside the written
+    // configuration: inside the temporary directory.
+    let history = match &args.history {
+        Some(path) => {
+            let path = std::path::absolute(path).map_err(|error| {
+                anyhow::anyhow!("--history {}: {error}", path.display())
+            })?;
+            vec![(
+                "SCOREGATE__HISTORY__URL".to_owned(),
+                format!("sqlite://{}", path.display()),
+            )]
+        }
+        None => Vec::new(),
+    };
+    let config = Config::load_with_env(
+        &config_path,
+        std::env::vars().chain([bind]).chain(history),
+    )?;
     let application = Application::build(&config)?;
     application.listen_for_signals()?;
     print_banner(&application.addr(), &emulator, config.registry.len());
@@ -106,6 +128,8 @@ fn print_banner(addr: &SocketAddr, emulator: &Emulator, tenants: usize) {
          curl -s '{base}/tenants/contoso/score?metric=secure'   # Microsoft Secure Score (Graph)\n  \
          curl -s '{base}/scores?metric=exposure&sort=score'    # exposure: lower is better\n  \
          curl -s '{base}/scores?metric=device&tenant=coho-winery'  # 502 upstream_gone item\n  \
+         curl -s '{base}/tenants/contoso/history?metric=secure'  # 90 days back-filled from Graph\n  \
+         curl -s '{base}/scores?metric=secure&sort=change_7d'    # who dropped this week\n  \
          curl -s {base}/tenants/contoso\n",
         emulator.base_url(),
         emulator.base_url()
