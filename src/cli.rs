@@ -86,6 +86,8 @@ pub enum BenchCommand {
     Emulator(crate::bench::emulator::EmulatorBenchArgs),
     /// `/scores` cold and warm, single flight and memory of the gateway against the emulator.
     Gateway(crate::bench::gateway::GatewayBenchArgs),
+    /// History on SQLite: ingest rate, 90-day query, `change_7d` look-up, size projection.
+    History(crate::bench::history::HistoryBenchArgs),
 }
 
 /// Runs the parsed command to completion.
@@ -114,6 +116,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Emulator(args)) => crate::bench::emulator::run(args).await,
         #[cfg(feature = "emulator")]
         Command::Bench(BenchCommand::Gateway(args)) => crate::bench::gateway::run(args).await,
+        #[cfg(feature = "emulator")]
+        Command::Bench(BenchCommand::History(args)) => crate::bench::history::run(args).await,
     }
 }
 

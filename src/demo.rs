@@ -85,9 +85,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // configuration: inside the temporary directory.
     let history = match &args.history {
         Some(path) => {
-            let path = std::path::absolute(path).map_err(|error| {
-                anyhow::anyhow!("--history {}: {error}", path.display())
-            })?;
+            let path = std::path::absolute(path)
+                .map_err(|error| anyhow::anyhow!("--history {}: {error}", path.display()))?;
             vec![(
                 "SCOREGATE__HISTORY__URL".to_owned(),
                 format!("sqlite://{}", path.display()),
@@ -95,10 +94,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
         None => Vec::new(),
     };
-    let config = Config::load_with_env(
-        &config_path,
-        std::env::vars().chain([bind]).chain(history),
-    )?;
+    let config =
+        Config::load_with_env(&config_path, std::env::vars().chain([bind]).chain(history))?;
     let application = Application::build(&config)?;
     application.listen_for_signals()?;
     print_banner(&application.addr(), &emulator, config.registry.len());

@@ -3,3 +3,4 @@
 
 pub mod emulator;
 pub mod gateway;
+pub mod history;

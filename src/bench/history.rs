@@ -1,0 +1,275 @@
+//! Benchmark of the score history on SQLite (the embedded default): the writer's ingest rate
+//! with many tenants, a 90-day history query for one tenant, the `changes` look-up and sort
+//! behind `/scores?sort=change_7d`, and the database size projected for a long retention.
+//!
+//! Figures are printed next to their targets (`DESIGN.md`, issue 12): queries p50 < 10 ms, the
+//! projection under 2 GiB. Everything runs in this process on the shared cores, in scratch
+//! directories removed at the end.
+
+use crate::config::HistoryConfig;
+use crate::history::{
+    DailySnapshot, History, Interval, Metric, Reading, Store, ROLL_UP_AFTER_DAYS,
+};
+use crate::metrics::HistoryMetrics;
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+
+/// Options of `scoregate bench history`.
+#[derive(Debug, clap::Args)]
+pub struct HistoryBenchArgs {
+    /// Tenants of the ingest phase and of the `change_7d` phase.
+    #[arg(long, default_value_t = 10_000)]
+    pub tenants: usize,
+    /// Readings per tenant in the ingest phase (one per day, going back).
+    #[arg(long, default_value_t = 10)]
+    pub rounds: usize,
+    /// Tenants given a full retention of points for the size projection and the 90-day query.
+    #[arg(long, default_value_t = 50)]
+    pub sample_tenants: usize,
+    /// Retention of the projection, in days.
+    #[arg(long, default_value_t = 400)]
+    pub days: i64,
+    /// Tenants the projection is for.
+    #[arg(long, default_value_t = 10_000)]
+    pub projected_tenants: u64,
+    /// Repetitions of each query for its percentiles.
+    #[arg(long, default_value_t = 200)]
+    pub queries: usize,
+}
+
+/// A scratch directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn create() -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("scoregate-bench-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).context("a scratch directory")?;
+        Ok(Self(dir))
+    }
+
+    fn url(&self, file: &str) -> String {
+        format!("sqlite://{}?mode=rwc", self.0.join(file).display())
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn percentile(sorted: &[Duration], fraction: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
+    sorted[rank.min(sorted.len() - 1)].as_secs_f64() * 1000.0
+}
+
+/// `met` or `MISSED`, for a figure against its target.
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "MISSED"
+    }
+}
+
+/// The database file and its WAL, in bytes.
+fn database_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|entry| entry.metadata().ok())
+                .map(|metadata| metadata.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn tenant(index: usize) -> String {
+    format!("tenant-{index:05}")
+}
+
+/// Runs the benchmark and prints its figures.
+pub async fn run(args: HistoryBenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.tenants > 0 && args.rounds > 0 && args.sample_tenants > 0 && args.queries > 0,
+        "--tenants, --rounds, --sample-tenants and --queries must be at least 1"
+    );
+    anyhow::ensure!(
+        args.days > ROLL_UP_AFTER_DAYS,
+        "--days must be more than {ROLL_UP_AFTER_DAYS}"
+    );
+    println!("scoregate bench history (SQLite)");
+    let now = OffsetDateTime::now_utc();
+
+    // Ingest: every reading through the writer (bounded channel, batched transactions).
+    let ingest_dir = TempDir::create()?;
+    let readings = args.tenants * args.rounds;
+    let history = History::start(
+        &HistoryConfig {
+            enabled: true,
+            url: secrecy::SecretString::from(ingest_dir.url("ingest.db")),
+            retention_days: 400,
+            buffer: readings.clamp(1, 1_000_000),
+        },
+        HistoryMetrics::default(),
+        &tokio::runtime::Handle::current(),
+    );
+    // Connected and migrated first: the figure is the writing, not the start.
+    tokio::time::timeout(Duration::from_secs(30), history.flush())
+        .await
+        .context("the history database opens")?;
+    let started = Instant::now();
+    for round in 0..args.rounds {
+        let at = now - time::Duration::days(round as i64);
+        for index in 0..args.tenants {
+            history.record(Reading {
+                tenant: tenant(index),
+                metric: Metric::Device,
+                at,
+                score: 300.0 + (index % 200) as f64 - round as f64,
+                max_score: None,
+            });
+        }
+    }
+    history.flush().await;
+    let elapsed = started.elapsed();
+    let stats = history.stats();
+    println!(
+        "ingest            {} readings of {} tenants in {:.2} s: {:.0} readings/s ({} written, {} dropped)",
+        readings,
+        args.tenants,
+        elapsed.as_secs_f64(),
+        stats.written as f64 / elapsed.as_secs_f64(),
+        stats.written,
+        stats.dropped
+    );
+
+    // /scores?sort=change_7d: the history's share is one `changes` over every tenant, then
+    // the sort by change (the fan-out over cached scores is `bench gateway`'s warm /scores).
+    let store = history.store().context("connected")?.clone();
+    let ids: Vec<String> = (0..args.tenants).map(tenant).collect();
+    let mut latencies = Vec::with_capacity(args.queries);
+    let repetitions = args.queries.min(50);
+    let mut with_change = 0;
+    for _ in 0..repetitions {
+        let started = Instant::now();
+        let past = store.changes(&ids, Metric::Device, now).await?;
+        let mut changes: Vec<(Option<f64>, &String)> = ids
+            .iter()
+            .map(|id| {
+                let change = past
+                    .get(id)
+                    .and_then(|past| past.ago_7d)
+                    .map(|then| 300.0 - then);
+                (change, id)
+            })
+            .collect();
+        changes.sort_by(|a, b| match (a.0, b.0) {
+            (Some(x), Some(y)) => x.total_cmp(&y).then_with(|| a.1.cmp(b.1)),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => a.1.cmp(b.1),
+        });
+        latencies.push(started.elapsed());
+        with_change = changes
+            .iter()
+            .filter(|(change, _)| change.is_some())
+            .count();
+    }
+    latencies.sort();
+    let p50 = percentile(&latencies, 0.5);
+    println!(
+        "change_7d         changes + sort over {} tenants ({} with a 7-day point): p50 {:.2} ms, p99 {:.2} ms (target p50 < 10 ms: {})",
+        args.tenants,
+        with_change,
+        p50,
+        percentile(&latencies, 0.99),
+        verdict(p50 < 10.0)
+    );
+    drop(history);
+
+    // A full retention for a sample of tenants: 30 days of hourly points, older days rolled up
+    // (what the roll-up leaves), one metric.
+    let sample_dir = TempDir::create()?;
+    let sample = Store::connect(&sample_dir.url("sample.db")).await?;
+    let today = Interval::Day.bucket(now.unix_timestamp());
+    let mut points = 0u64;
+    for index in 0..args.sample_tenants {
+        let id = tenant(index);
+        let hourly: Vec<Reading> = (0..ROLL_UP_AFTER_DAYS * 24)
+            .map(|hour| Reading {
+                tenant: id.clone(),
+                metric: Metric::Device,
+                at: now - time::Duration::hours(hour),
+                score: 300.0 + (hour % 37) as f64 * 0.25,
+                max_score: None,
+            })
+            .collect();
+        sample.write(&hourly).await?;
+        let daily: Vec<DailySnapshot> = (ROLL_UP_AFTER_DAYS + 1..=args.days)
+            .filter_map(|day| {
+                Some(DailySnapshot {
+                    at: OffsetDateTime::from_unix_timestamp(today - day * 86_400).ok()?,
+                    score: 300.0 + (day % 53) as f64 * 0.5,
+                    max_score: None,
+                })
+            })
+            .collect();
+        points += sample.insert_daily(&id, Metric::Device, &daily).await?;
+        points += hourly.len() as u64;
+    }
+
+    // A 90-day history by day for one tenant, as the route asks it.
+    let mut latencies = Vec::with_capacity(args.queries);
+    for query in 0..args.queries {
+        let id = tenant(query % args.sample_tenants);
+        let started = Instant::now();
+        let found = sample
+            .history(
+                &id,
+                Metric::Device,
+                now - time::Duration::days(90),
+                now,
+                Interval::Day,
+            )
+            .await?;
+        latencies.push(started.elapsed());
+        anyhow::ensure!(found.len() >= 90, "the sample holds 90 days");
+    }
+    latencies.sort();
+    let p50 = percentile(&latencies, 0.5);
+    println!(
+        "90-day history    one tenant by day: p50 {:.2} ms, p99 {:.2} ms over {} queries (target p50 < 10 ms: {})",
+        p50,
+        percentile(&latencies, 0.99),
+        args.queries,
+        verdict(p50 < 10.0)
+    );
+
+    // Size: closing the pool checkpoints the WAL into the file.
+    sample.close().await;
+    let bytes = database_bytes(&sample_dir.0);
+    let per_point = bytes as f64 / points.max(1) as f64;
+    let points_per_tenant = (ROLL_UP_AFTER_DAYS * 24 + (args.days - ROLL_UP_AFTER_DAYS)) as f64;
+    let projected = per_point * points_per_tenant * args.projected_tenants as f64;
+    let gib = projected / f64::from(1u32 << 30);
+    println!(
+        "size              {} points of {} tenants in {:.1} MiB: {:.0} bytes/point; {} tenants x {} days ({:.0} points each, one metric) = {:.2} GiB (target < 2 GiB: {})",
+        points,
+        args.sample_tenants,
+        bytes as f64 / f64::from(1u32 << 20),
+        per_point,
+        args.projected_tenants,
+        args.days,
+        points_per_tenant,
+        gib,
+        verdict(gib < 2.0)
+    );
+    Ok(())
+}
