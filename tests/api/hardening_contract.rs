@@ -491,7 +491,20 @@ fn the_document_serves_generated_clients_and_validators() {
     let sort = &document["components"]["schemas"]["SortView"];
     assert_eq!(
         sort["enum"],
-        serde_json::json!(["tenant", "name", "score", "-score"])
+        serde_json::json!([
+            "tenant",
+            "name",
+            "score",
+            "-score",
+            "change_1d",
+            "-change_1d",
+            "change_7d",
+            "-change_7d",
+            "change_30d",
+            "-change_30d",
+            "change_90d",
+            "-change_90d"
+        ])
     );
     // `/scores` is JSON only; CSV is its own operation with the same query minus `format`.
     let json_only: Vec<&String> = scores["responses"]["200"]["content"]

@@ -18,7 +18,11 @@ async fn spawn(
     faults: Vec<scoregate::emulator::FaultAssignment>,
     env: &[(&str, &str)],
 ) -> TestApp {
-    spawn_app_with(emulator_options(tenants, faults), env).await
+    // These tests count every Graph call: the history's `secure` back-fill (one more Graph call
+    // per tenant, tested in `history_wiring`) would add calls at a time of its own.
+    let mut env = env.to_vec();
+    env.push(("SCOREGATE__HISTORY__ENABLED", "false"));
+    spawn_app_with(emulator_options(tenants, faults), &env).await
 }
 
 async fn text(app: &TestApp, path: &str) -> (u16, reqwest::header::HeaderMap, String) {
