@@ -7,7 +7,7 @@
 //! rendered as JSON or CSV (that is `api::scores`).
 
 use crate::cache::{ScoreCache, ScoreError, Served, Source};
-use crate::history::{History, Past};
+use crate::history::{History, HistoryError, Past};
 use crate::tenants::{Registry, Tenant};
 use crate::upstream::Metric;
 use aws_lc_rs::rand::SecureRandom as _;
@@ -559,11 +559,12 @@ async fn past_scores(
     metric: Metric,
     wait_until: Instant,
 ) -> HashMap<String, Past> {
-    let Some(store) = history.and_then(|history| history.store().ok()) else {
+    let Some(history) = history else {
         return HashMap::new();
     };
     let now = time::OffsetDateTime::now_utc();
-    match tokio::time::timeout_at(wait_until, store.changes(&tenants, metric, now)).await {
+    match tokio::time::timeout_at(wait_until, history.changes(&tenants, metric, now)).await {
+        Ok(Err(HistoryError::NotConnected)) => HashMap::new(),
         Ok(Ok(past)) => past,
         Ok(Err(error)) => {
             tracing::warn!(

@@ -133,6 +133,7 @@ async fn backfill(
         .await
     {
         Ok(inserted) => {
+            history.forget_past(tenant.id.as_str(), Metric::Secure);
             tracing::info!(tenant = %tenant.id, snapshots = snapshots.len(), inserted, "history: secure score back-filled from Microsoft Graph");
         }
         Err(error) => {

@@ -209,6 +209,19 @@ pub struct History {
     retention_days: u32,
     /// Stops the background tasks when the handle is dropped.
     stop: CancellationToken,
+    /// Past scores already read today, per metric and tenant (see [`History::changes`]).
+    past: parking_lot::Mutex<PastCache>,
+}
+
+/// The scores at the ends of past days read during one UTC day. They cannot change during that
+/// day: new readings are stamped "now", after every cut-off, and the roll-up keeps each day's
+/// last value. Only a back-fill adds older points, and it forgets its tenant here.
+#[derive(Debug, Default)]
+struct PastCache {
+    /// The UTC day (Unix seconds of its start) the entries were read on.
+    day: i64,
+    /// Per metric, per tenant.
+    entries: std::collections::HashMap<(Metric, String), Past>,
 }
 
 impl std::fmt::Debug for History {
@@ -278,6 +291,7 @@ impl History {
             writer,
             retention_days: config.retention_days,
             stop,
+            past: parking_lot::Mutex::default(),
         }
     }
 
@@ -301,6 +315,62 @@ impl History {
     /// The store, once connected and migrated.
     pub fn store(&self) -> Result<&Store, HistoryError> {
         self.store.get().ok_or(HistoryError::NotConnected)
+    }
+
+    /// The tenants' scores at the ends of the days 1, 7, 30 and 90 days before `now` (what
+    /// `change_Nd` is computed from). Read from the database once per tenant, metric and UTC day,
+    /// then served from memory: `/scores?sort=change_7d` over 10,000 tenants must not cost a
+    /// query per request. Tenants without a point that old get [`Past::default`] (all `None`).
+    ///
+    /// With several replicas, a back-fill on another replica shows here from the next UTC day.
+    pub async fn changes(
+        &self,
+        tenants: &[String],
+        metric: Metric,
+        now: OffsetDateTime,
+    ) -> Result<std::collections::HashMap<String, Past>, HistoryError> {
+        let store = self.store()?;
+        let day = Interval::Day.bucket(now.unix_timestamp());
+        let missing: Vec<String> = {
+            let mut cache = self.past.lock();
+            if cache.day != day {
+                *cache = PastCache {
+                    day,
+                    entries: Default::default(),
+                };
+            }
+            tenants
+                .iter()
+                .filter(|tenant| !cache.entries.contains_key(&(metric, (*tenant).clone())))
+                .cloned()
+                .collect()
+        };
+        if !missing.is_empty() {
+            let mut read = store.changes(&missing, metric, now).await?;
+            let mut cache = self.past.lock();
+            if cache.day == day {
+                for tenant in missing {
+                    let past = read.remove(&tenant).unwrap_or_default();
+                    cache.entries.insert((metric, tenant), past);
+                }
+            }
+        }
+        let cache = self.past.lock();
+        Ok(tenants
+            .iter()
+            .filter_map(|tenant| {
+                let past = cache.entries.get(&(metric, tenant.clone()))?;
+                Some((tenant.clone(), *past))
+            })
+            .collect())
+    }
+
+    /// Forgets the past scores read today for a tenant's metric: a back-fill added older points.
+    pub fn forget_past(&self, tenant: &str, metric: Metric) {
+        self.past
+            .lock()
+            .entries
+            .remove(&(metric, tenant.to_owned()));
     }
 
     /// Days points are kept.
