@@ -47,13 +47,15 @@ pub enum Code {
     HistoryDisabled,
     /// The history database cannot be reached now; readings are buffered meanwhile.
     HistoryUnavailable,
+    /// Alerts need the history database, which is turned off: retrying will not help.
+    AlertsDisabled,
     /// A bug; the detail is in the gateway's log only.
     Internal,
 }
 
 impl Code {
     /// Every code, in the order of the error table.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::InvalidRequest,
         Self::Unauthenticated,
         Self::UnknownTenant,
@@ -68,6 +70,7 @@ impl Code {
         Self::ShuttingDown,
         Self::HistoryDisabled,
         Self::HistoryUnavailable,
+        Self::AlertsDisabled,
         Self::Internal,
     ];
 
@@ -88,6 +91,7 @@ impl Code {
             Self::ShuttingDown => "shutting_down",
             Self::HistoryDisabled => "history_disabled",
             Self::HistoryUnavailable => "history_unavailable",
+            Self::AlertsDisabled => "alerts_disabled",
             Self::Internal => "internal",
         }
     }
@@ -98,7 +102,9 @@ impl Code {
         match self {
             Self::InvalidRequest => 400,
             Self::Unauthenticated => 401,
-            Self::UnknownTenant | Self::NotFound | Self::HistoryDisabled => 404,
+            Self::UnknownTenant | Self::NotFound | Self::HistoryDisabled | Self::AlertsDisabled => {
+                404
+            }
             Self::MethodNotAllowed => 405,
             Self::RateLimited => 429,
             Self::Internal => 500,

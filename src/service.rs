@@ -69,6 +69,8 @@ pub struct Services {
     /// The score history; `None` when `[history] enabled = false`. Started without waiting for
     /// the database, which is connected in the background.
     history: Option<Arc<crate::history::History>>,
+    /// Alert rules and webhook delivery; `None` when history is off (their state lives there).
+    alerts: Option<Arc<crate::alerts::Alerts>>,
 }
 
 impl Services {
@@ -88,6 +90,8 @@ impl Services {
                 )
             })?;
         let metrics = Arc::new(Metrics::new());
+        // Webhooks go out through the same client (pool, TLS roots, user agent).
+        let webhook_http = http.clone();
         let settings = &config.upstream;
         let outbound = Arc::new(Outbound::new(Parts {
             source: Arc::new(DefenderConfigurationScore::new(http.clone())),
@@ -110,6 +114,15 @@ impl Services {
             Arc::new(crate::history::History::start(
                 &config.history,
                 metrics.history.clone(),
+                &runtime,
+            ))
+        });
+        let alerts = history.as_ref().map(|history| {
+            Arc::new(crate::alerts::Alerts::start(
+                config.alerts.clone(),
+                history.clone(),
+                webhook_http,
+                metrics.alerts.clone(),
                 &runtime,
             ))
         });
@@ -141,7 +154,14 @@ impl Services {
             // A little longer than one fetch's own deadline, so the fetch reports its own timeout.
             request_wait: Duration::from_millis(config.upstream.timeout_ms + 500),
             history,
+            alerts,
         }))
+    }
+
+    /// Alerts, or `None` when history (which holds their state) is turned off. The fetch path
+    /// reports to it: [`crate::alerts::Alerts::on_reading`] and `on_failure`.
+    pub fn alerts(&self) -> Option<&Arc<crate::alerts::Alerts>> {
+        self.alerts.as_ref()
     }
 
     /// The score history, or `None` when it is turned off.
@@ -169,6 +189,9 @@ impl Services {
         self.cache.retain(&new).await;
         self.outbound.retain(&new);
         self.metrics.retain_tenants(&new);
+        if let Some(alerts) = &self.alerts {
+            alerts.reload(config.alerts.clone());
+        }
         ReloadSummary {
             tenants: new.len(),
             added: new
