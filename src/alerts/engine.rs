@@ -117,28 +117,24 @@ pub(super) async fn on_reading(
                 value,
                 threshold: *line,
             }),
-            Condition::Drop { points, within } => {
-                past(pool, tenant, metric, at, *within)
-                    .await?
-                    .map(|before| Verdict {
-                        firing: before - value >= *points,
-                        value: before - value,
-                        threshold: *points,
-                    })
-            }
-            Condition::DropPercent { percent, within } => {
-                past(pool, tenant, metric, at, *within)
-                    .await?
-                    .filter(|before| *before > 0.0)
-                    .map(|before| {
-                        let lost = (before - value) / before * 100.0;
-                        Verdict {
-                            firing: lost >= *percent,
-                            value: lost,
-                            threshold: *percent,
-                        }
-                    })
-            }
+            Condition::Drop { points, within } => past(pool, tenant, metric, at, *within)
+                .await?
+                .map(|before| Verdict {
+                    firing: before - value >= *points,
+                    value: before - value,
+                    threshold: *points,
+                }),
+            Condition::DropPercent { percent, within } => past(pool, tenant, metric, at, *within)
+                .await?
+                .filter(|before| *before > 0.0)
+                .map(|before| {
+                    let lost = (before - value) / before * 100.0;
+                    Verdict {
+                        firing: lost >= *percent,
+                        value: lost,
+                        threshold: *percent,
+                    }
+                }),
             Condition::StaleFor(_) | Condition::FailingFor(_) => {
                 let fetch = store::fetch(pool, tenant, metric).await?;
                 timed(&rule.condition, fetch, seconds)
@@ -288,7 +284,13 @@ async fn past(
     within: Duration,
 ) -> Result<Option<f64>, AlertError> {
     let within = i64::try_from(within.as_secs()).unwrap_or(i64::MAX);
-    store::value_at(pool, tenant, metric, at.unix_timestamp().saturating_sub(within)).await
+    store::value_at(
+        pool,
+        tenant,
+        metric,
+        at.unix_timestamp().saturating_sub(within),
+    )
+    .await
 }
 
 /// A timed condition at `now` (Unix seconds), from the pair's fetch outcomes.

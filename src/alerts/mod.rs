@@ -184,7 +184,9 @@ pub struct Webhook {
 impl Webhook {
     /// Whether it receives the events of `alert`.
     pub fn receives(&self, alert: &str) -> bool {
-        self.alerts.as_ref().is_none_or(|names| names.contains(alert))
+        self.alerts
+            .as_ref()
+            .is_none_or(|names| names.contains(alert))
     }
 }
 

@@ -142,7 +142,11 @@ fn verify(secret: &[u8], id: &str, timestamp: &str, body: &[u8], signatures: &st
     signatures.split(' ').any(|candidate| {
         candidate
             .strip_prefix("v1,")
-            .and_then(|encoded| base64::engine::general_purpose::STANDARD.decode(encoded).ok())
+            .and_then(|encoded| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(encoded)
+                    .ok()
+            })
             .is_some_and(|tag| hmac::verify(&key, &signed, &tag).is_ok())
     })
 }

@@ -245,7 +245,11 @@ pub(super) async fn events(
     // Built from placeholders only; every value is bound.
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(filter.after.unwrap_or(0))
-        .bind(filter.since.map_or(i64::MIN, OffsetDateTime::unix_timestamp));
+        .bind(
+            filter
+                .since
+                .map_or(i64::MIN, OffsetDateTime::unix_timestamp),
+        );
     if let Some(alert) = &filter.alert {
         query = query.bind(alert.as_str());
     }

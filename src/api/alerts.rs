@@ -209,7 +209,11 @@ pub async fn list_events(
     let more = events.len() > limit;
     events.truncate(limit);
     let next_cursor = more
-        .then(|| events.last().map(|(seq, _)| encode_cursor(&format!("e:{seq}"))))
+        .then(|| {
+            events
+                .last()
+                .map(|(seq, _)| encode_cursor(&format!("e:{seq}")))
+        })
         .flatten();
     let mut response = HttpResponse::Ok();
     if let Some(cursor) = &next_cursor {
@@ -251,9 +255,7 @@ pub async fn list_deliveries(
         .as_deref()
         .map(|text| {
             DeliveryStatus::parse(text).ok_or_else(|| {
-                ApiError::InvalidRequest(
-                    "status: must be pending, failed or delivered".to_owned(),
-                )
+                ApiError::InvalidRequest("status: must be pending, failed or delivered".to_owned())
             })
         })
         .transpose()?;

@@ -96,9 +96,7 @@ fn duration(key: &str, text: &str, problems: &mut Vec<String>) -> Option<Duratio
     match humantime::parse_duration(text.trim()) {
         Ok(value) if (MIN_DURATION..=MAX_DURATION).contains(&value) => Some(value),
         Ok(_) => {
-            problems.push(format!(
-                "{key}: must be between 1m and 3650d, not {text:?}"
-            ));
+            problems.push(format!("{key}: must be between 1m and 3650d, not {text:?}"));
             None
         }
         Err(_) => {
@@ -213,17 +211,20 @@ pub(super) fn resolve_alerts(
                 retention_days,
                 problems,
             );
-            conditions.push(points.zip(window).map(|(points, within)| Condition::Drop {
-                points,
-                within,
-            }));
+            conditions.push(
+                points
+                    .zip(window)
+                    .map(|(points, within)| Condition::Drop { points, within }),
+            );
         }
         if let Some(drop) = &settings.drop_percent {
             let key_percent = format!("{key}.drop_percent.percent");
             let percent = finite(&key_percent, drop.percent, problems)
                 .filter(|percent| *percent > 0.0 && *percent <= 100.0);
             if percent.is_none() && drop.percent.is_finite() {
-                problems.push(format!("{key_percent}: must be greater than 0 and at most 100"));
+                problems.push(format!(
+                    "{key_percent}: must be greater than 0 and at most 100"
+                ));
             }
             let window = within(
                 &format!("{key}.drop_percent.within"),
@@ -469,7 +470,10 @@ mod tests {
             &mut problems,
         );
         let text = problems.join("\n");
-        assert!(text.contains("webhooks[0] (name \"psa\").secret: must be a Standard Webhooks secret"), "{text}");
+        assert!(
+            text.contains("webhooks[0] (name \"psa\").secret: must be a Standard Webhooks secret"),
+            "{text}"
+        );
         assert!(!text.contains("hunter2"), "{text}");
     }
 

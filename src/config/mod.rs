@@ -282,6 +282,12 @@ impl Config {
         } else {
             let _ = writeln!(out, "  history off");
         }
+        let _ = writeln!(
+            out,
+            "  alerts {} rule(s), {} webhook(s)",
+            self.alerts.rules.len(),
+            self.alerts.webhooks.len()
+        );
         for warning in &self.warnings {
             let _ = writeln!(out, "  warning: {warning}");
         }
