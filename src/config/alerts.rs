@@ -146,7 +146,8 @@ pub(super) fn resolve_alerts(
     env: &dyn Fn(&str) -> Option<String>,
     problems: &mut Vec<String>,
 ) -> AlertsConfig {
-    if !history_enabled && !(alerts.is_empty() && webhooks.is_empty()) {
+    let configured = !alerts.is_empty() || !webhooks.is_empty();
+    if !history_enabled && configured {
         problems.push(
             "alerts: alerts keep their state and outbox in the history database; \
              [history] enabled = false leaves them nowhere (remove [[alerts]] and [[webhooks]] \
