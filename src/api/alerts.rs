@@ -134,6 +134,7 @@ fn visible(services: &Services, scope: &Scope) -> Option<BTreeSet<String>> {
         (status = 404, description = "Alerts are off because history is (`alerts_disabled`)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The history database cannot be reached now (`history_unavailable`); see `Retry-After`", body = Problem, content_type = "application/problem+json",
          headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 504, description = "The server's request timeout passed (`deadline_exceeded`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list_firing(
@@ -165,6 +166,7 @@ pub async fn list_firing(
         (status = 404, description = "Alerts are off because history is (`alerts_disabled`)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The history database cannot be reached now (`history_unavailable`); see `Retry-After`", body = Problem, content_type = "application/problem+json",
          headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 504, description = "The server's request timeout passed (`deadline_exceeded`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list_events(
@@ -239,6 +241,7 @@ pub async fn list_events(
         (status = 404, description = "Not an operator key (`not_found`), or alerts are off because history is (`alerts_disabled`)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The history database cannot be reached now (`history_unavailable`); see `Retry-After`", body = Problem, content_type = "application/problem+json",
          headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 504, description = "The server's request timeout passed (`deadline_exceeded`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list_deliveries(
