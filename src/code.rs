@@ -53,13 +53,15 @@ pub enum Code {
     HistoryDisabled,
     /// The history database cannot be reached now; readings are buffered meanwhile.
     HistoryUnavailable,
+    /// Alerts need the history database, which is turned off: retrying will not help.
+    AlertsDisabled,
     /// A bug; the detail is in the gateway's log only.
     Internal,
 }
 
 impl Code {
     /// Every code, in the order of the error table.
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 18] = [
         Self::InvalidRequest,
         Self::Unauthenticated,
         Self::UnknownTenant,
@@ -76,6 +78,7 @@ impl Code {
         Self::ShuttingDown,
         Self::HistoryDisabled,
         Self::HistoryUnavailable,
+        Self::AlertsDisabled,
         Self::Internal,
     ];
 
@@ -98,6 +101,7 @@ impl Code {
             Self::ShuttingDown => "shutting_down",
             Self::HistoryDisabled => "history_disabled",
             Self::HistoryUnavailable => "history_unavailable",
+            Self::AlertsDisabled => "alerts_disabled",
             Self::Internal => "internal",
         }
     }
@@ -111,7 +115,8 @@ impl Code {
             Self::UnknownTenant
             | Self::NotFound
             | Self::MetricNotEnabled
-            | Self::HistoryDisabled => 404,
+            | Self::HistoryDisabled
+            | Self::AlertsDisabled => 404,
             Self::MethodNotAllowed => 405,
             Self::RateLimited => 429,
             Self::Internal => 500,

@@ -26,6 +26,7 @@
 //! - [`cache`]: fresh and stale windows, single flight, stale-if-error over a `ScoreStore`.
 //! - [`fanout`]: `GET /scores` without HTTP: filters, deadline, summary, order, signed cursors.
 //! - [`history`]: every reading kept (SQLite or PostgreSQL): writer, roll-up, retention, trends.
+//! - [`alerts`]: rules over the metrics, their state and events, signed webhooks from an outbox.
 //! - [`refresher`]: keeps every tenant warm, spread out and behind interactive requests.
 //! - [`service`]: the shared services built once, and one function per use case.
 //! - [`api`]: routes, OpenAPI, problem+json errors, request ids, key checks, views.
@@ -42,6 +43,7 @@
 //! - `bench`: benchmarks that print figures (`gateway`, `emulator`); speed targets live here.
 //! - `demo`: `scoregate demo`, the emulator and the gateway in one process.
 
+pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod auth;

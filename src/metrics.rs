@@ -270,10 +270,69 @@ pub struct HistoryMetrics {
     pub pending: Gauge,
 }
 
+/// Labels of an alert event counter: the rule's name (from the configuration: a bounded set)
+/// and the event type.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct AlertEventLabels {
+    alert: String,
+    r#type: &'static str,
+}
+
+/// The alerts' families (`scoregate_alert_*`, `scoregate_webhook_*`): handed to
+/// [`crate::alerts::Alerts`], which records into them; clones share the same series.
+#[derive(Debug, Clone, Default)]
+pub struct AlertMetrics {
+    events: Family<AlertEventLabels, Counter>,
+    deliveries: Family<OutcomeLabels, Counter>,
+    /// Readings and failures the engine's full queue dropped.
+    pub dropped: Counter,
+    /// Outbox rows pending now.
+    pub outbox_pending: Gauge,
+    /// Age in seconds of the oldest pending outbox row (0 when none).
+    pub outbox_oldest_age: Gauge,
+}
+
+impl AlertMetrics {
+    /// Delivery outcomes, registered at 0.
+    pub const DELIVERY_OUTCOMES: [&'static str; 3] = ["delivered", "retried", "failed"];
+
+    /// Creates the event counters of `alerts` at 0 (at start and on reload).
+    pub fn register_alerts<'a>(&self, alerts: impl Iterator<Item = &'a str>) {
+        for alert in alerts {
+            for kind in ["alert.firing", "alert.resolved"] {
+                let _ = self.events.get_or_create(&AlertEventLabels {
+                    alert: alert.to_owned(),
+                    r#type: kind,
+                });
+            }
+        }
+    }
+
+    /// Counts one event (`kind` is `alert.firing` or `alert.resolved`); with `alert` from the
+    /// configuration only.
+    pub fn event(&self, alert: &str, kind: &'static str) {
+        self.events
+            .get_or_create(&AlertEventLabels {
+                alert: alert.to_owned(),
+                r#type: kind,
+            })
+            .inc();
+    }
+
+    /// Counts one attempt's outcome: one of [`Self::DELIVERY_OUTCOMES`].
+    pub fn delivery(&self, outcome: &'static str) {
+        self.deliveries
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+}
+
 /// Every metric of the gateway, registered once.
 pub struct Metrics {
     /// The history writer's families.
     pub history: HistoryMetrics,
+    /// The alerts' families.
+    pub alerts: AlertMetrics,
     /// The exposition registry (names, help, units); families below are registered in it.
     registry: PromRegistry,
     http_requests: Family<HttpLabels, Counter>,
@@ -341,7 +400,40 @@ impl Metrics {
             tenant_failures: Family::default(),
             tenants_with_series: Mutex::default(),
             history: HistoryMetrics::default(),
+            alerts: AlertMetrics::default(),
         };
+        registry.register(
+            "alert_events",
+            "Alert transitions, by rule (alert) and type (alert.firing, alert.resolved)",
+            metrics.alerts.events.clone(),
+        );
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts, by outcome (delivered, retried, failed)",
+            metrics.alerts.deliveries.clone(),
+        );
+        registry.register(
+            "alert_readings_dropped",
+            "Readings and failures not evaluated for alerts: the engine's queue was full",
+            metrics.alerts.dropped.clone(),
+        );
+        registry.register(
+            "webhook_outbox_pending",
+            "Webhook deliveries waiting in the outbox (pending) now",
+            metrics.alerts.outbox_pending.clone(),
+        );
+        registry.register_with_unit(
+            "webhook_outbox_oldest_pending_age",
+            "Age of the oldest pending webhook delivery (0 when none)",
+            Unit::Seconds,
+            metrics.alerts.outbox_oldest_age.clone(),
+        );
+        for outcome in AlertMetrics::DELIVERY_OUTCOMES {
+            let _ = metrics
+                .alerts
+                .deliveries
+                .get_or_create(&OutcomeLabels { outcome });
+        }
         registry.register(
             "http_requests",
             "HTTP requests answered, by route template, method and status",

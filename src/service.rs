@@ -71,6 +71,8 @@ pub struct Services {
     /// The score history; `None` when `[history] enabled = false`. Started without waiting for
     /// the database, which is connected in the background.
     history: Option<Arc<crate::history::History>>,
+    /// Alert rules and webhook delivery; `None` when history is off (their state lives there).
+    alerts: Option<Arc<crate::alerts::Alerts>>,
 }
 
 impl Services {
@@ -90,6 +92,8 @@ impl Services {
                 )
             })?;
         let metrics = Arc::new(Metrics::new());
+        // Webhooks go out through the same client (pool, TLS roots, user agent).
+        let webhook_http = http.clone();
         let settings = &config.upstream;
         let outbound = Arc::new(Outbound::new(Parts {
             sources: vec![
@@ -119,9 +123,18 @@ impl Services {
                 &runtime,
             ))
         });
+        let alerts = history.as_ref().map(|history| {
+            Arc::new(crate::alerts::Alerts::start(
+                config.alerts.clone(),
+                history.clone(),
+                webhook_http,
+                metrics.alerts.clone(),
+                &runtime,
+            ))
+        });
         let mut cache = ScoreCache::new(&config.cache, outbound.clone(), metrics.clone(), runtime);
         if let Some(history) = &history {
-            cache = cache.with_history(history.clone());
+            cache = cache.with_history(history.clone(), alerts.clone());
         }
         let cache = Arc::new(cache);
         let cursors = match &config.cursor_key {
@@ -146,7 +159,14 @@ impl Services {
             // A little longer than one fetch's own deadline, so the fetch reports its own timeout.
             request_wait: Duration::from_millis(config.upstream.timeout_ms + 500),
             history,
+            alerts,
         }))
+    }
+
+    /// Alerts, or `None` when history (which holds their state) is turned off. The fetch path
+    /// reports to it: [`crate::alerts::Alerts::on_reading`] and `on_failure`.
+    pub fn alerts(&self) -> Option<&Arc<crate::alerts::Alerts>> {
+        self.alerts.as_ref()
     }
 
     /// The score history, or `None` when it is turned off.
@@ -174,6 +194,9 @@ impl Services {
         self.cache.retain(&new).await;
         self.outbound.retain(&new);
         self.metrics.retain_tenants(&new);
+        if let Some(alerts) = &self.alerts {
+            alerts.reload(config.alerts.clone());
+        }
         ReloadSummary {
             tenants: new.len(),
             added: new

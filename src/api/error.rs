@@ -80,6 +80,8 @@ pub enum ApiError {
     /// The history database is not reachable now (it is retried in the background); the cause
     /// goes to the log only.
     HistoryUnavailable(String),
+    /// Alerts need the history database, which is turned off (404: retrying will not help).
+    AlertsDisabled,
     /// A bug; the detail goes to the log only.
     Internal(String),
 }
@@ -90,6 +92,16 @@ const SHUTTING_DOWN_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// `Retry-After` of a `history_unavailable` answer: about the writer's longest back-off.
 const HISTORY_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+impl From<crate::alerts::AlertError> for ApiError {
+    fn from(error: crate::alerts::AlertError) -> Self {
+        match error {
+            crate::alerts::AlertError::History(error) => error.into(),
+            // A statement failing is the database being away (or a bug, which the log shows).
+            other => ApiError::HistoryUnavailable(crate::telemetry::error_chain(&other)),
+        }
+    }
+}
 
 impl From<crate::history::HistoryError> for ApiError {
     fn from(error: crate::history::HistoryError) -> Self {
@@ -171,6 +183,7 @@ impl ApiError {
             ApiError::ShuttingDown => Code::ShuttingDown,
             ApiError::HistoryDisabled => Code::HistoryDisabled,
             ApiError::HistoryUnavailable(_) => Code::HistoryUnavailable,
+            ApiError::AlertsDisabled => Code::AlertsDisabled,
             ApiError::Internal(_) => Code::Internal,
         }
     }
@@ -207,6 +220,7 @@ impl ApiError {
             ApiError::ShuttingDown => "Shutting down",
             ApiError::HistoryDisabled => "History disabled",
             ApiError::HistoryUnavailable(_) => "History unavailable",
+            ApiError::AlertsDisabled => "Alerts disabled",
             ApiError::Internal(_) => "Internal error",
         }
     }
@@ -243,6 +257,11 @@ impl ApiError {
             }
             ApiError::HistoryUnavailable(_) => {
                 "The history database cannot be reached now; retry after Retry-After seconds."
+                    .to_owned()
+            }
+            ApiError::AlertsDisabled => {
+                "Alerts keep their state in the history database, which is turned off \
+                 ([history] enabled = false)."
                     .to_owned()
             }
             ApiError::Internal(_) => {

@@ -4,6 +4,7 @@
 //! the other unnoticed (a test compares the generated spec with `openapi/openapi.json`).
 //! Handlers are thin: extract, call one function of [`crate::service`], map to a view.
 
+mod alerts;
 mod auth;
 pub mod error;
 mod handlers;
@@ -46,6 +47,9 @@ a URL over 4 KiB (414) or headers over 16 KiB (431) are refused with `invalid_re
         scores::list_scores_csv,
         history::get_tenant_history,
         history::get_portfolio_history,
+        alerts::list_firing,
+        alerts::list_events,
+        alerts::list_deliveries,
         handlers::healthz,
         handlers::readyz,
         metrics::get_metrics,
@@ -78,11 +82,20 @@ a URL over 4 KiB (414) or headers over 16 KiB (431) are refused with `invalid_re
         crate::history::Point,
         crate::history::PortfolioPoint,
         crate::history::Interval,
+        alerts::FiringList,
+        alerts::EventList,
+        alerts::DeliveryList,
+        crate::alerts::FiringAlert,
+        crate::alerts::AlertEvent,
+        crate::alerts::EventType,
+        crate::alerts::Delivery,
+        crate::alerts::DeliveryStatus,
     )),
     modifiers(&Security),
     tags(
         (name = "tenants", description = "Registrations and their scores"),
         (name = "history", description = "Scores over time, per tenant and for the portfolio"),
+        (name = "alerts", description = "Alert rules firing now, their transitions, and webhook deliveries"),
         (name = "operations", description = "Health probes and metrics"),
     )
 )]
@@ -243,7 +256,7 @@ fn to_json(document: &utoipa::openapi::OpenApi) -> String {
 /// Every route template [`configure`] registers: the closed set of the `route` label of the
 /// request metrics and log line (anything else is `unmatched`). A test asserts that each
 /// registered route reports one of these.
-pub const ROUTES: [&str; 12] = [
+pub const ROUTES: [&str; 15] = [
     "/tenants",
     "/tenants/{id}",
     "/tenants/{id}/score",
@@ -251,6 +264,9 @@ pub const ROUTES: [&str; 12] = [
     "/scores",
     "/scores.csv",
     "/scores/history",
+    "/alerts",
+    "/alerts/events",
+    "/webhooks/deliveries",
     "/healthz",
     "/readyz",
     "/metrics",
@@ -343,6 +359,21 @@ pub fn configure(services: Arc<Services>) -> impl FnOnce(&mut web::ServiceConfig
                         web::resource("/scores.csv")
                             .route(web::get().to(scores::list_scores_csv))
                             .default_service(method_not_allowed()),
+                    )
+                    .service(
+                        web::resource("/alerts")
+                            .route(web::get().to(alerts::list_firing))
+                            .default_service(method_not_allowed()),
+                    )
+                    .service(
+                        web::resource("/alerts/events")
+                            .route(web::get().to(alerts::list_events))
+                            .default_service(method_not_allowed()),
+                    )
+                    .service(
+                        web::resource("/webhooks/deliveries")
+                            .route(web::get().to(alerts::list_deliveries))
+                            .default_service(web::to(alerts::deliveries_other_method)),
                     )
                     .service(
                         web::resource("/metrics")

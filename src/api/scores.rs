@@ -401,7 +401,7 @@ fn cursor_owner(caller: &Caller) -> String {
 /// `<route?query-with-the-new-cursor>; rel="next"`: the caller's own query (empty values and
 /// the old cursor dropped) with `cursor` set, percent-encoded anew so that nothing the caller
 /// wrote can break out of the `<…>`.
-fn next_link(route: &str, query: &str, cursor: &str) -> String {
+pub(super) fn next_link(route: &str, query: &str, cursor: &str) -> String {
     let mut next = url::form_urlencoded::Serializer::new(String::new());
     for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
         if key != "cursor" && !value.is_empty() {

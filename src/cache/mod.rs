@@ -260,10 +260,15 @@ impl ScoreCache {
     }
 
     /// Records every successful fetch's reading into `history` (and back-fills `secure` on a
-    /// tenant's first), off the request path.
-    pub fn with_history(mut self, history: Arc<crate::history::History>) -> Self {
+    /// tenant's first), and tells `alerts` of every reading and failure, off the request path.
+    pub fn with_history(
+        mut self,
+        history: Arc<crate::history::History>,
+        alerts: Option<Arc<crate::alerts::Alerts>>,
+    ) -> Self {
         self.recorder = Some(Arc::new(Recorder::new(
             history,
+            alerts,
             self.outbound.clone(),
             self.runtime.clone(),
         )));
@@ -623,6 +628,9 @@ impl FlightTask {
                     self.outbound.consecutive_failures(&self.tenant, metric),
                 );
                 tracing::warn!(tenant = %self.tenant.id, metric = metric.as_str(), "fetch failed: {error}");
+                if let Some(recorder) = &self.recorder {
+                    recorder.failed(&self.tenant, metric);
+                }
                 Err(FetchError::Upstream(error))
             }
             Err(gated) => Err(gated),

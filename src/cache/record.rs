@@ -13,6 +13,7 @@
 //! tenant; a back-fill that fails (database away, Graph refusing) is tried again on the
 //! tenant's next successful fetch.
 
+use crate::alerts::Alerts;
 use crate::history::{DailySnapshot, History, Reading as Point};
 use crate::policy::Outbound;
 use crate::tenants::{Tenant, TenantId};
@@ -22,12 +23,24 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use time::OffsetDateTime;
 
+impl Recorder {
+    /// Tells the alerts that a fetch failed (after its retries), for `failing_for` rules.
+    pub fn failed(&self, tenant: &Tenant, metric: Metric) {
+        if let Some(alerts) = &self.alerts {
+            alerts.on_failure(tenant.id.as_str(), metric, OffsetDateTime::now_utc());
+        }
+    }
+}
+
 /// How many of Graph's daily snapshots a back-fill asks for: all Graph keeps.
 pub const BACKFILL_DAYS: u32 = 90;
 
-/// Records readings into the history and back-fills `secure`.
+/// Records readings into the history and back-fills `secure`; tells the alerts of every
+/// reading and failure.
 pub struct Recorder {
     history: Arc<History>,
+    /// The alert rules' engine, when alerts are on (they need the history).
+    alerts: Option<Arc<Alerts>>,
     outbound: Arc<Outbound>,
     runtime: tokio::runtime::Handle,
     /// Tenants whose back-fill this process has started or found done.
@@ -38,11 +51,13 @@ impl Recorder {
     /// A recorder into `history`; back-fills call through `outbound` on `runtime`.
     pub fn new(
         history: Arc<History>,
+        alerts: Option<Arc<Alerts>>,
         outbound: Arc<Outbound>,
         runtime: tokio::runtime::Handle,
     ) -> Self {
         Self {
             history,
+            alerts,
             outbound,
             runtime,
             checked: Arc::default(),
@@ -52,13 +67,18 @@ impl Recorder {
     /// Records one successful fetch's reading; starts the tenant's back-fill when it is its
     /// first `secure` reading in this process. Never waits.
     pub fn record(&self, tenant: &Arc<Tenant>, metric: Metric, reading: &Reading) {
+        let at = OffsetDateTime::from(reading.fetched_at);
         self.history.record(Point {
             tenant: tenant.id.to_string(),
             metric,
-            at: OffsetDateTime::from(reading.fetched_at),
+            at,
             score: reading.score,
             max_score: reading.secure.as_ref().map(|secure| secure.max_score),
         });
+        // After the history: `drop` rules compare with what the history held before.
+        if let Some(alerts) = &self.alerts {
+            alerts.on_reading(tenant.id.as_str(), metric, reading.score, at);
+        }
         if metric == Metric::Secure && self.checked.lock().insert(tenant.id.clone()) {
             self.runtime.spawn(backfill(
                 self.history.clone(),

@@ -18,6 +18,7 @@
 //!   key ring, the extra CA file into PEM bytes.
 //! - this file: [`Config`], [`ConfigError`], [`Config::load`] and [`Config::summary`].
 
+mod alerts;
 mod env;
 mod resolve;
 mod settings;
@@ -25,6 +26,7 @@ mod settings;
 mod test_support;
 mod validate;
 
+pub use alerts::{AlertSettings, DropPercentSettings, DropSettings, WebhookSettings};
 pub use env::ENV_PREFIX;
 pub use settings::{
     ApiKeySettings, AuthSettings, CacheSettings, CertificateSource, HistorySettings,
@@ -71,6 +73,8 @@ pub struct Config {
     pub keys: Arc<KeyRing>,
     /// `[history]`, resolved.
     pub history: HistoryConfig,
+    /// `[[alerts]]` and `[[webhooks]]`, resolved (scopes against the registry).
+    pub alerts: crate::alerts::AlertsConfig,
     /// Problems that do not stop the gateway (a secret file others may read), one line each,
     /// starting with the key; logged at load and printed by `check-config`.
     pub warnings: Vec<String>,
@@ -202,6 +206,16 @@ impl Config {
         let resolved = resolve_tenants(&tenants, &upstream, base_dir, &lookup, &mut problems);
         let keys = resolve_keys(&settings.api_keys, &settings.auth, &resolved, &mut problems);
         let history = resolve_history(&settings.history, base_dir, &lookup, &mut problems);
+        let alerts = alerts::resolve_alerts(
+            &settings.alerts,
+            &settings.webhooks,
+            &resolved,
+            history.enabled,
+            history.retention_days,
+            base_dir,
+            &lookup,
+            &mut problems,
+        );
         let warnings = loose_file_warnings(&tenants, base_dir);
         for warning in &warnings {
             tracing::warn!(config = %path.display(), "{warning}");
@@ -224,6 +238,7 @@ impl Config {
             registry: Arc::new(Registry::new(resolved)),
             keys: Arc::new(keys),
             history,
+            alerts,
             warnings,
         })
     }
@@ -276,6 +291,12 @@ impl Config {
         } else {
             let _ = writeln!(out, "  history off");
         }
+        let _ = writeln!(
+            out,
+            "  alerts {} rule(s), {} webhook(s)",
+            self.alerts.rules.len(),
+            self.alerts.webhooks.len()
+        );
         for warning in &self.warnings {
             let _ = writeln!(out, "  warning: {warning}");
         }

@@ -40,6 +40,12 @@ pub struct Settings {
     /// The score history.
     #[serde(default)]
     pub history: HistorySettings,
+    /// Alert rules (`[[alerts]]`).
+    #[serde(default)]
+    pub alerts: Vec<super::alerts::AlertSettings>,
+    /// Endpoints that receive alert events (`[[webhooks]]`).
+    #[serde(default)]
+    pub webhooks: Vec<super::alerts::WebhookSettings>,
 }
 
 /// `[history]`: where every reading is kept, and for how long.

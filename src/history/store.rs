@@ -86,6 +86,8 @@ impl Bucket {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// Whether the database is PostgreSQL (else SQLite): the few statements that differ ask.
+    postgres: bool,
 }
 
 impl Store {
@@ -122,7 +124,21 @@ impl Store {
             &POSTGRES_MIGRATIONS
         };
         migrator.run(&pool).await.map_err(HistoryError::Migrate)?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            postgres: !sqlite,
+        })
+    }
+
+    /// The pool, for the other tables of this database (alert states and the webhook outbox,
+    /// [`crate::alerts`]).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Whether the database is PostgreSQL (else SQLite).
+    pub fn is_postgres(&self) -> bool {
+        self.postgres
     }
 
     /// Writes `readings` in one transaction: each into its hour's point.

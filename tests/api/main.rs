@@ -3,6 +3,7 @@
 //! Each module drives one component through its public surface and asserts status, body,
 //! headers and the emulator's counters of what reached "Microsoft".
 
+mod alerts;
 mod auth;
 mod cli;
 mod emulator;

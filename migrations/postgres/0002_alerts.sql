@@ -1,0 +1,65 @@
+-- Alerts: the state of each (alert, tenant), every transition (event), the webhook outbox, and
+-- each (tenant, metric)'s last successful and first failing fetch (for stale_for/failing_for).
+-- Times are Unix seconds (UTC), as in history_points.
+
+CREATE TABLE alert_states (
+    alert       TEXT    NOT NULL,
+    tenant      TEXT    NOT NULL,
+    metric      TEXT    NOT NULL,
+    -- 'ok' or 'firing'.
+    state       TEXT    NOT NULL,
+    -- When the state began.
+    since       BIGINT  NOT NULL,
+    -- The value compared and the threshold it was compared with, at the transition.
+    value       DOUBLE PRECISION,
+    threshold   DOUBLE PRECISION,
+    -- The rule's definition when the state was set: a reload that changes it resolves the state.
+    rule        TEXT    NOT NULL,
+    PRIMARY KEY (alert, tenant)
+);
+
+CREATE TABLE alert_events (
+    seq         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    -- Stable event id (evt_…), also in the outbox.
+    id          TEXT    NOT NULL UNIQUE,
+    -- 'alert.firing' or 'alert.resolved'.
+    type        TEXT    NOT NULL,
+    alert       TEXT    NOT NULL,
+    tenant      TEXT    NOT NULL,
+    metric      TEXT    NOT NULL,
+    value       DOUBLE PRECISION,
+    threshold   DOUBLE PRECISION,
+    since       BIGINT  NOT NULL,
+    at          BIGINT  NOT NULL,
+    -- The exact JSON body every attempt sends (and signs).
+    body        TEXT    NOT NULL
+);
+CREATE INDEX alert_events_by_at ON alert_events (at);
+
+-- The outbox: one row per (event, endpoint), written in the transaction of the state change.
+CREATE TABLE webhook_deliveries (
+    -- The `webhook-id` header: the same on every attempt.
+    message_id    TEXT    PRIMARY KEY,
+    event_id      TEXT    NOT NULL,
+    webhook       TEXT    NOT NULL,
+    -- 'pending', 'delivered' or 'failed'.
+    status        TEXT    NOT NULL,
+    attempts      BIGINT  NOT NULL,
+    next_attempt  BIGINT  NOT NULL,
+    -- A replica attempting the row holds it until then (a crashed replica's lease expires).
+    claimed_until BIGINT  NOT NULL,
+    last_status   BIGINT,
+    last_error    TEXT,
+    created_at    BIGINT  NOT NULL,
+    updated_at    BIGINT  NOT NULL
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (status, webhook, next_attempt);
+
+CREATE TABLE alert_fetches (
+    tenant        TEXT    NOT NULL,
+    metric        TEXT    NOT NULL,
+    last_success  BIGINT,
+    -- The first failure since the last success (NULL while fetches succeed).
+    first_failure BIGINT,
+    PRIMARY KEY (tenant, metric)
+);

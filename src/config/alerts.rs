@@ -1,0 +1,518 @@
+//! `[[alerts]]` and `[[webhooks]]`: their serde types, and their validation and resolution into
+//! [`AlertsConfig`] (each mistake one problem naming its key).
+
+use super::resolve::read_secret;
+use super::settings::SecretSource;
+use crate::alerts::{AlertsConfig, Condition, Rule, Webhook, WebhookSecret, DEFAULT_TIMEOUT_MS};
+use crate::history::Metric;
+use crate::tenants::Tenant;
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use std::collections::{BTreeSet, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+/// Shortest duration of a condition (`within`, `stale_for`, `failing_for`).
+const MIN_DURATION: Duration = Duration::from_secs(60);
+/// Longest duration of a condition: ten years.
+const MAX_DURATION: Duration = Duration::from_secs(3_650 * 86_400);
+/// Shortest and longest `[[webhooks]] timeout_ms`.
+const TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=60_000;
+
+/// One `[[alerts]]` entry: a rule over one metric of the tenants in scope.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSettings {
+    /// Unique name, in events, the API and metrics.
+    pub name: String,
+    /// `device`, `exposure` or `secure`.
+    pub metric: String,
+    /// Tenant ids in scope, or `["*"]`; with `tags`, the union. Default (neither): all.
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// Tags whose tenants are in scope.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Fires while the score is below this.
+    #[serde(default)]
+    pub below: Option<f64>,
+    /// Fires while the score is above this.
+    #[serde(default)]
+    pub above: Option<f64>,
+    /// Fires while the score is `points` lower than `within` ago.
+    #[serde(default)]
+    pub drop: Option<DropSettings>,
+    /// Fires while the score is `percent` % lower than `within` ago.
+    #[serde(default)]
+    pub drop_percent: Option<DropPercentSettings>,
+    /// Fires while no fetch has succeeded for this long (`"2h"`).
+    #[serde(default)]
+    pub stale_for: Option<String>,
+    /// Fires while every fetch has failed for this long (`"1h"`).
+    #[serde(default)]
+    pub failing_for: Option<String>,
+}
+
+/// `drop = { points, within }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DropSettings {
+    /// Points lost.
+    pub points: f64,
+    /// Compared with the score this long ago (`"7d"`), within the history's retention.
+    pub within: String,
+}
+
+/// `drop_percent = { percent, within }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DropPercentSettings {
+    /// Percent lost.
+    pub percent: f64,
+    /// Compared with the score this long ago (`"7d"`), within the history's retention.
+    pub within: String,
+}
+
+/// One `[[webhooks]]` entry: an endpoint that receives events.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Unique name, in the outbox and `/webhooks/deliveries`.
+    pub name: String,
+    /// `https://…`, or `http://` to a loopback address only.
+    pub url: String,
+    /// The Standard Webhooks secret `whsec_<base64>` (`{ env = "…" }` or `{ file = "…" }`).
+    pub secret: SecretSource,
+    /// The alerts it receives (names); default all.
+    #[serde(default)]
+    pub alerts: Option<Vec<String>>,
+    /// Longest an attempt may take, in milliseconds (default 10000, 100 to 60000).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// Parses a duration such as `"7d"`, `"2h"`, `"30m"` within the bounds, or names the mistake.
+fn duration(key: &str, text: &str, problems: &mut Vec<String>) -> Option<Duration> {
+    match humantime::parse_duration(text.trim()) {
+        Ok(value) if (MIN_DURATION..=MAX_DURATION).contains(&value) => Some(value),
+        Ok(_) => {
+            problems.push(format!("{key}: must be between 1m and 3650d, not {text:?}"));
+            None
+        }
+        Err(_) => {
+            problems.push(format!(
+                "{key}: {text:?} is not a duration (write \"30m\", \"2h\" or \"7d\")"
+            ));
+            None
+        }
+    }
+}
+
+/// Checks `within` against the history's retention.
+fn within(
+    key: &str,
+    text: &str,
+    retention_days: u32,
+    problems: &mut Vec<String>,
+) -> Option<Duration> {
+    let value = duration(key, text, problems)?;
+    if value > Duration::from_secs(u64::from(retention_days) * 86_400) {
+        problems.push(format!(
+            "{key}: {text:?} is longer than the history keeps (history.retention_days = {retention_days})"
+        ));
+        return None;
+    }
+    Some(value)
+}
+
+fn finite(key: &str, value: f64, problems: &mut Vec<String>) -> Option<f64> {
+    if value.is_finite() {
+        Some(value)
+    } else {
+        problems.push(format!("{key}: must be a finite number"));
+        None
+    }
+}
+
+/// Validates and resolves `[[alerts]]` and `[[webhooks]]` against the registered `tenants`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn resolve_alerts(
+    alerts: &[AlertSettings],
+    webhooks: &[WebhookSettings],
+    tenants: &[Tenant],
+    history_enabled: bool,
+    retention_days: u32,
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<String>,
+) -> AlertsConfig {
+    let configured = !alerts.is_empty() || !webhooks.is_empty();
+    if !history_enabled && configured {
+        problems.push(
+            "alerts: alerts keep their state and outbox in the history database; \
+             [history] enabled = false leaves them nowhere (remove [[alerts]] and [[webhooks]] \
+             or turn history on)"
+                .to_owned(),
+        );
+    }
+    let known: HashSet<&str> = tenants.iter().map(|tenant| tenant.id.as_str()).collect();
+    let mut names = HashSet::new();
+    let mut rules = Vec::new();
+    for (index, settings) in alerts.iter().enumerate() {
+        let key = format!("alerts[{index}] (name {:?})", settings.name);
+        let before = problems.len();
+        if settings.name.trim().is_empty() {
+            problems.push(format!("{key}.name: must not be empty"));
+        } else if settings.name.len() > 100 || settings.name.chars().any(char::is_control) {
+            problems.push(format!(
+                "{key}.name: at most 100 characters, no control characters"
+            ));
+        }
+        if !names.insert(settings.name.as_str()) {
+            problems.push(format!("{key}.name: another alert has this name"));
+        }
+        let metric = Metric::parse(&settings.metric);
+        if metric.is_none() {
+            problems.push(format!(
+                "{key}.metric: {:?} is not a metric (device, exposure or secure)",
+                settings.metric
+            ));
+        }
+        let all = settings.tenants.iter().any(|id| id == "*");
+        for (position, id) in settings.tenants.iter().enumerate() {
+            if id != "*" && !known.contains(id.as_str()) {
+                problems.push(format!("{key}.tenants[{position}]: no tenant {id:?}"));
+            }
+        }
+        let scope: BTreeSet<String> = tenants
+            .iter()
+            .filter(|tenant| {
+                all || (settings.tenants.is_empty() && settings.tags.is_empty())
+                    || settings.tenants.iter().any(|id| id == tenant.id.as_str())
+                    || tenant.tags.iter().any(|tag| settings.tags.contains(tag))
+            })
+            .map(|tenant| tenant.id.to_string())
+            .collect();
+        let mut conditions = Vec::new();
+        if let Some(line) = settings.below {
+            conditions.push(finite(&format!("{key}.below"), line, problems).map(Condition::Below));
+        }
+        if let Some(line) = settings.above {
+            conditions.push(finite(&format!("{key}.above"), line, problems).map(Condition::Above));
+        }
+        if let Some(drop) = &settings.drop {
+            let points = finite(&format!("{key}.drop.points"), drop.points, problems)
+                .filter(|points| *points > 0.0);
+            if points.is_none() && drop.points.is_finite() {
+                problems.push(format!("{key}.drop.points: must be greater than 0"));
+            }
+            let window = within(
+                &format!("{key}.drop.within"),
+                &drop.within,
+                retention_days,
+                problems,
+            );
+            conditions.push(
+                points
+                    .zip(window)
+                    .map(|(points, within)| Condition::Drop { points, within }),
+            );
+        }
+        if let Some(drop) = &settings.drop_percent {
+            let key_percent = format!("{key}.drop_percent.percent");
+            let percent = finite(&key_percent, drop.percent, problems)
+                .filter(|percent| *percent > 0.0 && *percent <= 100.0);
+            if percent.is_none() && drop.percent.is_finite() {
+                problems.push(format!(
+                    "{key_percent}: must be greater than 0 and at most 100"
+                ));
+            }
+            let window = within(
+                &format!("{key}.drop_percent.within"),
+                &drop.within,
+                retention_days,
+                problems,
+            );
+            conditions.push(
+                percent
+                    .zip(window)
+                    .map(|(percent, within)| Condition::DropPercent { percent, within }),
+            );
+        }
+        if let Some(text) = &settings.stale_for {
+            conditions.push(
+                duration(&format!("{key}.stale_for"), text, problems).map(Condition::StaleFor),
+            );
+        }
+        if let Some(text) = &settings.failing_for {
+            conditions.push(
+                duration(&format!("{key}.failing_for"), text, problems).map(Condition::FailingFor),
+            );
+        }
+        if conditions.len() != 1 {
+            problems.push(format!(
+                "{key}: give exactly one condition of below, above, drop, drop_percent, stale_for \
+                 or failing_for (found {})",
+                conditions.len()
+            ));
+        }
+        if let (Some(metric), [Some(condition)]) = (metric, conditions.as_slice()) {
+            if problems.len() == before {
+                rules.push(Rule {
+                    name: settings.name.clone(),
+                    metric,
+                    tenants: scope,
+                    condition: condition.clone(),
+                });
+            }
+        }
+    }
+    let mut endpoints = HashSet::new();
+    let mut resolved = Vec::new();
+    for (index, settings) in webhooks.iter().enumerate() {
+        let key = format!("webhooks[{index}] (name {:?})", settings.name);
+        let before = problems.len();
+        if settings.name.trim().is_empty() {
+            problems.push(format!("{key}.name: must not be empty"));
+        }
+        if !endpoints.insert(settings.name.as_str()) {
+            problems.push(format!("{key}.name: another webhook has this name"));
+        }
+        let url = match url::Url::parse(settings.url.trim()) {
+            Ok(url) if url.scheme() == "https" => Some(url),
+            Ok(url) if url.scheme() == "http" && is_loopback(&url) => Some(url),
+            Ok(_) => {
+                problems.push(format!(
+                    "{key}.url: must be https:// (plain http:// only to a loopback address)"
+                ));
+                None
+            }
+            Err(_) => {
+                problems.push(format!("{key}.url: not a valid URL"));
+                None
+            }
+        };
+        if url
+            .as_ref()
+            .is_some_and(|url| !url.username().is_empty() || url.password().is_some())
+        {
+            problems.push(format!(
+                "{key}.url: must not hold a user or password (the secret signs each request)"
+            ));
+        }
+        let secret_key = format!("{key}.secret");
+        let secret = read_secret(&settings.secret, &secret_key, base_dir, env, problems)
+            .and_then(|text| {
+                let parsed = WebhookSecret::parse(text.expose_secret());
+                if parsed.is_none() {
+                    problems.push(format!(
+                        "{secret_key}: must be a Standard Webhooks secret, whsec_ then the base64 of \
+                         {} to {} random bytes (`echo whsec_$(openssl rand -base64 32)`)",
+                        WebhookSecret::BYTES.start(),
+                        WebhookSecret::BYTES.end()
+                    ));
+                }
+                parsed
+            });
+        for (position, name) in settings.alerts.iter().flatten().enumerate() {
+            if !alerts.iter().any(|alert| &alert.name == name) {
+                problems.push(format!("{key}.alerts[{position}]: no alert {name:?}"));
+            }
+        }
+        let timeout_ms = settings.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
+        if !TIMEOUT_MS.contains(&timeout_ms) {
+            problems.push(format!(
+                "{key}.timeout_ms: must be between {} and {}, not {timeout_ms}",
+                TIMEOUT_MS.start(),
+                TIMEOUT_MS.end()
+            ));
+        }
+        if let (Some(url), Some(secret)) = (url, secret) {
+            if problems.len() == before {
+                resolved.push(Webhook {
+                    name: settings.name.clone(),
+                    url,
+                    secret,
+                    alerts: settings
+                        .alerts
+                        .as_ref()
+                        .map(|names| names.iter().cloned().collect()),
+                    timeout: Duration::from_millis(timeout_ms),
+                });
+            }
+        }
+    }
+    AlertsConfig {
+        rules,
+        webhooks: resolved,
+    }
+}
+
+/// Whether `url` names a loopback host (`localhost`, 127.0.0.0/8, `::1`).
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(address)) => address.is_loopback(),
+        Some(url::Host::Ipv6(address)) => address.is_loopback(),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(toml: &str) -> (Vec<AlertSettings>, Vec<WebhookSettings>) {
+        #[derive(Deserialize)]
+        struct File {
+            #[serde(default)]
+            alerts: Vec<AlertSettings>,
+            #[serde(default)]
+            webhooks: Vec<WebhookSettings>,
+        }
+        let file: File = toml::from_str(toml).unwrap();
+        (file.alerts, file.webhooks)
+    }
+
+    fn problems_of(toml: &str) -> Vec<String> {
+        let (alerts, webhooks) = settings(toml);
+        let mut problems = Vec::new();
+        let env = |name: &str| {
+            (name == "SECRET").then(|| "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned())
+        };
+        resolve_alerts(
+            &alerts,
+            &webhooks,
+            &[],
+            true,
+            30,
+            Path::new("."),
+            &env,
+            &mut problems,
+        );
+        problems
+    }
+
+    #[test]
+    fn every_mistake_is_named_by_its_key() {
+        let problems = problems_of(
+            r#"
+            [[alerts]]
+            name = "two"
+            metric = "device"
+            below = 300
+            above = 600
+            [[alerts]]
+            name = "none"
+            metric = "score"
+            [[alerts]]
+            name = "far"
+            metric = "device"
+            drop = { points = 5, within = "90d" }
+            [[alerts]]
+            name = "bad"
+            metric = "device"
+            stale_for = "soon"
+            [[alerts]]
+            name = "bad"
+            metric = "device"
+            tenants = ["nobody"]
+            failing_for = "1h"
+            [[webhooks]]
+            name = "plain"
+            url = "http://example.com/hook"
+            secret = { env = "SECRET" }
+            alerts = ["missing"]
+            timeout_ms = 5
+            [[webhooks]]
+            name = "weak"
+            url = "https://example.com/hook"
+            secret = { env = "NOT_SET" }
+            "#,
+        );
+        let text = problems.join("\n");
+        for expected in [
+            "alerts[0] (name \"two\"): give exactly one condition",
+            "alerts[1] (name \"none\").metric: \"score\" is not a metric",
+            "alerts[1] (name \"none\"): give exactly one condition of below, above, drop, drop_percent, stale_for or failing_for (found 0)",
+            "alerts[2] (name \"far\").drop.within: \"90d\" is longer than the history keeps",
+            "alerts[3] (name \"bad\").stale_for: \"soon\" is not a duration",
+            "alerts[4] (name \"bad\").name: another alert has this name",
+            "alerts[4] (name \"bad\").tenants[0]: no tenant \"nobody\"",
+            "webhooks[0] (name \"plain\").url: must be https://",
+            "webhooks[0] (name \"plain\").alerts[0]: no alert \"missing\"",
+            "webhooks[0] (name \"plain\").timeout_ms: must be between 100 and 60000, not 5",
+            "webhooks[1] (name \"weak\").secret.env: environment variable NOT_SET is not set",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_secret_that_is_not_whsec_is_refused_without_being_quoted() {
+        let (alerts, webhooks) = settings(
+            r#"
+            [[webhooks]]
+            name = "psa"
+            url = "http://127.0.0.1:9/hook"
+            secret = { env = "PLAIN" }
+            "#,
+        );
+        let mut problems = Vec::new();
+        let env = |_: &str| Some("hunter2-not-a-whsec".to_owned());
+        resolve_alerts(
+            &alerts,
+            &webhooks,
+            &[],
+            true,
+            30,
+            Path::new("."),
+            &env,
+            &mut problems,
+        );
+        let text = problems.join("\n");
+        assert!(
+            text.contains("webhooks[0] (name \"psa\").secret: must be a Standard Webhooks secret"),
+            "{text}"
+        );
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn a_valid_rule_and_loopback_webhook_resolve() {
+        let (alerts, webhooks) = settings(
+            r#"
+            [[alerts]]
+            name = "drop"
+            metric = "secure"
+            drop_percent = { percent = 5, within = "7d" }
+            [[webhooks]]
+            name = "local"
+            url = "http://localhost:8099/hook"
+            secret = { env = "SECRET" }
+            "#,
+        );
+        let mut problems = Vec::new();
+        let env = |_: &str| Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned());
+        let config = resolve_alerts(
+            &alerts,
+            &webhooks,
+            &[],
+            true,
+            30,
+            Path::new("."),
+            &env,
+            &mut problems,
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            config.rules[0].condition,
+            Condition::DropPercent {
+                percent: 5.0,
+                within: Duration::from_secs(7 * 86_400)
+            }
+        );
+        assert_eq!(config.webhooks[0].timeout, Duration::from_secs(10));
+        assert!(config.webhooks[0].receives("anything"));
+    }
+}
