@@ -26,6 +26,7 @@
 //! - [`cache`]: fresh and stale windows, single flight, stale-if-error over a `ScoreStore`.
 //! - [`fanout`]: `GET /scores` without HTTP: filters, deadline, summary, order, signed cursors.
 //! - [`history`]: every reading kept (SQLite or PostgreSQL): writer, roll-up, retention, trends.
+//! - [`cluster`]: several replicas: cache, single flight, quota, leases and key limits in Redis.
 //! - [`refresher`]: keeps every tenant warm, spread out and behind interactive requests.
 //! - [`service`]: the shared services built once, and one function per use case.
 //! - [`api`]: routes, OpenAPI, problem+json errors, request ids, key checks, views.
@@ -49,6 +50,7 @@ pub mod auth;
 pub mod bench;
 pub mod cache;
 pub mod cli;
+pub mod cluster;
 pub mod code;
 pub mod config;
 pub mod credential;

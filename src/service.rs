@@ -71,6 +71,9 @@ pub struct Services {
     /// The score history; `None` when `[history] enabled = false`. Started without waiting for
     /// the database, which is connected in the background.
     history: Option<Arc<crate::history::History>>,
+    /// The Redis the replicas share (`[cluster]`): refresher leases and per-key limits ask it
+    /// directly; cache and quota reach it through their stores.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Services {
@@ -89,7 +92,29 @@ impl Services {
                     crate::telemetry::error_chain(&error)
                 )
             })?;
-        let metrics = Arc::new(Metrics::new());
+        let mut metrics = Metrics::new();
+        if config.cluster.is_some() {
+            metrics.register_cluster();
+        }
+        let metrics = Arc::new(metrics);
+        let cluster = match &config.cluster {
+            Some(cluster) => {
+                tracing::info!(
+                    redis = %cluster.redacted_url(),
+                    replicas = cluster.replicas,
+                    "cluster mode: cache, quota, single flight and refreshes shared through Redis"
+                );
+                let connected =
+                    crate::cluster::Cluster::connect(cluster, metrics.cluster.clone(), runtime.clone())
+                        .map_err(|error| anyhow::anyhow!("cluster.redis_url: {error}"))?;
+                Some(connected)
+            }
+            None => None,
+        };
+        let quota: Arc<dyn crate::quota::QuotaStore> = match &cluster {
+            Some(cluster) => Arc::new(crate::cluster::quota::RedisQuotaStore::new(cluster.clone())),
+            None => Arc::new(LocalQuotaStore::default()),
+        };
         let settings = &config.upstream;
         let outbound = Arc::new(Outbound::new(Parts {
             sources: vec![
@@ -98,7 +123,7 @@ impl Services {
                 Arc::new(GraphSecureScore::new(http.clone())),
             ],
             tokens: Arc::new(TokenSource::new(http)),
-            store: Arc::new(LocalQuotaStore::default()),
+            store: quota,
             retries: Retries {
                 max_retries: settings.max_retries,
                 base: Duration::from_millis(settings.retry_base_ms),
@@ -119,12 +144,26 @@ impl Services {
                 &runtime,
             ))
         });
-        let cache = Arc::new(ScoreCache::new(
-            &config.cache,
-            outbound.clone(),
-            metrics.clone(),
-            runtime,
-        ));
+        let cache = Arc::new(match &cluster {
+            Some(cluster) => {
+                let window = Duration::from_secs(
+                    config.cache.fresh_seconds + config.cache.stale_if_error_seconds,
+                );
+                let store = crate::cluster::store::TieredStore::new(
+                    cluster.clone(),
+                    config.cache.max_entries,
+                    window,
+                );
+                ScoreCache::with_store(
+                    &config.cache,
+                    Arc::new(store),
+                    outbound.clone(),
+                    metrics.clone(),
+                    runtime,
+                )
+            }
+            None => ScoreCache::new(&config.cache, outbound.clone(), metrics.clone(), runtime),
+        });
         let cursors = match &config.cursor_key {
             Some(secret) => CursorCodec::from_secret(secret.expose_secret().as_bytes()),
             None => {
@@ -147,7 +186,13 @@ impl Services {
             // A little longer than one fetch's own deadline, so the fetch reports its own timeout.
             request_wait: Duration::from_millis(config.upstream.timeout_ms + 500),
             history,
+            cluster,
         }))
+    }
+
+    /// The Redis shared by the replicas, or `None` for a single process.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.as_ref()
     }
 
     /// The score history, or `None` when it is turned off.

@@ -146,6 +146,33 @@ pub trait ScoreStore: Send + Sync {
     /// Drops the entries of tenants that left the registry, and of metrics a tenant no longer
     /// has.
     async fn retain(&self, registry: &Registry);
+    /// Claims the right to fetch `key` among every process sharing the store, for `hold` at
+    /// most. A store of one process has nobody to ask: it always fetches.
+    async fn claim(&self, _key: &ScoreKey, _hold: Duration) -> Claim {
+        Claim::Fetch(None)
+    }
+    /// Gives back a claim once the fetch stored its reading (or failed).
+    async fn release(&self, _key: &ScoreKey, _token: String) {}
+    /// Waits, until `until` at most, for the reading another process fetches to be stored
+    /// (stored at or after `since`); `None` when its fetch ended without one, or time ran out.
+    async fn wait_for(
+        &self,
+        _key: &ScoreKey,
+        _since: SystemTime,
+        _until: Instant,
+    ) -> Option<Arc<Entry>> {
+        None
+    }
+}
+
+/// Who fetches a key when several processes share a [`ScoreStore`].
+#[derive(Debug)]
+pub enum Claim {
+    /// This process fetches; the token (if the store handed one) goes back to
+    /// [`ScoreStore::release`].
+    Fetch(Option<String>),
+    /// Another process fetches: wait for its reading with [`ScoreStore::wait_for`].
+    Wait,
 }
 
 /// The in-process score store: bounded, and dropping entries too old even for stale-if-error.
@@ -240,6 +267,19 @@ impl ScoreCache {
         let fresh = Duration::from_secs(settings.fresh_seconds);
         let stale_if_error = Duration::from_secs(settings.stale_if_error_seconds);
         let entries = Arc::new(MokaStore::new(settings.max_entries, fresh + stale_if_error));
+        Self::with_store(settings, entries, outbound, metrics, runtime)
+    }
+
+    /// As [`ScoreCache::new`], over `entries` (a store shared by several replicas).
+    pub fn with_store(
+        settings: &CacheSettings,
+        entries: Arc<dyn ScoreStore>,
+        outbound: Arc<Outbound>,
+        metrics: Arc<Metrics>,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
+        let fresh = Duration::from_secs(settings.fresh_seconds);
+        let stale_if_error = Duration::from_secs(settings.stale_if_error_seconds);
         Self {
             entries,
             flights: Arc::default(),
@@ -348,7 +388,7 @@ impl ScoreCache {
     /// Starts a refresh of the tenant unless one runs already or the tenant must be left alone
     /// (cool-down, failure back-off). Used by stale-while-revalidate and the refresher.
     pub async fn refresh(&self, tenant: &Arc<Tenant>, metric: Metric) {
-        if !tenant.has(metric) || self.outbound.gate(tenant, metric).is_err() {
+        if !tenant.has(metric) || self.outbound.gate(tenant, metric).await.is_err() {
             return;
         }
         let key = self.key(&tenant.id, metric);
@@ -407,7 +447,7 @@ impl ScoreCache {
                 return Ok(futures::future::ready(entry).boxed().shared());
             }
         }
-        match self.outbound.gate(tenant, key.metric) {
+        match self.outbound.gate(tenant, key.metric).await {
             Ok(()) => {}
             // Backing off: the failure that started it says more than "backing off".
             Err(gated @ Gated::BackOff(_)) => {
@@ -433,6 +473,7 @@ impl ScoreCache {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let injected = self.injected.lock().remove(&tenant.id);
         let task = FlightTask {
+            started: SystemTime::now(),
             number,
             key: key.clone(),
             tenant: tenant.clone(),
@@ -515,6 +556,8 @@ impl ScoreCache {
 
 /// Everything a spawned fetch needs, owned, so that it outlives every caller.
 struct FlightTask {
+    /// When the flight began: a reading another replica stored since then answers it.
+    started: SystemTime,
     number: u64,
     key: ScoreKey,
     tenant: Arc<Tenant>,
@@ -536,7 +579,7 @@ impl FlightTask {
             panic!("a test injected a panic into this fetch");
         }
         let deadline = self.outbound.deadline();
-        let result = self.fetch(deadline).await;
+        let result = self.fetch_once(deadline).await;
         // A fetch the gate refused attempted nothing: it is no outcome to remember.
         let result = match result {
             Err(FetchError::Gated(gated)) => Err(gated.into_error()),
@@ -573,6 +616,32 @@ impl FlightTask {
         );
     }
 
+    /// Fetches, unless another replica sharing the store fetches the same key: then its
+    /// reading is this flight's. When that fetch ends without a reading, the claim is tried
+    /// again (the shared back-off decides whether this replica may call).
+    async fn fetch_once(&self, deadline: Instant) -> Result<Arc<Entry>, FetchError> {
+        let hold = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1);
+        loop {
+            match self.entries.claim(&self.key, hold).await {
+                Claim::Fetch(token) => {
+                    let result = self.fetch(deadline).await;
+                    if let Some(token) = token {
+                        self.entries.release(&self.key, token).await;
+                    }
+                    return result;
+                }
+                Claim::Wait => {
+                    if let Some(entry) = self.entries.wait_for(&self.key, self.started, deadline).await {
+                        return Ok(entry);
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(FetchError::Upstream(UpstreamError::Timeout));
+                    }
+                }
+            }
+        }
+    }
+
     async fn fetch(&self, deadline: Instant) -> Result<Arc<Entry>, FetchError> {
         let metric = self.key.metric;
         let result = self.outbound.fetch(&self.tenant, metric, deadline).await;
@@ -599,7 +668,9 @@ impl FlightTask {
                 self.metrics.tenant_failure(
                     &self.tenant.id,
                     metric,
-                    self.outbound.consecutive_failures(&self.tenant, metric),
+                    self.outbound
+                        .consecutive_failures(&self.tenant, metric)
+                        .await,
                 );
                 tracing::warn!(tenant = %self.tenant.id, metric = metric.as_str(), "fetch failed: {error}");
                 Err(FetchError::Upstream(error))

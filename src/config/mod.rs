@@ -19,7 +19,7 @@
 //! - this file: [`Config`], [`ConfigError`], [`Config::load`] and [`Config::summary`].
 
 mod env;
-mod resolve;
+pub(crate) mod resolve;
 mod settings;
 #[cfg(test)]
 mod test_support;
@@ -71,6 +71,8 @@ pub struct Config {
     pub keys: Arc<KeyRing>,
     /// `[history]`, resolved.
     pub history: HistoryConfig,
+    /// `[cluster]`, resolved; `None` for a single process.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// Problems that do not stop the gateway (a secret file others may read), one line each,
     /// starting with the key; logged at load and printed by `check-config`.
     pub warnings: Vec<String>,
@@ -202,6 +204,11 @@ impl Config {
         let resolved = resolve_tenants(&tenants, &upstream, base_dir, &lookup, &mut problems);
         let keys = resolve_keys(&settings.api_keys, &settings.auth, &resolved, &mut problems);
         let history = resolve_history(&settings.history, base_dir, &lookup, &mut problems);
+        let cluster = settings.cluster.as_ref().and_then(|cluster| {
+            use secrecy::ExposeSecret;
+            let history_url = history.enabled.then(|| history.url.expose_secret());
+            crate::cluster::config::resolve(cluster, history_url, base_dir, &lookup, &mut problems)
+        });
         let warnings = loose_file_warnings(&tenants, base_dir);
         for warning in &warnings {
             tracing::warn!(config = %path.display(), "{warning}");
@@ -224,6 +231,7 @@ impl Config {
             registry: Arc::new(Registry::new(resolved)),
             keys: Arc::new(keys),
             history,
+            cluster,
             warnings,
         })
     }
@@ -275,6 +283,14 @@ impl Config {
             );
         } else {
             let _ = writeln!(out, "  history off");
+        }
+        if let Some(cluster) = &self.cluster {
+            let _ = writeln!(
+                out,
+                "  cluster: Redis {}, {} replica(s)",
+                cluster.redacted_url(),
+                cluster.replicas
+            );
         }
         for warning in &self.warnings {
             let _ = writeln!(out, "  warning: {warning}");

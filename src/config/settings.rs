@@ -40,6 +40,9 @@ pub struct Settings {
     /// The score history.
     #[serde(default)]
     pub history: HistorySettings,
+    /// Several replicas sharing state through Redis; absent for a single process.
+    #[serde(default)]
+    pub cluster: Option<crate::cluster::ClusterSettings>,
 }
 
 /// `[history]`: where every reading is kept, and for how long.
