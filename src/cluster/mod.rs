@@ -259,3 +259,126 @@ fn is_unavailable(error: &redis::RedisError) -> bool {
         || error.is_timeout()
         || error.is_unrecoverable_error()
 }
+
+/// A refresher's right to refresh one tenant's metric this period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lease {
+    /// This replica refreshes; the token releases the lease should the refresh fail.
+    Held(String),
+    /// Another replica refreshes this period.
+    Taken,
+    /// Redis is unavailable: every replica refreshes its own cache.
+    Local,
+}
+
+/// Charges one request to a key's sliding minute (`KEYS[1]`) unless it holds `ARGV[1]`
+/// requests; `ARGV[2]` is a unique member. Returns `{allowed (1|0), requests in the window,
+/// ms until the oldest leaves it}`.
+pub const KEY_CHARGE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local span = 60000000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - span)
+local count = redis.call('ZCARD', KEYS[1])
+local allowed = 0
+if count < tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], now, ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], span / 1000)
+  count = count + 1
+  allowed = 1
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local reset = 0
+if oldest[2] then reset = math.ceil((tonumber(oldest[2]) + span - now) / 1000) end
+return {allowed, count, reset}
+";
+
+static KEY_CHARGE_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(KEY_CHARGE));
+
+impl Cluster {
+    /// Takes the refresh lease of `key` for `period` (`SET NX PX` with a token). A successful
+    /// refresh keeps it until the period ends, so that no other replica refreshes the same
+    /// metric again within it; a failed one gives it back ([`Cluster::release_lease`]).
+    pub async fn try_lease(&self, key: &ScoreKey, period: Duration) -> Lease {
+        let lease_key = self.score_key(key, "lease");
+        let token = uuid::Uuid::new_v4().to_string();
+        let millis = u64::try_from(period.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let value = token.clone();
+        let taken = self
+            .run(|mut connection| async move {
+                redis::cmd("SET")
+                    .arg(lease_key)
+                    .arg(value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis)
+                    .query_async::<Option<String>>(&mut connection)
+                    .await
+            })
+            .await;
+        match taken {
+            Ok(Some(_)) => Lease::Held(token),
+            Ok(None) => Lease::Taken,
+            Err(_) => {
+                self.fell_back(ClusterUse::Lease);
+                Lease::Local
+            }
+        }
+    }
+
+    /// Gives back a lease (compare-and-delete: never another replica's later one).
+    pub async fn release_lease(&self, key: &ScoreKey, token: String) {
+        let lease_key = self.score_key(key, "lease");
+        let _ = self
+            .run(|mut connection| async move {
+                store::RELEASE_SCRIPT
+                    .key(lease_key)
+                    .arg(token)
+                    .invoke_async::<i64>(&mut connection)
+                    .await
+            })
+            .await;
+    }
+
+    /// Charges one request to the API key `name` (a sliding minute of `per_minute` requests,
+    /// shared by every replica); `None` while Redis is unavailable (the key's local limiter
+    /// decides then).
+    pub async fn charge_key(
+        &self,
+        name: &str,
+        per_minute: u32,
+    ) -> Option<Result<crate::auth::RateState, crate::auth::RateLimited>> {
+        let rate_key = format!("{}:{{key:{}}}:rate", self.prefix, hex::encode(name.as_bytes()));
+        let member = uuid::Uuid::new_v4().to_string();
+        let limit = per_minute.max(1);
+        let answer = self
+            .run(|mut connection| async move {
+                KEY_CHARGE_SCRIPT
+                    .key(rate_key)
+                    .arg(limit)
+                    .arg(member)
+                    .invoke_async::<(u8, u32, u64)>(&mut connection)
+                    .await
+            })
+            .await;
+        let Ok((allowed, count, reset_ms)) = answer else {
+            self.fell_back(ClusterUse::KeyLimit);
+            return None;
+        };
+        Some(if allowed == 1 {
+            Ok(crate::auth::RateState {
+                limit,
+                remaining: limit.saturating_sub(count),
+                reset_seconds: reset_ms.div_ceil(1000),
+            })
+        } else {
+            Err(crate::auth::RateLimited {
+                retry_after: Duration::from_millis(reset_ms.max(1)),
+                limit,
+            })
+        })
+    }
+}

@@ -5,6 +5,7 @@
 
 mod auth;
 mod cli;
+mod cluster;
 mod emulator;
 mod gateway;
 mod hardening_config;
