@@ -147,8 +147,9 @@ pub trait ScoreStore: Send + Sync {
     /// has.
     async fn retain(&self, registry: &Registry);
     /// Claims the right to fetch `key` among every process sharing the store, for `hold` at
-    /// most. A store of one process has nobody to ask: it always fetches.
-    async fn claim(&self, _key: &ScoreKey, _hold: Duration) -> Claim {
+    /// most; a reading another process stored at or after `since` is the answer instead. A
+    /// store of one process has nobody to ask: it always fetches.
+    async fn claim(&self, _key: &ScoreKey, _since: SystemTime, _hold: Duration) -> Claim {
         Claim::Fetch(None)
     }
     /// Gives back a claim once the fetch stored its reading (or failed).
@@ -173,6 +174,8 @@ pub enum Claim {
     Fetch(Option<String>),
     /// Another process fetches: wait for its reading with [`ScoreStore::wait_for`].
     Wait,
+    /// Another process stored a reading since the flight began: it is the answer.
+    Ready(Arc<Entry>),
 }
 
 /// The in-process score store: bounded, and dropping entries too old even for stale-if-error.
@@ -394,7 +397,7 @@ impl ScoreCache {
         let key = self.key(&tenant.id, metric);
         let mut flights = self.flights.lock().await;
         if let std::collections::hash_map::Entry::Vacant(slot) = flights.entry(key) {
-            let flight = self.start_flight(tenant, slot.key());
+            let flight = self.start_flight(tenant, slot.key(), SystemTime::now());
             slot.insert(flight);
         }
     }
@@ -460,20 +463,29 @@ impl ScoreCache {
             }
             Err(gated) => return Err(gated.into_error()),
         }
-        let flight = self.start_flight(tenant, key);
+        // Since the caller asked: a reading another replica stored after that answers it.
+        let since = SystemTime::now()
+            .checked_sub(asked_at.elapsed())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let flight = self.start_flight(tenant, key, since);
         flights.insert(key.clone(), flight.clone());
         Ok(flight.1)
     }
 
     /// Spawns the fetch on the gateway's runtime; the caller must insert it into `flights` under
     /// the lock it holds.
-    fn start_flight(&self, tenant: &Arc<Tenant>, key: &ScoreKey) -> (u64, Flight) {
+    fn start_flight(
+        &self,
+        tenant: &Arc<Tenant>,
+        key: &ScoreKey,
+        since: SystemTime,
+    ) -> (u64, Flight) {
         let number = self
             .next_flight
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let injected = self.injected.lock().remove(&tenant.id);
         let task = FlightTask {
-            started: SystemTime::now(),
+            started: since,
             number,
             key: key.clone(),
             tenant: tenant.clone(),
@@ -622,7 +634,8 @@ impl FlightTask {
     async fn fetch_once(&self, deadline: Instant) -> Result<Arc<Entry>, FetchError> {
         let hold = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1);
         loop {
-            match self.entries.claim(&self.key, hold).await {
+            match self.entries.claim(&self.key, self.started, hold).await {
+                Claim::Ready(entry) => return Ok(entry),
                 Claim::Fetch(token) => {
                     let result = self.fetch(deadline).await;
                     if let Some(token) = token {

@@ -107,6 +107,14 @@ impl Stored {
     }
 }
 
+/// Whether `entry` (read from Redis) was stored at or after `since`.
+fn stored_since(entry: &Entry, since: SystemTime) -> bool {
+    let stored = SystemTime::now()
+        .checked_sub(entry.stored_at.elapsed())
+        .unwrap_or(UNIX_EPOCH);
+    millis_since_epoch(stored) >= millis_since_epoch(since)
+}
+
 /// moka in front of Redis, and the cluster's single flight.
 pub struct TieredStore {
     cluster: Arc<Cluster>,
@@ -217,7 +225,7 @@ impl ScoreStore for TieredStore {
         self.local.retain(registry).await;
     }
 
-    async fn claim(&self, key: &ScoreKey, hold: Duration) -> Claim {
+    async fn claim(&self, key: &ScoreKey, since: SystemTime, hold: Duration) -> Claim {
         let flight_key = self.cluster.score_key(key, "flight");
         let token = uuid::Uuid::new_v4().to_string();
         let millis = u64::try_from(hold.as_millis()).unwrap_or(u64::MAX).max(1);
@@ -236,7 +244,20 @@ impl ScoreStore for TieredStore {
             })
             .await;
         match claimed {
-            Ok(Some(_)) => Claim::Fetch(Some(token)),
+            Ok(Some(_)) => {
+                // Checked after winning, not before: a replica that stored and released just
+                // before our claim did so before this look, so its reading is seen here.
+                match self.shared(key).await {
+                    Ok(Some(entry)) if stored_since(&entry, since) => {
+                        self.release(key, token).await;
+                        let entry = Arc::new(entry);
+                        self.local.insert(key.clone(), entry.clone()).await;
+                        self.checked.insert(key.clone(), Instant::now()).await;
+                        Claim::Ready(entry)
+                    }
+                    _ => Claim::Fetch(Some(token)),
+                }
+            }
             Ok(None) => Claim::Wait,
             Err(_) => {
                 self.cluster.fell_back(ClusterUse::Flight);
