@@ -86,6 +86,8 @@ pub enum BenchCommand {
     Emulator(crate::bench::emulator::EmulatorBenchArgs),
     /// `/scores` cold and warm, single flight and memory of the gateway against the emulator.
     Gateway(crate::bench::gateway::GatewayBenchArgs),
+    /// Upstream calls and warm req/s of one gateway versus three replicas sharing Redis.
+    Cluster(crate::bench::cluster::ClusterBenchArgs),
 }
 
 /// Runs the parsed command to completion.
@@ -114,6 +116,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Emulator(args)) => crate::bench::emulator::run(args).await,
         #[cfg(feature = "emulator")]
         Command::Bench(BenchCommand::Gateway(args)) => crate::bench::gateway::run(args).await,
+        #[cfg(feature = "emulator")]
+        Command::Bench(BenchCommand::Cluster(args)) => crate::bench::cluster::run(args).await,
     }
 }
 
