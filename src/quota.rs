@@ -457,7 +457,9 @@ mod tests {
     async fn a_cool_down_longer_than_the_clock_can_represent_does_not_panic() {
         let store = LocalQuotaStore::default();
         let contoso = key("contoso");
-        store.cool_down(&contoso, Duration::from_secs(u64::MAX)).await;
+        store
+            .cool_down(&contoso, Duration::from_secs(u64::MAX))
+            .await;
         assert!(store.cool_down_left(&contoso).await.unwrap() > Duration::from_secs(86_400 * 365));
         assert!(instant_after(Instant::now(), Duration::MAX) > Instant::now());
     }
@@ -481,8 +483,16 @@ mod tests {
         assert_eq!(pauses, vec![5, 10, 20, 40, 40]);
         assert_eq!(store.consecutive_failures(&contoso).await, 5);
         tokio::time::advance(Duration::from_secs(40)).await;
-        assert_eq!(store.backoff_left(&contoso).await, None, "the pause is over");
-        assert_eq!(store.consecutive_failures(&contoso).await, 5, "the count is not");
+        assert_eq!(
+            store.backoff_left(&contoso).await,
+            None,
+            "the pause is over"
+        );
+        assert_eq!(
+            store.consecutive_failures(&contoso).await,
+            5,
+            "the count is not"
+        );
         store.record_success(&contoso).await;
         assert_eq!(store.consecutive_failures(&contoso).await, 0);
     }

@@ -104,9 +104,12 @@ impl Services {
                     replicas = cluster.replicas,
                     "cluster mode: cache, quota, single flight and refreshes shared through Redis"
                 );
-                let connected =
-                    crate::cluster::Cluster::connect(cluster, metrics.cluster.clone(), runtime.clone())
-                        .map_err(|error| anyhow::anyhow!("cluster.redis_url: {error}"))?;
+                let connected = crate::cluster::Cluster::connect(
+                    cluster,
+                    metrics.cluster.clone(),
+                    runtime.clone(),
+                )
+                .map_err(|error| anyhow::anyhow!("cluster.redis_url: {error}"))?;
                 Some(connected)
             }
             None => None,

@@ -163,11 +163,7 @@ async fn admit(
     // Several replicas share each key's minute through Redis; alone (or while Redis is
     // unavailable) the key's own limiter decides.
     let shared = match services.cluster() {
-        Some(cluster) => {
-            cluster
-                .charge_key(&key.name, key.requests_per_minute)
-                .await
-        }
+        Some(cluster) => cluster.charge_key(&key.name, key.requests_per_minute).await,
         None => None,
     };
     let state = shared.unwrap_or_else(|| key.charge());

@@ -172,7 +172,9 @@ fn verdict(ok: bool) -> &'static str {
 /// Runs the benchmark and prints its figures.
 pub async fn run(args: ClusterBenchArgs) -> anyhow::Result<()> {
     let Some(redis) = start_redis()? else {
-        println!("bench cluster: skipped, redis-server is not on PATH (scripts/test.sh installs it)");
+        println!(
+            "bench cluster: skipped, redis-server is not on PATH (scripts/test.sh installs it)"
+        );
         return Ok(());
     };
     let tenants = args.tenants.max(1);

@@ -95,7 +95,10 @@ async fn gateway(emulator: &Emulator, max_in_flight: usize) -> anyhow::Result<Ga
     Ok(Gateway { address, _dir: dir })
 }
 
-pub(crate) async fn emulator(tenants: usize, latency: Option<LatencyRange>) -> anyhow::Result<Emulator> {
+pub(crate) async fn emulator(
+    tenants: usize,
+    latency: Option<LatencyRange>,
+) -> anyhow::Result<Emulator> {
     Emulator::start(EmulatorOptions {
         tenants,
         quota_per_minute: None,

@@ -644,7 +644,11 @@ impl FlightTask {
                     return result;
                 }
                 Claim::Wait => {
-                    if let Some(entry) = self.entries.wait_for(&self.key, self.started, deadline).await {
+                    if let Some(entry) = self
+                        .entries
+                        .wait_for(&self.key, self.started, deadline)
+                        .await
+                    {
                         return Ok(entry);
                     }
                     if Instant::now() >= deadline {

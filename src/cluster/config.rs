@@ -131,17 +131,22 @@ pub fn resolve(
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if !prefix_ok {
-        problems.push(
-            "cluster.key_prefix: 1 to 64 letters, digits, `-`, `_` or `.`".to_owned(),
-        );
+        problems.push("cluster.key_prefix: 1 to 64 letters, digits, `-`, `_` or `.`".to_owned());
     }
     for (key, value, min, max) in [
-        ("cluster.command_timeout_ms", settings.command_timeout_ms, 10, 10_000),
+        (
+            "cluster.command_timeout_ms",
+            settings.command_timeout_ms,
+            10,
+            10_000,
+        ),
         ("cluster.local_ttl_ms", settings.local_ttl_ms, 0, 60_000),
         ("cluster.wait_poll_ms", settings.wait_poll_ms, 5, 1_000),
     ] {
         if !(min..=max).contains(&value) {
-            problems.push(format!("{key}: must be between {min} and {max}, not {value}"));
+            problems.push(format!(
+                "{key}: must be between {min} and {max}, not {value}"
+            ));
         }
     }
     // The parser's message may quote the URL: never repeat it.
@@ -167,13 +172,9 @@ pub fn resolve(
                 "cluster.password: the redis_url holds a password already; give it in one place"
                     .to_owned(),
             );
-        } else if let Some(secret) = crate::config::resolve::read_secret(
-            source,
-            "cluster.password",
-            base_dir,
-            env,
-            problems,
-        ) {
+        } else if let Some(secret) =
+            crate::config::resolve::read_secret(source, "cluster.password", base_dir, env, problems)
+        {
             if url.set_password(Some(secret.expose_secret())).is_err() {
                 problems.push("cluster.password: cannot be set into redis_url".to_owned());
             }

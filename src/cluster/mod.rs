@@ -133,7 +133,9 @@ impl Cluster {
         let first = cluster.clone();
         cluster.runtime.spawn(async move {
             let ping = |mut connection: ConnectionManager| async move {
-                redis::cmd("PING").query_async::<String>(&mut connection).await
+                redis::cmd("PING")
+                    .query_async::<String>(&mut connection)
+                    .await
             };
             let _ = first.run(ping).await;
         });
@@ -172,7 +174,10 @@ impl Cluster {
 
     /// The key of something per tenant and metric: `{prefix}:{<tenant>}:<kind>:<metric>`.
     pub fn score_key(&self, key: &ScoreKey, kind: &str) -> String {
-        self.tenant_key(key.tenant.as_str(), &format!("{kind}:{}", key.metric.as_str()))
+        self.tenant_key(
+            key.tenant.as_str(),
+            &format!("{kind}:{}", key.metric.as_str()),
+        )
     }
 
     /// Runs one command with the deadline; a connection failure or timeout marks Redis down.
@@ -303,9 +308,7 @@ impl Cluster {
     pub async fn try_lease(&self, key: &ScoreKey, period: Duration) -> Lease {
         let lease_key = self.score_key(key, "lease");
         let token = uuid::Uuid::new_v4().to_string();
-        let millis = u64::try_from(period.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
+        let millis = u64::try_from(period.as_millis()).unwrap_or(u64::MAX).max(1);
         let value = token.clone();
         let taken = self
             .run(|mut connection| async move {
@@ -351,7 +354,11 @@ impl Cluster {
         name: &str,
         per_minute: u32,
     ) -> Option<Result<crate::auth::RateState, crate::auth::RateLimited>> {
-        let rate_key = format!("{}:{{key:{}}}:rate", self.prefix, hex::encode(name.as_bytes()));
+        let rate_key = format!(
+            "{}:{{key:{}}}:rate",
+            self.prefix,
+            hex::encode(name.as_bytes())
+        );
         let member = uuid::Uuid::new_v4().to_string();
         let limit = per_minute.max(1);
         let answer = self

@@ -154,8 +154,10 @@ impl RedisQuotaStore {
     }
 
     fn cool_key(&self, key: &QuotaKey) -> String {
-        self.cluster
-            .tenant_key(key.tenant.as_str(), &format!("cool:{}", key.service.as_str()))
+        self.cluster.tenant_key(
+            key.tenant.as_str(),
+            &format!("cool:{}", key.service.as_str()),
+        )
     }
 
     /// The configured limits, shared by the replicas that cannot coordinate now.

@@ -59,8 +59,9 @@ struct StoredSecure {
 }
 
 fn millis_since_epoch(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+    at.duration_since(UNIX_EPOCH).map_or(0, |since| {
+        u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+    })
 }
 
 impl Stored {
@@ -315,9 +316,8 @@ impl ScoreStore for TieredStore {
                 self.checked.insert(key.clone(), Instant::now()).await;
                 return Some(entry);
             }
-            if flight.is_none() {
-                return None;
-            }
+            // The claim is gone without a reading: that fetch failed.
+            flight.as_ref()?;
             let next = Instant::now() + self.cluster.wait_poll();
             if next >= until {
                 return None;

@@ -142,7 +142,10 @@ async fn transient_failures_are_retried_each_charging_the_quota() {
         .unwrap();
     assert_eq!(reading.score, 42.0);
     assert_eq!(source.calls("contoso"), 3);
-    assert_eq!(stack.consecutive_failures(&contoso, Metric::Device).await, 0);
+    assert_eq!(
+        stack.consecutive_failures(&contoso, Metric::Device).await,
+        0
+    );
     // The next fetch must wait for the minute window: longer than the fetch deadline allows.
     let error = stack
         .fetch(
@@ -178,7 +181,10 @@ async fn spent_retries_fail_the_fetch_and_start_the_back_off() {
         "{error:?}"
     );
     assert_eq!(source.calls("contoso"), 3, "one attempt and two retries");
-    assert_eq!(stack.consecutive_failures(&contoso, Metric::Device).await, 1);
+    assert_eq!(
+        stack.consecutive_failures(&contoso, Metric::Device).await,
+        1
+    );
     // The gate now refuses for the first back-off pause (5 s), without calling.
     assert!(matches!(
         stack.gate(&contoso, Metric::Device).await,
@@ -230,7 +236,10 @@ async fn a_429_cools_the_tenant_down_without_counting_as_a_failure() {
         FetchError::Upstream(UpstreamError::Throttled { retry_after }) if retry_after == Duration::from_secs(30)
     ));
     assert_eq!(source.calls("contoso"), 1, "a 429 is not retried");
-    assert_eq!(stack.consecutive_failures(&contoso, Metric::Device).await, 0);
+    assert_eq!(
+        stack.consecutive_failures(&contoso, Metric::Device).await,
+        0
+    );
     assert_eq!(stack.tenants_cooling_down(), 1);
     tokio::time::advance(Duration::from_secs(29)).await;
     assert_eq!(

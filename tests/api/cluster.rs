@@ -126,7 +126,10 @@ impl Replicas {
         let mut overrides: Vec<(String, String)> = [
             ("SCOREGATE__SERVER__BIND", "127.0.0.1:0"),
             ("SCOREGATE__SERVER__WORKERS", "2"),
-            ("SCOREGATE__SERVER__CURSOR_KEY", "{ env = \"SG_CURSOR_KEY\" }"),
+            (
+                "SCOREGATE__SERVER__CURSOR_KEY",
+                "{ env = \"SG_CURSOR_KEY\" }",
+            ),
             ("SG_CURSOR_KEY", CURSOR_KEY),
             ("SCOREGATE__REFRESH__ENABLED", "false"),
             ("SCOREGATE__HISTORY__ENABLED", "false"),
@@ -162,7 +165,9 @@ impl Replicas {
             _dir: dir,
             servers,
         };
-        replicas.wait_until_redis_is(1).await;
+        if !config.auth.enabled {
+            replicas.wait_until_redis_is(1).await;
+        }
         replicas
     }
 
@@ -288,8 +293,14 @@ async fn forced_fetches_from_every_replica_stay_within_the_per_minute_limit() {
     }
     let stats = replicas.emulator.stats().tenant("contoso");
     assert_eq!(stats.responses_429, 0, "the emulator never had to refuse");
-    assert_eq!(stats.score_calls, 10, "the shared minute is used up, not more");
-    assert!(statuses.contains(&503), "the gateway refused the rest itself");
+    assert_eq!(
+        stats.score_calls, 10,
+        "the shared minute is used up, not more"
+    );
+    assert!(
+        statuses.contains(&503),
+        "the gateway refused the rest itself"
+    );
 }
 
 #[tokio::test]
@@ -299,7 +310,9 @@ async fn a_cursor_from_one_replica_pages_on_another() {
     let (status, first) = replicas.get(0, "/scores?limit=2").await;
     assert_eq!(status, 200, "{first}");
     let cursor = first["next_cursor"].as_str().expect("a next page");
-    let (status, second) = replicas.get(2, &format!("/scores?limit=2&cursor={cursor}")).await;
+    let (status, second) = replicas
+        .get(2, &format!("/scores?limit=2&cursor={cursor}"))
+        .await;
     assert_eq!(status, 200, "{second}");
     let ids = |page: &serde_json::Value| -> Vec<String> {
         page["items"]
@@ -311,7 +324,10 @@ async fn a_cursor_from_one_replica_pages_on_another() {
     };
     let (first, second) = (ids(&first), ids(&second));
     assert_eq!(second.len(), 2);
-    assert!(first.iter().all(|id| !second.contains(id)), "{first:?} {second:?}");
+    assert!(
+        first.iter().all(|id| !second.contains(id)),
+        "{first:?} {second:?}"
+    );
 }
 
 #[tokio::test]
@@ -340,7 +356,11 @@ async fn redis_killed_mid_traffic_fails_no_request_and_shared_mode_comes_back() 
         }
     }
     replicas.wait_until_redis_is(0).await;
-    assert_eq!(replicas.score_calls("contoso"), 1, "served from the first level");
+    assert_eq!(
+        replicas.score_calls("contoso"),
+        1,
+        "served from the first level"
+    );
     let (status, _) = replicas.get(0, "/readyz").await;
     assert_eq!(status, 200, "a degraded replica is still ready");
     redis.start_again();
@@ -355,7 +375,10 @@ async fn redis_killed_mid_traffic_fails_no_request_and_shared_mode_comes_back() 
     }
     assert_eq!(replicas.score_calls("northwind"), 1);
     let logs = crate::helpers::captured_logs();
-    assert!(logs.contains("Redis is unavailable"), "the outage is logged");
+    assert!(
+        logs.contains("Redis is unavailable"),
+        "the outage is logged"
+    );
     assert!(logs.contains("Redis answers again"), "so is the recovery");
 }
 
@@ -445,23 +468,37 @@ async fn the_quota_script_admits_the_minute_limit_then_refuses_until_the_oldest_
         per_hour: 100,
     };
     for _ in 0..3 {
-        assert_eq!(store.charge_shared(&contoso, limits).await.unwrap(), Charged::Ok);
+        assert_eq!(
+            store.charge_shared(&contoso, limits).await.unwrap(),
+            Charged::Ok
+        );
     }
     let Charged::Full(wait) = store.charge_shared(&contoso, limits).await.unwrap() else {
         panic!("the fourth call in a minute is refused");
     };
-    assert!(wait > Duration::from_secs(59) && wait <= Duration::from_secs(60), "{wait:?}");
+    assert!(
+        wait > Duration::from_secs(59) && wait <= Duration::from_secs(60),
+        "{wait:?}"
+    );
     // A refused call is not recorded: the hour window still holds three.
     let minute = "lua1:{contoso}:quota:defender:m";
     let hour = "lua1:{contoso}:quota:defender:h";
     // 59 s later the calls are still in the sliding minute; 61 s later they have left it.
     age(&redis, minute, Duration::from_secs(59)).await;
-    assert!(matches!(store.charge_shared(&contoso, limits).await.unwrap(), Charged::Full(w) if w <= Duration::from_secs(1)));
+    assert!(
+        matches!(store.charge_shared(&contoso, limits).await.unwrap(), Charged::Full(w) if w <= Duration::from_secs(1))
+    );
     age(&redis, minute, Duration::from_secs(2)).await;
-    assert_eq!(store.charge_shared(&contoso, limits).await.unwrap(), Charged::Ok);
+    assert_eq!(
+        store.charge_shared(&contoso, limits).await.unwrap(),
+        Charged::Ok
+    );
     // Another tenant's windows are its own.
     assert_eq!(
-        store.charge_shared(&quota_key("fabrikam"), limits).await.unwrap(),
+        store
+            .charge_shared(&quota_key("fabrikam"), limits)
+            .await
+            .unwrap(),
         Charged::Ok
     );
     let _ = hour;
@@ -477,14 +514,22 @@ async fn the_quota_script_holds_the_hour_limit_and_honours_a_cool_down() {
         per_hour: 2,
     };
     for _ in 0..2 {
-        assert_eq!(store.charge_shared(&contoso, limits).await.unwrap(), Charged::Ok);
+        assert_eq!(
+            store.charge_shared(&contoso, limits).await.unwrap(),
+            Charged::Ok
+        );
     }
     let Charged::Full(wait) = store.charge_shared(&contoso, limits).await.unwrap() else {
         panic!("the third call in an hour is refused");
     };
     assert!(wait > Duration::from_secs(3590), "{wait:?}");
     // Both windows or neither: the minute window did not record the refused call.
-    age(&redis, "lua2:{contoso}:quota:defender:h", Duration::from_secs(3601)).await;
+    age(
+        &redis,
+        "lua2:{contoso}:quota:defender:h",
+        Duration::from_secs(3601),
+    )
+    .await;
     let fabrikam = quota_key("fabrikam");
     use scoregate::quota::QuotaStore as _;
     store.cool_down(&fabrikam, Duration::from_secs(30)).await;
@@ -494,7 +539,10 @@ async fn the_quota_script_holds_the_hour_limit_and_honours_a_cool_down() {
     assert!(left > Duration::from_secs(29), "{left:?}");
     // The minute window of contoso holds its two calls; the third is admitted now the hour
     // window has emptied.
-    assert_eq!(store.charge_shared(&contoso, limits).await.unwrap(), Charged::Ok);
+    assert_eq!(
+        store.charge_shared(&contoso, limits).await.unwrap(),
+        Charged::Ok
+    );
 }
 
 #[tokio::test]
@@ -542,4 +590,108 @@ async fn with_redis_down_each_replica_takes_its_share_of_the_limit() {
     // limiter shapes 3 per minute as a burst of 1 and then one call every 30 s.
     assert!(stats.score_calls <= 9, "{} calls", stats.score_calls);
     assert!(stats.score_calls >= 3, "{} calls", stats.score_calls);
+}
+
+/// Loads `toml` (no tenants needed) with `env`; the error text when it is refused.
+fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, String> {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("scoregate.toml");
+    std::fs::write(&path, format!("[auth]\nenabled = false\n{toml}")).expect("writable");
+    let env = env
+        .iter()
+        .map(|(key, value)| (key.to_string(), value.to_string()));
+    Config::load_with_env(&path, env).map_err(|error| error.to_string())
+}
+
+#[test]
+fn sqlite_history_with_a_cluster_is_refused_naming_both_keys() {
+    let error = load("[cluster]\nredis_url = \"redis://127.0.0.1:6379\"\n", &[])
+        .expect_err("the default SQLite history cannot be shared");
+    assert!(error.contains("history.url"), "{error}");
+    assert!(error.contains("cluster.redis_url"), "{error}");
+    // PostgreSQL, or no history, is fine.
+    let postgres = "[history]\nurl = \"postgres://scoregate@db/scoregate\"\n\
+                    [cluster]\nredis_url = \"redis://127.0.0.1:6379\"\n";
+    assert!(load(postgres, &[]).is_ok());
+    let off = "[history]\nenabled = false\n[cluster]\nredis_url = \"rediss://r:6380\"\n";
+    assert!(load(off, &[]).is_ok());
+}
+
+#[test]
+fn the_redis_password_never_shows_in_errors_summaries_or_debug_output() {
+    let toml = "[history]\nenabled = false\n\
+                [cluster]\nredis_url = \"redis://cache.internal:6379/0\"\n\
+                password = { env = \"REDIS_PASSWORD\" }\nreplicas = 3\n";
+    let config = load(toml, &[("REDIS_PASSWORD", "hunter2-very-secret")]).expect("valid");
+    let cluster = config.cluster.as_ref().expect("[cluster]");
+    assert_eq!(cluster.replicas, 3);
+    assert_eq!(cluster.redacted_url(), "redis://cache.internal:6379/0");
+    for shown in [format!("{config:?}"), config.summary()] {
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+    assert!(config
+        .summary()
+        .contains("Redis redis://cache.internal:6379/0, 3 replica(s)"));
+    let both = "[history]\nenabled = false\n\
+                [cluster]\nredis_url = \"redis://:inline-secret@r:6379\"\n\
+                password = { env = \"REDIS_PASSWORD\" }\n";
+    let error = load(both, &[("REDIS_PASSWORD", "x")]).expect_err("two passwords");
+    assert!(error.contains("cluster.password"), "{error}");
+    assert!(!error.contains("inline-secret"), "{error}");
+    for (bad, key) in [
+        ("redis_url = \"http://r:6379\"", "cluster.redis_url"),
+        (
+            "redis_url = \"redis://r\"\nreplicas = 0",
+            "cluster.replicas",
+        ),
+        (
+            "redis_url = \"redis://r\"\nkey_prefix = \"a b\"",
+            "cluster.key_prefix",
+        ),
+    ] {
+        let toml = format!("[history]\nenabled = false\n[cluster]\n{bad}\n");
+        let error = load(&toml, &[]).expect_err(bad);
+        assert!(error.contains(key), "{bad}: {error}");
+    }
+}
+
+#[tokio::test]
+async fn a_keys_request_rate_is_shared_by_every_replica() {
+    let redis = RedisServer::start();
+    let (key, digest) = scoregate::auth::generate_key().expect("a key");
+    let keys = format!(
+        r#"[{{ name = "portal", sha256 = "{digest}", tenants = ["*"], requests_per_minute = 4 }}]"#
+    );
+    let replicas = Replicas::start(
+        3,
+        options(1),
+        &redis,
+        &[
+            ("SCOREGATE__AUTH__ENABLED", "true"),
+            ("SCOREGATE__API_KEYS", keys.as_str()),
+        ],
+    )
+    .await;
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let response = replicas
+            .client
+            .get(format!("{}/tenants", replicas.addresses[i % 3]))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .expect("the replica answers");
+        statuses.push((
+            response.status().as_u16(),
+            response
+                .headers()
+                .get("ratelimit-remaining")
+                .map(|value| value.to_str().unwrap_or_default().to_owned()),
+        ));
+    }
+    // Four per minute for the key, whichever replica is asked.
+    let codes: Vec<u16> = statuses.iter().map(|(status, _)| *status).collect();
+    assert_eq!(codes, vec![200, 200, 200, 200, 429, 429], "{statuses:?}");
+    assert_eq!(statuses[0].1.as_deref(), Some("3"), "{statuses:?}");
+    assert_eq!(statuses[3].1.as_deref(), Some("0"), "{statuses:?}");
 }
