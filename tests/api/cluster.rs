@@ -480,9 +480,11 @@ async fn the_quota_script_admits_the_minute_limit_then_refuses_until_the_oldest_
         wait > Duration::from_secs(59) && wait <= Duration::from_secs(60),
         "{wait:?}"
     );
-    // A refused call is not recorded: the hour window still holds three.
+    // A refused call is recorded in neither window.
     let minute = "lua1:{contoso}:quota:defender:m";
     let hour = "lua1:{contoso}:quota:defender:h";
+    assert_eq!(calls_in(&redis, minute).await, 3);
+    assert_eq!(calls_in(&redis, hour).await, 3);
     // 59 s later the calls are still in the sliding minute; 61 s later they have left it.
     age(&redis, minute, Duration::from_secs(59)).await;
     assert!(
@@ -501,7 +503,18 @@ async fn the_quota_script_admits_the_minute_limit_then_refuses_until_the_oldest_
             .unwrap(),
         Charged::Ok
     );
-    let _ = hour;
+    assert_eq!(calls_in(&redis, hour).await, 4);
+}
+
+/// The calls recorded in a window's sorted set.
+async fn calls_in(redis: &RedisServer, key: &str) -> u64 {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("ZCARD")
+        .arg(key)
+        .query_async(&mut connection)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
