@@ -10,7 +10,9 @@
 //! tenant in cool-down or back-off holds no flight.
 //!
 //! Good readings live behind [`ScoreStore`], keyed by [`ScoreKey`] (tenant and metric): moka in
-//! process today; a shared (Redis) second level for several replicas later.
+//! process ([`MokaStore`]), or moka in front of Redis when several replicas share the tenants
+//! ([`crate::cluster::store::TieredStore`]), which also makes single flight cluster-wide through
+//! [`ScoreStore::claim`].
 //!
 //! Fetch tasks run on the gateway's own runtime (a handle captured when the services are built),
 //! never on the runtime of the HTTP worker that happened to start them: a worker's runtime is
@@ -134,7 +136,7 @@ pub struct Entry {
     pub fresh_for: Duration,
 }
 
-/// Where good readings are kept. moka in process today ([`MokaStore`]); a shared (Redis) second
+/// Where good readings are kept: moka in process ([`MokaStore`]); a shared (Redis) second
 /// level behind the same calls when several replicas serve the same tenants. The store only
 /// keeps: freshness, single flight and stale-if-error are decided by [`ScoreCache`].
 #[async_trait::async_trait]

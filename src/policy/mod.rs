@@ -39,8 +39,9 @@
 //! back-off by tenant and metric. A source answering 404 or 410 is `upstream_gone`: not retried,
 //! and backed off for [`GONE_BACKOFF`] rather than the short exponential pause.
 //!
-//! The state these policies consult lives behind [`QuotaStore`] (in-process today, shared across
-//! replicas later); the in-flight cap and tenant slots stay per process.
+//! The state these policies consult lives behind [`QuotaStore`] (in process, or in Redis for
+//! several replicas: [`crate::cluster::quota::RedisQuotaStore`]); the in-flight cap and tenant
+//! slots stay per process.
 
 use crate::metrics::{CallOutcome, Metrics, QuotaRefusal};
 use crate::quota::{instant_after, FailureBackoff, QuotaKey, QuotaStore};
