@@ -14,7 +14,10 @@ COPY config ./config
 COPY openapi ./openapi
 # The history schema is embedded in the binary at build time (`sqlx::migrate!`).
 COPY migrations ./migrations
-RUN cargo build --release --locked --no-default-features
+# `--build-arg CARGO_ARGS=` builds the test rig too (`emulate`, `bench`): deploy/compose.yaml's
+# emulator service does.
+ARG CARGO_ARGS=--no-default-features
+RUN cargo build --release --locked $CARGO_ARGS
 
 FROM debian:bookworm-slim
 # ca-certificates: rustls reads the system roots to verify Entra ID and Defender.

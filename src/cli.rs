@@ -88,6 +88,8 @@ pub enum BenchCommand {
     Gateway(crate::bench::gateway::GatewayBenchArgs),
     /// History on SQLite: ingest rate, 90-day query, `change_7d` look-up, size projection.
     History(crate::bench::history::HistoryBenchArgs),
+    /// Upstream calls and warm req/s of one gateway versus three replicas sharing Redis.
+    Cluster(crate::bench::cluster::ClusterBenchArgs),
 }
 
 /// Runs the parsed command to completion.
@@ -118,6 +120,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Gateway(args)) => crate::bench::gateway::run(args).await,
         #[cfg(feature = "emulator")]
         Command::Bench(BenchCommand::History(args)) => crate::bench::history::run(args).await,
+        Command::Bench(BenchCommand::Cluster(args)) => crate::bench::cluster::run(args).await,
     }
 }
 

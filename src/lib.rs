@@ -27,6 +27,7 @@
 //! - [`fanout`]: `GET /scores` without HTTP: filters, deadline, summary, order, signed cursors.
 //! - [`history`]: every reading kept (SQLite or PostgreSQL): writer, roll-up, retention, trends.
 //! - [`alerts`]: rules over the metrics, their state and events, signed webhooks from an outbox.
+//! - [`cluster`]: several replicas: cache, single flight, quota, leases and key limits in Redis.
 //! - [`refresher`]: keeps every tenant warm, spread out and behind interactive requests.
 //! - [`service`]: the shared services built once, and one function per use case.
 //! - [`api`]: routes, OpenAPI, problem+json errors, request ids, key checks, views.
@@ -51,6 +52,7 @@ pub mod auth;
 pub mod bench;
 pub mod cache;
 pub mod cli;
+pub mod cluster;
 pub mod code;
 pub mod config;
 pub mod credential;

@@ -327,12 +327,78 @@ impl AlertMetrics {
     }
 }
 
+/// What fell back to its local half while Redis was unavailable (`[cluster]`): the `use` label
+/// of `scoregate_cluster_fallbacks_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterUse {
+    /// A score look-up served from the first level only.
+    Cache,
+    /// A fetch made without the cluster-wide single flight.
+    Flight,
+    /// A quota charge, cool-down or back-off kept by this replica alone.
+    Quota,
+    /// A refresh started without a lease.
+    Lease,
+    /// A caller's request charged to the key's local limiter.
+    KeyLimit,
+}
+
+impl ClusterUse {
+    /// Every use, for series that start at 0.
+    pub const ALL: [ClusterUse; 5] = [
+        ClusterUse::Cache,
+        ClusterUse::Flight,
+        ClusterUse::Quota,
+        ClusterUse::Lease,
+        ClusterUse::KeyLimit,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClusterUse::Cache => "cache",
+            ClusterUse::Flight => "flight",
+            ClusterUse::Quota => "quota",
+            ClusterUse::Lease => "lease",
+            ClusterUse::KeyLimit => "key_limit",
+        }
+    }
+}
+
+/// A [`ClusterUse`] as a label.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct UseLabels {
+    r#use: &'static str,
+}
+
+/// `scoregate_cluster_*`: registered only with `[cluster]`; clones share the same series.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterMetrics {
+    /// 1 while Redis answers, 0 while the replica runs on its own.
+    pub redis_up: Gauge,
+    /// Uses that ran locally because Redis was unavailable.
+    fallbacks: Family<UseLabels, Counter>,
+}
+
+impl ClusterMetrics {
+    /// Counts one local fallback.
+    pub fn fallback(&self, what: ClusterUse) {
+        self.fallbacks
+            .get_or_create(&UseLabels {
+                r#use: what.as_str(),
+            })
+            .inc();
+    }
+}
+
 /// Every metric of the gateway, registered once.
 pub struct Metrics {
     /// The history writer's families.
     pub history: HistoryMetrics,
     /// The alerts' families.
     pub alerts: AlertMetrics,
+    /// The cluster's families (registered by [`Metrics::register_cluster`]).
+    pub cluster: ClusterMetrics,
     /// The exposition registry (names, help, units); families below are registered in it.
     registry: PromRegistry,
     http_requests: Family<HttpLabels, Counter>,
@@ -376,6 +442,27 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
+    /// Registers `scoregate_cluster_redis_up` and `scoregate_cluster_fallbacks_total`: only a
+    /// gateway with `[cluster]` has them (a single process reporting "Redis down" would page
+    /// someone for nothing).
+    pub fn register_cluster(&mut self) {
+        for what in ClusterUse::ALL {
+            let _ = self.cluster.fallbacks.get_or_create(&UseLabels {
+                r#use: what.as_str(),
+            });
+        }
+        self.registry.register(
+            "cluster_redis_up",
+            "1 while Redis answers (shared mode), 0 while this replica runs on its own",
+            self.cluster.redis_up.clone(),
+        );
+        self.registry.register(
+            "cluster_fallbacks",
+            "Uses that ran locally because Redis was unavailable, by use",
+            self.cluster.fallbacks.clone(),
+        );
+    }
+
     /// Creates and registers every family under the `scoregate_` prefix.
     pub fn new() -> Self {
         let mut registry = PromRegistry::with_prefix("scoregate");
@@ -401,6 +488,7 @@ impl Metrics {
             tenants_with_series: Mutex::default(),
             history: HistoryMetrics::default(),
             alerts: AlertMetrics::default(),
+            cluster: ClusterMetrics::default(),
         };
         registry.register(
             "alert_events",

@@ -79,29 +79,32 @@ impl FailureBackoff {
     }
 }
 
-/// The state behind the outbound limits. The in-process [`LocalQuotaStore`] is the only backend
-/// today; a Redis one (one atomic script over sliding windows, on Redis server time) will sit
-/// behind the same calls when several replicas share a tenant's quota. Durations, not instants,
+/// The state behind the outbound limits. The in-process [`LocalQuotaStore`] for one process; the
+/// Redis one ([`crate::cluster::quota::RedisQuotaStore`]: one atomic script over sliding windows,
+/// on Redis server time) when several replicas share a tenant's quota. Durations, not instants,
 /// cross this seam: a shared store measures time on its own clock.
+#[async_trait::async_trait]
 pub trait QuotaStore: Send + Sync {
-    /// Charges one call to `window`; `Err(wait)` when the window is spent, for the time until a
-    /// call fits (nothing is charged then).
-    fn charge(&self, key: &QuotaKey, limits: QuotaLimits, window: Window) -> Result<(), Duration>;
+    /// Charges one call to both windows; `Err(wait)` when one is spent, for the time until a
+    /// call fits. A shared store charges both at once or neither; the local one charges the
+    /// minute first (a call refused by a spent hour window costs a minute unit: the hour binds
+    /// only after a quarter of an hour at the full minute rate).
+    async fn charge(&self, key: &QuotaKey, limits: QuotaLimits) -> Result<(), Duration>;
     /// Leaves the key alone for `duration` (a longer cool-down already running is kept).
-    fn cool_down(&self, key: &QuotaKey, duration: Duration);
+    async fn cool_down(&self, key: &QuotaKey, duration: Duration);
     /// Time left in the key's cool-down, if any.
-    fn cool_down_left(&self, key: &QuotaKey) -> Option<Duration>;
-    /// Keys in cool-down now.
+    async fn cool_down_left(&self, key: &QuotaKey) -> Option<Duration>;
+    /// Keys in cool-down now, as far as this process knows (for `/metrics`).
     fn cooling_down(&self) -> usize;
     /// Records a failed fetch and pauses the key for `backoff`'s pause; returns the failures in a
     /// row, this one included.
-    fn record_failure(&self, key: &ScoreKey, backoff: &FailureBackoff) -> u32;
+    async fn record_failure(&self, key: &ScoreKey, backoff: &FailureBackoff) -> u32;
     /// Records a successful fetch: the back-off is over.
-    fn record_success(&self, key: &ScoreKey);
+    async fn record_success(&self, key: &ScoreKey);
     /// Time left in the key's failure back-off, if any.
-    fn backoff_left(&self, key: &ScoreKey) -> Option<Duration>;
+    async fn backoff_left(&self, key: &ScoreKey) -> Option<Duration>;
     /// Failed fetches of the key in a row (0 after a success).
-    fn consecutive_failures(&self, key: &ScoreKey) -> u32;
+    async fn consecutive_failures(&self, key: &ScoreKey) -> u32;
     /// Forgets tenants that left the registry and windows whose limits changed (live reload).
     ///
     /// Failure back-off is forgotten for every tenant: a reload is how an operator fixes
@@ -165,6 +168,23 @@ pub struct LocalQuotaStore {
 }
 
 impl LocalQuotaStore {
+    /// Charges one call to one window; `Err(wait)` when it is spent.
+    pub fn charge_window(
+        &self,
+        key: &QuotaKey,
+        limits: QuotaLimits,
+        window: Window,
+    ) -> Result<(), Duration> {
+        let limiters = self.limiters(key, limits);
+        let limiter = match window {
+            Window::Minute => &limiters.minute,
+            Window::Hour => &limiters.hour,
+        };
+        limiter
+            .check()
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+
     fn limiters(&self, key: &QuotaKey, limits: QuotaLimits) -> Arc<Limiters> {
         if let Some(limiters) = self.limiters.read().get(key) {
             if limiters.limits == limits {
@@ -187,26 +207,23 @@ impl LocalQuotaStore {
     }
 }
 
+#[async_trait::async_trait]
 impl QuotaStore for LocalQuotaStore {
-    fn charge(&self, key: &QuotaKey, limits: QuotaLimits, window: Window) -> Result<(), Duration> {
-        let limiters = self.limiters(key, limits);
-        let limiter = match window {
-            Window::Minute => &limiters.minute,
-            Window::Hour => &limiters.hour,
-        };
-        limiter
-            .check()
-            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    async fn charge(&self, key: &QuotaKey, limits: QuotaLimits) -> Result<(), Duration> {
+        for window in Window::ALL {
+            self.charge_window(key, limits, window)?;
+        }
+        Ok(())
     }
 
-    fn cool_down(&self, key: &QuotaKey, duration: Duration) {
+    async fn cool_down(&self, key: &QuotaKey, duration: Duration) {
         let until = instant_after(Instant::now(), duration);
         let mut cool_downs = self.cool_downs.lock();
         let entry = cool_downs.entry(key.clone()).or_insert(until);
         *entry = (*entry).max(until);
     }
 
-    fn cool_down_left(&self, key: &QuotaKey) -> Option<Duration> {
+    async fn cool_down_left(&self, key: &QuotaKey) -> Option<Duration> {
         let mut cool_downs = self.cool_downs.lock();
         let until = *cool_downs.get(key)?;
         let now = Instant::now();
@@ -227,7 +244,7 @@ impl QuotaStore for LocalQuotaStore {
             .count()
     }
 
-    fn record_failure(&self, key: &ScoreKey, backoff: &FailureBackoff) -> u32 {
+    async fn record_failure(&self, key: &ScoreKey, backoff: &FailureBackoff) -> u32 {
         let mut failures = self.failures.lock();
         let consecutive = failures.get(key).map_or(0, |state| state.consecutive) + 1;
         failures.insert(
@@ -240,18 +257,18 @@ impl QuotaStore for LocalQuotaStore {
         consecutive
     }
 
-    fn record_success(&self, key: &ScoreKey) {
+    async fn record_success(&self, key: &ScoreKey) {
         self.failures.lock().remove(key);
     }
 
-    fn backoff_left(&self, key: &ScoreKey) -> Option<Duration> {
+    async fn backoff_left(&self, key: &ScoreKey) -> Option<Duration> {
         let until = self.failures.lock().get(key)?.until;
         let now = Instant::now();
         // Over at `until` exactly, as a cool-down is: a zero pause is no pause.
         (until > now).then(|| until - now)
     }
 
-    fn consecutive_failures(&self, key: &ScoreKey) -> u32 {
+    async fn consecutive_failures(&self, key: &ScoreKey) -> u32 {
         self.failures
             .lock()
             .get(key)
@@ -345,7 +362,7 @@ mod tests {
     ) -> (u32, Duration) {
         let mut admitted = 0;
         loop {
-            match store.charge(key, limits, window) {
+            match store.charge_window(key, limits, window) {
                 Ok(()) => admitted += 1,
                 Err(wait) => return (admitted, wait),
             }
@@ -383,14 +400,19 @@ mod tests {
         assert_eq!(wait, Duration::from_secs(60) / 9);
         tokio::time::advance(wait - Duration::from_millis(1)).await;
         assert!(
-            store.charge(&contoso, limits, Window::Minute).is_err(),
+            store
+                .charge_window(&contoso, limits, Window::Minute)
+                .is_err(),
             "not a moment early"
         );
         tokio::time::advance(Duration::from_millis(1)).await;
-        assert_eq!(store.charge(&contoso, limits, Window::Minute), Ok(()));
+        assert_eq!(
+            store.charge_window(&contoso, limits, Window::Minute),
+            Ok(())
+        );
         // Another tenant's window is its own.
         assert_eq!(
-            store.charge(&key("fabrikam"), limits, Window::Minute),
+            store.charge_window(&key("fabrikam"), limits, Window::Minute),
             Ok(())
         );
     }
@@ -418,16 +440,16 @@ mod tests {
     async fn a_cool_down_refuses_calls_until_it_has_passed() {
         let store = LocalQuotaStore::default();
         let contoso = key("contoso");
-        store.cool_down(&contoso, Duration::from_secs(30));
-        store.cool_down(&contoso, Duration::from_secs(10));
+        store.cool_down(&contoso, Duration::from_secs(30)).await;
+        store.cool_down(&contoso, Duration::from_secs(10)).await;
         assert_eq!(
-            store.cool_down_left(&contoso),
+            store.cool_down_left(&contoso).await,
             Some(Duration::from_secs(30)),
             "the longer one stays"
         );
         assert_eq!(store.cooling_down(), 1);
         tokio::time::advance(Duration::from_secs(30)).await;
-        assert_eq!(store.cool_down_left(&contoso), None);
+        assert_eq!(store.cool_down_left(&contoso).await, None);
         assert_eq!(store.cooling_down(), 0);
     }
 
@@ -435,8 +457,10 @@ mod tests {
     async fn a_cool_down_longer_than_the_clock_can_represent_does_not_panic() {
         let store = LocalQuotaStore::default();
         let contoso = key("contoso");
-        store.cool_down(&contoso, Duration::from_secs(u64::MAX));
-        assert!(store.cool_down_left(&contoso).unwrap() > Duration::from_secs(86_400 * 365));
+        store
+            .cool_down(&contoso, Duration::from_secs(u64::MAX))
+            .await;
+        assert!(store.cool_down_left(&contoso).await.unwrap() > Duration::from_secs(86_400 * 365));
         assert!(instant_after(Instant::now(), Duration::MAX) > Instant::now());
     }
 
@@ -453,15 +477,23 @@ mod tests {
         };
         let mut pauses = Vec::new();
         for _ in 0..5 {
-            store.record_failure(&contoso, &backoff);
-            pauses.push(store.backoff_left(&contoso).unwrap().as_secs());
+            store.record_failure(&contoso, &backoff).await;
+            pauses.push(store.backoff_left(&contoso).await.unwrap().as_secs());
         }
         assert_eq!(pauses, vec![5, 10, 20, 40, 40]);
-        assert_eq!(store.consecutive_failures(&contoso), 5);
+        assert_eq!(store.consecutive_failures(&contoso).await, 5);
         tokio::time::advance(Duration::from_secs(40)).await;
-        assert_eq!(store.backoff_left(&contoso), None, "the pause is over");
-        assert_eq!(store.consecutive_failures(&contoso), 5, "the count is not");
-        store.record_success(&contoso);
-        assert_eq!(store.consecutive_failures(&contoso), 0);
+        assert_eq!(
+            store.backoff_left(&contoso).await,
+            None,
+            "the pause is over"
+        );
+        assert_eq!(
+            store.consecutive_failures(&contoso).await,
+            5,
+            "the count is not"
+        );
+        store.record_success(&contoso).await;
+        assert_eq!(store.consecutive_failures(&contoso).await, 0);
     }
 }

@@ -34,6 +34,9 @@ pub struct Refresher {
     spread: Duration,
     /// Most background fetches at once.
     max_concurrent: usize,
+    /// The Redis shared with other replicas: each metric is refreshed by the one replica that
+    /// takes its lease for the period. `None` for a single process.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// The mutable state of a running refresher.
@@ -47,6 +50,8 @@ struct Schedule {
     due: HashMap<(TenantId, Metric), Instant>,
     /// Background fetches this refresher started and that still run.
     running: Vec<(TenantId, Metric)>,
+    /// Leases held for the fetches in `running`: given back if the fetch fails.
+    leases: HashMap<(TenantId, Metric), String>,
 }
 
 impl Refresher {
@@ -65,6 +70,7 @@ impl Refresher {
             period: period.max(Duration::from_millis(100)),
             spread,
             max_concurrent: settings.max_concurrent.max(1),
+            cluster: services.cluster().cloned(),
         }
     }
 
@@ -134,9 +140,17 @@ impl Refresher {
     async fn step(&self, schedule: &mut Schedule, cache: &ScoreCache, registry: &Registry) {
         let slots = cache.outbound().in_flight_cap();
         let mut still_running = Vec::with_capacity(schedule.running.len());
-        for (id, metric) in schedule.running.drain(..) {
+        for (id, metric) in std::mem::take(&mut schedule.running) {
             if cache.is_fetching(&id, metric).await {
                 still_running.push((id, metric));
+                continue;
+            }
+            let token = schedule.leases.remove(&(id.clone(), metric));
+            let failed = cache
+                .last_fetch(&id, metric)
+                .is_none_or(|last| last.error.is_some());
+            if let (Some(token), true) = (token, failed) {
+                self.release(&id, metric, token).await;
             }
         }
         schedule.running = still_running;
@@ -161,15 +175,55 @@ impl Refresher {
                 // Someone else fetched it lately: come back one period after that fetch.
                 Some(ago) => now + self.period.saturating_sub(ago),
                 None => {
-                    cache.refresh(&tenant, metric).await;
-                    if cache.is_fetching(&tenant.id, metric).await {
-                        schedule.running.push((tenant.id.clone(), metric));
+                    match self.lease(&tenant.id, metric).await {
+                        // Another replica refreshes it this period.
+                        crate::cluster::Lease::Taken => {}
+                        lease => {
+                            cache.refresh(&tenant, metric).await;
+                            let started = cache.is_fetching(&tenant.id, metric).await;
+                            if started {
+                                schedule.running.push((tenant.id.clone(), metric));
+                            }
+                            if let crate::cluster::Lease::Held(token) = lease {
+                                if started {
+                                    schedule.leases.insert((tenant.id.clone(), metric), token);
+                                } else {
+                                    // Gated (cool-down, back-off): another replica may try.
+                                    self.release(&tenant.id, metric, token).await;
+                                }
+                            }
+                        }
                     }
                     now + self.period
                 }
             };
             schedule.due.insert((id.clone(), metric), next);
             schedule.queue.insert((next, id, metric));
+        }
+    }
+
+    /// Takes the tenant's metric's lease for this period; `Local` without a cluster.
+    async fn lease(&self, id: &TenantId, metric: Metric) -> crate::cluster::Lease {
+        match &self.cluster {
+            Some(cluster) => {
+                let key = crate::upstream::ScoreKey {
+                    tenant: id.clone(),
+                    metric,
+                };
+                cluster.try_lease(&key, self.period).await
+            }
+            None => crate::cluster::Lease::Local,
+        }
+    }
+
+    /// Gives back a lease whose refresh failed or never started.
+    async fn release(&self, id: &TenantId, metric: Metric, token: String) {
+        if let Some(cluster) = &self.cluster {
+            let key = crate::upstream::ScoreKey {
+                tenant: id.clone(),
+                metric,
+            };
+            cluster.release_lease(&key, token).await;
         }
     }
 
@@ -243,6 +297,7 @@ mod tests {
             period: Duration::from_secs(45),
             spread,
             max_concurrent,
+            cluster: None,
         }
     }
 

@@ -73,6 +73,9 @@ pub struct Services {
     history: Option<Arc<crate::history::History>>,
     /// Alert rules and webhook delivery; `None` when history is off (their state lives there).
     alerts: Option<Arc<crate::alerts::Alerts>>,
+    /// The Redis the replicas share (`[cluster]`): refresher leases and per-key limits ask it
+    /// directly; cache and quota reach it through their stores.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Services {
@@ -91,7 +94,32 @@ impl Services {
                     crate::telemetry::error_chain(&error)
                 )
             })?;
-        let metrics = Arc::new(Metrics::new());
+        let mut metrics = Metrics::new();
+        if config.cluster.is_some() {
+            metrics.register_cluster();
+        }
+        let metrics = Arc::new(metrics);
+        let cluster = match &config.cluster {
+            Some(cluster) => {
+                tracing::info!(
+                    redis = %cluster.redacted_url(),
+                    replicas = cluster.replicas,
+                    "cluster mode: cache, quota, single flight and refreshes shared through Redis"
+                );
+                let connected = crate::cluster::Cluster::connect(
+                    cluster,
+                    metrics.cluster.clone(),
+                    runtime.clone(),
+                )
+                .map_err(|error| anyhow::anyhow!("cluster.redis_url: {error}"))?;
+                Some(connected)
+            }
+            None => None,
+        };
+        let quota: Arc<dyn crate::quota::QuotaStore> = match &cluster {
+            Some(cluster) => Arc::new(crate::cluster::quota::RedisQuotaStore::new(cluster.clone())),
+            None => Arc::new(LocalQuotaStore::default()),
+        };
         // Webhooks go out through the same client (pool, TLS roots, user agent).
         let webhook_http = http.clone();
         let settings = &config.upstream;
@@ -102,7 +130,7 @@ impl Services {
                 Arc::new(GraphSecureScore::new(http.clone())),
             ],
             tokens: Arc::new(TokenSource::new(http)),
-            store: Arc::new(LocalQuotaStore::default()),
+            store: quota,
             retries: Retries {
                 max_retries: settings.max_retries,
                 base: Duration::from_millis(settings.retry_base_ms),
@@ -132,7 +160,26 @@ impl Services {
                 &runtime,
             ))
         });
-        let mut cache = ScoreCache::new(&config.cache, outbound.clone(), metrics.clone(), runtime);
+        let mut cache = match &cluster {
+            Some(cluster) => {
+                let window = Duration::from_secs(
+                    config.cache.fresh_seconds + config.cache.stale_if_error_seconds,
+                );
+                let store = crate::cluster::store::TieredStore::new(
+                    cluster.clone(),
+                    config.cache.max_entries,
+                    window,
+                );
+                ScoreCache::with_store(
+                    &config.cache,
+                    Arc::new(store),
+                    outbound.clone(),
+                    metrics.clone(),
+                    runtime,
+                )
+            }
+            None => ScoreCache::new(&config.cache, outbound.clone(), metrics.clone(), runtime),
+        };
         if let Some(history) = &history {
             cache = cache.with_history(history.clone(), alerts.clone());
         }
@@ -160,6 +207,7 @@ impl Services {
             request_wait: Duration::from_millis(config.upstream.timeout_ms + 500),
             history,
             alerts,
+            cluster,
         }))
     }
 
@@ -167,6 +215,11 @@ impl Services {
     /// reports to it: [`crate::alerts::Alerts::on_reading`] and `on_failure`.
     pub fn alerts(&self) -> Option<&Arc<crate::alerts::Alerts>> {
         self.alerts.as_ref()
+    }
+
+    /// The Redis shared by the replicas, or `None` for a single process.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.as_ref()
     }
 
     /// The score history, or `None` when it is turned off.

@@ -94,7 +94,7 @@ pub async fn authenticate(
         let error = ApiError::Internal("services missing".to_owned());
         return Ok(request.error_response(error).map_into_right_body());
     };
-    let (caller, rate) = match admit(&request, &services) {
+    let (caller, rate) = match admit(&request, &services).await {
         Ok(admitted) => admitted,
         Err(error) => return Ok(request.error_response(error).map_into_right_body()),
     };
@@ -144,7 +144,7 @@ fn check_shape(request: &ServiceRequest) -> Result<(), ApiError> {
 }
 
 /// Authenticates the caller and charges its rate; without authentication everyone sees all.
-fn admit(
+async fn admit(
     request: &ServiceRequest,
     services: &Services,
 ) -> Result<(Caller, Option<RateState>), ApiError> {
@@ -160,7 +160,14 @@ fn admit(
     let key = keys
         .authenticate(presented)
         .ok_or(ApiError::Unauthenticated { key_given: true })?;
-    let state = key.charge().map_err(|limited| ApiError::RateLimited {
+    // Several replicas share each key's minute through Redis; alone (or while Redis is
+    // unavailable) the key's own limiter decides.
+    let shared = match services.cluster() {
+        Some(cluster) => cluster.charge_key(&key.name, key.requests_per_minute).await,
+        None => None,
+    };
+    let state = shared.unwrap_or_else(|| key.charge());
+    let state = state.map_err(|limited| ApiError::RateLimited {
         retry_after: limited.retry_after,
         limit: limited.limit,
     })?;

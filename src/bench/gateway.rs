@@ -95,7 +95,10 @@ async fn gateway(emulator: &Emulator, max_in_flight: usize) -> anyhow::Result<Ga
     Ok(Gateway { address, _dir: dir })
 }
 
-async fn emulator(tenants: usize, latency: Option<LatencyRange>) -> anyhow::Result<Emulator> {
+pub(crate) async fn emulator(
+    tenants: usize,
+    latency: Option<LatencyRange>,
+) -> anyhow::Result<Emulator> {
     Emulator::start(EmulatorOptions {
         tenants,
         quota_per_minute: None,
@@ -121,7 +124,7 @@ fn percentile(sorted: &[Duration], fraction: f64) -> f64 {
 
 /// Drives GET `paths` (round robin) from `concurrency` tasks for `seconds`; returns the sorted
 /// latencies of 200 answers, the failures and the elapsed time.
-async fn drive(
+pub(crate) async fn drive(
     client: &reqwest::Client,
     paths: Arc<Vec<String>>,
     concurrency: usize,

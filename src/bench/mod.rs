@@ -1,6 +1,7 @@
 //! Benchmarks that print figures. Speed and memory targets are measured here, on demand, and
 //! not in timed tests: the machines are shared and noisy.
 
+pub mod cluster;
 pub mod emulator;
 pub mod gateway;
 pub mod history;

@@ -10,7 +10,9 @@
 //! tenant in cool-down or back-off holds no flight.
 //!
 //! Good readings live behind [`ScoreStore`], keyed by [`ScoreKey`] (tenant and metric): moka in
-//! process today; a shared (Redis) second level for several replicas later.
+//! process ([`MokaStore`]), or moka in front of Redis when several replicas share the tenants
+//! ([`crate::cluster::store::TieredStore`]), which also makes single flight cluster-wide through
+//! [`ScoreStore::claim`].
 //!
 //! Fetch tasks run on the gateway's own runtime (a handle captured when the services are built),
 //! never on the runtime of the HTTP worker that happened to start them: a worker's runtime is
@@ -135,7 +137,7 @@ pub struct Entry {
     pub fresh_for: Duration,
 }
 
-/// Where good readings are kept. moka in process today ([`MokaStore`]); a shared (Redis) second
+/// Where good readings are kept: moka in process ([`MokaStore`]); a shared (Redis) second
 /// level behind the same calls when several replicas serve the same tenants. The store only
 /// keeps: freshness, single flight and stale-if-error are decided by [`ScoreCache`].
 #[async_trait::async_trait]
@@ -147,6 +149,36 @@ pub trait ScoreStore: Send + Sync {
     /// Drops the entries of tenants that left the registry, and of metrics a tenant no longer
     /// has.
     async fn retain(&self, registry: &Registry);
+    /// Claims the right to fetch `key` among every process sharing the store, for `hold` at
+    /// most; a reading another process stored at or after `since` is the answer instead. A
+    /// store of one process has nobody to ask: it always fetches.
+    async fn claim(&self, _key: &ScoreKey, _since: SystemTime, _hold: Duration) -> Claim {
+        Claim::Fetch(None)
+    }
+    /// Gives back a claim once the fetch stored its reading (or failed).
+    async fn release(&self, _key: &ScoreKey, _token: String) {}
+    /// Waits, until `until` at most, for the reading another process fetches to be stored
+    /// (stored at or after `since`); `None` when its fetch ended without one, or time ran out.
+    async fn wait_for(
+        &self,
+        _key: &ScoreKey,
+        _since: SystemTime,
+        _until: Instant,
+    ) -> Option<Arc<Entry>> {
+        None
+    }
+}
+
+/// Who fetches a key when several processes share a [`ScoreStore`].
+#[derive(Debug)]
+pub enum Claim {
+    /// This process fetches; the token (if the store handed one) goes back to
+    /// [`ScoreStore::release`].
+    Fetch(Option<String>),
+    /// Another process fetches: wait for its reading with [`ScoreStore::wait_for`].
+    Wait,
+    /// Another process stored a reading since the flight began: it is the answer.
+    Ready(Arc<Entry>),
 }
 
 /// The in-process score store: bounded, and dropping entries too old even for stale-if-error.
@@ -243,6 +275,19 @@ impl ScoreCache {
         let fresh = Duration::from_secs(settings.fresh_seconds);
         let stale_if_error = Duration::from_secs(settings.stale_if_error_seconds);
         let entries = Arc::new(MokaStore::new(settings.max_entries, fresh + stale_if_error));
+        Self::with_store(settings, entries, outbound, metrics, runtime)
+    }
+
+    /// As [`ScoreCache::new`], over `entries` (a store shared by several replicas).
+    pub fn with_store(
+        settings: &CacheSettings,
+        entries: Arc<dyn ScoreStore>,
+        outbound: Arc<Outbound>,
+        metrics: Arc<Metrics>,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
+        let fresh = Duration::from_secs(settings.fresh_seconds);
+        let stale_if_error = Duration::from_secs(settings.stale_if_error_seconds);
         Self {
             entries,
             flights: Arc::default(),
@@ -368,13 +413,13 @@ impl ScoreCache {
     /// Starts a refresh of the tenant unless one runs already or the tenant must be left alone
     /// (cool-down, failure back-off). Used by stale-while-revalidate and the refresher.
     pub async fn refresh(&self, tenant: &Arc<Tenant>, metric: Metric) {
-        if !tenant.has(metric) || self.outbound.gate(tenant, metric).is_err() {
+        if !tenant.has(metric) || self.outbound.gate(tenant, metric).await.is_err() {
             return;
         }
         let key = self.key(&tenant.id, metric);
         let mut flights = self.flights.lock().await;
         if let std::collections::hash_map::Entry::Vacant(slot) = flights.entry(key) {
-            let flight = self.start_flight(tenant, slot.key());
+            let flight = self.start_flight(tenant, slot.key(), SystemTime::now());
             slot.insert(flight);
         }
     }
@@ -427,7 +472,7 @@ impl ScoreCache {
                 return Ok(futures::future::ready(entry).boxed().shared());
             }
         }
-        match self.outbound.gate(tenant, key.metric) {
+        match self.outbound.gate(tenant, key.metric).await {
             Ok(()) => {}
             // Backing off: the failure that started it says more than "backing off".
             Err(gated @ Gated::BackOff(_)) => {
@@ -440,19 +485,29 @@ impl ScoreCache {
             }
             Err(gated) => return Err(gated.into_error()),
         }
-        let flight = self.start_flight(tenant, key);
+        // Since the caller asked: a reading another replica stored after that answers it.
+        let since = SystemTime::now()
+            .checked_sub(asked_at.elapsed())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let flight = self.start_flight(tenant, key, since);
         flights.insert(key.clone(), flight.clone());
         Ok(flight.1)
     }
 
     /// Spawns the fetch on the gateway's runtime; the caller must insert it into `flights` under
     /// the lock it holds.
-    fn start_flight(&self, tenant: &Arc<Tenant>, key: &ScoreKey) -> (u64, Flight) {
+    fn start_flight(
+        &self,
+        tenant: &Arc<Tenant>,
+        key: &ScoreKey,
+        since: SystemTime,
+    ) -> (u64, Flight) {
         let number = self
             .next_flight
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let injected = self.injected.lock().remove(&tenant.id);
         let task = FlightTask {
+            started: since,
             number,
             key: key.clone(),
             tenant: tenant.clone(),
@@ -536,6 +591,8 @@ impl ScoreCache {
 
 /// Everything a spawned fetch needs, owned, so that it outlives every caller.
 struct FlightTask {
+    /// When the flight began: a reading another replica stored since then answers it.
+    started: SystemTime,
     number: u64,
     key: ScoreKey,
     tenant: Arc<Tenant>,
@@ -558,7 +615,7 @@ impl FlightTask {
             panic!("a test injected a panic into this fetch");
         }
         let deadline = self.outbound.deadline();
-        let result = self.fetch(deadline).await;
+        let result = self.fetch_once(deadline).await;
         // A fetch the gate refused attempted nothing: it is no outcome to remember.
         let result = match result {
             Err(FetchError::Gated(gated)) => Err(gated.into_error()),
@@ -595,6 +652,37 @@ impl FlightTask {
         );
     }
 
+    /// Fetches, unless another replica sharing the store fetches the same key: then its
+    /// reading is this flight's. When that fetch ends without a reading, the claim is tried
+    /// again (the shared back-off decides whether this replica may call).
+    async fn fetch_once(&self, deadline: Instant) -> Result<Arc<Entry>, FetchError> {
+        let hold = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1);
+        loop {
+            match self.entries.claim(&self.key, self.started, hold).await {
+                Claim::Ready(entry) => return Ok(entry),
+                Claim::Fetch(token) => {
+                    let result = self.fetch(deadline).await;
+                    if let Some(token) = token {
+                        self.entries.release(&self.key, token).await;
+                    }
+                    return result;
+                }
+                Claim::Wait => {
+                    if let Some(entry) = self
+                        .entries
+                        .wait_for(&self.key, self.started, deadline)
+                        .await
+                    {
+                        return Ok(entry);
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(FetchError::Upstream(UpstreamError::Timeout));
+                    }
+                }
+            }
+        }
+    }
+
     async fn fetch(&self, deadline: Instant) -> Result<Arc<Entry>, FetchError> {
         let metric = self.key.metric;
         let result = self.outbound.fetch(&self.tenant, metric, deadline).await;
@@ -625,7 +713,9 @@ impl FlightTask {
                 self.metrics.tenant_failure(
                     &self.tenant.id,
                     metric,
-                    self.outbound.consecutive_failures(&self.tenant, metric),
+                    self.outbound
+                        .consecutive_failures(&self.tenant, metric)
+                        .await,
                 );
                 tracing::warn!(tenant = %self.tenant.id, metric = metric.as_str(), "fetch failed: {error}");
                 if let Some(recorder) = &self.recorder {

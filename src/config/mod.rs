@@ -20,7 +20,7 @@
 
 mod alerts;
 mod env;
-mod resolve;
+pub(crate) mod resolve;
 mod settings;
 #[cfg(test)]
 mod test_support;
@@ -75,6 +75,8 @@ pub struct Config {
     pub history: HistoryConfig,
     /// `[[alerts]]` and `[[webhooks]]`, resolved (scopes against the registry).
     pub alerts: crate::alerts::AlertsConfig,
+    /// `[cluster]`, resolved; `None` for a single process.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// Problems that do not stop the gateway (a secret file others may read), one line each,
     /// starting with the key; logged at load and printed by `check-config`.
     pub warnings: Vec<String>,
@@ -216,6 +218,11 @@ impl Config {
             &lookup,
             &mut problems,
         );
+        let cluster = settings.cluster.as_ref().and_then(|cluster| {
+            use secrecy::ExposeSecret;
+            let history_url = history.enabled.then(|| history.url.expose_secret());
+            crate::cluster::config::resolve(cluster, history_url, base_dir, &lookup, &mut problems)
+        });
         let warnings = loose_file_warnings(&tenants, base_dir);
         for warning in &warnings {
             tracing::warn!(config = %path.display(), "{warning}");
@@ -239,6 +246,7 @@ impl Config {
             keys: Arc::new(keys),
             history,
             alerts,
+            cluster,
             warnings,
         })
     }
@@ -297,6 +305,14 @@ impl Config {
             self.alerts.rules.len(),
             self.alerts.webhooks.len()
         );
+        if let Some(cluster) = &self.cluster {
+            let _ = writeln!(
+                out,
+                "  cluster: Redis {}, {} replica(s)",
+                cluster.redacted_url(),
+                cluster.replicas
+            );
+        }
         for warning in &self.warnings {
             let _ = writeln!(out, "  warning: {warning}");
         }

@@ -578,7 +578,7 @@ fn escape_sqlite_path(path: &str) -> String {
 }
 
 /// Reads a secret from exactly one of the environment or a file; trailing newlines are dropped.
-pub(super) fn read_secret(
+pub(crate) fn read_secret(
     source: &SecretSource,
     key: &str,
     base_dir: &Path,

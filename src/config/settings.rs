@@ -46,6 +46,9 @@ pub struct Settings {
     /// Endpoints that receive alert events (`[[webhooks]]`).
     #[serde(default)]
     pub webhooks: Vec<super::alerts::WebhookSettings>,
+    /// Several replicas sharing state through Redis; absent for a single process.
+    #[serde(default)]
+    pub cluster: Option<crate::cluster::ClusterSettings>,
 }
 
 /// `[history]`: where every reading is kept, and for how long.

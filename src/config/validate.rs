@@ -563,14 +563,13 @@ mod tests {
             crate::refresher::Refresher::new(&services, &config.cache, &config.refresh);
         // The limiters are built on first use: use them once.
         let tenant = config.registry.get("a").unwrap();
-        use crate::quota::QuotaStore as _;
         let store = crate::quota::LocalQuotaStore::default();
         let key = crate::quota::QuotaKey {
             tenant: tenant.id.clone(),
             service: crate::upstream::UpstreamService::Defender,
         };
         for window in crate::quota::Window::ALL {
-            assert!(store.charge(&key, tenant.quota, window).is_ok());
+            assert!(store.charge_window(&key, tenant.quota, window).is_ok());
         }
         let key = config.keys.authenticate("test").unwrap();
         assert!(key.charge().is_ok());

@@ -39,11 +39,12 @@
 //! back-off by tenant and metric. A source answering 404 or 410 is `upstream_gone`: not retried,
 //! and backed off for [`GONE_BACKOFF`] rather than the short exponential pause.
 //!
-//! The state these policies consult lives behind [`QuotaStore`] (in-process today, shared across
-//! replicas later); the in-flight cap and tenant slots stay per process.
+//! The state these policies consult lives behind [`QuotaStore`] (in process, or in Redis for
+//! several replicas: [`crate::cluster::quota::RedisQuotaStore`]); the in-flight cap and tenant
+//! slots stay per process.
 
 use crate::metrics::{CallOutcome, Metrics, QuotaRefusal};
-use crate::quota::{instant_after, FailureBackoff, QuotaKey, QuotaStore, Window};
+use crate::quota::{instant_after, FailureBackoff, QuotaKey, QuotaStore};
 use crate::tenants::{Registry, Tenant};
 use crate::token::{TokenError, Tokens};
 use crate::upstream::{CallFailure, Metric, Reading, ScoreKey, ScoreSource, UpstreamError};
@@ -177,12 +178,12 @@ struct Gate {
 }
 
 impl Gate {
-    fn check(&self, quota: &QuotaKey, key: &ScoreKey) -> Result<(), Gated> {
-        if let Some(left) = self.store.cool_down_left(quota) {
+    async fn check(&self, quota: &QuotaKey, key: &ScoreKey) -> Result<(), Gated> {
+        if let Some(left) = self.store.cool_down_left(quota).await {
             self.metrics.quota_refusal(QuotaRefusal::CoolDown);
             return Err(Gated::CoolDown(left));
         }
-        match self.store.backoff_left(key) {
+        match self.store.backoff_left(key).await {
             Some(left) => Err(Gated::BackOff(left)),
             None => Ok(()),
         }
@@ -238,17 +239,15 @@ impl RateLimit {
         tenant: &Tenant,
         deadline: Instant,
     ) -> Result<(), UpstreamError> {
-        for window in Window::ALL {
-            while let Err(wait) = self.store.charge(key, tenant.limits(key.service), window) {
-                if instant_after(Instant::now(), wait) > deadline {
-                    self.metrics.quota_refusal(QuotaRefusal::Rate);
-                    return Err(UpstreamError::Throttled {
-                        retry_after: wait.max(Duration::from_secs(1)),
-                    });
-                }
-                self.metrics.quota_wait();
-                tokio::time::sleep(wait).await;
+        while let Err(wait) = self.store.charge(key, tenant.limits(key.service)).await {
+            if instant_after(Instant::now(), wait) > deadline {
+                self.metrics.quota_refusal(QuotaRefusal::Rate);
+                return Err(UpstreamError::Throttled {
+                    retry_after: wait.max(Duration::from_secs(1)),
+                });
             }
+            self.metrics.quota_wait();
+            tokio::time::sleep(wait).await;
         }
         Ok(())
     }
@@ -454,9 +453,10 @@ impl Outbound {
     }
 
     /// Layer 1 alone: whether the tenant's `metric` may be fetched now.
-    pub fn gate(&self, tenant: &Tenant, metric: Metric) -> Result<(), Gated> {
+    pub async fn gate(&self, tenant: &Tenant, metric: Metric) -> Result<(), Gated> {
         self.gate
             .check(&quota_key(tenant, metric), &score_key(tenant, metric))
+            .await
     }
 
     /// Fetches the tenant's `metric` through the whole stack (see the module documentation).
@@ -468,7 +468,10 @@ impl Outbound {
     ) -> Result<Reading, FetchError> {
         let quota = quota_key(tenant, metric);
         let key = score_key(tenant, metric);
-        self.gate.check(&quota, &key).map_err(FetchError::Gated)?;
+        self.gate
+            .check(&quota, &key)
+            .await
+            .map_err(FetchError::Gated)?;
         let Some(source) = self.sources.get(&metric) else {
             // The services register a source for every metric; only a test stack may lack one.
             return Err(FetchError::Upstream(UpstreamError::Failed {
@@ -485,15 +488,15 @@ impl Outbound {
             other => other,
         };
         match &result {
-            Ok(_) => self.store.record_success(&key),
+            Ok(_) => self.store.record_success(&key).await,
             // A 429 has its own cool-down; everything else counts towards the back-off.
             Err(UpstreamError::Throttled { .. }) => {}
             Err(UpstreamError::Gone { .. }) => {
                 tracing::warn!(tenant = %tenant.id, metric = metric.as_str(), "the score endpoint is gone (404/410): not asked again for an hour");
-                self.store.record_failure(&key, &GONE_BACKOFF);
+                self.store.record_failure(&key, &GONE_BACKOFF).await;
             }
             Err(_) => {
-                self.store.record_failure(&key, &self.backoff);
+                self.store.record_failure(&key, &self.backoff).await;
             }
         }
         result.map_err(FetchError::Upstream)
@@ -514,6 +517,7 @@ impl Outbound {
         let quota = quota_key(tenant, metric);
         self.gate
             .check(&quota, &score_key(tenant, metric))
+            .await
             .map_err(FetchError::Gated)?;
         let Some(source) = self.sources.get(&metric) else {
             return Err(FetchError::Upstream(UpstreamError::Failed {
@@ -526,8 +530,10 @@ impl Outbound {
     }
 
     /// Failed fetches of the tenant's `metric` in a row (0 after a success).
-    pub fn consecutive_failures(&self, tenant: &Tenant, metric: Metric) -> u32 {
-        self.store.consecutive_failures(&score_key(tenant, metric))
+    pub async fn consecutive_failures(&self, tenant: &Tenant, metric: Metric) -> u32 {
+        self.store
+            .consecutive_failures(&score_key(tenant, metric))
+            .await
     }
 
     /// The in-flight cap, for reporting and for the refresher's restraint.
@@ -565,7 +571,7 @@ impl Outbound {
                 Decision::Done(reading) => return Ok(reading),
                 Decision::Fail(error) => return Err(error),
                 Decision::CoolDown(retry_after) => {
-                    self.store.cool_down(key, retry_after);
+                    self.store.cool_down(key, retry_after).await;
                     return Err(UpstreamError::Throttled { retry_after });
                 }
                 Decision::RenewToken(detail) => {

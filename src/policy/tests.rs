@@ -142,7 +142,10 @@ async fn transient_failures_are_retried_each_charging_the_quota() {
         .unwrap();
     assert_eq!(reading.score, 42.0);
     assert_eq!(source.calls("contoso"), 3);
-    assert_eq!(stack.consecutive_failures(&contoso, Metric::Device), 0);
+    assert_eq!(
+        stack.consecutive_failures(&contoso, Metric::Device).await,
+        0
+    );
     // The next fetch must wait for the minute window: longer than the fetch deadline allows.
     let error = stack
         .fetch(
@@ -178,10 +181,13 @@ async fn spent_retries_fail_the_fetch_and_start_the_back_off() {
         "{error:?}"
     );
     assert_eq!(source.calls("contoso"), 3, "one attempt and two retries");
-    assert_eq!(stack.consecutive_failures(&contoso, Metric::Device), 1);
+    assert_eq!(
+        stack.consecutive_failures(&contoso, Metric::Device).await,
+        1
+    );
     // The gate now refuses for the first back-off pause (5 s), without calling.
     assert!(matches!(
-        stack.gate(&contoso, Metric::Device),
+        stack.gate(&contoso, Metric::Device).await,
         Err(Gated::BackOff(_))
     ));
     let refused = stack
@@ -191,7 +197,7 @@ async fn spent_retries_fail_the_fetch_and_start_the_back_off() {
     assert!(matches!(refused, FetchError::Gated(Gated::BackOff(_))));
     assert_eq!(source.calls("contoso"), 3);
     tokio::time::advance(Duration::from_secs(5)).await;
-    assert_eq!(stack.gate(&contoso, Metric::Device), Ok(()));
+    assert_eq!(stack.gate(&contoso, Metric::Device).await, Ok(()));
     source.answer(Answer::Score(7.0));
     assert_eq!(
         stack
@@ -202,7 +208,7 @@ async fn spent_retries_fail_the_fetch_and_start_the_back_off() {
         7.0
     );
     assert_eq!(
-        stack.consecutive_failures(&contoso, Metric::Device),
+        stack.consecutive_failures(&contoso, Metric::Device).await,
         0,
         "a success ends the back-off"
     );
@@ -230,11 +236,14 @@ async fn a_429_cools_the_tenant_down_without_counting_as_a_failure() {
         FetchError::Upstream(UpstreamError::Throttled { retry_after }) if retry_after == Duration::from_secs(30)
     ));
     assert_eq!(source.calls("contoso"), 1, "a 429 is not retried");
-    assert_eq!(stack.consecutive_failures(&contoso, Metric::Device), 0);
+    assert_eq!(
+        stack.consecutive_failures(&contoso, Metric::Device).await,
+        0
+    );
     assert_eq!(stack.tenants_cooling_down(), 1);
     tokio::time::advance(Duration::from_secs(29)).await;
     assert_eq!(
-        stack.gate(&contoso, Metric::Device),
+        stack.gate(&contoso, Metric::Device).await,
         Err(Gated::CoolDown(Duration::from_secs(1)))
     );
     tokio::time::advance(Duration::from_secs(1)).await;
@@ -437,7 +446,7 @@ async fn a_gone_endpoint_is_called_once_names_the_other_metrics_and_is_left_alon
     // Backed off for an hour, not for the short exponential pause.
     tokio::time::advance(Duration::from_secs(3599)).await;
     assert!(matches!(
-        stack.gate(&contoso, Metric::Device),
+        stack.gate(&contoso, Metric::Device).await,
         Err(Gated::BackOff(_))
     ));
     // The other metrics, even of the same service, are not held back by it.
@@ -450,7 +459,7 @@ async fn a_gone_endpoint_is_called_once_names_the_other_metrics_and_is_left_alon
         .await
         .is_ok());
     tokio::time::advance(Duration::from_secs(1)).await;
-    assert_eq!(stack.gate(&contoso, Metric::Device), Ok(()));
+    assert_eq!(stack.gate(&contoso, Metric::Device).await, Ok(()));
 }
 
 #[tokio::test(start_paused = true)]

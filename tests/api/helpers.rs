@@ -238,8 +238,9 @@ fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
     BUFFER.get_or_init(Arc::default)
 }
 
-/// Installs (once) a subscriber that writes every event into the buffer.
-fn capture_logs() {
+/// Installs (once) a subscriber that writes every event into the buffer (`spawn_app` does;
+/// harnesses that start gateways themselves call it too).
+pub fn capture_logs() {
     static INSTALLED: OnceLock<()> = OnceLock::new();
     INSTALLED.get_or_init(|| {
         let buffer = log_buffer().clone();

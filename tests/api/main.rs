@@ -6,6 +6,7 @@
 mod alerts;
 mod auth;
 mod cli;
+mod cluster;
 mod emulator;
 mod gateway;
 mod hardening_config;

@@ -1,0 +1,328 @@
+//! The score cache's Redis level and cluster-wide single flight, behind [`ScoreStore`].
+//!
+//! [`TieredStore`] keeps moka in front: a look-up is answered from this replica's memory while
+//! its copy was checked against Redis less than `[cluster] local_ttl_ms` ago; after that Redis is
+//! asked whether another replica stored a newer reading. Redis holds each reading with its fetch
+//! and store times (wall clock, milliseconds since the epoch) and its fresh window, for the fresh
+//! plus stale-if-error windows: a replica that starts, or whose own copy expired, serves what
+//! another fetched. Redis unavailable: the first level alone, for the whole window.
+//!
+//! Single flight across replicas: before fetching, a replica sets the flight key of the tenant
+//! and metric with `SET NX PX` and a random token (held at most for the fetch's deadline). The
+//! replica that gets it fetches, stores the reading in Redis, then deletes the key with a
+//! compare-and-delete script (never another replica's later claim). The others poll Redis every
+//! `[cluster] wait_poll_ms` for a reading stored since their flight began; when the key is gone
+//! without one (the fetch failed), they claim it in turn, and the shared back-off decides
+//! whether they may call at all.
+
+use super::Cluster;
+use crate::cache::{Claim, Entry, MokaStore, ScoreStore};
+use crate::metrics::ClusterUse;
+use crate::tenants::Registry;
+use crate::upstream::{Categories, Comparison, Reading, ScoreKey, SecureDetails};
+use redis::Script;
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::time::Instant;
+
+/// Deletes `KEYS[1]` only if it still holds `ARGV[1]` (a claim's token): a fetch that outlived
+/// its claim never deletes the claim another replica made since.
+pub const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+/// [`RELEASE`], loaded once.
+pub static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE));
+
+/// A reading as stored in Redis. Versioned: a replica of another version that cannot read it
+/// treats it as absent.
+#[derive(Debug, Serialize, Deserialize)]
+struct Stored {
+    v: u8,
+    score: f64,
+    time: String,
+    fetched_at_ms: u64,
+    stored_at_ms: u64,
+    fresh_for_ms: u64,
+    secure: Option<StoredSecure>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredSecure {
+    max_score: f64,
+    categories: Categories,
+    comparisons: Vec<Comparison>,
+}
+
+fn millis_since_epoch(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |since| {
+        u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+    })
+}
+
+impl Stored {
+    fn from_entry(entry: &Entry) -> Self {
+        let stored_at = SystemTime::now()
+            .checked_sub(entry.stored_at.elapsed())
+            .unwrap_or(UNIX_EPOCH);
+        Self {
+            v: 1,
+            score: entry.reading.score,
+            time: entry.reading.time.clone(),
+            fetched_at_ms: millis_since_epoch(entry.reading.fetched_at),
+            stored_at_ms: millis_since_epoch(stored_at),
+            fresh_for_ms: u64::try_from(entry.fresh_for.as_millis()).unwrap_or(u64::MAX),
+            secure: entry.reading.secure.as_ref().map(|secure| StoredSecure {
+                max_score: secure.max_score,
+                categories: secure.categories,
+                comparisons: secure.comparisons.clone(),
+            }),
+        }
+    }
+
+    /// The entry, its store time turned into this process's clock.
+    fn into_entry(self) -> Entry {
+        let stored_wall = UNIX_EPOCH + Duration::from_millis(self.stored_at_ms);
+        let ago = SystemTime::now()
+            .duration_since(stored_wall)
+            .unwrap_or(Duration::ZERO);
+        let now = Instant::now();
+        Entry {
+            reading: Reading {
+                score: self.score,
+                time: self.time,
+                fetched_at: UNIX_EPOCH + Duration::from_millis(self.fetched_at_ms),
+                secure: self.secure.map(|secure| SecureDetails {
+                    max_score: secure.max_score,
+                    categories: secure.categories,
+                    comparisons: secure.comparisons,
+                }),
+            },
+            stored_at: now.checked_sub(ago).unwrap_or(now),
+            fresh_for: Duration::from_millis(self.fresh_for_ms),
+        }
+    }
+}
+
+/// Whether `entry` (read from Redis) was stored at or after `since`.
+fn stored_since(entry: &Entry, since: SystemTime) -> bool {
+    let stored = SystemTime::now()
+        .checked_sub(entry.stored_at.elapsed())
+        .unwrap_or(UNIX_EPOCH);
+    millis_since_epoch(stored) >= millis_since_epoch(since)
+}
+
+/// moka in front of Redis, and the cluster's single flight.
+pub struct TieredStore {
+    cluster: Arc<Cluster>,
+    /// The first level: every entry this replica has, for the whole window.
+    local: MokaStore,
+    /// When each first-level entry was last compared with Redis.
+    checked: moka::future::Cache<ScoreKey, Instant>,
+    /// How long a reading is kept in Redis: fresh plus stale-if-error.
+    time_to_live: Duration,
+}
+
+impl TieredStore {
+    /// A store of at most `max_entries` readings kept for `time_to_live` in both levels.
+    pub fn new(cluster: Arc<Cluster>, max_entries: u64, time_to_live: Duration) -> Self {
+        Self {
+            local: MokaStore::new(max_entries, time_to_live),
+            checked: moka::future::Cache::builder()
+                .max_capacity(max_entries)
+                .time_to_live(cluster.local_ttl().max(Duration::from_millis(1)))
+                .build(),
+            cluster,
+            time_to_live,
+        }
+    }
+
+    /// The reading Redis holds under `key`; `Err` when Redis is unavailable.
+    async fn shared(&self, key: &ScoreKey) -> Result<Option<Entry>, super::ClusterError> {
+        let value_key = self.cluster.score_key(key, "score");
+        let raw: Option<String> = self
+            .cluster
+            .run(|mut connection| async move {
+                redis::cmd("GET")
+                    .arg(value_key)
+                    .query_async(&mut connection)
+                    .await
+            })
+            .await?;
+        Ok(raw
+            .and_then(|raw| serde_json::from_str::<Stored>(&raw).ok())
+            .filter(|stored| stored.v == 1)
+            .map(Stored::into_entry))
+    }
+}
+
+#[async_trait::async_trait]
+impl ScoreStore for TieredStore {
+    async fn get(&self, key: &ScoreKey) -> Option<Arc<Entry>> {
+        let local = self.local.get(key).await;
+        if local.is_some() && self.checked.get(key).await.is_some() {
+            return local;
+        }
+        match self.shared(key).await {
+            Ok(Some(shared)) => {
+                self.checked.insert(key.clone(), Instant::now()).await;
+                if local
+                    .as_ref()
+                    .is_some_and(|local| local.stored_at >= shared.stored_at)
+                {
+                    return local;
+                }
+                let shared = Arc::new(shared);
+                self.local.insert(key.clone(), shared.clone()).await;
+                Some(shared)
+            }
+            Ok(None) => {
+                self.checked.insert(key.clone(), Instant::now()).await;
+                local
+            }
+            Err(_) => {
+                if local.is_some() {
+                    self.cluster.fell_back(ClusterUse::Cache);
+                }
+                local
+            }
+        }
+    }
+
+    async fn insert(&self, key: ScoreKey, entry: Arc<Entry>) {
+        let value_key = self.cluster.score_key(&key, "score");
+        let value = serde_json::to_string(&Stored::from_entry(&entry));
+        self.local.insert(key.clone(), entry).await;
+        self.checked.insert(key, Instant::now()).await;
+        let Ok(value) = value else {
+            return;
+        };
+        let millis = u64::try_from(self.time_to_live.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let stored = self
+            .cluster
+            .run(|mut connection| async move {
+                redis::cmd("SET")
+                    .arg(value_key)
+                    .arg(value)
+                    .arg("PX")
+                    .arg(millis)
+                    .query_async::<()>(&mut connection)
+                    .await
+            })
+            .await;
+        if stored.is_err() {
+            self.cluster.fell_back(ClusterUse::Cache);
+        }
+    }
+
+    async fn retain(&self, registry: &Registry) {
+        // Redis entries of a departed tenant expire with their window; only memory is freed.
+        self.local.retain(registry).await;
+    }
+
+    async fn claim(&self, key: &ScoreKey, since: SystemTime, hold: Duration) -> Claim {
+        let flight_key = self.cluster.score_key(key, "flight");
+        let token = uuid::Uuid::new_v4().to_string();
+        let millis = u64::try_from(hold.as_millis()).unwrap_or(u64::MAX).max(1);
+        let claim_token = token.clone();
+        let claimed = self
+            .cluster
+            .run(|mut connection| async move {
+                redis::cmd("SET")
+                    .arg(flight_key)
+                    .arg(claim_token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis)
+                    .query_async::<Option<String>>(&mut connection)
+                    .await
+            })
+            .await;
+        match claimed {
+            Ok(Some(_)) => {
+                // Checked after winning, not before: a replica that stored and released just
+                // before our claim did so before this look, so its reading is seen here.
+                match self.shared(key).await {
+                    Ok(Some(entry)) if stored_since(&entry, since) => {
+                        self.release(key, token).await;
+                        let entry = Arc::new(entry);
+                        self.local.insert(key.clone(), entry.clone()).await;
+                        self.checked.insert(key.clone(), Instant::now()).await;
+                        Claim::Ready(entry)
+                    }
+                    _ => Claim::Fetch(Some(token)),
+                }
+            }
+            Ok(None) => Claim::Wait,
+            Err(_) => {
+                self.cluster.fell_back(ClusterUse::Flight);
+                Claim::Fetch(None)
+            }
+        }
+    }
+
+    async fn release(&self, key: &ScoreKey, token: String) {
+        let flight_key = self.cluster.score_key(key, "flight");
+        // A claim left behind expires with its hold: nothing more to do when this fails.
+        let _ = self
+            .cluster
+            .run(|mut connection| async move {
+                RELEASE_SCRIPT
+                    .key(flight_key)
+                    .arg(token)
+                    .invoke_async::<i64>(&mut connection)
+                    .await
+            })
+            .await;
+    }
+
+    async fn wait_for(
+        &self,
+        key: &ScoreKey,
+        since: SystemTime,
+        until: Instant,
+    ) -> Option<Arc<Entry>> {
+        let value_key = self.cluster.score_key(key, "score");
+        let flight_key = self.cluster.score_key(key, "flight");
+        let since_ms = millis_since_epoch(since);
+        loop {
+            let (value_key, flight_key) = (value_key.clone(), flight_key.clone());
+            let polled = self
+                .cluster
+                .run(|mut connection| async move {
+                    redis::cmd("MGET")
+                        .arg(value_key)
+                        .arg(flight_key)
+                        .query_async::<(Option<String>, Option<String>)>(&mut connection)
+                        .await
+                })
+                .await;
+            let Ok((value, flight)) = polled else {
+                self.cluster.fell_back(ClusterUse::Flight);
+                return None;
+            };
+            let fresh = value
+                .and_then(|raw| serde_json::from_str::<Stored>(&raw).ok())
+                .filter(|stored| stored.v == 1 && stored.stored_at_ms >= since_ms);
+            if let Some(stored) = fresh {
+                let entry = Arc::new(stored.into_entry());
+                self.local.insert(key.clone(), entry.clone()).await;
+                self.checked.insert(key.clone(), Instant::now()).await;
+                return Some(entry);
+            }
+            // The claim is gone without a reading: that fetch failed.
+            flight.as_ref()?;
+            let next = Instant::now() + self.cluster.wait_poll();
+            if next >= until {
+                return None;
+            }
+            tokio::time::sleep_until(next).await;
+        }
+    }
+}

@@ -1,0 +1,710 @@
+//! Several replicas against one emulator and one real `redis-server`: the cache, single flight,
+//! the per-tenant quota, cursors and refreshes behave like one gateway; Redis going away and
+//! coming back never fails a request. Also the quota's Lua script against the real Redis.
+//!
+//! [`RedisServer`] runs `redis-server --port N --save '' --appendonly no` on a free port, killed
+//! when dropped (`scripts/test.sh` installs it where missing). [`Replicas`] starts three
+//! gateways in this process from one written configuration, as three processes with the same
+//! file would be (history off: it is PostgreSQL's business, tested in `history`).
+
+use scoregate::app::Application;
+use scoregate::cluster::quota::{Charged, RedisQuotaStore};
+use scoregate::cluster::{Cluster, ClusterConfig};
+use scoregate::config::Config;
+use scoregate::emulator::{Emulator, EmulatorOptions};
+use scoregate::metrics::ClusterMetrics;
+use scoregate::quota::QuotaKey;
+use scoregate::tenants::{QuotaLimits, TenantId};
+use scoregate::upstream::UpstreamService;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A `redis-server` on a free port, without persistence; killed on drop.
+pub struct RedisServer {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts one and waits until it answers.
+    pub fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let mut server = Self { port, child: None };
+        server.start_again();
+        server
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the (stopped) server on the same port and waits until it accepts connections.
+    pub fn start_again(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is not installed: run scripts/test.sh, which installs it");
+        self.child = Some(child);
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    /// Kills the server at once (an outage, as a crash looks to clients).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Three gateways sharing one emulator and one Redis.
+pub struct Replicas {
+    /// `http://127.0.0.1:PORT` of each replica.
+    pub addresses: Vec<String>,
+    /// The emulator behind them all.
+    pub emulator: Emulator,
+    /// A plain client.
+    pub client: reqwest::Client,
+    _dir: tempfile::TempDir,
+    servers: Vec<actix_web::dev::ServerHandle>,
+}
+
+/// The cursor secret every replica is given (`[server] cursor_key`).
+const CURSOR_KEY: &str = "a-cursor-key-shared-by-every-replica-0123456789";
+
+impl Replicas {
+    /// Starts `count` replicas against `redis` with test-friendly settings plus `env`.
+    pub async fn start(
+        count: usize,
+        options: EmulatorOptions,
+        redis: &RedisServer,
+        env: &[(&str, &str)],
+    ) -> Self {
+        Self::start_staggered(count, options, redis, env, Duration::ZERO).await
+    }
+
+    /// As [`Replicas::start`], each replica `gap` after the one before (as a rolling start).
+    pub async fn start_staggered(
+        count: usize,
+        options: EmulatorOptions,
+        redis: &RedisServer,
+        env: &[(&str, &str)],
+        gap: Duration,
+    ) -> Self {
+        crate::helpers::capture_logs();
+        let emulator = Emulator::start(options).await.expect("the emulator starts");
+        let dir = tempfile::Builder::new()
+            .prefix("scoregate-cluster-")
+            .tempdir()
+            .expect("a temporary directory");
+        let config_path = emulator
+            .write_config(dir.path())
+            .expect("the emulator writes a configuration");
+        let url = redis.url();
+        let replicas = count.to_string();
+        let mut overrides: Vec<(String, String)> = [
+            ("SCOREGATE__SERVER__BIND", "127.0.0.1:0"),
+            ("SCOREGATE__SERVER__WORKERS", "2"),
+            (
+                "SCOREGATE__SERVER__CURSOR_KEY",
+                "{ env = \"SG_CURSOR_KEY\" }",
+            ),
+            ("SG_CURSOR_KEY", CURSOR_KEY),
+            ("SCOREGATE__REFRESH__ENABLED", "false"),
+            ("SCOREGATE__HISTORY__ENABLED", "false"),
+            ("SCOREGATE__UPSTREAM__RETRY_BASE_MS", "10"),
+            ("SCOREGATE__UPSTREAM__RETRY_MAX_MS", "40"),
+            ("SCOREGATE__CACHE__MIN_FORCED_INTERVAL_MS", "0"),
+            ("SCOREGATE__CLUSTER__REDIS_URL", url.as_str()),
+            ("SCOREGATE__CLUSTER__REPLICAS", replicas.as_str()),
+            ("SCOREGATE__CLUSTER__WAIT_POLL_MS", "10"),
+        ]
+        .iter()
+        .chain(env.iter())
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect();
+        overrides.sort_by(|a, b| a.0.cmp(&b.0));
+        let config = Config::load_with_env(&config_path, overrides)
+            .expect("the written configuration loads");
+        let mut addresses = Vec::new();
+        let mut servers = Vec::new();
+        for index in 0..count {
+            if index > 0 {
+                tokio::time::sleep(gap).await;
+            }
+            let application = Application::build(&config).expect("the gateway starts");
+            addresses.push(format!("http://{}", application.addr()));
+            servers.push(application.handle());
+            tokio::spawn(application.run_until_stopped());
+        }
+        let replicas = Self {
+            addresses,
+            emulator,
+            client: reqwest::Client::new(),
+            _dir: dir,
+            servers,
+        };
+        if !config.auth.enabled {
+            replicas.wait_until_redis_is(1).await;
+        }
+        replicas
+    }
+
+    /// GET `path` on replica `index`: status and JSON body.
+    pub async fn get(&self, index: usize, path: &str) -> (u16, serde_json::Value) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.addresses[index]))
+            .send()
+            .await
+            .expect("the replica answers");
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(serde_json::Value::Null);
+        (status, body)
+    }
+
+    /// `scoregate_cluster_redis_up` of replica `index`, from its `/metrics`.
+    pub async fn redis_up(&self, index: usize) -> Option<u8> {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.addresses[index]))
+            .send()
+            .await
+            .expect("the replica answers")
+            .text()
+            .await
+            .expect("a body");
+        text.lines()
+            .find_map(|line| line.strip_prefix("scoregate_cluster_redis_up "))
+            .and_then(|value| value.trim().parse().ok())
+    }
+
+    /// Waits (5 s at most) until every replica reports `scoregate_cluster_redis_up` = `up`.
+    pub async fn wait_until_redis_is(&self, up: u8) {
+        for _ in 0..500 {
+            let mut all = true;
+            for index in 0..self.addresses.len() {
+                all &= self.redis_up(index).await == Some(up);
+            }
+            if all {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the replicas never reported scoregate_cluster_redis_up {up}");
+    }
+
+    /// The emulator's Defender score calls for `slug`.
+    pub fn score_calls(&self, slug: &str) -> u64 {
+        self.emulator.stats().tenant(slug).score_calls
+    }
+}
+
+impl Drop for Replicas {
+    fn drop(&mut self) {
+        for server in &self.servers {
+            drop(server.stop(false));
+        }
+    }
+}
+
+fn options(tenants: usize) -> EmulatorOptions {
+    EmulatorOptions {
+        tenants,
+        ..EmulatorOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn a_hundred_and_fifty_cold_requests_over_three_replicas_make_one_upstream_call() {
+    let redis = RedisServer::start();
+    let replicas = Replicas::start(3, options(2), &redis, &[]).await;
+    let requests = (0..150).map(|i| {
+        let replicas = &replicas;
+        async move { replicas.get(i % 3, "/tenants/contoso/score").await }
+    });
+    let answers = futures::future::join_all(requests).await;
+    let scores: std::collections::HashSet<String> = answers
+        .iter()
+        .map(|(status, body)| {
+            assert_eq!(*status, 200, "{body}");
+            body["score"].to_string()
+        })
+        .collect();
+    assert_eq!(scores.len(), 1, "every replica serves the one reading");
+    assert_eq!(replicas.score_calls("contoso"), 1);
+    assert_eq!(replicas.emulator.stats().total.score_calls, 1);
+}
+
+#[tokio::test]
+async fn forced_fetches_from_every_replica_stay_within_the_per_minute_limit() {
+    let redis = RedisServer::start();
+    // The emulator enforces the same 10 per minute: one call over it would be a 429 there.
+    let emulator = EmulatorOptions {
+        quota_per_minute: Some(10),
+        ..options(1)
+    };
+    let replicas = Replicas::start(
+        3,
+        emulator,
+        &redis,
+        &[("SCOREGATE__UPSTREAM__REQUESTS_PER_MINUTE", "10")],
+    )
+    .await;
+    // Waves of forced fetches from all three replicas at once, until well past the limit.
+    let mut statuses = Vec::new();
+    for _ in 0..16 {
+        let wave = (0..6).map(|i| {
+            let replicas = &replicas;
+            async move {
+                replicas
+                    .get(i % 3, "/tenants/contoso/score?max_age=0")
+                    .await
+            }
+        });
+        for (status, body) in futures::future::join_all(wave).await {
+            assert!(
+                status == 200 || (status == 503 && body["code"] == "upstream_throttled"),
+                "{status} {body}"
+            );
+            statuses.push(status);
+        }
+    }
+    let stats = replicas.emulator.stats().tenant("contoso");
+    assert_eq!(stats.responses_429, 0, "the emulator never had to refuse");
+    assert_eq!(
+        stats.score_calls, 10,
+        "the shared minute is used up, not more"
+    );
+    assert!(
+        statuses.contains(&503),
+        "the gateway refused the rest itself"
+    );
+}
+
+#[tokio::test]
+async fn a_cursor_from_one_replica_pages_on_another() {
+    let redis = RedisServer::start();
+    let replicas = Replicas::start(3, options(4), &redis, &[]).await;
+    let (status, first) = replicas.get(0, "/scores?limit=2").await;
+    assert_eq!(status, 200, "{first}");
+    let cursor = first["next_cursor"].as_str().expect("a next page");
+    let (status, second) = replicas
+        .get(2, &format!("/scores?limit=2&cursor={cursor}"))
+        .await;
+    assert_eq!(status, 200, "{second}");
+    let ids = |page: &serde_json::Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|item| item["tenant"].to_string())
+            .collect()
+    };
+    let (first, second) = (ids(&first), ids(&second));
+    assert_eq!(second.len(), 2);
+    assert!(
+        first.iter().all(|id| !second.contains(id)),
+        "{first:?} {second:?}"
+    );
+}
+
+#[tokio::test]
+async fn redis_killed_mid_traffic_fails_no_request_and_shared_mode_comes_back() {
+    let mut redis = RedisServer::start();
+    // Every look-up asks Redis, so that the outage is noticed at once.
+    let replicas = Replicas::start(
+        3,
+        options(3),
+        &redis,
+        &[("SCOREGATE__CLUSTER__LOCAL_TTL_MS", "0")],
+    )
+    .await;
+    for index in 0..3 {
+        assert_eq!(replicas.get(index, "/tenants/contoso/score").await.0, 200);
+    }
+    assert_eq!(replicas.score_calls("contoso"), 1);
+    redis.stop();
+    // Warm and cold tenants alike are served while Redis is gone.
+    for round in 0..3 {
+        for index in 0..3 {
+            let (status, body) = replicas.get(index, "/tenants/contoso/score").await;
+            assert_eq!(status, 200, "round {round}, replica {index}: {body}");
+            let (status, body) = replicas.get(index, "/tenants/fabrikam/score").await;
+            assert_eq!(status, 200, "round {round}, replica {index}: {body}");
+        }
+    }
+    replicas.wait_until_redis_is(0).await;
+    assert_eq!(
+        replicas.score_calls("contoso"),
+        1,
+        "served from the first level"
+    );
+    let (status, _) = replicas.get(0, "/readyz").await;
+    assert_eq!(status, 200, "a degraded replica is still ready");
+    redis.start_again();
+    replicas.wait_until_redis_is(1).await;
+    // Shared again: a cold tenant is fetched once for the three.
+    let requests = (0..30).map(|i| {
+        let replicas = &replicas;
+        async move { replicas.get(i % 3, "/tenants/northwind/score").await }
+    });
+    for (status, body) in futures::future::join_all(requests).await {
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(replicas.score_calls("northwind"), 1);
+    let logs = crate::helpers::captured_logs();
+    assert!(
+        logs.contains("Redis is unavailable"),
+        "the outage is logged"
+    );
+    assert!(logs.contains("Redis answers again"), "so is the recovery");
+}
+
+#[tokio::test]
+async fn three_refreshers_make_about_one_replicas_worth_of_calls() {
+    let redis = RedisServer::start();
+    let tenants = 4;
+    // Started 300 ms apart, so that their rounds never overlap: single flight alone would not
+    // spare a call, only the leases do.
+    let replicas = Replicas::start_staggered(
+        3,
+        options(tenants),
+        &redis,
+        &[
+            ("SCOREGATE__REFRESH__ENABLED", "true"),
+            ("SCOREGATE__REFRESH__STARTUP_SPREAD_SECONDS", "0"),
+            // A refresh period of 1.5 s.
+            ("SCOREGATE__CACHE__FRESH_SECONDS", "2"),
+        ],
+        Duration::from_millis(300),
+    )
+    .await;
+    // The first replica's first round and its second (1.5 s later): 2 calls per tenant for one
+    // replica; three replicas without leases make at least 5.
+    tokio::time::sleep(Duration::from_millis(1_900)).await;
+    let calls = replicas.emulator.stats().total.score_calls;
+    assert!(calls >= tenants as u64, "every tenant refreshed: {calls}");
+    assert!(calls <= 3 * tenants as u64, "one replica's worth: {calls}");
+}
+
+/// A [`Cluster`] on `redis` with a fresh key prefix, for the script's own tests.
+fn cluster(redis: &RedisServer, prefix: &str) -> Arc<Cluster> {
+    let config = ClusterConfig {
+        url: secrecy::SecretString::from(redis.url()),
+        replicas: 3,
+        key_prefix: prefix.to_owned(),
+        command_timeout: Duration::from_millis(500),
+        local_ttl: Duration::from_millis(100),
+        wait_poll: Duration::from_millis(10),
+    };
+    Cluster::connect(
+        &config,
+        ClusterMetrics::default(),
+        tokio::runtime::Handle::current(),
+    )
+    .expect("a valid URL")
+}
+
+fn quota_key(tenant: &str) -> QuotaKey {
+    QuotaKey {
+        tenant: TenantId::parse(tenant).expect("a valid id"),
+        service: UpstreamService::Defender,
+    }
+}
+
+/// Moves every call recorded in `key` back by `by` (as if that much time had passed).
+async fn age(redis: &RedisServer, key: &str, by: Duration) {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let members: Vec<(String, f64)> = redis::cmd("ZRANGE")
+        .arg(key)
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    for (member, score) in members {
+        let older = score - by.as_micros() as f64;
+        let _: i64 = redis::cmd("ZADD")
+            .arg(key)
+            .arg(older)
+            .arg(member)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn the_quota_script_admits_the_minute_limit_then_refuses_until_the_oldest_call_leaves() {
+    let redis = RedisServer::start();
+    let store = RedisQuotaStore::new(cluster(&redis, "lua1"));
+    let contoso = quota_key("contoso");
+    let limits = QuotaLimits {
+        per_minute: 3,
+        per_hour: 100,
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            store.charge_shared(&contoso, limits).await.unwrap(),
+            Charged::Ok
+        );
+    }
+    let Charged::Full(wait) = store.charge_shared(&contoso, limits).await.unwrap() else {
+        panic!("the fourth call in a minute is refused");
+    };
+    assert!(
+        wait > Duration::from_secs(59) && wait <= Duration::from_secs(60),
+        "{wait:?}"
+    );
+    // A refused call is recorded in neither window.
+    let minute = "lua1:{contoso}:quota:defender:m";
+    let hour = "lua1:{contoso}:quota:defender:h";
+    assert_eq!(calls_in(&redis, minute).await, 3);
+    assert_eq!(calls_in(&redis, hour).await, 3);
+    // 59 s later the calls are still in the sliding minute; 61 s later they have left it.
+    age(&redis, minute, Duration::from_secs(59)).await;
+    assert!(
+        matches!(store.charge_shared(&contoso, limits).await.unwrap(), Charged::Full(w) if w <= Duration::from_secs(1))
+    );
+    age(&redis, minute, Duration::from_secs(2)).await;
+    assert_eq!(
+        store.charge_shared(&contoso, limits).await.unwrap(),
+        Charged::Ok
+    );
+    // Another tenant's windows are its own.
+    assert_eq!(
+        store
+            .charge_shared(&quota_key("fabrikam"), limits)
+            .await
+            .unwrap(),
+        Charged::Ok
+    );
+    assert_eq!(calls_in(&redis, hour).await, 4);
+}
+
+/// The calls recorded in a window's sorted set.
+async fn calls_in(redis: &RedisServer, key: &str) -> u64 {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("ZCARD")
+        .arg(key)
+        .query_async(&mut connection)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_quota_script_holds_the_hour_limit_and_honours_a_cool_down() {
+    let redis = RedisServer::start();
+    let store = RedisQuotaStore::new(cluster(&redis, "lua2"));
+    let contoso = quota_key("contoso");
+    let limits = QuotaLimits {
+        per_minute: 100,
+        per_hour: 2,
+    };
+    for _ in 0..2 {
+        assert_eq!(
+            store.charge_shared(&contoso, limits).await.unwrap(),
+            Charged::Ok
+        );
+    }
+    let Charged::Full(wait) = store.charge_shared(&contoso, limits).await.unwrap() else {
+        panic!("the third call in an hour is refused");
+    };
+    assert!(wait > Duration::from_secs(3590), "{wait:?}");
+    // Both windows or neither: the minute window did not record the refused call.
+    age(
+        &redis,
+        "lua2:{contoso}:quota:defender:h",
+        Duration::from_secs(3601),
+    )
+    .await;
+    let fabrikam = quota_key("fabrikam");
+    use scoregate::quota::QuotaStore as _;
+    store.cool_down(&fabrikam, Duration::from_secs(30)).await;
+    let Charged::CoolingDown(left) = store.charge_shared(&fabrikam, limits).await.unwrap() else {
+        panic!("a tenant cooling down is refused");
+    };
+    assert!(left > Duration::from_secs(29), "{left:?}");
+    // The minute window of contoso holds its two calls; the third is admitted now the hour
+    // window has emptied.
+    assert_eq!(
+        store.charge_shared(&contoso, limits).await.unwrap(),
+        Charged::Ok
+    );
+}
+
+#[tokio::test]
+async fn with_redis_down_each_replica_takes_its_share_of_the_limit() {
+    let mut redis = RedisServer::start();
+    let emulator = EmulatorOptions {
+        quota_per_minute: Some(9),
+        ..options(1)
+    };
+    let replicas = Replicas::start(
+        3,
+        emulator,
+        &redis,
+        &[
+            ("SCOREGATE__UPSTREAM__REQUESTS_PER_MINUTE", "9"),
+            ("SCOREGATE__CLUSTER__LOCAL_TTL_MS", "0"),
+        ],
+    )
+    .await;
+    redis.stop();
+    // The first look-ups notice the outage; every replica then charges its own 9 / 3.
+    for index in 0..3 {
+        let _ = replicas.get(index, "/tenants/contoso/score").await;
+    }
+    replicas.wait_until_redis_is(0).await;
+    for _ in 0..8 {
+        let wave = (0..6).map(|i| {
+            let replicas = &replicas;
+            async move {
+                replicas
+                    .get(i % 3, "/tenants/contoso/score?max_age=0")
+                    .await
+            }
+        });
+        for (status, body) in futures::future::join_all(wave).await {
+            assert!(
+                status == 200 || (status == 503 && body["code"] == "upstream_throttled"),
+                "{status} {body}"
+            );
+        }
+    }
+    let stats = replicas.emulator.stats().tenant("contoso");
+    assert_eq!(stats.responses_429, 0, "the emulator never had to refuse");
+    // Each replica calls on its own (no shared single flight now), within its third: the local
+    // limiter shapes 3 per minute as a burst of 1 and then one call every 30 s.
+    assert!(stats.score_calls <= 9, "{} calls", stats.score_calls);
+    assert!(stats.score_calls >= 3, "{} calls", stats.score_calls);
+}
+
+/// Loads `toml` (no tenants needed) with `env`; the error text when it is refused.
+fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, String> {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("scoregate.toml");
+    std::fs::write(&path, format!("[auth]\nenabled = false\n{toml}")).expect("writable");
+    let env = env
+        .iter()
+        .map(|(key, value)| (key.to_string(), value.to_string()));
+    Config::load_with_env(&path, env).map_err(|error| error.to_string())
+}
+
+#[test]
+fn sqlite_history_with_a_cluster_is_refused_naming_both_keys() {
+    let error = load("[cluster]\nredis_url = \"redis://127.0.0.1:6379\"\n", &[])
+        .expect_err("the default SQLite history cannot be shared");
+    assert!(error.contains("history.url"), "{error}");
+    assert!(error.contains("cluster.redis_url"), "{error}");
+    // PostgreSQL, or no history, is fine.
+    let postgres = "[history]\nurl = \"postgres://scoregate@db/scoregate\"\n\
+                    [cluster]\nredis_url = \"redis://127.0.0.1:6379\"\n";
+    assert!(load(postgres, &[]).is_ok());
+    let off = "[history]\nenabled = false\n[cluster]\nredis_url = \"rediss://r:6380\"\n";
+    assert!(load(off, &[]).is_ok());
+}
+
+#[test]
+fn the_redis_password_never_shows_in_errors_summaries_or_debug_output() {
+    let toml = "[history]\nenabled = false\n\
+                [cluster]\nredis_url = \"redis://cache.internal:6379/0\"\n\
+                password = { env = \"REDIS_PASSWORD\" }\nreplicas = 3\n";
+    let config = load(toml, &[("REDIS_PASSWORD", "hunter2-very-secret")]).expect("valid");
+    let cluster = config.cluster.as_ref().expect("[cluster]");
+    assert_eq!(cluster.replicas, 3);
+    assert_eq!(cluster.redacted_url(), "redis://cache.internal:6379/0");
+    for shown in [format!("{config:?}"), config.summary()] {
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+    assert!(config
+        .summary()
+        .contains("Redis redis://cache.internal:6379/0, 3 replica(s)"));
+    let both = "[history]\nenabled = false\n\
+                [cluster]\nredis_url = \"redis://:inline-secret@r:6379\"\n\
+                password = { env = \"REDIS_PASSWORD\" }\n";
+    let error = load(both, &[("REDIS_PASSWORD", "x")]).expect_err("two passwords");
+    assert!(error.contains("cluster.password"), "{error}");
+    assert!(!error.contains("inline-secret"), "{error}");
+    for (bad, key) in [
+        ("redis_url = \"http://r:6379\"", "cluster.redis_url"),
+        (
+            "redis_url = \"redis://r\"\nreplicas = 0",
+            "cluster.replicas",
+        ),
+        (
+            "redis_url = \"redis://r\"\nkey_prefix = \"a b\"",
+            "cluster.key_prefix",
+        ),
+    ] {
+        let toml = format!("[history]\nenabled = false\n[cluster]\n{bad}\n");
+        let error = load(&toml, &[]).expect_err(bad);
+        assert!(error.contains(key), "{bad}: {error}");
+    }
+}
+
+#[tokio::test]
+async fn a_keys_request_rate_is_shared_by_every_replica() {
+    let redis = RedisServer::start();
+    let (key, digest) = scoregate::auth::generate_key().expect("a key");
+    let keys = format!(
+        r#"[{{ name = "portal", sha256 = "{digest}", tenants = ["*"], requests_per_minute = 4 }}]"#
+    );
+    let replicas = Replicas::start(
+        3,
+        options(1),
+        &redis,
+        &[
+            ("SCOREGATE__AUTH__ENABLED", "true"),
+            ("SCOREGATE__API_KEYS", keys.as_str()),
+        ],
+    )
+    .await;
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let response = replicas
+            .client
+            .get(format!("{}/tenants", replicas.addresses[i % 3]))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .expect("the replica answers");
+        statuses.push((
+            response.status().as_u16(),
+            response
+                .headers()
+                .get("ratelimit-remaining")
+                .map(|value| value.to_str().unwrap_or_default().to_owned()),
+        ));
+    }
+    // Four per minute for the key, whichever replica is asked.
+    let codes: Vec<u16> = statuses.iter().map(|(status, _)| *status).collect();
+    assert_eq!(codes, vec![200, 200, 200, 200, 429, 429], "{statuses:?}");
+    assert_eq!(statuses[0].1.as_deref(), Some("3"), "{statuses:?}");
+    assert_eq!(statuses[3].1.as_deref(), Some("0"), "{statuses:?}");
+}
