@@ -120,6 +120,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Gateway(args)) => crate::bench::gateway::run(args).await,
         #[cfg(feature = "emulator")]
         Command::Bench(BenchCommand::History(args)) => crate::bench::history::run(args).await,
+        #[cfg(feature = "emulator")]
         Command::Bench(BenchCommand::Cluster(args)) => crate::bench::cluster::run(args).await,
     }
 }
