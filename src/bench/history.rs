@@ -150,16 +150,18 @@ pub async fn run(args: HistoryBenchArgs) -> anyhow::Result<()> {
         stats.dropped
     );
 
-    // /scores?sort=change_7d: the history's share is one `changes` over every tenant, then
-    // the sort by change (the fan-out over cached scores is `bench gateway`'s warm /scores).
-    let store = history.store().context("connected")?.clone();
+    // /scores?sort=change_7d: the history's share is `History::changes` over every tenant (one
+    // database read per tenant and UTC day, then memory), then the sort by change (the fan-out
+    // over cached scores is `bench gateway`'s warm /scores). The first request of a day pays
+    // the read; it is reported apart.
     let ids: Vec<String> = (0..args.tenants).map(tenant).collect();
     let mut latencies = Vec::with_capacity(args.queries);
-    let repetitions = args.queries.min(50);
+    let repetitions = args.queries.min(50) + 1;
     let mut with_change = 0;
+    let mut first_of_the_day = None;
     for _ in 0..repetitions {
         let started = Instant::now();
-        let past = store.changes(&ids, Metric::Device, now).await?;
+        let past = history.changes(&ids, Metric::Device, now).await?;
         let mut changes: Vec<(Option<f64>, &String)> = ids
             .iter()
             .map(|id| {
@@ -176,7 +178,11 @@ pub async fn run(args: HistoryBenchArgs) -> anyhow::Result<()> {
             (None, Some(_)) => std::cmp::Ordering::Greater,
             (None, None) => a.1.cmp(b.1),
         });
-        latencies.push(started.elapsed());
+        if first_of_the_day.is_none() {
+            first_of_the_day = Some(started.elapsed());
+        } else {
+            latencies.push(started.elapsed());
+        }
         with_change = changes
             .iter()
             .filter(|(change, _)| change.is_some())
@@ -185,12 +191,13 @@ pub async fn run(args: HistoryBenchArgs) -> anyhow::Result<()> {
     latencies.sort();
     let p50 = percentile(&latencies, 0.5);
     println!(
-        "change_7d         changes + sort over {} tenants ({} with a 7-day point): p50 {:.2} ms, p99 {:.2} ms (target p50 < 10 ms: {})",
+        "change_7d         changes + sort over {} tenants ({} with a 7-day point): p50 {:.2} ms, p99 {:.2} ms (target p50 < 10 ms: {}); first of the UTC day (database read) {:.2} ms",
         args.tenants,
         with_change,
         p50,
         percentile(&latencies, 0.99),
-        verdict(p50 < 10.0)
+        verdict(p50 < 10.0),
+        first_of_the_day.unwrap_or_default().as_secs_f64() * 1000.0
     );
     drop(history);
 
