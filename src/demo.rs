@@ -3,7 +3,14 @@
 //!
 //! It runs exactly what `serve` runs, on the configuration `emulate --write-config` writes, with
 //! authentication off — which is why it only binds loopback addresses.
+//!
+//! It also shows alerts: one example rule ([`DEMO_RULE`]: the device score below 300, which a
+//! few of the default tenants always are) and a local receiver ([`LoggingReceiver`]) that
+//! verifies each webhook's signature and logs it, so that an event shows in the demo's output
+//! within seconds of starting. The refresher's first round is spread over a few seconds (not
+//! the refresh period) so that every tenant is fetched, and the rule evaluated, right away.
 
+use crate::alerts::{LoggingReceiver, WebhookSecret};
 use crate::app::Application;
 use crate::config::Config;
 use crate::emulator::{
@@ -29,6 +36,34 @@ pub struct DemoArgs {
     /// that the demo writes nothing into the working directory of a fresh clone.
     #[arg(long, value_name = "PATH")]
     pub history: Option<PathBuf>,
+}
+
+/// The example rule's name.
+pub const DEMO_RULE: &str = "device-below-300";
+
+/// Over how many seconds the demo's first round of refreshes is spread (the refresh period
+/// otherwise): the example rule needs readings to fire.
+const STARTUP_SPREAD_SECONDS: u64 = 5;
+
+/// The demo's example alert and its webhook to the local receiver at `url`, appended to the
+/// written configuration. The secret is read from `secret_file` (beside the configuration), not
+/// the environment, so that a reload (SIGHUP) finds it too.
+fn demo_alerts_toml(url: &str, secret_file: &str) -> String {
+    format!(
+        "\n# The demo's example alert: signed webhooks to a local receiver that logs them.\n\
+         [[alerts]]\nname = \"{DEMO_RULE}\"\nmetric = \"device\"\nbelow = 300\n\n\
+         [[webhooks]]\nname = \"demo-receiver\"\nurl = \"{url}\"\n\
+         secret = {{ file = \"{secret_file}\" }}\n"
+    )
+}
+
+/// Writes `text` to `path`, readable by the owner only (it is a secret).
+fn write_secret(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    std::io::Write::write_all(&mut options.open(path)?, text.as_bytes())
 }
 
 /// The demo's unhealthy tenants: most are healthy, these show what failures look like.
@@ -80,6 +115,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .collect();
     let config_path = emulator
         .write_config_with_metrics(&dir.0.join(crate::emulator::CONFIG_FILE_NAME), &metrics)?;
+    // The example alert's receiver: on loopback, checking signatures with the secret the
+    // gateway signs with, logging each event (the demo's output).
+    let (secret_text, secret) = WebhookSecret::generate();
+    let receiver = LoggingReceiver::start(secret)
+        .map_err(|error| anyhow::anyhow!("cannot start the demo's webhook receiver: {error}"))?;
+    let secret_file = "webhook-secret.txt";
+    write_secret(
+        &dir.0.join(secret_file),
+        secrecy::ExposeSecret::expose_secret(&secret_text),
+    )?;
+    let mut text = std::fs::read_to_string(&config_path)?;
+    text.push_str(&demo_alerts_toml(&receiver.url(), secret_file));
+    std::fs::write(&config_path, text)?;
     let bind = ("SCOREGATE__SERVER__BIND".to_owned(), args.bind.to_string());
     // Without `--history`, the default `sqlite://scoregate.db` is resolved beside the written
     // configuration: inside the temporary directory.
@@ -94,17 +142,31 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
         None => Vec::new(),
     };
-    let config =
-        Config::load_with_env(&config_path, std::env::vars().chain([bind]).chain(history))?;
+    // First, so that the environment may still override it.
+    let spread = (
+        "SCOREGATE__REFRESH__STARTUP_SPREAD_SECONDS".to_owned(),
+        STARTUP_SPREAD_SECONDS.to_string(),
+    );
+    let env = std::iter::once(spread)
+        .chain(std::env::vars())
+        .chain([bind])
+        .chain(history);
+    let config = Config::load_with_env(&config_path, env)?;
     let application = Application::build(&config)?;
     application.listen_for_signals()?;
-    print_banner(&application.addr(), &emulator, config.registry.len());
+    print_banner(
+        &application.addr(),
+        &emulator,
+        config.registry.len(),
+        &receiver.url(),
+    );
     application.run_until_stopped().await?;
+    drop(receiver);
     emulator.stop().await;
     Ok(())
 }
 
-fn print_banner(addr: &SocketAddr, emulator: &Emulator, tenants: usize) {
+fn print_banner(addr: &SocketAddr, emulator: &Emulator, tenants: usize, receiver: &str) {
     let base = format!("http://{addr}");
     println!(
         "\nscoregate demo: {tenants} emulated tenants behind the gateway at {base}\n\
@@ -116,6 +178,12 @@ fn print_banner(addr: &SocketAddr, emulator: &Emulator, tenants: usize) {
          Slow:        tailspin, wingtip      Flaky:      litware\n\
          Revoked:     fabrikam               Unlicensed: northwind\n\
          Throttled:   adatum                Retired:    coho-winery (Defender gone, Graph fine)\n\n\
+         Alerts: the example rule \"{DEMO_RULE}\" (device score below 300) fires for a few tenants\n\
+         within seconds; its signed webhooks go to a local receiver at {receiver}, which checks\n\
+         each signature and logs it below (\"receiver: webhook received\"). List them:\n  \
+         curl -s {base}/alerts\n  \
+         curl -s {base}/alerts/events\n  \
+         curl -s {base}/webhooks/deliveries\n\n\
          Try:\n  \
          curl -s {base}/tenants\n  \
          curl -s {base}/tenants/contoso/score\n  \

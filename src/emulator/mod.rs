@@ -356,6 +356,34 @@ impl Emulator {
         Ok(())
     }
 
+    /// Serves `score` as a tenant's device score (`/api/configurationScore`) from now on, in
+    /// place of the drifting one; `None` goes back to the drifting score. A score must be
+    /// finite and between 0 and 10,000.
+    pub fn set_score(
+        &self,
+        slug_or_tenant_id: &str,
+        score: Option<f64>,
+    ) -> Result<(), EmulatorError> {
+        let tenant = self
+            .shared
+            .directory
+            .find(slug_or_tenant_id)
+            .ok_or_else(|| EmulatorError::UnknownTenant {
+                option: "score",
+                name: slug_or_tenant_id.to_owned(),
+            })?;
+        if let Some(score) = score {
+            if !server::valid_score(score) {
+                return Err(EmulatorError::InvalidOption {
+                    option: "score",
+                    reason: format!("{score} is not a score between 0 and 10000"),
+                });
+            }
+        }
+        tenant.set_score_override(score);
+        Ok(())
+    }
+
     /// Moves the emulator clock forward: token expiry, quota windows, score drift, `time` and
     /// the days of Graph's snapshots follow it. Real latency and hangs do not.
     pub fn advance_clock(&self, by: Duration) {

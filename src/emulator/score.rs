@@ -239,7 +239,12 @@ async fn serve(
             EXPOSURE_ODATA_CONTEXT,
             exposure_at(state.settings.seed, tenant, at),
         ),
-        _ => (ODATA_CONTEXT, score_at(state.settings.seed, tenant, at)),
+        _ => (
+            ODATA_CONTEXT,
+            tenant
+                .score_override()
+                .unwrap_or_else(|| score_at(state.settings.seed, tenant, at)),
+        ),
     };
     if fault == Some(FaultProfile::Malformed) {
         let broken = format!("{{\"@odata.context\":\"{context}\",\"time\":\"{time}\",\"score\":");

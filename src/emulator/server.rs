@@ -14,6 +14,7 @@
 //! | `POST /_emulator/reset` | zero the counters (204) |
 //! | `GET /_emulator/tenants` | tenants without secrets |
 //! | `POST /_emulator/tenants/{slug}/fault` | `{"fault": "flaky" \| null}` |
+//! | `POST /_emulator/tenants/{slug}/score` | `{"score": 250.5 \| null}`: the device score served from now on (`null`: drift again) |
 //! | `POST /_emulator/clock/advance?seconds=N` | move the emulator clock forward |
 //! | `GET /_emulator/ca.pem` | the CA certificate clients must trust |
 //! | anything else | Defender-shaped 404 |
@@ -121,6 +122,7 @@ pub(crate) fn build(
                     .route("/reset", web::post().to(reset))
                     .route("/tenants", web::get().to(list_tenants))
                     .route("/tenants/{slug}/fault", web::post().to(set_fault))
+                    .route("/tenants/{slug}/score", web::post().to(set_score))
                     .route("/clock/advance", web::post().to(advance_clock))
                     .route("/ca.pem", web::get().to(get_ca)),
             )
@@ -173,6 +175,8 @@ struct TenantView<'a> {
     client_id: Uuid,
     credential: super::CredentialKind,
     fault: Option<FaultProfile>,
+    /// The device score set with `POST /_emulator/tenants/{slug}/score`, if any.
+    score_override: Option<f64>,
     tags: Vec<String>,
 }
 
@@ -189,6 +193,7 @@ async fn list_tenants(state: web::Data<Shared>) -> HttpResponse {
             client_id: tenant.client_id,
             credential: tenant.kind,
             fault: tenant.fault(),
+            score_override: tenant.score_override(),
             tags: tenant.tags(),
         })
         .collect();
@@ -230,6 +235,51 @@ async fn set_fault(
     HttpResponse::Ok().json(serde_json::json!({
         "tenant": tenant.slug,
         "fault": change.fault,
+    }))
+}
+
+/// Whether `score` may be set as a device score: finite, 0–10,000 (Defender's are 0–1,000ish;
+/// the margin lets tests cross any line a rule may draw).
+pub(crate) fn valid_score(score: f64) -> bool {
+    score.is_finite() && (0.0..=10_000.0).contains(&score)
+}
+
+/// Body of `POST /_emulator/tenants/{slug}/score`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScoreChange {
+    /// The device score to serve, or `null` to go back to the drifting one.
+    score: Option<f64>,
+}
+
+/// `POST /_emulator/tenants/{slug}/score`.
+async fn set_score(
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<Shared>,
+) -> HttpResponse {
+    let name = request.match_info().get("slug").unwrap_or_default();
+    let Some(tenant) = state.directory.find(name) else {
+        return operator_error(StatusCode::NOT_FOUND, &format!("No tenant named '{name}'."));
+    };
+    let body = match read_limited(&request, payload).await {
+        Ok(body) => body,
+        Err(error) => return operator_error(StatusCode::BAD_REQUEST, &error.to_string()),
+    };
+    let change = serde_json::from_slice::<ScoreChange>(&body)
+        .ok()
+        .filter(|change| change.score.is_none_or(valid_score));
+    let Some(change) = change else {
+        return operator_error(
+            StatusCode::BAD_REQUEST,
+            "Expected {\"score\": <number from 0 to 10000> | null}.",
+        );
+    };
+    tenant.set_score_override(change.score);
+    tracing::info!(tenant = %tenant.slug, score = ?change.score, "device score override changed");
+    HttpResponse::Ok().json(serde_json::json!({
+        "tenant": tenant.slug,
+        "score": change.score,
     }))
 }
 

@@ -281,7 +281,15 @@ pub(crate) struct TenantRecord {
     fault: AtomicU8,
     /// Score calls that reached the flaky decision (the "call number").
     pub flaky_calls: AtomicU64,
+    /// The device score an operator set ([`f64::to_bits`]), or [`NO_SCORE_OVERRIDE`]; atomic
+    /// because operators change it while workers read it. Lets a test move a score across an
+    /// alert's line at run time, which the daily drift cannot do on demand.
+    score_override: AtomicU64,
 }
+
+/// [`TenantRecord`]'s `score_override` when none is set: a NaN pattern, never a score the
+/// operator endpoint accepts (scores are finite).
+const NO_SCORE_OVERRIDE: u64 = u64::MAX;
 
 impl TenantRecord {
     /// The current fault profile.
@@ -293,6 +301,22 @@ impl TenantRecord {
     pub fn set_fault(&self, fault: Option<FaultProfile>) {
         self.fault
             .store(FaultProfile::encode(fault), Ordering::Relaxed);
+    }
+
+    /// The device score an operator set, if any: served instead of the drifting one.
+    pub fn score_override(&self) -> Option<f64> {
+        match self.score_override.load(Ordering::Relaxed) {
+            NO_SCORE_OVERRIDE => None,
+            bits => Some(f64::from_bits(bits)),
+        }
+    }
+
+    /// Sets (`Some`, finite) or clears (`None`) the device score served to every caller.
+    pub fn set_score_override(&self, score: Option<f64>) {
+        let bits = score
+            .filter(|score| score.is_finite())
+            .map_or(NO_SCORE_OVERRIDE, f64::to_bits);
+        self.score_override.store(bits, Ordering::Relaxed);
     }
 
     /// Tags: tier, then the fault profile's name.
@@ -452,6 +476,7 @@ impl Directory {
                     tier: TIERS[index % TIERS.len()],
                     fault: AtomicU8::new(FaultProfile::encode(fault_of[index])),
                     flaky_calls: AtomicU64::new(0),
+                    score_override: AtomicU64::new(NO_SCORE_OVERRIDE),
                 }
             })
             .collect();

@@ -44,7 +44,7 @@ impl Drop for Receiver {
 /// Verification from the specification: base64 HMAC-SHA256 with the base64-decoded part of
 /// the secret after `whsec_`, over `id.timestamp.body`, in any of the space-separated
 /// `v1,<signature>` entries.
-fn verifies(secret: &str, id: &str, timestamp: &str, body: &[u8], header: &str) -> bool {
+pub(crate) fn verifies(secret: &str, id: &str, timestamp: &str, body: &[u8], header: &str) -> bool {
     use aws_lc_rs::hmac;
     use base64::Engine as _;
     let key = base64::engine::general_purpose::STANDARD

@@ -4,6 +4,7 @@
 //! headers and the emulator's counters of what reached "Microsoft".
 
 mod alerts;
+mod alerts_e2e;
 mod auth;
 mod cli;
 mod cluster;
