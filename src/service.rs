@@ -353,6 +353,12 @@ impl Services {
         self.cache.is_fetching(tenant, metric).await
     }
 
+    /// Callers waiting now for the running fetch of the tenant's `metric` (tests).
+    #[doc(hidden)]
+    pub async fn flight_waiters(&self, tenant: &TenantId, metric: Metric) -> usize {
+        self.cache.flight_waiters(tenant, metric).await
+    }
+
     /// Makes the next fetch of `tenant` fail with `fault`. For tests only: it proves that one
     /// broken fetch never wedges a tenant.
     #[doc(hidden)]

@@ -432,6 +432,19 @@ impl ScoreCache {
             .contains_key(&self.key(tenant, metric))
     }
 
+    /// Callers waiting now for the running fetch of the tenant's `metric` (0 when none runs).
+    /// For tests that must act while a request waits, without guessing how long that takes.
+    #[doc(hidden)]
+    pub async fn flight_waiters(&self, tenant: &TenantId, metric: Metric) -> usize {
+        self.flights
+            .lock()
+            .await
+            .get(&self.key(tenant, metric))
+            // The map holds one handle of the shared fetch; every waiting caller holds another.
+            .and_then(|(_, flight)| flight.strong_count())
+            .map_or(0, |handles| handles.saturating_sub(1))
+    }
+
     /// The outcome of the last fetch of the tenant's `metric`, if any.
     pub fn last_fetch(&self, tenant: &TenantId, metric: Metric) -> Option<LastFetch> {
         self.last_fetch

@@ -101,7 +101,12 @@ async fn a_cancelled_fetch_answers_shutting_down_not_an_upstream_failure() {
 /// answer after `slow_ms`.
 async fn spawn_stoppable(
     options: EmulatorOptions,
-) -> (String, Emulator, tokio_util::sync::CancellationToken) {
+) -> (
+    String,
+    Emulator,
+    tokio_util::sync::CancellationToken,
+    std::sync::Arc<scoregate::service::Services>,
+) {
     let emulator = Emulator::start(options).await.expect("the emulator starts");
     let dir = std::env::temp_dir().join(format!("scoregate-test-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).expect("a temporary directory");
@@ -117,20 +122,21 @@ async fn spawn_stoppable(
     let application = Application::build(&config).expect("the gateway starts");
     let address = format!("http://{}", application.addr());
     let shutdown = application.shutdown_token();
+    let services = application.services().clone();
     tokio::spawn(application.run_until_stopped());
-    (address, emulator, shutdown)
+    (address, emulator, shutdown, services)
 }
 
 #[tokio::test]
 async fn a_request_waiting_on_a_fetch_at_shutdown_gets_the_value_within_the_grace_period() {
     let options = EmulatorOptions {
         slow_latency: LatencyRange {
-            min_ms: 700,
-            max_ms: 700,
+            min_ms: 2000,
+            max_ms: 2000,
         },
         ..emulator_options(1, vec![fault(FaultProfile::Slow, &["contoso"])])
     };
-    let (address, emulator, shutdown) = spawn_stoppable(options).await;
+    let (address, emulator, shutdown, services) = spawn_stoppable(options).await;
 
     // A first caller starts the fetch and gives up at once; its connection closes, so the HTTP
     // worker that served it has nothing left to do when shutdown begins and stops first.
@@ -151,7 +157,20 @@ async fn a_request_waiting_on_a_fetch_at_shutdown_gets_the_value_within_the_grac
         let url = format!("{address}/tenants/contoso/score");
         async move { reqwest::Client::new().get(url).send().await }
     });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Shut down once that caller is waiting on the fetch (not before its request has arrived).
+    let contoso = scoregate::tenants::TenantId::parse("contoso").unwrap();
+    let waiting = async {
+        while services
+            .flight_waiters(&contoso, scoregate::upstream::Metric::Device)
+            .await
+            == 0
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the second caller waits on the fetch");
     shutdown.cancel();
 
     let response = patient
