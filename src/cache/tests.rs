@@ -2,7 +2,6 @@
 
 use super::*;
 use crate::policy::testing::{outbound, tenant, Answer, FakeSource, DEFENDER_LIMITS};
-use crate::upstream::CallFailure;
 
 const FRESH: Duration = Duration::from_secs(60);
 const STALE_IF_ERROR: Duration = Duration::from_secs(300);
@@ -40,11 +39,7 @@ fn soon() -> Instant {
 }
 
 fn server_error() -> Answer {
-    Answer::Fail(CallFailure::Status {
-        status: 503,
-        retry_after: None,
-        detail: "Defender answered 503".to_owned(),
-    })
+    Answer::status(503, None, "Defender answered 503")
 }
 
 /// Lets spawned fetches run to their end (the paused clock jumps over their latency).
