@@ -314,40 +314,52 @@ mod tests {
         ))
     }
 
-    /// Runs the refresher's loop, as [`Refresher::run`] does, until `until`.
-    async fn drive(
-        refresher: &Refresher,
-        schedule: &mut Schedule,
-        cache: &ScoreCache,
-        registry: &Arc<Registry>,
-        start: Instant,
-        until: Instant,
-    ) {
-        while Instant::now() < until {
-            refresher.plan(schedule, registry, start);
-            refresher.step(schedule, cache, registry).await;
-            tokio::time::sleep(TICK).await;
+    /// A refresher, its cache over `source` and a registry, driven by the test.
+    struct Rig {
+        refresher: Refresher,
+        schedule: Schedule,
+        cache: Arc<ScoreCache>,
+        registry: Arc<Registry>,
+    }
+
+    impl Rig {
+        /// `tenants` tenants; the cache's in-flight cap and the refresher's spread and budget.
+        fn new(
+            source: &Arc<FakeSource>,
+            tenants: usize,
+            max_in_flight: usize,
+            spread: Duration,
+            max_concurrent: usize,
+        ) -> Self {
+            Self {
+                refresher: refresher(spread, max_concurrent),
+                schedule: Schedule::default(),
+                cache: cache(source, max_in_flight),
+                registry: testing::registry(tenants),
+            }
+        }
+
+        /// Runs the refresher's loop, as [`Refresher::run`] does, from `start` until `until`.
+        async fn drive(&mut self, start: Instant, until: Instant) {
+            while Instant::now() < until {
+                self.refresher
+                    .plan(&mut self.schedule, &self.registry, start);
+                self.refresher
+                    .step(&mut self.schedule, &self.cache, &self.registry)
+                    .await;
+                tokio::time::sleep(TICK).await;
+            }
         }
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_first_round_is_spread_over_the_start_up_window_and_fetches_each_tenant_once() {
         let source = FakeSource::new(42.0, Duration::from_millis(50));
-        let cache = cache(&source, 8);
-        let registry = testing::registry(20);
         let spread = Duration::from_secs(10);
-        let refresher = refresher(spread, 2);
+        let mut rig = Rig::new(&source, 20, 8, spread, 2);
         let start = Instant::now();
-        let mut schedule = Schedule::default();
-        drive(
-            &refresher,
-            &mut schedule,
-            &cache,
-            &registry,
-            start,
-            start + Duration::from_secs(12),
-        )
-        .await;
+        rig.drive(start, start + Duration::from_secs(12)).await;
+        let (cache, registry) = (&rig.cache, &rig.registry);
         let calls = source.call_times();
         assert_eq!(calls.len(), 20, "one call per tenant: {calls:?}");
         for (id, at) in &calls {
@@ -372,9 +384,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_refresher_starts_nothing_while_more_than_half_the_slots_are_taken() {
         let source = FakeSource::new(42.0, Duration::from_secs(1));
-        let cache = cache(&source, 4);
-        let registry = testing::registry(8);
-        let refresher = refresher(Duration::from_millis(500), 4);
+        let mut rig = Rig::new(&source, 8, 4, Duration::from_millis(500), 4);
+        let (cache, registry) = (rig.cache.clone(), rig.registry.clone());
         // Three interactive fetches hold three of the four slots for a second.
         for tenant in &registry.all()[..3] {
             let (cache, tenant) = (cache.clone(), tenant.clone());
@@ -386,28 +397,11 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert_eq!(cache.outbound().in_flight_cap().in_flight(), 3);
         let start = Instant::now();
-        let mut schedule = Schedule::default();
         // Every tenant is due within 500 ms; none may start while the slots are taken.
-        drive(
-            &refresher,
-            &mut schedule,
-            &cache,
-            &registry,
-            start,
-            start + Duration::from_millis(900),
-        )
-        .await;
+        rig.drive(start, start + Duration::from_millis(900)).await;
         assert_eq!(source.total_calls(), 3, "{:?}", source.call_times());
         // Once they are free, the refresher catches up, and does not repeat the interactive fetches.
-        drive(
-            &refresher,
-            &mut schedule,
-            &cache,
-            &registry,
-            start,
-            start + Duration::from_secs(5),
-        )
-        .await;
+        rig.drive(start, start + Duration::from_secs(5)).await;
         for tenant in registry.all() {
             assert_eq!(source.calls(tenant.id.as_str()), 1, "{}", tenant.id);
         }

@@ -15,9 +15,7 @@ use crate::policy::{Deadlines, Outbound, Parts, Retries};
 use crate::quota::{FailureBackoff, LocalQuotaStore};
 use crate::tenants::{Registry, Tenant, TenantId};
 use crate::token::TokenSource;
-use crate::upstream::{
-    self, DefenderConfigurationScore, DefenderExposureScore, GraphSecureScore, Metric,
-};
+use crate::upstream::{self, DefenderScore, GraphSecureScore, Metric};
 use parking_lot::RwLock;
 use secrecy::ExposeSecret;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -125,8 +123,8 @@ impl Services {
         let settings = &config.upstream;
         let outbound = Arc::new(Outbound::new(Parts {
             sources: vec![
-                Arc::new(DefenderConfigurationScore::new(http.clone())),
-                Arc::new(DefenderExposureScore::new(http.clone())),
+                Arc::new(DefenderScore::configuration(http.clone())),
+                Arc::new(DefenderScore::exposure(http.clone())),
                 Arc::new(GraphSecureScore::new(http.clone())),
             ],
             tokens: Arc::new(TokenSource::new(http)),

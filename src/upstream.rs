@@ -394,8 +394,7 @@ async fn exchange(
         };
         let retry_after = header(reqwest::header::RETRY_AFTER)
             .and_then(|value| parse_retry_after(&value, SystemTime::now()));
-        let warning = header(reqwest::header::WARNING)
-            .map(|value| value.chars().take(200).collect::<String>());
+        let warning = header(reqwest::header::WARNING).map(|value| clipped(&value));
         let body = response.bytes().await?.to_vec();
         Ok::<_, reqwest::Error>((status, retry_after, warning, body))
     };
@@ -408,8 +407,11 @@ async fn exchange(
     })
 }
 
-/// A Defender score endpoint answering `{time, score}`: `configurationScore` or `exposureScore`.
-struct DefenderScore {
+/// A Defender score endpoint answering `{time, score}`: the device score
+/// (`GET {api_base}/api/configurationScore`) or the exposure score
+/// (`GET {api_base}/api/exposureScore`, 0–100, lower is better). Both share the tenant's
+/// Defender token, permission and quota, so one type serves both; only path and metric differ.
+pub struct DefenderScore {
     /// The shared HTTPS client (also every credential's transport).
     http: reqwest::Client,
     /// The endpoint's path under the tenant's API base.
@@ -419,6 +421,39 @@ struct DefenderScore {
 }
 
 impl DefenderScore {
+    /// Defender's device score, `GET {api_base}/api/configurationScore`, over the shared client.
+    pub fn configuration(http: reqwest::Client) -> Self {
+        Self {
+            http,
+            path: CONFIGURATION_SCORE_PATH,
+            metric: Metric::Device,
+        }
+    }
+
+    /// Defender's exposure score, `GET {api_base}/api/exposureScore`, over the shared client.
+    pub fn exposure(http: reqwest::Client) -> Self {
+        Self {
+            http,
+            path: EXPOSURE_SCORE_PATH,
+            metric: Metric::Exposure,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ScoreSource for DefenderScore {
+    fn metric(&self) -> Metric {
+        self.metric
+    }
+
+    fn service(&self) -> UpstreamService {
+        UpstreamService::Defender
+    }
+
+    fn scope(&self, tenant: &Tenant) -> String {
+        tenant.scope.clone()
+    }
+
     async fn call(&self, tenant: &Tenant, token: &BearerToken) -> Result<Reading, CallFailure> {
         let url = tenant
             .api_base
@@ -429,73 +464,6 @@ impl DefenderScore {
         let (status, retry_after, _, body) =
             exchange(&self.http, url, token, UpstreamService::Defender).await?;
         read_answer(tenant, self.metric, status, retry_after, &body)
-    }
-}
-
-/// Defender's device score, `GET {api_base}/api/configurationScore`.
-pub struct DefenderConfigurationScore(DefenderScore);
-
-impl DefenderConfigurationScore {
-    /// The source over the shared client.
-    pub fn new(http: reqwest::Client) -> Self {
-        Self(DefenderScore {
-            http,
-            path: CONFIGURATION_SCORE_PATH,
-            metric: Metric::Device,
-        })
-    }
-}
-
-#[async_trait::async_trait]
-impl ScoreSource for DefenderConfigurationScore {
-    fn metric(&self) -> Metric {
-        Metric::Device
-    }
-
-    fn service(&self) -> UpstreamService {
-        UpstreamService::Defender
-    }
-
-    fn scope(&self, tenant: &Tenant) -> String {
-        tenant.scope.clone()
-    }
-
-    async fn call(&self, tenant: &Tenant, token: &BearerToken) -> Result<Reading, CallFailure> {
-        self.0.call(tenant, token).await
-    }
-}
-
-/// Defender's exposure score, `GET {api_base}/api/exposureScore`: the device score's token,
-/// permission and quota; 0–100, lower is better.
-pub struct DefenderExposureScore(DefenderScore);
-
-impl DefenderExposureScore {
-    /// The source over the shared client.
-    pub fn new(http: reqwest::Client) -> Self {
-        Self(DefenderScore {
-            http,
-            path: EXPOSURE_SCORE_PATH,
-            metric: Metric::Exposure,
-        })
-    }
-}
-
-#[async_trait::async_trait]
-impl ScoreSource for DefenderExposureScore {
-    fn metric(&self) -> Metric {
-        Metric::Exposure
-    }
-
-    fn service(&self) -> UpstreamService {
-        UpstreamService::Defender
-    }
-
-    fn scope(&self, tenant: &Tenant) -> String {
-        tenant.scope.clone()
-    }
-
-    async fn call(&self, tenant: &Tenant, token: &BearerToken) -> Result<Reading, CallFailure> {
-        self.0.call(tenant, token).await
     }
 }
 
@@ -528,15 +496,7 @@ impl ScoreSource for GraphSecureScore {
     }
 
     async fn call(&self, tenant: &Tenant, token: &BearerToken) -> Result<Reading, CallFailure> {
-        let (status, retry_after, warning, body) = self.get(tenant, token, 1).await?;
-        read_graph_answer(
-            tenant,
-            status,
-            retry_after,
-            warning,
-            &body,
-            read_secure_scores,
-        )
+        self.get(tenant, token, 1, read_secure_scores).await
     }
 
     async fn daily(
@@ -545,26 +505,19 @@ impl ScoreSource for GraphSecureScore {
         token: &BearerToken,
         days: u32,
     ) -> Result<Vec<Reading>, CallFailure> {
-        let (status, retry_after, warning, body) = self.get(tenant, token, days).await?;
-        read_graph_answer(
-            tenant,
-            status,
-            retry_after,
-            warning,
-            &body,
-            read_secure_snapshots,
-        )
+        self.get(tenant, token, days, read_secure_snapshots).await
     }
 }
 
 impl GraphSecureScore {
-    /// `GET secureScores?$top={top}`: status, `Retry-After`, `Warning` and body.
-    async fn get(
+    /// `GET secureScores?$top={top}`, its answer read by `read` (see [`read_graph_answer`]).
+    async fn get<T>(
         &self,
         tenant: &Tenant,
         token: &BearerToken,
         top: u32,
-    ) -> Result<(StatusCode, Option<Duration>, Option<String>, Vec<u8>), CallFailure> {
+        read: fn(&[u8]) -> Result<T, CallFailure>,
+    ) -> Result<T, CallFailure> {
         // Configuration refuses `secure` without a Graph base; this only guards the type.
         let Some(base) = &tenant.sources.graph_base else {
             return Err(CallFailure::Unusable {
@@ -577,7 +530,9 @@ impl GraphSecureScore {
                 detail: format!("bad Graph base: {error}"),
             })?;
         url.query_pairs_mut().append_pair("$top", &top.to_string());
-        exchange(&self.http, url, token, UpstreamService::Graph).await
+        let (status, retry_after, warning, body) =
+            exchange(&self.http, url, token, UpstreamService::Graph).await?;
+        read_graph_answer(tenant, status, retry_after, warning, &body, read)
     }
 }
 
@@ -610,12 +565,7 @@ fn read_graph_answer<T>(
         .ok()
         .map(|body| body.error);
     let code = error.as_ref().map_or("", |e| e.code.as_str());
-    let message: String = error
-        .as_ref()
-        .map_or("", |e| e.message.as_str())
-        .chars()
-        .take(200)
-        .collect();
+    let message = clipped(error.as_ref().map_or("", |e| e.message.as_str()));
     let inner = error.as_ref().and_then(|e| e.inner_error.as_ref());
     let request_id = inner.and_then(|inner| inner.request_id.as_deref());
     let date = inner.and_then(|inner| inner.date.as_deref());
@@ -627,22 +577,14 @@ fn read_graph_answer<T>(
         date = date.unwrap_or("-"),
         "Microsoft Graph refused the call: {message}"
     );
-    if status == StatusCode::BAD_REQUEST {
-        tracing::error!(tenant = %tenant.id, "Microsoft Graph rejected our request as malformed: this is a scoregate bug");
-    }
-    let detail = if code.is_empty() {
-        format!("Microsoft Graph answered {status}")
-    } else {
-        format!(
-            "Microsoft Graph answered {} {code}: {message}",
-            status.as_u16()
-        )
-    };
-    Err(CallFailure::Status {
-        status: status.as_u16(),
+    Err(refusal(
+        tenant,
+        UpstreamService::Graph,
+        status,
         retry_after,
-        detail,
-    })
+        code,
+        &message,
+    ))
 }
 
 /// The newest snapshot of a `secureScores` body, with its categories and comparisons.
@@ -741,12 +683,7 @@ fn read_answer(
         .ok()
         .map(|body| body.error);
     let code = error.as_ref().map_or("", |e| e.code.as_str());
-    let message: String = error
-        .as_ref()
-        .map_or("", |e| e.message.as_str())
-        .chars()
-        .take(200)
-        .collect();
+    let message = clipped(error.as_ref().map_or("", |e| e.message.as_str()));
     let correlation = error.as_ref().and_then(|e| e.target.clone());
     tracing::warn!(
         tenant = %tenant.id,
@@ -756,19 +693,47 @@ fn read_answer(
         correlation_id = correlation.as_deref().unwrap_or("-"),
         "Defender refused the call: {message}"
     );
+    Err(refusal(
+        tenant,
+        UpstreamService::Defender,
+        status,
+        retry_after,
+        code,
+        &message,
+    ))
+}
+
+/// A source's refusal (already logged with its own correlation facts) as a failure: a 400 is
+/// logged as our bug, and the detail names the source's error code and message when it gave
+/// them. Written once so both sources word their refusals alike.
+fn refusal(
+    tenant: &Tenant,
+    service: UpstreamService,
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    code: &str,
+    message: &str,
+) -> CallFailure {
+    let name = service.display_name();
     if status == StatusCode::BAD_REQUEST {
-        tracing::error!(tenant = %tenant.id, "Defender rejected our request as malformed: this is a scoregate bug");
+        tracing::error!(tenant = %tenant.id, "{name} rejected our request as malformed: this is a scoregate bug");
     }
     let detail = if code.is_empty() {
-        format!("Defender answered {status}")
+        format!("{name} answered {status}")
     } else {
-        format!("Defender answered {} {code}: {message}", status.as_u16())
+        format!("{name} answered {} {code}: {message}", status.as_u16())
     };
-    Err(CallFailure::Status {
+    CallFailure::Status {
         status: status.as_u16(),
         retry_after,
         detail,
-    })
+    }
+}
+
+/// At most the first 200 characters of an upstream's free text, so a verbose (or hostile)
+/// answer cannot flood logs and problem details.
+fn clipped(text: &str) -> String {
+    text.chars().take(200).collect()
 }
 
 #[cfg(test)]

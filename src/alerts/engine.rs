@@ -103,7 +103,7 @@ pub(super) async fn on_reading(
 ) -> Result<(), AlertError> {
     let pool = store.pool();
     let seconds = at.unix_timestamp();
-    store::fetch_succeeded(pool, tenant, metric, seconds).await?;
+    store::record_fetch(pool, store::Fetched::Succeeded, tenant, metric, seconds).await?;
     let config = shared.config.read().clone();
     for rule in covering(&config, tenant, metric) {
         let verdict = match &rule.condition {
@@ -156,7 +156,14 @@ pub(super) async fn on_failure(
     at: OffsetDateTime,
 ) -> Result<(), AlertError> {
     let pool = store.pool();
-    store::fetch_failed(pool, tenant, metric, at.unix_timestamp()).await?;
+    store::record_fetch(
+        pool,
+        store::Fetched::Failed,
+        tenant,
+        metric,
+        at.unix_timestamp(),
+    )
+    .await?;
     let config = shared.config.read().clone();
     let fetch = store::fetch(pool, tenant, metric).await?;
     for rule in covering(&config, tenant, metric).filter(|rule| rule.condition.is_timed()) {

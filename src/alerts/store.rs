@@ -29,6 +29,16 @@ pub(super) struct FetchRow {
     pub(super) first_failure: Option<i64>,
 }
 
+impl FetchRow {
+    /// The outcomes in a row that selected `last_success` and `first_failure`.
+    fn read(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            last_success: row.try_get("last_success")?,
+            first_failure: row.try_get("first_failure")?,
+        })
+    }
+}
+
 pub(super) fn time(seconds: i64) -> Result<OffsetDateTime, AlertError> {
     OffsetDateTime::from_unix_timestamp(seconds)
         .map_err(|_| AlertError::Corrupt(format!("time {seconds} out of range")))
@@ -78,48 +88,46 @@ pub(super) async fn states(pool: &AnyPool) -> Result<Vec<StateRow>, AlertError> 
     rows.iter().map(state_row).collect()
 }
 
-/// Records a successful fetch at `at`: the last success moves forward (never back: readings
-/// may arrive out of order), and the failing streak ends.
-pub(super) async fn fetch_succeeded(
-    pool: &AnyPool,
-    tenant: &str,
-    metric: Metric,
-    at: i64,
-) -> Result<(), AlertError> {
-    sqlx::query(
-        "INSERT INTO alert_fetches (tenant, metric, last_success, first_failure) \
-         VALUES ($1, $2, $3, NULL) ON CONFLICT (tenant, metric) DO UPDATE SET \
-         last_success = CASE WHEN alert_fetches.last_success IS NULL \
-             OR excluded.last_success > alert_fetches.last_success \
-             THEN excluded.last_success ELSE alert_fetches.last_success END, \
-         first_failure = NULL",
-    )
-    .bind(tenant)
-    .bind(metric.as_str())
-    .bind(at)
-    .execute(pool)
-    .await?;
-    Ok(())
+/// How a fetch of (tenant, metric) ended, for [`record_fetch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fetched {
+    /// A reading: the last success moves forward (never back: readings may arrive out of
+    /// order), and the failing streak ends.
+    Succeeded,
+    /// A failure: starts the failing streak unless one is running.
+    Failed,
 }
 
-/// Records a failed fetch at `at`: starts the failing streak unless one is running.
-pub(super) async fn fetch_failed(
+/// Records how a fetch of (tenant, metric) ended at `at` (Unix seconds).
+pub(super) async fn record_fetch(
     pool: &AnyPool,
+    fetched: Fetched,
     tenant: &str,
     metric: Metric,
     at: i64,
 ) -> Result<(), AlertError> {
-    sqlx::query(
-        "INSERT INTO alert_fetches (tenant, metric, last_success, first_failure) \
-         VALUES ($1, $2, NULL, $3) ON CONFLICT (tenant, metric) DO UPDATE SET \
-         first_failure = CASE WHEN alert_fetches.first_failure IS NULL \
-             THEN excluded.first_failure ELSE alert_fetches.first_failure END",
-    )
-    .bind(tenant)
-    .bind(metric.as_str())
-    .bind(at)
-    .execute(pool)
-    .await?;
+    let upsert = match fetched {
+        Fetched::Succeeded => {
+            "INSERT INTO alert_fetches (tenant, metric, last_success, first_failure) \
+             VALUES ($1, $2, $3, NULL) ON CONFLICT (tenant, metric) DO UPDATE SET \
+             last_success = CASE WHEN alert_fetches.last_success IS NULL \
+                 OR excluded.last_success > alert_fetches.last_success \
+                 THEN excluded.last_success ELSE alert_fetches.last_success END, \
+             first_failure = NULL"
+        }
+        Fetched::Failed => {
+            "INSERT INTO alert_fetches (tenant, metric, last_success, first_failure) \
+             VALUES ($1, $2, NULL, $3) ON CONFLICT (tenant, metric) DO UPDATE SET \
+             first_failure = CASE WHEN alert_fetches.first_failure IS NULL \
+                 THEN excluded.first_failure ELSE alert_fetches.first_failure END"
+        }
+    };
+    sqlx::query(upsert)
+        .bind(tenant)
+        .bind(metric.as_str())
+        .bind(at)
+        .execute(pool)
+        .await?;
     Ok(())
 }
 
@@ -135,15 +143,7 @@ pub(super) async fn fetches(
     .fetch_all(pool)
     .await?;
     rows.iter()
-        .map(|row| {
-            Ok((
-                row.try_get("tenant")?,
-                FetchRow {
-                    last_success: row.try_get("last_success")?,
-                    first_failure: row.try_get("first_failure")?,
-                },
-            ))
-        })
+        .map(|row| Ok((row.try_get("tenant")?, FetchRow::read(row)?)))
         .collect()
 }
 
@@ -161,10 +161,7 @@ pub(super) async fn fetch(
     .fetch_optional(pool)
     .await?;
     Ok(match row {
-        Some(row) => FetchRow {
-            last_success: row.try_get("last_success")?,
-            first_failure: row.try_get("first_failure")?,
-        },
+        Some(row) => FetchRow::read(&row)?,
         None => FetchRow::default(),
     })
 }

@@ -127,17 +127,7 @@ pub async fn get_tenant_history(
     caller: Caller,
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
-    let history = services.history().ok_or(ApiError::HistoryDisabled)?;
-    let params: TenantHistoryQuery = super::handlers::query(&request)?;
-    let csv_wanted = wants_csv(&request, params.format.as_deref())?;
-    let range = Range::parse(
-        params.metric.as_deref(),
-        params.from.as_deref(),
-        params.to.as_deref(),
-        params.interval.as_deref(),
-        OffsetDateTime::now_utc(),
-        history.retention_days(),
-    )?;
+    let (history, _, csv_wanted, range) = read_query::<TenantHistoryQuery>(&request, &services)?;
     let tenant = services
         .tenant(&path, &caller.scope)
         .map_err(ApiError::from_service)?;
@@ -160,22 +150,16 @@ pub async fn get_tenant_history(
         interval: range.interval,
         points,
     };
-    if csv_wanted {
-        return super::scores::csv_response(
-            &TENANT_CSV,
-            body.points.iter().map(|point| {
-                [
-                    stamp(point.at),
-                    point.score.to_string(),
-                    point.min.to_string(),
-                    point.max.to_string(),
-                    point.samples.to_string(),
-                    point.max_score.map(|s| s.to_string()).unwrap_or_default(),
-                ]
-            }),
-        );
-    }
-    Ok(HttpResponse::Ok().json(body))
+    answer(csv_wanted, &body, &TENANT_CSV, &body.points, |point| {
+        [
+            stamp(point.at),
+            point.score.to_string(),
+            point.min.to_string(),
+            point.max.to_string(),
+            point.samples.to_string(),
+            point.max_score.map(|s| s.to_string()).unwrap_or_default(),
+        ]
+    })
 }
 
 /// The portfolio's score over time.
@@ -201,17 +185,8 @@ pub async fn get_portfolio_history(
     caller: Caller,
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
-    let history = services.history().ok_or(ApiError::HistoryDisabled)?;
-    let params: PortfolioHistoryQuery = super::handlers::query(&request)?;
-    let csv_wanted = wants_csv(&request, params.format.as_deref())?;
-    let range = Range::parse(
-        params.metric.as_deref(),
-        params.from.as_deref(),
-        params.to.as_deref(),
-        params.interval.as_deref(),
-        OffsetDateTime::now_utc(),
-        history.retention_days(),
-    )?;
+    let (history, params, csv_wanted, range) =
+        read_query::<PortfolioHistoryQuery>(&request, &services)?;
     // Tenants outside the caller's scope are not matched at all, exactly as on `/scores`.
     let tenants: HashSet<String> = services
         .tenants(&caller.scope)
@@ -236,28 +211,92 @@ pub async fn get_portfolio_history(
         interval: range.interval,
         points,
     };
-    if csv_wanted {
-        return super::scores::csv_response(
-            &PORTFOLIO_CSV,
-            body.points.iter().map(|point| {
-                [
-                    stamp(point.at),
-                    point.tenants.to_string(),
-                    point.mean.to_string(),
-                    point.median.to_string(),
-                    point.min.to_string(),
-                    point.max.to_string(),
-                ]
-            }),
-        );
-    }
-    Ok(HttpResponse::Ok().json(body))
+    answer(csv_wanted, &body, &PORTFOLIO_CSV, &body.points, |point| {
+        [
+            stamp(point.at),
+            point.tenants.to_string(),
+            point.mean.to_string(),
+            point.median.to_string(),
+            point.min.to_string(),
+            point.max.to_string(),
+        ]
+    })
 }
 
 /// The CSV columns of `/tenants/{id}/history`.
 const TENANT_CSV: [&str; 6] = ["at", "score", "min", "max", "samples", "max_score"];
 /// The CSV columns of `/scores/history`.
 const PORTFOLIO_CSV: [&str; 6] = ["at", "tenants", "mean", "median", "min", "max"];
+
+/// The parameters both history queries share, borrowed from either.
+struct Shared<'a> {
+    metric: Option<&'a str>,
+    from: Option<&'a str>,
+    to: Option<&'a str>,
+    interval: Option<&'a str>,
+    format: Option<&'a str>,
+}
+
+/// A history query: its own parameters plus the [`Shared`] ones.
+trait HistoryQuery: serde::de::DeserializeOwned {
+    /// The shared parameters, as given.
+    fn shared(&self) -> Shared<'_>;
+}
+
+/// Both queries name the shared parameters alike, so one impl, written once, serves both.
+macro_rules! history_query {
+    ($($query:ty),+) => {$(
+        impl HistoryQuery for $query {
+            fn shared(&self) -> Shared<'_> {
+                Shared {
+                    metric: self.metric.as_deref(),
+                    from: self.from.as_deref(),
+                    to: self.to.as_deref(),
+                    interval: self.interval.as_deref(),
+                    format: self.format.as_deref(),
+                }
+            }
+        }
+    )+};
+}
+
+history_query!(TenantHistoryQuery, PortfolioHistoryQuery);
+
+/// Reads a history request, in the order both endpoints refuse in: history turned off, the
+/// query, `format`, then the range. Gives the history, the query, whether to answer CSV and the
+/// validated range.
+fn read_query<'s, Q: HistoryQuery>(
+    request: &HttpRequest,
+    services: &'s Services,
+) -> Result<(&'s std::sync::Arc<crate::history::History>, Q, bool, Range), ApiError> {
+    let history = services.history().ok_or(ApiError::HistoryDisabled)?;
+    let params: Q = super::handlers::query(request)?;
+    let shared = params.shared();
+    let csv_wanted = wants_csv(request, shared.format)?;
+    let range = Range::parse(
+        shared.metric,
+        shared.from,
+        shared.to,
+        shared.interval,
+        OffsetDateTime::now_utc(),
+        history.retention_days(),
+    )?;
+    Ok((history, params, csv_wanted, range))
+}
+
+/// The answer: `body` as JSON, or one CSV `row` per point under `columns` when CSV is wanted.
+fn answer<B: Serialize, P, const N: usize>(
+    csv_wanted: bool,
+    body: &B,
+    columns: &[&str; N],
+    points: &[P],
+    row: impl Fn(&P) -> [String; N],
+) -> Result<HttpResponse, ApiError> {
+    if csv_wanted {
+        return super::scores::csv_response(columns, points.iter().map(row));
+    }
+    Ok(HttpResponse::Ok().json(body))
+}
 
 /// Whether to answer CSV: `format` when given (refused, named, when neither `json` nor `csv`),
 /// else content negotiation on `Accept`, as on `/scores`.

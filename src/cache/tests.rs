@@ -2,7 +2,6 @@
 
 use super::*;
 use crate::policy::testing::{outbound, tenant, Answer, FakeSource, DEFENDER_LIMITS};
-use crate::upstream::CallFailure;
 
 const FRESH: Duration = Duration::from_secs(60);
 const STALE_IF_ERROR: Duration = Duration::from_secs(300);
@@ -22,16 +21,25 @@ fn cache(source: &Arc<FakeSource>) -> ScoreCache {
     )
 }
 
+/// The usual setup: a source answering 42 after `latency`, a cache over it, and the tenant
+/// `contoso` with Defender's limits.
+fn rig(latency: Duration) -> (Arc<FakeSource>, ScoreCache, Arc<Tenant>) {
+    let source = FakeSource::new(42.0, latency);
+    let cache = cache(&source);
+    (source, cache, tenant("contoso", DEFENDER_LIMITS))
+}
+
+/// `contoso`'s device score, as a plain request (no `max_age`) with time to wait.
+async fn device(cache: &ScoreCache, contoso: &Arc<Tenant>) -> Result<Served, ScoreError> {
+    cache.get(contoso, Metric::Device, None, soon()).await
+}
+
 fn soon() -> Instant {
     Instant::now() + Duration::from_secs(30)
 }
 
 fn server_error() -> Answer {
-    Answer::Fail(CallFailure::Status {
-        status: 503,
-        retry_after: None,
-        detail: "Defender answered 503".to_owned(),
-    })
+    Answer::status(503, None, "Defender answered 503")
 }
 
 /// Lets spawned fetches run to their end (the paused clock jumps over their latency).
@@ -41,13 +49,8 @@ async fn settle() {
 
 #[tokio::test(start_paused = true)]
 async fn a_fresh_entry_is_served_from_the_cache_and_an_expired_one_stale_while_it_refreshes() {
-    let source = FakeSource::new(42.0, Duration::from_millis(20));
-    let cache = cache(&source);
-    let contoso = tenant("contoso", DEFENDER_LIMITS);
-    let first = cache
-        .get(&contoso, Metric::Device, None, soon())
-        .await
-        .unwrap();
+    let (source, cache, contoso) = rig(Duration::from_millis(20));
+    let first = device(&cache, &contoso).await.unwrap();
     assert_eq!(
         (first.source, first.reading.score),
         (Source::Upstream, 42.0)
@@ -56,20 +59,14 @@ async fn a_fresh_entry_is_served_from_the_cache_and_an_expired_one_stale_while_i
     assert!(fresh_for <= FRESH && fresh_for >= FRESH.mul_f64(1.0 - FRESH_JITTER));
 
     tokio::time::advance(fresh_for - Duration::from_millis(1)).await;
-    let cached = cache
-        .get(&contoso, Metric::Device, None, soon())
-        .await
-        .unwrap();
+    let cached = device(&cache, &contoso).await.unwrap();
     assert_eq!(cached.source, Source::Cache);
     assert_eq!(cached.fresh_for, Duration::from_millis(1));
     assert_eq!(source.calls("contoso"), 1);
 
     tokio::time::advance(Duration::from_millis(1)).await;
     source.answer(Answer::Score(43.0));
-    let stale = cache
-        .get(&contoso, Metric::Device, None, soon())
-        .await
-        .unwrap();
+    let stale = device(&cache, &contoso).await.unwrap();
     assert_eq!((stale.source, stale.reading.score), (Source::Stale, 42.0));
     assert!(stale.warning.is_none());
     assert!(
@@ -77,10 +74,7 @@ async fn a_fresh_entry_is_served_from_the_cache_and_an_expired_one_stale_while_i
         "a refresh runs behind the caller"
     );
     settle().await;
-    let refreshed = cache
-        .get(&contoso, Metric::Device, None, soon())
-        .await
-        .unwrap();
+    let refreshed = device(&cache, &contoso).await.unwrap();
     assert_eq!(
         (refreshed.source, refreshed.reading.score),
         (Source::Cache, 43.0)
@@ -90,19 +84,11 @@ async fn a_fresh_entry_is_served_from_the_cache_and_an_expired_one_stale_while_i
 
 #[tokio::test(start_paused = true)]
 async fn past_the_stale_window_the_caller_waits_for_a_new_value() {
-    let source = FakeSource::new(42.0, Duration::from_millis(20));
-    let cache = cache(&source);
-    let contoso = tenant("contoso", DEFENDER_LIMITS);
-    cache
-        .get(&contoso, Metric::Device, None, soon())
-        .await
-        .unwrap();
+    let (source, cache, contoso) = rig(Duration::from_millis(20));
+    device(&cache, &contoso).await.unwrap();
     tokio::time::advance(FRESH + STALE_IF_ERROR + Duration::from_secs(1)).await;
     source.answer(Answer::Score(50.0));
-    let served = cache
-        .get(&contoso, Metric::Device, None, soon())
-        .await
-        .unwrap();
+    let served = device(&cache, &contoso).await.unwrap();
     assert_eq!(
         (served.source, served.reading.score),
         (Source::Upstream, 50.0)
@@ -140,9 +126,7 @@ async fn fresh_windows_are_jittered_so_that_tenants_loaded_together_expire_apart
 
 #[tokio::test(start_paused = true)]
 async fn concurrent_callers_of_a_cold_tenant_share_one_fetch() {
-    let source = FakeSource::new(42.0, Duration::from_millis(200));
-    let cache = cache(&source);
-    let contoso = tenant("contoso", DEFENDER_LIMITS);
+    let (source, cache, contoso) = rig(Duration::from_millis(200));
     let callers = (0..10).map(|_| cache.get(&contoso, Metric::Device, None, soon()));
     let served = futures::future::join_all(callers).await;
     assert!(served.iter().all(|s| matches!(
@@ -158,9 +142,7 @@ async fn concurrent_callers_of_a_cold_tenant_share_one_fetch() {
 
 #[tokio::test(start_paused = true)]
 async fn a_caller_whose_deadline_passes_leaves_the_fetch_to_fill_the_cache() {
-    let source = FakeSource::new(42.0, Duration::from_secs(2));
-    let cache = cache(&source);
-    let contoso = tenant("contoso", DEFENDER_LIMITS);
+    let (source, cache, contoso) = rig(Duration::from_secs(2));
     let hurried = cache
         .get(
             &contoso,
@@ -172,30 +154,19 @@ async fn a_caller_whose_deadline_passes_leaves_the_fetch_to_fill_the_cache() {
     assert!(matches!(hurried, Err(ScoreError::Deadline)));
     settle().await;
     settle().await;
-    let served = cache
-        .get(&contoso, Metric::Device, None, soon())
-        .await
-        .unwrap();
+    let served = device(&cache, &contoso).await.unwrap();
     assert_eq!(served.source, Source::Cache);
     assert_eq!(source.calls("contoso"), 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_last_good_value_covers_a_failure_within_the_stale_if_error_window() {
-    let source = FakeSource::new(42.0, Duration::from_millis(20));
-    let cache = cache(&source);
-    let contoso = tenant("contoso", DEFENDER_LIMITS);
-    cache
-        .get(&contoso, Metric::Device, None, soon())
-        .await
-        .unwrap();
+    let (source, cache, contoso) = rig(Duration::from_millis(20));
+    device(&cache, &contoso).await.unwrap();
     tokio::time::advance(FRESH).await;
     source.answer(server_error());
     // Stale at once; the refresh behind it fails (after its retries).
-    let stale = cache
-        .get(&contoso, Metric::Device, None, soon())
-        .await
-        .unwrap();
+    let stale = device(&cache, &contoso).await.unwrap();
     assert_eq!(stale.source, Source::Stale);
     settle().await;
     assert!(cache
@@ -203,10 +174,7 @@ async fn the_last_good_value_covers_a_failure_within_the_stale_if_error_window()
         .unwrap()
         .error
         .is_some());
-    let covered = cache
-        .get(&contoso, Metric::Device, None, soon())
-        .await
-        .unwrap();
+    let covered = device(&cache, &contoso).await.unwrap();
     assert_eq!(
         (covered.source, covered.reading.score),
         (Source::Stale, 42.0)
@@ -231,7 +199,7 @@ async fn the_last_good_value_covers_a_failure_within_the_stale_if_error_window()
     ));
     // Past the stale-if-error window, nothing covers the failure.
     tokio::time::advance(STALE_IF_ERROR).await;
-    let expired = cache.get(&contoso, Metric::Device, None, soon()).await;
+    let expired = device(&cache, &contoso).await;
     assert!(
         matches!(expired, Err(ScoreError::Upstream(_))),
         "{expired:?}"
@@ -244,12 +212,9 @@ async fn a_tenant_in_back_off_is_not_called_and_answers_its_last_failure() {
     source.answer(server_error());
     let cache = cache(&source);
     let contoso = tenant("contoso", DEFENDER_LIMITS);
-    assert!(cache
-        .get(&contoso, Metric::Device, None, soon())
-        .await
-        .is_err());
+    assert!(device(&cache, &contoso).await.is_err());
     let calls = source.calls("contoso");
-    let again = cache.get(&contoso, Metric::Device, None, soon()).await;
+    let again = device(&cache, &contoso).await;
     assert!(
         matches!(again, Err(ScoreError::Upstream(UpstreamError::Failed { ref detail })) if detail == "Defender answered 503")
     );
@@ -263,13 +228,8 @@ async fn a_tenant_in_back_off_is_not_called_and_answers_its_last_failure() {
 
 #[tokio::test(start_paused = true)]
 async fn max_age_zero_forces_a_fetch_but_not_more_than_once_per_minimum_interval() {
-    let source = FakeSource::new(42.0, Duration::ZERO);
-    let cache = cache(&source);
-    let contoso = tenant("contoso", DEFENDER_LIMITS);
-    cache
-        .get(&contoso, Metric::Device, None, soon())
-        .await
-        .unwrap();
+    let (source, cache, contoso) = rig(Duration::ZERO);
+    device(&cache, &contoso).await.unwrap();
     let again = cache
         .get(&contoso, Metric::Device, Some(Duration::ZERO), soon())
         .await

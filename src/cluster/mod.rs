@@ -306,25 +306,10 @@ impl Cluster {
     /// refresh keeps it until the period ends, so that no other replica refreshes the same
     /// metric again within it; a failed one gives it back ([`Cluster::release_lease`]).
     pub async fn try_lease(&self, key: &ScoreKey, period: Duration) -> Lease {
-        let lease_key = self.score_key(key, "lease");
-        let token = uuid::Uuid::new_v4().to_string();
-        let millis = u64::try_from(period.as_millis()).unwrap_or(u64::MAX).max(1);
-        let value = token.clone();
-        let taken = self
-            .run(|mut connection| async move {
-                redis::cmd("SET")
-                    .arg(lease_key)
-                    .arg(value)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(millis)
-                    .query_async::<Option<String>>(&mut connection)
-                    .await
-            })
-            .await;
+        let (token, taken) = self.take_token(self.score_key(key, "lease"), period).await;
         match taken {
-            Ok(Some(_)) => Lease::Held(token),
-            Ok(None) => Lease::Taken,
+            Ok(true) => Lease::Held(token),
+            Ok(false) => Lease::Taken,
             Err(_) => {
                 self.fell_back(ClusterUse::Lease);
                 Lease::Local
@@ -334,11 +319,42 @@ impl Cluster {
 
     /// Gives back a lease (compare-and-delete: never another replica's later one).
     pub async fn release_lease(&self, key: &ScoreKey, token: String) {
-        let lease_key = self.score_key(key, "lease");
+        self.give_back(self.score_key(key, "lease"), token).await;
+    }
+
+    /// Sets `key` to a fresh random token unless it is set (`SET NX PX`), for `hold` (at least
+    /// 1 ms): the token, and whether it was set (`false`: another replica holds the key). The
+    /// one way leases and single-flight claims are taken.
+    pub(crate) async fn take_token(
+        &self,
+        key: String,
+        hold: Duration,
+    ) -> (String, Result<bool, ClusterError>) {
+        let token = uuid::Uuid::new_v4().to_string();
+        let millis = u64::try_from(hold.as_millis()).unwrap_or(u64::MAX).max(1);
+        let value = token.clone();
+        let taken = self
+            .run(|mut connection| async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis)
+                    .query_async::<Option<String>>(&mut connection)
+                    .await
+            })
+            .await;
+        (token, taken.map(|set| set.is_some()))
+    }
+
+    /// Deletes `key` if it still holds `token` (compare-and-delete: never another replica's
+    /// later one). Best effort: a key left behind expires with its hold.
+    pub(crate) async fn give_back(&self, key: String, token: String) {
         let _ = self
             .run(|mut connection| async move {
                 store::RELEASE_SCRIPT
-                    .key(lease_key)
+                    .key(key)
                     .arg(token)
                     .invoke_async::<i64>(&mut connection)
                     .await

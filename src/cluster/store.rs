@@ -227,25 +227,12 @@ impl ScoreStore for TieredStore {
     }
 
     async fn claim(&self, key: &ScoreKey, since: SystemTime, hold: Duration) -> Claim {
-        let flight_key = self.cluster.score_key(key, "flight");
-        let token = uuid::Uuid::new_v4().to_string();
-        let millis = u64::try_from(hold.as_millis()).unwrap_or(u64::MAX).max(1);
-        let claim_token = token.clone();
-        let claimed = self
+        let (token, claimed) = self
             .cluster
-            .run(|mut connection| async move {
-                redis::cmd("SET")
-                    .arg(flight_key)
-                    .arg(claim_token)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(millis)
-                    .query_async::<Option<String>>(&mut connection)
-                    .await
-            })
+            .take_token(self.cluster.score_key(key, "flight"), hold)
             .await;
         match claimed {
-            Ok(Some(_)) => {
+            Ok(true) => {
                 // Checked after winning, not before: a replica that stored and released just
                 // before our claim did so before this look, so its reading is seen here.
                 match self.shared(key).await {
@@ -259,7 +246,7 @@ impl ScoreStore for TieredStore {
                     _ => Claim::Fetch(Some(token)),
                 }
             }
-            Ok(None) => Claim::Wait,
+            Ok(false) => Claim::Wait,
             Err(_) => {
                 self.cluster.fell_back(ClusterUse::Flight);
                 Claim::Fetch(None)
@@ -268,17 +255,9 @@ impl ScoreStore for TieredStore {
     }
 
     async fn release(&self, key: &ScoreKey, token: String) {
-        let flight_key = self.cluster.score_key(key, "flight");
         // A claim left behind expires with its hold: nothing more to do when this fails.
-        let _ = self
-            .cluster
-            .run(|mut connection| async move {
-                RELEASE_SCRIPT
-                    .key(flight_key)
-                    .arg(token)
-                    .invoke_async::<i64>(&mut connection)
-                    .await
-            })
+        self.cluster
+            .give_back(self.cluster.score_key(key, "flight"), token)
             .await;
     }
 

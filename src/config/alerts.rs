@@ -134,6 +134,29 @@ fn finite(key: &str, value: f64, problems: &mut Vec<String>) -> Option<f64> {
     }
 }
 
+/// A drop condition's amount and window, each checked under its own key: the amount
+/// `(key, value, at_most)` finite, above 0 and at most `at_most` when given; the window
+/// `(key, text)` a duration the history still covers. Both drop conditions share this.
+fn drop_of(
+    (amount_key, amount, at_most): (&str, f64, Option<f64>),
+    (within_key, within_text): (&str, &str),
+    retention_days: u32,
+    problems: &mut Vec<String>,
+) -> Option<(f64, Duration)> {
+    let checked = finite(amount_key, amount, problems)
+        .filter(|amount| *amount > 0.0 && at_most.is_none_or(|most| *amount <= most));
+    if checked.is_none() && amount.is_finite() {
+        match at_most {
+            None => problems.push(format!("{amount_key}: must be greater than 0")),
+            Some(most) => problems.push(format!(
+                "{amount_key}: must be greater than 0 and at most {most}"
+            )),
+        }
+    }
+    let window = within(within_key, within_text, retention_days, problems);
+    checked.zip(window)
+}
+
 /// Validates and resolves `[[alerts]]` and `[[webhooks]]` against the registered `tenants`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn resolve_alerts(
@@ -201,41 +224,24 @@ pub(super) fn resolve_alerts(
             conditions.push(finite(&format!("{key}.above"), line, problems).map(Condition::Above));
         }
         if let Some(drop) = &settings.drop {
-            let points = finite(&format!("{key}.drop.points"), drop.points, problems)
-                .filter(|points| *points > 0.0);
-            if points.is_none() && drop.points.is_finite() {
-                problems.push(format!("{key}.drop.points: must be greater than 0"));
-            }
-            let window = within(
-                &format!("{key}.drop.within"),
-                &drop.within,
-                retention_days,
-                problems,
-            );
+            let amount: (&str, f64, Option<f64>) =
+                (&format!("{key}.drop.points"), drop.points, None);
+            let window: (&str, &str) = (&format!("{key}.drop.within"), drop.within.as_str());
             conditions.push(
-                points
-                    .zip(window)
+                drop_of(amount, window, retention_days, problems)
                     .map(|(points, within)| Condition::Drop { points, within }),
             );
         }
         if let Some(drop) = &settings.drop_percent {
-            let key_percent = format!("{key}.drop_percent.percent");
-            let percent = finite(&key_percent, drop.percent, problems)
-                .filter(|percent| *percent > 0.0 && *percent <= 100.0);
-            if percent.is_none() && drop.percent.is_finite() {
-                problems.push(format!(
-                    "{key_percent}: must be greater than 0 and at most 100"
-                ));
-            }
-            let window = within(
-                &format!("{key}.drop_percent.within"),
-                &drop.within,
-                retention_days,
-                problems,
+            let amount: (&str, f64, Option<f64>) = (
+                &format!("{key}.drop_percent.percent"),
+                drop.percent,
+                Some(100.0),
             );
+            let window: (&str, &str) =
+                (&format!("{key}.drop_percent.within"), drop.within.as_str());
             conditions.push(
-                percent
-                    .zip(window)
+                drop_of(amount, window, retention_days, problems)
                     .map(|(percent, within)| Condition::DropPercent { percent, within }),
             );
         }
@@ -374,23 +380,28 @@ mod tests {
         (file.alerts, file.webhooks)
     }
 
-    fn problems_of(toml: &str) -> Vec<String> {
+    /// Resolves `toml` with no tenants, history on (30 days) and `env` as the environment.
+    fn resolve(toml: &str, env: &dyn Fn(&str) -> Option<String>) -> (AlertsConfig, Vec<String>) {
         let (alerts, webhooks) = settings(toml);
         let mut problems = Vec::new();
-        let env = |name: &str| {
-            (name == "SECRET").then(|| "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned())
-        };
-        resolve_alerts(
+        let config = resolve_alerts(
             &alerts,
             &webhooks,
             &[],
             true,
             30,
             Path::new("."),
-            &env,
+            env,
             &mut problems,
         );
-        problems
+        (config, problems)
+    }
+
+    fn problems_of(toml: &str) -> Vec<String> {
+        let env = |name: &str| {
+            (name == "SECRET").then(|| "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned())
+        };
+        resolve(toml, &env).1
     }
 
     #[test]
@@ -450,26 +461,14 @@ mod tests {
 
     #[test]
     fn a_secret_that_is_not_whsec_is_refused_without_being_quoted() {
-        let (alerts, webhooks) = settings(
-            r#"
+        let toml = r#"
             [[webhooks]]
             name = "psa"
             url = "http://127.0.0.1:9/hook"
             secret = { env = "PLAIN" }
-            "#,
-        );
-        let mut problems = Vec::new();
+            "#;
         let env = |_: &str| Some("hunter2-not-a-whsec".to_owned());
-        resolve_alerts(
-            &alerts,
-            &webhooks,
-            &[],
-            true,
-            30,
-            Path::new("."),
-            &env,
-            &mut problems,
-        );
+        let (_, problems) = resolve(toml, &env);
         let text = problems.join("\n");
         assert!(
             text.contains("webhooks[0] (name \"psa\").secret: must be a Standard Webhooks secret"),
@@ -480,8 +479,7 @@ mod tests {
 
     #[test]
     fn a_valid_rule_and_loopback_webhook_resolve() {
-        let (alerts, webhooks) = settings(
-            r#"
+        let toml = r#"
             [[alerts]]
             name = "drop"
             metric = "secure"
@@ -490,20 +488,9 @@ mod tests {
             name = "local"
             url = "http://localhost:8099/hook"
             secret = { env = "SECRET" }
-            "#,
-        );
-        let mut problems = Vec::new();
+            "#;
         let env = |_: &str| Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned());
-        let config = resolve_alerts(
-            &alerts,
-            &webhooks,
-            &[],
-            true,
-            30,
-            Path::new("."),
-            &env,
-            &mut problems,
-        );
+        let (config, problems) = resolve(toml, &env);
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(
             config.rules[0].condition,

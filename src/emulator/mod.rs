@@ -338,20 +338,28 @@ impl Emulator {
         self.shared.stats.reset();
     }
 
+    /// The tenant an operator change names, or the error naming the `option` that named it.
+    fn find(
+        &self,
+        slug_or_tenant_id: &str,
+        option: &'static str,
+    ) -> Result<&tenants::TenantRecord, EmulatorError> {
+        self.shared
+            .directory
+            .find(slug_or_tenant_id)
+            .ok_or_else(|| EmulatorError::UnknownTenant {
+                option,
+                name: slug_or_tenant_id.to_owned(),
+            })
+    }
+
     /// Changes a tenant's fault profile (`None`: healthy) while serving.
     pub fn set_fault(
         &self,
         slug_or_tenant_id: &str,
         fault: Option<FaultProfile>,
     ) -> Result<(), EmulatorError> {
-        let tenant = self
-            .shared
-            .directory
-            .find(slug_or_tenant_id)
-            .ok_or_else(|| EmulatorError::UnknownTenant {
-                option: "fault",
-                name: slug_or_tenant_id.to_owned(),
-            })?;
+        let tenant = self.find(slug_or_tenant_id, "fault")?;
         tenant.set_fault(fault);
         Ok(())
     }
@@ -364,14 +372,7 @@ impl Emulator {
         slug_or_tenant_id: &str,
         score: Option<f64>,
     ) -> Result<(), EmulatorError> {
-        let tenant = self
-            .shared
-            .directory
-            .find(slug_or_tenant_id)
-            .ok_or_else(|| EmulatorError::UnknownTenant {
-                option: "score",
-                name: slug_or_tenant_id.to_owned(),
-            })?;
+        let tenant = self.find(slug_or_tenant_id, "score")?;
         if let Some(score) = score {
             if !server::valid_score(score) {
                 return Err(EmulatorError::InvalidOption {

@@ -28,7 +28,7 @@ use super::options::LatencyRange;
 use super::quota::{Concurrency, Quota};
 use super::responses::{defender_error, not_found};
 use super::stats::Stats;
-use super::tenants::Directory;
+use super::tenants::{Directory, TenantRecord};
 use super::token::AccessTokens;
 use super::{graph, score, token, EmulatorError};
 use actix_web::http::StatusCode;
@@ -208,19 +208,35 @@ struct FaultChange {
     fault: Option<FaultProfile>,
 }
 
+/// The tenant an operator's `POST /_emulator/tenants/{slug}/…` names, and the request's body;
+/// else the answer refusing it (404 for an unknown tenant, 400 for an unreadable body).
+async fn operator_change<'s>(
+    request: &HttpRequest,
+    payload: web::Payload,
+    state: &'s Shared,
+) -> Result<(&'s TenantRecord, Vec<u8>), HttpResponse> {
+    let name = request.match_info().get("slug").unwrap_or_default();
+    let Some(tenant) = state.directory.find(name) else {
+        return Err(operator_error(
+            StatusCode::NOT_FOUND,
+            &format!("No tenant named '{name}'."),
+        ));
+    };
+    match read_limited(request, payload).await {
+        Ok(body) => Ok((tenant, body)),
+        Err(error) => Err(operator_error(StatusCode::BAD_REQUEST, &error.to_string())),
+    }
+}
+
 /// `POST /_emulator/tenants/{slug}/fault`.
 async fn set_fault(
     request: HttpRequest,
     payload: web::Payload,
     state: web::Data<Shared>,
 ) -> HttpResponse {
-    let name = request.match_info().get("slug").unwrap_or_default();
-    let Some(tenant) = state.directory.find(name) else {
-        return operator_error(StatusCode::NOT_FOUND, &format!("No tenant named '{name}'."));
-    };
-    let body = match read_limited(&request, payload).await {
-        Ok(body) => body,
-        Err(error) => return operator_error(StatusCode::BAD_REQUEST, &error.to_string()),
+    let (tenant, body) = match operator_change(&request, payload, &state).await {
+        Ok(found) => found,
+        Err(refusal) => return refusal,
     };
     let change: FaultChange = match serde_json::from_slice(&body) {
         Ok(change) => change,
@@ -258,13 +274,9 @@ async fn set_score(
     payload: web::Payload,
     state: web::Data<Shared>,
 ) -> HttpResponse {
-    let name = request.match_info().get("slug").unwrap_or_default();
-    let Some(tenant) = state.directory.find(name) else {
-        return operator_error(StatusCode::NOT_FOUND, &format!("No tenant named '{name}'."));
-    };
-    let body = match read_limited(&request, payload).await {
-        Ok(body) => body,
-        Err(error) => return operator_error(StatusCode::BAD_REQUEST, &error.to_string()),
+    let (tenant, body) = match operator_change(&request, payload, &state).await {
+        Ok(found) => found,
+        Err(refusal) => return refusal,
     };
     let change = serde_json::from_slice::<ScoreChange>(&body)
         .ok()

@@ -466,18 +466,8 @@ impl Outbound {
         metric: Metric,
         deadline: Instant,
     ) -> Result<Reading, FetchError> {
-        let quota = quota_key(tenant, metric);
+        let (quota, source) = self.gated_source(tenant, metric).await?;
         let key = score_key(tenant, metric);
-        self.gate
-            .check(&quota, &key)
-            .await
-            .map_err(FetchError::Gated)?;
-        let Some(source) = self.sources.get(&metric) else {
-            // The services register a source for every metric; only a test stack may lack one.
-            return Err(FetchError::Upstream(UpstreamError::Failed {
-                detail: format!("no source reads the {metric} metric"),
-            }));
-        };
         let result = self
             .with_retries(&Current, source.as_ref(), tenant, &quota, deadline)
             .await;
@@ -514,19 +504,31 @@ impl Outbound {
         days: u32,
         deadline: Instant,
     ) -> Result<Vec<Reading>, FetchError> {
+        let (quota, source) = self.gated_source(tenant, metric).await?;
+        self.with_retries(&Daily(days), source.as_ref(), tenant, &quota, deadline)
+            .await
+            .map_err(FetchError::Upstream)
+    }
+
+    /// Layer 1 and the source, the start of every fetch: refused while the tenant's `metric`
+    /// cools down or backs off; else its quota key and the source that reads it.
+    async fn gated_source(
+        &self,
+        tenant: &Tenant,
+        metric: Metric,
+    ) -> Result<(QuotaKey, &Arc<dyn ScoreSource>), FetchError> {
         let quota = quota_key(tenant, metric);
         self.gate
             .check(&quota, &score_key(tenant, metric))
             .await
             .map_err(FetchError::Gated)?;
         let Some(source) = self.sources.get(&metric) else {
+            // The services register a source for every metric; only a test stack may lack one.
             return Err(FetchError::Upstream(UpstreamError::Failed {
                 detail: format!("no source reads the {metric} metric"),
             }));
         };
-        self.with_retries(&Daily(days), source.as_ref(), tenant, &quota, deadline)
-            .await
-            .map_err(FetchError::Upstream)
+        Ok((quota, source))
     }
 
     /// Failed fetches of the tenant's `metric` in a row (0 after a success).

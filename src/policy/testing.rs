@@ -64,6 +64,17 @@ pub(crate) enum Answer {
     Fail(CallFailure),
 }
 
+impl Answer {
+    /// A refusal with this status, `Retry-After` and detail.
+    pub(crate) fn status(status: u16, retry_after: Option<Duration>, detail: &str) -> Self {
+        Self::Fail(CallFailure::Status {
+            status,
+            retry_after,
+            detail: detail.to_owned(),
+        })
+    }
+}
+
 /// A source that answers from a script per tenant (then a default), after a latency on tokio's
 /// clock, and counts calls and calls at once.
 pub(crate) struct FakeSource {

@@ -23,6 +23,11 @@ fn reading() -> Reading {
     }
 }
 
+/// The tenant's device score through `stack`, with the stack's own deadline.
+async fn fetch_device(stack: &Outbound, tenant: &Arc<Tenant>) -> Result<Reading, FetchError> {
+    stack.fetch(tenant, Metric::Device, stack.deadline()).await
+}
+
 /// The decision's kind and, for failures, the gateway's error code.
 fn kind(decision: &Decision) -> String {
     match decision {
@@ -118,13 +123,7 @@ fn a_denial_keeps_its_status_and_detail() {
 #[tokio::test(start_paused = true)]
 async fn transient_failures_are_retried_each_charging_the_quota() {
     let source = FakeSource::new(42.0, Duration::from_millis(10));
-    let server_error = || {
-        Answer::Fail(CallFailure::Status {
-            status: 503,
-            retry_after: None,
-            detail: "busy".to_owned(),
-        })
-    };
+    let server_error = || Answer::status(503, None, "busy");
     source.script("contoso", [server_error(), server_error()]);
     let stack = outbound(source.clone(), Arc::default(), 4);
     // 30 a minute is a burst of 3, then one call every 60/27 s: the first attempt and two retries
@@ -136,10 +135,7 @@ async fn transient_failures_are_retried_each_charging_the_quota() {
             per_hour: 1000,
         },
     );
-    let reading = stack
-        .fetch(&contoso, Metric::Device, stack.deadline())
-        .await
-        .unwrap();
+    let reading = fetch_device(&stack, &contoso).await.unwrap();
     assert_eq!(reading.score, 42.0);
     assert_eq!(source.calls("contoso"), 3);
     assert_eq!(
@@ -172,10 +168,7 @@ async fn spent_retries_fail_the_fetch_and_start_the_back_off() {
     }));
     let stack = outbound(source.clone(), Arc::default(), 4);
     let contoso = tenant("contoso", DEFENDER_LIMITS);
-    let error = stack
-        .fetch(&contoso, Metric::Device, stack.deadline())
-        .await
-        .unwrap_err();
+    let error = fetch_device(&stack, &contoso).await.unwrap_err();
     assert!(
         matches!(&error, FetchError::Upstream(UpstreamError::Failed { detail }) if detail == "connection reset"),
         "{error:?}"
@@ -190,23 +183,13 @@ async fn spent_retries_fail_the_fetch_and_start_the_back_off() {
         stack.gate(&contoso, Metric::Device).await,
         Err(Gated::BackOff(_))
     ));
-    let refused = stack
-        .fetch(&contoso, Metric::Device, stack.deadline())
-        .await
-        .unwrap_err();
+    let refused = fetch_device(&stack, &contoso).await.unwrap_err();
     assert!(matches!(refused, FetchError::Gated(Gated::BackOff(_))));
     assert_eq!(source.calls("contoso"), 3);
     tokio::time::advance(Duration::from_secs(5)).await;
     assert_eq!(stack.gate(&contoso, Metric::Device).await, Ok(()));
     source.answer(Answer::Score(7.0));
-    assert_eq!(
-        stack
-            .fetch(&contoso, Metric::Device, stack.deadline())
-            .await
-            .unwrap()
-            .score,
-        7.0
-    );
+    assert_eq!(fetch_device(&stack, &contoso).await.unwrap().score, 7.0);
     assert_eq!(
         stack.consecutive_failures(&contoso, Metric::Device).await,
         0,
@@ -219,18 +202,15 @@ async fn a_429_cools_the_tenant_down_without_counting_as_a_failure() {
     let source = FakeSource::new(42.0, Duration::ZERO);
     source.script(
         "contoso",
-        [Answer::Fail(CallFailure::Status {
-            status: 429,
-            retry_after: Some(Duration::from_secs(30)),
-            detail: "slow down".to_owned(),
-        })],
+        [Answer::status(
+            429,
+            Some(Duration::from_secs(30)),
+            "slow down",
+        )],
     );
     let stack = outbound(source.clone(), Arc::default(), 4);
     let contoso = tenant("contoso", DEFENDER_LIMITS);
-    let error = stack
-        .fetch(&contoso, Metric::Device, stack.deadline())
-        .await
-        .unwrap_err();
+    let error = fetch_device(&stack, &contoso).await.unwrap_err();
     assert!(matches!(
         error,
         FetchError::Upstream(UpstreamError::Throttled { retry_after }) if retry_after == Duration::from_secs(30)
@@ -247,34 +227,18 @@ async fn a_429_cools_the_tenant_down_without_counting_as_a_failure() {
         Err(Gated::CoolDown(Duration::from_secs(1)))
     );
     tokio::time::advance(Duration::from_secs(1)).await;
-    assert_eq!(
-        stack
-            .fetch(&contoso, Metric::Device, stack.deadline())
-            .await
-            .unwrap()
-            .score,
-        42.0
-    );
+    assert_eq!(fetch_device(&stack, &contoso).await.unwrap().score, 42.0);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_401_renews_the_token_once_and_a_second_one_is_final() {
     let source = FakeSource::new(42.0, Duration::ZERO);
-    let unauthorized = || {
-        Answer::Fail(CallFailure::Status {
-            status: 401,
-            retry_after: None,
-            detail: "expired".to_owned(),
-        })
-    };
+    let unauthorized = || Answer::status(401, None, "expired");
     source.script("contoso", [unauthorized(), unauthorized()]);
     let tokens = Arc::new(FakeTokens::default());
     let stack = outbound(source.clone(), tokens.clone(), 4);
     let contoso = tenant("contoso", DEFENDER_LIMITS);
-    let error = stack
-        .fetch(&contoso, Metric::Device, stack.deadline())
-        .await
-        .unwrap_err();
+    let error = fetch_device(&stack, &contoso).await.unwrap_err();
     assert!(matches!(
         error,
         FetchError::Upstream(UpstreamError::Denied { status: 401, .. })
@@ -289,10 +253,7 @@ async fn a_401_renews_the_token_once_and_a_second_one_is_final() {
     // A 401 that a renewal cures is a success.
     tokio::time::advance(Duration::from_secs(5)).await;
     source.script("contoso", [unauthorized()]);
-    assert!(stack
-        .fetch(&contoso, Metric::Device, stack.deadline())
-        .await
-        .is_ok());
+    assert!(fetch_device(&stack, &contoso).await.is_ok());
     assert_eq!(tokens.renewals.load(Ordering::SeqCst), 2);
 }
 
@@ -303,10 +264,7 @@ async fn refused_credentials_fail_at_once_without_a_call() {
     *tokens.reject.lock() = Some("invalid client secret".to_owned());
     let stack = outbound(source.clone(), tokens, 4);
     let contoso = tenant("contoso", DEFENDER_LIMITS);
-    let error = stack
-        .fetch(&contoso, Metric::Device, stack.deadline())
-        .await
-        .unwrap_err();
+    let error = fetch_device(&stack, &contoso).await.unwrap_err();
     assert!(matches!(
         error,
         FetchError::Upstream(UpstreamError::Credentials { .. })
@@ -320,10 +278,7 @@ async fn a_slow_answer_is_retried_after_the_attempt_timeout_then_times_out_at_th
     let stack = outbound(source.clone(), Arc::default(), 4);
     let contoso = tenant("contoso", DEFENDER_LIMITS);
     let started = Instant::now();
-    let error = stack
-        .fetch(&contoso, Metric::Device, stack.deadline())
-        .await
-        .unwrap_err();
+    let error = fetch_device(&stack, &contoso).await.unwrap_err();
     // Attempts of 5 s in a 10 s deadline: the second one ends at the deadline, which is final.
     assert!(
         matches!(error, FetchError::Upstream(UpstreamError::Timeout)),
@@ -419,21 +374,18 @@ async fn a_gone_endpoint_is_called_once_names_the_other_metrics_and_is_left_alon
     let device = FakeSource::for_metric(Metric::Device, 340.0, Duration::ZERO);
     let exposure = FakeSource::for_metric(Metric::Exposure, 31.0, Duration::ZERO);
     let secure = FakeSource::for_metric(Metric::Secure, 420.0, Duration::ZERO);
-    device.answer(Answer::Fail(CallFailure::Status {
-        status: 410,
-        retry_after: None,
-        detail: "Defender answered 410 Gone: retired".to_owned(),
-    }));
+    device.answer(Answer::status(
+        410,
+        None,
+        "Defender answered 410 Gone: retired",
+    ));
     let stack = outbound_over(
         vec![device.clone(), exposure.clone(), secure.clone()],
         Arc::default(),
         4,
     );
     let contoso = every_metric("contoso", DEFENDER_LIMITS, 150, 4);
-    let error = stack
-        .fetch(&contoso, Metric::Device, stack.deadline())
-        .await
-        .unwrap_err();
+    let error = fetch_device(&stack, &contoso).await.unwrap_err();
     let FetchError::Upstream(UpstreamError::Gone { detail }) = &error else {
         panic!("{error:?}");
     };

@@ -5,14 +5,13 @@
 use super::entra::{first_sentence, redact, MAX_DETAIL_CHARS};
 use super::*;
 use crate::credential::{Certificate, Credential};
-use crate::tenants::{Cloud, QuotaLimits};
+use crate::policy::testing::{registration, DEFENDER_LIMITS};
 use azure_core::error::ErrorKind;
 use azure_core::http::headers::Headers;
 use azure_core::http::{AsyncRawResponse, Body, HttpClient, Request, StatusCode};
 use base64::Engine as _;
 use secrecy::SecretString;
 use std::collections::VecDeque;
-use url::Url;
 
 const TENANT_GUID: &str = "8f2c1a3e-0000-4000-8000-000000000001";
 const CLIENT_ID: &str = "11111111-2222-4333-8444-555555555555";
@@ -82,24 +81,13 @@ fn entra_error(status: u16, code: u32, description: &str) -> azure_core::Result<
     ))
 }
 
+/// The shared test registration, with this module's ids and `credential`.
 fn tenant(id: &str, credential: Credential) -> Tenant {
     Tenant {
-        id: TenantId::parse(id).expect("id"),
-        name: id.to_owned(),
         tenant_id: TENANT_GUID.to_owned(),
         client_id: CLIENT_ID.to_owned(),
         credential,
-        cloud: Cloud::Custom,
-        geo: None,
-        authority_host: Url::parse("https://login.example.test").expect("url"),
-        api_base: Url::parse("https://api.example.test").expect("url"),
-        scope: crate::wire::DEFENDER_SCOPE.to_owned(),
-        tags: Vec::new(),
-        quota: QuotaLimits {
-            per_minute: 100,
-            per_hour: 1500,
-        },
-        sources: crate::tenants::TenantSources::default(),
+        ..registration(id, DEFENDER_LIMITS)
     }
 }
 
