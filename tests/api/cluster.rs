@@ -139,6 +139,9 @@ impl Replicas {
             ("SCOREGATE__CLUSTER__REDIS_URL", url.as_str()),
             ("SCOREGATE__CLUSTER__REPLICAS", replicas.as_str()),
             ("SCOREGATE__CLUSTER__WAIT_POLL_MS", "10"),
+            // Generous: on a loaded 2-core machine a healthy Redis may answer after 250 ms, and
+            // a replica that took that for an outage would fall back to its local limiters.
+            ("SCOREGATE__CLUSTER__COMMAND_TIMEOUT_MS", "2000"),
         ]
         .iter()
         .chain(env.iter())
