@@ -1,9 +1,10 @@
-//! scoregate: a multi-tenant gateway for Microsoft Defender for Endpoint's device secure score.
+//! scoregate: a multi-tenant gateway for Microsoft's security scores of many tenants.
 //!
 //! Managed service providers hold one app registration per customer tenant (or one multi-tenant
 //! app consented into each). scoregate holds those registrations, fetches every tenant's
-//! `GET /api/configurationScore` without breaking Microsoft's limits, caches the answers and
-//! serves them through one documented HTTP API.
+//! Defender device and exposure scores and Microsoft Secure Score (Graph) without breaking
+//! Microsoft's limits, caches, keeps and watches them, and serves them through one documented
+//! HTTP API, alone or as several replicas sharing Redis and PostgreSQL.
 //!
 //! # Layout
 //!
@@ -41,7 +42,7 @@
 //! [`config`] as an operator would):
 //!
 //! - `emulator`: a local, faithful stand-in for Entra ID, Defender and Graph, over HTTPS.
-//! - `bench`: benchmarks that print figures (`gateway`, `emulator`); speed targets live here.
+//! - `bench`: benchmarks that print figures (`gateway`, `emulator`, `history`, `cluster`).
 //! - `demo`: `scoregate demo`, the emulator and the gateway in one process.
 
 pub mod alerts;
