@@ -27,7 +27,7 @@ pub use auth::OPEN_ROUTES;
 #[openapi(
     info(
         title = "scoregate",
-        description = "Microsoft Defender for Endpoint device secure scores of many tenants, behind one API.\n\n\
+        description = "Microsoft security scores of many tenants (Defender device and exposure scores, Microsoft Secure Score), behind one API.\n\n\
 Errors are RFC 9457 problems (`application/problem+json`) with a stable `code`. Every response carries \
 `X-Request-Id` (echoed when the caller sends one).\n\n\
 **Query parameters**: an empty value means the parameter is absent (`?cursor=&tag=` is `?`), for every \
