@@ -471,27 +471,6 @@ pub async fn run(args: GatewayBenchArgs) -> anyhow::Result<()> {
         refetch.as_secs_f64() * 1000.0 / bound_ms
     );
 
-    // Cold /scores?metric=secure: every tenant's Microsoft Secure Score, a Graph token and a
-    // Graph call each (the Defender tokens above do not serve Graph's audience).
-    let started = Instant::now();
-    let secure: serde_json::Value = client
-        .get(format!("{all}&metric=secure"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let cold_secure = started.elapsed();
-    let stats = emu.stats().total;
-    println!(
-        "cold /scores?metric=secure  {:.0} ms for {} tenants (ok {}), ratio to the lower bound {:.2}; upstream: {} Graph token requests, {} Graph calls",
-        cold_secure.as_secs_f64() * 1000.0,
-        secure["summary"]["tenants"],
-        secure["summary"]["ok"],
-        cold_secure.as_secs_f64() * 1000.0 / bound_ms,
-        stats.graph_token_requests,
-        stats.graph_calls
-    );
-
     // Warm /scores, one client then many.
     let (latencies, _, elapsed) =
         drive(&client, Arc::new(vec![all.clone()]), 1, args.seconds.min(2)).await;
@@ -538,6 +517,29 @@ pub async fn run(args: GatewayBenchArgs) -> anyhow::Result<()> {
     // The warm single-tenant score with authentication on, beside nginx's proxy_cache serving
     // the same cached Defender answer: same client, same concurrency, one after the other.
     compare_with_nginx(&emu, &args).await?;
+
+    // Cold /scores?metric=secure: every tenant's Microsoft Secure Score, a Graph token and a
+    // Graph call each (the Defender tokens above do not serve Graph's audience). After the warm
+    // phases: each first secure reading starts a 90-day Graph back-fill of the history in the
+    // background, which would otherwise share the cores with the warm figures.
+    let started = Instant::now();
+    let secure: serde_json::Value = client
+        .get(format!("{all}&metric=secure"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let cold_secure = started.elapsed();
+    let stats = emu.stats().total;
+    println!(
+        "cold /scores?metric=secure  {:.0} ms for {} tenants (ok {}), ratio to the lower bound {:.2}; upstream: {} Graph token requests, {} Graph calls",
+        cold_secure.as_secs_f64() * 1000.0,
+        secure["summary"]["tenants"],
+        secure["summary"]["ok"],
+        cold_secure.as_secs_f64() * 1000.0 / bound_ms,
+        stats.graph_token_requests,
+        stats.graph_calls
+    );
 
     // Single flight: a second gateway (cold cache) and 1,000 concurrent requests for one tenant.
     let cold_gw = gateway(&emu, args.max_in_flight, false).await?;
