@@ -65,9 +65,11 @@ http {{
     )
 }
 
-/// A running nginx, stopped (the process this bench started, by its id) on drop.
+/// A running nginx, stopped on drop.
 pub(crate) struct Nginx {
     child: Child,
+    binary: PathBuf,
+    conf: PathBuf,
     /// `http://127.0.0.1:PORT`.
     pub address: String,
     _dir: TempDir,
@@ -75,6 +77,23 @@ pub(crate) struct Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
+        // `nginx -s stop` (TERM to the master, through its pid file), not SIGKILL: a killed
+        // master leaves its workers running, orphaned.
+        let _ = Command::new(&self.binary)
+            .arg("-c")
+            .arg(&self.conf)
+            .args(["-s", "stop"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(5) {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -106,6 +125,8 @@ impl Nginx {
             .context("cannot start nginx")?;
         let nginx = Nginx {
             child,
+            binary: binary.to_owned(),
+            conf,
             address: format!("http://127.0.0.1:{port}"),
             _dir: dir,
         };
