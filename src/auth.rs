@@ -1,7 +1,7 @@
 //! Callers: API keys, what each may see, and how fast each may ask.
 //!
-//! Keys are stored only as SHA-256 digests; a presented key is hashed and compared with every
-//! digest in constant time. Each key grants a [`Scope`] of tenants (by id, by tag, or all) and its
+//! Keys are stored only as SHA-256 digests; a presented key is hashed and its digest looked up
+//! in a map (see [`KeyRing::authenticate`] for why that leaks nothing a timing attack could use). Each key grants a [`Scope`] of tenants (by id, by tag, or all) and its
 //! own request rate, so one greedy caller cannot slow another. This module knows nothing of HTTP:
 //! the API's guard turns its answers into 401/404/429.
 
@@ -10,7 +10,7 @@ use crate::tenants::{Tenant, TenantId};
 use governor::clock::Clock;
 use governor::middleware::StateInformationMiddleware;
 use governor::{Quota, RateLimiter};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -149,30 +149,46 @@ impl ApiKey {
 }
 
 /// Every configured key.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct KeyRing {
-    keys: Vec<Arc<ApiKey>>,
+    /// By digest: the configuration refuses two keys with one digest.
+    keys: HashMap<[u8; 32], Arc<ApiKey>>,
+}
+
+impl fmt::Debug for KeyRing {
+    // The map's keys are the digests: Debug shows the keys' names and scopes only.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("keys", &self.keys.values().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl KeyRing {
-    /// A ring of keys.
+    /// A ring of keys (of two with the same digest, which the configuration refuses, the last).
     pub fn new(keys: Vec<ApiKey>) -> Self {
         Self {
-            keys: keys.into_iter().map(Arc::new).collect(),
+            keys: keys
+                .into_iter()
+                .map(|key| (key.digest, Arc::new(key)))
+                .collect(),
         }
     }
 
-    /// The key whose digest matches `presented`. Every digest is compared, in constant time,
-    /// so the answer takes as long for the first key as for none.
+    /// The key whose digest matches `presented`: one hash-map lookup by the presented key's
+    /// SHA-256, whatever the number of keys (it used to compare with every digest).
+    ///
+    /// Not a timing oracle: what the lookup's time can depend on is the presented key's
+    /// *digest* (its SipHash bucket, randomly keyed per process, and the digest bytes compared
+    /// in the bucket), never the key's own bytes. Learning how close a digest came to a stored
+    /// one does not help an attacker build a key: moving a digest one byte closer needs a
+    /// SHA-256 preimage. The match found is still confirmed in constant time.
     pub fn authenticate(&self, presented: &str) -> Option<Arc<ApiKey>> {
         let digest = sha256(presented.as_bytes());
-        let mut found = None;
-        for key in &self.keys {
-            if aws_lc_rs::constant_time::verify_slices_are_equal(&key.digest, &digest).is_ok() {
-                found = Some(key.clone());
-            }
-        }
-        found
+        let key = self.keys.get(&digest)?;
+        aws_lc_rs::constant_time::verify_slices_are_equal(&key.digest, &digest)
+            .is_ok()
+            .then(|| key.clone())
     }
 
     /// Number of keys.
@@ -245,6 +261,41 @@ mod tests {
             !format!("{ring:?}").contains(&digest),
             "Debug shows no digest"
         );
+    }
+
+    #[test]
+    fn each_of_many_keys_is_found_by_its_own_digest_and_debug_shows_no_digest() {
+        let keys: Vec<(String, String)> = (0..50).map(|_| generate_key().unwrap()).collect();
+        let ring = KeyRing::new(
+            keys.iter()
+                .enumerate()
+                .map(|(index, (_, digest))| {
+                    ApiKey::new(format!("key{index}"), digest, Scope::All, false, 60).unwrap()
+                })
+                .collect(),
+        );
+        assert_eq!(ring.len(), 50);
+        for (index, (key, _)) in keys.iter().enumerate() {
+            assert_eq!(ring.authenticate(key).unwrap().name, format!("key{index}"));
+        }
+        let (stranger, _) = generate_key().unwrap();
+        assert!(ring.authenticate(&stranger).is_none());
+        // A digest itself is not a key: presenting it is hashed again and finds nothing.
+        assert!(ring.authenticate(&keys[0].1).is_none());
+        let debug = format!("{ring:?}");
+        assert!(debug.contains("key7"));
+        let first = sha256(keys[0].0.as_bytes());
+        assert!(
+            !debug.contains(
+                &format!("{:?}", &first[..4])
+                    .trim_end_matches(']')
+                    .to_owned()
+            ),
+            "Debug shows no digest bytes"
+        );
+        assert!(!keys
+            .iter()
+            .any(|(_, digest)| debug.contains(digest.as_str())));
     }
 
     #[test]

@@ -325,6 +325,13 @@ pub fn configure(services: Arc<Services>) -> impl FnOnce(&mut web::ServiceConfig
                 // is the guard in front of it. The open routes above are `auth::OPEN_ROUTES`.
                 web::scope("")
                     .wrap(actix_web::middleware::from_fn(auth::authenticate))
+                    // The hottest route first: the router tries resources in order, and each
+                    // pattern with a `{id}` costs a regex match (docs/performance.md).
+                    .service(
+                        web::resource("/tenants/{id}/score")
+                            .route(web::get().to(handlers::get_score))
+                            .default_service(method_not_allowed()),
+                    )
                     .service(
                         web::resource("/tenants")
                             .route(web::get().to(handlers::list_tenants))
@@ -333,11 +340,6 @@ pub fn configure(services: Arc<Services>) -> impl FnOnce(&mut web::ServiceConfig
                     .service(
                         web::resource("/tenants/{id}")
                             .route(web::get().to(handlers::get_tenant))
-                            .default_service(method_not_allowed()),
-                    )
-                    .service(
-                        web::resource("/tenants/{id}/score")
-                            .route(web::get().to(handlers::get_score))
                             .default_service(method_not_allowed()),
                     )
                     .service(

@@ -5,3 +5,4 @@ pub mod cluster;
 pub mod emulator;
 pub mod gateway;
 pub mod history;
+mod nginx;

@@ -183,14 +183,17 @@ pub enum Claim {
 
 /// The in-process score store: bounded, and dropping entries too old even for stale-if-error.
 pub struct MokaStore {
-    entries: moka::future::Cache<ScoreKey, Arc<Entry>>,
+    /// moka's synchronous cache: a warm `/scores` reads every tenant's entry, and the async
+    /// cache's `get` (a large future, moved and polled per read) was a third of its time
+    /// (docs/performance.md). Nothing here waits on I/O, so nothing is lost by not awaiting.
+    entries: moka::sync::Cache<ScoreKey, Arc<Entry>>,
 }
 
 impl MokaStore {
     /// At most `max_entries`, each kept for `time_to_live` (fresh plus stale-if-error).
     pub fn new(max_entries: u64, time_to_live: Duration) -> Self {
         Self {
-            entries: moka::future::Cache::builder()
+            entries: moka::sync::Cache::builder()
                 .max_capacity(max_entries)
                 .time_to_live(time_to_live)
                 .build(),
@@ -201,11 +204,11 @@ impl MokaStore {
 #[async_trait::async_trait]
 impl ScoreStore for MokaStore {
     async fn get(&self, key: &ScoreKey) -> Option<Arc<Entry>> {
-        self.entries.get(key).await
+        self.entries.get(key)
     }
 
     async fn insert(&self, key: ScoreKey, entry: Arc<Entry>) {
-        self.entries.insert(key, entry).await;
+        self.entries.insert(key, entry);
     }
 
     async fn retain(&self, registry: &Registry) {
@@ -220,7 +223,7 @@ impl ScoreStore for MokaStore {
             })
             .collect();
         for key in gone {
-            self.entries.invalidate(&key).await;
+            self.entries.invalidate(&key);
         }
     }
 }

@@ -1,0 +1,198 @@
+//! The yardstick of `bench gateway`'s warm single-tenant figure: nginx's `proxy_cache` in front
+//! of the emulator, serving the same cached Defender answer the gateway serves from its cache.
+//!
+//! nginx is started only when it is on `PATH` (Debian: `apt-get install nginx`), on a loopback
+//! port, with as many worker processes as the gateway has workers and its access log on (the
+//! gateway keeps its log line too). The configuration is [`config`]; `docs/performance.md`
+//! shows it.
+
+use super::gateway::TempDir;
+use crate::emulator::Emulator;
+use crate::wire::DEFENDER_SCOPE;
+use anyhow::Context;
+use secrecy::ExposeSecret;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `name` found in a directory of `PATH` (or the sbin directories, where Debian puts nginx).
+pub(crate) fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A free loopback port (bound, read, released: a small race the bench accepts).
+pub(crate) fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// The nginx configuration of the comparison: a cache in front of `upstream` (the emulator's
+/// HTTPS origin), answers cached for five minutes whatever the upstream's headers, keyed by
+/// the request URI only.
+pub(crate) fn config(dir: &Path, port: u16, upstream: &str, workers: usize) -> String {
+    let dir = dir.display();
+    format!(
+        "worker_processes {workers};
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+daemon off;
+events {{ worker_connections 4096; }}
+http {{
+  access_log {dir}/access.log;
+  proxy_cache_path {dir}/cache keys_zone=score:1m;
+  client_body_temp_path {dir}/body;
+  proxy_temp_path {dir}/proxy;
+  fastcgi_temp_path {dir}/fastcgi;
+  uwsgi_temp_path {dir}/uwsgi;
+  scgi_temp_path {dir}/scgi;
+  server {{
+    listen 127.0.0.1:{port};
+    keepalive_requests 1000000;
+    location / {{
+      proxy_pass {upstream};
+      proxy_ssl_verify off;
+      proxy_cache score;
+      proxy_cache_valid 200 5m;
+      proxy_cache_key $request_uri;
+    }}
+  }}
+}}
+"
+    )
+}
+
+/// A running nginx, stopped on drop.
+pub(crate) struct Nginx {
+    child: Child,
+    binary: PathBuf,
+    conf: PathBuf,
+    /// `http://127.0.0.1:PORT`.
+    pub address: String,
+    _dir: TempDir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // `nginx -s stop` (TERM to the master, through its pid file), not SIGKILL: a killed
+        // master leaves its workers running, orphaned.
+        let _ = Command::new(&self.binary)
+            .arg("-c")
+            .arg(&self.conf)
+            .args(["-s", "stop"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(5) {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Nginx {
+    /// Starts `binary` in front of `emulator` and waits until it accepts connections.
+    pub(crate) fn start(
+        binary: &Path,
+        emulator: &Emulator,
+        workers: usize,
+    ) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("scoregate-nginx-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(dir.join("cache")).context("a scratch directory for nginx")?;
+        let dir = TempDir(dir);
+        let port = free_port()?;
+        let conf = dir.0.join("nginx.conf");
+        std::fs::write(&conf, config(&dir.0, port, &emulator.base_url(), workers))
+            .context("the nginx configuration")?;
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-e")
+            .arg(dir.0.join("error.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start nginx")?;
+        let nginx = Nginx {
+            child,
+            binary: binary.to_owned(),
+            conf,
+            address: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(10),
+                "nginx did not listen within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(nginx)
+    }
+}
+
+/// A Defender access token of the emulator's first tenant with a secret, as nginx's callers
+/// must present one to reach the score the first time (nginx forwards it; the cache then
+/// answers).
+pub(crate) async fn defender_token(emulator: &Emulator) -> anyhow::Result<String> {
+    let ca = reqwest::Certificate::from_pem(emulator.ca_cert_pem().as_bytes())
+        .context("the emulator's CA")?;
+    let client = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .timeout(Duration::from_secs(10))
+        .build()
+        .context("cannot build the HTTP client")?;
+    let tenant = emulator
+        .try_tenants()?
+        .into_iter()
+        .find(|tenant| tenant.credential.secret().is_some())
+        .context("no tenant with a secret")?;
+    let secret = tenant.credential.secret().context("no secret")?;
+    let client_id = tenant.client_id.to_string();
+    let answer: crate::wire::TokenResponse = client
+        .post(emulator.token_url(tenant.tenant_id))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id.as_str()),
+            ("client_secret", secret.expose_secret()),
+            ("scope", DEFENDER_SCOPE),
+        ])
+        .send()
+        .await
+        .context("token request")?
+        .error_for_status()
+        .context("token request refused")?
+        .json()
+        .await
+        .context("token response")?;
+    Ok(answer.access_token)
+}
+
+/// Requests per second `wrk -t2 -cCONNECTIONS -dSECONDS` measures on `url` with
+/// `Authorization: Bearer TOKEN`, when wrk is on `PATH`.
+pub(crate) fn wrk(url: &str, token: &str, connections: usize, seconds: u64) -> Option<f64> {
+    let binary = on_path("wrk")?;
+    let output = Command::new(binary)
+        .args(["-t2", &format!("-c{connections}"), &format!("-d{seconds}s")])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .arg(url)
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text
+        .lines()
+        .find(|line| line.starts_with("Requests/sec:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
