@@ -81,6 +81,9 @@ fn overrides(bind: &str, max_in_flight: usize, auth: bool) -> Vec<(String, Strin
         ("SCOREGATE__SERVER__WORKERS", "2".to_owned()),
         ("SCOREGATE__AUTH__ENABLED", auth.to_string()),
         ("SCOREGATE__REFRESH__ENABLED", "false".to_owned()),
+        // The cold phase with tokens cached forces every tenant with `max_age=0` seconds after
+        // the first: the floor between forced fetches must not turn it into cache hits.
+        ("SCOREGATE__CACHE__MIN_FORCED_INTERVAL_MS", "0".to_owned()),
         (
             "SCOREGATE__UPSTREAM__MAX_IN_FLIGHT",
             max_in_flight.to_string(),
