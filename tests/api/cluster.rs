@@ -405,8 +405,19 @@ async fn three_refreshers_make_about_one_replicas_worth_of_calls() {
     )
     .await;
     // The first replica's first round and its second (1.5 s later): 2 calls per tenant for one
-    // replica; three replicas without leases make at least 5.
-    tokio::time::sleep(Duration::from_millis(1_900)).await;
+    // replica; three replicas without leases make at least 5. Every tenant is refreshed first
+    // (polled: a loaded machine may take longer), then the count is read at 1.9 s at the
+    // earliest.
+    let started = std::time::Instant::now();
+    let refreshed = async {
+        while replicas.emulator.stats().total.score_calls < tenants as u64 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), refreshed)
+        .await
+        .expect("every tenant refreshed");
+    tokio::time::sleep(Duration::from_millis(1_900).saturating_sub(started.elapsed())).await;
     let calls = replicas.emulator.stats().total.score_calls;
     assert!(calls >= tenants as u64, "every tenant refreshed: {calls}");
     assert!(calls <= 3 * tenants as u64, "one replica's worth: {calls}");
