@@ -79,24 +79,7 @@ pub async fn run(args: EmulatorBenchArgs) -> anyhow::Result<()> {
         let Some(secret) = tenant.credential.secret() else {
             continue;
         };
-        let client_id = tenant.client_id.to_string();
-        let answer: crate::wire::TokenResponse = client
-            .post(emulator.token_url(tenant.tenant_id))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", client_id.as_str()),
-                ("client_secret", secret.expose_secret()),
-                ("scope", DEFENDER_SCOPE),
-            ])
-            .send()
-            .await
-            .context("token request")?
-            .error_for_status()
-            .context("token request refused")?
-            .json()
-            .await
-            .context("token response")?;
-        tokens.push(answer.access_token);
+        tokens.push(defender_token(&client, &emulator, &tenant, secret).await?);
     }
     let tokens = Arc::new(tokens);
     let url = Arc::new(emulator.score_url());
@@ -176,6 +159,34 @@ pub async fn run(args: EmulatorBenchArgs) -> anyhow::Result<()> {
         counted.score_calls, counted.token_requests, counted.max_concurrent
     );
     Ok(())
+}
+
+/// A Defender access token from the emulator's token endpoint for one tenant's secret (the
+/// benchmarks call the emulator directly, as a client of Defender would).
+pub(crate) async fn defender_token(
+    client: &reqwest::Client,
+    emulator: &Emulator,
+    tenant: &crate::emulator::EmulatedTenant,
+    secret: &secrecy::SecretString,
+) -> anyhow::Result<String> {
+    let client_id = tenant.client_id.to_string();
+    let answer: crate::wire::TokenResponse = client
+        .post(emulator.token_url(tenant.tenant_id))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id.as_str()),
+            ("client_secret", secret.expose_secret()),
+            ("scope", DEFENDER_SCOPE),
+        ])
+        .send()
+        .await
+        .context("token request")?
+        .error_for_status()
+        .context("token request refused")?
+        .json()
+        .await
+        .context("token response")?;
+    Ok(answer.access_token)
 }
 
 #[cfg(test)]

@@ -8,9 +8,7 @@
 
 use super::gateway::TempDir;
 use crate::emulator::Emulator;
-use crate::wire::DEFENDER_SCOPE;
 use anyhow::Context;
-use secrecy::ExposeSecret;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -159,24 +157,7 @@ pub(crate) async fn defender_token(emulator: &Emulator) -> anyhow::Result<String
         .find(|tenant| tenant.credential.secret().is_some())
         .context("no tenant with a secret")?;
     let secret = tenant.credential.secret().context("no secret")?;
-    let client_id = tenant.client_id.to_string();
-    let answer: crate::wire::TokenResponse = client
-        .post(emulator.token_url(tenant.tenant_id))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", client_id.as_str()),
-            ("client_secret", secret.expose_secret()),
-            ("scope", DEFENDER_SCOPE),
-        ])
-        .send()
-        .await
-        .context("token request")?
-        .error_for_status()
-        .context("token request refused")?
-        .json()
-        .await
-        .context("token response")?;
-    Ok(answer.access_token)
+    super::emulator::defender_token(&client, emulator, &tenant, secret).await
 }
 
 /// Requests per second `wrk -t2 -cCONNECTIONS -dSECONDS` measures on `url` with
