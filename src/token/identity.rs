@@ -2,7 +2,7 @@
 //! `ClientAssertionCredential` whose assertions [`Certificate`] signs in Rust, always over our
 //! transport, with the authority host from our configuration and azure_core's retries off.
 //!
-//! It deliberately does not cache or share credentials ([`super::TokenSource`] does) and does
+//! It deliberately does not cache tokens ([`super::TokenSource`] does) and does
 //! not read Entra's answers ([`super::entra`] does).
 
 use super::entra::{first_sentence, innermost, EntraErrors};

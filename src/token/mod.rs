@@ -1,11 +1,19 @@
-//! The token source: one azure_identity credential per app registration, bearer tokens for
-//! Defender's scope, cached and renewed before expiry.
+//! The token source: bearer tokens for each app registration and scope, from azure_identity,
+//! cached and renewed before expiry.
 //!
 //! This module owns turning a [`Tenant`]'s credential into an azure_identity credential (a
 //! `ClientSecretCredential`, or a `ClientAssertionCredential` whose assertions
-//! [`crate::credential::Certificate`] signs in Rust), building it once and reusing it, and
-//! classifying Entra ID's failures into [`TokenError`]. The credential's own cache keeps each
-//! token until five minutes before it expires and makes concurrent callers share one request.
+//! [`crate::credential::Certificate`] signs in Rust), caching the tokens it gets, and
+//! classifying Entra ID's failures into [`TokenError`]. The cache keeps each token until five
+//! minutes before it expires (azure_identity's own margin) and makes concurrent callers share
+//! one request.
+//!
+//! Why tokens, not credentials, are kept: an azure_identity credential carries its own HTTP
+//! pipelines (three, each with a set of header names) and token cache, about 2 KiB per
+//! registration whether or not it is used. With thousands of registrations that was most of the
+//! gateway's memory (issue 15, `docs/performance.md`), so a credential is built for each token
+//! request (about once an hour per tenant and scope, a few microseconds) and dropped after it;
+//! what stays is the token itself.
 //!
 //! It deliberately does not retry, time out or rate-limit: every credential runs with azure_core
 //! retries switched off over the one shared HTTP client, and the policy stack
@@ -15,7 +23,7 @@
 //!
 //! # Layout
 //!
-//! - this file: [`TokenSource`] (the credentials, one per registration, and their lifecycle),
+//! - this file: [`TokenSource`] (the tokens, per registration and scope, and their lifecycle),
 //!   the [`Tokens`] seam the policy stack calls, [`BearerToken`] and [`TokenError`].
 //! - `identity`: building the azure_identity credential for a registration (secret or signed
 //!   certificate assertion), with our transport, cloud and no retries.
@@ -29,18 +37,23 @@ mod identity;
 mod tests;
 
 use crate::tenants::{Registry, Tenant, TenantId};
-use azure_core::credentials::{Secret, TokenCredential};
+use azure_core::credentials::Secret;
 use azure_core::http::Transport;
 use entra::{classify, entra_ids};
 use identity::build_credential;
-use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-/// Bearer tokens for every registration, from credentials built on first use and kept.
+/// How long before Entra's expiry a token stops being used: azure_identity's own margin, so a
+/// token never reaches Defender with less than five minutes left.
+const RENEW_BEFORE_EXPIRY: time::Duration = time::Duration::minutes(5);
+
+/// Bearer tokens for every registration and scope, asked of azure_identity on first use and
+/// kept until shortly before they expire.
 ///
-/// Cheap to clone: clones share the credentials (and so the cached tokens).
+/// Cheap to clone: clones share the cached tokens.
 #[derive(Clone)]
 pub struct TokenSource {
     inner: Arc<Inner>,
@@ -50,28 +63,48 @@ struct Inner {
     /// The shared HTTP client as azure_core's transport: one connection pool, one set of
     /// trusted CAs, for token requests and Defender calls alike.
     transport: Transport,
-    /// Credentials by gateway id, each with the registration it was built from, so that a
-    /// reloaded (changed) registration gets a new credential. A panic while it is held cannot
-    /// leave it inconsistent (every change is one insert or remove), hence a lock without
-    /// poisoning.
-    credentials: Mutex<HashMap<TenantId, Entry>>,
+    /// Tokens by (gateway id, scope). moka's `try_get_with` makes concurrent first callers
+    /// share one token request; [`HeldUntilRenewal`] expires each entry five minutes before
+    /// the token does; the invalidation closures serve [`TokenSource::renew`] and
+    /// [`TokenSource::retain`], which must not wait.
+    tokens: moka::future::Cache<TokenKey, Held>,
 }
 
-struct Entry {
-    /// The registration the credential was built from (compared with `Arc::ptr_eq`).
+/// A gateway tenant id and a scope (Defender's or Graph's).
+type TokenKey = (TenantId, Box<str>);
+
+/// A cached token and the registration it was asked for.
+#[derive(Clone)]
+struct Held {
+    /// Compared with `Arc::ptr_eq`: a reloaded (changed) registration gets a new token.
     tenant: Arc<Tenant>,
-    /// The azure_identity credential; it holds the token cache.
-    credential: Arc<dyn TokenCredential>,
+    token: BearerToken,
+}
+
+/// Expires a cached token [`RENEW_BEFORE_EXPIRY`] before Entra's expiry (at once when it has
+/// less left than that).
+struct HeldUntilRenewal;
+
+impl moka::Expiry<TokenKey, Held> for HeldUntilRenewal {
+    fn expire_after_create(&self, _: &TokenKey, held: &Held, _: Instant) -> Option<Duration> {
+        let left = held.token.expires_on - time::OffsetDateTime::now_utc() - RENEW_BEFORE_EXPIRY;
+        Some(Duration::try_from(left).unwrap_or(Duration::ZERO))
+    }
 }
 
 impl fmt::Debug for TokenSource {
-    // Names the tenants that have a credential; never a secret or a token.
+    // Names the tenants that hold a token; never a secret or a token.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let credentials = self.inner.credentials.lock();
-        let mut tenants: Vec<&str> = credentials.keys().map(TenantId::as_str).collect();
+        let mut tenants: Vec<String> = self
+            .inner
+            .tokens
+            .iter()
+            .map(|(key, _)| key.0.as_str().to_owned())
+            .collect();
         tenants.sort_unstable();
+        tenants.dedup();
         f.debug_struct("TokenSource")
-            .field("credentials", &tenants)
+            .field("tokens_for", &tenants)
             .finish_non_exhaustive()
     }
 }
@@ -88,7 +121,10 @@ impl TokenSource {
         Self {
             inner: Arc::new(Inner {
                 transport,
-                credentials: Mutex::new(HashMap::new()),
+                tokens: moka::future::Cache::builder()
+                    .expire_after(HeldUntilRenewal)
+                    .support_invalidation_closures()
+                    .build(),
             }),
         }
     }
@@ -100,18 +136,44 @@ impl TokenSource {
     }
 
     /// A bearer token for `scope` from the tenant's credential: each source names the scope it
-    /// needs (Defender's and Graph's differ). The credential caches one token per scope.
+    /// needs (Defender's and Graph's differ). Each (tenant, scope) has its own cached token.
     pub async fn token_for(
         &self,
         tenant: &Arc<Tenant>,
         scope: &str,
     ) -> Result<BearerToken, TokenError> {
-        let credential = self.credential(tenant)?;
-        let scopes = [scope];
-        match credential.get_token(&scopes, None).await {
-            Ok(token) => Ok(BearerToken {
-                secret: token.token,
-                expires_on: token.expires_on,
+        let key: TokenKey = (tenant.id.clone(), Box::from(scope));
+        if let Some(held) = self.inner.tokens.get(&key).await {
+            if Arc::ptr_eq(&held.tenant, tenant) {
+                return Ok(held.token);
+            }
+            // The registration changed (a reload) since this token was asked for.
+            self.inner.tokens.invalidate(&key).await;
+        }
+        let held = self
+            .inner
+            .tokens
+            .try_get_with(key, self.request(tenant, scope))
+            .await
+            .map_err(|error| TokenError::clone(&error))?;
+        Ok(held.token)
+    }
+
+    /// Asks Entra ID for a token through a credential built for this one request.
+    async fn request(&self, tenant: &Arc<Tenant>, scope: &str) -> Result<Held, TokenError> {
+        let credential = build_credential(tenant, &self.inner.transport)?;
+        tracing::debug!(
+            tenant = %tenant.id,
+            kind = tenant.credential.kind(),
+            "asking Entra ID for a token"
+        );
+        match credential.get_token(&[scope], None).await {
+            Ok(token) => Ok(Held {
+                tenant: tenant.clone(),
+                token: BearerToken {
+                    secret: token.token,
+                    expires_on: token.expires_on,
+                },
             }),
             Err(error) => {
                 let classified = classify(&error);
@@ -130,48 +192,42 @@ impl TokenSource {
         }
     }
 
-    /// Forgets the tenant's credential (and so its cached token): the next [`TokenSource::token`]
-    /// asks Entra again. Used once after Defender answers 401.
+    /// Forgets the tenant's cached tokens: the next [`TokenSource::token`] asks Entra again.
+    /// Used once after Defender answers 401.
     pub fn renew(&self, tenant: &TenantId) {
-        if self.inner.credentials.lock().remove(tenant).is_some() {
-            tracing::debug!(tenant = %tenant, "token credential dropped for renewal");
-        }
+        let tenant = tenant.clone();
+        tracing::debug!(tenant = %tenant, "cached tokens dropped for renewal");
+        self.invalidate(move |key: &TokenKey, _: &Held| key.0 == tenant);
     }
 
-    /// Drops the credentials of tenants not in `registry`, or whose registration changed (not
-    /// the same `Arc`), for live reload.
+    /// Drops the tokens of tenants not in `registry`, or whose registration changed (not the
+    /// same `Arc`), for live reload.
     pub fn retain(&self, registry: &Registry) {
-        self.inner.credentials.lock().retain(|id, entry| {
-            registry
-                .get(id.as_str())
-                .is_some_and(|current| Arc::ptr_eq(current, &entry.tenant))
-        });
+        let stale: HashSet<TenantId> = self
+            .inner
+            .tokens
+            .iter()
+            .filter(|(key, held)| {
+                registry
+                    .get(key.0.as_str())
+                    .is_none_or(|current| !Arc::ptr_eq(current, &held.tenant))
+            })
+            .map(|(key, _)| key.0.clone())
+            .collect();
+        if !stale.is_empty() {
+            self.invalidate(move |key: &TokenKey, _: &Held| stale.contains(&key.0));
+        }
     }
 
-    /// The tenant's credential, built now if there is none for this registration.
-    fn credential(&self, tenant: &Arc<Tenant>) -> Result<Arc<dyn TokenCredential>, TokenError> {
-        let mut credentials = self.inner.credentials.lock();
-        if let Some(entry) = credentials.get(&tenant.id) {
-            if Arc::ptr_eq(&entry.tenant, tenant) {
-                return Ok(entry.credential.clone());
-            }
+    /// Invalidates the cached tokens `predicate` picks, at once for every reader (moka applies
+    /// the closure on each read until its maintenance has removed them).
+    fn invalidate(&self, predicate: impl Fn(&TokenKey, &Held) -> bool + Send + Sync + 'static) {
+        if let Err(error) = self.inner.tokens.invalidate_entries_if(predicate) {
+            // Only when the cache was built without invalidation closures: a bug, so say so,
+            // and fall back to dropping every token (correct, just more token requests).
+            tracing::error!("cannot invalidate cached tokens selectively: {error}");
+            self.inner.tokens.invalidate_all();
         }
-        // Building does no I/O, so it is fine under the lock; it also means two first callers
-        // get the same credential and so share its single token request.
-        let credential = build_credential(tenant, &self.inner.transport)?;
-        tracing::debug!(
-            tenant = %tenant.id,
-            kind = tenant.credential.kind(),
-            "token credential built"
-        );
-        credentials.insert(
-            tenant.id.clone(),
-            Entry {
-                tenant: tenant.clone(),
-                credential: credential.clone(),
-            },
-        );
-        Ok(credential)
     }
 }
 
@@ -240,8 +296,9 @@ impl fmt::Debug for BearerToken {
 }
 
 /// Why no token could be had. `Display` is safe to return to API callers: no secret, token,
-/// URL or raw response body.
-#[derive(Debug, thiserror::Error)]
+/// URL or raw response body. `Clone`, because callers who shared one token request share its
+/// failure.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum TokenError {
     /// Entra refused the credentials (4xx): AADSTS code(s) and a short, secret-free detail (the
     /// first sentence of `error_description`). Retrying does not help.

@@ -10,8 +10,9 @@ use azure_core::error::ErrorKind;
 use azure_core::http::headers::Headers;
 use azure_core::http::{AsyncRawResponse, Body, HttpClient, Request, StatusCode};
 use base64::Engine as _;
+use parking_lot::Mutex;
 use secrecy::SecretString;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 const TENANT_GUID: &str = "8f2c1a3e-0000-4000-8000-000000000001";
 const CLIENT_ID: &str = "11111111-2222-4333-8444-555555555555";
@@ -60,10 +61,14 @@ impl HttpClient for ScriptedEntra {
 }
 
 fn token_body(token: &str) -> azure_core::Result<(u16, String)> {
+    token_body_expiring_in(token, 3599)
+}
+
+fn token_body_expiring_in(token: &str, seconds: u32) -> azure_core::Result<(u16, String)> {
     Ok((
         200,
         format!(
-            r#"{{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":"{token}"}}"#
+            r#"{{"token_type":"Bearer","expires_in":{seconds},"ext_expires_in":{seconds},"access_token":"{token}"}}"#
         ),
     ))
 }
@@ -145,6 +150,38 @@ async fn concurrent_first_callers_share_one_token_request() {
         assert_eq!(token.expect("token").secret(), "shared");
     }
     assert_eq!(entra.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_token_is_renewed_five_minutes_before_it_expires_and_each_scope_has_its_own() {
+    let entra = ScriptedEntra::answering(vec![
+        token_body_expiring_in("four-minutes-left", 240),
+        token_body_expiring_in("an-hour-left", 3599),
+        token_body("graph"),
+    ]);
+    let tokens = source(&entra);
+    let contoso = secret_tenant("contoso");
+
+    // Less than the five-minute margin left: used for the call that asked, never again.
+    let short = tokens.token(&contoso).await.expect("token");
+    assert_eq!(short.secret(), "four-minutes-left");
+    let renewed = tokens.token(&contoso).await.expect("token");
+    assert_eq!(renewed.secret(), "an-hour-left");
+    assert_eq!(
+        tokens.token(&contoso).await.expect("token").secret(),
+        "an-hour-left",
+        "a token with an hour left is kept"
+    );
+
+    // Graph's scope is another token of the same registration.
+    let graph = tokens
+        .token_for(&contoso, crate::wire::GRAPH_SCOPE)
+        .await
+        .expect("graph token");
+    assert_eq!(graph.secret(), "graph");
+    let requests = entra.requests();
+    assert_eq!(requests.len(), 3);
+    assert_eq!(form(&requests[2].1)["scope"], crate::wire::GRAPH_SCOPE);
 }
 
 #[tokio::test]
