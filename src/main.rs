@@ -3,8 +3,23 @@
 use clap::Parser;
 use std::process::ExitCode;
 
+/// jemalloc, not the system's malloc: with thousands of tenants, glibc's malloc kept the
+/// gateway's resident memory at about twice its live heap (freed memory stays scattered over its
+/// arenas); jemalloc, told by [`JEMALLOC_CONF`] to return freed pages within a second, keeps it
+/// near the live heap, for the same throughput (issue 15, `docs/performance.md`).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read when it starts (the `_RJEM_MALLOC_CONF` environment variable, read
+/// after these, overrides them): a background thread purges freed pages instead of the
+/// allocating threads, dirty pages go back to the system after one second (jemalloc's default
+/// is ten), and pages are not kept "muzzy" (`MADV_FREE`d but still counted as resident).
+#[cfg(not(target_env = "msvc"))]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static JEMALLOC_CONF: &[u8; 60] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 fn main() -> ExitCode {
-    limit_malloc_arenas();
     let cli = scoregate::cli::Cli::parse();
     scoregate::telemetry::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -26,23 +41,3 @@ fn main() -> ExitCode {
         }
     }
 }
-
-/// Caps glibc's malloc arenas at two, unless `MALLOC_ARENA_MAX` says otherwise.
-///
-/// glibc gives threads that allocate concurrently arenas of their own, up to eight per core;
-/// the gateway's threads (actix workers, tokio workers, the fetch runtime, the blocking pool)
-/// then leave freed memory scattered over many arenas, and a many-tenant gateway's resident
-/// memory grows to about twice its live heap (issue 15, `docs/performance.md`). Two arenas
-/// cost no throughput measurable here. Called first thing, before any thread exists.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn limit_malloc_arenas() {
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: `mallopt` only sets an allocator parameter; no other thread exists yet.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
-        }
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn limit_malloc_arenas() {}
