@@ -144,6 +144,12 @@ pub struct Entry {
 pub trait ScoreStore: Send + Sync {
     /// The entry under `key`, if any.
     async fn get(&self, key: &ScoreKey) -> Option<Arc<Entry>>;
+    /// The entry under `key` when this process can tell without waiting (no I/O): a warm
+    /// `/scores` answers its fresh tenants through this, without a future per tenant. `None`
+    /// means "ask [`ScoreStore::get`]", which a store shared between processes always does.
+    fn get_now(&self, _key: &ScoreKey) -> Option<Arc<Entry>> {
+        None
+    }
     /// Stores `entry` under `key`, replacing what was there.
     async fn insert(&self, key: ScoreKey, entry: Arc<Entry>);
     /// Drops the entries of tenants that left the registry, and of metrics a tenant no longer
@@ -204,6 +210,10 @@ impl MokaStore {
 #[async_trait::async_trait]
 impl ScoreStore for MokaStore {
     async fn get(&self, key: &ScoreKey) -> Option<Arc<Entry>> {
+        self.entries.get(key)
+    }
+
+    fn get_now(&self, key: &ScoreKey) -> Option<Arc<Entry>> {
         self.entries.get(key)
     }
 
@@ -377,6 +387,41 @@ impl ScoreCache {
         result
     }
 
+    /// The tenant's score when the store holds a fresh one it can give without waiting (see
+    /// [`ScoreStore::get_now`]), counted as a cache hit; `None` means "ask [`ScoreCache::get`]",
+    /// which decides everything else (stale, missing, forced, not enabled).
+    pub fn get_fresh_now(
+        &self,
+        tenant: &Tenant,
+        metric: Metric,
+        max_age: Option<Duration>,
+    ) -> Option<Served> {
+        if !tenant.has(metric) {
+            return None;
+        }
+        let asked_at = Instant::now();
+        let entry = self.entries.get_now(&self.key(&tenant.id, metric))?;
+        if !self.is_fresh(&entry, asked_at, max_age) {
+            return None;
+        }
+        self.metrics.cache(CacheResult::Hit);
+        Some(self.served(&entry, Source::Cache, None))
+    }
+
+    /// Whether `entry` may be served as it is to a caller asking at `asked_at` with `max_age`.
+    fn is_fresh(&self, entry: &Entry, asked_at: Instant, max_age: Option<Duration>) -> bool {
+        let age = asked_at.saturating_duration_since(entry.stored_at);
+        self.allows(age, max_age) && age < entry.fresh_for
+    }
+
+    /// Whether a reading `age` old satisfies the caller's `max_age` (never below the floor
+    /// between forced fetches).
+    fn allows(&self, age: Duration, max_age: Option<Duration>) -> bool {
+        max_age
+            .map(|max_age| max_age.max(self.min_forced_interval))
+            .is_none_or(|max_age| age <= max_age)
+    }
+
     async fn lookup(
         &self,
         tenant: &Arc<Tenant>,
@@ -385,13 +430,12 @@ impl ScoreCache {
         wait_until: Instant,
     ) -> Result<Served, ScoreError> {
         let asked_at = Instant::now();
-        let max_age = max_age.map(|max_age| max_age.max(self.min_forced_interval));
         let key = self.key(&tenant.id, metric);
         let cached = self.entries.get(&key).await;
         if let Some(entry) = &cached {
             let age = asked_at.saturating_duration_since(entry.stored_at);
-            let allowed = max_age.is_none_or(|max_age| age <= max_age);
-            if allowed && age < entry.fresh_for {
+            let allowed = self.allows(age, max_age);
+            if self.is_fresh(entry, asked_at, max_age) {
                 return Ok(self.served(entry, Source::Cache, None));
             }
             if allowed && age <= entry.fresh_for + self.stale_if_error {
