@@ -289,8 +289,9 @@ async fn memory(
             None => break,
         }
     }
-    // Let the history writer drain its buffer before the figure.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The steady state, not the burst: the history writer drains its buffer, and jemalloc
+    // hands the pages the fetches freed back to the system within a second (src/main.rs).
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let warm = resident_mib(pid).context("no /proc status")?;
     Ok(MemoryFigures {
         registered,
