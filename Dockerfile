@@ -30,11 +30,10 @@ COPY --from=build /src/target/release/scoregate /usr/local/bin/scoregate
 COPY config/scoregate.example.toml /etc/scoregate/scoregate.example.toml
 USER 10001
 # The configuration is mounted at /etc/scoregate/scoregate.toml (see README, "Docker").
-# MALLOC_ARENA_MAX: glibc's per-thread arenas fragment a many-tenant heap (see README, Benchmarks).
+# The binary brings its own allocator (jemalloc, src/main.rs): no malloc tuning here.
 ENV SCOREGATE_CONFIG=/etc/scoregate/scoregate.toml \
     SCOREGATE__SERVER__BIND=0.0.0.0:8080 \
-    SCOREGATE__HISTORY__URL=sqlite:///var/lib/scoregate/scoregate.db \
-    MALLOC_ARENA_MAX=2
+    SCOREGATE__HISTORY__URL=sqlite:///var/lib/scoregate/scoregate.db
 # The history database (SQLite), writable by the non-root user, apart from the read-only
 # configuration: mount a volume here (`-v scoregate-data:/var/lib/scoregate`).
 VOLUME /var/lib/scoregate
