@@ -14,9 +14,17 @@ use std::sync::Arc;
 use url::Url;
 
 /// The gateway's own id of a tenant: URL-safe, used in routes (`/tenants/{id}/score`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct TenantId(String);
+///
+/// Shared, not copied: the id keys the cache, the flights, the quotas, the tokens and the
+/// metrics of its tenant, and a clone is a reference count, not an allocation per copy.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TenantId(Arc<str>);
+
+impl Serialize for TenantId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
 
 /// Why a string is not a [`TenantId`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,7 +46,7 @@ impl TenantId {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
         if valid {
-            Ok(Self(value.to_owned()))
+            Ok(Self(Arc::from(value)))
         } else {
             Err(InvalidTenantId)
         }
@@ -187,10 +195,10 @@ pub struct TenantSources {
     pub metrics: Vec<Metric>,
     /// Microsoft Graph base (`https://graph.microsoft.com`); `None` only for a custom cloud
     /// whose tenant has no `secure` metric.
-    pub graph_base: Option<Url>,
+    pub graph_base: Option<Arc<Url>>,
     /// Token scope of Graph calls, by default `{graph_base}/.default`
     /// ([`crate::wire::GRAPH_SCOPE`] in the commercial cloud and for custom hosts).
-    pub graph_scope: String,
+    pub graph_scope: Arc<str>,
     /// Graph calls allowed per minute (Graph's default: 150 per app and tenant).
     pub graph_per_minute: u32,
     /// Graph calls in flight at once (Graph's default: 4 per app and tenant).
@@ -204,8 +212,9 @@ impl Default for TenantSources {
             metrics: vec![Metric::Device],
             graph_base: Cloud::Commercial
                 .graph_base()
-                .and_then(|base| Url::parse(base).ok()),
-            graph_scope: crate::wire::GRAPH_SCOPE.to_owned(),
+                .and_then(|base| Url::parse(base).ok())
+                .map(Arc::new),
+            graph_scope: Arc::from(crate::wire::GRAPH_SCOPE),
             graph_per_minute: 150,
             graph_max_concurrent: 4,
         }
@@ -213,6 +222,9 @@ impl Default for TenantSources {
 }
 
 /// One app registration, resolved: everything needed to fetch this tenant's score.
+///
+/// Hosts and scopes are shared (`Arc`) between the registrations that use the same ones
+/// (usually all of them): with thousands of tenants, a copy each added up (issue 15).
 pub struct Tenant {
     /// The gateway's id, used in routes.
     pub id: TenantId,
@@ -229,11 +241,11 @@ pub struct Tenant {
     /// The geo API host, if one was chosen.
     pub geo: Option<Geo>,
     /// Entra ID authority host, e.g. `https://login.microsoftonline.com`.
-    pub authority_host: Url,
+    pub authority_host: Arc<Url>,
     /// Defender API base, e.g. `https://api.security.microsoft.com`.
-    pub api_base: Url,
+    pub api_base: Arc<Url>,
     /// Token scope, by default [`crate::wire::DEFENDER_SCOPE`].
-    pub scope: String,
+    pub scope: Arc<str>,
     /// Free-form labels callers filter on.
     pub tags: Vec<String>,
     /// Outbound limits for this tenant (Defender's).

@@ -352,7 +352,7 @@ pub trait ScoreSource: Send + Sync {
     /// The service whose per-tenant quota a call spends.
     fn service(&self) -> UpstreamService;
     /// The OAuth scope of the bearer token a call needs for `tenant`.
-    fn scope(&self, tenant: &Tenant) -> String;
+    fn scope(&self, tenant: &Tenant) -> std::sync::Arc<str>;
     /// Makes one call for `tenant` with `token`. No retries and no deadline: the caller bounds it.
     async fn call(&self, tenant: &Tenant, token: &BearerToken) -> Result<Reading, CallFailure>;
     /// Makes one call for up to `days` of the source's own daily history, newest first (Graph
@@ -450,7 +450,7 @@ impl ScoreSource for DefenderScore {
         UpstreamService::Defender
     }
 
-    fn scope(&self, tenant: &Tenant) -> String {
+    fn scope(&self, tenant: &Tenant) -> std::sync::Arc<str> {
         tenant.scope.clone()
     }
 
@@ -491,7 +491,7 @@ impl ScoreSource for GraphSecureScore {
         UpstreamService::Graph
     }
 
-    fn scope(&self, tenant: &Tenant) -> String {
+    fn scope(&self, tenant: &Tenant) -> std::sync::Arc<str> {
         tenant.sources.graph_scope.clone()
     }
 

@@ -375,7 +375,7 @@ mod tests {
             contoso.authority_host.as_str(),
             "https://login.microsoftonline.com/"
         );
-        assert_eq!(contoso.scope, crate::wire::DEFENDER_SCOPE);
+        assert_eq!(&*contoso.scope, crate::wire::DEFENDER_SCOPE);
         assert_eq!(
             contoso.quota,
             QuotaLimits {

@@ -58,6 +58,7 @@ pub(super) fn resolve_tenants(
     let mut seen_ids: HashMap<String, usize> = HashMap::new();
     let mut seen_apps: HashMap<(String, String), usize> = HashMap::new();
     let mut resolved = Vec::with_capacity(tenants.len());
+    let mut shared = Shared::default();
     for (index, settings) in tenants.iter().enumerate() {
         let key = format!("tenants[{index}] (id {:?})", settings.id);
         let before = problems.len();
@@ -141,6 +142,11 @@ pub(super) fn resolve_tenants(
         else {
             continue;
         };
+        let sources = TenantSources {
+            graph_base: sources.graph_base.map(|base| shared.url(base)),
+            graph_scope: shared.text(sources.graph_scope),
+            ..sources
+        };
         resolved.push(Tenant {
             name: settings.name.clone().unwrap_or_else(|| id.to_string()),
             id,
@@ -149,15 +155,43 @@ pub(super) fn resolve_tenants(
             credential,
             cloud,
             geo,
-            authority_host,
-            api_base,
-            scope,
+            authority_host: shared.url(authority_host),
+            api_base: shared.url(api_base),
+            scope: shared.text(scope),
             tags: settings.tags.clone(),
             quota,
             sources,
         });
     }
     resolved
+}
+
+/// One copy of each host and scope, shared by every registration that uses it: thousands of
+/// tenants of one cloud name the same three hosts and two scopes.
+#[derive(Default)]
+struct Shared {
+    urls: HashSet<Arc<Url>>,
+    texts: HashSet<Arc<str>>,
+}
+
+impl Shared {
+    fn url(&mut self, url: impl Into<Arc<Url>>) -> Arc<Url> {
+        let url = url.into();
+        if let Some(shared) = self.urls.get(&url) {
+            return shared.clone();
+        }
+        self.urls.insert(url.clone());
+        url
+    }
+
+    fn text(&mut self, text: impl Into<Arc<str>>) -> Arc<str> {
+        let text = text.into();
+        if let Some(shared) = self.texts.get(&text) {
+            return shared.clone();
+        }
+        self.texts.insert(text.clone());
+        text
+    }
 }
 
 /// The callers' keys, checked against the resolved tenants (a key may only name known ids).
@@ -391,8 +425,8 @@ fn resolve_sources(
     ordered.dedup();
     (problems.len() == before).then(|| TenantSources {
         metrics: ordered,
-        graph_base,
-        graph_scope,
+        graph_base: graph_base.map(Arc::new),
+        graph_scope: graph_scope.into(),
         graph_per_minute: settings
             .graph_requests_per_minute
             .unwrap_or(upstream.graph_requests_per_minute),
@@ -737,7 +771,7 @@ mod tests {
             "https://api-gov.securitycenter.microsoft.us/"
         );
         assert_eq!(
-            gov.scope,
+            &*gov.scope,
             "https://api-gov.securitycenter.microsoft.us/.default"
         );
         match &gov.credential {
@@ -821,11 +855,14 @@ mod tests {
             [Metric::Device, Metric::Secure],
             "in API order"
         );
-        assert_eq!(b.sources.graph_scope, "https://graph.example.test/.default");
+        assert_eq!(
+            &*b.sources.graph_scope,
+            "https://graph.example.test/.default"
+        );
         assert_eq!(b.sources.graph_max_concurrent, 2);
         assert_eq!(b.sources.graph_per_minute, 150);
         assert_eq!(
-            b.sources.graph_base.as_ref().map(url::Url::as_str),
+            b.sources.graph_base.as_ref().map(|base| base.as_str()),
             Some("https://graph.microsoft.com/")
         );
         assert!(config.summary().contains("metric secure: 1 tenant(s)"));
@@ -913,9 +950,9 @@ mod tests {
         );
         let config = Config::load_with_env(&path, env(&[("S", "x")])).unwrap();
         let a = config.registry.get("a").unwrap();
-        assert_eq!(a.sources.graph_scope, crate::wire::GRAPH_SCOPE);
+        assert_eq!(&*a.sources.graph_scope, crate::wire::GRAPH_SCOPE);
         assert_eq!(
-            a.sources.graph_base.as_ref().map(url::Url::as_str),
+            a.sources.graph_base.as_ref().map(|base| base.as_str()),
             Some("https://graph.example.test/")
         );
         // A sovereign cloud's Graph host is also its token resource.
@@ -926,9 +963,35 @@ mod tests {
         );
         let config = Config::load_with_env(&path, env(&[("S", "x")])).unwrap();
         assert_eq!(
-            config.registry.get("a").unwrap().sources.graph_scope,
+            &*config.registry.get("a").unwrap().sources.graph_scope,
             "https://dod-graph.microsoft.us/.default"
         );
+    }
+
+    #[test]
+    fn registrations_share_one_copy_of_each_host_and_scope() {
+        let dir = tempdir();
+        let secret = "client_secret = { env = \"S\" }";
+        let text = [
+            tenant("a", TENANT, CLIENT, secret),
+            tenant("b", "22222222-2222-4222-8222-222222222222", CLIENT, secret),
+        ]
+        .concat();
+        let path = write(&dir, "a.toml", &text);
+        let config = Config::load_with_env(&path, env(&[("S", "x")])).unwrap();
+        let a = config.registry.get("a").unwrap();
+        let b = config.registry.get("b").unwrap();
+        assert!(std::sync::Arc::ptr_eq(&a.authority_host, &b.authority_host));
+        assert!(std::sync::Arc::ptr_eq(&a.api_base, &b.api_base));
+        assert!(std::sync::Arc::ptr_eq(&a.scope, &b.scope));
+        assert!(std::sync::Arc::ptr_eq(
+            &a.sources.graph_scope,
+            &b.sources.graph_scope
+        ));
+        let (Some(a_graph), Some(b_graph)) = (&a.sources.graph_base, &b.sources.graph_base) else {
+            panic!("the commercial cloud has a Graph host");
+        };
+        assert!(std::sync::Arc::ptr_eq(a_graph, b_graph));
     }
 
     #[test]

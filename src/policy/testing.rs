@@ -31,9 +31,11 @@ pub(crate) fn registration(id: &str, quota: QuotaLimits) -> Tenant {
         credential: Credential::Secret(secrecy::SecretString::from("not-a-secret")),
         cloud: Cloud::Custom,
         geo: None,
-        authority_host: Url::parse("https://login.example.test").expect("url"),
-        api_base: Url::parse("https://api.example.test").expect("url"),
-        scope: crate::wire::DEFENDER_SCOPE.to_owned(),
+        authority_host: Url::parse("https://login.example.test")
+            .expect("url")
+            .into(),
+        api_base: Url::parse("https://api.example.test").expect("url").into(),
+        scope: crate::wire::DEFENDER_SCOPE.into(),
         tags: Vec::new(),
         quota,
         sources: crate::tenants::TenantSources::default(),
@@ -153,7 +155,7 @@ impl ScoreSource for FakeSource {
         self.metric.service()
     }
 
-    fn scope(&self, tenant: &Tenant) -> String {
+    fn scope(&self, tenant: &Tenant) -> std::sync::Arc<str> {
         tenant.scope.clone()
     }
 
