@@ -312,6 +312,10 @@ impl Services {
         max_age: Option<Duration>,
     ) -> Result<(Arc<Tenant>, Served), ServiceError> {
         let tenant = self.tenant(id, scope)?;
+        // A fresh score at hand needs no future: the warm path portals poll.
+        if let Some(served) = self.cache.get_fresh_now(&tenant, metric, max_age) {
+            return Ok((tenant, served));
+        }
         let served = self
             .cache
             .get(

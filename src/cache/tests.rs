@@ -245,3 +245,27 @@ async fn max_age_zero_forces_a_fetch_but_not_more_than_once_per_minimum_interval
         (Source::Upstream, 2)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn get_fresh_now_gives_only_what_get_would_serve_from_the_cache_and_never_fetches() {
+    let (source, cache, contoso) = rig(Duration::from_millis(20));
+    let fresh_now = |max_age| cache.get_fresh_now(&contoso, Metric::Device, max_age);
+    assert!(fresh_now(None).is_none(), "cold: left to get");
+    device(&cache, &contoso).await.unwrap();
+    let served = fresh_now(None).expect("fresh");
+    assert_eq!((served.source, served.reading.score), (Source::Cache, 42.0));
+
+    // Two seconds old: past the one-second floor of forced fetches.
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert!(fresh_now(Some(Duration::ZERO)).is_none(), "forced");
+    assert!(fresh_now(Some(Duration::from_secs(10))).is_some());
+    assert!(
+        cache
+            .get_fresh_now(&contoso, Metric::Secure, None)
+            .is_none(),
+        "a metric the tenant lacks is get's error to give"
+    );
+    tokio::time::advance(FRESH).await;
+    assert!(fresh_now(None).is_none(), "expired: get serves it stale");
+    assert_eq!(source.calls("contoso"), 1);
+}
