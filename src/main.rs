@@ -21,18 +21,23 @@ static JEMALLOC_CONF: &[u8; 60] = b"background_thread:true,dirty_decay_ms:1000,m
 
 fn main() -> ExitCode {
     let cli = scoregate::cli::Cli::parse();
-    scoregate::telemetry::init(cli.log_format);
+    let log = scoregate::telemetry::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
         Err(error) => {
+            drop(log);
             eprintln!("error: cannot start the async runtime: {error}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(scoregate::cli::run(cli)) {
+    let result = runtime.block_on(scoregate::cli::run(cli));
+    drop(runtime);
+    // Every queued log line out before the last word.
+    drop(log);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // `{:#}` prints anyhow's whole cause chain on one line, without a backtrace.

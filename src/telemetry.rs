@@ -12,6 +12,7 @@
 use clap::ValueEnum;
 use std::fmt;
 use tracing::field::Field;
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::field::MakeExt;
 use tracing_subscriber::fmt::format::{debug_fn, Writer};
 use tracing_subscriber::fmt::{FormatFields, MakeWriter};
@@ -28,16 +29,34 @@ pub enum LogFormat {
     Json,
 }
 
+/// Keeps the log writer's thread running: dropping it writes out every queued line first.
+/// Hold it until the process ends.
+#[must_use = "dropping it stops the log writer"]
+pub struct LogGuard {
+    _writer: Option<WorkerGuard>,
+}
+
 /// Installs the global subscriber; `RUST_LOG` overrides the default `info` level.
-pub fn init(format: LogFormat) {
+///
+/// Lines are formatted on the thread that logs and written to standard error by one writer
+/// thread, through a buffer it flushes whenever its queue is empty: under load, one `write(2)`
+/// carries many lines. A `write(2)` per line was an eighth of a warm answer's CPU
+/// (docs/performance.md). Never lossy: when the queue is full, the logging thread waits rather
+/// than drop a line.
+pub fn init(format: LogFormat) -> LogGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // A second initialisation (tests call this more than once) is harmless: keep the first.
-    let _ = match format {
-        LogFormat::Text => text_subscriber(filter, std::io::stderr, true)
-            .try_init()
-            .is_ok(),
-        LogFormat::Json => json_subscriber(filter, std::io::stderr).try_init().is_ok(),
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("scoregate-log")
+        .finish(std::io::BufWriter::new(std::io::stderr()));
+    // A second initialisation is harmless: the first subscriber stays.
+    let installed = match format {
+        LogFormat::Text => text_subscriber(filter, writer, true).try_init().is_ok(),
+        LogFormat::Json => json_subscriber(filter, writer).try_init().is_ok(),
     };
+    LogGuard {
+        _writer: installed.then_some(guard),
+    }
 }
 
 /// The subscriber of the default text format: one human-readable line per event, fields escaped
