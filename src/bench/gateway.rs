@@ -5,9 +5,10 @@
 //! requests, and the resident memory of a separate gateway process with 10,000 warm tenants,
 //! history on and off. Each figure that has a target (issue 15) is printed beside it.
 //!
-//! Everything but nginx and the memory's gateway process runs in this process (emulator,
-//! gateway, client) on the same cores, so the figures are conservative. The emulator's quotas are off: the bench measures the gateway, not
-//! Defender's limits. Each phase is bounded in time.
+//! The gateway beside nginx and the memory's gateway run as processes of their own (this
+//! binary's `serve`), as nginx does; the other phases run in this process (emulator, gateway,
+//! client) on the same cores, so their figures are conservative. The emulator's quotas are off:
+//! the bench measures the gateway, not Defender's limits. Each phase is bounded in time.
 
 use crate::app::Application;
 use crate::config::Config;
@@ -224,55 +225,81 @@ impl Drop for ChildGuard {
     }
 }
 
-/// Starts this binary's `serve` in front of `emulator` as its own process (so that its memory
-/// is the gateway's alone), fetches every tenant once, and reads its resident memory. Its log
-/// goes to a file in the scratch directory: logs stay on.
+/// This binary's `serve` in front of the emulator as a process of its own, like nginx: its
+/// figures are the gateway's alone (memory) and its CPU is not shared with the bench's client
+/// (throughput). Killed on drop. Its log goes to a file in its scratch directory: logs stay on.
+struct GatewayProcess {
+    address: String,
+    pid: u32,
+    _child: ChildGuard,
+    _dir: TempDir,
+}
+
+impl GatewayProcess {
+    /// Starts it (authentication as `auth`, the history as `history`) and waits until its
+    /// `/healthz` answers.
+    async fn start(
+        emulator: &Emulator,
+        client: &reqwest::Client,
+        max_in_flight: usize,
+        auth: bool,
+        history: bool,
+    ) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("scoregate-bench-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).context("a scratch directory")?;
+        let dir = TempDir(dir);
+        let path = write_config(emulator, &dir.0)?;
+        let port = super::nginx::free_port()?;
+        let log = std::fs::File::create(dir.0.join("gateway.log")).context("the gateway's log")?;
+        let child = std::process::Command::new(std::env::current_exe().context("this binary")?)
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .envs(overrides(&format!("127.0.0.1:{port}"), max_in_flight, auth))
+            .env("SCOREGATE__HISTORY__ENABLED", history.to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("cannot start `scoregate serve`")?;
+        let child = ChildGuard(child);
+        let address = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        loop {
+            let ready = client
+                .get(format!("{address}/healthz"))
+                .send()
+                .await
+                .is_ok_and(|response| response.status().is_success());
+            if ready {
+                break;
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(60),
+                "the gateway process did not answer /healthz within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(Self {
+            address,
+            pid: child.0.id(),
+            _child: child,
+            _dir: dir,
+        })
+    }
+}
+
+/// Starts a gateway process (authentication off) in front of `emulator`, fetches every tenant
+/// once, and reads its resident memory.
 async fn memory(
     emulator: &Emulator,
     client: &reqwest::Client,
     max_in_flight: usize,
     history: bool,
 ) -> anyhow::Result<MemoryFigures> {
-    let dir = std::env::temp_dir().join(format!("scoregate-bench-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).context("a scratch directory")?;
-    let dir = TempDir(dir);
-    let path = write_config(emulator, &dir.0)?;
-    let port = super::nginx::free_port()?;
-    let log = std::fs::File::create(dir.0.join("gateway.log")).context("the gateway's log")?;
-    let child = std::process::Command::new(std::env::current_exe().context("this binary")?)
-        .arg("serve")
-        .arg("--config")
-        .arg(&path)
-        .envs(overrides(
-            &format!("127.0.0.1:{port}"),
-            max_in_flight,
-            false,
-        ))
-        .env("SCOREGATE__HISTORY__ENABLED", history.to_string())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .context("cannot start `scoregate serve`")?;
-    let child = ChildGuard(child);
-    let pid = child.0.id();
-    let address = format!("http://127.0.0.1:{port}");
+    let gateway = GatewayProcess::start(emulator, client, max_in_flight, false, history).await?;
+    let (pid, address) = (gateway.pid, &gateway.address);
     let started = Instant::now();
-    loop {
-        let ready = client
-            .get(format!("{address}/healthz"))
-            .send()
-            .await
-            .is_ok_and(|response| response.status().is_success());
-        if ready {
-            break;
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(60),
-            "the gateway process did not answer /healthz within 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let registered = resident_mib(pid).context("no /proc status")?;
     let mut cursor: Option<String> = None;
     let mut cached = 0u64;
@@ -305,7 +332,9 @@ async fn memory(
 /// when wrk is installed.
 async fn compare_with_nginx(emu: &Emulator, args: &GatewayBenchArgs) -> anyhow::Result<()> {
     let connections = 64;
-    let gw = gateway(emu, args.max_in_flight, true).await?;
+    // A process of its own, as nginx is: the bench's client does not share its runtime.
+    let gw =
+        GatewayProcess::start(emu, &reqwest::Client::new(), args.max_in_flight, true, true).await?;
     let slug = emu
         .tenants()
         .first()
