@@ -176,22 +176,21 @@ struct Shared {
 
 impl Shared {
     fn url(&mut self, url: impl Into<Arc<Url>>) -> Arc<Url> {
-        let url = url.into();
-        if let Some(shared) = self.urls.get(&url) {
-            return shared.clone();
-        }
-        self.urls.insert(url.clone());
-        url
+        intern(&mut self.urls, url.into())
     }
 
     fn text(&mut self, text: impl Into<Arc<str>>) -> Arc<str> {
-        let text = text.into();
-        if let Some(shared) = self.texts.get(&text) {
-            return shared.clone();
-        }
-        self.texts.insert(text.clone());
-        text
+        intern(&mut self.texts, text.into())
     }
+}
+
+/// The copy `held` already has of `value`, else `value`, now held.
+fn intern<T: std::hash::Hash + Eq + ?Sized>(held: &mut HashSet<Arc<T>>, value: Arc<T>) -> Arc<T> {
+    if let Some(copy) = held.get(&value) {
+        return copy.clone();
+    }
+    held.insert(value.clone());
+    value
 }
 
 /// The callers' keys, checked against the resolved tenants (a key may only name known ids).
