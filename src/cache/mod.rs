@@ -433,12 +433,11 @@ impl ScoreCache {
         let key = self.key(&tenant.id, metric);
         let cached = self.entries.get(&key).await;
         if let Some(entry) = &cached {
-            let age = asked_at.saturating_duration_since(entry.stored_at);
-            let allowed = self.allows(age, max_age);
             if self.is_fresh(entry, asked_at, max_age) {
                 return Ok(self.served(entry, Source::Cache, None));
             }
-            if allowed && age <= entry.fresh_for + self.stale_if_error {
+            let age = asked_at.saturating_duration_since(entry.stored_at);
+            if self.allows(age, max_age) && age <= entry.fresh_for + self.stale_if_error {
                 // Stale-while-revalidate: answer now, refresh behind the caller's back.
                 self.refresh(tenant, metric).await;
                 let warning = self.failure_since(&key, entry);
