@@ -7,20 +7,43 @@ use std::process::ExitCode;
 /// gateway's resident memory at about twice its live heap (freed memory stays scattered over its
 /// arenas); jemalloc, told by [`JEMALLOC_CONF`] to return freed pages within a second, keeps it
 /// near the live heap, for the same throughput (issue 15, `docs/performance.md`).
+///
+/// Where jemalloc supports it (Linux among them; not Apple, Android or DragonFly) it is linked
+/// unprefixed: it replaces `malloc` itself, so the C code in the binary — SQLite's page caches,
+/// aws-lc — allocates from it as well, rather than from glibc arenas that kept 3–4 MiB of freed
+/// pages resident with the history on.
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// jemalloc's options, read when it starts (the `_RJEM_MALLOC_CONF` environment variable, read
-/// after these, overrides them): a background thread purges freed pages instead of the
-/// allocating threads, dirty pages go back to the system after one second (jemalloc's default
-/// is ten), and pages are not kept "muzzy" (`MADV_FREE`d but still counted as resident).
+/// jemalloc's options, read when it starts (the `MALLOC_CONF` environment variable —
+/// `_RJEM_MALLOC_CONF` where jemalloc is prefixed — read after these, overrides them): a
+/// background thread purges freed pages instead of the allocating threads, dirty pages go back
+/// to the system after one second (jemalloc's default is ten), pages are not kept "muzzy"
+/// (`MADV_FREE`d but still counted as resident), and there is one arena per CPU, used by
+/// whichever thread runs on that CPU (jemalloc's default is four per CPU, bound to threads:
+/// more partly used pages for the same heap, 1.5–2.5 MiB at 10,000 tenants).
 #[cfg(not(target_env = "msvc"))]
-#[unsafe(export_name = "_rjem_malloc_conf")]
-static JEMALLOC_CONF: &[u8; 60] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+#[cfg_attr(
+    any(
+        target_os = "android",
+        target_os = "dragonfly",
+        target_vendor = "apple"
+    ),
+    unsafe(export_name = "_rjem_malloc_conf")
+)]
+#[cfg_attr(
+    not(any(
+        target_os = "android",
+        target_os = "dragonfly",
+        target_vendor = "apple"
+    )),
+    unsafe(export_name = "malloc_conf")
+)]
+static JEMALLOC_CONF: &[u8; 80] =
+    b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0,percpu_arena:percpu\0";
 
 fn main() -> ExitCode {
-    one_malloc_arena_for_c();
     let cli = scoregate::cli::Cli::parse();
     let log = scoregate::telemetry::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -47,25 +70,3 @@ fn main() -> ExitCode {
         }
     }
 }
-
-/// Keeps the C libraries' allocations (SQLite's page caches, aws-lc's) in one glibc arena,
-/// unless `MALLOC_ARENA_MAX` says otherwise.
-///
-/// Rust's allocations go to jemalloc, but SQLite and aws-lc call glibc's `malloc`, which gives
-/// each thread that allocates concurrently an arena of its own; sqlx runs each SQLite
-/// connection on its own thread, and the arenas' freed memory stayed resident: one arena took
-/// 3–4 MiB off a 10,000-tenant gateway with the history on (docs/performance.md). Those
-/// allocations are few and short, so one arena costs no measurable throughput. Called first
-/// thing, before any thread exists.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn one_malloc_arena_for_c() {
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: `mallopt` only sets an allocator parameter; no other thread exists yet.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 1);
-        }
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn one_malloc_arena_for_c() {}

@@ -205,7 +205,11 @@ pub(crate) struct FakeTokens {
 
 #[async_trait::async_trait]
 impl Tokens for FakeTokens {
-    async fn token(&self, _tenant: &Arc<Tenant>, _scope: &str) -> Result<BearerToken, TokenError> {
+    async fn token(
+        &self,
+        _tenant: &Arc<Tenant>,
+        _scope: &Arc<str>,
+    ) -> Result<BearerToken, TokenError> {
         match self.reject.lock().clone() {
             Some(detail) => Err(TokenError::Rejected {
                 status: 401,

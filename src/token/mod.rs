@@ -70,8 +70,9 @@ struct Inner {
     tokens: moka::future::Cache<TokenKey, Held>,
 }
 
-/// A gateway tenant id and a scope (Defender's or Graph's).
-type TokenKey = (TenantId, Box<str>);
+/// A gateway tenant id and a scope (Defender's or Graph's), both shared with the registration:
+/// a key costs no allocation of its own.
+type TokenKey = (TenantId, Arc<str>);
 
 /// A cached token and the registration it was asked for.
 #[derive(Clone)]
@@ -140,9 +141,9 @@ impl TokenSource {
     pub async fn token_for(
         &self,
         tenant: &Arc<Tenant>,
-        scope: &str,
+        scope: &Arc<str>,
     ) -> Result<BearerToken, TokenError> {
-        let key: TokenKey = (tenant.id.clone(), Box::from(scope));
+        let key: TokenKey = (tenant.id.clone(), scope.clone());
         if let Some(held) = self.inner.tokens.get(&key).await {
             if Arc::ptr_eq(&held.tenant, tenant) {
                 return Ok(held.token);
@@ -236,7 +237,11 @@ impl TokenSource {
 #[async_trait::async_trait]
 pub trait Tokens: Send + Sync {
     /// A bearer token for `scope` from the tenant's credential.
-    async fn token(&self, tenant: &Arc<Tenant>, scope: &str) -> Result<BearerToken, TokenError>;
+    async fn token(
+        &self,
+        tenant: &Arc<Tenant>,
+        scope: &Arc<str>,
+    ) -> Result<BearerToken, TokenError>;
     /// Forgets the tenant's cached tokens (after a 401).
     fn renew(&self, tenant: &TenantId);
     /// Drops what is held for tenants that left or changed (live reload).
@@ -245,7 +250,11 @@ pub trait Tokens: Send + Sync {
 
 #[async_trait::async_trait]
 impl Tokens for TokenSource {
-    async fn token(&self, tenant: &Arc<Tenant>, scope: &str) -> Result<BearerToken, TokenError> {
+    async fn token(
+        &self,
+        tenant: &Arc<Tenant>,
+        scope: &Arc<str>,
+    ) -> Result<BearerToken, TokenError> {
         self.token_for(tenant, scope).await
     }
 

@@ -175,7 +175,7 @@ async fn a_token_is_renewed_five_minutes_before_it_expires_and_each_scope_has_it
 
     // Graph's scope is another token of the same registration.
     let graph = tokens
-        .token_for(&contoso, crate::wire::GRAPH_SCOPE)
+        .token_for(&contoso, &Arc::from(crate::wire::GRAPH_SCOPE))
         .await
         .expect("graph token");
     assert_eq!(graph.secret(), "graph");
