@@ -85,13 +85,18 @@ impl Services {
         let runtime = tokio::runtime::Handle::try_current().map_err(|error| {
             anyhow::anyhow!("the services must be built inside the gateway's runtime: {error}")
         })?;
+        let cannot_build = |error: reqwest::Error| {
+            anyhow::anyhow!(
+                "cannot build the HTTPS client: {}",
+                crate::telemetry::error_chain(&error)
+            )
+        };
         let http = upstream::http_client(&config.upstream, config.extra_ca_pem.as_deref())
-            .map_err(|error| {
-                anyhow::anyhow!(
-                    "cannot build the HTTPS client: {}",
-                    crate::telemetry::error_chain(&error)
-                )
-            })?;
+            .map_err(cannot_build)?;
+        // Webhooks: the same TLS roots and user agent, no redirects followed.
+        let webhook_http =
+            upstream::webhook_client(&config.upstream, config.extra_ca_pem.as_deref())
+                .map_err(cannot_build)?;
         let mut metrics = Metrics::new();
         if config.cluster.is_some() {
             metrics.register_cluster();
@@ -118,8 +123,6 @@ impl Services {
             Some(cluster) => Arc::new(crate::cluster::quota::RedisQuotaStore::new(cluster.clone())),
             None => Arc::new(LocalQuotaStore::default()),
         };
-        // Webhooks go out through the same client (pool, TLS roots, user agent).
-        let webhook_http = http.clone();
         let settings = &config.upstream;
         let outbound = Arc::new(Outbound::new(Parts {
             sources: vec![

@@ -206,6 +206,27 @@ pub fn http_client(
     settings: &UpstreamSettings,
     extra_ca_pem: Option<&[u8]>,
 ) -> Result<reqwest::Client, reqwest::Error> {
+    client_builder(settings, extra_ca_pem)?.build()
+}
+
+/// Builds the HTTPS client webhooks are delivered with: [`http_client`]'s TLS roots, user agent
+/// and timeouts, but **no redirects followed**. A signed delivery goes to the URL the operator
+/// configured and nowhere else: a receiver (or whoever took its host over) that answers 3xx
+/// cannot send it on to another host, an internal address included. A 3xx is an answer like
+/// any other non-2xx: the delivery failed, not retried (`alerts::delivery`).
+pub fn webhook_client(
+    settings: &UpstreamSettings,
+    extra_ca_pem: Option<&[u8]>,
+) -> Result<reqwest::Client, reqwest::Error> {
+    client_builder(settings, extra_ca_pem)?
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
+fn client_builder(
+    settings: &UpstreamSettings,
+    extra_ca_pem: Option<&[u8]>,
+) -> Result<reqwest::ClientBuilder, reqwest::Error> {
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!("scoregate/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
@@ -214,7 +235,7 @@ pub fn http_client(
     if let Some(pem) = extra_ca_pem {
         builder = builder.tls_certs_merge(reqwest::Certificate::from_pem_bundle(pem)?);
     }
-    builder.build()
+    Ok(builder)
 }
 
 /// Which of a tenant's numbers: `device` (Microsoft Secure Score for Devices, Defender, raw

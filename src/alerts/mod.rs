@@ -466,7 +466,8 @@ impl Drop for Alerts {
 
 impl Alerts {
     /// Starts the engine task, the timer and the delivery workers on `runtime`, with the wall
-    /// clock. `http` is the gateway's shared HTTPS client; each attempt sets its own timeout.
+    /// clock. `http` is the webhook client ([`crate::upstream::webhook_client`]: the gateway's
+    /// TLS roots, no redirects followed); each attempt sets its own timeout.
     pub fn start(
         config: AlertsConfig,
         history: Arc<History>,

@@ -469,6 +469,88 @@ async fn a_503_then_200_is_delivered_with_the_same_webhook_id() {
     assert_eq!(delivered[0].webhook_id, received[0].id);
 }
 
+/// An endpoint that answers every request with `307 Temporary Redirect` to `to` (a 307 keeps
+/// the method and the body: a client that follows it would post the signed delivery there).
+struct Redirector {
+    url: String,
+    hits: Arc<std::sync::atomic::AtomicUsize>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl Drop for Redirector {
+    fn drop(&mut self) {
+        drop(self.handle.stop(false));
+    }
+}
+
+impl Redirector {
+    fn start(to: &str) -> Self {
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let (to, counter) = (to.to_owned(), hits.clone());
+        let server = HttpServer::new(move || {
+            let (to, counter) = (to.clone(), counter.clone());
+            App::new().default_service(web::to(move || {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let to = to.clone();
+                async move {
+                    HttpResponse::TemporaryRedirect()
+                        .insert_header(("location", to))
+                        .finish()
+                }
+            }))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .unwrap()
+        .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Self { url, hits, handle }
+    }
+}
+
+#[tokio::test]
+async fn a_redirect_is_not_followed_the_delivery_fails_and_nothing_reaches_the_other_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(vec![204]);
+    let redirector = Redirector::start(&receiver.url);
+    let clock = TestClock::new();
+    let config = AlertsConfig {
+        rules: vec![rule("low", &["a"], Condition::Below(300.0))],
+        webhooks: vec![webhook("psa", &redirector.url)],
+    };
+    // The gateway's own webhook client, as `serve` builds it.
+    let http =
+        scoregate::upstream::webhook_client(&scoregate::config::UpstreamSettings::default(), None)
+            .unwrap();
+    let alerts = Alerts::start_with(
+        config,
+        history(sqlite_url(&dir)).await,
+        http,
+        AlertMetrics::default(),
+        &tokio::runtime::Handle::current(),
+        clock.options(),
+    );
+    alerts.on_reading("a", Metric::Device, 250.0, clock.now());
+    alerts.flush().await;
+    assert_eq!(alerts.deliver_due().await.unwrap(), 1);
+    let failed = alerts
+        .deliveries(Some(scoregate::alerts::DeliveryStatus::Failed), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 1, "a 3xx is a failed delivery, not retried");
+    assert_eq!(failed[0].attempts, 1);
+    assert_eq!(failed[0].last_status, Some(307));
+    assert_eq!(redirector.hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(
+        receiver.received().is_empty(),
+        "the delivery followed the redirect to another host"
+    );
+}
+
 #[tokio::test]
 async fn a_failing_endpoint_is_retried_with_back_off_and_given_up_after_24_hours() {
     let dir = tempfile::tempdir().unwrap();
