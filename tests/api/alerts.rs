@@ -5,7 +5,7 @@
 
 use crate::helpers::{emulator_options, spawn_app_with_config};
 use crate::postgres;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use scoregate::alerts::{Alerts, AlertsConfig, Condition, Options, Rule, Webhook, WebhookSecret};
 use scoregate::config::HistoryConfig;
 use scoregate::history::{History, Metric};
@@ -63,12 +63,10 @@ impl Receiver {
     fn start(script: Vec<u16>) -> Self {
         let received = Arc::new(Mutex::new(Vec::<Received>::new()));
         let script = Arc::new(Mutex::new(script));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let state = (received.clone(), script);
-        let server = HttpServer::new(move || {
+        let (base, handle) = crate::helpers::serve_loopback(move || {
             let state = state.clone();
-            App::new().default_service(web::to(move |request: HttpRequest, body: web::Bytes| {
+            web::to(move |request: HttpRequest, body: web::Bytes| {
                 let (received, script) = state.clone();
                 async move {
                     let header = |name: &str| {
@@ -103,15 +101,9 @@ impl Receiver {
                     HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
                         .finish()
                 }
-            }))
-        })
-        .workers(1)
-        .disable_signals()
-        .listen(listener)
-        .unwrap()
-        .run();
-        let handle = server.handle();
-        tokio::spawn(server);
+            })
+        });
+        let url = format!("{base}/hook");
         Self {
             url,
             received,
@@ -486,12 +478,10 @@ impl Drop for Redirector {
 impl Redirector {
     fn start(to: &str) -> Self {
         let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let (to, counter) = (to.to_owned(), hits.clone());
-        let server = HttpServer::new(move || {
+        let (base, handle) = crate::helpers::serve_loopback(move || {
             let (to, counter) = (to.clone(), counter.clone());
-            App::new().default_service(web::to(move || {
+            web::to(move || {
                 counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let to = to.clone();
                 async move {
@@ -499,15 +489,9 @@ impl Redirector {
                         .insert_header(("location", to))
                         .finish()
                 }
-            }))
-        })
-        .workers(1)
-        .disable_signals()
-        .listen(listener)
-        .unwrap()
-        .run();
-        let handle = server.handle();
-        tokio::spawn(server);
+            })
+        });
+        let url = format!("{base}/hook");
         Self { url, hits, handle }
     }
 }

@@ -423,15 +423,13 @@ impl Drop for SwitchedReceiver {
 
 impl SwitchedReceiver {
     fn start(secret: String) -> Self {
-        use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+        use actix_web::{web, HttpRequest, HttpResponse};
         let status = Arc::new(AtomicU16::new(503));
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let state = (status.clone(), requests.clone(), secret);
-        let server = HttpServer::new(move || {
+        let (base, handle) = crate::helpers::serve_loopback(move || {
             let state = state.clone();
-            App::new().default_service(web::to(move |request: HttpRequest, body: web::Bytes| {
+            web::to(move |request: HttpRequest, body: web::Bytes| {
                 let (status, requests, secret) = state.clone();
                 async move {
                     let header = |name: &str| {
@@ -456,15 +454,9 @@ impl SwitchedReceiver {
                     HttpResponse::build(actix_web::http::StatusCode::from_u16(code).unwrap())
                         .finish()
                 }
-            }))
-        })
-        .workers(1)
-        .disable_signals()
-        .listen(listener)
-        .unwrap()
-        .run();
-        let handle = server.handle();
-        tokio::spawn(server);
+            })
+        });
+        let url = format!("{base}/hook");
         Self {
             url,
             status,

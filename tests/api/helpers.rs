@@ -273,3 +273,23 @@ impl std::io::Write for CaptureWriter {
         Ok(())
     }
 }
+
+/// Serves `route` for every path on a loopback port the system picks (one worker, no signal
+/// handling) on the test's runtime: the webhook receivers' server. Returns its base URL
+/// (`http://127.0.0.1:PORT`) and the handle that stops it.
+pub fn serve_loopback<F>(route: F) -> (String, actix_web::dev::ServerHandle)
+where
+    F: Fn() -> actix_web::Route + Send + Clone + 'static,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = actix_web::HttpServer::new(move || actix_web::App::new().default_service(route()))
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .unwrap()
+        .run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    (base, handle)
+}
