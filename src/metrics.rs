@@ -22,7 +22,8 @@ use crate::upstream::Metric;
 use parking_lot::Mutex;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+    DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet, EncodeLabelValue, EncodeMetric,
+    LabelValueEncoder,
 };
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -104,7 +105,7 @@ struct OutcomeLabels {
 }
 
 /// A tenant's gateway id and one of its metrics, as labels of the per-tenant series.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+#[derive(Debug, EncodeLabelSet)]
 struct TenantLabels {
     tenant: TenantId,
     metric: &'static str,
@@ -134,7 +135,7 @@ struct TenantRecord {
 
 impl TenantSeries {
     /// Writes one gauge family: `value` picks each record's value, `None` for no series.
-    fn encode_family<N: prometheus_client::encoding::EncodeGaugeValue>(
+    fn encode_family<N: EncodeGaugeValue>(
         records: &BTreeMap<(TenantId, Metric), TenantRecord>,
         encoder: &mut DescriptorEncoder,
         (name, help, unit): (&str, &str, Option<&Unit>),

@@ -44,7 +44,7 @@ impl Drop for Receiver {
 /// Verification from the specification: base64 HMAC-SHA256 with the base64-decoded part of
 /// the secret after `whsec_`, over `id.timestamp.body`, in any of the space-separated
 /// `v1,<signature>` entries.
-pub(crate) fn verifies(secret: &str, id: &str, timestamp: &str, body: &[u8], header: &str) -> bool {
+fn verifies(secret: &str, id: &str, timestamp: &str, body: &[u8], header: &str) -> bool {
     use aws_lc_rs::hmac;
     use base64::Engine as _;
     let key = base64::engine::general_purpose::STANDARD
@@ -59,6 +59,27 @@ pub(crate) fn verifies(secret: &str, id: &str, timestamp: &str, body: &[u8], hea
         .any(|entry| entry == format!("v1,{expected}"))
 }
 
+/// The delivery's `webhook-id` and whether its signature verifies with `secret`.
+pub(crate) fn signed_by(secret: &str, request: &HttpRequest, body: &[u8]) -> (String, bool) {
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let id = header("webhook-id");
+    let valid = verifies(
+        secret,
+        &id,
+        &header("webhook-timestamp"),
+        body,
+        &header("webhook-signature"),
+    );
+    (id, valid)
+}
+
 impl Receiver {
     fn start(script: Vec<u16>) -> Self {
         let received = Arc::new(Mutex::new(Vec::<Received>::new()));
@@ -69,22 +90,7 @@ impl Receiver {
             web::to(move |request: HttpRequest, body: web::Bytes| {
                 let (received, script) = state.clone();
                 async move {
-                    let header = |name: &str| {
-                        request
-                            .headers()
-                            .get(name)
-                            .and_then(|value| value.to_str().ok())
-                            .unwrap_or_default()
-                            .to_owned()
-                    };
-                    let id = header("webhook-id");
-                    let valid = verifies(
-                        SECRET,
-                        &id,
-                        &header("webhook-timestamp"),
-                        &body,
-                        &header("webhook-signature"),
-                    );
+                    let (id, valid) = signed_by(SECRET, &request, &body);
                     received.lock().unwrap().push(Received {
                         id,
                         valid,
@@ -186,6 +192,17 @@ async fn history(url: String) -> Arc<History> {
     history
 }
 
+/// Rule `low` (tenant `a`'s device score below 300) delivered to webhook `psa` at `url`: the
+/// set-up most delivery tests share.
+fn low_below_300(url: &str) -> AlertsConfig {
+    AlertsConfig {
+        rules: vec![rule("low", &["a"], Condition::Below(300.0))],
+        webhooks: vec![webhook("psa", url)],
+    }
+}
+
+/// The engine over `history`, with the test's clock and the gateway's own webhook client (as
+/// `serve` builds it: no redirects followed).
 fn engine(
     config: AlertsConfig,
     history: Arc<History>,
@@ -195,7 +212,8 @@ fn engine(
     Alerts::start_with(
         config,
         history,
-        reqwest::Client::new(),
+        scoregate::upstream::webhook_client(&scoregate::config::UpstreamSettings::default(), None)
+            .unwrap(),
         metrics,
         &tokio::runtime::Handle::current(),
         clock.options(),
@@ -273,10 +291,7 @@ async fn a_recovered_value_resolves_once() {
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start(vec![200]);
     let clock = TestClock::new();
-    let config = AlertsConfig {
-        rules: vec![rule("low", &["a"], Condition::Below(300.0))],
-        webhooks: vec![webhook("psa", &receiver.url)],
-    };
+    let config = low_below_300(&receiver.url);
     let alerts = engine(
         config,
         history(sqlite_url(&dir)).await,
@@ -420,10 +435,7 @@ async fn a_503_then_200_is_delivered_with_the_same_webhook_id() {
     let receiver = Receiver::start(vec![503, 200]);
     let clock = TestClock::new();
     let metrics = AlertMetrics::default();
-    let config = AlertsConfig {
-        rules: vec![rule("low", &["a"], Condition::Below(300.0))],
-        webhooks: vec![webhook("psa", &receiver.url)],
-    };
+    let config = low_below_300(&receiver.url);
     let alerts = engine(
         config,
         history(sqlite_url(&dir)).await,
@@ -502,21 +514,12 @@ async fn a_redirect_is_not_followed_the_delivery_fails_and_nothing_reaches_the_o
     let receiver = Receiver::start(vec![204]);
     let redirector = Redirector::start(&receiver.url);
     let clock = TestClock::new();
-    let config = AlertsConfig {
-        rules: vec![rule("low", &["a"], Condition::Below(300.0))],
-        webhooks: vec![webhook("psa", &redirector.url)],
-    };
-    // The gateway's own webhook client, as `serve` builds it.
-    let http =
-        scoregate::upstream::webhook_client(&scoregate::config::UpstreamSettings::default(), None)
-            .unwrap();
-    let alerts = Alerts::start_with(
+    let config = low_below_300(&redirector.url);
+    let alerts = engine(
         config,
         history(sqlite_url(&dir)).await,
-        http,
+        &clock,
         AlertMetrics::default(),
-        &tokio::runtime::Handle::current(),
-        clock.options(),
     );
     alerts.on_reading("a", Metric::Device, 250.0, clock.now());
     alerts.flush().await;
@@ -540,10 +543,7 @@ async fn a_failing_endpoint_is_retried_with_back_off_and_given_up_after_24_hours
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start(vec![500]);
     let clock = TestClock::new();
-    let config = AlertsConfig {
-        rules: vec![rule("low", &["a"], Condition::Below(300.0))],
-        webhooks: vec![webhook("psa", &receiver.url)],
-    };
+    let config = low_below_300(&receiver.url);
     let alerts = engine(
         config,
         history(sqlite_url(&dir)).await,
@@ -577,10 +577,7 @@ async fn pending_deliveries_are_delivered_after_a_restart_without_new_events() {
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start(vec![204]);
     let clock = TestClock::new();
-    let config = AlertsConfig {
-        rules: vec![rule("low", &["a"], Condition::Below(300.0))],
-        webhooks: vec![webhook("psa", &receiver.url)],
-    };
+    let config = low_below_300(&receiver.url);
     {
         let history = history(sqlite_url(&dir)).await;
         let alerts = engine(

@@ -432,22 +432,7 @@ impl SwitchedReceiver {
             web::to(move |request: HttpRequest, body: web::Bytes| {
                 let (status, requests, secret) = state.clone();
                 async move {
-                    let header = |name: &str| {
-                        request
-                            .headers()
-                            .get(name)
-                            .and_then(|value| value.to_str().ok())
-                            .unwrap_or_default()
-                            .to_owned()
-                    };
-                    let id = header("webhook-id");
-                    let valid = crate::alerts::verifies(
-                        &secret,
-                        &id,
-                        &header("webhook-timestamp"),
-                        &body,
-                        &header("webhook-signature"),
-                    );
+                    let (id, valid) = crate::alerts::signed_by(&secret, &request, &body);
                     let parsed = serde_json::from_slice(&body).unwrap_or_default();
                     requests.lock().unwrap().push((id, valid, parsed));
                     let code = status.load(Ordering::SeqCst);
@@ -470,53 +455,18 @@ impl SwitchedReceiver {
     }
 }
 
-/// A `scoregate serve` process.
-struct Served {
-    child: tokio::process::Child,
-    address: String,
-}
-
 /// Starts `scoregate serve --config config` with `database` as its history and the webhook
 /// secret in `PSA_SECRET`; returns once it listens.
-async fn serve(config: &std::path::Path, database: &str, secret: &str) -> Served {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_scoregate"))
-        .args(["--log-format", "json", "serve", "--config"])
-        .arg(config)
-        .env("SCOREGATE__SERVER__BIND", "127.0.0.1:0")
-        .env("SCOREGATE__SERVER__WORKERS", "2")
-        .env("SCOREGATE__REFRESH__ENABLED", "false")
-        .env("SCOREGATE__CACHE__MIN_FORCED_INTERVAL_MS", "0")
-        .env("SCOREGATE__HISTORY__URL", database)
-        .env("PSA_SECRET", secret)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("scoregate starts");
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let listening = async {
-        loop {
-            let line = lines.next_line().await.unwrap().expect("scoregate runs");
-            if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
-                if event["message"] == "scoregate is listening" {
-                    return format!("http://{}", event["address"].as_str().unwrap());
-                }
-            }
-        }
-    };
-    let address = tokio::time::timeout(BOUND, listening)
-        .await
-        .expect("scoregate listens");
-    // Keep draining stderr so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Served { child, address }
+async fn serve(
+    config: &std::path::Path,
+    database: &str,
+    secret: &str,
+) -> crate::helpers::ServedProcess {
+    crate::helpers::serve_process(config, database, &[("PSA_SECRET", secret)]).await
 }
 
 /// GET `path` on a served gateway (authentication off): the JSON body.
-async fn served_json(gateway: &Served, path: &str) -> serde_json::Value {
+async fn served_json(gateway: &crate::helpers::ServedProcess, path: &str) -> serde_json::Value {
     let response = reqwest::get(format!("{}{path}", gateway.address))
         .await
         .unwrap();

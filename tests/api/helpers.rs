@@ -293,3 +293,52 @@ where
     tokio::spawn(server);
     (base, handle)
 }
+
+/// A `scoregate serve` process (killed on drop) and the address it listens on.
+pub struct ServedProcess {
+    pub child: tokio::process::Child,
+    pub address: String,
+}
+
+/// Starts `scoregate serve --config config` with `database` as its history (JSON logs, refresher
+/// off, no floor between forced fetches, any free port) and `env` on top; returns once it logs
+/// that it listens (within 20 s). Its stderr keeps being drained, so it never blocks on a pipe.
+pub async fn serve_process(
+    config: &std::path::Path,
+    database: &str,
+    env: &[(&str, &str)],
+) -> ServedProcess {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_scoregate"))
+        .args(["--log-format", "json", "serve", "--config"])
+        .arg(config)
+        .env("SCOREGATE__SERVER__BIND", "127.0.0.1:0")
+        .env("SCOREGATE__SERVER__WORKERS", "2")
+        .env("SCOREGATE__REFRESH__ENABLED", "false")
+        .env("SCOREGATE__CACHE__MIN_FORCED_INTERVAL_MS", "0")
+        .env("SCOREGATE__HISTORY__URL", database)
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("scoregate starts");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let listening = async {
+        loop {
+            let line = lines.next_line().await.unwrap().expect("scoregate runs");
+            if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
+                if event["message"] == "scoregate is listening" {
+                    return format!("http://{}", event["address"].as_str().unwrap());
+                }
+            }
+        }
+    };
+    let address = tokio::time::timeout(std::time::Duration::from_secs(20), listening)
+        .await
+        .expect("scoregate listens");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    ServedProcess { child, address }
+}

@@ -8,7 +8,6 @@ use crate::postgres::PgServer;
 use scoregate::app::Application;
 use scoregate::config::Config;
 use scoregate::history::{Interval, Metric, Reading, Store};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
@@ -311,46 +310,8 @@ async fn readings_buffered_at_shutdown_are_written_before_the_gateway_stops() {
 // --- Durability -------------------------------------------------------------------------------
 
 /// A `scoregate serve` process on `config` with `database` as its history.
-struct Served {
-    child: tokio::process::Child,
-    address: String,
-}
-
-async fn serve(config: &std::path::Path, database: &str) -> Served {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_scoregate"))
-        .args(["--log-format", "json", "serve", "--config"])
-        .arg(config)
-        .env("SCOREGATE__SERVER__BIND", "127.0.0.1:0")
-        .env("SCOREGATE__SERVER__WORKERS", "2")
-        .env("SCOREGATE__REFRESH__ENABLED", "false")
-        .env("SCOREGATE__CACHE__MIN_FORCED_INTERVAL_MS", "0")
-        .env("SCOREGATE__HISTORY__URL", database)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("scoregate starts");
-    use tokio::io::AsyncBufReadExt;
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let started = Instant::now();
-    let address = loop {
-        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .expect("scoregate logs")
-            .unwrap()
-            .expect("scoregate is running");
-        if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
-            if event["message"] == "scoregate is listening" {
-                break format!("http://{}", event["address"].as_str().unwrap());
-            }
-        }
-        assert!(started.elapsed() < Duration::from_secs(20));
-    };
-    // Keep draining stderr so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Served { child, address }
+async fn serve(config: &std::path::Path, database: &str) -> crate::helpers::ServedProcess {
+    crate::helpers::serve_process(config, database, &[]).await
 }
 
 /// `/tenants/{tenant}/history?interval=hour` once it has `samples` readings in all, polled.
