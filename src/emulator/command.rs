@@ -81,6 +81,17 @@ pub struct EmulateArgs {
     /// separated: device, exposure, secure. Default: none written (the gateway's `device`).
     #[arg(long, value_delimiter = ',', value_parser = ["device", "exposure", "secure"])]
     pub metrics: Vec<String>,
+    /// Generate the score values as from this day (`YYYY-MM-DD`) instead of today, so that
+    /// the same seed gives the same scores on any day; timestamps stay real.
+    #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date)]
+    pub score_date: Option<time::Date>,
+}
+
+/// `YYYY-MM-DD` for `--score-date`.
+fn parse_date(text: &str) -> Result<time::Date, String> {
+    let format = time::format_description::parse_borrowed::<2>("[year]-[month]-[day]")
+        .map_err(|error| error.to_string())?;
+    time::Date::parse(text, &format).map_err(|error| format!("expected YYYY-MM-DD: {error}"))
 }
 
 impl EmulateArgs {
@@ -104,6 +115,7 @@ impl EmulateArgs {
             graph_max_concurrent: limit(self.graph_max_concurrent),
             token_lifetime_seconds: self.token_lifetime_seconds,
             workers: self.workers,
+            score_date: self.score_date,
         }
     }
 }

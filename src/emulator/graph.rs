@@ -256,7 +256,9 @@ async fn serve(
             "{{\"@odata.context\":\"{ODATA_CONTEXT}\",\"value\":[{{\"currentScore\":"
         )));
     }
-    let body = secure_scores_body(state.settings.seed, tenant, state.clock.now(), page);
+    let now = state.clock.now();
+    let score_day = state.settings.score_day(now);
+    let body = secure_scores_body(state.settings.seed, tenant, now, score_day, page);
     let bytes = serde_json::to_vec(&body).map_err(|_| GraphCallError::Internal)?;
     Ok(response.body(bytes))
 }
@@ -443,9 +445,10 @@ fn date_of(day: i64) -> Option<String> {
     ))
 }
 
-/// The snapshot of `tenant` for day number `day`: deterministic in (seed, tenant, day). The
+/// The snapshot of `tenant` dated day number `date_day`, its values those of day number `day`
+/// (the same unless the score date is pinned): deterministic in (seed, tenant, day). The
 /// control scores sum to `currentScore`; `maxScore` is the sum of the tenant's controls' maxima.
-pub(crate) fn snapshot(seed: u64, tenant: &TenantRecord, day: i64) -> Value {
+pub(crate) fn snapshot(seed: u64, tenant: &TenantRecord, date_day: i64, day: i64) -> Value {
     let index = tenant.index as u64;
     let day_word = day as u64;
     // How well the tenant is run overall, and a slow improvement/regression wave over months.
@@ -488,7 +491,7 @@ pub(crate) fn snapshot(seed: u64, tenant: &TenantRecord, day: i64) -> Value {
     };
     let industry_share = 0.38 + 0.12 * unit(&[seed, 0x5EC7, index]);
     let seats_share = 0.36 + 0.14 * unit(&[seed, 0x5EC8, index]);
-    let date = date_of(day).unwrap_or_default();
+    let date = date_of(date_day).unwrap_or_default();
     let snapshot = SecureScore {
         id: format!("{}_{date}", tenant.tenant_id),
         azure_tenant_id: tenant.tenant_id.to_string(),
@@ -592,11 +595,13 @@ fn add_undocumented_fields(value: &mut Value, controls: &[(f64, f64)], day: i64,
 }
 
 /// The answer of `GET /v1.0/security/secureScores` for `tenant` at emulated time `now`: the
-/// snapshots of the last [`SNAPSHOT_DAYS`] days (today's at 00:00Z first), paged.
+/// snapshots of the last [`SNAPSHOT_DAYS`] days (today's at 00:00Z first), paged; their values
+/// are those of `score_day` and the days before it.
 pub(crate) fn secure_scores_body(
     seed: u64,
     tenant: &TenantRecord,
     now: OffsetDateTime,
+    score_day: i64,
     page: Page,
 ) -> Value {
     let today = now.unix_timestamp().div_euclid(86_400);
@@ -606,7 +611,7 @@ pub(crate) fn secure_scores_body(
         .top
         .map_or(available, |top| first.saturating_add(top).min(available));
     let value: Vec<Value> = (first..last)
-        .map(|back| snapshot(seed, tenant, today - back as i64))
+        .map(|back| snapshot(seed, tenant, today - back as i64, score_day - back as i64))
         .collect();
     let envelope = SecureScores {
         odata_context: Some(ODATA_CONTEXT.to_owned()),

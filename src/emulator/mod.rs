@@ -229,6 +229,10 @@ impl Emulator {
                 flaky_error_share: options.flaky_error_share,
                 throttled_retry_after_seconds: options.throttled_retry_after_seconds,
                 token_lifetime_seconds: options.token_lifetime_seconds,
+                score_day_shift: options.score_date.map_or(0, |pinned| {
+                    let today = time::OffsetDateTime::now_utc().date();
+                    (pinned - today).whole_days()
+                }),
             },
             hosts,
             ca_pem: tls.ca_pem,

@@ -80,6 +80,11 @@ pub struct EmulatorOptions {
     pub token_lifetime_seconds: u64,
     /// actix worker threads (each serves TLS connections on its own thread).
     pub workers: usize,
+    /// The day the generated score values start from; `None`: today. Only the values are
+    /// pinned (each emulated day after the start still drifts them): every timestamp, token
+    /// expiry and quota window stays on the real clock. Tests pin it so that their expected
+    /// values are the same on any day.
+    pub score_date: Option<time::Date>,
 }
 
 impl Default for EmulatorOptions {
@@ -101,6 +106,7 @@ impl Default for EmulatorOptions {
             graph_max_concurrent: Some(DEFAULT_GRAPH_MAX_CONCURRENT),
             token_lifetime_seconds: DEFAULT_TOKEN_LIFETIME_SECONDS,
             workers: 2,
+            score_date: None,
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::wire::{ConfigurationScore, DEFENDER_RESOURCE, DEFENDER_SCORE_ROLE};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use std::time::Duration;
-use time::OffsetDateTime;
+
 use uuid::Uuid;
 
 /// The `@odata.context` Defender answers the device score with.
@@ -105,10 +105,9 @@ impl ScoreError {
     }
 }
 
-/// The score of `tenant` at emulated time `at`: a per-tenant base, a slow wave over ~3 months
-/// and a small daily wobble, recomputed once per emulated UTC day, two decimals.
-pub(crate) fn score_at(seed: u64, tenant: &TenantRecord, at: OffsetDateTime) -> f64 {
-    let day = at.unix_timestamp().div_euclid(86_400);
+/// The score of `tenant` on day number `day` (see `Settings::score_day`): a per-tenant base, a
+/// slow wave over ~3 months and a small daily wobble, recomputed once per day, two decimals.
+pub(crate) fn score_at(seed: u64, tenant: &TenantRecord, day: i64) -> f64 {
     let index = tenant.index as u64;
     let phase = (mix(&[seed, 0x5C0E, index]) % 360) as f64;
     let wave = 25.0 * ((day as f64) * std::f64::consts::TAU / 97.0 + phase.to_radians()).sin();
@@ -117,11 +116,10 @@ pub(crate) fn score_at(seed: u64, tenant: &TenantRecord, at: OffsetDateTime) -> 
     (score * 100.0).round() / 100.0
 }
 
-/// The exposure score of `tenant` at emulated time `at`: 0–100 (lower is better), a per-tenant
-/// base between 15 and 70, a slow wave and a daily wobble, recomputed once per emulated UTC day.
+/// The exposure score of `tenant` on day number `day`: 0–100 (lower is better), a per-tenant
+/// base between 15 and 70, a slow wave and a daily wobble, recomputed once per day.
 /// Unrounded, as Defender answers (`33.491554051195706`).
-pub(crate) fn exposure_at(seed: u64, tenant: &TenantRecord, at: OffsetDateTime) -> f64 {
-    let day = at.unix_timestamp().div_euclid(86_400);
+pub(crate) fn exposure_at(seed: u64, tenant: &TenantRecord, day: i64) -> f64 {
     let index = tenant.index as u64;
     let base = 15.0 + (mix(&[seed, 0xE7905, index]) % 5_501) as f64 / 100.0;
     let phase = (mix(&[seed, 0xE7906, index]) % 360) as f64;
@@ -234,16 +232,17 @@ async fn serve(
 
     let at = state.clock.now();
     let time = defender_time(at);
+    let day = state.settings.score_day(at);
     let (context, score) = match endpoint {
         Endpoint::ExposureScore => (
             EXPOSURE_ODATA_CONTEXT,
-            exposure_at(state.settings.seed, tenant, at),
+            exposure_at(state.settings.seed, tenant, day),
         ),
         _ => (
             ODATA_CONTEXT,
             tenant
                 .score_override()
-                .unwrap_or_else(|| score_at(state.settings.seed, tenant, at)),
+                .unwrap_or_else(|| score_at(state.settings.seed, tenant, day)),
         ),
     };
     if fault == Some(FaultProfile::Malformed) {

@@ -53,6 +53,18 @@ pub(crate) struct Settings {
     pub throttled_retry_after_seconds: u64,
     /// Access token lifetime.
     pub token_lifetime_seconds: u64,
+    /// Days added to the emulated day when generating score values (`score_date` minus the
+    /// real day at start; 0 unless pinned). Timestamps never move with it.
+    pub score_day_shift: i64,
+}
+
+impl Settings {
+    /// The day number (days since the Unix epoch) whose score values stand for time `at`.
+    pub fn score_day(&self, at: time::OffsetDateTime) -> i64 {
+        at.unix_timestamp()
+            .div_euclid(86_400)
+            .saturating_add(self.score_day_shift)
+    }
 }
 
 /// Everything the handlers share, built once and handed to every actix worker.

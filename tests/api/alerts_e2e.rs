@@ -485,9 +485,7 @@ enum Stop {
 /// with the receiver answering 204: the delivery arrives with the same `webhook-id`, and the
 /// restarted gateway, fetching the still-low tenant again, writes no second event.
 async fn a_pending_delivery_survives(stop: Stop) {
-    let emulator = scoregate::emulator::Emulator::start(emulator_options(2, vec![]))
-        .await
-        .unwrap();
+    let emulator = crate::helpers::start_emulator(emulator_options(2, vec![])).await;
     let dir = tempfile::tempdir().unwrap();
     let config = emulator.write_config(dir.path()).unwrap();
     let (secret_text, _) = WebhookSecret::generate();

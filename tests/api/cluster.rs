@@ -113,7 +113,7 @@ impl Replicas {
         gap: Duration,
     ) -> Self {
         crate::helpers::capture_logs();
-        let emulator = Emulator::start(options).await.expect("the emulator starts");
+        let emulator = crate::helpers::start_emulator(options).await;
         let dir = tempfile::Builder::new()
             .prefix("scoregate-cluster-")
             .tempdir()

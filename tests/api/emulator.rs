@@ -40,7 +40,7 @@ pub fn client_for(emu: &Emulator, timeout: Option<Duration>) -> reqwest::Client 
 
 /// Starts an emulator with `options` (port 0) and a client for it.
 pub async fn start(options: EmulatorOptions) -> Harness {
-    let emu = Emulator::start(options).await.expect("the emulator starts");
+    let emu = crate::helpers::start_emulator(options).await;
     let client = client_for(&emu, Some(Duration::from_secs(20)));
     Harness { emu, client }
 }

@@ -107,7 +107,7 @@ async fn spawn_stoppable(
     tokio_util::sync::CancellationToken,
     std::sync::Arc<scoregate::service::Services>,
 ) {
-    let emulator = Emulator::start(options).await.expect("the emulator starts");
+    let emulator = crate::helpers::start_emulator(options).await;
     let dir = std::env::temp_dir().join(format!("scoregate-test-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).expect("a temporary directory");
     let path = emulator.write_config(&dir).expect("a configuration");

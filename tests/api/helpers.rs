@@ -140,6 +140,30 @@ pub fn credential(kind: CredentialKind, tenants: &[&str]) -> CredentialAssignmen
     }
 }
 
+/// The day the emulator's score values are pinned to in every test, so that each expected value
+/// is the same on any day the suite runs. `SCOREGATE_TEST_SCORE_DATE=YYYY-MM-DD` picks another
+/// day, to run the suite as on that day. (2026-12-04 is a day on which an unrounded mean once
+/// failed to match the gateway's rounded one.)
+pub fn test_score_date() -> time::Date {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    match std::env::var("SCOREGATE_TEST_SCORE_DATE") {
+        Ok(text) => {
+            time::Date::parse(&text, format).expect("SCOREGATE_TEST_SCORE_DATE is YYYY-MM-DD")
+        }
+        Err(_) => time::macros::date!(2026 - 12 - 04),
+    }
+}
+
+/// Starts the emulator with its score values pinned to [`test_score_date`] (unless the options
+/// pin a day of their own): every test starts its emulator through this.
+pub async fn start_emulator(options: EmulatorOptions) -> Emulator {
+    let options = EmulatorOptions {
+        score_date: options.score_date.or(Some(test_score_date())),
+        ..options
+    };
+    Emulator::start(options).await.expect("the emulator starts")
+}
+
 /// A small emulator: `tenants` healthy tenants plus the given faults.
 pub fn emulator_options(tenants: usize, faults: Vec<FaultAssignment>) -> EmulatorOptions {
     EmulatorOptions {
@@ -167,7 +191,7 @@ pub async fn spawn_app_with_config(
     extra_toml: &str,
 ) -> TestApp {
     capture_logs();
-    let emulator = Emulator::start(options).await.expect("the emulator starts");
+    let emulator = start_emulator(options).await;
     let dir = tempfile::Builder::new()
         .prefix("scoregate-test-")
         .tempdir()

@@ -272,9 +272,7 @@ async fn changes_are_null_and_scores_answer_when_history_is_off() {
 
 #[tokio::test]
 async fn readings_buffered_at_shutdown_are_written_before_the_gateway_stops() {
-    let emulator = scoregate::emulator::Emulator::start(emulator_options(2, vec![]))
-        .await
-        .unwrap();
+    let emulator = crate::helpers::start_emulator(emulator_options(2, vec![])).await;
     let dir = tempfile::tempdir().unwrap();
     let path = emulator.write_config(dir.path()).unwrap();
     let env = [
@@ -343,9 +341,7 @@ async fn history_with(address: &str, tenant: &str, samples: i64) -> serde_json::
 
 #[tokio::test]
 async fn kill_9_loses_no_committed_point_and_the_restarted_gateway_serves_the_same_history() {
-    let emulator = scoregate::emulator::Emulator::start(emulator_options(3, vec![]))
-        .await
-        .unwrap();
+    let emulator = crate::helpers::start_emulator(emulator_options(3, vec![])).await;
     let dir = tempfile::tempdir().unwrap();
     let config = emulator.write_config(dir.path()).unwrap();
     let database = format!("sqlite://{}/kept.db", dir.path().display());

@@ -4,7 +4,7 @@
 use crate::helpers::{emulator_options, fault};
 use scoregate::app::Application;
 use scoregate::config::Config;
-use scoregate::emulator::{Emulator, EmulatorOptions, FaultProfile, LatencyRange};
+use scoregate::emulator::{EmulatorOptions, FaultProfile, LatencyRange};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,9 +12,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 #[tokio::test]
 async fn a_failed_bind_leaves_no_refresher_calling_defender() {
-    let emulator = Emulator::start(emulator_options(2, vec![]))
-        .await
-        .expect("the emulator starts");
+    let emulator = crate::helpers::start_emulator(emulator_options(2, vec![])).await;
     let dir = tempfile::tempdir().unwrap();
     let path = emulator.write_config(dir.path()).unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -106,15 +104,14 @@ impl Lines {
 
 #[tokio::test]
 async fn sigterm_lets_a_slow_request_finish_refuses_new_connections_and_exits_zero() {
-    let emulator = Emulator::start(EmulatorOptions {
+    let emulator = crate::helpers::start_emulator(EmulatorOptions {
         slow_latency: LatencyRange {
             min_ms: 700,
             max_ms: 800,
         },
         ..emulator_options(2, vec![fault(FaultProfile::Slow, &["contoso"])])
     })
-    .await
-    .expect("the emulator starts");
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let path = emulator.write_config(dir.path()).unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_scoregate"))

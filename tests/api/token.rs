@@ -18,14 +18,13 @@ struct Setup {
 }
 
 async fn setup(credentials: Vec<CredentialAssignment>) -> Setup {
-    let emulator = Emulator::start(EmulatorOptions {
+    let emulator = crate::helpers::start_emulator(EmulatorOptions {
         tenants: 6,
         seed: 42,
         credentials,
         ..EmulatorOptions::default()
     })
-    .await
-    .expect("the emulator starts");
+    .await;
     let dir = std::env::temp_dir().join(format!("scoregate-token-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).expect("a temporary directory");
     let path = emulator.write_config(&dir).expect("a configuration");
