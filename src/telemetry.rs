@@ -44,7 +44,7 @@ pub struct LogGuard {
 /// (docs/performance.md). Never lossy: when the queue is full, the logging thread waits rather
 /// than drop a line.
 pub fn init(format: LogFormat) -> LogGuard {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = filter(&std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()));
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(false)
         // The queue's slots are allocated and touched up front: the default 128,000 lines
@@ -59,6 +59,21 @@ pub fn init(format: LogFormat) -> LogGuard {
     };
     LogGuard {
         _writer: installed.then_some(guard),
+    }
+}
+
+/// The level filter of `spec` (`RUST_LOG`'s syntax; an invalid one falls back to `info`), with
+/// actix-http's request-head decoder silenced unless `spec` names `actix_http` itself: it logs
+/// every request head over its 128 KiB buffer at ERROR before any of our code runs, so that an
+/// anonymous client could fill the log with errors. The client gets its 431 all the same.
+pub fn filter(spec: &str) -> EnvFilter {
+    let filter = EnvFilter::try_new(spec).unwrap_or_else(|_| EnvFilter::new("info"));
+    if spec.contains("actix_http") {
+        return filter;
+    }
+    match "actix_http::h1::decoder=off".parse() {
+        Ok(quiet) => filter.add_directive(quiet),
+        Err(_) => filter,
     }
 }
 

@@ -13,7 +13,7 @@
 //! tenant, so its handler asks for [`Caller::operator`]; other keys get the 404 of a route that
 //! does not exist.
 
-use super::error::ApiError;
+use super::error::{ApiError, Credentials};
 use crate::auth::{RateState, Scope};
 use crate::service::Services;
 use actix_web::body::{EitherBody, MessageBody};
@@ -156,10 +156,12 @@ async fn admit(
         };
         return Ok((caller, None));
     };
-    let presented = presented_key(request).ok_or(ApiError::Unauthenticated { key_given: false })?;
+    let presented = presented_key(request)
+        .map_err(|why| ApiError::Unauthenticated(Credentials::Conflicting(why)))?
+        .ok_or(ApiError::Unauthenticated(Credentials::Missing))?;
     let key = keys
         .authenticate(presented)
-        .ok_or(ApiError::Unauthenticated { key_given: true })?;
+        .ok_or(ApiError::Unauthenticated(Credentials::Invalid))?;
     // Several replicas share each key's minute through Redis; alone (or while Redis is
     // unavailable) the key's own limiter decides.
     let shared = match services.cluster() {
@@ -179,25 +181,60 @@ async fn admit(
     Ok((caller, Some(state)))
 }
 
-/// `Authorization: Bearer <key>`, else `X-API-Key: <key>`.
-fn presented_key(request: &ServiceRequest) -> Option<&str> {
-    let bearer = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| {
-            let (scheme, key) = value.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
-        });
-    bearer
-        .or_else(|| {
-            request
-                .headers()
-                .get(X_API_KEY)
-                .and_then(|value| value.to_str().ok())
+/// The key of `Authorization: Bearer <key>` or `X-API-Key: <key>` (`None`: neither header).
+///
+/// Credentials that disagree are refused with why, never resolved by picking one: a header
+/// given twice, an `Authorization` header that is not `Bearer <key>` or an empty `X-API-Key`
+/// (a client that meant to send something else), or two different keys in the two headers.
+/// The same key in both is accepted.
+fn presented_key(request: &ServiceRequest) -> Result<Option<&str>, &'static str> {
+    let headers = request.headers();
+    let authorization = single(
+        headers,
+        &header::AUTHORIZATION,
+        "`Authorization` is given twice",
+    )?
+    .map(|value| {
+        value
+            .to_str()
+            .ok()
+            .and_then(|value| value.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, key)| key.trim())
+            .filter(|key| !key.is_empty())
+            .ok_or("the `Authorization` header is not `Bearer <key>`")
+    })
+    .transpose()?;
+    let api_key = single(headers, &X_API_KEY, "`X-API-Key` is given twice")?
+        .map(|value| {
+            value
+                .to_str()
+                .ok()
                 .map(str::trim)
+                .filter(|key| !key.is_empty())
+                .ok_or("the `X-API-Key` header is empty")
         })
-        .filter(|key| !key.is_empty())
+        .transpose()?;
+    match (authorization, api_key) {
+        (Some(bearer), Some(key)) if bearer != key => {
+            Err("`Authorization` and `X-API-Key` carry different keys")
+        }
+        (bearer, key) => Ok(bearer.or(key)),
+    }
+}
+
+/// The one value of header `name`, if any; `twice` when it is given more than once.
+fn single<'a>(
+    headers: &'a header::HeaderMap,
+    name: &HeaderName,
+    twice: &'static str,
+) -> Result<Option<&'a HeaderValue>, &'static str> {
+    let mut values = headers.get_all(name);
+    let first = values.next();
+    match values.next() {
+        Some(_) => Err(twice),
+        None => Ok(first),
+    }
 }
 
 /// The `RateLimit-*` headers of a key's remaining allowance.

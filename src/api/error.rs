@@ -32,11 +32,8 @@ pub enum ApiError {
         /// Which limit was passed.
         detail: String,
     },
-    /// No API key, or one that matches no configured key.
-    Unauthenticated {
-        /// Whether a key was presented (then it is invalid).
-        key_given: bool,
-    },
+    /// No API key, one that matches no configured key, or credentials that disagree.
+    Unauthenticated(Credentials),
     /// The caller's key exceeded its request rate.
     RateLimited {
         /// Time until one more request is allowed.
@@ -84,6 +81,19 @@ pub enum ApiError {
     AlertsDisabled,
     /// A bug; the detail goes to the log only.
     Internal(String),
+}
+
+/// Why a caller of a protected route is not authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credentials {
+    /// No key was presented.
+    Missing,
+    /// The key presented is not a configured one.
+    Invalid,
+    /// The request carries credentials that disagree (two different keys, a key beside a
+    /// malformed `Authorization` header, a header given twice): refused rather than resolved,
+    /// with why.
+    Conflicting(&'static str),
 }
 
 /// `Retry-After` of a `shutting_down` answer: long enough for a load balancer to notice, short
@@ -172,7 +182,7 @@ impl ApiError {
     pub fn code(&self) -> Code {
         match self {
             ApiError::InvalidRequest(_) | ApiError::TooLarge { .. } => Code::InvalidRequest,
-            ApiError::Unauthenticated { .. } => Code::Unauthenticated,
+            ApiError::Unauthenticated(_) => Code::Unauthenticated,
             ApiError::RateLimited { .. } => Code::RateLimited,
             ApiError::RequestTimeout | ApiError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
             ApiError::UnknownTenant(_) => Code::UnknownTenant,
@@ -200,7 +210,7 @@ impl ApiError {
     fn title(&self) -> &'static str {
         match self {
             ApiError::InvalidRequest(_) | ApiError::TooLarge { .. } => "Invalid request",
-            ApiError::Unauthenticated { .. } => "Unauthenticated",
+            ApiError::Unauthenticated(_) => "Unauthenticated",
             ApiError::RateLimited { .. } => "Rate limited",
             ApiError::RequestTimeout => "Deadline exceeded",
             ApiError::UnknownTenant(_) => "Unknown tenant",
@@ -228,11 +238,16 @@ impl ApiError {
     fn detail(&self) -> String {
         match self {
             ApiError::InvalidRequest(detail) | ApiError::TooLarge { detail, .. } => detail.clone(),
-            ApiError::Unauthenticated { key_given: false } => {
+            ApiError::Unauthenticated(Credentials::Missing) => {
                 "An API key is required: send `Authorization: Bearer <key>` or `X-API-Key: <key>`."
                     .to_owned()
             }
-            ApiError::Unauthenticated { key_given: true } => "The API key is not valid.".to_owned(),
+            ApiError::Unauthenticated(Credentials::Invalid) => {
+                "The API key is not valid.".to_owned()
+            }
+            ApiError::Unauthenticated(Credentials::Conflicting(why)) => {
+                format!("Conflicting credentials: {why}. Send one key, in one header.")
+            }
             ApiError::RateLimited { limit, .. } => {
                 format!("This API key may make {limit} requests per minute; see Retry-After.")
             }
@@ -319,11 +334,13 @@ impl ApiError {
             response.insert_header((header::RETRY_AFTER, retry_after_seconds(retry_after)));
         }
         match self {
-            ApiError::Unauthenticated { key_given } => {
-                let challenge = if *key_given {
-                    "Bearer realm=\"scoregate\", error=\"invalid_token\""
-                } else {
-                    "Bearer realm=\"scoregate\""
+            ApiError::Unauthenticated(credentials) => {
+                let challenge = match credentials {
+                    Credentials::Missing => "Bearer realm=\"scoregate\"",
+                    Credentials::Invalid => "Bearer realm=\"scoregate\", error=\"invalid_token\"",
+                    Credentials::Conflicting(_) => {
+                        "Bearer realm=\"scoregate\", error=\"invalid_request\""
+                    }
                 };
                 response.insert_header((header::WWW_AUTHENTICATE, challenge));
             }

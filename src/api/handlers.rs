@@ -186,6 +186,14 @@ pub async fn get_score(
         .json(ScoreView::new(&tenant, metric, &served)))
 }
 
+/// `/docs` without its trailing slash: a permanent redirect to `/docs/`, the documentation UI
+/// (not part of the OpenAPI document, like the UI itself).
+pub async fn redirect_to_docs() -> HttpResponse {
+    HttpResponse::PermanentRedirect()
+        .insert_header((actix_web::http::header::LOCATION, "/docs/"))
+        .finish()
+}
+
 /// Liveness: 200 while the process serves.
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, description = "Alive", body = HealthView)))]

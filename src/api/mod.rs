@@ -256,7 +256,7 @@ fn to_json(document: &utoipa::openapi::OpenApi) -> String {
 /// Every route template [`configure`] registers: the closed set of the `route` label of the
 /// request metrics and log line (anything else is `unmatched`). A test asserts that each
 /// registered route reports one of these.
-pub const ROUTES: [&str; 15] = [
+pub const ROUTES: [&str; 16] = [
     "/tenants",
     "/tenants/{id}",
     "/tenants/{id}/score",
@@ -271,6 +271,7 @@ pub const ROUTES: [&str; 15] = [
     "/readyz",
     "/metrics",
     "/openapi.json",
+    "/docs",
     "/docs/{_:.*}",
 ];
 
@@ -313,6 +314,14 @@ pub fn configure(services: Arc<Services>) -> impl FnOnce(&mut web::ServiceConfig
                 // (405 for other methods); Swagger UI is only pointed at it.
                 web::resource("/openapi.json")
                     .route(web::get().to(handlers::get_openapi))
+                    .default_service(method_not_allowed()),
+            )
+            .service(
+                // `/docs` is where people type it: sent on to the UI's own path (its relative
+                // links need the trailing slash).
+                web::resource("/docs")
+                    .route(web::get().to(handlers::redirect_to_docs))
+                    .route(web::head().to(handlers::redirect_to_docs))
                     .default_service(method_not_allowed()),
             )
             .service(

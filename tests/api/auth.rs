@@ -454,3 +454,99 @@ async fn a_revoked_key_is_refused_and_a_rescoped_key_sees_its_new_tenants_after_
         200
     );
 }
+
+#[tokio::test]
+async fn conflicting_credentials_are_refused_with_why_never_resolved() {
+    let (app, keys) = spawn_with_keys().await;
+    let bearer = |key: &str| format!("Bearer {key}");
+    let cases: Vec<(Vec<(&str, String)>, &str)> = vec![
+        (
+            vec![
+                ("x-api-key", keys.contoso.clone()),
+                ("authorization", bearer("junk")),
+            ],
+            "carry different keys",
+        ),
+        (
+            vec![
+                ("x-api-key", keys.contoso.clone()),
+                ("authorization", "Bearer ".to_owned()),
+            ],
+            "is not `Bearer <key>`",
+        ),
+        (
+            vec![
+                ("x-api-key", keys.contoso.clone()),
+                ("authorization", "Basic YTpi".to_owned()),
+            ],
+            "is not `Bearer <key>`",
+        ),
+        (
+            vec![
+                ("authorization", bearer(&keys.contoso)),
+                ("x-api-key", "wrong".to_owned()),
+            ],
+            "carry different keys",
+        ),
+        (
+            vec![
+                ("authorization", bearer(&keys.contoso)),
+                ("x-api-key", bearer(&keys.all)),
+            ],
+            "carry different keys",
+        ),
+        (
+            vec![
+                ("authorization", bearer(&keys.contoso)),
+                ("x-api-key", String::new()),
+            ],
+            "`X-API-Key` header is empty",
+        ),
+        (
+            vec![
+                ("authorization", bearer(&keys.contoso)),
+                ("authorization", bearer(&keys.all)),
+            ],
+            "`Authorization` is given twice",
+        ),
+        (
+            vec![
+                ("x-api-key", keys.contoso.clone()),
+                ("x-api-key", keys.contoso.clone()),
+            ],
+            "`X-API-Key` is given twice",
+        ),
+    ];
+    for (headers, why) in &cases {
+        let mut request = app
+            .client
+            .get(format!("{}/tenants/contoso/score", app.address));
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 401, "{why}");
+        assert_eq!(
+            response.headers()["www-authenticate"],
+            "Bearer realm=\"scoregate\", error=\"invalid_request\"",
+            "{why}"
+        );
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["code"], "unauthenticated", "{why}");
+        let detail = body["detail"].as_str().unwrap();
+        assert!(detail.contains(why), "{why}: {detail}");
+        assert!(!detail.contains(&keys.contoso), "no key echoed: {detail}");
+    }
+    // The same key in both headers does not conflict; nothing refused reached Defender.
+    assert_eq!(app.emulator.stats().total.score_calls, 0);
+    let response = app
+        .client
+        .get(format!("{}/tenants/contoso/score", app.address))
+        .header("authorization", bearer(&keys.contoso))
+        .header("x-api-key", &keys.contoso)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(app.emulator.stats().total.score_calls, 1);
+}

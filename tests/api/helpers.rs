@@ -269,7 +269,7 @@ pub fn capture_logs() {
     INSTALLED.get_or_init(|| {
         let buffer = log_buffer().clone();
         // As an operator debugging scoregate would run it: our code at trace, Azure's at debug.
-        let filter = tracing_subscriber::EnvFilter::new(
+        let filter = scoregate::telemetry::filter(
             "scoregate=trace,azure_core=debug,azure_identity=debug,info",
         );
         // The production text format, so that what tests read is what operators read.
