@@ -124,11 +124,15 @@ impl Services {
             None => Arc::new(LocalQuotaStore::default()),
         };
         let settings = &config.upstream;
+        let transport = crate::upstream::Transport {
+            http: http.clone(),
+            max_body_bytes: settings.max_body_bytes,
+        };
         let outbound = Arc::new(Outbound::new(Parts {
             sources: vec![
-                Arc::new(DefenderScore::configuration(http.clone())),
-                Arc::new(DefenderScore::exposure(http.clone())),
-                Arc::new(GraphSecureScore::new(http.clone())),
+                Arc::new(DefenderScore::configuration(transport.clone())),
+                Arc::new(DefenderScore::exposure(transport.clone())),
+                Arc::new(GraphSecureScore::new(transport)),
             ],
             tokens: Arc::new(TokenSource::new(http)),
             store: quota,

@@ -391,13 +391,26 @@ pub trait ScoreSource: Send + Sync {
     }
 }
 
-/// Sends one GET with the token and returns status, bounded `Retry-After`, `Warning` and body.
+/// The shared HTTPS client and the largest answer a source reads from it.
+#[derive(Clone)]
+pub struct Transport {
+    /// The shared HTTPS client (also every credential's transport).
+    pub http: reqwest::Client,
+    /// Largest answer body read, in bytes (`[upstream] max_body_bytes`): a larger one is dropped
+    /// as it arrives, so a broken or hostile upstream cannot make the gateway hold it.
+    pub max_body_bytes: usize,
+}
+
+/// Sends one GET with the token and returns status, bounded `Retry-After`, `Warning` and body
+/// (at most `transport.max_body_bytes`: a larger answer is an `Unusable` failure).
 async fn exchange(
-    http: &reqwest::Client,
+    transport: &Transport,
     url: url::Url,
     token: &BearerToken,
     service: UpstreamService,
 ) -> Result<(StatusCode, Option<Duration>, Option<String>, Vec<u8>), CallFailure> {
+    let http = &transport.http;
+    let limit = transport.max_body_bytes;
     let exchange = async {
         let response = http
             .get(url)
@@ -416,16 +429,44 @@ async fn exchange(
         let retry_after = header(reqwest::header::RETRY_AFTER)
             .and_then(|value| parse_retry_after(&value, SystemTime::now()));
         let warning = header(reqwest::header::WARNING).map(|value| clipped(&value));
-        let body = response.bytes().await?.to_vec();
+        let body = read_at_most(response, limit).await?;
         Ok::<_, reqwest::Error>((status, retry_after, warning, body))
     };
-    exchange.await.map_err(|error| CallFailure::Transport {
+    let (status, retry_after, warning, body) =
+        exchange.await.map_err(|error| CallFailure::Transport {
+            detail: format!(
+                "cannot reach {}: {}",
+                service.display_name(),
+                crate::telemetry::error_chain(&error.without_url())
+            ),
+        })?;
+    let body = body.ok_or_else(|| CallFailure::Unusable {
         detail: format!(
-            "cannot reach {}: {}",
-            service.display_name(),
-            crate::telemetry::error_chain(&error.without_url())
+            "{} answered more than {limit} bytes ([upstream] max_body_bytes): the answer was dropped",
+            service.display_name()
         ),
-    })
+    })?;
+    Ok((status, retry_after, warning, body))
+}
+
+/// The body of `response`, or `None` as soon as it is longer than `limit` bytes (announced by
+/// `Content-Length` or counted as it arrives).
+async fn read_at_most(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    let announced = response.content_length().unwrap_or(0);
+    if usize::try_from(announced).map_or(true, |announced| announced > limit) {
+        return Ok(None);
+    }
+    let mut body = Vec::with_capacity(usize::try_from(announced).unwrap_or(0));
+    while let Some(chunk) = response.chunk().await? {
+        if body.len().saturating_add(chunk.len()) > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
 }
 
 /// A Defender score endpoint answering `{time, score}`: the device score
@@ -433,8 +474,8 @@ async fn exchange(
 /// (`GET {api_base}/api/exposureScore`, 0–100, lower is better). Both share the tenant's
 /// Defender token, permission and quota, so one type serves both; only path and metric differ.
 pub struct DefenderScore {
-    /// The shared HTTPS client (also every credential's transport).
-    http: reqwest::Client,
+    /// The shared HTTPS client and the answer size limit.
+    transport: Transport,
     /// The endpoint's path under the tenant's API base.
     path: &'static str,
     /// The metric it reads.
@@ -443,18 +484,18 @@ pub struct DefenderScore {
 
 impl DefenderScore {
     /// Defender's device score, `GET {api_base}/api/configurationScore`, over the shared client.
-    pub fn configuration(http: reqwest::Client) -> Self {
+    pub fn configuration(transport: Transport) -> Self {
         Self {
-            http,
+            transport,
             path: CONFIGURATION_SCORE_PATH,
             metric: Metric::Device,
         }
     }
 
     /// Defender's exposure score, `GET {api_base}/api/exposureScore`, over the shared client.
-    pub fn exposure(http: reqwest::Client) -> Self {
+    pub fn exposure(transport: Transport) -> Self {
         Self {
-            http,
+            transport,
             path: EXPOSURE_SCORE_PATH,
             metric: Metric::Exposure,
         }
@@ -483,7 +524,7 @@ impl ScoreSource for DefenderScore {
                 detail: format!("bad API base: {error}"),
             })?;
         let (status, retry_after, _, body) =
-            exchange(&self.http, url, token, UpstreamService::Defender).await?;
+            exchange(&self.transport, url, token, UpstreamService::Defender).await?;
         read_answer(tenant, self.metric, status, retry_after, &body)
     }
 }
@@ -491,14 +532,14 @@ impl ScoreSource for DefenderScore {
 /// Microsoft Secure Score, `GET {graph_base}/v1.0/security/secureScores?$top=1` with a Graph
 /// token (`SecurityEvents.Read.All`): the newest daily snapshot.
 pub struct GraphSecureScore {
-    /// The shared HTTPS client.
-    http: reqwest::Client,
+    /// The shared HTTPS client and the answer size limit.
+    transport: Transport,
 }
 
 impl GraphSecureScore {
     /// The source over the shared client.
-    pub fn new(http: reqwest::Client) -> Self {
-        Self { http }
+    pub fn new(transport: Transport) -> Self {
+        Self { transport }
     }
 }
 
@@ -552,7 +593,7 @@ impl GraphSecureScore {
             })?;
         url.query_pairs_mut().append_pair("$top", &top.to_string());
         let (status, retry_after, warning, body) =
-            exchange(&self.http, url, token, UpstreamService::Graph).await?;
+            exchange(&self.transport, url, token, UpstreamService::Graph).await?;
         read_graph_answer(tenant, status, retry_after, warning, &body, read)
     }
 }
@@ -608,6 +649,13 @@ fn read_graph_answer<T>(
     ))
 }
 
+/// Most comparisons kept of one snapshot: Graph sends a handful (all tenants, similar seats,
+/// the industry); the rest of an answer that carries more is not kept or cached.
+pub const MAX_COMPARISONS: usize = 16;
+
+/// Longest comparison basis kept, in characters (Graph's are short words).
+const MAX_BASIS_CHARS: usize = 64;
+
 /// The newest snapshot of a `secureScores` body, with its categories and comparisons.
 fn read_secure_scores(body: &[u8]) -> Result<Reading, CallFailure> {
     let answer = parse_secure_scores(body)?;
@@ -653,9 +701,10 @@ fn snapshot_reading(snapshot: crate::wire::SecureScore) -> Result<Reading, CallF
     let comparisons = snapshot
         .average_comparative_scores
         .iter()
+        .take(MAX_COMPARISONS)
         .filter_map(|average| {
             Some(Comparison {
-                basis: average.basis.clone(),
+                basis: average.basis.chars().take(MAX_BASIS_CHARS).collect(),
                 average_score: average.average_score.filter(|score| score.is_finite())?,
             })
         })
@@ -841,6 +890,29 @@ mod tests {
         assert_eq!(secure.percentage(342.5), 39.69);
         let json = serde_json::to_value(secure.categories).unwrap();
         assert_eq!(json.as_object().unwrap().len(), 5, "{json}");
+    }
+
+    #[test]
+    fn a_snapshot_with_thousands_of_comparisons_keeps_a_bounded_few_with_bounded_bases() {
+        let comparisons: Vec<String> = (0..5_000)
+            .map(|n| {
+                format!(
+                    r#"{{"basis": "{}{n}", "averageScore": {n}}}"#,
+                    "b".repeat(200)
+                )
+            })
+            .collect();
+        let body = format!(
+            r#"{{"value": [{{"createdDateTime": "2026-11-29T00:00:00Z", "currentScore": 1,
+                "maxScore": 2, "averageComparativeScores": [{}]}}]}}"#,
+            comparisons.join(",")
+        );
+        let secure = read_secure_scores(body.as_bytes()).unwrap().secure.unwrap();
+        assert_eq!(secure.comparisons.len(), MAX_COMPARISONS);
+        assert!(secure
+            .comparisons
+            .iter()
+            .all(|c| c.basis.chars().count() == MAX_BASIS_CHARS));
     }
 
     #[test]

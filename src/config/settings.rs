@@ -211,6 +211,10 @@ pub struct UpstreamSettings {
     pub graph_requests_per_minute: u32,
     /// Graph calls per tenant in flight at once (Graph's limit: 4).
     pub graph_max_concurrent: u32,
+    /// Largest answer body read from Defender or Graph, in bytes (default 4 MiB; a 90-day
+    /// Secure Score back-fill is about 0.5 MiB): a larger answer is dropped as it arrives and
+    /// the fetch fails as unusable.
+    pub max_body_bytes: usize,
 }
 
 impl Default for UpstreamSettings {
@@ -236,6 +240,7 @@ impl Default for UpstreamSettings {
             graph_scope: None,
             graph_requests_per_minute: 150,
             graph_max_concurrent: 4,
+            max_body_bytes: 4 * 1024 * 1024,
         }
     }
 }

@@ -40,6 +40,10 @@ pub mod limits {
     pub const MAX_RETRY_BACKOFF_MS: u64 = 60_000;
     /// Most `[upstream] max_in_flight`.
     pub const MAX_IN_FLIGHT: usize = 10_000;
+    /// Least `[upstream] max_body_bytes`: 1 KiB (a Defender score answer is ~150 bytes).
+    pub const MIN_BODY_BYTES: usize = 1024;
+    /// Most `[upstream] max_body_bytes`: 64 MiB.
+    pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
     /// Most calls per tenant per minute (`[upstream]` and per-tenant `requests_per_minute`).
     pub const MAX_UPSTREAM_PER_MINUTE: u32 = 1_000_000;
     /// Most calls per tenant per hour (`[upstream]` and per-tenant `requests_per_hour`).
@@ -206,6 +210,12 @@ pub(super) fn validate_upstream(upstream: &UpstreamSettings, problems: &mut Vec<
             wide(upstream.max_in_flight),
             1,
             wide(MAX_IN_FLIGHT),
+        ),
+        (
+            "upstream.max_body_bytes",
+            wide(upstream.max_body_bytes),
+            wide(MIN_BODY_BYTES),
+            wide(MAX_BODY_BYTES),
         ),
         (
             "upstream.requests_per_minute",
@@ -457,7 +467,7 @@ mod tests {
             "[server]\nworkers = {}\nshutdown_grace_seconds = {}\nrequest_timeout_ms = {}\n\
              [upstream]\ntimeout_ms = {}\nattempt_timeout_ms = {}\nconnect_timeout_ms = {}\n\
              max_retries = {}\nretry_base_ms = {}\nretry_max_ms = {}\nmax_in_flight = {}\n\
-             requests_per_minute = {}\nrequests_per_hour = {}\n\
+             requests_per_minute = {}\nrequests_per_hour = {}\nmax_body_bytes = {}\n\
              [cache]\nfresh_seconds = {}\nstale_if_error_seconds = 100000000000\nmax_entries = {}\n\
              [refresh]\nmax_concurrent = {}\nstartup_spread_seconds = {}\n{}",
             MAX_WORKERS + 1,
@@ -472,6 +482,7 @@ mod tests {
             MAX_IN_FLIGHT + 1,
             MAX_UPSTREAM_PER_MINUTE + 1,
             MAX_UPSTREAM_PER_HOUR + 1,
+            MAX_BODY_BYTES + 1,
             MAX_WINDOW_SECONDS + 1,
             MAX_CACHE_ENTRIES + 1,
             MAX_REFRESH_CONCURRENT + 1,
@@ -515,6 +526,7 @@ mod tests {
             "upstream.max_in_flight",
             "upstream.requests_per_minute",
             "upstream.requests_per_hour",
+            "upstream.max_body_bytes",
             "cache.fresh_seconds",
             "cache.max_entries",
             "refresh.max_concurrent",
@@ -546,7 +558,7 @@ mod tests {
              connect_timeout_ms = {MAX_CONNECT_TIMEOUT_MS}\nmax_retries = {MAX_RETRIES}\n\
              retry_base_ms = {MAX_RETRY_BACKOFF_MS}\nretry_max_ms = {MAX_RETRY_BACKOFF_MS}\n\
              max_in_flight = {MAX_IN_FLIGHT}\nrequests_per_minute = {MAX_UPSTREAM_PER_MINUTE}\n\
-             requests_per_hour = {MAX_UPSTREAM_PER_HOUR}\n\
+             requests_per_hour = {MAX_UPSTREAM_PER_HOUR}\nmax_body_bytes = {MAX_BODY_BYTES}\n\
              [cache]\nfresh_seconds = {MAX_WINDOW_SECONDS}\nstale_if_error_seconds = {MAX_WINDOW_SECONDS}\n\
              max_entries = {MAX_CACHE_ENTRIES}\n\
              [refresh]\nmax_concurrent = {MAX_REFRESH_CONCURRENT}\nstartup_spread_seconds = {MAX_WINDOW_SECONDS}\n{}",

@@ -405,3 +405,30 @@ async fn scores_fan_out_per_metric_with_its_summary_order_csv_columns_and_cursor
         .await;
     assert_eq!(status, 400, "{refused}");
 }
+
+#[tokio::test]
+async fn an_answer_over_max_body_bytes_is_dropped_as_it_arrives_and_fails_as_unusable() {
+    // 1 KiB: Defender's `{time, score}` fits; a Secure Score snapshot with its controls does not.
+    let app = spawn(
+        1,
+        vec![],
+        &[ALL_METRICS, ("SCOREGATE__UPSTREAM__MAX_BODY_BYTES", "1024")],
+    )
+    .await;
+    let (status, _, device) = app.get_json("/tenants/contoso/score").await;
+    assert_eq!(status, 200, "{device}");
+
+    let (status, _, secure) = app.get_json("/tenants/contoso/score?metric=secure").await;
+    assert_eq!(status, 502, "{secure}");
+    assert_eq!(secure["code"], "upstream_error", "{secure}");
+    let detail = secure["detail"].as_str().unwrap();
+    assert!(detail.contains("more than 1024 bytes"), "{detail}");
+    // Refused once, not retried: an over-long answer does not get shorter.
+    let stats = app.emulator.stats();
+    assert_eq!(stats.total.graph_calls, 1);
+    // The secure score stays unavailable while the device score is served.
+    let (status, _, _) = app.get_json("/tenants/contoso/score?metric=secure").await;
+    assert_eq!(status, 502);
+    let (status, _, _) = app.get_json("/tenants/contoso/score").await;
+    assert_eq!(status, 200);
+}
