@@ -19,10 +19,11 @@
 //! The store uses sqlx's `Any` driver: one pool type, one set of statements written in the SQL
 //! both engines accept (`$n` parameters, `ON CONFLICT … DO UPDATE`, `CASE` instead of
 //! `GREATEST`/`max()`, window functions, integer Unix seconds instead of timestamp types). Only
-//! the migrations differ (column types), one directory per engine, embedded with `migrate!`.
+//! the migrations differ (column types), one directory per engine, embedded by `migrations`.
 //! sqlx's migrator takes a PostgreSQL advisory lock (`pg_advisory_lock`) around the migrations,
 //! so replicas starting together apply them once.
 
+mod migrations;
 mod store;
 mod writer;
 

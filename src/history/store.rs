@@ -8,15 +8,10 @@ use super::{
     Reading, DAY, HOUR, ROLL_UP_AFTER_DAYS,
 };
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Row};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 use time::OffsetDateTime;
-
-/// The schema of each engine, embedded in the binary (nothing to ship beside it).
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 
 /// Hourly rows rolled up per transaction: bounds the memory and the time the writer waits.
 const ROLL_UP_CHUNK: i64 = 20_000;
@@ -119,9 +114,9 @@ impl Store {
             .connect(url)
             .await?;
         let migrator = if sqlite {
-            &SQLITE_MIGRATIONS
+            &*super::migrations::SQLITE_MIGRATIONS
         } else {
-            &POSTGRES_MIGRATIONS
+            &*super::migrations::POSTGRES_MIGRATIONS
         };
         migrator.run(&pool).await.map_err(HistoryError::Migrate)?;
         Ok(Self {
