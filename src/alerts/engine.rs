@@ -9,9 +9,9 @@
 //! `within` ago; a pair never fetched) decides nothing: the state stays as it is.
 
 use super::store::{self, FetchRow};
-use crate::telemetry::{FailureLine, RepeatedFailures};
 use super::{AlertError, AlertsConfig, Command, Condition, EventType, Rule, Shared};
 use crate::history::{Metric, Store};
+use crate::telemetry::{FailureLine, RepeatedFailures};
 use sqlx::AnyPool;
 use std::collections::HashSet;
 use std::sync::Arc;

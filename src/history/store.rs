@@ -104,9 +104,11 @@ async fn apply_page_cap(
     let cap = page_cap.load(Ordering::Acquire);
     if cap != 0 {
         // A number, not input: formatted, since a PRAGMA takes no bound parameter.
-        sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA max_page_count = {cap}")))
-            .execute(connection)
-            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PRAGMA max_page_count = {cap}"
+        )))
+        .execute(connection)
+        .await?;
     }
     Ok(())
 }

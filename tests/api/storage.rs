@@ -85,18 +85,10 @@ async fn committed(url: &str, sql: &str) -> i64 {
     count
 }
 
-#[tokio::test]
-async fn a_full_disk_loses_nothing_counts_only_commits_and_recovers_when_space_returns() {
-    sqlx::any::install_default_drivers();
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/history.db?mode=rwc", dir.path().display());
-    let metrics = HistoryMetrics::default();
-    let history = history(&url, metrics.clone()).await;
-    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
-    history.record(reading("seed".to_owned(), now, 1.0));
-    history.flush().await;
-    let (hook, deliveries, _server) = receiver();
-    let alerts = Alerts::start_with(
+/// Rule `low` (tenant `a`'s device score below 300) delivered to the webhook at `hook`, with
+/// `now` for the clock and no background timer or worker (the test drives them).
+fn alerts(history: Arc<History>, hook: &str, now: OffsetDateTime) -> Alerts {
+    Alerts::start_with(
         AlertsConfig {
             rules: vec![Rule {
                 name: "low".to_owned(),
@@ -112,7 +104,7 @@ async fn a_full_disk_loses_nothing_counts_only_commits_and_recovers_when_space_r
                 timeout: Duration::from_secs(5),
             }],
         },
-        history.clone(),
+        history,
         scoregate::upstream::webhook_client(&scoregate::config::UpstreamSettings::default(), None)
             .unwrap(),
         AlertMetrics::default(),
@@ -122,7 +114,21 @@ async fn a_full_disk_loses_nothing_counts_only_commits_and_recovers_when_space_r
             tick_period: None,
             poll_period: None,
         },
-    );
+    )
+}
+
+#[tokio::test]
+async fn a_full_disk_loses_nothing_counts_only_commits_and_recovers_when_space_returns() {
+    sqlx::any::install_default_drivers();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/history.db?mode=rwc", dir.path().display());
+    let metrics = HistoryMetrics::default();
+    let history = history(&url, metrics.clone()).await;
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    history.record(reading("seed".to_owned(), now, 1.0));
+    history.flush().await;
+    let (hook, deliveries, _server) = receiver();
+    let alerts = alerts(history.clone(), &hook, now);
     let store: Store = history.store().unwrap().clone();
 
     // The disk fills up: 2,000 readings of as many tenants need pages the database cannot get.
@@ -142,7 +148,10 @@ async fn a_full_disk_loses_nothing_counts_only_commits_and_recovers_when_space_r
     })
     .await;
     let full = history.stats();
-    assert_eq!(full.written, before.written, "counted while nothing was committed");
+    assert_eq!(
+        full.written, before.written,
+        "counted while nothing was committed"
+    );
     assert_eq!(full.dropped, 0);
     assert_eq!(full.pending, 2_000, "the readings stay buffered");
 
@@ -188,7 +197,11 @@ async fn a_full_disk_loses_nothing_counts_only_commits_and_recovers_when_space_r
             .fetch_one(store.pool())
             .await
             .unwrap();
-        assert_eq!(row.try_get::<i64, _>(0).unwrap(), 2_009, "a stale pooled connection");
+        assert_eq!(
+            row.try_get::<i64, _>(0).unwrap(),
+            2_009,
+            "a stale pooled connection"
+        );
     }
     // And the gateway holds no write lock: an outside writer gets in at once.
     sqlx::query("PRAGMA busy_timeout = 0")
@@ -225,4 +238,42 @@ async fn a_full_disk_loses_nothing_counts_only_commits_and_recovers_when_space_r
     );
 }
 
-
+#[tokio::test]
+async fn a_failing_database_gives_a_few_alert_log_lines_not_one_per_reading() {
+    crate::helpers::capture_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/history.db?mode=rwc", dir.path().display());
+    let history = history(&url, HistoryMetrics::default()).await;
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let alerts = alerts(history.clone(), "http://127.0.0.1:9/hook", now);
+    let pool = history.store().unwrap().pool().clone();
+    // Every evaluation fails at its first statement (no other test touches this table).
+    sqlx::query("ALTER TABLE alert_fetches RENAME TO alert_fetches_away")
+        .execute(&pool)
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        alerts.on_reading("a", Metric::Device, 350.0, now);
+    }
+    alerts.flush().await;
+    let failing = |logs: &str| {
+        logs.lines()
+            .filter(|line| line.contains("alerts: evaluation failed"))
+            .filter(|line| line.contains("no such table: alert_fetches"))
+            .count()
+    };
+    // The first failure, then at most one summary per 30 s: far fewer than 200 lines.
+    let lines = failing(&crate::helpers::captured_logs());
+    assert!((1..10).contains(&lines), "{lines} lines for 200 failures");
+    sqlx::query("ALTER TABLE alert_fetches_away RENAME TO alert_fetches")
+        .execute(&pool)
+        .await
+        .unwrap();
+    alerts.on_reading("a", Metric::Device, 350.0, now);
+    alerts.flush().await;
+    let logs = crate::helpers::captured_logs();
+    assert!(
+        logs.contains("alerts: evaluation works again after 200 failure(s)"),
+        "no recovery line"
+    );
+}
