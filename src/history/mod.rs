@@ -207,6 +207,9 @@ pub struct History {
     writer: writer::Writer,
     /// Days points are kept: the API refuses ranges older than this.
     retention_days: u32,
+    /// Days alert events and finished webhook deliveries are kept (the alerts' own job
+    /// deletes them: their tables live in this database, their rules elsewhere).
+    alerts_retention_days: u32,
     /// Stops the background tasks when the handle is dropped.
     stop: CancellationToken,
     /// Past scores already read today, per metric and tenant (see [`History::changes`]).
@@ -290,6 +293,7 @@ impl History {
             store,
             writer,
             retention_days: config.retention_days,
+            alerts_retention_days: config.alerts_retention_days,
             stop,
             past: parking_lot::Mutex::default(),
         }
@@ -376,6 +380,11 @@ impl History {
     /// Days points are kept.
     pub fn retention_days(&self) -> u32 {
         self.retention_days
+    }
+
+    /// Days alert events and finished webhook deliveries are kept.
+    pub fn alerts_retention_days(&self) -> u32 {
+        self.alerts_retention_days
     }
 }
 

@@ -40,13 +40,23 @@ fn reading(tenant: String, at: OffsetDateTime, score: f64) -> Reading {
     }
 }
 
-/// The history over the SQLite database at `url`, connected.
+/// The history over the database at `url`, connected.
 async fn history(url: &str, metrics: HistoryMetrics) -> Arc<History> {
+    history_keeping_alerts(url, metrics, 400).await
+}
+
+/// [`history`] keeping alert events and finished deliveries `alerts_retention_days`.
+async fn history_keeping_alerts(
+    url: &str,
+    metrics: HistoryMetrics,
+    alerts_retention_days: u32,
+) -> Arc<History> {
     let history = Arc::new(History::start(
         &HistoryConfig {
             enabled: true,
             url: SecretString::from(url.to_owned()),
             retention_days: 400,
+            alerts_retention_days,
             buffer: 10_000,
         },
         metrics,
@@ -85,36 +95,51 @@ async fn committed(url: &str, sql: &str) -> i64 {
     count
 }
 
-/// Rule `low` (tenant `a`'s device score below 300) delivered to the webhook at `hook`, with
-/// `now` for the clock and no background timer or worker (the test drives them).
-fn alerts(history: Arc<History>, hook: &str, now: OffsetDateTime) -> Alerts {
+fn below_300(name: &str, tenant: &str) -> Rule {
+    Rule {
+        name: name.to_owned(),
+        metric: Metric::Device,
+        tenants: [tenant.to_owned()].into_iter().collect(),
+        condition: Condition::Below(300.0),
+    }
+}
+
+/// Endpoint `name` at `url`, receiving `alerts` (all when `None`).
+fn webhook(name: &str, url: &str, alerts: Option<&[&str]>) -> Webhook {
+    Webhook {
+        name: name.to_owned(),
+        url: url.parse().unwrap(),
+        secret: WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap(),
+        alerts: alerts.map(|names| names.iter().map(|name| name.to_string()).collect()),
+        timeout: Duration::from_secs(5),
+    }
+}
+
+/// The engine with `config` and `clock`, no background timer nor worker (the test drives them).
+fn engine(history: Arc<History>, config: AlertsConfig, clock: scoregate::alerts::Clock) -> Alerts {
     Alerts::start_with(
-        AlertsConfig {
-            rules: vec![Rule {
-                name: "low".to_owned(),
-                metric: Metric::Device,
-                tenants: ["a".to_owned()].into_iter().collect(),
-                condition: Condition::Below(300.0),
-            }],
-            webhooks: vec![Webhook {
-                name: "psa".to_owned(),
-                url: hook.parse().unwrap(),
-                secret: WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap(),
-                alerts: None,
-                timeout: Duration::from_secs(5),
-            }],
-        },
+        config,
         history,
         scoregate::upstream::webhook_client(&scoregate::config::UpstreamSettings::default(), None)
             .unwrap(),
         AlertMetrics::default(),
         &tokio::runtime::Handle::current(),
         Options {
-            clock: Arc::new(move || now),
+            clock,
             tick_period: None,
             poll_period: None,
         },
     )
+}
+
+/// Rule `low` (tenant `a`'s device score below 300) delivered to the webhook at `hook`, at
+/// `now`.
+fn alerts(history: Arc<History>, hook: &str, now: OffsetDateTime) -> Alerts {
+    let config = AlertsConfig {
+        rules: vec![below_300("low", "a")],
+        webhooks: vec![webhook("psa", hook, None)],
+    };
+    engine(history, config, Arc::new(move || now))
 }
 
 #[tokio::test]
@@ -276,4 +301,87 @@ async fn a_failing_database_gives_a_few_alert_log_lines_not_one_per_reading() {
         logs.contains("alerts: evaluation works again after 200 failure(s)"),
         "no recovery line"
     );
+}
+
+/// Old events and finished deliveries go; a pending delivery and its event stay, however old.
+async fn check_alert_retention(url: &str) {
+    let history = history_keeping_alerts(url, HistoryMetrics::default(), 30).await;
+    let (hook, _, _server) = receiver();
+    let start = time::macros::datetime!(2026-01-10 12:00 UTC);
+    let now = Arc::new(std::sync::Mutex::new(start));
+    let clock = now.clone();
+    // `low` goes to `psa` only; `lowb` to `psa` and to `dead`, an endpoint that never answers.
+    let config = AlertsConfig {
+        rules: vec![below_300("low", "a"), below_300("lowb", "b")],
+        webhooks: vec![
+            webhook("psa", &hook, None),
+            webhook("dead", "http://127.0.0.1:9/hook", Some(&["lowb"])),
+        ],
+    };
+    let alerts = engine(history, config, Arc::new(move || *clock.lock().unwrap()));
+    alerts.on_reading("a", Metric::Device, 250.0, start);
+    alerts.on_reading("b", Metric::Device, 250.0, start);
+    alerts.flush().await;
+    assert_eq!(alerts.deliver_due().await.unwrap(), 3);
+    let statuses = |deliveries: Vec<scoregate::alerts::Delivery>| {
+        let mut statuses: Vec<String> = deliveries
+            .iter()
+            .map(|delivery| format!("{}:{}", delivery.webhook, delivery.status.as_str()))
+            .collect();
+        statuses.sort();
+        statuses
+    };
+    assert_eq!(
+        statuses(alerts.deliveries(None, None, 100).await.unwrap()),
+        ["dead:pending", "psa:delivered", "psa:delivered"]
+    );
+    // 29 days later nothing is old enough; 31 days later the firing events of 10 January are.
+    *now.lock().unwrap() = start + time::Duration::days(29);
+    assert_eq!(alerts.enforce_retention().await.unwrap(), (0, 0));
+    *now.lock().unwrap() = start + time::Duration::days(31);
+    assert_eq!(alerts.enforce_retention().await.unwrap(), (1, 2));
+    assert_eq!(
+        statuses(alerts.deliveries(None, None, 100).await.unwrap()),
+        ["dead:pending"]
+    );
+    let events = alerts
+        .events(&scoregate::alerts::EventFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let kept: Vec<String> = events
+        .iter()
+        .map(|(_, event)| format!("{}/{}", event.alert, event.tenant))
+        .collect();
+    assert_eq!(kept, ["lowb/b"], "the pending delivery keeps its event");
+    // The state is not an event: `a` is still firing, and fires no second time.
+    assert_eq!(alerts.firing(None).await.unwrap().len(), 2);
+    alerts.on_reading("a", Metric::Device, 240.0, start + time::Duration::days(31));
+    alerts.flush().await;
+    let events = alerts
+        .events(&scoregate::alerts::EventFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1, "no new event for a pair still firing");
+}
+
+#[tokio::test]
+async fn alert_events_and_finished_deliveries_follow_their_retention_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    check_alert_retention(&format!(
+        "sqlite://{}/history.db?mode=rwc",
+        dir.path().display()
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn alert_events_and_finished_deliveries_follow_their_retention_on_postgres() {
+    let url = crate::postgres::shared().database().await;
+    check_alert_retention(&url).await;
 }
