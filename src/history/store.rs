@@ -3,6 +3,7 @@
 //!
 //! Every function that depends on "now" takes it as an argument, so tests move time freely.
 
+use super::file::{FileState, WatchedFile};
 use super::{
     statistics, DailySnapshot, HistoryError, Interval, Metric, Past, Point, PortfolioPoint,
     Reading, DAY, HOUR, ROLL_UP_AFTER_DAYS,
@@ -94,6 +95,8 @@ pub struct Store {
     /// never set, nothing applied): how the tests fill the disk deterministically, see
     /// [`Store::simulate_full_disk`].
     page_cap: Arc<AtomicU64>,
+    /// The SQLite file as opened, to notice it deleted or replaced; `None` when not watched.
+    file: Option<Arc<WatchedFile>>,
 }
 
 /// Applies the simulated full disk's page cap to `connection` (SQLite; nothing when unset).
@@ -188,7 +191,16 @@ impl Store {
             pool,
             postgres: !sqlite,
             page_cap,
+            // After the migrations: the file exists now.
+            file: WatchedFile::of(url).map(Arc::new),
         })
+    }
+
+    /// Whether the SQLite file is still the one opened ([`FileState::Same`] when not watched).
+    pub fn file_state(&self) -> FileState {
+        self.file
+            .as_ref()
+            .map_or(FileState::Same, |file| file.state())
     }
 
     /// Simulates a full disk under a SQLite database (tests): while `full`, every connection

@@ -385,3 +385,28 @@ async fn alert_events_and_finished_deliveries_follow_their_retention_on_postgres
     let url = crate::postgres::shared().database().await;
     check_alert_retention(&url).await;
 }
+
+#[tokio::test]
+async fn a_deleted_sqlite_file_fails_readiness_and_shows_in_the_metrics_and_the_log() {
+    let app = crate::helpers::spawn_app(crate::helpers::emulator_options(1, vec![])).await;
+    let (status, _, body) = app.get_json("/readyz").await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ready")));
+    let file = app.config_path.parent().unwrap().join("scoregate.db");
+    assert!(
+        file.is_file(),
+        "the default database beside the configuration"
+    );
+    std::fs::remove_file(&file).unwrap();
+    let (status, _, body) = app.get_json("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "unavailable");
+    let reason = body["reason"].as_str().unwrap();
+    assert!(reason.contains("was deleted while open"), "{reason}");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("scoregate_history_file_lost 1"),
+        "{metrics}"
+    );
+    assert!(crate::helpers::captured_logs()
+        .contains("history: the history database file was deleted while open"));
+}
