@@ -94,6 +94,7 @@ pub struct Store {
     /// SQLite's `max_page_count` applied to each connection as it is opened or acquired (0:
     /// never set, nothing applied): how the tests fill the disk deterministically, see
     /// [`Store::simulate_full_disk`].
+    #[cfg(feature = "emulator")]
     page_cap: Arc<AtomicU64>,
     /// The SQLite file as opened, to notice it deleted or replaced; `None` when not watched.
     file: Option<Arc<WatchedFile>>,
@@ -190,6 +191,7 @@ impl Store {
         Ok(Self {
             pool,
             postgres: !sqlite,
+            #[cfg(feature = "emulator")]
             page_cap,
             // After the migrations: the file exists now.
             file: WatchedFile::of(url).map(Arc::new),
