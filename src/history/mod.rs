@@ -245,7 +245,7 @@ impl FileWatch {
             tracing::info!("history: {}", state.describe());
         } else {
             tracing::error!(
-                "history: {}; restore it or restart the gateway (scoregate_history_file_lost = 1, readiness fails)",
+                "history: {}; restart the gateway to open the file at that path again (scoregate_history_file_lost = 1, readiness fails until then)",
                 state.describe()
             );
         }
