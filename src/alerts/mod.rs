@@ -660,7 +660,7 @@ async fn retain(shared: Arc<Shared>, stop: CancellationToken) {
             _ = ticks.tick() => {}
         }
         match enforce_retention(&shared).await {
-            Ok((events, deliveries)) if events + deliveries > 0 => tracing::info!(
+            Ok((events, deliveries)) if events > 0 || deliveries > 0 => tracing::info!(
                 events,
                 deliveries,
                 "alerts: events and finished deliveries past retention deleted"

@@ -226,7 +226,9 @@ pub struct History {
 /// The last state of the SQLite file, shared by the periodic check and readiness.
 #[derive(Debug)]
 struct FileWatch {
+    /// The state last recorded: a change is logged once, not on every check.
     last: parking_lot::Mutex<FileState>,
+    /// Holds `scoregate_history_file_lost`.
     metrics: HistoryMetrics,
 }
 
