@@ -1,6 +1,8 @@
 //! Storage health: the history and alert writes through a full disk (simulated with SQLite's
 //! `max_page_count`, the limit a full file system imposes), nothing reported written that is
-//! not committed, and everything moving again by itself once the space is back.
+//! not committed, and everything moving again by itself once the space is back; a SQLite file
+//! deleted under a running gateway; the retention of alert events and deliveries (both
+//! engines); the alert engine's log while its database fails.
 
 use actix_web::{web, HttpResponse};
 use scoregate::alerts::{Alerts, AlertsConfig, Condition, Options, Rule, Webhook, WebhookSecret};
@@ -167,7 +169,8 @@ async fn a_full_disk_loses_nothing_counts_only_commits_and_recovers_when_space_r
             f64::from(index),
         ));
     }
-    // Four failures: each connection of the pool (at most three so far) has failed a write.
+    // Four failures: enough for the writer to meet `SQLITE_FULL` on every connection the pool
+    // holds by now (each write takes the connection idle the longest).
     until("the writer fails four times", || async {
         history.stats().failed_batches >= before.failed_batches + 4
     })
