@@ -363,6 +363,8 @@ pub struct HistoryMetrics {
     pub failed_batches: Counter,
     /// Readings waiting to be written.
     pub pending: Gauge,
+    /// 1 when the SQLite file was deleted or replaced while open, else 0.
+    pub file_lost: Gauge,
 }
 
 /// Labels of an alert event counter: the rule's name (from the configuration: a bounded set)
@@ -699,6 +701,11 @@ impl Metrics {
             "Readings waiting to be written to the history database",
             metrics.history.pending.clone(),
         );
+        registry.register(
+            "history_file_lost",
+            "1 when the SQLite history file was deleted or replaced while open (what is written is lost at restart), else 0",
+            metrics.history.file_lost.clone(),
+        );
         // Closed sets start at 0: alerts on `increase()` see their first event.
         for outcome in ReloadOutcome::ALL {
             let _ = metrics.reloads.get_or_create(&OutcomeLabels {
@@ -941,6 +948,7 @@ mod tests {
             "scoregate_history_dropped_total 0",
             "scoregate_history_failed_batches_total 0",
             "scoregate_history_pending 0",
+            "scoregate_history_file_lost 0",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

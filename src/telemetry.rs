@@ -167,9 +167,120 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// Repeated failures of one operation told in a few lines rather than one per failure: the
+/// first at once, then at most one summary per period (how many more failed meanwhile), and one
+/// line when it works again. Pure: the caller passes the time (tokio's, so a paused clock
+/// drives it) and writes the lines.
+#[derive(Debug)]
+pub struct RepeatedFailures {
+    /// Shortest time between two lines of one streak.
+    period: std::time::Duration,
+    /// The streak running now, if the operation is failing.
+    streak: Option<Streak>,
+}
+
+/// A run of failures with no success between them.
+#[derive(Debug, Clone, Copy)]
+struct Streak {
+    /// Failures in the streak.
+    failures: u64,
+    /// Failures since the last line written.
+    untold: u64,
+    /// When the last line was written.
+    told_at: tokio::time::Instant,
+}
+
+/// What to log for one failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureLine {
+    /// The first failure of a streak: log it now.
+    First,
+    /// A summary is due: `failures` failed (this one included) in the `seconds` since the
+    /// last line.
+    Summary {
+        /// Failures since the last line.
+        failures: u64,
+        /// Whole seconds since the last line.
+        seconds: u64,
+    },
+    /// Counted into the next summary; nothing to log now.
+    Quiet,
+}
+
+impl RepeatedFailures {
+    /// At most one line per `period` while failing.
+    pub fn new(period: std::time::Duration) -> Self {
+        Self {
+            period,
+            streak: None,
+        }
+    }
+
+    /// A failure at `now`: what to log.
+    pub fn failed(&mut self, now: tokio::time::Instant) -> FailureLine {
+        let Some(streak) = &mut self.streak else {
+            self.streak = Some(Streak {
+                failures: 1,
+                untold: 0,
+                told_at: now,
+            });
+            return FailureLine::First;
+        };
+        streak.failures = streak.failures.saturating_add(1);
+        streak.untold = streak.untold.saturating_add(1);
+        let since = now.saturating_duration_since(streak.told_at);
+        if since < self.period {
+            return FailureLine::Quiet;
+        }
+        let line = FailureLine::Summary {
+            failures: streak.untold,
+            seconds: since.as_secs(),
+        };
+        streak.untold = 0;
+        streak.told_at = now;
+        line
+    }
+
+    /// A success: the number of failures of the streak it ends (log that it works again), or
+    /// `None` when nothing was failing.
+    pub fn succeeded(&mut self) -> Option<u64> {
+        self.streak.take().map(|streak| streak.failures)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_failures_log_the_first_then_one_summary_per_period_then_the_recovery() {
+        let period = std::time::Duration::from_secs(30);
+        let start = tokio::time::Instant::now();
+        let at = |seconds: u64| start + std::time::Duration::from_secs(seconds);
+        let mut failures = RepeatedFailures::new(period);
+        assert_eq!(failures.succeeded(), None, "nothing was failing");
+        // 339 failures in 30 s (20 tenants' readings) are two lines, not 339.
+        let lines: Vec<FailureLine> = (0..339)
+            .map(|index| failures.failed(at(index * 30 / 338)))
+            .filter(|line| *line != FailureLine::Quiet)
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                FailureLine::First,
+                FailureLine::Summary {
+                    failures: 338,
+                    seconds: 30
+                }
+            ]
+        );
+        // Quiet within the next period; the recovery line counts the whole streak.
+        assert_eq!(failures.failed(at(45)), FailureLine::Quiet);
+        assert_eq!(failures.succeeded(), Some(340));
+        assert_eq!(failures.succeeded(), None);
+        // A new streak starts with a line of its own.
+        assert_eq!(failures.failed(at(46)), FailureLine::First);
+    }
 
     #[test]
     fn escaping_keeps_text_and_neutralises_line_breaks_and_terminal_escapes() {

@@ -11,6 +11,7 @@
 use super::store::{self, FetchRow};
 use super::{AlertError, AlertsConfig, Command, Condition, EventType, Rule, Shared};
 use crate::history::{Metric, Store};
+use crate::telemetry::{FailureLine, RepeatedFailures};
 use sqlx::AnyPool;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -18,6 +19,9 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+/// Shortest time between two log lines about failing evaluations.
+const FAILURE_SUMMARY_PERIOD: Duration = Duration::from_secs(30);
 
 /// What one rule decided for one tenant.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -45,6 +49,7 @@ pub(super) async fn run(
     };
     let mut ticks = tokio::time::interval(tick_period.unwrap_or(Duration::from_secs(86_400)));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failures = RepeatedFailures::new(FAILURE_SUMMARY_PERIOD);
     loop {
         let command = tokio::select! {
             _ = stop.cancelled() => return,
@@ -54,11 +59,11 @@ pub(super) async fn run(
                 None => return,
             },
         };
-        handle(&shared, &store, command).await;
+        handle(&shared, &store, command, &mut failures).await;
     }
 }
 
-async fn handle(shared: &Shared, store: &Store, command: Command) {
+async fn handle(shared: &Shared, store: &Store, command: Command, failures: &mut RepeatedFailures) {
     let result = match command {
         Command::Reading {
             tenant,
@@ -78,16 +83,40 @@ async fn handle(shared: &Shared, store: &Store, command: Command) {
         }
         Command::Reload(config) => reload(shared, store, *config).await,
         Command::Flush(done) => {
+            // Touches no database: says nothing about whether it works.
             let _ = done.send(());
-            Ok(())
+            return;
         }
     };
-    if let Err(error) = result {
-        // Level conditions are evaluated again on the next reading or tick.
-        tracing::warn!(
-            "alerts: evaluation failed, retried with the next reading or tick: {}",
-            crate::telemetry::error_chain(&error)
-        );
+    log_outcome(&result, failures, tokio::time::Instant::now());
+}
+
+/// Logs an evaluation's failure, summarised while the database keeps failing (one line per
+/// reading would be hundreds a minute), and the first success after failures.
+fn log_outcome(
+    result: &Result<(), AlertError>,
+    failures: &mut RepeatedFailures,
+    now: tokio::time::Instant,
+) {
+    let error = match result {
+        Ok(()) => {
+            if let Some(count) = failures.succeeded() {
+                tracing::info!("alerts: evaluation works again after {count} failure(s)");
+            }
+            return;
+        }
+        Err(error) => crate::telemetry::error_chain(error),
+    };
+    // Level conditions are evaluated again on the next reading or tick.
+    match failures.failed(now) {
+        FailureLine::First => tracing::warn!(
+            "alerts: evaluation failed, retried with the next reading or tick (repeats are summarised every {} s): {error}",
+            FAILURE_SUMMARY_PERIOD.as_secs()
+        ),
+        FailureLine::Summary { failures, seconds } => tracing::warn!(
+            "alerts: evaluation failed {failures} more time(s) in the last {seconds} s; the latest: {error}"
+        ),
+        FailureLine::Quiet => {}
     }
 }
 

@@ -509,6 +509,10 @@ impl Alerts {
             options.poll_period,
             stop.clone(),
         ));
+        // Beside the timer: tests that drive the timer themselves call `enforce_retention`.
+        if options.tick_period.is_some() {
+            runtime.spawn(retain(shared.clone(), stop.clone()));
+        }
         Self {
             shared,
             sender,
@@ -574,6 +578,13 @@ impl Alerts {
         Ok(attempts)
     }
 
+    /// Deletes alert events and finished webhook deliveries older than
+    /// [`History::alerts_retention_days`] before the clock's now (pending deliveries and their
+    /// events stay); returns (events, deliveries) deleted. An hourly job does this on its own.
+    pub async fn enforce_retention(&self) -> Result<(u64, u64), AlertError> {
+        enforce_retention(&self.shared).await
+    }
+
     /// The (alert, tenant) pairs firing now among `visible` tenants (`None`: every tenant).
     pub async fn firing(
         &self,
@@ -620,6 +631,45 @@ impl Alerts {
                 );
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}
+
+/// The retention of events and deliveries, as of the clock's now.
+async fn enforce_retention(shared: &Shared) -> Result<(u64, u64), AlertError> {
+    let store = shared.history.store()?;
+    let cutoff =
+        crate::history::retention_start((shared.clock)(), shared.history.alerts_retention_days());
+    store::enforce_retention(store.pool(), cutoff).await
+}
+
+/// The hourly retention job (with the history's roll-up period), from the moment the
+/// database is connected.
+async fn retain(shared: Arc<Shared>, stop: CancellationToken) {
+    while shared.history.store().is_err() {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+    let mut ticks = tokio::time::interval(crate::history::MAINTENANCE_PERIOD);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        match enforce_retention(&shared).await {
+            Ok((events, deliveries)) if events > 0 || deliveries > 0 => tracing::info!(
+                events,
+                deliveries,
+                "alerts: events and finished deliveries past retention deleted"
+            ),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(
+                "alerts: retention not applied, retried next hour: {}",
+                crate::telemetry::error_chain(&error)
+            ),
         }
     }
 }

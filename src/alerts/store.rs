@@ -331,3 +331,27 @@ pub(super) async fn outbox_depth(pool: &AnyPool) -> Result<(i64, Option<i64>), A
     .await?;
     Ok((row.try_get("depth")?, row.try_get("oldest")?))
 }
+
+/// Deletes finished (delivered or failed) outbox rows last updated before `cutoff` (Unix
+/// seconds), then events before it that no remaining row sends: a pending delivery keeps its
+/// event. Returns (events, deliveries) deleted.
+pub(super) async fn enforce_retention(
+    pool: &AnyPool,
+    cutoff: i64,
+) -> Result<(u64, u64), AlertError> {
+    let deliveries =
+        sqlx::query("DELETE FROM webhook_deliveries WHERE status <> 'pending' AND updated_at < $1")
+            .bind(cutoff)
+            .execute(pool)
+            .await?
+            .rows_affected();
+    let events = sqlx::query(
+        "DELETE FROM alert_events WHERE at < $1 \
+         AND id NOT IN (SELECT event_id FROM webhook_deliveries)",
+    )
+    .bind(cutoff)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok((events, deliveries))
+}

@@ -6,6 +6,7 @@ use super::views::{
     HealthView, LastFetchView, ScoreQuery, ScoreView, TenantDetail, TenantList, TenantListQuery,
     TenantView,
 };
+use crate::history::FileState;
 use crate::service::Services;
 use crate::upstream::Metric;
 use actix_web::http::header;
@@ -200,23 +201,35 @@ pub async fn redirect_to_docs() -> HttpResponse {
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(HealthView {
         status: "ok".to_owned(),
+        reason: None,
     })
 }
 
-/// Readiness: 200 once the configuration is loaded and the listener is up.
+/// Readiness: 200 once the configuration is loaded and the listener is up, while the SQLite
+/// history file is still the one opened (deleted or replaced, what is written is lost).
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "Ready", body = HealthView),
-              (status = 503, description = "Starting", body = HealthView)))]
+              (status = 503, description = "Starting, or the history database file was deleted or replaced", body = HealthView)))]
 pub async fn readyz(services: web::Data<Services>) -> HttpResponse {
-    if services.is_ready() {
-        HttpResponse::Ok().json(HealthView {
-            status: "ready".to_owned(),
-        })
-    } else {
-        HttpResponse::ServiceUnavailable().json(HealthView {
+    if !services.is_ready() {
+        return HttpResponse::ServiceUnavailable().json(HealthView {
             status: "starting".to_owned(),
-        })
+            reason: None,
+        });
     }
+    let file = services
+        .history()
+        .map_or(FileState::Same, |history| history.check_file());
+    if file != FileState::Same {
+        return HttpResponse::ServiceUnavailable().json(HealthView {
+            status: "unavailable".to_owned(),
+            reason: Some(file.describe().to_owned()),
+        });
+    }
+    HttpResponse::Ok().json(HealthView {
+        status: "ready".to_owned(),
+        reason: None,
+    })
 }
 
 /// This OpenAPI document (without security requirements when authentication is off).

@@ -228,8 +228,11 @@ pub struct ScoreQuery {
 /// Liveness or readiness.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HealthView {
-    /// `ok`, `ready` or `starting`.
+    /// `ok`, `ready`, `starting` or `unavailable`.
     pub status: String,
+    /// Why not ready, when `unavailable`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// RFC 3339 UTC with whole seconds (`2026-11-29T10:00:00Z`).

@@ -115,6 +115,7 @@ pub async fn run(args: HistoryBenchArgs) -> anyhow::Result<()> {
             enabled: true,
             url: secrecy::SecretString::from(ingest_dir.url("ingest.db")),
             retention_days: 400,
+            alerts_retention_days: 400,
             buffer: readings.clamp(1, 1_000_000),
         },
         HistoryMetrics::default(),

@@ -92,6 +92,8 @@ pub struct HistoryConfig {
     pub url: secrecy::SecretString,
     /// Days points are kept.
     pub retention_days: u32,
+    /// Days alert events and finished webhook deliveries are kept.
+    pub alerts_retention_days: u32,
     /// Readings waiting to be written, at most.
     pub buffer: usize,
 }

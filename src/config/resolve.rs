@@ -527,6 +527,9 @@ pub(super) fn resolve_history(
         enabled: false,
         url: SecretString::from(String::new()),
         retention_days: history.retention_days,
+        alerts_retention_days: history
+            .alerts_retention_days
+            .unwrap_or(history.retention_days),
         buffer: history.buffer,
     };
     if !history.enabled {
@@ -592,6 +595,9 @@ pub(super) fn resolve_history(
         enabled: true,
         url: SecretString::from(url),
         retention_days: history.retention_days,
+        alerts_retention_days: history
+            .alerts_retention_days
+            .unwrap_or(history.retention_days),
         buffer: history.buffer,
     }
 }
@@ -1002,6 +1008,10 @@ mod tests {
         let config = Config::load_with_env(&path, env(&[("S", "x")])).unwrap();
         assert!(config.history.enabled);
         assert_eq!(config.history.retention_days, 400);
+        assert_eq!(
+            config.history.alerts_retention_days, 400,
+            "alerts are kept as long as the history by default"
+        );
         let expected = format!(
             "sqlite://{}?mode=rwc",
             dir.path().join("scoregate.db").display()
@@ -1047,7 +1057,7 @@ mod tests {
         // A password inline is kept secret too, and an unknown scheme is refused without
         // quoting the URL.
         let text = format!(
-            "{}\n[history]\nurl = \"mysql://u:inline-pw@h/d\"\nretention_days = 0\nbuffer = 0\n",
+            "{}\n[history]\nurl = \"mysql://u:inline-pw@h/d\"\nretention_days = 0\nalerts_retention_days = 4000\nbuffer = 0\n",
             tenant("a", TENANT, CLIENT, "client_secret = { env = \"S\" }")
         );
         let path = write(&dir, "b.toml", &text);
@@ -1055,6 +1065,7 @@ mod tests {
         for expected in [
             "history.url: must start with sqlite://",
             "history.retention_days: must be greater than 0",
+            "history.alerts_retention_days: must be at most 3650, not 4000",
             "history.buffer: must be greater than 0",
         ] {
             assert!(all.contains(expected), "missing {expected:?} in:\n{all}");

@@ -66,6 +66,10 @@ pub struct HistorySettings {
     pub password: Option<SecretSource>,
     /// Days points are kept (default 400, at most 3650); older ones are deleted every hour.
     pub retention_days: u32,
+    /// Days alert events and finished (delivered or failed) webhook deliveries are kept
+    /// (default: `retention_days`, at most 3650); older ones are deleted every hour. Pending
+    /// deliveries and the events they send are kept until they finish.
+    pub alerts_retention_days: Option<u32>,
     /// Readings waiting to be written, at most (default 10000): beyond it, while the database
     /// is slow or unreachable, new readings are dropped (and counted), never waited for.
     pub buffer: usize,
@@ -78,6 +82,7 @@ impl Default for HistorySettings {
             url: secrecy::SecretString::from("sqlite://scoregate.db"),
             password: None,
             retention_days: 400,
+            alerts_retention_days: None,
             buffer: 10_000,
         }
     }

@@ -60,7 +60,7 @@ pub mod limits {
     pub const MAX_MIN_FORCED_INTERVAL_MS: u64 = 3_600_000;
     /// Most `[refresh] max_concurrent`.
     pub const MAX_REFRESH_CONCURRENT: usize = 1_000;
-    /// Longest `[history] retention_days`: ten years.
+    /// Longest `[history] retention_days` and `alerts_retention_days`: ten years.
     pub const MAX_RETENTION_DAYS: u64 = 3_650;
     /// Most `[history] buffer`.
     pub const MAX_HISTORY_BUFFER: usize = 1_000_000;
@@ -79,6 +79,15 @@ pub(super) fn validate_history(
         MAX_RETENTION_DAYS,
         problems,
     );
+    if let Some(days) = history.alerts_retention_days {
+        check_range(
+            "history.alerts_retention_days",
+            days.into(),
+            1,
+            MAX_RETENTION_DAYS,
+            problems,
+        );
+    }
     check_range(
         "history.buffer",
         wide(history.buffer),

@@ -13,6 +13,7 @@
 //!   error, and [`History`], the one handle the rest of the gateway holds.
 //! - `store`: [`Store`], the SQL over one `sqlx::AnyPool` (one code path for both engines).
 //! - `writer`: the bounded channel and the background task that writes batches, with back-off.
+//! - `file`: whether the SQLite file is still the one opened (not deleted nor replaced).
 //!
 //! # One code path over two engines
 //!
@@ -23,10 +24,12 @@
 //! sqlx's migrator takes a PostgreSQL advisory lock (`pg_advisory_lock`) around the migrations,
 //! so replicas starting together apply them once.
 
+mod file;
 mod migrations;
 mod store;
 mod writer;
 
+pub use file::FileState;
 pub use store::{retention_start, Store};
 pub use writer::WriterStats;
 
@@ -44,6 +47,8 @@ pub const DAY: i64 = 86_400;
 pub const ROLL_UP_AFTER_DAYS: i64 = 30;
 /// How often the roll-up and retention job runs.
 pub const MAINTENANCE_PERIOD: std::time::Duration = std::time::Duration::from_secs(3_600);
+/// How often the SQLite file is checked (readiness checks it too, on every probe).
+pub const FILE_CHECK_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Which score a point is of: the one metric type of the gateway, re-exported so that history
 /// users need one import (the database stores [`Metric::as_str`]).
@@ -208,10 +213,46 @@ pub struct History {
     writer: writer::Writer,
     /// Days points are kept: the API refuses ranges older than this.
     retention_days: u32,
+    /// Days alert events and finished webhook deliveries are kept (the alerts' own job
+    /// deletes them: their tables live in this database, their rules elsewhere).
+    alerts_retention_days: u32,
     /// Stops the background tasks when the handle is dropped.
     stop: CancellationToken,
     /// Past scores already read today, per metric and tenant (see [`History::changes`]).
     past: parking_lot::Mutex<PastCache>,
+    /// The SQLite file's state as last checked, and its gauge: the log tells each change once.
+    file: Arc<FileWatch>,
+}
+
+/// The last state of the SQLite file, shared by the periodic check and readiness.
+#[derive(Debug)]
+struct FileWatch {
+    /// The state last recorded: a change is logged once, not on every check.
+    last: parking_lot::Mutex<FileState>,
+    /// Holds `scoregate_history_file_lost`.
+    metrics: HistoryMetrics,
+}
+
+impl FileWatch {
+    /// Records `state`: the gauge, and a log line when it changed.
+    fn record(&self, state: FileState) {
+        let mut last = self.last.lock();
+        if *last == state {
+            return;
+        }
+        *last = state;
+        self.metrics
+            .file_lost
+            .set(i64::from(state != FileState::Same));
+        if state == FileState::Same {
+            tracing::info!("history: {}", state.describe());
+        } else {
+            tracing::error!(
+                "history: {}; restart the gateway to open the file at that path again (scoregate_history_file_lost = 1, readiness fails until then)",
+                state.describe()
+            );
+        }
+    }
 }
 
 /// The scores at the ends of past days read during one UTC day. They cannot change during that
@@ -269,6 +310,11 @@ impl History {
     ) -> Self {
         let store = Arc::new(OnceLock::new());
         let stop = CancellationToken::new();
+        let file = Arc::new(FileWatch {
+            last: parking_lot::Mutex::new(FileState::Same),
+            metrics: metrics.clone(),
+        });
+        runtime.spawn(watch_file(store.clone(), file.clone(), stop.clone()));
         let writer = writer::Writer::spawn(
             writer::Target {
                 url: config.url.clone(),
@@ -291,9 +337,20 @@ impl History {
             store,
             writer,
             retention_days: config.retention_days,
+            alerts_retention_days: config.alerts_retention_days,
             stop,
             past: parking_lot::Mutex::default(),
+            file,
         }
+    }
+
+    /// Checks now whether the SQLite file is still the one opened (readiness asks on every
+    /// probe); the gauge and the log follow. [`FileState::Same`] before the database is
+    /// connected and when nothing is watched.
+    pub fn check_file(&self) -> FileState {
+        let state = self.store.get().map_or(FileState::Same, Store::file_state);
+        self.file.record(state);
+        state
     }
 
     /// Records a reading, off the request path: never waits and never fails. When the buffer
@@ -378,6 +435,11 @@ impl History {
     pub fn retention_days(&self) -> u32 {
         self.retention_days
     }
+
+    /// Days alert events and finished webhook deliveries are kept.
+    pub fn alerts_retention_days(&self) -> u32 {
+        self.alerts_retention_days
+    }
 }
 
 /// The roll-up and retention job: waits for the store, then runs at once and every `period`
@@ -427,6 +489,21 @@ async fn maintain(
                 "history: retention failed, retried next hour: {}",
                 crate::telemetry::error_chain(&error)
             ),
+        }
+    }
+}
+
+/// Checks the SQLite file every [`FILE_CHECK_PERIOD`] once the database is connected.
+async fn watch_file(store: Arc<OnceLock<Store>>, file: Arc<FileWatch>, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(FILE_CHECK_PERIOD);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        if let Some(store) = store.get() {
+            file.record(store.file_state());
         }
     }
 }

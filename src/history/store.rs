@@ -3,13 +3,16 @@
 //!
 //! Every function that depends on "now" takes it as an argument, so tests move time freely.
 
+use super::file::{FileState, WatchedFile};
 use super::{
     statistics, DailySnapshot, HistoryError, Interval, Metric, Past, Point, PortfolioPoint,
     Reading, DAY, HOUR, ROLL_UP_AFTER_DAYS,
 };
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyPool, Connection, Row};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 
@@ -83,6 +86,30 @@ pub struct Store {
     pool: AnyPool,
     /// Whether the database is PostgreSQL (else SQLite): the few statements that differ ask.
     postgres: bool,
+    /// SQLite's `max_page_count` applied to each connection as it is opened or acquired (0:
+    /// never set, nothing applied): how the tests fill the disk deterministically, see
+    /// [`Store::simulate_full_disk`].
+    #[cfg(feature = "emulator")]
+    page_cap: Arc<AtomicU64>,
+    /// The SQLite file as opened, to notice it deleted or replaced; `None` when not watched.
+    file: Option<Arc<WatchedFile>>,
+}
+
+/// Applies the simulated full disk's page cap to `connection` (SQLite; nothing when unset).
+async fn apply_page_cap(
+    connection: &mut sqlx::AnyConnection,
+    page_cap: &AtomicU64,
+) -> Result<(), sqlx::Error> {
+    let cap = page_cap.load(Ordering::Acquire);
+    if cap != 0 {
+        // A number, not input: formatted, since a PRAGMA takes no bound parameter.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PRAGMA max_page_count = {cap}"
+        )))
+        .execute(connection)
+        .await?;
+    }
+    Ok(())
 }
 
 impl Store {
@@ -91,13 +118,17 @@ impl Store {
     pub async fn connect(url: &str) -> Result<Self, HistoryError> {
         sqlx::any::install_default_drivers();
         let sqlite = url.starts_with("sqlite:");
+        let page_cap = Arc::new(AtomicU64::new(0));
+        let (on_connect, on_acquire) = (page_cap.clone(), page_cap.clone());
         let pool = AnyPoolOptions::new()
             // SQLite has one writer at a time anyway; readers run beside it in WAL mode.
             .max_connections(if sqlite { 4 } else { 8 })
             .acquire_timeout(Duration::from_secs(5))
             .after_connect(move |connection, _| {
+                let page_cap = on_connect.clone();
                 Box::pin(async move {
                     if sqlite {
+                        apply_page_cap(connection, &page_cap).await?;
                         // WAL: readers never wait for the writer. NORMAL: a committed point
                         // survives the process being killed (not a power cut), at a fraction of
                         // FULL's fsyncs.
@@ -111,6 +142,39 @@ impl Store {
                     Ok(())
                 })
             })
+            .before_acquire(move |connection, _| {
+                let page_cap = on_acquire.clone();
+                Box::pin(async move {
+                    if sqlite {
+                        apply_page_cap(connection, &page_cap).await?;
+                    }
+                    Ok(true)
+                })
+            })
+            // A connection goes back to the pool only outside any transaction. After a failed
+            // statement or COMMIT (a full disk: `SQLITE_FULL`) SQLite may have rolled the whole
+            // transaction back already; sqlx's ROLLBACK then fails and it still counts the
+            // connection in a transaction. Its next `begin` becomes a SAVEPOINT that opens a real
+            // transaction, the next failure rolls back to the savepoint but leaves that
+            // transaction open, and from then on every "commit" only releases a nested
+            // savepoint: nothing is committed, the write lock is held and reads answer from an
+            // old snapshot. So a connection counted in a transaction is closed, never reused.
+            // The ping first runs the rollback a dropped transaction queued (SQLite runs it on
+            // the connection's thread; PostgreSQL counts it out at once).
+            .after_release(move |connection, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        connection.ping().await?;
+                    }
+                    let clean = !connection.is_in_transaction();
+                    if !clean {
+                        tracing::debug!(
+                            "history: a database connection was left inside a transaction after a failure; closed instead of reused"
+                        );
+                    }
+                    Ok(clean)
+                })
+            })
             .connect(url)
             .await?;
         let migrator = if sqlite {
@@ -122,7 +186,42 @@ impl Store {
         Ok(Self {
             pool,
             postgres: !sqlite,
+            #[cfg(feature = "emulator")]
+            page_cap,
+            // After the migrations: the file exists now.
+            file: WatchedFile::of(url).map(Arc::new),
         })
+    }
+
+    /// Whether the SQLite file is still the one opened ([`FileState::Same`] when not watched).
+    pub fn file_state(&self) -> FileState {
+        self.file
+            .as_ref()
+            .map_or(FileState::Same, |file| file.state())
+    }
+
+    /// Simulates a full disk under a SQLite database (tests): while `full`, every connection
+    /// of the pool, open or opened later, is capped at the database's current size
+    /// (`PRAGMA max_page_count`), so a write that needs a new page fails with `SQLITE_FULL`
+    /// as on a full file system; `false` gives the space back. Takes effect as each
+    /// connection is next acquired. Nothing on PostgreSQL.
+    #[cfg(feature = "emulator")]
+    #[doc(hidden)]
+    pub async fn simulate_full_disk(&self, full: bool) -> Result<(), HistoryError> {
+        if self.postgres {
+            return Ok(());
+        }
+        let cap = if full {
+            let row = sqlx::query("PRAGMA page_count")
+                .fetch_one(&self.pool)
+                .await?;
+            u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(1).max(1)
+        } else {
+            // SQLite's largest: the space is back.
+            4_294_967_294
+        };
+        self.page_cap.store(cap, Ordering::Release);
+        Ok(())
     }
 
     /// The pool, for the other tables of this database (alert states and the webhook outbox,

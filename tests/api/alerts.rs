@@ -177,6 +177,7 @@ async fn history(url: String) -> Arc<History> {
             enabled: true,
             url: SecretString::from(url),
             retention_days: 400,
+            alerts_retention_days: 400,
             buffer: 1_000,
         },
         HistoryMetrics::default(),

@@ -313,6 +313,7 @@ fn config(url: String, buffer: usize) -> HistoryConfig {
         enabled: true,
         url: SecretString::from(url),
         retention_days: 400,
+        alerts_retention_days: 400,
         buffer,
     }
 }

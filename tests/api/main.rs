@@ -22,5 +22,6 @@ mod operations;
 mod postgres;
 mod scores;
 mod sources;
+mod storage;
 mod structure;
 mod token;
