@@ -64,7 +64,8 @@ pub struct Services {
     ready: AtomicBool,
     /// How long an interactive request waits for a fetch.
     request_wait: Duration,
-    /// Seals `/scores` cursors; its key is fixed for the process (a reload keeps it).
+    /// Seals every cursor (`/scores`, `/alerts/events`, `/webhooks/deliveries`); its key is
+    /// fixed for the process (a reload keeps it).
     cursors: Arc<CursorCodec>,
     /// The score history; `None` when `[history] enabled = false`. Started without waiting for
     /// the database, which is connected in the background.
@@ -94,9 +95,10 @@ impl Services {
         let http = upstream::http_client(&config.upstream, config.extra_ca_pem.as_deref())
             .map_err(cannot_build)?;
         // Webhooks: the same TLS roots and user agent, no redirects followed.
-        let webhook_http =
+        let webhook_http = crate::alerts::WebhookClients::build(|| {
             upstream::webhook_client(&config.upstream, config.extra_ca_pem.as_deref())
-                .map_err(cannot_build)?;
+        })
+        .map_err(cannot_build)?;
         let mut metrics = Metrics::new();
         if config.cluster.is_some() {
             metrics.register_cluster();
@@ -189,7 +191,7 @@ impl Services {
             Some(secret) => CursorCodec::from_secret(secret.expose_secret().as_bytes()),
             None => {
                 tracing::info!(
-                    "server.cursor_key is not set: /scores cursors use a random key of this process, \
+                    "server.cursor_key is not set: cursors use a random key of this process, \
                      so they do not survive a restart nor work on another replica"
                 );
                 CursorCodec::random()
@@ -391,7 +393,7 @@ impl Services {
         &self.metrics
     }
 
-    /// The codec that seals `/scores` cursors.
+    /// The codec that seals every cursor.
     pub fn cursors(&self) -> Arc<CursorCodec> {
         self.cursors.clone()
     }

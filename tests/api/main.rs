@@ -5,6 +5,8 @@
 
 mod alerts;
 mod alerts_e2e;
+mod alerts_endpoints;
+mod alerts_paging;
 mod auth;
 mod cli;
 mod cluster;
