@@ -45,6 +45,16 @@ pub struct ReloadSummary {
     pub removed: usize,
 }
 
+/// Each registered tenant's id and the Entra tenant it stands for (the history keys its series by
+/// both).
+fn bindings(registry: &Registry) -> Vec<crate::history::Binding> {
+    registry
+        .all()
+        .iter()
+        .map(|tenant| (tenant.id.to_string(), tenant.tenant_id.clone()))
+        .collect()
+}
+
 /// Everything a request needs, built once per process.
 pub struct Services {
     /// The registrations in force; replaced whole on reload, never edited in place.
@@ -148,10 +158,11 @@ impl Services {
             metrics: metrics.clone(),
         }));
         let history = config.history.enabled.then(|| {
-            Arc::new(crate::history::History::start(
+            Arc::new(crate::history::History::start_for_tenants(
                 &config.history,
                 metrics.history.clone(),
                 &runtime,
+                bindings(&config.registry),
             ))
         });
         let alerts = history.as_ref().map(|history| {
@@ -244,6 +255,11 @@ impl Services {
     /// outside the registry (listener, upstream client, cache sizes) keep their start-up values.
     pub async fn reload(&self, config: &Config) -> ReloadSummary {
         let new = config.registry.clone();
+        // Before the swap: a tenant id re-pointed at another Entra tenant starts a new series
+        // before the new customer's first reading or back-fill.
+        if let Some(history) = &self.history {
+            history.bind_tenants(bindings(&new)).await;
+        }
         let old = std::mem::replace(&mut *self.registry.write(), new.clone());
         // Keys are swapped with the registry: a key's scope may name tenants only now added.
         *self.keys.write() = config.auth.enabled.then(|| config.keys.clone());

@@ -13,6 +13,7 @@
 //!   error, and [`History`], the one handle the rest of the gateway holds.
 //! - `store`: [`Store`], the SQL over one `sqlx::AnyPool` (one code path for both engines).
 //! - `writer`: the bounded channel and the background task that writes batches, with back-off.
+//! - `binding`: which Entra tenant each tenant id stands for; a re-pointed id starts a new series.
 //!
 //! # One code path over two engines
 //!
@@ -23,8 +24,11 @@
 //! sqlx's migrator takes a PostgreSQL advisory lock (`pg_advisory_lock`) around the migrations,
 //! so replicas starting together apply them once.
 
+mod binding;
 mod store;
 mod writer;
+
+pub use binding::{Binding, Rebound};
 
 pub use store::{retention_start, Store};
 pub use writer::WriterStats;
@@ -211,6 +215,8 @@ pub struct History {
     stop: CancellationToken,
     /// Past scores already read today, per metric and tenant (see [`History::changes`]).
     past: parking_lot::Mutex<PastCache>,
+    /// The tenants' Entra bindings, applied before the store is published and on reload.
+    bindings: Arc<binding::Gate>,
 }
 
 /// The scores at the ends of past days read during one UTC day. They cannot change during that
@@ -266,6 +272,37 @@ impl History {
         clock: Arc<dyn Fn() -> OffsetDateTime + Send + Sync>,
         period: std::time::Duration,
     ) -> Self {
+        Self::spawn(config, metrics, runtime, clock, period, None)
+    }
+
+    /// [`History::start`] for the registered tenants: each (tenant id, Entra tenant id) in
+    /// `bindings` is checked against the database before anything reads or writes it; a tenant
+    /// id re-pointed at another Entra tenant starts a new series ([`History::bind_tenants`]).
+    pub fn start_for_tenants(
+        config: &HistoryConfig,
+        metrics: HistoryMetrics,
+        runtime: &tokio::runtime::Handle,
+        bindings: Vec<Binding>,
+    ) -> Self {
+        Self::spawn(
+            config,
+            metrics,
+            runtime,
+            Arc::new(OffsetDateTime::now_utc),
+            MAINTENANCE_PERIOD,
+            Some(bindings),
+        )
+    }
+
+    fn spawn(
+        config: &HistoryConfig,
+        metrics: HistoryMetrics,
+        runtime: &tokio::runtime::Handle,
+        clock: Arc<dyn Fn() -> OffsetDateTime + Send + Sync>,
+        period: std::time::Duration,
+        bindings: Option<Vec<Binding>>,
+    ) -> Self {
+        let bindings = Arc::new(binding::Gate::new(bindings));
         let store = Arc::new(OnceLock::new());
         let stop = CancellationToken::new();
         let writer = writer::Writer::spawn(
@@ -273,6 +310,7 @@ impl History {
                 url: config.url.clone(),
                 description: config.redacted_url(),
                 store: store.clone(),
+                bindings: bindings.clone(),
             },
             config.buffer,
             metrics,
@@ -292,7 +330,29 @@ impl History {
             retention_days: config.retention_days,
             stop,
             past: parking_lot::Mutex::default(),
+            bindings,
         }
+    }
+
+    /// Checks each (tenant id, Entra tenant id) against the database (now, or once connected):
+    /// a tenant id whose Entra tenant changed starts a new series. The previous customer's
+    /// points and alert events move under an archived id, its alert states are reset, a WARN
+    /// says so; readings recorded before are written first (for up to 5 s). Returns the tenant
+    /// ids that were re-bound now.
+    pub async fn bind_tenants(&self, bindings: Vec<Binding>) -> Vec<String> {
+        let flushed = async {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.flush()).await;
+        };
+        let rebound = self.bindings.bind(bindings, &self.store, flushed).await;
+        let tenants: Vec<String> = rebound.into_iter().map(|rebound| rebound.tenant).collect();
+        if !tenants.is_empty() {
+            // The past scores read today were the previous customer's.
+            self.past
+                .lock()
+                .entries
+                .retain(|(_, tenant), _| !tenants.contains(tenant));
+        }
+        tenants
     }
 
     /// Records a reading, off the request path: never waits and never fails. When the buffer

@@ -25,4 +25,5 @@ mod postgres;
 mod scores;
 mod sources;
 mod structure;
+mod tenant_rebinding;
 mod token;
