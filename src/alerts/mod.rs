@@ -290,7 +290,7 @@ pub struct FiringAlert {
     pub metric: Metric,
     /// When it started firing (RFC 3339).
     #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, example = "2026-11-28T09:00:00Z")]
+    #[schema(value_type = String, format = DateTime, example = "2026-11-28T09:00:00Z")]
     pub since: OffsetDateTime,
     /// The value that made it fire (see the README: the score, the points or percent lost, or
     /// the seconds without success).
@@ -319,11 +319,11 @@ pub struct AlertEvent {
     pub threshold: Option<f64>,
     /// When the new state began (RFC 3339).
     #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, example = "2026-11-28T09:00:00Z")]
+    #[schema(value_type = String, format = DateTime, example = "2026-11-28T09:00:00Z")]
     pub since: OffsetDateTime,
     /// When the event was written (RFC 3339).
     #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, example = "2026-11-28T09:00:00Z")]
+    #[schema(value_type = String, format = DateTime, example = "2026-11-28T09:00:00Z")]
     pub at: OffsetDateTime,
 }
 
@@ -376,11 +376,11 @@ pub struct Delivery {
     pub last_error: Option<String>,
     /// When it is attempted next (pending only; RFC 3339).
     #[serde(with = "time::serde::rfc3339::option")]
-    #[schema(value_type = Option<String>, example = "2026-11-28T09:00:05Z")]
+    #[schema(value_type = Option<String>, format = DateTime, example = "2026-11-28T09:00:05Z")]
     pub next_attempt: Option<OffsetDateTime>,
     /// When the event was written to the outbox (RFC 3339).
     #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, example = "2026-11-28T09:00:00Z")]
+    #[schema(value_type = String, format = DateTime, example = "2026-11-28T09:00:00Z")]
     pub created_at: OffsetDateTime,
 }
 

@@ -266,4 +266,18 @@ async fn limit_is_an_integer_in_the_document_and_a_non_number_is_a_400() {
             assert_eq!(since["format"], "date-time", "{since}");
         }
     }
+    let schemas = &document["components"]["schemas"];
+    for (schema, field) in [
+        ("AlertEvent", "since"),
+        ("AlertEvent", "at"),
+        ("FiringAlert", "since"),
+        ("Delivery", "created_at"),
+        ("Delivery", "next_attempt"),
+    ] {
+        let property = &schemas[schema]["properties"][field];
+        assert_eq!(
+            property["format"], "date-time",
+            "{schema}.{field}: {property}"
+        );
+    }
 }
