@@ -7,18 +7,14 @@
 //! rendered as JSON or CSV (that is `api::scores`).
 
 use crate::cache::{ScoreCache, ScoreError, Served, Source};
+pub use crate::cursor::CursorCodec;
 use crate::history::{History, HistoryError, Past};
 use crate::tenants::{Registry, Tenant};
 use crate::upstream::Metric;
-use aws_lc_rs::rand::SecureRandom as _;
-use aws_lc_rs::{aead, digest, rand as lc_rand};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
@@ -202,7 +198,12 @@ impl Query {
             caller: caller.to_owned(),
         };
         if let Some(cursor) = &raw.cursor {
-            query.after = Some(query.cursors.decode(cursor, &query.fingerprint())?);
+            query.after = Some(
+                query
+                    .cursors
+                    .decode(cursor, &query.fingerprint())
+                    .ok_or(QueryError::Cursor)?,
+            );
         }
         Ok(query)
     }
@@ -216,17 +217,14 @@ impl Query {
         let mut tags = self.tags.clone();
         tags.sort();
         tags.dedup();
-        let canonical = serde_json::json!([
+        CursorCodec::binding(&serde_json::json!([
             tenants,
             tags,
             self.status,
             self.sort,
             self.caller,
             self.metric
-        ])
-        .to_string();
-        URL_SAFE_NO_PAD
-            .encode(&digest::digest(&digest::SHA256, canonical.as_bytes()).as_ref()[..16])
+        ]))
     }
 
     fn selects(&self, tenant: &Tenant) -> bool {
@@ -658,101 +656,12 @@ fn paginate(items: &mut Vec<Item>, query: &Query) -> (Vec<Item>, Option<String>)
     (std::mem::take(items), next)
 }
 
-/// Length of a cursor key (AES-256).
-const CURSOR_KEY_BYTES: usize = 32;
-
-/// Seals and opens cursors: AES-256-GCM with a random nonce per cursor, so that a cursor is
-/// opaque (it names no tenant and no score) and cannot be forged or edited. The query's
-/// fingerprint, which includes the caller, is the associated data: a cursor opens only for the
-/// query and the API key it was issued to, and otherwise is refused like garbage.
-///
-/// The key comes from `[server] cursor_key` (then cursors survive restarts and work on every
-/// replica sharing it), else is random per process.
-pub struct CursorCodec {
-    key: aead::LessSafeKey,
-    rng: lc_rand::SystemRandom,
-}
-
-impl fmt::Debug for CursorCodec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Never the key.
-        f.write_str("CursorCodec")
-    }
-}
-
-impl CursorCodec {
-    /// A codec whose key is derived from a configured secret (SHA-256 of a domain label and the
-    /// secret, so that any high-entropy text makes a full-strength key).
-    pub fn from_secret(secret: &[u8]) -> Self {
-        let mut context = digest::Context::new(&digest::SHA256);
-        context.update(b"scoregate cursor key v1\0");
-        context.update(secret);
-        Self::with_key(context.finish().as_ref())
-    }
-
-    /// A codec with a random key: cursors do not survive a restart nor work on another replica.
-    pub fn random() -> Self {
-        let mut key = [0u8; CURSOR_KEY_BYTES];
-        if lc_rand::SystemRandom::new().fill(&mut key).is_err() {
-            // No system randomness: fall back to the thread RNG rather than fail.
-            key = rand::random();
-        }
-        Self::with_key(&key)
-    }
-
-    fn with_key(bytes: &[u8]) -> Self {
-        // A 32-byte key is always a valid AES-256 key.
-        let key = aead::UnboundKey::new(&aead::AES_256_GCM, bytes)
-            .map(aead::LessSafeKey::new)
-            .unwrap_or_else(|_| unreachable!("AES-256-GCM takes any 32-byte key"));
-        Self {
-            key,
-            rng: lc_rand::SystemRandom::new(),
-        }
-    }
-
-    /// `base64url(nonce ‖ ciphertext ‖ tag)` of the key's JSON, bound to `fingerprint`.
-    fn encode(&self, key: &SortKey, fingerprint: &str) -> String {
-        let mut nonce = [0u8; aead::NONCE_LEN];
-        if self.rng.fill(&mut nonce).is_err() {
-            nonce = rand::random();
-        }
-        let mut sealed = serde_json::to_vec(key).unwrap_or_default();
-        let aad = aead::Aad::from(fingerprint.as_bytes());
-        if self
-            .key
-            .seal_in_place_append_tag(aead::Nonce::assume_unique_for_key(nonce), aad, &mut sealed)
-            .is_err()
-        {
-            // Sealing a few hundred bytes does not fail; an empty cursor would be refused later.
-            return String::new();
-        }
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&sealed);
-        URL_SAFE_NO_PAD.encode(out)
-    }
-
-    fn decode(&self, cursor: &str, fingerprint: &str) -> Result<SortKey, QueryError> {
-        let mut bytes = URL_SAFE_NO_PAD
-            .decode(cursor)
-            .map_err(|_| QueryError::Cursor)?;
-        if bytes.len() < aead::NONCE_LEN + aead::AES_256_GCM.tag_len() {
-            return Err(QueryError::Cursor);
-        }
-        let mut sealed = bytes.split_off(aead::NONCE_LEN);
-        let nonce =
-            aead::Nonce::try_assume_unique_for_key(&bytes).map_err(|_| QueryError::Cursor)?;
-        let plain = self
-            .key
-            .open_in_place(nonce, aead::Aad::from(fingerprint.as_bytes()), &mut sealed)
-            .map_err(|_| QueryError::Cursor)?;
-        serde_json::from_slice(plain).map_err(|_| QueryError::Cursor)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_lc_rs::aead;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
 
     fn key(errors_last: bool, number: f64, id: &str) -> SortKey {
         SortKey {

@@ -25,6 +25,7 @@
 //! - [`quota`]: rate windows, 429 cool-downs and back-off behind `QuotaStore`, on tokio's clock.
 //! - [`policy`]: the outbound stack, gate → retries (quota → cap → token → call); the classifier.
 //! - [`cache`]: fresh and stale windows, single flight, stale-if-error over a `ScoreStore`.
+//! - [`cursor`]: the one codec of every paging cursor: sealed, bound to the query and the caller.
 //! - [`fanout`]: `GET /scores` without HTTP: filters, deadline, summary, order, signed cursors.
 //! - [`history`]: every reading kept (SQLite or PostgreSQL): writer, roll-up, retention, trends.
 //! - [`alerts`]: rules over the metrics, their state and events, signed webhooks from an outbox.
@@ -57,6 +58,7 @@ pub mod cluster;
 pub mod code;
 pub mod config;
 pub mod credential;
+pub mod cursor;
 #[cfg(feature = "emulator")]
 pub mod demo;
 #[cfg(feature = "emulator")]

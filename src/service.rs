@@ -45,6 +45,16 @@ pub struct ReloadSummary {
     pub removed: usize,
 }
 
+/// Each registered tenant's id and the Entra tenant it stands for (the history keys its series by
+/// both).
+fn bindings(registry: &Registry) -> Vec<crate::history::Binding> {
+    registry
+        .all()
+        .iter()
+        .map(|tenant| (tenant.id.to_string(), tenant.tenant_id.clone()))
+        .collect()
+}
+
 /// Everything a request needs, built once per process.
 pub struct Services {
     /// The registrations in force; replaced whole on reload, never edited in place.
@@ -64,7 +74,8 @@ pub struct Services {
     ready: AtomicBool,
     /// How long an interactive request waits for a fetch.
     request_wait: Duration,
-    /// Seals `/scores` cursors; its key is fixed for the process (a reload keeps it).
+    /// Seals every cursor (`/scores`, `/alerts/events`, `/webhooks/deliveries`); its key is
+    /// fixed for the process (a reload keeps it).
     cursors: Arc<CursorCodec>,
     /// The score history; `None` when `[history] enabled = false`. Started without waiting for
     /// the database, which is connected in the background.
@@ -94,9 +105,10 @@ impl Services {
         let http = upstream::http_client(&config.upstream, config.extra_ca_pem.as_deref())
             .map_err(cannot_build)?;
         // Webhooks: the same TLS roots and user agent, no redirects followed.
-        let webhook_http =
+        let webhook_http = crate::alerts::WebhookClients::build(|| {
             upstream::webhook_client(&config.upstream, config.extra_ca_pem.as_deref())
-                .map_err(cannot_build)?;
+        })
+        .map_err(cannot_build)?;
         let mut metrics = Metrics::new();
         if config.cluster.is_some() {
             metrics.register_cluster();
@@ -150,10 +162,11 @@ impl Services {
             metrics: metrics.clone(),
         }));
         let history = config.history.enabled.then(|| {
-            Arc::new(crate::history::History::start(
+            Arc::new(crate::history::History::start_for_tenants(
                 &config.history,
                 metrics.history.clone(),
                 &runtime,
+                bindings(&config.registry),
             ))
         });
         let alerts = history.as_ref().map(|history| {
@@ -193,7 +206,7 @@ impl Services {
             Some(secret) => CursorCodec::from_secret(secret.expose_secret().as_bytes()),
             None => {
                 tracing::info!(
-                    "server.cursor_key is not set: /scores cursors use a random key of this process, \
+                    "server.cursor_key is not set: cursors use a random key of this process, \
                      so they do not survive a restart nor work on another replica"
                 );
                 CursorCodec::random()
@@ -246,6 +259,11 @@ impl Services {
     /// outside the registry (listener, upstream client, cache sizes) keep their start-up values.
     pub async fn reload(&self, config: &Config) -> ReloadSummary {
         let new = config.registry.clone();
+        // Before the swap: a tenant id re-pointed at another Entra tenant starts a new series
+        // before the new customer's first reading or back-fill.
+        if let Some(history) = &self.history {
+            history.bind_tenants(bindings(&new)).await;
+        }
         let old = std::mem::replace(&mut *self.registry.write(), new.clone());
         // Keys are swapped with the registry: a key's scope may name tenants only now added.
         *self.keys.write() = config.auth.enabled.then(|| config.keys.clone());
@@ -395,7 +413,7 @@ impl Services {
         &self.metrics
     }
 
-    /// The codec that seals `/scores` cursors.
+    /// The codec that seals every cursor.
     pub fn cursors(&self) -> Arc<CursorCodec> {
         self.cursors.clone()
     }

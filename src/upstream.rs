@@ -214,13 +214,14 @@ pub fn http_client(
 /// configured and nowhere else: a receiver (or whoever took its host over) that answers 3xx
 /// cannot send it on to another host, an internal address included. A 3xx is an answer like
 /// any other non-2xx: the delivery failed, not retried (`alerts::delivery`).
+///
+/// A builder: the alerts add the resolver that keeps each delivery within its reach
+/// (`alerts::WebhookClients`).
 pub fn webhook_client(
     settings: &UpstreamSettings,
     extra_ca_pem: Option<&[u8]>,
-) -> Result<reqwest::Client, reqwest::Error> {
-    client_builder(settings, extra_ca_pem)?
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
+) -> Result<reqwest::ClientBuilder, reqwest::Error> {
+    Ok(client_builder(settings, extra_ca_pem)?.redirect(reqwest::redirect::Policy::none()))
 }
 
 fn client_builder(

@@ -3,7 +3,8 @@
 //!
 //! Outcomes: 2xx delivered; 408, 429, 5xx and transport errors retried with jittered
 //! exponential back-off (5 s doubling up to 1 h, `Retry-After` honoured up to 1 h) until 24 h
-//! after the event; any other status failed. A worker per endpoint means a slow or dead endpoint
+//! after the event; any other status failed; an address out of the endpoint's reach
+//! (`address`) failed without sending. A worker per endpoint means a slow or dead endpoint
 //! only delays its own rows.
 //!
 //! Claiming: `UPDATE … SET claimed_until = now + lease WHERE message_id IN (SELECT … due and
@@ -54,6 +55,9 @@ pub enum DeliveryOutcome {
         /// The status.
         status: u16,
     },
+    /// Not sent: the endpoint's address is out of its reach (a private address, say). Not
+    /// retried: it takes a configuration change.
+    Refused(super::RefusedAddress),
 }
 
 impl DeliveryOutcome {
@@ -234,9 +238,15 @@ async fn attempt(
     timestamp: i64,
     body: String,
 ) -> DeliveryOutcome {
+    let reach = webhook.reach();
+    // An address literal never reaches the resolver: checked here.
+    if let Some(refused) = reach.refuses_literal(&webhook.url) {
+        return DeliveryOutcome::Refused(refused);
+    }
     let signature = sign(webhook.secret.bytes(), id, timestamp, body.as_bytes());
     let sent = shared
         .http
+        .client(reach)
         .post(webhook.url.clone())
         .timeout(webhook.timeout)
         .header("content-type", "application/json")
@@ -255,11 +265,14 @@ async fn attempt(
                 .map(str::to_owned);
             DeliveryOutcome::of(response.status().as_u16(), retry_after.as_deref())
         }
-        // Without the URL: a webhook URL often holds a token in its path.
-        Err(error) => DeliveryOutcome::Retry {
-            status: None,
-            error: crate::telemetry::error_chain(&error.without_url()),
-            retry_after: None,
+        Err(error) => match super::address::refusal(&error) {
+            Some(refused) => DeliveryOutcome::Refused(refused),
+            // Without the URL: a webhook URL often holds a token in its path.
+            None => DeliveryOutcome::Retry {
+                status: None,
+                error: crate::telemetry::error_chain(&error.without_url()),
+                retry_after: None,
+            },
         },
     }
 }
@@ -284,6 +297,13 @@ async fn record(
             now,
             Some(status),
             Some(format!("the endpoint answered {status}: not retried")),
+            "failed",
+        ),
+        DeliveryOutcome::Refused(refused) => (
+            "failed",
+            now,
+            None,
+            Some(format!("not sent: {refused}; not retried")),
             "failed",
         ),
         DeliveryOutcome::Retry {

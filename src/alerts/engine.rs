@@ -239,18 +239,13 @@ async fn reload(shared: &Shared, store: &Store, config: AlertsConfig) -> Result<
         if keep {
             continue;
         }
-        // Endpoints that took this alert before the reload still hear that it ended.
-        let endpoints: Vec<String> = new
-            .webhooks
-            .iter()
-            .filter(|webhook| {
-                webhook.receives(&state.alert)
-                    || old
-                        .webhook(&webhook.name)
-                        .is_some_and(|before| before.receives(&state.alert))
-            })
-            .map(|webhook| webhook.name.clone())
-            .collect();
+        // The endpoints that were sent the firing hear that it ended, and only they (one
+        // added by this reload never saw it); a state from before they were kept goes to the
+        // endpoints that took the alert before the reload.
+        let endpoints = resolve_endpoints(&new, &state, |name| {
+            old.webhook(name)
+                .is_some_and(|before| before.receives(&state.alert))
+        });
         let mut transaction = pool.begin().await?;
         let mut event = false;
         if state.firing {
@@ -297,6 +292,25 @@ async fn reload(shared: &Shared, store: &Store, config: AlertsConfig) -> Result<
         }
     }
     Ok(())
+}
+
+/// Where the resolve of firing `state` goes: the endpoints its firing was queued for that
+/// `config` still has. For a state written before those were kept: the endpoints that take the
+/// alert now, or `took_it` (by name) before a reload.
+fn resolve_endpoints(
+    config: &AlertsConfig,
+    state: &store::StateRow,
+    took_it: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    config
+        .webhooks
+        .iter()
+        .filter(|webhook| match &state.endpoints {
+            Some(sent) => sent.contains(&webhook.name),
+            None => webhook.receives(&state.alert) || took_it(&webhook.name),
+        })
+        .map(|webhook| webhook.name.clone())
+        .collect()
 }
 
 /// The rules of `metric` that cover `tenant`.
@@ -374,20 +388,25 @@ async fn apply(
     if firing_now == verdict.firing {
         return Ok(());
     }
-    let endpoints: Vec<String> = config
-        .webhooks
-        .iter()
-        .filter(|webhook| webhook.receives(&rule.name))
-        .map(|webhook| webhook.name.clone())
-        .collect();
+    let endpoints: Vec<String> = match &current {
+        // A resolve goes to the endpoints that were sent the firing.
+        Some(state) if !verdict.firing => resolve_endpoints(config, state, |_| false),
+        _ => config
+            .webhooks
+            .iter()
+            .filter(|webhook| webhook.receives(&rule.name))
+            .map(|webhook| webhook.name.clone())
+            .collect(),
+    };
     let mut transaction = pool.begin().await?;
     let changed = if verdict.firing {
         sqlx::query(
-            "INSERT INTO alert_states (alert, tenant, metric, state, since, value, threshold, rule) \
-             VALUES ($1, $2, $3, 'firing', $4, $5, $6, $7) \
+            "INSERT INTO alert_states (alert, tenant, metric, state, since, value, threshold, rule, \
+             endpoints) VALUES ($1, $2, $3, 'firing', $4, $5, $6, $7, $8) \
              ON CONFLICT (alert, tenant) DO UPDATE SET state = 'firing', since = excluded.since, \
              value = excluded.value, threshold = excluded.threshold, rule = excluded.rule, \
-             metric = excluded.metric WHERE alert_states.state <> 'firing'",
+             metric = excluded.metric, endpoints = excluded.endpoints \
+             WHERE alert_states.state <> 'firing'",
         )
     } else {
         sqlx::query(
@@ -401,7 +420,12 @@ async fn apply(
     .bind(now.unix_timestamp())
     .bind(verdict.value)
     .bind(verdict.threshold)
-    .bind(rule.fingerprint())
+    .bind(rule.fingerprint());
+    let changed = if verdict.firing {
+        changed.bind(serde_json::json!(endpoints).to_string())
+    } else {
+        changed
+    }
     .execute(&mut *transaction)
     .await?;
     if changed.rows_affected() != 1 {

@@ -17,6 +17,8 @@
 //! - `engine`: evaluation and transitions: one transaction writes the new state, the event
 //!   and one outbox row per matching endpoint.
 //! - `delivery`: claiming due outbox rows, attempts, back-off, and the signature.
+//! - `address`: which addresses a delivery may reach (public only by default), checked on the
+//!   URL and by the resolver of the client that connects.
 //! - `receiver`: a local receiver that verifies signatures and logs events (demo and tests).
 //!
 //! # Consistency
@@ -28,12 +30,14 @@
 //! attempts it; a replica that dies mid-attempt leaves a lease that expires, and the row is
 //! attempted again with the same `webhook-id` (receivers deduplicate on it).
 
+mod address;
 mod delivery;
 mod engine;
 #[cfg(feature = "emulator")]
 mod receiver;
 mod store;
 
+pub use address::{Reach, RefusedAddress, WebhookClients};
 pub use delivery::{sign, DeliveryOutcome};
 #[cfg(feature = "emulator")]
 pub use receiver::{LoggingReceiver, ReceivedEvent};
@@ -192,9 +196,17 @@ pub struct Webhook {
     pub alerts: Option<BTreeSet<String>>,
     /// Longest an attempt may take.
     pub timeout: Duration,
+    /// Whether it may be delivered to private, link-local, loopback and other non-public
+    /// addresses (`allow_private_addresses`; off: public addresses only).
+    pub allow_private_addresses: bool,
 }
 
 impl Webhook {
+    /// The addresses its deliveries may connect to.
+    pub fn reach(&self) -> Reach {
+        Reach::of(&self.url, self.allow_private_addresses)
+    }
+
     /// Whether it receives the events of `alert`.
     pub fn receives(&self, alert: &str) -> bool {
         self.alerts
@@ -278,7 +290,7 @@ pub struct FiringAlert {
     pub metric: Metric,
     /// When it started firing (RFC 3339).
     #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, example = "2026-11-28T09:00:00Z")]
+    #[schema(value_type = String, format = DateTime, example = "2026-11-28T09:00:00Z")]
     pub since: OffsetDateTime,
     /// The value that made it fire (see the README: the score, the points or percent lost, or
     /// the seconds without success).
@@ -307,11 +319,11 @@ pub struct AlertEvent {
     pub threshold: Option<f64>,
     /// When the new state began (RFC 3339).
     #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, example = "2026-11-28T09:00:00Z")]
+    #[schema(value_type = String, format = DateTime, example = "2026-11-28T09:00:00Z")]
     pub since: OffsetDateTime,
     /// When the event was written (RFC 3339).
     #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, example = "2026-11-28T09:00:00Z")]
+    #[schema(value_type = String, format = DateTime, example = "2026-11-28T09:00:00Z")]
     pub at: OffsetDateTime,
 }
 
@@ -364,11 +376,11 @@ pub struct Delivery {
     pub last_error: Option<String>,
     /// When it is attempted next (pending only; RFC 3339).
     #[serde(with = "time::serde::rfc3339::option")]
-    #[schema(value_type = Option<String>, example = "2026-11-28T09:00:05Z")]
+    #[schema(value_type = Option<String>, format = DateTime, example = "2026-11-28T09:00:05Z")]
     pub next_attempt: Option<OffsetDateTime>,
     /// When the event was written to the outbox (RFC 3339).
     #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, example = "2026-11-28T09:00:00Z")]
+    #[schema(value_type = String, format = DateTime, example = "2026-11-28T09:00:00Z")]
     pub created_at: OffsetDateTime,
 }
 
@@ -437,7 +449,8 @@ struct Shared {
     clock: Clock,
     /// Woken when events are written: the delivery workers look at once.
     wake: Notify,
-    http: reqwest::Client,
+    /// The webhook clients, one per [`Reach`] (each refuses the addresses out of its reach).
+    http: WebhookClients,
 }
 
 /// The gateway's handle on alerts. Built once ([`Alerts::start`]) beside the history; dropping
@@ -466,12 +479,12 @@ impl Drop for Alerts {
 
 impl Alerts {
     /// Starts the engine task, the timer and the delivery workers on `runtime`, with the wall
-    /// clock. `http` is the webhook client ([`crate::upstream::webhook_client`]: the gateway's
-    /// TLS roots, no redirects followed); each attempt sets its own timeout.
+    /// clock. `http` are the webhook clients (built from [`crate::upstream::webhook_client`]:
+    /// the gateway's TLS roots, no redirects followed); each attempt sets its own timeout.
     pub fn start(
         config: AlertsConfig,
         history: Arc<History>,
-        http: reqwest::Client,
+        http: WebhookClients,
         metrics: AlertMetrics,
         runtime: &tokio::runtime::Handle,
     ) -> Self {
@@ -482,7 +495,7 @@ impl Alerts {
     pub fn start_with(
         config: AlertsConfig,
         history: Arc<History>,
-        http: reqwest::Client,
+        http: WebhookClients,
         metrics: AlertMetrics,
         runtime: &tokio::runtime::Handle,
         options: Options,

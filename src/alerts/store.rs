@@ -20,6 +20,9 @@ pub(super) struct StateRow {
     pub(super) value: Option<f64>,
     pub(super) threshold: Option<f64>,
     pub(super) rule: String,
+    /// The endpoints the firing event was queued for; `None` for a state written before they
+    /// were kept (or not firing).
+    pub(super) endpoints: Option<Vec<String>>,
 }
 
 /// The fetch outcomes of one (tenant, metric) as stored.
@@ -55,8 +58,8 @@ pub(super) async fn state(
     tenant: &str,
 ) -> Result<Option<StateRow>, AlertError> {
     let row = sqlx::query(
-        "SELECT alert, tenant, metric, state, value, threshold, rule FROM alert_states \
-         WHERE alert = $1 AND tenant = $2",
+        "SELECT alert, tenant, metric, state, value, threshold, rule, endpoints \
+         FROM alert_states WHERE alert = $1 AND tenant = $2",
     )
     .bind(alert)
     .bind(tenant)
@@ -75,13 +78,17 @@ fn state_row(row: &AnyRow) -> Result<StateRow, AlertError> {
         value: row.try_get("value")?,
         threshold: row.try_get("threshold")?,
         rule: row.try_get("rule")?,
+        // Unreadable (written by hand?) counts as unknown: the resolve still goes out.
+        endpoints: row
+            .try_get::<Option<String>, _>("endpoints")?
+            .and_then(|text| serde_json::from_str(&text).ok()),
     })
 }
 
 /// Every stored state (for a reload).
 pub(super) async fn states(pool: &AnyPool) -> Result<Vec<StateRow>, AlertError> {
     let rows = sqlx::query(
-        "SELECT alert, tenant, metric, state, value, threshold, rule FROM alert_states",
+        "SELECT alert, tenant, metric, state, value, threshold, rule, endpoints FROM alert_states",
     )
     .fetch_all(pool)
     .await?;

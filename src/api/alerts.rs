@@ -9,19 +9,19 @@ use super::auth::Caller;
 use super::error::{ApiError, Problem};
 use crate::alerts::{AlertEvent, Delivery, DeliveryStatus, EventFilter, FiringAlert};
 use crate::auth::Scope;
+use crate::cursor::CursorCodec;
 use crate::service::Services;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
-/// Default and largest page.
-const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 1_000;
+/// Default and largest page (as `/scores`).
+const DEFAULT_LIMIT: i64 = crate::fanout::DEFAULT_LIMIT;
+const MAX_LIMIT: i64 = crate::fanout::MAX_LIMIT;
 
 /// What fires now.
 #[derive(Debug, Serialize, ToSchema)]
@@ -38,15 +38,16 @@ pub struct FiringList {
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Only events at or after this time (RFC 3339).
-    #[param(example = "2026-11-28T00:00:00Z")]
+    #[param(value_type = Option<String>, format = DateTime, example = "2026-11-28T00:00:00Z")]
     pub since: Option<String>,
     /// Only events of this alert (rule name).
     pub alert: Option<String>,
     /// Only events of this tenant.
     pub tenant: Option<String>,
     /// Events per page, 1 to 1000 (default 100).
-    pub limit: Option<String>,
-    /// `next_cursor` of the previous page, with the same filters.
+    #[param(minimum = 1, maximum = 1000, example = 100)]
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page, with the same filters (and the same API key).
     pub cursor: Option<String>,
 }
 
@@ -68,8 +69,9 @@ pub struct DeliveriesQuery {
     #[param(value_type = Option<DeliveryStatus>)]
     pub status: Option<String>,
     /// Deliveries per page, 1 to 1000 (default 100).
-    pub limit: Option<String>,
-    /// `next_cursor` of the previous page, with the same filter.
+    #[param(minimum = 1, maximum = 1000, example = 100)]
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page, with the same filter (and the same API key).
     pub cursor: Option<String>,
 }
 
@@ -82,34 +84,27 @@ pub struct DeliveryList {
     pub next_cursor: Option<String>,
 }
 
-fn limit(text: Option<&str>) -> Result<usize, ApiError> {
-    match text {
-        None => Ok(DEFAULT_LIMIT),
-        Some(text) => text
-            .parse::<usize>()
-            .ok()
-            .filter(|limit| (1..=MAX_LIMIT).contains(limit))
-            .ok_or_else(|| {
-                ApiError::InvalidRequest(format!(
-                    "limit: must be a whole number from 1 to {MAX_LIMIT}"
-                ))
-            }),
-    }
-}
-
-fn encode_cursor(text: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
-}
-
-fn decode_cursor(cursor: &str, prefix: &str) -> Result<String, ApiError> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
+/// The page size asked for, within `1..=MAX_LIMIT`.
+fn limit(asked: Option<i64>) -> Result<usize, ApiError> {
+    asked
+        .unwrap_or(DEFAULT_LIMIT)
+        .try_into()
         .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| text.strip_prefix(prefix).map(str::to_owned))
+        .filter(|limit| (1..=MAX_LIMIT.unsigned_abs()).contains(limit))
+        .and_then(|limit: u64| usize::try_from(limit).ok())
         .ok_or_else(|| {
-            ApiError::InvalidRequest("cursor: not a cursor this route issued".to_owned())
+            ApiError::InvalidRequest(format!(
+                "limit: must be a whole number from 1 to {MAX_LIMIT}"
+            ))
         })
+}
+
+/// The 400 of a cursor that does not open: the same for garbage, an edited cursor, and one
+/// issued for other filters or to another key, so that none tells more than the others.
+fn foreign_cursor() -> ApiError {
+    ApiError::InvalidRequest(
+        "cursor: the cursor is invalid, or belongs to another query or another API key".to_owned(),
+    )
 }
 
 /// The tenants `scope` may see, or `None` for all (also those since removed).
@@ -162,7 +157,7 @@ pub async fn list_firing(
     responses(
         (status = 200, description = "A page of events", body = EventList,
          headers(("Link" = String, description = "`<…>; rel=\"next\"` (RFC 8288): the next page; absent on the last page"))),
-        (status = 400, description = "Bad query: `since` not RFC 3339, `limit` out of range, a foreign `cursor` (`invalid_request`, naming the parameter)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad query: `since` not RFC 3339, `limit` not a whole number from 1 to 1000, a `cursor` that is not one this route issued for these filters and this API key (`invalid_request`, naming the parameter)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Alerts are off because history is (`alerts_disabled`)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The history database cannot be reached now (`history_unavailable`); see `Retry-After`", body = Problem, content_type = "application/problem+json",
          headers(("Retry-After" = u64, description = "Seconds to wait"))),
@@ -186,14 +181,24 @@ pub async fn list_events(
             })
         })
         .transpose()?;
-    let limit = limit(params.limit.as_deref())?;
+    let limit = limit(params.limit)?;
+    let codec = services.cursors();
+    // The filters as given (the parsed time, so that two spellings of it are one query) and
+    // the caller: a cursor pages only the query and the key it was issued for.
+    let binding = CursorCodec::binding(&serde_json::json!([
+        "alerts/events",
+        since.map(OffsetDateTime::unix_timestamp),
+        params.alert,
+        params.tenant,
+        super::scores::cursor_owner(&caller),
+    ]));
     let after = params
         .cursor
         .as_deref()
         .map(|cursor| {
-            decode_cursor(cursor, "e:")?.parse::<i64>().map_err(|_| {
-                ApiError::InvalidRequest("cursor: not a cursor this route issued".to_owned())
-            })
+            codec
+                .decode::<i64>(cursor, &binding)
+                .ok_or_else(foreign_cursor)
         })
         .transpose()?;
     let alerts = services.alerts().ok_or(ApiError::AlertsDisabled)?;
@@ -211,11 +216,7 @@ pub async fn list_events(
     let more = events.len() > limit;
     events.truncate(limit);
     let next_cursor = more
-        .then(|| {
-            events
-                .last()
-                .map(|(seq, _)| encode_cursor(&format!("e:{seq}")))
-        })
+        .then(|| events.last().map(|(seq, _)| codec.encode(seq, &binding)))
         .flatten();
     let mut response = HttpResponse::Ok();
     if let Some(cursor) = &next_cursor {
@@ -237,7 +238,7 @@ pub async fn list_events(
     responses(
         (status = 200, description = "A page of deliveries", body = DeliveryList,
          headers(("Link" = String, description = "`<…>; rel=\"next\"` (RFC 8288): the next page; absent on the last page"))),
-        (status = 400, description = "Bad query: an unknown `status`, `limit` out of range, a foreign `cursor` (`invalid_request`, naming the parameter)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad query: an unknown `status`, `limit` not a whole number from 1 to 1000, a `cursor` that is not one this route issued for these filters and this API key (`invalid_request`, naming the parameter)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Not an operator key (`not_found`), or alerts are off because history is (`alerts_disabled`)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The history database cannot be reached now (`history_unavailable`); see `Retry-After`", body = Problem, content_type = "application/problem+json",
          headers(("Retry-After" = u64, description = "Seconds to wait"))),
@@ -262,11 +263,21 @@ pub async fn list_deliveries(
             })
         })
         .transpose()?;
-    let limit = limit(params.limit.as_deref())?;
+    let limit = limit(params.limit)?;
+    let codec = services.cursors();
+    let binding = CursorCodec::binding(&serde_json::json!([
+        "webhooks/deliveries",
+        status.map(DeliveryStatus::as_str),
+        super::scores::cursor_owner(&caller),
+    ]));
     let after = params
         .cursor
         .as_deref()
-        .map(|cursor| decode_cursor(cursor, "d:"))
+        .map(|cursor| {
+            codec
+                .decode::<String>(cursor, &binding)
+                .ok_or_else(foreign_cursor)
+        })
         .transpose()?;
     let alerts = services.alerts().ok_or(ApiError::AlertsDisabled)?;
     let work = async { Ok(alerts.deliveries(status, after, limit + 1).await?) };
@@ -277,7 +288,7 @@ pub async fn list_deliveries(
         .then(|| {
             deliveries
                 .last()
-                .map(|delivery| encode_cursor(&format!("d:{}", delivery.webhook_id)))
+                .map(|delivery| codec.encode(&delivery.webhook_id, &binding))
         })
         .flatten();
     let mut response = HttpResponse::Ok();

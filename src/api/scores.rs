@@ -384,7 +384,7 @@ async fn answer(
 
 /// Who a cursor is for: the key's name and its scope, in a canonical text (sorted), so that a
 /// cursor issued to one key is refused for another, or for the same key after its scope changed.
-fn cursor_owner(caller: &Caller) -> String {
+pub(super) fn cursor_owner(caller: &Caller) -> String {
     let scope = match caller.scope.as_ref() {
         Scope::All => serde_json::json!("*"),
         Scope::Some { tenants, tags } => {

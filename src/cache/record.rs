@@ -43,8 +43,10 @@ pub struct Recorder {
     alerts: Option<Arc<Alerts>>,
     outbound: Arc<Outbound>,
     runtime: tokio::runtime::Handle,
-    /// Tenants whose back-fill this process has started or found done.
-    checked: Arc<Mutex<HashSet<TenantId>>>,
+    /// Tenants whose back-fill this process has started or found done, with the Entra tenant
+    /// they stood for: a tenant id re-pointed at another one starts a new series, back-filled
+    /// again.
+    checked: Arc<Mutex<HashSet<(TenantId, String)>>>,
 }
 
 impl Recorder {
@@ -79,7 +81,12 @@ impl Recorder {
         if let Some(alerts) = &self.alerts {
             alerts.on_reading(tenant.id.as_str(), metric, reading.score, at);
         }
-        if metric == Metric::Secure && self.checked.lock().insert(tenant.id.clone()) {
+        if metric == Metric::Secure
+            && self
+                .checked
+                .lock()
+                .insert((tenant.id.clone(), tenant.tenant_id.clone()))
+        {
             self.runtime.spawn(backfill(
                 self.history.clone(),
                 self.outbound.clone(),
@@ -96,10 +103,12 @@ async fn backfill(
     history: Arc<History>,
     outbound: Arc<Outbound>,
     tenant: Arc<Tenant>,
-    checked: Arc<Mutex<HashSet<TenantId>>>,
+    checked: Arc<Mutex<HashSet<(TenantId, String)>>>,
 ) {
     let retry_later = || {
-        checked.lock().remove(&tenant.id);
+        checked
+            .lock()
+            .remove(&(tenant.id.clone(), tenant.tenant_id.clone()));
     };
     let Ok(store) = history.store() else {
         // Not connected yet: the next successful fetch asks again.

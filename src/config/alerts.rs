@@ -3,7 +3,9 @@
 
 use super::resolve::read_secret;
 use super::settings::SecretSource;
-use crate::alerts::{AlertsConfig, Condition, Rule, Webhook, WebhookSecret, DEFAULT_TIMEOUT_MS};
+use crate::alerts::{
+    AlertsConfig, Condition, Reach, Rule, Webhook, WebhookSecret, DEFAULT_TIMEOUT_MS,
+};
 use crate::history::Metric;
 use crate::tenants::Tenant;
 use secrecy::ExposeSecret;
@@ -89,6 +91,11 @@ pub struct WebhookSettings {
     /// Longest an attempt may take, in milliseconds (default 10000, 100 to 60000).
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// Deliver also to private, link-local, loopback, CGNAT, metadata and other non-public
+    /// addresses (default false: public addresses only, checked on the URL and at every
+    /// delivery on what its host resolves to). For a receiver inside your own network.
+    #[serde(default)]
+    pub allow_private_addresses: bool,
 }
 
 /// Parses a duration such as `"7d"`, `"2h"`, `"30m"` within the bounds, or names the mistake.
@@ -298,6 +305,12 @@ pub(super) fn resolve_alerts(
                 None
             }
         };
+        if let Some(refused) = url
+            .as_ref()
+            .and_then(|url| refused_host(url, settings.allow_private_addresses))
+        {
+            problems.push(format!("{key}.url: {refused}"));
+        }
         if url
             .as_ref()
             .is_some_and(|url| !url.username().is_empty() || url.password().is_some())
@@ -344,6 +357,7 @@ pub(super) fn resolve_alerts(
                         .as_ref()
                         .map(|names| names.iter().cloned().collect()),
                     timeout: Duration::from_millis(timeout_ms),
+                    allow_private_addresses: settings.allow_private_addresses,
                 });
             }
         }
@@ -354,10 +368,28 @@ pub(super) fn resolve_alerts(
     }
 }
 
+/// Why the host of `url` is out of the endpoint's reach, as far as can be told without
+/// resolving it: an address literal out of reach, or `localhost` over https (a loopback name).
+/// Names are checked at every delivery, on what they resolve to.
+fn refused_host(url: &url::Url, allow_private_addresses: bool) -> Option<String> {
+    let reach = Reach::of(url, allow_private_addresses);
+    if let Some(refused) = reach.refuses_literal(url) {
+        return Some(refused.to_string());
+    }
+    (reach == Reach::Public && is_loopback(url)).then(|| {
+        "localhost is a loopback address: webhooks go to public addresses only \
+         (allow_private_addresses = true in the [[webhooks]] entry allows it)"
+            .to_owned()
+    })
+}
+
 /// Whether `url` names a loopback host (`localhost`, 127.0.0.0/8, `::1`).
 fn is_loopback(url: &url::Url) -> bool {
     match url.host() {
-        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Domain(domain)) => {
+            let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+            domain == "localhost" || domain.ends_with(".localhost")
+        }
         Some(url::Host::Ipv4(address)) => address.is_loopback(),
         Some(url::Host::Ipv6(address)) => address.is_loopback(),
         None => false,
@@ -475,6 +507,61 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn https_to_a_private_link_local_loopback_or_metadata_address_is_refused_unless_allowed() {
+        let hook = |url: &str, allow: bool| {
+            format!(
+                "[[webhooks]]\nname = \"inside\"\nurl = \"{url}\"\nsecret = {{ env = \"SECRET\" }}\n\
+                 allow_private_addresses = {allow}\n"
+            )
+        };
+        for (url, what) in [
+            (
+                "https://169.254.169.254/",
+                "169.254.169.254 is a cloud metadata address",
+            ),
+            ("https://10.0.0.1/hook", "10.0.0.1 is a private address"),
+            ("https://[fe80::1]/hook", "fe80::1 is a link-local address"),
+            (
+                "https://[fd00::1]/hook",
+                "fd00::1 is a private (unique local) address",
+            ),
+            ("https://127.0.0.1/hook", "127.0.0.1 is a loopback address"),
+            (
+                "https://localhost:8443/hook",
+                "localhost is a loopback address",
+            ),
+            (
+                "https://100.64.1.1/hook",
+                "100.64.1.1 is a shared (CGNAT) address",
+            ),
+            ("https://0.0.0.0/hook", "0.0.0.0 is an unspecified address"),
+            (
+                "https://[::ffff:192.168.0.1]/",
+                "::ffff:192.168.0.1 is a private address",
+            ),
+        ] {
+            let problems = problems_of(&hook(url, false)).join("\n");
+            assert!(
+                problems.contains(&format!("webhooks[0] (name \"inside\").url: {what}"))
+                    && problems.contains("allow_private_addresses = true"),
+                "{url}: {problems}"
+            );
+            let env = |_: &str| Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned());
+            let (config, problems) = resolve(&hook(url, true), &env);
+            assert!(problems.is_empty(), "{url}: {problems:?}");
+            assert!(config.webhooks[0].allow_private_addresses);
+        }
+        // Public addresses and names pass (names are checked at delivery).
+        for url in ["https://20.42.65.92/hook", "https://hooks.example.com/hook"] {
+            assert!(problems_of(&hook(url, false)).is_empty(), "{url}");
+        }
+        // Plain http stays loopback only, with or without the setting.
+        assert!(problems_of(&hook("http://127.0.0.1:9/hook", false)).is_empty());
+        let problems = problems_of(&hook("http://10.0.0.1/hook", true)).join("\n");
+        assert!(problems.contains("must be https://"), "{problems}");
     }
 
     #[test]

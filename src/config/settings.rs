@@ -101,10 +101,10 @@ pub struct ServerSettings {
     pub shutdown_grace_seconds: u64,
     /// Longest a request may take, in milliseconds, before it is answered 504 `deadline_exceeded`.
     pub request_timeout_ms: u64,
-    /// Secret the `/scores` cursors are encrypted with (`{ env = "…" }` or `{ file = "…" }`, at
-    /// least 32 characters); give every replica the same one. Without it each process uses a
-    /// random key, and cursors do not survive a restart nor work on another replica. Changing it
-    /// needs a restart.
+    /// Secret every cursor (`/scores`, alert routes) is encrypted with (`{ env = "…" }` or
+    /// `{ file = "…" }`, at least 32 characters); give every replica the same one. Without it
+    /// each process uses a random key, and cursors do not survive a restart nor work on another
+    /// replica. Changing it needs a restart.
     pub cursor_key: Option<SecretSource>,
 }
 

@@ -24,6 +24,16 @@ const SQLITE: &[File] = &[
         "alerts",
         include_str!("../../migrations/sqlite/0002_alerts.sql"),
     ),
+    (
+        3,
+        "alert endpoints",
+        include_str!("../../migrations/sqlite/0003_alert_endpoints.sql"),
+    ),
+    (
+        4,
+        "tenant bindings",
+        include_str!("../../migrations/sqlite/0004_tenant_bindings.sql"),
+    ),
 ];
 
 const POSTGRES: &[File] = &[
@@ -36,6 +46,16 @@ const POSTGRES: &[File] = &[
         2,
         "alerts",
         include_str!("../../migrations/postgres/0002_alerts.sql"),
+    ),
+    (
+        3,
+        "alert endpoints",
+        include_str!("../../migrations/postgres/0003_alert_endpoints.sql"),
+    ),
+    (
+        4,
+        "tenant bindings",
+        include_str!("../../migrations/postgres/0004_tenant_bindings.sql"),
     ),
 ];
 

@@ -14,6 +14,7 @@
 //! - `store`: [`Store`], the SQL over one `sqlx::AnyPool` (one code path for both engines).
 //! - `writer`: the bounded channel and the background task that writes batches, with back-off.
 //! - `file`: whether the SQLite file is still the one opened (not deleted nor replaced).
+//! - `binding`: which Entra tenant each tenant id stands for; a re-pointed id starts a new series.
 //!
 //! # One code path over two engines
 //!
@@ -24,11 +25,13 @@
 //! sqlx's migrator takes a PostgreSQL advisory lock (`pg_advisory_lock`) around the migrations,
 //! so replicas starting together apply them once.
 
+mod binding;
 mod file;
 mod migrations;
 mod store;
 mod writer;
 
+pub use binding::{Binding, Rebound};
 pub use file::FileState;
 pub use store::{retention_start, Store};
 pub use writer::WriterStats;
@@ -222,6 +225,8 @@ pub struct History {
     past: parking_lot::Mutex<PastCache>,
     /// The SQLite file's state as last checked, and its gauge: the log tells each change once.
     file: Arc<FileWatch>,
+    /// The tenants' Entra bindings, applied before the store is published and on reload.
+    bindings: Arc<binding::Gate>,
 }
 
 /// The last state of the SQLite file, shared by the periodic check and readiness.
@@ -308,6 +313,37 @@ impl History {
         clock: Arc<dyn Fn() -> OffsetDateTime + Send + Sync>,
         period: std::time::Duration,
     ) -> Self {
+        Self::spawn(config, metrics, runtime, clock, period, None)
+    }
+
+    /// [`History::start`] for the registered tenants: each (tenant id, Entra tenant id) in
+    /// `bindings` is checked against the database before anything reads or writes it; a tenant
+    /// id re-pointed at another Entra tenant starts a new series ([`History::bind_tenants`]).
+    pub fn start_for_tenants(
+        config: &HistoryConfig,
+        metrics: HistoryMetrics,
+        runtime: &tokio::runtime::Handle,
+        bindings: Vec<Binding>,
+    ) -> Self {
+        Self::spawn(
+            config,
+            metrics,
+            runtime,
+            Arc::new(OffsetDateTime::now_utc),
+            MAINTENANCE_PERIOD,
+            Some(bindings),
+        )
+    }
+
+    fn spawn(
+        config: &HistoryConfig,
+        metrics: HistoryMetrics,
+        runtime: &tokio::runtime::Handle,
+        clock: Arc<dyn Fn() -> OffsetDateTime + Send + Sync>,
+        period: std::time::Duration,
+        bindings: Option<Vec<Binding>>,
+    ) -> Self {
+        let bindings = Arc::new(binding::Gate::new(bindings));
         let store = Arc::new(OnceLock::new());
         let stop = CancellationToken::new();
         let file = Arc::new(FileWatch {
@@ -320,6 +356,7 @@ impl History {
                 url: config.url.clone(),
                 description: config.redacted_url(),
                 store: store.clone(),
+                bindings: bindings.clone(),
             },
             config.buffer,
             metrics,
@@ -341,6 +378,7 @@ impl History {
             stop,
             past: parking_lot::Mutex::default(),
             file,
+            bindings,
         }
     }
 
@@ -351,6 +389,27 @@ impl History {
         let state = self.store.get().map_or(FileState::Same, Store::file_state);
         self.file.record(state);
         state
+    }
+
+    /// Checks each (tenant id, Entra tenant id) against the database (now, or once connected):
+    /// a tenant id whose Entra tenant changed starts a new series. The previous customer's
+    /// points and alert events move under an archived id, its alert states are reset, a WARN
+    /// says so; readings recorded before are written first (for up to 5 s). Returns the tenant
+    /// ids that were re-bound now.
+    pub async fn bind_tenants(&self, bindings: Vec<Binding>) -> Vec<String> {
+        let flushed = async {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.flush()).await;
+        };
+        let rebound = self.bindings.bind(bindings, &self.store, flushed).await;
+        let tenants: Vec<String> = rebound.into_iter().map(|rebound| rebound.tenant).collect();
+        if !tenants.is_empty() {
+            // The past scores read today were the previous customer's.
+            self.past
+                .lock()
+                .entries
+                .retain(|(_, tenant), _| !tenants.contains(tenant));
+        }
+        tenants
     }
 
     /// Records a reading, off the request path: never waits and never fails. When the buffer

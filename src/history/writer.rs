@@ -31,6 +31,8 @@ pub(super) struct Target {
     pub(super) description: String,
     /// Filled once connected and migrated; shared with the queries.
     pub(super) store: Arc<OnceLock<Store>>,
+    /// The tenants' Entra bindings, applied before the store is filled.
+    pub(super) bindings: Arc<super::binding::Gate>,
 }
 
 /// What the writer is asked.
@@ -150,7 +152,7 @@ async fn run(
     let Some(store) = connect(&target, &stop).await else {
         return;
     };
-    let store = target.store.get_or_init(|| store).clone();
+    let store = target.bindings.publish(store, &target.store).await;
     // Drains until every sender is gone, so readings queued before shutdown are written.
     while let Some(first) = receiver.recv().await {
         let mut batch = Vec::new();

@@ -17,20 +17,20 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 /// The Standard Webhooks specification's example secret.
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub(crate) const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// One request the receiver got.
 #[derive(Debug, Clone)]
-struct Received {
-    id: String,
-    valid: bool,
-    body: serde_json::Value,
+pub(crate) struct Received {
+    pub(crate) id: String,
+    pub(crate) valid: bool,
+    pub(crate) body: serde_json::Value,
 }
 
 /// A webhook receiver on loopback: answers each request with the next scripted status (the
 /// last one repeats), and records whether the signature verifies.
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     received: Arc<Mutex<Vec<Received>>>,
     handle: actix_web::dev::ServerHandle,
 }
@@ -81,7 +81,7 @@ pub(crate) fn signed_by(secret: &str, request: &HttpRequest, body: &[u8]) -> (St
 }
 
 impl Receiver {
-    fn start(script: Vec<u16>) -> Self {
+    pub(crate) fn start(script: Vec<u16>) -> Self {
         let received = Arc::new(Mutex::new(Vec::<Received>::new()));
         let script = Arc::new(Mutex::new(script));
         let state = (received.clone(), script);
@@ -117,25 +117,25 @@ impl Receiver {
         }
     }
 
-    fn received(&self) -> Vec<Received> {
+    pub(crate) fn received(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
     }
 }
 
 /// A clock the test moves.
 #[derive(Clone)]
-struct TestClock(Arc<Mutex<OffsetDateTime>>);
+pub(crate) struct TestClock(Arc<Mutex<OffsetDateTime>>);
 
 impl TestClock {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self(Arc::new(Mutex::new(
             OffsetDateTime::now_utc().replace_nanosecond(0).unwrap(),
         )))
     }
-    fn now(&self) -> OffsetDateTime {
+    pub(crate) fn now(&self) -> OffsetDateTime {
         *self.0.lock().unwrap()
     }
-    fn advance(&self, by: Duration) {
+    pub(crate) fn advance(&self, by: Duration) {
         *self.0.lock().unwrap() += by;
     }
     fn options(&self) -> Options {
@@ -148,7 +148,7 @@ impl TestClock {
     }
 }
 
-fn rule(name: &str, tenants: &[&str], condition: Condition) -> Rule {
+pub(crate) fn rule(name: &str, tenants: &[&str], condition: Condition) -> Rule {
     Rule {
         name: name.to_owned(),
         metric: Metric::Device,
@@ -157,21 +157,22 @@ fn rule(name: &str, tenants: &[&str], condition: Condition) -> Rule {
     }
 }
 
-fn webhook(name: &str, url: &str) -> Webhook {
+pub(crate) fn webhook(name: &str, url: &str) -> Webhook {
     Webhook {
         name: name.to_owned(),
         url: url.parse().unwrap(),
         secret: WebhookSecret::parse(SECRET).unwrap(),
         alerts: None,
         timeout: Duration::from_secs(5),
+        allow_private_addresses: false,
     }
 }
 
-fn sqlite_url(dir: &tempfile::TempDir) -> String {
+pub(crate) fn sqlite_url(dir: &tempfile::TempDir) -> String {
     format!("sqlite://{}/alerts.db?mode=rwc", dir.path().display())
 }
 
-async fn history(url: String) -> Arc<History> {
+pub(crate) async fn history(url: String) -> Arc<History> {
     let history = Arc::new(History::start(
         &HistoryConfig {
             enabled: true,
@@ -195,7 +196,7 @@ async fn history(url: String) -> Arc<History> {
 
 /// Rule `low` (tenant `a`'s device score below 300) delivered to webhook `psa` at `url`: the
 /// set-up most delivery tests share.
-fn low_below_300(url: &str) -> AlertsConfig {
+pub(crate) fn low_below_300(url: &str) -> AlertsConfig {
     AlertsConfig {
         rules: vec![rule("low", &["a"], Condition::Below(300.0))],
         webhooks: vec![webhook("psa", url)],
@@ -204,7 +205,7 @@ fn low_below_300(url: &str) -> AlertsConfig {
 
 /// The engine over `history`, with the test's clock and the gateway's own webhook client (as
 /// `serve` builds it: no redirects followed).
-fn engine(
+pub(crate) fn engine(
     config: AlertsConfig,
     history: Arc<History>,
     clock: &TestClock,
@@ -213,15 +214,20 @@ fn engine(
     Alerts::start_with(
         config,
         history,
-        scoregate::upstream::webhook_client(&scoregate::config::UpstreamSettings::default(), None)
-            .unwrap(),
+        scoregate::alerts::WebhookClients::build(|| {
+            scoregate::upstream::webhook_client(
+                &scoregate::config::UpstreamSettings::default(),
+                None,
+            )
+        })
+        .unwrap(),
         metrics,
         &tokio::runtime::Handle::current(),
         clock.options(),
     )
 }
 
-async fn events(alerts: &Alerts) -> Vec<(String, String)> {
+pub(crate) async fn events(alerts: &Alerts) -> Vec<(String, String)> {
     alerts
         .events(&scoregate::alerts::EventFilter {
             limit: 1_000,

@@ -366,7 +366,7 @@ async fn a_failing_for_rule_fires_once_the_window_has_passed_for_a_revoked_secre
     let moved = Alerts::start_with(
         (*alerts.config()).clone(),
         app.services.history().unwrap().clone(),
-        reqwest::Client::new(),
+        scoregate::alerts::WebhookClients::build(|| Ok(reqwest::Client::builder())).unwrap(),
         AlertMetrics::default(),
         &tokio::runtime::Handle::current(),
         Options {

@@ -5,6 +5,8 @@
 
 mod alerts;
 mod alerts_e2e;
+mod alerts_endpoints;
+mod alerts_paging;
 mod auth;
 mod cli;
 mod cluster;
@@ -24,4 +26,5 @@ mod scores;
 mod sources;
 mod storage;
 mod structure;
+mod tenant_rebinding;
 mod token;

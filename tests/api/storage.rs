@@ -114,6 +114,7 @@ fn webhook(name: &str, url: &str, alerts: Option<&[&str]>) -> Webhook {
         secret: WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap(),
         alerts: alerts.map(|names| names.iter().map(|name| name.to_string()).collect()),
         timeout: Duration::from_secs(5),
+        allow_private_addresses: false,
     }
 }
 
@@ -122,8 +123,13 @@ fn engine(history: Arc<History>, config: AlertsConfig, clock: scoregate::alerts:
     Alerts::start_with(
         config,
         history,
-        scoregate::upstream::webhook_client(&scoregate::config::UpstreamSettings::default(), None)
-            .unwrap(),
+        scoregate::alerts::WebhookClients::build(|| {
+            scoregate::upstream::webhook_client(
+                &scoregate::config::UpstreamSettings::default(),
+                None,
+            )
+        })
+        .unwrap(),
         AlertMetrics::default(),
         &tokio::runtime::Handle::current(),
         Options {

@@ -1,0 +1,284 @@
+//! A gateway tenant id re-pointed at another Entra tenant (its `tenant_id` changed in the
+//! configuration) starts a new series: the new customer's key sees none of the previous
+//! customer's history, changes or alert events, and the new customer's `secure` score is
+//! back-filled from its own Graph; the previous rows are archived, not deleted.
+
+use crate::helpers::{captured_logs, emulator_options, spawn_app_with_config, TestApp};
+use scoregate::history::{Interval, Metric, Reading};
+use sqlx::Row;
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+
+/// Polls `check` every 20 ms until it holds, failing with `what` after 20 s.
+async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !check().await {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn get(app: &TestApp, path: &str, key: &str) -> serde_json::Value {
+    let response = app
+        .client
+        .get(format!("{}{path}", app.address))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200, "{path}");
+    response.json().await.unwrap()
+}
+
+/// The `[[tenants]]` entry of `slug` in `config` (from its header to the next one).
+fn entry<'a>(config: &'a str, slug: &str) -> &'a str {
+    let start = config
+        .find(&format!("[[tenants]]\nid = \"{slug}\"\n"))
+        .expect("the tenant's entry");
+    let end = config[start + 1..]
+        .find("\n[[")
+        .map_or(config.len(), |end| start + 1 + end + 1);
+    &config[start..end]
+}
+
+/// `entry` with its Entra tenant, client id and credential taken from `from`.
+fn re_pointed(entry: &str, from: &str) -> String {
+    let credential = |line: &str| {
+        line.starts_with("tenant_id")
+            || line.starts_with("client_id")
+            || line.starts_with("client_secret")
+            || line.starts_with("certificate")
+    };
+    let theirs: Vec<&str> = from.lines().filter(|line| credential(line)).collect();
+    let mut lines: Vec<String> = Vec::new();
+    for line in entry.lines() {
+        if !credential(line) {
+            lines.push(line.to_owned());
+        } else if line.starts_with("tenant_id") {
+            lines.extend(theirs.iter().map(|line| (*line).to_owned()));
+        }
+    }
+    lines.join("\n") + "\n"
+}
+
+#[tokio::test]
+async fn a_tenant_id_re_pointed_at_another_entra_tenant_starts_a_new_series() {
+    let (key, digest) = scoregate::auth::generate_key().unwrap();
+    let mut slugs: Vec<String> = Vec::new();
+    let app = spawn_app_with_config(
+        emulator_options(2, vec![]),
+        &[
+            ("SCOREGATE__AUTH__ENABLED", "true"),
+            ("SCOREGATE__UPSTREAM__METRICS", r#"["device","secure"]"#),
+        ],
+        &format!(
+            "[[api_keys]]\nname = \"portal\"\nsha256 = \"{digest}\"\ntenants = [\"contoso\"]\n\n\
+             [[alerts]]\nname = \"low\"\nmetric = \"device\"\nbelow = 100000\n"
+        ),
+    )
+    .await;
+    slugs.extend(app.emulator.tenants().into_iter().map(|tenant| tenant.slug));
+    // The key is the new customer's: it sees `contoso` only.
+    let tenant = "contoso".to_owned();
+    let other = slugs
+        .iter()
+        .find(|slug| **slug != tenant)
+        .expect("a second tenant")
+        .clone();
+    assert!(slugs.contains(&tenant), "{slugs:?}");
+    let history = app.services.history().unwrap().clone();
+    let store = history.store().unwrap().clone();
+    let alerts = app.services.alerts().unwrap().clone();
+    let day = |days: i64| {
+        let now = OffsetDateTime::now_utc();
+        (
+            now - time::Duration::days(days),
+            now + time::Duration::hours(1),
+        )
+    };
+    let points = async |metric| {
+        let (from, to) = day(100);
+        store
+            .history(&tenant, metric, from, to, Interval::Day)
+            .await
+            .unwrap()
+    };
+
+    // The previous customer's series: a device point 8 days old, the secure back-fill, an event.
+    history.record(Reading {
+        tenant: tenant.clone(),
+        metric: Metric::Device,
+        at: OffsetDateTime::now_utc() - time::Duration::days(8),
+        score: 1.0,
+        max_score: None,
+    });
+    get(
+        &app,
+        &format!("/tenants/{tenant}/score?metric=secure"),
+        &key,
+    )
+    .await;
+    until("the first back-fill", async || {
+        history.flush().await;
+        points(Metric::Secure).await.len() == 90
+    })
+    .await;
+    assert_eq!(app.emulator.stats().tenant(&tenant).graph_calls, 2);
+    let scores = get(&app, &format!("/scores?tenant={tenant}"), &key).await;
+    assert!(scores["items"][0]["change_7d"].is_number(), "{scores}");
+    alerts.flush().await;
+    let before = get(&app, "/alerts/events", &key).await;
+    assert_eq!(before["events"].as_array().unwrap().len(), 1, "{before}");
+    let old_event = before["events"][0]["id"].clone();
+
+    // The gateway id is re-pointed at the other Entra tenant (whose own entry goes).
+    let config = std::fs::read_to_string(&app.config_path).unwrap();
+    let (mine, theirs) = (entry(&config, &tenant), entry(&config, &other));
+    let rewritten = config
+        .replace(theirs, "")
+        .replace(mine, &re_pointed(mine, theirs));
+    std::fs::write(&app.config_path, rewritten).unwrap();
+    app.reloader.reload().await.expect("the new file loads");
+
+    // The new customer's key sees no history, no change, no event, nothing firing.
+    let body = get(&app, &format!("/tenants/{tenant}/history"), &key).await;
+    assert_eq!(body["points"], serde_json::json!([]), "{body}");
+    let body = get(
+        &app,
+        &format!("/tenants/{tenant}/history?metric=secure"),
+        &key,
+    )
+    .await;
+    assert_eq!(body["points"], serde_json::json!([]), "{body}");
+    let body = get(&app, "/alerts/events", &key).await;
+    assert_eq!(body["events"], serde_json::json!([]), "{body}");
+    assert_eq!(
+        get(&app, "/alerts", &key).await["alerts"],
+        serde_json::json!([])
+    );
+    let scores = get(&app, &format!("/scores?tenant={tenant}&max_age=0"), &key).await;
+    assert!(scores["items"][0]["score"].is_number(), "{scores}");
+    assert!(scores["items"][0]["change_7d"].is_null(), "{scores}");
+    // Its own rules start from `ok`: the new customer's score fires anew.
+    alerts.flush().await;
+    let body = get(&app, "/alerts/events", &key).await;
+    let events = body["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{body}");
+    assert_ne!(events[0]["id"], old_event);
+
+    // Its secure score is back-filled again, from its own Entra tenant's Graph.
+    get(
+        &app,
+        &format!("/tenants/{tenant}/score?metric=secure&max_age=0"),
+        &key,
+    )
+    .await;
+    until("the new customer's back-fill", async || {
+        history.flush().await;
+        points(Metric::Secure).await.len() == 90
+    })
+    .await;
+    assert_eq!(app.emulator.stats().tenant(&other).graph_calls, 2);
+    assert_eq!(app.emulator.stats().tenant(&tenant).graph_calls, 2);
+
+    // The previous rows are archived under an id no tenant can have, and the log says so.
+    let archived: i64 =
+        sqlx::query("SELECT COUNT(*) AS n FROM history_points WHERE tenant LIKE $1")
+            .bind(format!("{tenant}@%"))
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+            .try_get("n")
+            .unwrap();
+    assert!(archived >= 91, "{archived} archived point(s)");
+    let logs = captured_logs();
+    assert!(
+        logs.contains("this tenant id now names another Entra tenant"),
+        "no WARN in the log"
+    );
+}
+
+/// The history of `url` started for `bindings`, once connected.
+async fn started(url: &str, bindings: &[(&str, &str)]) -> scoregate::history::History {
+    let history = scoregate::history::History::start_for_tenants(
+        &scoregate::config::HistoryConfig {
+            enabled: true,
+            url: secrecy::SecretString::from(url.to_owned()),
+            retention_days: 400,
+            alerts_retention_days: 400,
+            buffer: 1_000,
+        },
+        scoregate::metrics::HistoryMetrics::default(),
+        &tokio::runtime::Handle::current(),
+        bindings
+            .iter()
+            .map(|(tenant, entra)| (tenant.to_string(), entra.to_string()))
+            .collect(),
+    );
+    until("the database", async || history.store().is_ok()).await;
+    history
+}
+
+#[tokio::test]
+async fn a_restart_with_a_re_pointed_tenant_starts_its_new_series_before_anything_reads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite://{}/h.db?mode=rwc", dir.path().display());
+    let postgres = crate::postgres::shared().database().await;
+    for url in [sqlite, postgres] {
+        let reading = |tenant: &str| Reading {
+            tenant: tenant.to_owned(),
+            metric: Metric::Device,
+            at: OffsetDateTime::now_utc() - time::Duration::days(3),
+            score: 300.0,
+            max_score: None,
+        };
+        let count = async |history: &scoregate::history::History, tenant: &str| {
+            let now = OffsetDateTime::now_utc();
+            history
+                .store()
+                .unwrap()
+                .history(
+                    tenant,
+                    Metric::Device,
+                    now - time::Duration::days(10),
+                    now,
+                    Interval::Day,
+                )
+                .await
+                .unwrap()
+                .len()
+        };
+        {
+            let history = started(&url, &[("a", "entra-1"), ("b", "entra-2")]).await;
+            history.record(reading("a"));
+            history.record(reading("b"));
+            history.flush().await;
+            assert_eq!(count(&history, "a").await, 1);
+            history.store().unwrap().close().await;
+        }
+        // `a` now stands for another Entra tenant; `b` is unchanged; `c` is new.
+        let history = started(&url, &[("a", "entra-3"), ("b", "entra-2"), ("c", "x")]).await;
+        assert_eq!(count(&history, "a").await, 0, "{url}");
+        assert_eq!(count(&history, "b").await, 1, "{url}");
+        // Applied once: the same bindings again change nothing.
+        assert!(history
+            .bind_tenants(vec![
+                ("a".to_owned(), "entra-3".to_owned()),
+                ("b".to_owned(), "entra-2".to_owned()),
+            ])
+            .await
+            .is_empty());
+        let archived: i64 =
+            sqlx::query("SELECT COUNT(*) AS n FROM history_points WHERE tenant LIKE 'a@entra-1@%'")
+                .fetch_one(history.store().unwrap().pool())
+                .await
+                .unwrap()
+                .try_get("n")
+                .unwrap();
+        assert_eq!(archived, 1, "{url}");
+        history.store().unwrap().close().await;
+    }
+}
