@@ -156,17 +156,35 @@ pub(super) async fn supervise(
 
 /// One endpoint's worker: attempts due rows, then waits for a new event or the poll period.
 async fn worker(shared: Arc<Shared>, name: String, poll: Duration, stop: CancellationToken) {
+    // While the database is away every poll fails: told once, then summarised.
+    let mut failures =
+        crate::telemetry::RepeatedFailures::new(super::engine::FAILURE_SUMMARY_PERIOD);
     loop {
         // Registered before looking, so that an event written meanwhile still wakes it.
         let woken = shared.wake.notified();
-        match deliver_due(&shared, &name).await {
+        let result = deliver_due(&shared, &name).await;
+        if result.is_ok() {
+            if let Some(count) = failures.succeeded() {
+                tracing::info!(webhook = %name, "alerts: deliveries work again after {count} failed poll(s)");
+            }
+        }
+        match result {
             Ok(attempts) if attempts > 0 => continue,
             Ok(_) => {}
-            Err(error) => tracing::warn!(
-                webhook = %name,
-                "alerts: deliveries not attempted, retried shortly: {}",
-                crate::telemetry::error_chain(&error)
-            ),
+            Err(error) => {
+                let error = crate::telemetry::error_chain(&error);
+                match failures.failed(tokio::time::Instant::now()) {
+                    crate::telemetry::FailureLine::First => tracing::warn!(
+                        webhook = %name,
+                        "alerts: deliveries not attempted, retried shortly (repeats are summarised): {error}"
+                    ),
+                    crate::telemetry::FailureLine::Summary { failures, seconds } => tracing::warn!(
+                        webhook = %name,
+                        "alerts: deliveries not attempted {failures} more time(s) in the last {seconds} s; the latest: {error}"
+                    ),
+                    crate::telemetry::FailureLine::Quiet => {}
+                }
+            }
         }
         tokio::select! {
             _ = stop.cancelled() => return,

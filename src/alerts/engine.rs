@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Shortest time between two log lines about failing evaluations.
-const FAILURE_SUMMARY_PERIOD: Duration = Duration::from_secs(30);
+pub(super) const FAILURE_SUMMARY_PERIOD: Duration = Duration::from_secs(30);
 
 /// What one rule decided for one tenant.
 #[derive(Debug, Clone, Copy, PartialEq)]
