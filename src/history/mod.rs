@@ -13,6 +13,7 @@
 //!   error, and [`History`], the one handle the rest of the gateway holds.
 //! - `store`: [`Store`], the SQL over one `sqlx::AnyPool` (one code path for both engines).
 //! - `writer`: the bounded channel and the background task that writes batches, with back-off.
+//! - `read`: the policies of every read (database known away, read permits, deadline).
 //!
 //! # One code path over two engines
 //!
@@ -23,9 +24,11 @@
 //! sqlx's migrator takes a PostgreSQL advisory lock (`pg_advisory_lock`) around the migrations,
 //! so replicas starting together apply them once.
 
+mod read;
 mod store;
 mod writer;
 
+pub use read::{ReadGate, ReadLimits};
 pub use store::{retention_start, Store};
 pub use writer::WriterStats;
 
@@ -187,6 +190,22 @@ pub enum HistoryError {
     /// The schema could not be brought up to date.
     #[error("the history database's migrations failed")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    /// The database could not be reached moments ago: the read was not tried (see
+    /// [`ReadLimits::down_for`]).
+    #[error("the history database is away; tried again in {retry_after:?}")]
+    Down {
+        /// Until the next attempt.
+        retry_after: std::time::Duration,
+    },
+    /// Every read permit is taken (see [`ReadLimits::permits`]).
+    #[error("too many history reads at once")]
+    Busy,
+    /// The read took longer than its deadline (see [`ReadLimits::deadline`]).
+    #[error("the history read took longer than {after:?}")]
+    Deadline {
+        /// The deadline.
+        after: std::time::Duration,
+    },
 }
 
 impl From<sqlx::Error> for HistoryError {
@@ -211,6 +230,9 @@ pub struct History {
     stop: CancellationToken,
     /// Past scores already read today, per metric and tenant (see [`History::changes`]).
     past: parking_lot::Mutex<PastCache>,
+    /// The read policies: reads never take the whole pool from the writer and the alerts,
+    /// never run without a deadline, and fail fast while the database is away.
+    reads: ReadGate,
 }
 
 /// The scores at the ends of past days read during one UTC day. They cannot change during that
@@ -292,7 +314,49 @@ impl History {
             retention_days: config.retention_days,
             stop,
             past: parking_lot::Mutex::default(),
+            reads: ReadGate::new(ReadLimits::default()),
         }
+    }
+
+    /// This history with other read limits (tests and benchmarks tighten them).
+    pub fn with_read_limits(mut self, limits: ReadLimits) -> Self {
+        self.reads = ReadGate::new(limits);
+        self
+    }
+
+    /// The read policies (for the alerts' reads, which fail fast with the history's).
+    pub fn reads(&self) -> &ReadGate {
+        &self.reads
+    }
+
+    /// One tenant's points (see [`Store::history`]), through the read policies.
+    pub async fn tenant_points(
+        &self,
+        tenant: &str,
+        metric: Metric,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        interval: Interval,
+    ) -> Result<Vec<Point>, HistoryError> {
+        let store = self.store()?;
+        self.reads
+            .run(store.history(tenant, metric, from, to, interval))
+            .await
+    }
+
+    /// The portfolio of `tenants` (see [`Store::portfolio`]), through the read policies.
+    pub async fn portfolio(
+        &self,
+        tenants: &std::collections::HashSet<String>,
+        metric: Metric,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        interval: Interval,
+    ) -> Result<Vec<PortfolioPoint>, HistoryError> {
+        let store = self.store()?;
+        self.reads
+            .run(store.portfolio(tenants, metric, from, to, interval))
+            .await
     }
 
     /// Records a reading, off the request path: never waits and never fails. When the buffer
@@ -346,7 +410,10 @@ impl History {
                 .collect()
         };
         if !missing.is_empty() {
-            let mut read = store.changes(&missing, metric, now).await?;
+            let mut read = self
+                .reads
+                .run(store.changes(&missing, metric, now))
+                .await?;
             let mut cache = self.past.lock();
             if cache.day == day {
                 for tenant in missing {

@@ -10,6 +10,7 @@ use super::{
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Row};
+use futures::TryStreamExt;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -24,6 +25,11 @@ const ROLL_UP_CHUNK: i64 = 20_000;
 /// Tenants per `changes` statement: within both engines' limits on bound parameters
 /// (SQLite 32,766, PostgreSQL 65,535), and 10,000 tenants take 5 statements, not 10,000.
 const CHANGES_CHUNK: usize = 2_000;
+
+/// Tenants a portfolio statement names, at most: within SQLite's 32,766 bound parameters. A
+/// caller who sees more (beyond the gateway's design) reads the metric's range whole, its
+/// tenants kept as the rows stream by.
+const PORTFOLIO_TENANTS: usize = 30_000;
 
 /// Merges a bucket's new contribution into the stored row: the later reading's score wins
 /// (readings may arrive out of order: back-fills, several replicas), min and max widen,
@@ -278,6 +284,11 @@ impl Store {
 
     /// The portfolio of `tenants` from `from` to `to`: per `interval` bucket, statistics over
     /// each tenant's last score in the bucket. Buckets without any score are left out.
+    ///
+    /// The cost follows the caller's tenants, not the portfolio's: the statement names them
+    /// (each one a seek on the primary key), the database picks each one's last score per
+    /// bucket and sends the rows ordered by bucket, and they are folded one bucket at a time,
+    /// so memory holds one bucket's scores at most, whatever the range.
     pub async fn portfolio(
         &self,
         tenants: &HashSet<String>,
@@ -286,44 +297,63 @@ impl Store {
         to: OffsetDateTime,
         interval: Interval,
     ) -> Result<Vec<PortfolioPoint>, HistoryError> {
+        if tenants.is_empty() {
+            return Ok(Vec::new());
+        }
         let (width, offset) = interval.geometry();
-        // The database picks each tenant's last reading per bucket (a window over the range),
-        // so only one row per tenant and bucket travels; the caller's scope is applied here.
-        let rows = sqlx::query(
-            "SELECT tenant, bucket, last FROM ( \
-                SELECT tenant, (at - $3) / $4 * $4 + $3 AS bucket, last, \
-                ROW_NUMBER() OVER (PARTITION BY tenant, (at - $3) / $4 ORDER BY last_at DESC) AS rn \
-                FROM history_points WHERE metric = $1 AND at >= $2 AND at <= $5 \
-             ) ranked WHERE rn = 1",
-        )
-        .bind(metric.as_str())
-        .bind(interval.bucket(from.unix_timestamp()))
-        .bind(offset)
-        .bind(width)
-        .bind(to.unix_timestamp())
-        .fetch_all(&self.pool)
-        .await?;
-        let mut buckets: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
-        for row in &rows {
-            let tenant: String = row.try_get("tenant")?;
-            if !tenants.contains(&tenant) {
-                continue;
+        let named = tenants.len() <= PORTFOLIO_TENANTS;
+        let sql = portfolio_sql(if named { tenants.len() } else { 0 });
+        // Built from numbers only (placeholders); every value is bound. Not kept prepared: the
+        // text differs with the number of tenants.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .persistent(false)
+            .bind(metric.as_str())
+            .bind(interval.bucket(from.unix_timestamp()))
+            .bind(offset)
+            .bind(width)
+            .bind(to.unix_timestamp());
+        if named {
+            // Sorted: the same tenants give the same statement and the same plan.
+            let mut sorted: Vec<&str> = tenants.iter().map(String::as_str).collect();
+            sorted.sort_unstable();
+            for tenant in sorted {
+                query = query.bind(tenant);
+            }
+        }
+        let mut rows = query.fetch(&self.pool);
+        let mut points = Vec::new();
+        let mut current: Option<(i64, Vec<f64>)> = None;
+        while let Some(row) = rows.try_next().await? {
+            if !named {
+                let tenant: String = row.try_get("tenant")?;
+                if !tenants.contains(&tenant) {
+                    continue;
+                }
             }
             let bucket: i64 = row.try_get("bucket")?;
             let last: f64 = row.try_get("last")?;
-            buckets.entry(bucket).or_default().push(last);
+            match &mut current {
+                Some((at, values)) if *at == bucket => values.push(last),
+                _ => {
+                    if let Some((at, values)) = current.replace((bucket, vec![last])) {
+                        points.extend(bucket_statistics(at, values));
+                    }
+                }
+            }
         }
-        Ok(buckets
-            .into_iter()
-            .filter_map(|(bucket, values)| {
-                statistics(OffsetDateTime::from_unix_timestamp(bucket).ok()?, values)
-            })
-            .collect())
+        if let Some((at, values)) = current {
+            points.extend(bucket_statistics(at, values));
+        }
+        Ok(points)
     }
 
     /// Each tenant's score at the end of the day 1, 7, 30 and 90 days before `now`'s day: the
     /// last point that started before the next midnight. One statement per 2,000 tenants, each
     /// look-up a seek on the primary key. Tenants without any point that old get `None`s.
+    ///
+    /// The 90-day score falls back to the oldest point of the day after, when there is none
+    /// before: Graph keeps 90 daily snapshots, the oldest stamped at the midnight that *ends*
+    /// the day 90 days ago, so a tenant back-filled today has a `change_90d` from day one.
     pub async fn changes(
         &self,
         tenants: &[String],
@@ -336,7 +366,7 @@ impl Store {
         let mut out = HashMap::with_capacity(tenants.len());
         for chunk in tenants.chunks(CHANGES_CHUNK) {
             let values = (0..chunk.len())
-                .map(|index| format!("(${})", index + 6))
+                .map(|index| format!("(${})", index + 7))
                 .collect::<Vec<_>>()
                 .join(", ");
             let look_up = |cutoff: usize| {
@@ -345,9 +375,13 @@ impl Store {
                      AND p.metric = $1 AND p.at < ${cutoff} ORDER BY p.at DESC LIMIT 1)"
                 )
             };
+            // The oldest point from the 90-day cut-off to a day later ($5 to $6).
+            let oldest_after = "(SELECT p.last FROM history_points p WHERE p.tenant = t.tenant \
+                 AND p.metric = $1 AND p.at >= $5 AND p.at < $6 ORDER BY p.at LIMIT 1)";
             let sql = format!(
                 "WITH t(tenant) AS (VALUES {values}) SELECT t.tenant AS tenant, \
-                 {} AS ago_1d, {} AS ago_7d, {} AS ago_30d, {} AS ago_90d FROM t",
+                 {} AS ago_1d, {} AS ago_7d, {} AS ago_30d, \
+                 COALESCE({}, {oldest_after}) AS ago_90d FROM t",
                 look_up(2),
                 look_up(3),
                 look_up(4),
@@ -358,6 +392,7 @@ impl Store {
             for cutoff in cutoffs {
                 query = query.bind(cutoff);
             }
+            query = query.bind(cutoffs[3] + DAY);
             for tenant in chunk {
                 query = query.bind(tenant.as_str());
             }
@@ -459,6 +494,38 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// The portfolio statement for `tenants` named tenants (`$6` on), or for every tenant of the
+/// metric when 0. Per tenant and bucket, the reading with the latest `last_at`; ordered by
+/// bucket so that the caller folds one bucket at a time. `CROSS JOIN` makes SQLite walk the
+/// named tenants and seek each one on the primary key (PostgreSQL plans it as a join).
+pub(super) fn portfolio_sql(tenants: usize) -> String {
+    let (with, from, tenant_filter) = if tenants == 0 {
+        (String::new(), "history_points p", "")
+    } else {
+        let values = (0..tenants)
+            .map(|index| format!("(${})", index + 6))
+            .collect::<Vec<_>>()
+            .join(", ");
+        (
+            format!("WITH t(tenant) AS (VALUES {values}) "),
+            "t CROSS JOIN history_points p",
+            "p.tenant = t.tenant AND ",
+        )
+    };
+    format!(
+        "{with}SELECT tenant, bucket, last FROM ( \
+            SELECT p.tenant AS tenant, (p.at - $3) / $4 * $4 + $3 AS bucket, p.last AS last, \
+            ROW_NUMBER() OVER (PARTITION BY p.tenant, (p.at - $3) / $4 ORDER BY p.last_at DESC) AS rn \
+            FROM {from} WHERE {tenant_filter}p.metric = $1 AND p.at >= $2 AND p.at <= $5 \
+         ) ranked WHERE rn = 1 ORDER BY bucket"
+    )
+}
+
+/// Statistics of one bucket, or nothing for a bucket start out of range.
+fn bucket_statistics(at: i64, values: Vec<f64>) -> Option<PortfolioPoint> {
+    statistics(OffsetDateTime::from_unix_timestamp(at).ok()?, values)
 }
 
 /// The oldest moment kept (Unix seconds): midnight UTC `retention_days` before `now`'s day.
