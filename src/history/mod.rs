@@ -75,6 +75,17 @@ impl Interval {
         }
     }
 
+    /// The longest range a query by this interval covers, in days: the points an hourly query
+    /// reads grow 24 times as fast as a daily one's, so hours are kept to a month; days to
+    /// about 13 months (the default retention), weeks to about three years.
+    pub const fn max_range_days(self) -> i64 {
+        match self {
+            Self::Hour => 31,
+            Self::Day => 400,
+            Self::Week => 1_100,
+        }
+    }
+
     /// The interval named `name`, if any.
     pub fn parse(name: &str) -> Option<Self> {
         [Self::Hour, Self::Day, Self::Week]
