@@ -249,9 +249,7 @@ impl ApiError {
             ApiError::DeadlineExceeded { .. } => "Deadline exceeded",
             ApiError::ShuttingDown => "Shutting down",
             ApiError::HistoryDisabled => "History disabled",
-            ApiError::HistoryUnavailable(_) | ApiError::HistoryBusy { .. } => {
-                "History unavailable"
-            }
+            ApiError::HistoryUnavailable(_) | ApiError::HistoryBusy { .. } => "History unavailable",
             ApiError::HistoryDeadline(_) => "Deadline exceeded",
             ApiError::AlertsDisabled => "Alerts disabled",
             ApiError::Internal(_) => "Internal error",

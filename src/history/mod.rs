@@ -421,10 +421,7 @@ impl History {
                 .collect()
         };
         if !missing.is_empty() {
-            let mut read = self
-                .reads
-                .run(store.changes(&missing, metric, now))
-                .await?;
+            let mut read = self.reads.run(store.changes(&missing, metric, now)).await?;
             let mut cache = self.past.lock();
             if cache.day == day {
                 for tenant in missing {

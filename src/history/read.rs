@@ -133,8 +133,7 @@ impl ReadGate {
         read: impl Future<Output = Result<T, HistoryError>>,
     ) -> Result<T, HistoryError> {
         self.check()?;
-        let _permit = match tokio::time::timeout(self.limits.queue, self.permits.acquire()).await
-        {
+        let _permit = match tokio::time::timeout(self.limits.queue, self.permits.acquire()).await {
             Ok(Ok(permit)) => permit,
             // Closed never happens (the gate never closes it); both are "not now".
             Ok(Err(_)) | Err(_) => return Err(HistoryError::Busy),
@@ -200,7 +199,11 @@ mod tests {
         let refused = gate.run(async { Ok(()) }).await;
         assert!(matches!(refused, Err(HistoryError::Busy)), "{refused:?}");
         assert_eq!(before.elapsed(), Duration::from_millis(100));
-        assert_eq!(gate.attempts(), 1, "the refused read never reached the database");
+        assert_eq!(
+            gate.attempts(),
+            1,
+            "the refused read never reached the database"
+        );
         release.send(()).unwrap();
         assert!(holder.await.unwrap().is_ok());
     }
@@ -231,7 +234,9 @@ mod tests {
     #[test]
     fn only_connection_failures_count_as_unreachable() {
         assert!(unreachable(&sqlx::Error::PoolTimedOut));
-        assert!(unreachable(&sqlx::Error::Io(std::io::Error::other("reset"))));
+        assert!(unreachable(&sqlx::Error::Io(std::io::Error::other(
+            "reset"
+        ))));
         assert!(!unreachable(&sqlx::Error::RowNotFound));
     }
 }

@@ -7,10 +7,10 @@ use super::{
     statistics, DailySnapshot, HistoryError, Interval, Metric, Past, Point, PortfolioPoint,
     Reading, DAY, HOUR, ROLL_UP_AFTER_DAYS,
 };
+use futures::TryStreamExt;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Row};
-use futures::TryStreamExt;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 use time::OffsetDateTime;
