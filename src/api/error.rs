@@ -440,3 +440,44 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::HistoryError;
+
+    fn answer(error: HistoryError) -> (u16, Option<String>, serde_json::Value) {
+        let response = ApiError::from(error).render("r");
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        let body = actix_web::body::to_bytes(response.into_body());
+        let body = futures::executor::block_on(body).unwrap_or_default();
+        let body = serde_json::from_slice(&body).unwrap_or_default();
+        (status, retry_after, body)
+    }
+
+    #[test]
+    fn history_reads_refused_at_once_are_503_with_retry_after_and_late_ones_504() {
+        let (status, retry_after, body) = answer(HistoryError::Busy);
+        assert_eq!((status, retry_after.as_deref()), (503, Some("1")));
+        assert_eq!(body["code"], "history_unavailable");
+        let (status, retry_after, body) = answer(HistoryError::Down {
+            retry_after: Duration::from_millis(3_200),
+        });
+        assert_eq!((status, retry_after.as_deref()), (503, Some("4")));
+        assert_eq!(body["code"], "history_unavailable");
+        let (status, retry_after, body) = answer(HistoryError::Deadline {
+            after: Duration::from_secs(5),
+        });
+        assert_eq!((status, retry_after), (504, None));
+        assert_eq!(body["code"], "deadline_exceeded");
+        assert!(body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("5000 ms"));
+    }
+}

@@ -562,6 +562,57 @@ mod tests {
     }
 
     #[test]
+    fn each_interval_bounds_its_range_and_the_default_start_keeps_within_it() {
+        let hour = Some("hour");
+        let refused = detail(Range::parse(
+            None,
+            Some("2026-10-28T09:59:59Z"),
+            None,
+            hour,
+            NOW,
+            400,
+        ));
+        assert!(
+            refused.starts_with("bad query: from: interval=hour covers at most 31 days"),
+            "{refused}"
+        );
+        let range = Range::parse(None, Some("2026-10-29T10:00:00Z"), None, hour, NOW, 400)
+            .expect("31 days by hour");
+        assert_eq!(range.from, datetime!(2026-10-29 10:00 UTC));
+        // Without `from`: 31 days by hour, 90 by day.
+        let range = Range::parse(None, None, None, hour, NOW, 400).expect("valid");
+        assert_eq!(range.from, datetime!(2026-10-29 10:00 UTC));
+        // Days: up to 400; weeks: up to 1100 (within a longer retention).
+        assert!(Range::parse(None, Some("2025-10-25T10:00:00Z"), None, None, NOW, 2_000).is_ok());
+        let refused = detail(Range::parse(
+            None,
+            Some("2025-10-24T10:00:00Z"),
+            None,
+            None,
+            NOW,
+            2_000,
+        ));
+        assert!(
+            refused.contains("interval=day covers at most 400 days"),
+            "{refused}"
+        );
+        let week = Some("week");
+        assert!(Range::parse(None, Some("2025-01-01T00:00:00Z"), None, week, NOW, 2_000).is_ok());
+        let refused = detail(Range::parse(
+            None,
+            Some("2023-01-01T00:00:00Z"),
+            None,
+            week,
+            NOW,
+            2_000,
+        ));
+        assert!(
+            refused.contains("interval=week covers at most 1100 days"),
+            "{refused}"
+        );
+    }
+
+    #[test]
     fn every_refusal_names_its_parameter() {
         // (metric, from, to, interval, the start of the detail)
         type Case<'a> = (
