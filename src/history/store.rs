@@ -301,25 +301,31 @@ impl Store {
             return Ok(Vec::new());
         }
         let (width, offset) = interval.geometry();
+        let start = interval.bucket(from.unix_timestamp());
+        let end = to.unix_timestamp();
         let named = tenants.len() <= PORTFOLIO_TENANTS;
-        let sql = portfolio_sql(if named { tenants.len() } else { 0 });
         // Built from numbers only (placeholders); every value is bound. Not kept prepared: the
         // text differs with the number of tenants.
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .persistent(false)
-            .bind(metric.as_str())
-            .bind(interval.bucket(from.unix_timestamp()))
-            .bind(offset)
-            .bind(width)
-            .bind(to.unix_timestamp());
-        if named {
-            // Sorted: the same tenants give the same statement and the same plan.
-            let mut sorted: Vec<&str> = tenants.iter().map(String::as_str).collect();
-            sorted.sort_unstable();
-            for tenant in sorted {
-                query = query.bind(tenant);
+        let query = if named {
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(portfolio_sql(tenants.len())))
+                .persistent(false)
+                .bind(metric.as_str())
+                .bind(start)
+                .bind(width)
+                .bind(end);
+            for tenant in tenants {
+                query = query.bind(tenant.as_str());
             }
-        }
+            query
+        } else {
+            sqlx::query(sqlx::AssertSqlSafe(portfolio_sql(0)))
+                .persistent(false)
+                .bind(metric.as_str())
+                .bind(start)
+                .bind(offset)
+                .bind(width)
+                .bind(end)
+        };
         let mut rows = query.fetch(&self.pool);
         let mut points = Vec::new();
         let mut current: Option<(i64, Vec<f64>)> = None;
@@ -331,7 +337,10 @@ impl Store {
                 }
             }
             let bucket: i64 = row.try_get("bucket")?;
-            let last: f64 = row.try_get("last")?;
+            // No reading of this tenant in this bucket.
+            let Some(last) = row.try_get::<Option<f64>, _>("last")? else {
+                continue;
+            };
             match &mut current {
                 Some((at, values)) if *at == bucket => values.push(last),
                 _ => {
@@ -496,30 +505,37 @@ impl Store {
     }
 }
 
-/// The portfolio statement for `tenants` named tenants (`$6` on), or for every tenant of the
-/// metric when 0. Per tenant and bucket, the reading with the latest `last_at`; ordered by
-/// bucket so that the caller folds one bucket at a time. `CROSS JOIN` makes SQLite walk the
-/// named tenants and seek each one on the primary key (PostgreSQL plans it as a join).
+/// The portfolio statement for `tenants` named tenants (`$5` on: metric `$1`, the first
+/// bucket `$2`, the width `$3`, the end `$4`): for every bucket and tenant, the score of the
+/// tenant's reading with the latest `last_at` in the bucket (`NULL` without one), one seek on
+/// the primary key each, ordered by bucket so that the caller folds one bucket at a time.
+///
+/// With 0 tenants, the statement over every tenant of the metric (metric `$1`, start `$2`,
+/// offset `$3`, width `$4`, end `$5`), for callers who see more tenants than a statement can
+/// name: it reads the metric's range whole.
 pub(super) fn portfolio_sql(tenants: usize) -> String {
-    let (with, from, tenant_filter) = if tenants == 0 {
-        (String::new(), "history_points p", "")
-    } else {
-        let values = (0..tenants)
-            .map(|index| format!("(${})", index + 6))
-            .collect::<Vec<_>>()
-            .join(", ");
-        (
-            format!("WITH t(tenant) AS (VALUES {values}) "),
-            "t CROSS JOIN history_points p",
-            "p.tenant = t.tenant AND ",
-        )
-    };
+    if tenants == 0 {
+        return "SELECT tenant, bucket, last FROM ( \
+            SELECT tenant, (at - $3) / $4 * $4 + $3 AS bucket, last, \
+            ROW_NUMBER() OVER (PARTITION BY tenant, (at - $3) / $4 ORDER BY last_at DESC) AS rn \
+            FROM history_points WHERE metric = $1 AND at >= $2 AND at <= $5 \
+            ) ranked WHERE rn = 1 ORDER BY bucket"
+            .to_owned();
+    }
+    let values = (0..tenants)
+        .map(|index| format!("(${})", index + 5))
+        .collect::<Vec<_>>()
+        .join(", ");
+    // `CROSS JOIN` keeps SQLite's loops in this order: buckets, then tenants.
     format!(
-        "{with}SELECT tenant, bucket, last FROM ( \
-            SELECT p.tenant AS tenant, (p.at - $3) / $4 * $4 + $3 AS bucket, p.last AS last, \
-            ROW_NUMBER() OVER (PARTITION BY p.tenant, (p.at - $3) / $4 ORDER BY p.last_at DESC) AS rn \
-            FROM {from} WHERE {tenant_filter}p.metric = $1 AND p.at >= $2 AND p.at <= $5 \
-         ) ranked WHERE rn = 1 ORDER BY bucket"
+        "WITH RECURSIVE b(start) AS (SELECT $2 UNION ALL SELECT start + $3 FROM b \
+            WHERE start + $3 <= $4), \
+         t(tenant) AS (VALUES {values}) \
+         SELECT t.tenant AS tenant, b.start AS bucket, \
+            (SELECT p.last FROM history_points p WHERE p.tenant = t.tenant AND p.metric = $1 \
+             AND p.at >= b.start AND p.at < b.start + $3 AND p.at <= $4 \
+             ORDER BY p.last_at DESC LIMIT 1) AS last \
+         FROM b CROSS JOIN t ORDER BY b.start"
     )
 }
 
@@ -543,9 +559,11 @@ mod tests {
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(Metric::Device.as_str())
             .bind(0_i64)
-            .bind(0_i64)
             .bind(DAY)
-            .bind(1_i64);
+            .bind(DAY);
+        if tenants == 0 {
+            query = query.bind(DAY);
+        }
         for index in 0..tenants {
             query = query.bind(format!("t{index}"));
         }
@@ -570,10 +588,13 @@ mod tests {
             !plan.iter().any(|step| step.starts_with("SCAN p")),
             "{plan:#?}"
         );
-        // The statement without names (more tenants than parameters) is the one that scans.
+        // The statement without names (more tenants than parameters; before, every caller's)
+        // is the one that reads the whole table.
         let everyone = portfolio_plan(&store, 0).await;
         assert!(
-            everyone.iter().any(|step| step.starts_with("SCAN p")),
+            everyone
+                .iter()
+                .any(|step| step.starts_with("SCAN history_points")),
             "{everyone:#?}"
         );
     }
