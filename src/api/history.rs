@@ -309,7 +309,8 @@ async fn portfolio_history(
 
 /// Runs an alerts read with the history's fail-fast: refused at once while the history
 /// database is known to be away, and a failure to reach it marks it away for the next
-/// requests (history and alerts share the database).
+/// requests (history and alerts share the database); an answer marks it back (this request
+/// may have been the probe).
 pub(super) async fn fail_fast<T>(
     services: &Services,
     work: impl std::future::Future<Output = Result<T, ApiError>>,
@@ -319,8 +320,10 @@ pub(super) async fn fail_fast<T>(
         history.reads().check()?;
     }
     let result = super::handlers::within_request_timeout(services, work).await;
-    if let (Some(history), Err(ApiError::HistoryUnavailable(_))) = (history, &result) {
-        history.reads().mark_down();
+    match (history, &result) {
+        (Some(history), Err(ApiError::HistoryUnavailable(_))) => history.reads().mark_down(),
+        (Some(history), Ok(_)) => history.reads().mark_up(),
+        _ => {}
     }
     result
 }

@@ -116,9 +116,14 @@ impl ReadGate {
     pub fn note<T>(&self, result: &Result<T, HistoryError>) {
         match result {
             Err(HistoryError::Database(error)) if unreachable(error) => self.mark_down(),
-            Err(HistoryError::Database(_)) | Ok(_) => *self.down_until.lock() = None,
+            Err(HistoryError::Database(_)) | Ok(_) => self.mark_up(),
             Err(_) => {}
         }
+    }
+
+    /// Takes the database to be there: it answered.
+    pub fn mark_up(&self) {
+        *self.down_until.lock() = None;
     }
 
     /// Takes the database to be away for `down_for` from now.

@@ -268,7 +268,23 @@ async fn with_the_database_away_history_and_alerts_answer_503_at_once_with_retry
         before + 1,
         "no read went to the database while it was known to be away"
     );
+    // Back: once the window has passed, a request probes and the routes answer again.
     server.start_again();
+    let started = Instant::now();
+    loop {
+        let (status, _, body) = app.get_json("/scores/history").await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the history did not come back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, _, body) = app.get_json("/alerts").await;
+    assert_eq!(status, 200, "{body}");
 }
 
 async fn status_and_code(app: &TestApp, path: &str) -> (u16, serde_json::Value) {
