@@ -144,7 +144,7 @@ pub async fn list_firing(
     let alerts = services.alerts().ok_or(ApiError::AlertsDisabled)?;
     let visible = visible(&services, &caller.scope);
     let work = async { Ok(alerts.firing(visible.as_ref()).await?) };
-    let firing = super::handlers::within_request_timeout(&services, work).await?;
+    let firing = super::history::fail_fast(&services, work).await?;
     Ok(HttpResponse::Ok().json(FiringList { alerts: firing }))
 }
 
@@ -212,7 +212,7 @@ pub async fn list_events(
         limit: limit + 1,
     };
     let work = async { Ok(alerts.events(&filter).await?) };
-    let mut events = super::handlers::within_request_timeout(&services, work).await?;
+    let mut events = super::history::fail_fast(&services, work).await?;
     let more = events.len() > limit;
     events.truncate(limit);
     let next_cursor = more
@@ -281,7 +281,7 @@ pub async fn list_deliveries(
         .transpose()?;
     let alerts = services.alerts().ok_or(ApiError::AlertsDisabled)?;
     let work = async { Ok(alerts.deliveries(status, after, limit + 1).await?) };
-    let mut deliveries = super::handlers::within_request_timeout(&services, work).await?;
+    let mut deliveries = super::history::fail_fast(&services, work).await?;
     let more = deliveries.len() > limit;
     deliveries.truncate(limit);
     let next_cursor = more

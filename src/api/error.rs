@@ -77,6 +77,16 @@ pub enum ApiError {
     /// The history database is not reachable now (it is retried in the background); the cause
     /// goes to the log only.
     HistoryUnavailable(String),
+    /// The history database is known to be away, or too many history reads run at once: answered
+    /// at once, without waiting for the database (503 `history_unavailable`).
+    HistoryBusy {
+        /// When to try again.
+        retry_after: Duration,
+        /// Which of the two.
+        detail: &'static str,
+    },
+    /// A history read took longer than its deadline (504 `deadline_exceeded`).
+    HistoryDeadline(Duration),
     /// Alerts need the history database, which is turned off (404: retrying will not help).
     AlertsDisabled,
     /// A bug; the detail goes to the log only.
@@ -113,9 +123,25 @@ impl From<crate::alerts::AlertError> for ApiError {
     }
 }
 
+/// `Retry-After` of a `history_unavailable` answer for too many reads at once.
+const HISTORY_BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
+
 impl From<crate::history::HistoryError> for ApiError {
     fn from(error: crate::history::HistoryError) -> Self {
-        ApiError::HistoryUnavailable(crate::telemetry::error_chain(&error))
+        use crate::history::HistoryError;
+        match error {
+            HistoryError::Down { retry_after } => ApiError::HistoryBusy {
+                retry_after,
+                detail: "The history database could not be reached moments ago; retry after \
+                         Retry-After seconds.",
+            },
+            HistoryError::Busy => ApiError::HistoryBusy {
+                retry_after: HISTORY_BUSY_RETRY_AFTER,
+                detail: "Too many history queries run at once; retry after Retry-After seconds.",
+            },
+            HistoryError::Deadline { after } => ApiError::HistoryDeadline(after),
+            other => ApiError::HistoryUnavailable(crate::telemetry::error_chain(&other)),
+        }
     }
 }
 
@@ -184,7 +210,9 @@ impl ApiError {
             ApiError::InvalidRequest(_) | ApiError::TooLarge { .. } => Code::InvalidRequest,
             ApiError::Unauthenticated(_) => Code::Unauthenticated,
             ApiError::RateLimited { .. } => Code::RateLimited,
-            ApiError::RequestTimeout | ApiError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
+            ApiError::RequestTimeout
+            | ApiError::DeadlineExceeded { .. }
+            | ApiError::HistoryDeadline(_) => Code::DeadlineExceeded,
             ApiError::UnknownTenant(_) => Code::UnknownTenant,
             ApiError::MetricNotEnabled { .. } => Code::MetricNotEnabled,
             ApiError::NotFound => Code::NotFound,
@@ -192,7 +220,9 @@ impl ApiError {
             ApiError::Upstream { error, .. } => error.code(),
             ApiError::ShuttingDown => Code::ShuttingDown,
             ApiError::HistoryDisabled => Code::HistoryDisabled,
-            ApiError::HistoryUnavailable(_) => Code::HistoryUnavailable,
+            ApiError::HistoryUnavailable(_) | ApiError::HistoryBusy { .. } => {
+                Code::HistoryUnavailable
+            }
             ApiError::AlertsDisabled => Code::AlertsDisabled,
             ApiError::Internal(_) => Code::Internal,
         }
@@ -229,7 +259,8 @@ impl ApiError {
             ApiError::DeadlineExceeded { .. } => "Deadline exceeded",
             ApiError::ShuttingDown => "Shutting down",
             ApiError::HistoryDisabled => "History disabled",
-            ApiError::HistoryUnavailable(_) => "History unavailable",
+            ApiError::HistoryUnavailable(_) | ApiError::HistoryBusy { .. } => "History unavailable",
+            ApiError::HistoryDeadline(_) => "Deadline exceeded",
             ApiError::AlertsDisabled => "Alerts disabled",
             ApiError::Internal(_) => "Internal error",
         }
@@ -274,6 +305,12 @@ impl ApiError {
                 "The history database cannot be reached now; retry after Retry-After seconds."
                     .to_owned()
             }
+            ApiError::HistoryBusy { detail, .. } => (*detail).to_owned(),
+            ApiError::HistoryDeadline(after) => format!(
+                "The history query took longer than its deadline of {} ms; ask a shorter range \
+                 or fewer tenants.",
+                after.as_millis()
+            ),
             ApiError::AlertsDisabled => {
                 "Alerts keep their state in the history database, which is turned off \
                  ([history] enabled = false)."
@@ -306,6 +343,7 @@ impl ApiError {
             } => Some(*retry_after),
             ApiError::ShuttingDown => Some(SHUTTING_DOWN_RETRY_AFTER),
             ApiError::HistoryUnavailable(_) => Some(HISTORY_RETRY_AFTER),
+            ApiError::HistoryBusy { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -418,4 +456,45 @@ pub struct Problem {
     /// The tenant involved, when the problem concerns one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::HistoryError;
+
+    fn answer(error: HistoryError) -> (u16, Option<String>, serde_json::Value) {
+        let response = ApiError::from(error).render("r");
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        let body = actix_web::body::to_bytes(response.into_body());
+        let body = futures::executor::block_on(body).unwrap_or_default();
+        let body = serde_json::from_slice(&body).unwrap_or_default();
+        (status, retry_after, body)
+    }
+
+    #[test]
+    fn history_reads_refused_at_once_are_503_with_retry_after_and_late_ones_504() {
+        let (status, retry_after, body) = answer(HistoryError::Busy);
+        assert_eq!((status, retry_after.as_deref()), (503, Some("1")));
+        assert_eq!(body["code"], "history_unavailable");
+        let (status, retry_after, body) = answer(HistoryError::Down {
+            retry_after: Duration::from_millis(3_200),
+        });
+        assert_eq!((status, retry_after.as_deref()), (503, Some("4")));
+        assert_eq!(body["code"], "history_unavailable");
+        let (status, retry_after, body) = answer(HistoryError::Deadline {
+            after: Duration::from_secs(5),
+        });
+        assert_eq!((status, retry_after), (504, None));
+        assert_eq!(body["code"], "deadline_exceeded");
+        assert!(body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("5000 ms"));
+    }
 }

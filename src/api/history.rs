@@ -1,12 +1,15 @@
-//! `GET /tenants/{id}/history` and `GET /scores/history`: the query they accept, the JSON and
-//! CSV they answer, and the thin handlers between. The SQL lives in [`crate::history`].
+//! `GET /tenants/{id}/history` and `GET /scores/history` (JSON), `GET /tenants/{id}/history.csv`
+//! and `GET /scores/history.csv` (CSV): the query they accept, what they answer, and the thin
+//! handlers between. The SQL lives in [`crate::history`], the read policies (permits, deadline,
+//! the database known away) in [`crate::history::ReadGate`].
 //!
 //! Scoping is `/scores`': a tenant outside the caller's scope is unknown (404), and the
-//! portfolio covers only the tenants the caller may see.
+//! portfolio covers only the tenants the caller may see. Ranges are bounded per interval
+//! ([`Interval::max_range_days`]), so that no query grows with the retention.
 
 use super::auth::Caller;
 use super::error::{ApiError, Problem};
-use super::scores::FormatView;
+use super::scores::JsonFormat;
 use crate::history::{Interval, Metric, Point, PortfolioPoint, DAY};
 use crate::service::Services;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -28,17 +31,20 @@ pub struct TenantHistoryQuery {
     #[param(value_type = Option<Metric>)]
     pub metric: Option<String>,
     /// Start (RFC 3339, e.g. `2026-09-01T00:00:00Z`), taken back to the start of its interval;
-    /// default 90 days before `to`. No earlier than the retention (`[history] retention_days`).
-    #[param(example = "2026-09-01T00:00:00Z")]
+    /// default 90 days before `to` (31 for `interval=hour`). No earlier than the retention
+    /// (`[history] retention_days`), and at most 31 days before `to` for `interval=hour`, 400
+    /// for `day`, 1100 for `week`.
+    #[param(example = "2026-09-01T00:00:00Z", format = DateTime)]
     pub from: Option<String>,
     /// End (RFC 3339), included; default now.
-    #[param(example = "2026-11-29T00:00:00Z")]
+    #[param(example = "2026-11-29T00:00:00Z", format = DateTime)]
     pub to: Option<String>,
     /// Bucket width: `hour`, `day` (default) or `week` (ISO weeks, from Monday 00:00 UTC).
     #[param(value_type = Option<Interval>)]
     pub interval: Option<String>,
-    /// `json` (default) or `csv` (also chosen by `Accept: text/csv`).
-    #[param(value_type = Option<FormatView>)]
+    /// `json`, the default and the only format documented here. For compatibility `csv` (and
+    /// `Accept: text/csv`) is also accepted; the `.csv` operation is the documented CSV one.
+    #[param(value_type = Option<JsonFormat>)]
     pub format: Option<String>,
 }
 
@@ -50,11 +56,13 @@ pub struct PortfolioHistoryQuery {
     /// Which score: `device` (default), `exposure` or `secure`.
     #[param(value_type = Option<Metric>)]
     pub metric: Option<String>,
-    /// Start (RFC 3339), taken back to the start of its interval; default 90 days before `to`.
-    #[param(example = "2026-09-01T00:00:00Z")]
+    /// Start (RFC 3339), taken back to the start of its interval; default 90 days before `to`
+    /// (31 for `interval=hour`). No earlier than the retention, and at most 31 days before `to`
+    /// for `interval=hour`, 400 for `day`, 1100 for `week`.
+    #[param(example = "2026-09-01T00:00:00Z", format = DateTime)]
     pub from: Option<String>,
     /// End (RFC 3339), included; default now.
-    #[param(example = "2026-11-29T00:00:00Z")]
+    #[param(example = "2026-11-29T00:00:00Z", format = DateTime)]
     pub to: Option<String>,
     /// Bucket width: `hour`, `day` (default) or `week`.
     #[param(value_type = Option<Interval>)]
@@ -65,8 +73,9 @@ pub struct PortfolioHistoryQuery {
     /// Only tenants with any of these tags (repeatable).
     #[serde(default)]
     pub tag: Vec<String>,
-    /// `json` (default) or `csv` (also chosen by `Accept: text/csv`).
-    #[param(value_type = Option<FormatView>)]
+    /// `json`, the default and the only format documented here. For compatibility `csv` (and
+    /// `Accept: text/csv`) is also accepted; the `.csv` operation is the documented CSV one.
+    #[param(value_type = Option<JsonFormat>)]
     pub format: Option<String>,
 }
 
@@ -102,23 +111,26 @@ pub struct PortfolioHistory {
     pub points: Vec<PortfolioPoint>,
 }
 
+/// The 400 of both history routes.
+const BAD_QUERY: &str = "Bad query: an unknown `metric` or `interval`, a `from` or `to` that is not RFC 3339, `from` after `to`, a range older than the retention, or longer than the interval allows (31 days by `hour`, 400 by `day`, 1100 by `week`) (`invalid_request`, naming the parameter)";
+
 /// One tenant's score over time.
 ///
 /// At most one point per interval: the last score read in it (`score`), the lowest and highest,
 /// and how many readings it holds. The gateway keeps one point per hour for 30 days, then one
-/// per day, for `[history] retention_days`. CSV with `format=csv` or `Accept: text/csv`.
+/// per day, for `[history] retention_days`. The same answer as CSV is
+/// `GET /tenants/{id}/history.csv`; for compatibility this route also answers CSV to
+/// `format=csv` or `Accept: text/csv`.
 #[utoipa::path(
     get, path = "/tenants/{id}/history", tag = "history",
     params(("id" = String, Path, description = "The gateway's tenant id", example = "contoso"), TenantHistoryQuery),
     responses(
-        (status = 200, description = "The points", body = TenantHistory,
-         content((TenantHistory = "application/json"),
-                 (String = "text/csv", example = "at,score,min,max,samples,max_score\r\n2026-11-28T00:00:00Z,340,331,340,24,\r\n"))),
-        (status = 400, description = "Bad query: an unknown `metric` or `interval`, a `from` or `to` that is not RFC 3339, `from` after `to`, or a range older than the retention (`invalid_request`, naming the parameter)", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The points", body = TenantHistory),
+        (status = 400, description = BAD_QUERY, body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such tenant (`unknown_tenant`), or history is turned off (`history_disabled`)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The history database cannot be reached now (`history_unavailable`); see `Retry-After`", body = Problem, content_type = "application/problem+json",
+        (status = 503, description = "The history database cannot be reached now, or too many history queries run at once (`history_unavailable`, answered at once); see `Retry-After`", body = Problem, content_type = "application/problem+json",
          headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 504, description = "The server's request timeout passed (`deadline_exceeded`)", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "The history query's deadline (5 s) or the server's request timeout passed (`deadline_exceeded`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_tenant_history(
@@ -127,14 +139,53 @@ pub async fn get_tenant_history(
     caller: Caller,
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
-    let (history, _, csv_wanted, range) = read_query::<TenantHistoryQuery>(&request, &services)?;
+    tenant_history(&request, &path, &caller, &services, None).await
+}
+
+/// One tenant's score over time, as CSV.
+///
+/// The same answer as `GET /tenants/{id}/history` (same query, without `format`): one RFC 4180
+/// row per point after a header row.
+#[utoipa::path(
+    get, path = "/tenants/{id}/history.csv", tag = "history", operation_id = "get_tenant_history_csv",
+    params(("id" = String, Path, description = "The gateway's tenant id", example = "contoso"), TenantHistoryQuery),
+    responses(
+        (status = 200, description = "The points, one row each",
+         content((String = "text/csv", example = "at,score,min,max,samples,max_score\r\n2026-11-28T00:00:00Z,340,331,340,24,\r\n"))),
+        (status = 400, description = BAD_QUERY, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant (`unknown_tenant`), or history is turned off (`history_disabled`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The history database cannot be reached now, or too many history queries run at once (`history_unavailable`, answered at once); see `Retry-After`", body = Problem, content_type = "application/problem+json",
+         headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 504, description = "The history query's deadline (5 s) or the server's request timeout passed (`deadline_exceeded`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_tenant_history_csv(
+    request: HttpRequest,
+    path: web::Path<String>,
+    caller: Caller,
+    services: web::Data<Services>,
+) -> Result<HttpResponse, ApiError> {
+    let route = Some("/tenants/{id}/history.csv");
+    tenant_history(&request, &path, &caller, &services, route).await
+}
+
+/// Both representations of one tenant's history: CSV when `csv_route` (the CSV operation's
+/// route) is given, else as the request negotiates.
+async fn tenant_history(
+    request: &HttpRequest,
+    id: &str,
+    caller: &Caller,
+    services: &Services,
+    csv_route: Option<&str>,
+) -> Result<HttpResponse, ApiError> {
+    let (history, _, csv_wanted, range) =
+        read_query::<TenantHistoryQuery>(request, services, csv_route)?;
     let tenant = services
-        .tenant(&path, &caller.scope)
+        .tenant(id, &caller.scope)
         .map_err(ApiError::from_service)?;
-    let store = history.store()?;
     let work = async {
-        Ok(store
-            .history(
+        Ok(history
+            .tenant_points(
                 tenant.id.as_str(),
                 range.metric,
                 range.from,
@@ -143,7 +194,7 @@ pub async fn get_tenant_history(
             )
             .await?)
     };
-    let points = super::handlers::within_request_timeout(&services, work).await?;
+    let points = super::handlers::within_request_timeout(services, work).await?;
     let body = TenantHistory {
         tenant: tenant.id.to_string(),
         metric: range.metric,
@@ -166,18 +217,17 @@ pub async fn get_tenant_history(
 ///
 /// Per interval, over the tenants the caller may see (narrowed by `tenant` and `tag`, as on
 /// `/scores`): how many have a score in it, and the mean, median, lowest and highest of each
-/// one's last score in it. CSV with `format=csv` or `Accept: text/csv`.
+/// one's last score in it. The same answer as CSV is `GET /scores/history.csv`; for
+/// compatibility this route also answers CSV to `format=csv` or `Accept: text/csv`.
 #[utoipa::path(
     get, path = "/scores/history", tag = "history", params(PortfolioHistoryQuery),
     responses(
-        (status = 200, description = "The points", body = PortfolioHistory,
-         content((PortfolioHistory = "application/json"),
-                 (String = "text/csv", example = "at,tenants,mean,median,min,max\r\n2026-11-28T00:00:00Z,2,335,335,330,340\r\n"))),
-        (status = 400, description = "Bad query: an unknown `metric` or `interval`, a `from` or `to` that is not RFC 3339, `from` after `to`, or a range older than the retention (`invalid_request`, naming the parameter)", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The points", body = PortfolioHistory),
+        (status = 400, description = BAD_QUERY, body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "History is turned off (`history_disabled`)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The history database cannot be reached now (`history_unavailable`); see `Retry-After`", body = Problem, content_type = "application/problem+json",
+        (status = 503, description = "The history database cannot be reached now, or too many history queries run at once (`history_unavailable`, answered at once); see `Retry-After`", body = Problem, content_type = "application/problem+json",
          headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 504, description = "The server's request timeout passed (`deadline_exceeded`)", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "The history query's deadline (5 s) or the server's request timeout passed (`deadline_exceeded`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_portfolio_history(
@@ -185,8 +235,43 @@ pub async fn get_portfolio_history(
     caller: Caller,
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
+    portfolio_history(&request, &caller, &services, None).await
+}
+
+/// The portfolio's score over time, as CSV.
+///
+/// The same answer as `GET /scores/history` (same query, without `format`): one RFC 4180 row
+/// per point after a header row.
+#[utoipa::path(
+    get, path = "/scores/history.csv", tag = "history", operation_id = "get_portfolio_history_csv",
+    params(PortfolioHistoryQuery),
+    responses(
+        (status = 200, description = "The points, one row each",
+         content((String = "text/csv", example = "at,tenants,mean,median,min,max\r\n2026-11-28T00:00:00Z,2,335,335,330,340\r\n"))),
+        (status = 400, description = BAD_QUERY, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "History is turned off (`history_disabled`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The history database cannot be reached now, or too many history queries run at once (`history_unavailable`, answered at once); see `Retry-After`", body = Problem, content_type = "application/problem+json",
+         headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 504, description = "The history query's deadline (5 s) or the server's request timeout passed (`deadline_exceeded`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_portfolio_history_csv(
+    request: HttpRequest,
+    caller: Caller,
+    services: web::Data<Services>,
+) -> Result<HttpResponse, ApiError> {
+    portfolio_history(&request, &caller, &services, Some("/scores/history.csv")).await
+}
+
+/// Both representations of the portfolio's history, chosen as for [`tenant_history`].
+async fn portfolio_history(
+    request: &HttpRequest,
+    caller: &Caller,
+    services: &Services,
+    csv_route: Option<&str>,
+) -> Result<HttpResponse, ApiError> {
     let (history, params, csv_wanted, range) =
-        read_query::<PortfolioHistoryQuery>(&request, &services)?;
+        read_query::<PortfolioHistoryQuery>(request, services, csv_route)?;
     // Tenants outside the caller's scope are not matched at all, exactly as on `/scores`.
     let tenants: HashSet<String> = services
         .tenants(&caller.scope)
@@ -199,13 +284,12 @@ pub async fn get_portfolio_history(
         })
         .map(|tenant| tenant.id.to_string())
         .collect();
-    let store = history.store()?;
     let work = async {
-        Ok(store
+        Ok(history
             .portfolio(&tenants, range.metric, range.from, range.to, range.interval)
             .await?)
     };
-    let points = super::handlers::within_request_timeout(&services, work).await?;
+    let points = super::handlers::within_request_timeout(services, work).await?;
     let body = PortfolioHistory {
         metric: range.metric,
         interval: range.interval,
@@ -221,6 +305,37 @@ pub async fn get_portfolio_history(
             point.max.to_string(),
         ]
     })
+}
+
+/// Runs an alerts read with the history's fail-fast: refused at once while the history
+/// database is known to be away, and a failure to reach it marks it away for the next
+/// requests (history and alerts share the database); an answer marks it back (this request
+/// may have been the probe).
+pub(super) async fn fail_fast<T>(
+    services: &Services,
+    work: impl std::future::Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    let history = services.history();
+    if let Some(history) = history {
+        history.reads().check()?;
+    }
+    let result = super::handlers::within_request_timeout(services, work).await;
+    match (history, &result) {
+        (Some(history), Err(ApiError::HistoryUnavailable(_))) => history.reads().mark_down(),
+        (Some(history), Ok(_)) => history.reads().mark_up(),
+        _ => {}
+    }
+    result
+}
+
+/// One representation per operation: `format` belongs to the JSON routes.
+fn no_format(format: Option<&str>, route: &str) -> Result<(), ApiError> {
+    match format {
+        Some(_) => Err(ApiError::InvalidRequest(format!(
+            "bad query: `format` is not a parameter of {route}"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The CSV columns of `/tenants/{id}/history`.
@@ -264,15 +379,22 @@ history_query!(TenantHistoryQuery, PortfolioHistoryQuery);
 
 /// Reads a history request, in the order both endpoints refuse in: history turned off, the
 /// query, `format`, then the range. Gives the history, the query, whether to answer CSV and the
-/// validated range.
+/// validated range. `csv_route` names the CSV operation (which takes no `format`), if it is one.
 fn read_query<'s, Q: HistoryQuery>(
     request: &HttpRequest,
     services: &'s Services,
+    csv_route: Option<&str>,
 ) -> Result<(&'s std::sync::Arc<crate::history::History>, Q, bool, Range), ApiError> {
     let history = services.history().ok_or(ApiError::HistoryDisabled)?;
     let params: Q = super::handlers::query(request)?;
     let shared = params.shared();
-    let csv_wanted = wants_csv(request, shared.format)?;
+    let csv_wanted = match csv_route {
+        Some(route) => {
+            no_format(shared.format, route)?;
+            true
+        }
+        None => wants_csv(request, shared.format)?,
+    };
     let range = Range::parse(
         shared.metric,
         shared.from,
@@ -368,6 +490,7 @@ impl Range {
             retention_days,
         ))
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let longest = time::Duration::days(interval.max_range_days());
         let from = match from {
             Some(text) => {
                 let from = time("from", text)?;
@@ -386,11 +509,22 @@ impl Range {
                         stamp(oldest)
                     )));
                 }
-                (to - time::Duration::seconds(DEFAULT_DAYS * DAY)).max(oldest)
+                (to - time::Duration::seconds(DEFAULT_DAYS * DAY))
+                    .max(oldest)
+                    .max(to - longest)
             }
         };
         if from > to {
             return Err(invalid("from: after to".to_owned()));
+        }
+        if to - from > longest {
+            return Err(invalid(format!(
+                "from: interval={} covers at most {} days, and from is {} days before to; ask \
+                 a later from, or a wider interval",
+                interval.as_str(),
+                interval.max_range_days(),
+                (to - from).whole_days()
+            )));
         }
         Ok(Self {
             metric,
@@ -428,6 +562,57 @@ mod tests {
     fn the_default_start_is_shortened_to_the_retention() {
         let range = Range::parse(None, None, None, None, NOW, 30).expect("valid");
         assert_eq!(range.from, datetime!(2026-10-30 0:00 UTC));
+    }
+
+    #[test]
+    fn each_interval_bounds_its_range_and_the_default_start_keeps_within_it() {
+        let hour = Some("hour");
+        let refused = detail(Range::parse(
+            None,
+            Some("2026-10-28T09:59:59Z"),
+            None,
+            hour,
+            NOW,
+            400,
+        ));
+        assert!(
+            refused.starts_with("bad query: from: interval=hour covers at most 31 days"),
+            "{refused}"
+        );
+        let range = Range::parse(None, Some("2026-10-29T10:00:00Z"), None, hour, NOW, 400)
+            .expect("31 days by hour");
+        assert_eq!(range.from, datetime!(2026-10-29 10:00 UTC));
+        // Without `from`: 31 days by hour, 90 by day.
+        let range = Range::parse(None, None, None, hour, NOW, 400).expect("valid");
+        assert_eq!(range.from, datetime!(2026-10-29 10:00 UTC));
+        // Days: up to 400; weeks: up to 1100 (within a longer retention).
+        assert!(Range::parse(None, Some("2025-10-25T10:00:00Z"), None, None, NOW, 2_000).is_ok());
+        let refused = detail(Range::parse(
+            None,
+            Some("2025-10-24T10:00:00Z"),
+            None,
+            None,
+            NOW,
+            2_000,
+        ));
+        assert!(
+            refused.contains("interval=day covers at most 400 days"),
+            "{refused}"
+        );
+        let week = Some("week");
+        assert!(Range::parse(None, Some("2025-01-01T00:00:00Z"), None, week, NOW, 2_000).is_ok());
+        let refused = detail(Range::parse(
+            None,
+            Some("2023-01-01T00:00:00Z"),
+            None,
+            week,
+            NOW,
+            2_000,
+        ));
+        assert!(
+            refused.contains("interval=week covers at most 1100 days"),
+            "{refused}"
+        );
     }
 
     #[test]

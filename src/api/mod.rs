@@ -46,7 +46,9 @@ a URL over 4 KiB (414) or headers over 16 KiB (431) are refused with `invalid_re
         scores::list_scores,
         scores::list_scores_csv,
         history::get_tenant_history,
+        history::get_tenant_history_csv,
         history::get_portfolio_history,
+        history::get_portfolio_history_csv,
         alerts::list_firing,
         alerts::list_events,
         alerts::list_deliveries,
@@ -104,7 +106,8 @@ pub struct ApiDoc;
 /// Completes every operation in one place, so that no route can miss it: the API-key security
 /// requirement (or `security: []` on open routes), and the answers of the guard and the error
 /// edge that any route can give (400, 414, 431; 401, 429 and 500 on protected routes).
-/// `/scores.csv` gets the parameters of `/scores` without `format` (one definition of them).
+/// Each `.csv` operation gets the parameters of its JSON route without `format` (one definition
+/// of them).
 struct Security;
 
 impl utoipa::Modify for Security {
@@ -149,19 +152,25 @@ impl utoipa::Modify for Security {
             SecurityRequirement::new("bearer", Vec::<String>::new()),
             SecurityRequirement::new("api_key", Vec::<String>::new()),
         ]);
-        let scores_parameters = openapi
+        let json_parameters: std::collections::HashMap<String, _> = openapi
             .paths
             .paths
-            .get("/scores")
-            .and_then(|item| item.get.as_ref())
-            .and_then(|operation| operation.parameters.clone());
+            .iter()
+            .filter_map(|(path, item)| {
+                let csv = format!("{path}.csv");
+                openapi.paths.paths.contains_key(&csv).then(|| {
+                    let parameters = item.get.as_ref().and_then(|get| get.parameters.clone());
+                    (csv, parameters)
+                })
+            })
+            .collect();
         for (path, item) in openapi.paths.paths.iter_mut() {
             let open = auth::is_open(path);
             let Some(operation) = item.get.as_mut() else {
                 continue;
             };
-            if path == "/scores.csv" {
-                operation.parameters = scores_parameters.clone().map(|parameters| {
+            if let Some(parameters) = json_parameters.get(path) {
+                operation.parameters = parameters.clone().map(|parameters| {
                     parameters
                         .into_iter()
                         .filter(|parameter| !matches!(parameter, RefOr::T(p) if p.name == "format"))
@@ -256,14 +265,16 @@ fn to_json(document: &utoipa::openapi::OpenApi) -> String {
 /// Every route template [`configure`] registers: the closed set of the `route` label of the
 /// request metrics and log line (anything else is `unmatched`). A test asserts that each
 /// registered route reports one of these.
-pub const ROUTES: [&str; 16] = [
+pub const ROUTES: [&str; 18] = [
     "/tenants",
     "/tenants/{id}",
     "/tenants/{id}/score",
     "/tenants/{id}/history",
+    "/tenants/{id}/history.csv",
     "/scores",
     "/scores.csv",
     "/scores/history",
+    "/scores/history.csv",
     "/alerts",
     "/alerts/events",
     "/webhooks/deliveries",
@@ -361,8 +372,18 @@ pub fn configure(services: Arc<Services>) -> impl FnOnce(&mut web::ServiceConfig
                             .default_service(method_not_allowed()),
                     )
                     .service(
+                        web::resource("/tenants/{id}/history.csv")
+                            .route(web::get().to(history::get_tenant_history_csv))
+                            .default_service(method_not_allowed()),
+                    )
+                    .service(
                         web::resource("/scores/history")
                             .route(web::get().to(history::get_portfolio_history))
+                            .default_service(method_not_allowed()),
+                    )
+                    .service(
+                        web::resource("/scores/history.csv")
+                            .route(web::get().to(history::get_portfolio_history_csv))
                             .default_service(method_not_allowed()),
                     )
                     .service(

@@ -1,17 +1,19 @@
 //! Benchmark of the score history on SQLite (the embedded default): the writer's ingest rate
 //! with many tenants, a 90-day history query for one tenant, the `changes` look-up and sort
-//! behind `/scores?sort=change_7d`, and the database size projected for a long retention.
+//! behind `/scores?sort=change_7d`, the database size projected for a long retention, and the
+//! portfolio (`/scores/history`) over a full portfolio's retention.
 //!
-//! Figures are printed next to their targets (`DESIGN.md`, issue 12): queries p50 < 10 ms, the
-//! projection under 2 GiB. Everything runs in this process on the shared cores, in scratch
-//! directories removed at the end.
+//! Figures are printed next to their targets: queries p50 < 10 ms, the projection under
+//! 2 GiB, a one-tenant caller's portfolio in < 1 s with RSS growth < 50 MB. Everything runs in
+//! this process on the shared cores, in scratch directories removed at the end.
 
 use crate::config::HistoryConfig;
 use crate::history::{
-    DailySnapshot, History, Interval, Metric, Reading, Store, ROLL_UP_AFTER_DAYS,
+    DailySnapshot, History, Interval, Metric, Reading, Store, DAY, ROLL_UP_AFTER_DAYS,
 };
 use crate::metrics::HistoryMetrics;
 use anyhow::Context;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
@@ -37,6 +39,10 @@ pub struct HistoryBenchArgs {
     /// Repetitions of each query for its percentiles.
     #[arg(long, default_value_t = 200)]
     pub queries: usize,
+    /// Tenants of the portfolio phase, each with a full retention of points (`--days`): 30
+    /// days hourly, the rest daily; 0 skips the phase.
+    #[arg(long, default_value_t = 10_000)]
+    pub portfolio_tenants: usize,
 }
 
 /// A scratch directory removed on drop.
@@ -279,5 +285,131 @@ pub async fn run(args: HistoryBenchArgs) -> anyhow::Result<()> {
         gib,
         verdict(gib < 2.0)
     );
+    if args.portfolio_tenants > 0 {
+        portfolio(&args, now).await?;
+    }
+    Ok(())
+}
+
+/// The process's resident set and its peak since the last reset, in bytes (Linux; zeros
+/// elsewhere).
+fn rss() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(0)
+            * 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Resets the peak resident set (`VmHWM`) to the current one (Linux 4.0+).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// The portfolio over `--portfolio-tenants` tenants × `--days` of points (the issue's
+/// steady state: 10,000 × 400 days, 10.9 M points): a caller who sees one tenant, with the
+/// longest hourly range and the daily defaults, then a caller who sees every tenant.
+async fn portfolio(args: &HistoryBenchArgs, now: OffsetDateTime) -> anyhow::Result<()> {
+    let dir = TempDir::create()?;
+    let store = Store::connect(&dir.url("portfolio.db")).await?;
+    let today = Interval::Day.bucket(now.unix_timestamp());
+    let started = Instant::now();
+    let mut points = 0u64;
+    let ids: Vec<String> = (0..args.portfolio_tenants).map(tenant).collect();
+    for chunk in ids.chunks(50) {
+        let hourly: Vec<Reading> = chunk
+            .iter()
+            .enumerate()
+            .flat_map(|(index, id)| {
+                (0..ROLL_UP_AFTER_DAYS * 24).map(move |hour| Reading {
+                    tenant: id.clone(),
+                    metric: Metric::Device,
+                    at: now - time::Duration::hours(hour),
+                    score: 300.0 + ((hour + index as i64) % 37) as f64,
+                    max_score: None,
+                })
+            })
+            .collect();
+        store.write(&hourly).await?;
+        points += hourly.len() as u64;
+        for id in chunk {
+            let daily: Vec<DailySnapshot> = (ROLL_UP_AFTER_DAYS + 1..=args.days)
+                .filter_map(|day| {
+                    Some(DailySnapshot {
+                        at: OffsetDateTime::from_unix_timestamp(today - day * DAY).ok()?,
+                        score: 300.0 + (day % 53) as f64,
+                        max_score: None,
+                    })
+                })
+                .collect();
+            points += store.insert_daily(id, Metric::Device, &daily).await?;
+        }
+    }
+    println!(
+        "portfolio data    {} points of {} tenants x {} days in {:.1} s",
+        points,
+        args.portfolio_tenants,
+        args.days,
+        started.elapsed().as_secs_f64()
+    );
+    let one: HashSet<String> = ids.iter().take(1).cloned().collect();
+    let every: HashSet<String> = ids.iter().cloned().collect();
+    // (what, tenants, interval, days)
+    let cases: [(&str, &HashSet<String>, Interval, i64); 4] = [
+        (
+            "one-tenant key",
+            &one,
+            Interval::Hour,
+            Interval::Hour.max_range_days(),
+        ),
+        ("one-tenant key", &one, Interval::Day, 90),
+        ("one-tenant key", &one, Interval::Day, 365),
+        ("every-tenant key", &every, Interval::Day, 90),
+    ];
+    for (who, tenants, interval, days) in cases {
+        reset_peak_rss();
+        let (before, _) = rss();
+        let started = Instant::now();
+        let found = store
+            .portfolio(
+                tenants,
+                Metric::Device,
+                now - time::Duration::days(days),
+                now,
+                interval,
+            )
+            .await?;
+        let elapsed = started.elapsed();
+        let (_, peak) = rss();
+        let growth = peak.saturating_sub(before) as f64 / 1e6;
+        let target = if tenants.len() == 1 {
+            format!(
+                " (target < 1 s and < 50 MB: {})",
+                verdict(elapsed < Duration::from_secs(1) && growth < 50.0)
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "portfolio         {who} ({} of {} tenants), interval={} over {days} days: {} points in {:.1} ms, RSS +{:.1} MB{target}",
+            tenants.len(),
+            args.portfolio_tenants,
+            interval.as_str(),
+            found.len(),
+            elapsed.as_secs_f64() * 1000.0,
+            growth,
+        );
+    }
     Ok(())
 }

@@ -15,6 +15,7 @@
 //! - `writer`: the bounded channel and the background task that writes batches, with back-off.
 //! - `file`: whether the SQLite file is still the one opened (not deleted nor replaced).
 //! - `binding`: which Entra tenant each tenant id stands for; a re-pointed id starts a new series.
+//! - `read`: the policies of every read (database known away, read permits, deadline).
 //!
 //! # One code path over two engines
 //!
@@ -28,11 +29,13 @@
 mod binding;
 mod file;
 mod migrations;
+mod read;
 mod store;
 mod writer;
 
 pub use binding::{Binding, Rebound};
 pub use file::FileState;
+pub use read::{ReadGate, ReadLimits};
 pub use store::{retention_start, Store};
 pub use writer::WriterStats;
 
@@ -78,6 +81,17 @@ impl Interval {
             Self::Hour => "hour",
             Self::Day => "day",
             Self::Week => "week",
+        }
+    }
+
+    /// The longest range a query by this interval covers, in days: the points an hourly query
+    /// reads grow 24 times as fast as a daily one's, so hours are kept to a month; days to
+    /// about 13 months (the default retention), weeks to about three years.
+    pub const fn max_range_days(self) -> i64 {
+        match self {
+            Self::Hour => 31,
+            Self::Day => 400,
+            Self::Week => 1_100,
         }
     }
 
@@ -196,6 +210,22 @@ pub enum HistoryError {
     /// The schema could not be brought up to date.
     #[error("the history database's migrations failed")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    /// The database could not be reached moments ago: the read was not tried (see
+    /// [`ReadLimits::down_for`]).
+    #[error("the history database is away; tried again in {retry_after:?}")]
+    Down {
+        /// Until the next attempt.
+        retry_after: std::time::Duration,
+    },
+    /// Every read permit is taken (see [`ReadLimits::permits`]).
+    #[error("too many history reads at once")]
+    Busy,
+    /// The read took longer than its deadline (see [`ReadLimits::deadline`]).
+    #[error("the history read took longer than {after:?}")]
+    Deadline {
+        /// The deadline.
+        after: std::time::Duration,
+    },
 }
 
 impl From<sqlx::Error> for HistoryError {
@@ -227,6 +257,9 @@ pub struct History {
     file: Arc<FileWatch>,
     /// The tenants' Entra bindings, applied before the store is published and on reload.
     bindings: Arc<binding::Gate>,
+    /// The read policies: reads never take the whole pool from the writer and the alerts,
+    /// never run without a deadline, and fail fast while the database is away.
+    reads: ReadGate,
 }
 
 /// The last state of the SQLite file, shared by the periodic check and readiness.
@@ -379,6 +412,7 @@ impl History {
             past: parking_lot::Mutex::default(),
             file,
             bindings,
+            reads: ReadGate::new(ReadLimits::default()),
         }
     }
 
@@ -410,6 +444,47 @@ impl History {
                 .retain(|(_, tenant), _| !tenants.contains(tenant));
         }
         tenants
+    }
+
+    /// This history with other read limits (tests and benchmarks tighten them).
+    pub fn with_read_limits(mut self, limits: ReadLimits) -> Self {
+        self.reads = ReadGate::new(limits);
+        self
+    }
+
+    /// The read policies (for the alerts' reads, which fail fast with the history's).
+    pub fn reads(&self) -> &ReadGate {
+        &self.reads
+    }
+
+    /// One tenant's points (see [`Store::history`]), through the read policies.
+    pub async fn tenant_points(
+        &self,
+        tenant: &str,
+        metric: Metric,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        interval: Interval,
+    ) -> Result<Vec<Point>, HistoryError> {
+        let store = self.store()?;
+        self.reads
+            .run(store.history(tenant, metric, from, to, interval))
+            .await
+    }
+
+    /// The portfolio of `tenants` (see [`Store::portfolio`]), through the read policies.
+    pub async fn portfolio(
+        &self,
+        tenants: &std::collections::HashSet<String>,
+        metric: Metric,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        interval: Interval,
+    ) -> Result<Vec<PortfolioPoint>, HistoryError> {
+        let store = self.store()?;
+        self.reads
+            .run(store.portfolio(tenants, metric, from, to, interval))
+            .await
     }
 
     /// Records a reading, off the request path: never waits and never fails. When the buffer
@@ -463,7 +538,7 @@ impl History {
                 .collect()
         };
         if !missing.is_empty() {
-            let mut read = store.changes(&missing, metric, now).await?;
+            let mut read = self.reads.run(store.changes(&missing, metric, now)).await?;
             let mut cache = self.past.lock();
             if cache.day == day {
                 for tenant in missing {

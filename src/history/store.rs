@@ -8,6 +8,7 @@ use super::{
     statistics, DailySnapshot, HistoryError, Interval, Metric, Past, Point, PortfolioPoint,
     Reading, DAY, HOUR, ROLL_UP_AFTER_DAYS,
 };
+use futures::TryStreamExt;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Connection, Row};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -22,6 +23,11 @@ const ROLL_UP_CHUNK: i64 = 20_000;
 /// Tenants per `changes` statement: within both engines' limits on bound parameters
 /// (SQLite 32,766, PostgreSQL 65,535), and 10,000 tenants take 5 statements, not 10,000.
 const CHANGES_CHUNK: usize = 2_000;
+
+/// Tenants a portfolio statement names, at most: within SQLite's 32,766 bound parameters. A
+/// caller who sees more (beyond the gateway's design) reads the metric's range whole, its
+/// tenants kept as the rows stream by.
+const PORTFOLIO_TENANTS: usize = 30_000;
 
 /// Merges a bucket's new contribution into the stored row: the later reading's score wins
 /// (readings may arrive out of order: back-fills, several replicas), min and max widen,
@@ -372,6 +378,11 @@ impl Store {
 
     /// The portfolio of `tenants` from `from` to `to`: per `interval` bucket, statistics over
     /// each tenant's last score in the bucket. Buckets without any score are left out.
+    ///
+    /// The cost follows the caller's tenants, not the portfolio's: the statement names them
+    /// (each one a seek on the primary key), the database picks each one's last score per
+    /// bucket and sends the rows ordered by bucket, and they are folded one bucket at a time,
+    /// so memory holds one bucket's scores at most, whatever the range.
     pub async fn portfolio(
         &self,
         tenants: &HashSet<String>,
@@ -380,44 +391,72 @@ impl Store {
         to: OffsetDateTime,
         interval: Interval,
     ) -> Result<Vec<PortfolioPoint>, HistoryError> {
+        if tenants.is_empty() {
+            return Ok(Vec::new());
+        }
         let (width, offset) = interval.geometry();
-        // The database picks each tenant's last reading per bucket (a window over the range),
-        // so only one row per tenant and bucket travels; the caller's scope is applied here.
-        let rows = sqlx::query(
-            "SELECT tenant, bucket, last FROM ( \
-                SELECT tenant, (at - $3) / $4 * $4 + $3 AS bucket, last, \
-                ROW_NUMBER() OVER (PARTITION BY tenant, (at - $3) / $4 ORDER BY last_at DESC) AS rn \
-                FROM history_points WHERE metric = $1 AND at >= $2 AND at <= $5 \
-             ) ranked WHERE rn = 1",
-        )
-        .bind(metric.as_str())
-        .bind(interval.bucket(from.unix_timestamp()))
-        .bind(offset)
-        .bind(width)
-        .bind(to.unix_timestamp())
-        .fetch_all(&self.pool)
-        .await?;
-        let mut buckets: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
-        for row in &rows {
-            let tenant: String = row.try_get("tenant")?;
-            if !tenants.contains(&tenant) {
-                continue;
+        let start = interval.bucket(from.unix_timestamp());
+        let end = to.unix_timestamp();
+        let named = tenants.len() <= PORTFOLIO_TENANTS;
+        // Built from numbers only (placeholders); every value is bound. Not kept prepared: the
+        // text differs with the number of tenants.
+        let query = if named {
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(portfolio_sql(tenants.len())))
+                .persistent(false)
+                .bind(metric.as_str())
+                .bind(start)
+                .bind(width)
+                .bind(end);
+            for tenant in tenants {
+                query = query.bind(tenant.as_str());
+            }
+            query
+        } else {
+            sqlx::query(sqlx::AssertSqlSafe(portfolio_sql(0)))
+                .persistent(false)
+                .bind(metric.as_str())
+                .bind(start)
+                .bind(offset)
+                .bind(width)
+                .bind(end)
+        };
+        let mut rows = query.fetch(&self.pool);
+        let mut points = Vec::new();
+        let mut current: Option<(i64, Vec<f64>)> = None;
+        while let Some(row) = rows.try_next().await? {
+            if !named {
+                let tenant: String = row.try_get("tenant")?;
+                if !tenants.contains(&tenant) {
+                    continue;
+                }
             }
             let bucket: i64 = row.try_get("bucket")?;
-            let last: f64 = row.try_get("last")?;
-            buckets.entry(bucket).or_default().push(last);
+            // No reading of this tenant in this bucket.
+            let Some(last) = row.try_get::<Option<f64>, _>("last")? else {
+                continue;
+            };
+            match &mut current {
+                Some((at, values)) if *at == bucket => values.push(last),
+                _ => {
+                    if let Some((at, values)) = current.replace((bucket, vec![last])) {
+                        points.extend(bucket_statistics(at, values));
+                    }
+                }
+            }
         }
-        Ok(buckets
-            .into_iter()
-            .filter_map(|(bucket, values)| {
-                statistics(OffsetDateTime::from_unix_timestamp(bucket).ok()?, values)
-            })
-            .collect())
+        if let Some((at, values)) = current {
+            points.extend(bucket_statistics(at, values));
+        }
+        Ok(points)
     }
 
     /// Each tenant's score at the end of the day 1, 7, 30 and 90 days before `now`'s day: the
     /// last point that started before the next midnight. One statement per 2,000 tenants, each
     /// look-up a seek on the primary key. Tenants without any point that old get `None`s.
+    ///
+    /// The 90-day score falls back to the oldest point of the day after, when there is none
+    /// before: Graph keeps 90 daily snapshots, the oldest stamped at the midnight that *ends*
+    /// the day 90 days ago, so a tenant back-filled today has a `change_90d` from day one.
     pub async fn changes(
         &self,
         tenants: &[String],
@@ -430,7 +469,7 @@ impl Store {
         let mut out = HashMap::with_capacity(tenants.len());
         for chunk in tenants.chunks(CHANGES_CHUNK) {
             let values = (0..chunk.len())
-                .map(|index| format!("(${})", index + 6))
+                .map(|index| format!("(${})", index + 7))
                 .collect::<Vec<_>>()
                 .join(", ");
             let look_up = |cutoff: usize| {
@@ -439,9 +478,13 @@ impl Store {
                      AND p.metric = $1 AND p.at < ${cutoff} ORDER BY p.at DESC LIMIT 1)"
                 )
             };
+            // The oldest point from the 90-day cut-off to a day later ($5 to $6).
+            let oldest_after = "(SELECT p.last FROM history_points p WHERE p.tenant = t.tenant \
+                 AND p.metric = $1 AND p.at >= $5 AND p.at < $6 ORDER BY p.at LIMIT 1)";
             let sql = format!(
                 "WITH t(tenant) AS (VALUES {values}) SELECT t.tenant AS tenant, \
-                 {} AS ago_1d, {} AS ago_7d, {} AS ago_30d, {} AS ago_90d FROM t",
+                 {} AS ago_1d, {} AS ago_7d, {} AS ago_30d, \
+                 COALESCE({}, {oldest_after}) AS ago_90d FROM t",
                 look_up(2),
                 look_up(3),
                 look_up(4),
@@ -452,6 +495,7 @@ impl Store {
             for cutoff in cutoffs {
                 query = query.bind(cutoff);
             }
+            query = query.bind(cutoffs[3] + DAY);
             for tenant in chunk {
                 query = query.bind(tenant.as_str());
             }
@@ -555,7 +599,97 @@ impl Store {
     }
 }
 
+/// The portfolio statement for `tenants` named tenants (`$5` on: metric `$1`, the first
+/// bucket `$2`, the width `$3`, the end `$4`): for every bucket and tenant, the score of the
+/// tenant's reading with the latest `last_at` in the bucket (`NULL` without one), one seek on
+/// the primary key each, ordered by bucket so that the caller folds one bucket at a time.
+///
+/// With 0 tenants, the statement over every tenant of the metric (metric `$1`, start `$2`,
+/// offset `$3`, width `$4`, end `$5`), for callers who see more tenants than a statement can
+/// name: it reads the metric's range whole.
+pub(super) fn portfolio_sql(tenants: usize) -> String {
+    if tenants == 0 {
+        return "SELECT tenant, bucket, last FROM ( \
+            SELECT tenant, (at - $3) / $4 * $4 + $3 AS bucket, last, \
+            ROW_NUMBER() OVER (PARTITION BY tenant, (at - $3) / $4 ORDER BY last_at DESC) AS rn \
+            FROM history_points WHERE metric = $1 AND at >= $2 AND at <= $5 \
+            ) ranked WHERE rn = 1 ORDER BY bucket"
+            .to_owned();
+    }
+    let values = (0..tenants)
+        .map(|index| format!("(${})", index + 5))
+        .collect::<Vec<_>>()
+        .join(", ");
+    // `CROSS JOIN` keeps SQLite's loops in this order: buckets, then tenants.
+    format!(
+        "WITH RECURSIVE b(start) AS (SELECT $2 UNION ALL SELECT start + $3 FROM b \
+            WHERE start + $3 <= $4), \
+         t(tenant) AS (VALUES {values}) \
+         SELECT t.tenant AS tenant, b.start AS bucket, \
+            (SELECT p.last FROM history_points p WHERE p.tenant = t.tenant AND p.metric = $1 \
+             AND p.at >= b.start AND p.at < b.start + $3 AND p.at <= $4 \
+             ORDER BY p.last_at DESC LIMIT 1) AS last \
+         FROM b CROSS JOIN t ORDER BY b.start"
+    )
+}
+
+/// Statistics of one bucket, or nothing for a bucket start out of range.
+fn bucket_statistics(at: i64, values: Vec<f64>) -> Option<PortfolioPoint> {
+    statistics(OffsetDateTime::from_unix_timestamp(at).ok()?, values)
+}
+
 /// The oldest moment kept (Unix seconds): midnight UTC `retention_days` before `now`'s day.
 pub fn retention_start(now: OffsetDateTime, retention_days: u32) -> i64 {
     Interval::Day.bucket(now.unix_timestamp()) - i64::from(retention_days) * DAY
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SQLite's plan of the portfolio statement for `tenants` named tenants, one line a step.
+    async fn portfolio_plan(store: &Store, tenants: usize) -> Vec<String> {
+        let sql = format!("EXPLAIN QUERY PLAN {}", portfolio_sql(tenants));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(Metric::Device.as_str())
+            .bind(0_i64)
+            .bind(DAY)
+            .bind(DAY);
+        if tenants == 0 {
+            query = query.bind(DAY);
+        }
+        for index in 0..tenants {
+            query = query.bind(format!("t{index}"));
+        }
+        let rows = query.fetch_all(&store.pool).await.expect("a plan");
+        rows.iter()
+            .map(|row| row.try_get::<String, _>("detail").expect("detail"))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_portfolio_seeks_each_named_tenant_instead_of_scanning_the_table() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let url = format!("sqlite://{}/history.db?mode=rwc", dir.path().display());
+        let store = Store::connect(&url).await.expect("a store");
+        let plan = portfolio_plan(&store, 3).await;
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("SEARCH p USING PRIMARY KEY (tenant=? AND metric=?")),
+            "{plan:#?}"
+        );
+        assert!(
+            !plan.iter().any(|step| step.starts_with("SCAN p")),
+            "{plan:#?}"
+        );
+        // The statement without names (more tenants than parameters; before, every caller's)
+        // is the one that reads the whole table.
+        let everyone = portfolio_plan(&store, 0).await;
+        assert!(
+            everyone
+                .iter()
+                .any(|step| step.starts_with("SCAN history_points")),
+            "{everyone:#?}"
+        );
+    }
 }

@@ -295,9 +295,11 @@ async fn every_status_the_gateway_answers_is_documented_for_its_operation() {
         "/scores",
         "/scores.csv",
         "/scores/history",
+        "/scores/history.csv",
         "/tenants",
         "/tenants/{id}",
         "/tenants/{id}/history",
+        "/tenants/{id}/history.csv",
         "/tenants/{id}/score",
     ]);
     assert_eq!(paths, expected_paths);
@@ -449,8 +451,12 @@ async fn every_status_the_gateway_answers_is_documented_for_its_operation() {
             "/readyz" => BTreeSet::from(["503"]),
             "/tenants/{id}/score" | "/scores" | "/scores.csv" => BTreeSet::from(["500", "504"]),
             // Only with the database away (503) or history turned off (404 on the portfolio).
-            "/tenants/{id}/history" => BTreeSet::from(["500", "503", "504"]),
-            "/scores/history" => BTreeSet::from(["404", "500", "503", "504"]),
+            "/tenants/{id}/history" | "/tenants/{id}/history.csv" => {
+                BTreeSet::from(["500", "503", "504"])
+            }
+            "/scores/history" | "/scores/history.csv" => {
+                BTreeSet::from(["404", "500", "503", "504"])
+            }
             // Only with history off (404 `alerts_disabled`) or the database away (503).
             "/alerts" | "/alerts/events" => BTreeSet::from(["404", "500", "503", "504"]),
             "/webhooks/deliveries" => BTreeSet::from(["500", "503", "504"]),

@@ -18,6 +18,7 @@ mod hardening_edge;
 mod hardening_fetch;
 mod helpers;
 mod history;
+mod history_reads;
 mod history_wiring;
 mod openapi;
 mod operations;
