@@ -130,7 +130,7 @@ const BAD_QUERY: &str = "Bad query: an unknown `metric` or `interval`, a `from` 
         (status = 404, description = "No such tenant (`unknown_tenant`), or history is turned off (`history_disabled`)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The history database cannot be reached now, or too many history queries run at once (`history_unavailable`, answered at once); see `Retry-After`", body = Problem, content_type = "application/problem+json",
          headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 504, description = "The history query's deadline (5 s) or the server's request timeout passed (`deadline_exceeded`)", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "The history query's deadline (20 s) or the server's request timeout passed (`deadline_exceeded`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_tenant_history(
@@ -156,7 +156,7 @@ pub async fn get_tenant_history(
         (status = 404, description = "No such tenant (`unknown_tenant`), or history is turned off (`history_disabled`)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The history database cannot be reached now, or too many history queries run at once (`history_unavailable`, answered at once); see `Retry-After`", body = Problem, content_type = "application/problem+json",
          headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 504, description = "The history query's deadline (5 s) or the server's request timeout passed (`deadline_exceeded`)", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "The history query's deadline (20 s) or the server's request timeout passed (`deadline_exceeded`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_tenant_history_csv(
@@ -227,7 +227,7 @@ async fn tenant_history(
         (status = 404, description = "History is turned off (`history_disabled`)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The history database cannot be reached now, or too many history queries run at once (`history_unavailable`, answered at once); see `Retry-After`", body = Problem, content_type = "application/problem+json",
          headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 504, description = "The history query's deadline (5 s) or the server's request timeout passed (`deadline_exceeded`)", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "The history query's deadline (20 s) or the server's request timeout passed (`deadline_exceeded`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_portfolio_history(
@@ -252,7 +252,7 @@ pub async fn get_portfolio_history(
         (status = 404, description = "History is turned off (`history_disabled`)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The history database cannot be reached now, or too many history queries run at once (`history_unavailable`, answered at once); see `Retry-After`", body = Problem, content_type = "application/problem+json",
          headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 504, description = "The history query's deadline (5 s) or the server's request timeout passed (`deadline_exceeded`)", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "The history query's deadline (20 s) or the server's request timeout passed (`deadline_exceeded`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_portfolio_history_csv(

@@ -39,7 +39,9 @@ impl Default for ReadLimits {
         Self {
             permits: 2,
             queue: Duration::from_millis(500),
-            deadline: Duration::from_secs(5),
+            // Far above a one-tenant caller's milliseconds; room for a caller who sees 10,000
+            // tenants (90 days by day: seconds on two shared cores).
+            deadline: Duration::from_secs(20),
             down_for: Duration::from_secs(5),
             probe_for: Duration::from_secs(6),
         }

@@ -601,8 +601,14 @@ impl Store {
 
 /// The portfolio statement for `tenants` named tenants (`$5` on: metric `$1`, the first
 /// bucket `$2`, the width `$3`, the end `$4`): for every bucket and tenant, the score of the
-/// tenant's reading with the latest `last_at` in the bucket (`NULL` without one), one seek on
-/// the primary key each, ordered by bucket so that the caller folds one bucket at a time.
+/// tenant's point that starts last in the bucket (`NULL` without one), one seek on the primary
+/// key each, ordered by bucket so that the caller folds one bucket at a time.
+///
+/// The point that starts last holds the bucket's last reading: hours start after their day's
+/// midnight, and the roll-up folds a day's earlier hours first. The one exception is a day's
+/// back-filled snapshot stamped later than the gateway's own reading of that day, whose day
+/// point starts first; picking by start rather than by `last_at` halves the statement's cost
+/// (a seek, not a sort, per cell), and either reading is that day's score.
 ///
 /// With 0 tenants, the statement over every tenant of the metric (metric `$1`, start `$2`,
 /// offset `$3`, width `$4`, end `$5`), for callers who see more tenants than a statement can
@@ -628,7 +634,7 @@ pub(super) fn portfolio_sql(tenants: usize) -> String {
          SELECT t.tenant AS tenant, b.start AS bucket, \
             (SELECT p.last FROM history_points p WHERE p.tenant = t.tenant AND p.metric = $1 \
              AND p.at >= b.start AND p.at < b.start + $3 AND p.at <= $4 \
-             ORDER BY p.last_at DESC LIMIT 1) AS last \
+             ORDER BY p.at DESC LIMIT 1) AS last \
          FROM b CROSS JOIN t ORDER BY b.start"
     )
 }
