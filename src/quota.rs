@@ -9,7 +9,7 @@
 //!
 //! Windows and cool-downs are keyed by [`QuotaKey`], a tenant *and* an upstream service:
 //! Defender's limits (and its 429s) are shared by every metric read from Defender, Graph has its
-//! own (`DESIGN.md`, turn 2). Failure back-off is keyed by [`ScoreKey`], a tenant and a metric:
+//! own (its own per-app, per-tenant quota). Failure back-off is keyed by [`ScoreKey`], a tenant and a metric:
 //! one retired endpoint must not silence another metric of the same service.
 //!
 //! Time: every comparison uses `tokio::time::Instant`, and governor runs on [`TokioClock`], so that

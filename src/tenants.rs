@@ -3,7 +3,8 @@
 //! A [`Tenant`] is what the rest of the gateway needs to call Defender for one customer: where
 //! to get a token (authority host, Entra tenant id, client id, credential, scope) and where to
 //! call (API base). Registrations are immutable once built; a reload builds a new registry.
-//! This module also owns the one table of Microsoft clouds and their hosts (`MDE-API.md`).
+//! This module also owns the one table of Microsoft clouds and their hosts (Entra ID authority,
+//! Defender API and Microsoft Graph host of each national cloud, as Microsoft documents them).
 
 use crate::credential::Credential;
 use crate::upstream::{Metric, UpstreamService};
@@ -126,7 +127,8 @@ impl Cloud {
         }
     }
 
-    /// Microsoft Graph base of the cloud (`MDE-API.md`); `None` for [`Cloud::Custom`].
+    /// Microsoft Graph base of the cloud (commercial and GCC share the global host, GCC High and
+    /// DoD have their own); `None` for [`Cloud::Custom`].
     pub fn graph_base(self) -> Option<&'static str> {
         match self {
             Cloud::Commercial | Cloud::Gcc => Some("https://graph.microsoft.com"),

@@ -3,9 +3,9 @@
 //! (metric `device`) and `GET /api/exposureScore` (`exposure`), and Microsoft Graph's
 //! `GET /v1.0/security/secureScores?$top=1` (`secure`).
 //!
-//! This is the narrow interface to Microsoft (`MDE-API.md` warns the API may retire; `DESIGN.md`,
-//! turn 2, adds Defender's exposure score and Graph's secure score as further sources): a source
-//! turns one HTTP exchange into a [`Reading`] or a [`CallFailure`] that states the facts (status,
+//! This is the narrow interface to Microsoft (the Defender API retires on 2027-02-01; Graph's
+//! secure score outlives it, see the README's "After 2027-02-01"): a source turns one HTTP
+//! exchange into a [`Reading`] or a [`CallFailure`] that states the facts (status,
 //! `Retry-After`, a secret-free detail), and names its metric, its token scope and the upstream
 //! service whose quota it spends. It decides nothing: no retries, deadlines, quotas, tokens or
 //! cool-downs — the policy stack ([`crate::policy`]) owns those, in one place.
@@ -142,7 +142,7 @@ pub struct Comparison {
     pub average_score: f64,
 }
 
-/// Why a fetch failed, in the gateway's terms (`DESIGN.md`, error codes).
+/// Why a fetch failed, in the gateway's terms (the README's "Errors" table).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum UpstreamError {
     /// Entra refused the credentials (AADSTS codes): not retried.
@@ -184,7 +184,7 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
-    /// The gateway's stable error code for this failure (`DESIGN.md`, error codes); also the
+    /// The gateway's stable error code for this failure (the README's "Errors" table); also the
     /// `outcome` label of `scoregate_fetches_total`.
     pub fn code(&self) -> crate::code::Code {
         use crate::code::Code;

@@ -1,6 +1,6 @@
 //! Alerts: rules over each tenant's metrics (`[[alerts]]`), their state per (alert, tenant),
 //! and the events of each change delivered as signed webhooks (`[[webhooks]]`) that are never
-//! lost (`DESIGN.md`, turn 2, "Alerts").
+//! lost (the README's "Alerts" section).
 //!
 //! Owns the rules' evaluation, the state and event tables and the webhook outbox (in the history
 //! database, migration `0002_alerts.sql`), the delivery workers and the Standard Webhooks

@@ -44,8 +44,8 @@ pub(crate) enum ScoreError {
     /// The token has expired (or is not yet valid) on the emulator clock.
     #[error("Authorization has been denied for this request. The access token has expired.")]
     Expired,
-    /// The token is for another resource, such as Graph (MDE-API.md: a wrong audience gives
-    /// 403).
+    /// The token is for another resource, such as Graph (Defender answers a wrong audience with
+    /// 403, not 401).
     #[error("The access token audience is invalid. Request a token for {DEFENDER_RESOURCE}.")]
     WrongAudience,
     /// No `Score.Read.All` role (the `forbidden` profile).

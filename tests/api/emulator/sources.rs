@@ -111,7 +111,7 @@ async fn a_wrong_audience_token_is_refused_by_defender_and_by_graph() {
     let defender = app.access_token("contoso").await;
     let graph = app.graph_token("contoso").await;
 
-    // Defender refuses a Graph token as MDE-API.md says: 403 with Defender's body.
+    // Defender refuses a Graph token (a wrong audience) with 403, not 401, and Defender's body.
     for answer in [app.score(&graph).await, app.exposure(&graph).await] {
         assert_defender_error(&answer, 403, "Forbidden");
         assert!(answer.body.contains("audience"), "{}", answer.body);
