@@ -4,8 +4,8 @@
 //!
 //! They are the only types the gateway and the emulator share: both sides must agree on the
 //! bytes on the wire, and nothing else. Shapes follow Microsoft's API references; unknown fields
-//! are ignored when reading, as Microsoft may add fields at any time (Graph's secure scores carry several
-//! undocumented ones), and fields Microsoft documents as nullable are optional.
+//! are ignored when reading, as Microsoft may add fields at any time (Graph's secure scores carry
+//! several undocumented ones), and fields Microsoft documents as nullable are optional.
 
 use serde::{Deserialize, Serialize};
 
