@@ -6,7 +6,7 @@ use crate::telemetry::LogFormat;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
-/// scoregate: Defender for Endpoint device secure scores for many tenants, behind one API.
+/// scoregate: Microsoft security scores of many tenants (Defender, Graph), behind one API.
 #[derive(Debug, Parser)]
 #[command(name = "scoregate", version, about, long_about = None)]
 pub struct Cli {
@@ -34,7 +34,7 @@ pub enum Command {
     Keygen(KeygenArgs),
     /// Probe a running gateway (exit 0 when it answers 200): the container's health check.
     Healthcheck(HealthcheckArgs),
-    /// Run the local stand-in for Entra ID and Defender for Endpoint (HTTPS).
+    /// Run the local stand-in for Entra ID, Defender for Endpoint and Microsoft Graph (HTTPS).
     #[cfg(feature = "emulator")]
     Emulate(crate::emulator::EmulateArgs),
     /// Run a benchmark and print its figures.

@@ -32,14 +32,14 @@ pub enum Code {
     MethodNotAllowed,
     /// The caller's key exceeded its request rate.
     RateLimited,
-    /// Microsoft refused the tenant's credentials (Entra ID), or Defender refused the call (401
-    /// after a renewal, 403): consent, role or licence.
+    /// Microsoft refused the tenant's credentials (Entra ID), or the source (Defender or Microsoft
+    /// Graph) refused the call (401 after a renewal, 403): consent, role or licence.
     UpstreamAuth,
-    /// Defender failed, answered something unusable, or could not be reached, after retries.
+    /// The source failed, answered something unusable, or could not be reached, after retries.
     UpstreamError,
-    /// Defender throttles the tenant (429), or the tenant's quota or cool-down forbids calling.
+    /// The source throttles the tenant (429), or the tenant's quota or cool-down forbids calling.
     UpstreamThrottled,
-    /// Defender did not answer within the deadline.
+    /// The source did not answer within the deadline.
     UpstreamTimeout,
     /// The score endpoint answered 404 or 410: the API is retired (the Defender API after
     /// 2027-02-01) or not offered in the tenant's cloud; the detail names the tenant's other

@@ -23,7 +23,8 @@
 //! - [`upstream`]: the one shared HTTPS client and the score sources behind `ScoreSource`,
 //!   one per metric (Defender's device and exposure scores, Graph's Secure Score).
 //! - [`quota`]: rate windows, 429 cool-downs and back-off behind `QuotaStore`, on tokio's clock.
-//! - [`policy`]: the outbound stack, gate → retries (quota → cap → token → call); the classifier.
+//! - [`policy`]: the outbound stack, gate → retries (quota → tenant slots → cap → token → call);
+//!   the classifier.
 //! - [`cache`]: fresh and stale windows, single flight, stale-if-error over a `ScoreStore`.
 //! - [`cursor`]: the one codec of every paging cursor: sealed, bound to the query and the caller.
 //! - [`fanout`]: `GET /scores` without HTTP: filters, deadline, summary, order, signed cursors.

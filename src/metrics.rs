@@ -18,7 +18,7 @@
 
 use crate::code::Code;
 use crate::tenants::{Registry, TenantId};
-use crate::upstream::Metric;
+use crate::upstream::{Metric, UpstreamService};
 use parking_lot::Mutex;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
@@ -102,6 +102,19 @@ impl ReloadOutcome {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: &'static str,
+}
+
+/// An upstream service (its fixed name, [`UpstreamService::as_str`]) and a bounded outcome code.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CallLabels {
+    service: &'static str,
+    outcome: &'static str,
+}
+
+/// An upstream service, by its fixed name ([`UpstreamService::as_str`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ServiceLabels {
+    service: &'static str,
 }
 
 /// A tenant's gateway id and one of its metrics, as labels of the per-tenant series.
@@ -201,7 +214,7 @@ impl EncodeLabelValue for TenantId {
     }
 }
 
-/// What one HTTP call to Defender ended with.
+/// What one HTTP call to a source (Defender or Microsoft Graph) ended with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallOutcome {
     /// 200 with a usable score.
@@ -296,7 +309,7 @@ impl CacheResult {
 /// Why the quota refused an upstream call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuotaRefusal {
-    /// The tenant is in a Defender-imposed cool-down (429 `Retry-After`).
+    /// The tenant is in a cool-down its source imposed (429 `Retry-After`).
     CoolDown,
     /// The tenant's per-minute or per-hour limit would only allow a call after the deadline.
     Rate,
@@ -500,9 +513,9 @@ pub struct Metrics {
     registry: PromRegistry,
     http_requests: Family<HttpLabels, Counter>,
     http_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
-    upstream_calls: Family<OutcomeLabels, Counter>,
-    upstream_duration: Family<OutcomeLabels, Histogram, fn() -> Histogram>,
-    upstream_throttled: Counter,
+    upstream_calls: Family<CallLabels, Counter>,
+    upstream_duration: Family<CallLabels, Histogram, fn() -> Histogram>,
+    upstream_throttled: Family<ServiceLabels, Counter>,
     upstream_in_flight: Gauge,
     fetches: Family<OutcomeLabels, Counter>,
     token_requests: Family<OutcomeLabels, Counter>,
@@ -517,7 +530,7 @@ pub struct Metrics {
 }
 
 /// Latency buckets from 5 ms to about 41 s: gateway answers from cache sit at the bottom, calls
-/// to Defender in the middle, deadlines at the top.
+/// to Microsoft in the middle, deadlines at the top.
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 14))
 }
@@ -565,7 +578,7 @@ impl Metrics {
             http_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             upstream_calls: Family::default(),
             upstream_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
-            upstream_throttled: Counter::default(),
+            upstream_throttled: Family::default(),
             upstream_in_flight: Gauge::default(),
             fetches: Family::default(),
             token_requests: Family::default(),
@@ -625,23 +638,23 @@ impl Metrics {
         );
         registry.register(
             "upstream_calls",
-            "HTTP calls to Defender's configurationScore API (retries included), by outcome",
+            "HTTP calls to the sources (retries included), by service (defender, graph) and outcome",
             metrics.upstream_calls.clone(),
         );
         registry.register_with_unit(
             "upstream_call_duration",
-            "Duration of one HTTP call to Defender, by outcome",
+            "Duration of one HTTP call to a source, by service (defender, graph) and outcome",
             Unit::Seconds,
             metrics.upstream_duration.clone(),
         );
         registry.register(
             "upstream_throttled",
-            "429 answers from Defender (each starts a cool-down for the tenant)",
+            "429 answers from a source, by service (each starts a cool-down of the tenant's calls to it)",
             metrics.upstream_throttled.clone(),
         );
         registry.register(
             "upstream_in_flight",
-            "HTTP calls to Defender in flight now",
+            "HTTP calls to the sources (and their token requests) in flight now",
             metrics.upstream_in_flight.clone(),
         );
         registry.register(
@@ -671,7 +684,7 @@ impl Metrics {
         );
         registry.register(
             "tenants_cooling_down",
-            "Tenants in a Defender-imposed (429) cool-down now",
+            "Tenants in a cool-down a source imposed (429) now",
             metrics.tenants_cooling_down.clone(),
         );
         registry.register("tenants", "Tenants registered now", metrics.tenants.clone());
@@ -712,10 +725,17 @@ impl Metrics {
                 outcome: outcome.as_str(),
             });
         }
-        for outcome in CallOutcome::ALL {
-            let _ = metrics.upstream_calls.get_or_create(&OutcomeLabels {
-                outcome: outcome.as_str(),
-            });
+        for service in UpstreamService::ALL {
+            let service = service.as_str();
+            for outcome in CallOutcome::ALL {
+                let _ = metrics.upstream_calls.get_or_create(&CallLabels {
+                    service,
+                    outcome: outcome.as_str(),
+                });
+            }
+            let _ = metrics
+                .upstream_throttled
+                .get_or_create(&ServiceLabels { service });
         }
         let fetch_outcomes = FETCH_FAILURES.iter().map(|code| code.as_str());
         for outcome in std::iter::once(FETCH_OK).chain(fetch_outcomes) {
@@ -768,9 +788,11 @@ impl Metrics {
             .observe(latency.as_secs_f64());
     }
 
-    /// Records one HTTP call to Defender.
-    pub fn upstream_call(&self, outcome: CallOutcome, latency: Duration) {
-        let labels = OutcomeLabels {
+    /// Records one HTTP call to `service`.
+    pub fn upstream_call(&self, service: UpstreamService, outcome: CallOutcome, latency: Duration) {
+        let service = service.as_str();
+        let labels = CallLabels {
+            service,
             outcome: outcome.as_str(),
         };
         self.upstream_calls.get_or_create(&labels).inc();
@@ -778,7 +800,9 @@ impl Metrics {
             .get_or_create(&labels)
             .observe(latency.as_secs_f64());
         if outcome == CallOutcome::Throttled {
-            self.upstream_throttled.inc();
+            self.upstream_throttled
+                .get_or_create(&ServiceLabels { service })
+                .inc();
         }
     }
 
@@ -888,7 +912,11 @@ mod tests {
     fn the_exposition_names_every_family_with_the_prefix() {
         let metrics = Metrics::new();
         metrics.http_request("/tenants/{id}/score", "GET", 200, Duration::from_millis(3));
-        metrics.upstream_call(CallOutcome::Throttled, Duration::from_millis(30));
+        metrics.upstream_call(
+            UpstreamService::Graph,
+            CallOutcome::Throttled,
+            Duration::from_millis(30),
+        );
         metrics.cache(CacheResult::Hit);
         metrics.tenant_success(
             &id("contoso"),
@@ -899,8 +927,10 @@ mod tests {
         let text = metrics.encode(LiveValues::default()).unwrap();
         for line in [
             "scoregate_http_requests_total{route=\"/tenants/{id}/score\",method=\"GET\",status=\"200\"} 1",
-            "scoregate_upstream_calls_total{outcome=\"throttled\"} 1",
-            "scoregate_upstream_throttled_total 1",
+            "scoregate_upstream_calls_total{service=\"graph\",outcome=\"throttled\"} 1",
+            "scoregate_upstream_calls_total{service=\"defender\",outcome=\"throttled\"} 0",
+            "scoregate_upstream_throttled_total{service=\"graph\"} 1",
+            "scoregate_upstream_throttled_total{service=\"defender\"} 0",
             "scoregate_cache_requests_total{outcome=\"hit\"} 1",
             "scoregate_tenant_score{tenant=\"contoso\",metric=\"device\"} 340.0",
             "scoregate_tenant_last_success_timestamp_seconds{tenant=\"contoso\",metric=\"device\"} 100.0",
@@ -935,7 +965,10 @@ mod tests {
         for line in [
             "scoregate_config_reloads_total{outcome=\"ok\"} 0",
             "scoregate_config_reloads_total{outcome=\"invalid\"} 0",
-            "scoregate_upstream_calls_total{outcome=\"throttled\"} 0",
+            "scoregate_upstream_calls_total{service=\"defender\",outcome=\"throttled\"} 0",
+            "scoregate_upstream_calls_total{service=\"graph\",outcome=\"throttled\"} 0",
+            "scoregate_upstream_throttled_total{service=\"defender\"} 0",
+            "scoregate_upstream_throttled_total{service=\"graph\"} 0",
             "scoregate_fetches_total{outcome=\"ok\"} 0",
             "scoregate_fetches_total{outcome=\"upstream_auth\"} 0",
             "scoregate_fetches_total{outcome=\"upstream_error\"} 0",

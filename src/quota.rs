@@ -2,15 +2,16 @@
 //! behind [`QuotaStore`], the seam where a shared (Redis) store will sit beside the in-process one.
 //!
 //! Owns *what is remembered* about a tenant's upstream service: how much of its minute and hour
-//! windows is spent (governor's GCRA), until when Defender asked to be left alone (`Retry-After`),
-//! and how many fetches failed in a row. It does not decide when to consult any of it, nor wait:
-//! that is the policy stack's job ([`crate::policy`]), which also holds the in-flight cap (a
-//! process-local semaphore: sockets are per process, so it never goes into a shared store).
+//! windows is spent (governor's GCRA), until when the service asked to be left alone
+//! (`Retry-After`), and how many fetches failed in a row. It does not decide when to consult any
+//! of it, nor wait: that is the policy stack's job ([`crate::policy`]), which also holds the
+//! in-flight cap (a process-local semaphore: sockets are per process, so it never goes into a
+//! shared store).
 //!
 //! Windows and cool-downs are keyed by [`QuotaKey`], a tenant *and* an upstream service:
 //! Defender's limits (and its 429s) are shared by every metric read from Defender, Graph has its
-//! own (its own per-app, per-tenant quota). Failure back-off is keyed by [`ScoreKey`], a tenant and a metric:
-//! one retired endpoint must not silence another metric of the same service.
+//! own per-app, per-tenant quota. Failure back-off is keyed by [`ScoreKey`], a tenant and a
+//! metric: one retired endpoint must not silence another metric of the same service.
 //!
 //! Time: every comparison uses `tokio::time::Instant`, and governor runs on [`TokioClock`], so that
 //! tests drive windows, cool-downs and back-off with tokio's paused clock.
@@ -109,7 +110,7 @@ pub trait QuotaStore: Send + Sync {
     ///
     /// Failure back-off is forgotten for every tenant: a reload is how an operator fixes
     /// credentials, and every tenant gets a fresh credential with it, so a failing tenant is
-    /// tried again at once rather than after its pause. Cool-downs stay: they are Defender's.
+    /// tried again at once rather than after its pause. Cool-downs stay: the services imposed them.
     fn retain(&self, registry: &Registry);
 }
 
@@ -159,7 +160,7 @@ struct FailureState {
 pub struct LocalQuotaStore {
     /// Limiters per key, created on first use (a registry of 10,000 idle tenants costs nothing).
     limiters: RwLock<HashMap<QuotaKey, Arc<Limiters>>>,
-    /// Keys Defender answered 429 for, and until when they must be left alone.
+    /// Keys a service (Defender or Graph) answered 429 for, and until when they must be left alone.
     cool_downs: Mutex<HashMap<QuotaKey, Instant>>,
     /// Tenants' metrics that keep failing, and until when they are not fetched.
     failures: Mutex<HashMap<ScoreKey, FailureState>>,

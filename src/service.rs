@@ -403,7 +403,7 @@ impl Services {
         self.outbound.in_flight_cap().in_flight()
     }
 
-    /// Tenants in a Defender-imposed cool-down now.
+    /// Tenants in a cool-down a source imposed (429) now.
     pub fn tenants_cooling_down(&self) -> usize {
         self.outbound.tenants_cooling_down()
     }

@@ -22,7 +22,7 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime};
 
-/// Longest cool-down a Defender `Retry-After` may impose: anything longer (or unreadable as a
+/// Longest cool-down a source's `Retry-After` may impose: anything longer (or unreadable as a
 /// number of seconds or an HTTP-date) is taken as one hour. A hostile or broken upstream must not
 /// park a tenant for years, nor push an `Instant` past what the clock can represent.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
@@ -151,29 +151,37 @@ pub enum UpstreamError {
         /// Secret-free detail, with the AADSTS code.
         detail: String,
     },
-    /// Defender answered 401 (after one renewal) or 403: consent, role or licence.
+    /// The source answered 401 (after one renewal) or 403: consent, role or licence.
     #[error("{detail}")]
     Denied {
         /// 401 or 403.
         status: u16,
-        /// Defender's code and message.
+        /// The source's code and message.
         detail: String,
     },
-    /// Defender answered 429, or the tenant's quota or cool-down forbids calling now.
-    #[error("Defender is throttling this tenant; retry after {} s", retry_after.as_secs())]
+    /// The source answered 429, or the tenant's quota or cool-down for it forbids calling now.
+    #[error("{} is throttling this tenant; retry after {} s", service.display_name(), retry_after.as_secs())]
     Throttled {
+        /// The service whose limits apply.
+        service: UpstreamService,
         /// How long until a call may be made.
         retry_after: Duration,
     },
-    /// Defender failed (5xx), answered something unusable, or could not be reached, after retries.
+    /// The source failed (5xx), answered something unusable, or could not be reached, after
+    /// retries.
     #[error("{detail}")]
     Failed {
+        /// The service that failed.
+        service: UpstreamService,
         /// What went wrong, secret-free.
         detail: String,
     },
     /// No answer within the deadline.
-    #[error("no answer from Defender within the deadline")]
-    Timeout,
+    #[error("no answer from {} within the deadline", service.display_name())]
+    Timeout {
+        /// The service that was asked.
+        service: UpstreamService,
+    },
     /// The score endpoint answered 404 or 410: the API is retired, or not offered in the
     /// tenant's cloud. Not retried; the tenant is asked again at most once an hour.
     #[error("{detail}")]
@@ -192,7 +200,7 @@ impl UpstreamError {
             Self::Credentials { .. } | Self::Denied { .. } => Code::UpstreamAuth,
             Self::Failed { .. } => Code::UpstreamError,
             Self::Throttled { .. } => Code::UpstreamThrottled,
-            Self::Timeout => Code::UpstreamTimeout,
+            Self::Timeout { .. } => Code::UpstreamTimeout,
             Self::Gone { .. } => Code::UpstreamGone,
         }
     }
@@ -324,6 +332,9 @@ pub enum UpstreamService {
 }
 
 impl UpstreamService {
+    /// Every service: the closed set of the `service` label of the upstream call metrics.
+    pub const ALL: [UpstreamService; 2] = [UpstreamService::Defender, UpstreamService::Graph];
+
     /// The service's name in logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {

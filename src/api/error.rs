@@ -237,8 +237,9 @@ impl ApiError {
         }
     }
 
-    fn title(&self) -> &'static str {
-        match self {
+    /// The problem's title: fixed per kind, except that an upstream failure names its service.
+    fn title(&self) -> String {
+        let title = match self {
             ApiError::InvalidRequest(_) | ApiError::TooLarge { .. } => "Invalid request",
             ApiError::Unauthenticated(_) => "Unauthenticated",
             ApiError::RateLimited { .. } => "Rate limited",
@@ -247,15 +248,7 @@ impl ApiError {
             ApiError::MetricNotEnabled { .. } => "Metric not enabled for this tenant",
             ApiError::NotFound => "Not found",
             ApiError::MethodNotAllowed => "Method not allowed",
-            ApiError::Upstream { error, .. } => match error {
-                UpstreamError::Credentials { .. } | UpstreamError::Denied { .. } => {
-                    "Microsoft refused the tenant's credentials"
-                }
-                UpstreamError::Failed { .. } => "Defender failed",
-                UpstreamError::Throttled { .. } => "Defender is throttling this tenant",
-                UpstreamError::Timeout => "Defender did not answer in time",
-                UpstreamError::Gone { .. } => "The upstream score API is gone",
-            },
+            ApiError::Upstream { error, .. } => return upstream_title(error),
             ApiError::DeadlineExceeded { .. } => "Deadline exceeded",
             ApiError::ShuttingDown => "Shutting down",
             ApiError::HistoryDisabled => "History disabled",
@@ -263,7 +256,8 @@ impl ApiError {
             ApiError::HistoryDeadline(_) => "Deadline exceeded",
             ApiError::AlertsDisabled => "Alerts disabled",
             ApiError::Internal(_) => "Internal error",
-        }
+        };
+        title.to_owned()
     }
 
     fn detail(&self) -> String {
@@ -338,7 +332,7 @@ impl ApiError {
         match self {
             ApiError::RateLimited { retry_after, .. } => Some(*retry_after),
             ApiError::Upstream {
-                error: UpstreamError::Throttled { retry_after },
+                error: UpstreamError::Throttled { retry_after, .. },
                 ..
             } => Some(*retry_after),
             ApiError::ShuttingDown => Some(SHUTTING_DOWN_RETRY_AFTER),
@@ -359,7 +353,7 @@ impl ApiError {
         }
         let problem = Problem {
             r#type: format!("urn:scoregate:problem:{code}"),
-            title: self.title().to_owned(),
+            title: self.title(),
             status: status.as_u16(),
             detail: self.detail(),
             code,
@@ -393,6 +387,24 @@ impl ApiError {
             response.insert_header((header::ALLOW, HeaderValue::from_static("GET")));
         }
         response.json(problem)
+    }
+}
+
+/// The title of an upstream failure, naming the service (Defender or Microsoft Graph) when the
+/// failure is about one.
+fn upstream_title(error: &UpstreamError) -> String {
+    match error {
+        UpstreamError::Credentials { .. } | UpstreamError::Denied { .. } => {
+            "Microsoft refused the tenant's credentials".to_owned()
+        }
+        UpstreamError::Failed { service, .. } => format!("{} failed", service.display_name()),
+        UpstreamError::Throttled { service, .. } => {
+            format!("{} is throttling this tenant", service.display_name())
+        }
+        UpstreamError::Timeout { service } => {
+            format!("{} did not answer in time", service.display_name())
+        }
+        UpstreamError::Gone { .. } => "The upstream score API is gone".to_owned(),
     }
 }
 
@@ -475,6 +487,55 @@ mod tests {
         let body = futures::executor::block_on(body).unwrap_or_default();
         let body = serde_json::from_slice(&body).unwrap_or_default();
         (status, retry_after, body)
+    }
+
+    fn upstream(error: UpstreamError) -> serde_json::Value {
+        let response = ApiError::Upstream {
+            tenant: "contoso".to_owned(),
+            error,
+        }
+        .render("r");
+        let body = actix_web::body::to_bytes(response.into_body());
+        let body = futures::executor::block_on(body).unwrap_or_default();
+        serde_json::from_slice(&body).unwrap_or_default()
+    }
+
+    #[test]
+    fn upstream_problems_name_the_service_in_title_and_detail_and_keep_their_codes() {
+        use crate::upstream::UpstreamService::{Defender, Graph};
+        for (service, name) in [(Defender, "Defender"), (Graph, "Microsoft Graph")] {
+            let throttled = upstream(UpstreamError::Throttled {
+                service,
+                retry_after: Duration::from_secs(30),
+            });
+            assert_eq!(throttled["code"], "upstream_throttled");
+            assert_eq!(
+                throttled["title"],
+                format!("{name} is throttling this tenant")
+            );
+            assert_eq!(
+                throttled["detail"],
+                format!("{name} is throttling this tenant; retry after 30 s")
+            );
+            let timeout = upstream(UpstreamError::Timeout { service });
+            assert_eq!(timeout["code"], "upstream_timeout");
+            assert_eq!(timeout["title"], format!("{name} did not answer in time"));
+            assert_eq!(
+                timeout["detail"],
+                format!("no answer from {name} within the deadline")
+            );
+            let failed = upstream(UpstreamError::Failed {
+                service,
+                detail: "x".to_owned(),
+            });
+            assert_eq!(failed["code"], "upstream_error");
+            assert_eq!(failed["title"], format!("{name} failed"));
+        }
+        let graph = upstream(UpstreamError::Throttled {
+            service: Graph,
+            retry_after: Duration::from_secs(1),
+        });
+        assert!(!graph.to_string().contains("Defender"), "{graph}");
     }
 
     #[test]

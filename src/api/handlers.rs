@@ -134,7 +134,7 @@ struct TenantListQueryNone {}
 /// with `max_score`, `percentage`, `categories` and `comparisons`). Defender's API retires on
 /// 2027-02-01: its metrics then answer 502 `upstream_gone`.
 ///
-/// Served from the cache while fresh (`source: cache`); fetched from Defender when missing or
+/// Served from the cache while fresh (`source: cache`); fetched from its source when missing or
 /// when `max_age` demands it (`source: upstream`); past the fresh window served at once as
 /// `source: stale` while a refresh runs, or with a `warning` when the refresh failed.
 #[utoipa::path(
@@ -147,7 +147,7 @@ struct TenantListQueryNone {}
         (status = 400, description = "Bad query (`invalid_request`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such tenant (`unknown_tenant`), or the tenant does not have this metric (`metric_not_enabled`)", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "Microsoft refused the credentials (`upstream_auth`), the source failed (`upstream_error`), or the score endpoint is retired or not offered in the tenant's cloud (`upstream_gone`: 404 or 410 upstream; the detail names the tenant's other metrics)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Defender throttles this tenant or its quota is spent (`upstream_throttled`); see `Retry-After`", body = Problem, content_type = "application/problem+json",
+        (status = 503, description = "The source (Defender or Microsoft Graph, named in `title`) throttles this tenant or its quota is spent (`upstream_throttled`); see `Retry-After`", body = Problem, content_type = "application/problem+json",
          headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 504, description = "No answer in time (`upstream_timeout`, `deadline_exceeded`)", body = Problem, content_type = "application/problem+json"),
     )

@@ -48,8 +48,8 @@ pub struct ScoresQuery {
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page, with the same filters and order.
     pub cursor: Option<String>,
-    /// Accept nothing older than this many seconds; `0` forces calls to Defender (within each
-    /// tenant's quota).
+    /// Accept nothing older than this many seconds; `0` forces calls to the metric's source
+    /// (within each tenant's quota).
     #[param(minimum = 0, example = 60)]
     pub max_age: Option<i64>,
     /// How long to wait for slow tenants, 1 to 60000 ms (default 5000). Tenants not done by then

@@ -104,7 +104,7 @@ impl From<LastFetch> for LastFetchView {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceView {
-    /// Fetched from Defender for this request.
+    /// Fetched from the metric's source (Defender or Microsoft Graph) for this request.
     Upstream,
     /// From the cache, within the fresh window.
     Cache,
@@ -219,8 +219,8 @@ pub struct ScoreQuery {
     /// tenant does not have is 404 `metric_not_enabled`.
     #[param(value_type = Option<Metric>)]
     pub metric: Option<String>,
-    /// Accept nothing older than this many seconds; `0` forces a call to Defender (still within
-    /// the tenant's quota).
+    /// Accept nothing older than this many seconds; `0` forces a call to the metric's source
+    /// (still within the tenant's quota).
     #[param(minimum = 0, example = 60)]
     pub max_age: Option<i64>,
 }

@@ -539,10 +539,10 @@ impl ScoreCache {
                     Some(LastFetch {
                         error: Some(error), ..
                     }) => error,
-                    _ => gated.into_error(),
+                    _ => gated.into_error(key.metric.service()),
                 })
             }
-            Err(gated) => return Err(gated.into_error()),
+            Err(gated) => return Err(gated.into_error(key.metric.service())),
         }
         // Since the caller asked: a reading another replica stored after that answers it.
         let since = SystemTime::now()
@@ -677,7 +677,7 @@ impl FlightTask {
         let result = self.fetch_once(deadline).await;
         // A fetch the gate refused attempted nothing: it is no outcome to remember.
         let result = match result {
-            Err(FetchError::Gated(gated)) => Err(gated.into_error()),
+            Err(FetchError::Gated(gated)) => Err(gated.into_error(self.key.metric.service())),
             Err(FetchError::Upstream(error)) => {
                 self.remember(Some(error.clone()));
                 Err(error)
@@ -735,7 +735,9 @@ impl FlightTask {
                         return Ok(entry);
                     }
                     if Instant::now() >= deadline {
-                        return Err(FetchError::Upstream(UpstreamError::Timeout));
+                        return Err(FetchError::Upstream(UpstreamError::Timeout {
+                            service: self.key.metric.service(),
+                        }));
                     }
                 }
             }

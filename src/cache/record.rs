@@ -134,7 +134,9 @@ async fn backfill(
         Ok(readings) => readings,
         Err(error) => {
             let error = match error {
-                crate::policy::FetchError::Gated(gated) => gated.into_error(),
+                crate::policy::FetchError::Gated(gated) => {
+                    gated.into_error(Metric::Secure.service())
+                }
                 crate::policy::FetchError::Upstream(error) => error,
             };
             tracing::warn!(tenant = %tenant.id, "history: the secure score back-fill failed; tried again on the next fetch: {error}");

@@ -216,7 +216,7 @@ async fn a_tenant_in_back_off_is_not_called_and_answers_its_last_failure() {
     let calls = source.calls("contoso");
     let again = device(&cache, &contoso).await;
     assert!(
-        matches!(again, Err(ScoreError::Upstream(UpstreamError::Failed { ref detail })) if detail == "Defender answered 503")
+        matches!(again, Err(ScoreError::Upstream(UpstreamError::Failed { ref detail, .. })) if detail == "Defender answered 503")
     );
     cache.refresh(&contoso, Metric::Device).await;
     assert!(

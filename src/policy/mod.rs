@@ -3,7 +3,7 @@
 //!
 //! # The order, and why
 //!
-//! 1. **Gate** ([`Gate`]): a tenant in a Defender-imposed cool-down (429 `Retry-After`) or in
+//! 1. **Gate** ([`Gate`]): a tenant in a cool-down its source imposed (429 `Retry-After`) or in
 //!    failure back-off is not called at all. First, because it is the cheapest refusal and costs
 //!    nothing (no quota, no slot, no token); the cache asks the same gate before it even starts a
 //!    flight, so that a gated tenant holds no single-flight slot.
@@ -19,8 +19,8 @@
 //!       reason as the global cap, before it so that a tenant waiting for its own slot holds
 //!       none of the global ones.
 //!    3. **In-flight cap** ([`InFlightCap`]): a global cap on calls at once; our sockets and
-//!       Defender are finite. Held for the token and the call, so that it also bounds token
-//!       requests at once (a cold start of a thousand tenants does not open a thousand
+//!       Microsoft's services are finite. Held for the token and the call, so that it also bounds
+//!       token requests at once (a cold start of a thousand tenants does not open a thousand
 //!       connections to Entra ID at the same instant). The refresher reads its free slots to stay
 //!       behind interactive requests.
 //!    4. **Token** ([`Tokens`]): a bearer token for the source's scope (usually a cache hit).
@@ -47,7 +47,9 @@ use crate::metrics::{CallOutcome, Metrics, QuotaRefusal};
 use crate::quota::{instant_after, FailureBackoff, QuotaKey, QuotaStore};
 use crate::tenants::{Registry, Tenant};
 use crate::token::{TokenError, Tokens};
-use crate::upstream::{CallFailure, Metric, Reading, ScoreKey, ScoreSource, UpstreamError};
+use crate::upstream::{
+    CallFailure, Metric, Reading, ScoreKey, ScoreSource, UpstreamError, UpstreamService,
+};
 use parking_lot::Mutex;
 use rand::Rng;
 use std::collections::HashMap;
@@ -88,8 +90,8 @@ pub enum Decision<T = Reading> {
     Done(T),
     /// Transient (5xx, transport, attempt timeout, Entra unavailable): worth another attempt.
     Retry(String),
-    /// Defender answered 401 with a token that may have been revoked or expired early: renew it
-    /// and try once more.
+    /// The source answered 401 with a token that may have been revoked or expired early: renew
+    /// it and try once more.
     RenewToken(String),
     /// Final: retrying does not help.
     Fail(UpstreamError),
@@ -97,10 +99,15 @@ pub enum Decision<T = Reading> {
     CoolDown(Duration),
 }
 
-/// Classifies one attempt's outcome. Pure: the caller applies the decision.
+/// Classifies one attempt's outcome of a call to `service`. Pure: the caller applies the
+/// decision.
 ///
 /// `renewed` says whether the token was already renewed during this fetch (a second 401 is final).
-pub fn classify<T>(outcome: Result<T, Failure>, renewed: bool) -> Decision<T> {
+pub fn classify<T>(
+    outcome: Result<T, Failure>,
+    renewed: bool,
+    service: UpstreamService,
+) -> Decision<T> {
     let failure = match outcome {
         Ok(reading) => return Decision::Done(reading),
         Err(failure) => failure,
@@ -114,13 +121,13 @@ pub fn classify<T>(outcome: Result<T, Failure>, renewed: bool) -> Decision<T> {
         }
         Failure::AttemptTimeout {
             deadline_reached: true,
-        } => Decision::Fail(UpstreamError::Timeout),
+        } => Decision::Fail(UpstreamError::Timeout { service }),
         Failure::AttemptTimeout {
             deadline_reached: false,
-        } => Decision::Retry("Defender did not answer in time".to_owned()),
+        } => Decision::Retry(format!("{} did not answer in time", service.display_name())),
         Failure::Call(CallFailure::Transport { detail }) => Decision::Retry(detail),
         Failure::Call(CallFailure::Unusable { detail }) => {
-            Decision::Fail(UpstreamError::Failed { detail })
+            Decision::Fail(UpstreamError::Failed { service, detail })
         }
         Failure::Call(CallFailure::Status {
             status,
@@ -133,7 +140,7 @@ pub fn classify<T>(outcome: Result<T, Failure>, renewed: bool) -> Decision<T> {
             404 | 410 => Decision::Fail(UpstreamError::Gone { detail }),
             429 => Decision::CoolDown(retry_after.unwrap_or(DEFAULT_RETRY_AFTER)),
             500..=599 => Decision::Retry(detail),
-            _ => Decision::Fail(UpstreamError::Failed { detail }),
+            _ => Decision::Fail(UpstreamError::Failed { service, detail }),
         },
     }
 }
@@ -148,11 +155,16 @@ pub enum Gated {
 }
 
 impl Gated {
-    /// The error a caller sees when nothing better (an earlier failure) is known.
-    pub fn into_error(self) -> UpstreamError {
+    /// The error a caller sees when nothing better (an earlier failure) is known, for a fetch
+    /// from `service`.
+    pub fn into_error(self, service: UpstreamService) -> UpstreamError {
         match self {
-            Self::CoolDown(retry_after) => UpstreamError::Throttled { retry_after },
+            Self::CoolDown(retry_after) => UpstreamError::Throttled {
+                service,
+                retry_after,
+            },
             Self::BackOff(left) => UpstreamError::Failed {
+                service,
                 detail: format!(
                     "the tenant's fetches keep failing; the next attempt is in {} s",
                     left.as_secs().max(1)
@@ -243,6 +255,7 @@ impl RateLimit {
             if instant_after(Instant::now(), wait) > deadline {
                 self.metrics.quota_refusal(QuotaRefusal::Rate);
                 return Err(UpstreamError::Throttled {
+                    service: key.service,
                     retry_after: wait.max(Duration::from_secs(1)),
                 });
             }
@@ -291,6 +304,7 @@ impl TenantSlots {
             Ok(Err(_)) | Err(_) => {
                 self.metrics.quota_refusal(QuotaRefusal::TenantInFlight);
                 Err(UpstreamError::Throttled {
+                    service: key.service,
                     retry_after: Duration::from_secs(1),
                 })
             }
@@ -328,14 +342,18 @@ impl InFlightCap {
         }
     }
 
-    /// Takes a slot, waiting until `deadline` at most.
-    async fn acquire(&self, deadline: Instant) -> Result<OwnedSemaphorePermit, UpstreamError> {
+    /// Takes a slot for a call to `service`, waiting until `deadline` at most.
+    async fn acquire(
+        &self,
+        service: UpstreamService,
+        deadline: Instant,
+    ) -> Result<OwnedSemaphorePermit, UpstreamError> {
         match tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await {
             Ok(Ok(slot)) => Ok(slot),
             // The semaphore is never closed; treat it like a deadline to stay total.
             Ok(Err(_)) | Err(_) => {
                 self.metrics.quota_refusal(QuotaRefusal::InFlight);
-                Err(UpstreamError::Timeout)
+                Err(UpstreamError::Timeout { service })
             }
         }
     }
@@ -525,6 +543,7 @@ impl Outbound {
         let Some(source) = self.sources.get(&metric) else {
             // The services register a source for every metric; only a test stack may lack one.
             return Err(FetchError::Upstream(UpstreamError::Failed {
+                service: metric.service(),
                 detail: format!("no source reads the {metric} metric"),
             }));
         };
@@ -569,12 +588,15 @@ impl Outbound {
         let mut renewed = false;
         loop {
             let outcome = self.attempt(call, source, tenant, key, deadline).await?;
-            match classify(outcome, renewed) {
+            match classify(outcome, renewed, key.service) {
                 Decision::Done(reading) => return Ok(reading),
                 Decision::Fail(error) => return Err(error),
                 Decision::CoolDown(retry_after) => {
                     self.store.cool_down(key, retry_after).await;
-                    return Err(UpstreamError::Throttled { retry_after });
+                    return Err(UpstreamError::Throttled {
+                        service: key.service,
+                        retry_after,
+                    });
                 }
                 Decision::RenewToken(detail) => {
                     tracing::info!(tenant = %tenant.id, service = key.service.as_str(), "the source answered 401; renewing the token once");
@@ -584,7 +606,10 @@ impl Outbound {
                 }
                 Decision::Retry(detail) => {
                     let Some(pause) = self.retries.next(retries, deadline) else {
-                        return Err(UpstreamError::Failed { detail });
+                        return Err(UpstreamError::Failed {
+                            service: key.service,
+                            detail,
+                        });
                     };
                     retries += 1;
                     tracing::debug!(tenant = %tenant.id, retry = retries, pause_ms = pause.as_millis() as u64, "retrying after a transient failure: {detail}");
@@ -606,13 +631,15 @@ impl Outbound {
     ) -> Result<Result<C::Output, Failure>, UpstreamError> {
         self.rate.charge(key, tenant, deadline).await?;
         let _tenant_slot = self.tenant_slots.acquire(key, tenant, deadline).await?;
-        let _slot = self.cap.acquire(deadline).await?;
+        let _slot = self.cap.acquire(key.service, deadline).await?;
         let scope = source.scope(tenant);
         let token = match tokio::time::timeout_at(deadline, self.tokens.token(tenant, &scope)).await
         {
             Err(_) => {
                 self.metrics.token_request("timeout");
-                return Err(UpstreamError::Timeout);
+                return Err(UpstreamError::Timeout {
+                    service: key.service,
+                });
             }
             Ok(Err(error)) => {
                 self.metrics.token_request(match error {
@@ -638,7 +665,7 @@ impl Outbound {
                 Ok(result) => result.map_err(Failure::Call),
             };
         self.metrics
-            .upstream_call(call_outcome(&outcome), started.elapsed());
+            .upstream_call(key.service, call_outcome(&outcome), started.elapsed());
         Ok(outcome)
     }
 }

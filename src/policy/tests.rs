@@ -108,14 +108,66 @@ fn every_outcome_is_classified_into_one_decision() {
     ];
     for (outcome, renewed, expected) in table {
         let described = format!("{outcome:?} (renewed: {renewed})");
-        assert_eq!(kind(&classify(outcome, renewed)), expected, "{described}");
+        assert_eq!(
+            kind(&classify(outcome, renewed, UpstreamService::Defender)),
+            expected,
+            "{described}"
+        );
     }
+}
+
+#[test]
+fn failures_of_a_graph_call_name_graph_not_defender() {
+    let late = classify::<Reading>(
+        Err(Failure::AttemptTimeout {
+            deadline_reached: false,
+        }),
+        false,
+        UpstreamService::Graph,
+    );
+    assert!(
+        matches!(&late, Decision::Retry(detail) if detail == "Microsoft Graph did not answer in time"),
+        "{late:?}"
+    );
+    let last = classify::<Reading>(
+        Err(Failure::AttemptTimeout {
+            deadline_reached: true,
+        }),
+        false,
+        UpstreamService::Graph,
+    );
+    assert!(
+        matches!(
+            last,
+            Decision::Fail(UpstreamError::Timeout {
+                service: UpstreamService::Graph
+            })
+        ),
+        "{last:?}"
+    );
+    let unusable = classify::<Reading>(
+        Err(Failure::Call(CallFailure::Unusable {
+            detail: "not json".to_owned(),
+        })),
+        false,
+        UpstreamService::Graph,
+    );
+    assert!(
+        matches!(
+            unusable,
+            Decision::Fail(UpstreamError::Failed {
+                service: UpstreamService::Graph,
+                ..
+            })
+        ),
+        "{unusable:?}"
+    );
 }
 
 #[test]
 fn a_denial_keeps_its_status_and_detail() {
     assert!(matches!(
-        classify::<Reading>(Err(status(403, None)), false),
+        classify::<Reading>(Err(status(403, None)), false, UpstreamService::Defender),
         Decision::Fail(UpstreamError::Denied { status: 403, detail }) if detail == "Defender answered 403"
     ));
 }
@@ -170,7 +222,7 @@ async fn spent_retries_fail_the_fetch_and_start_the_back_off() {
     let contoso = tenant("contoso", DEFENDER_LIMITS);
     let error = fetch_device(&stack, &contoso).await.unwrap_err();
     assert!(
-        matches!(&error, FetchError::Upstream(UpstreamError::Failed { detail }) if detail == "connection reset"),
+        matches!(&error, FetchError::Upstream(UpstreamError::Failed { detail, .. }) if detail == "connection reset"),
         "{error:?}"
     );
     assert_eq!(source.calls("contoso"), 3, "one attempt and two retries");
@@ -213,7 +265,7 @@ async fn a_429_cools_the_tenant_down_without_counting_as_a_failure() {
     let error = fetch_device(&stack, &contoso).await.unwrap_err();
     assert!(matches!(
         error,
-        FetchError::Upstream(UpstreamError::Throttled { retry_after }) if retry_after == Duration::from_secs(30)
+        FetchError::Upstream(UpstreamError::Throttled { retry_after, .. }) if retry_after == Duration::from_secs(30)
     ));
     assert_eq!(source.calls("contoso"), 1, "a 429 is not retried");
     assert_eq!(
@@ -281,7 +333,7 @@ async fn a_slow_answer_is_retried_after_the_attempt_timeout_then_times_out_at_th
     let error = fetch_device(&stack, &contoso).await.unwrap_err();
     // Attempts of 5 s in a 10 s deadline: the second one ends at the deadline, which is final.
     assert!(
-        matches!(error, FetchError::Upstream(UpstreamError::Timeout)),
+        matches!(error, FetchError::Upstream(UpstreamError::Timeout { .. })),
         "{error:?}"
     );
     assert_eq!(source.calls("contoso"), 2);
@@ -333,7 +385,7 @@ async fn no_slot_before_the_deadline_is_a_timeout() {
     assert!(slow.is_ok());
     assert!(matches!(
         hurried,
-        Err(FetchError::Upstream(UpstreamError::Timeout))
+        Err(FetchError::Upstream(UpstreamError::Timeout { .. }))
     ));
     assert_eq!(source.calls("b"), 0);
 }

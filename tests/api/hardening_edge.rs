@@ -261,7 +261,8 @@ async fn a_fresh_gateway_exposes_the_alerting_series_at_zero() {
     for line in [
         "scoregate_config_reloads_total{outcome=\"ok\"} 0",
         "scoregate_config_reloads_total{outcome=\"invalid\"} 0",
-        "scoregate_upstream_calls_total{outcome=\"throttled\"} 0",
+        "scoregate_upstream_calls_total{service=\"defender\",outcome=\"throttled\"} 0",
+        "scoregate_upstream_calls_total{service=\"graph\",outcome=\"throttled\"} 0",
         "scoregate_http_requests_total{route=\"/tenants/{id}/score\",method=\"GET\",status=\"502\"} 0",
         "scoregate_http_requests_total{route=\"/scores\",method=\"GET\",status=\"504\"} 0",
         "scoregate_http_requests_total{route=\"/tenants/{id}/score\",method=\"GET\",status=\"200\"} 0",

@@ -1,7 +1,7 @@
 //! Operations: `/metrics` moving with known traffic, one JSON log line per request, no secret in
 //! any log line, graceful stop during slow requests, live reload (add, remove, rotate, refuse).
 
-use crate::helpers::{captured_logs, emulator_options, fault, spawn_app, TestApp};
+use crate::helpers::{captured_logs, emulator_options, fault, spawn_app, spawn_app_with, TestApp};
 use scoregate::emulator::{EmulatorOptions, FaultProfile, LatencyRange};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -139,7 +139,7 @@ async fn metrics_move_the_right_way_after_known_traffic() {
         sample(
             &samples,
             "scoregate_upstream_calls_total",
-            &[("outcome", "ok")]
+            &[("service", "defender"), ("outcome", "ok")]
         ),
         Some(ok_calls as f64)
     );
@@ -147,7 +147,7 @@ async fn metrics_move_the_right_way_after_known_traffic() {
         sample(
             &samples,
             "scoregate_upstream_call_duration_seconds_count",
-            &[("outcome", "ok")]
+            &[("service", "defender"), ("outcome", "ok")]
         ),
         Some(1.0)
     );
@@ -296,14 +296,18 @@ async fn a_defender_429_is_counted_and_the_tenant_is_cooling_down() {
     let samples = scrape(&app).await;
     assert_eq!(app.emulator.stats().tenant("contoso").responses_429, 1);
     assert_eq!(
-        sample(&samples, "scoregate_upstream_throttled_total", &[]),
+        sample(
+            &samples,
+            "scoregate_upstream_throttled_total",
+            &[("service", "defender")]
+        ),
         Some(1.0)
     );
     assert_eq!(
         sample(
             &samples,
             "scoregate_upstream_calls_total",
-            &[("outcome", "throttled")]
+            &[("service", "defender"), ("outcome", "throttled")]
         ),
         Some(1.0)
     );
@@ -311,6 +315,66 @@ async fn a_defender_429_is_counted_and_the_tenant_is_cooling_down() {
         sample(&samples, "scoregate_tenants_cooling_down", &[]),
         Some(1.0)
     );
+}
+
+#[tokio::test]
+async fn a_graph_429_is_counted_and_titled_as_graphs_not_defenders() {
+    // `secure` alone, and no history (its back-fill would make a Graph call of its own).
+    let app = spawn_app_with(
+        emulator_options(2, vec![fault(FaultProfile::Throttled, &["contoso"])]),
+        &[
+            ("SCOREGATE__UPSTREAM__METRICS", r#"["secure"]"#),
+            ("SCOREGATE__HISTORY__ENABLED", "false"),
+        ],
+    )
+    .await;
+
+    // The 429 itself, then the cool-down it started: both name the service that throttles.
+    for path in [
+        "/tenants/contoso/score?metric=secure",
+        "/tenants/contoso/score?metric=secure&max_age=0",
+    ] {
+        let (status, _, body) = app.get_json(path).await;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["code"], "upstream_throttled", "{body}");
+        assert_eq!(
+            body["title"], "Microsoft Graph is throttling this tenant",
+            "{body}"
+        );
+        let detail = body["detail"].as_str().unwrap();
+        assert!(
+            detail.starts_with("Microsoft Graph is throttling"),
+            "{body}"
+        );
+    }
+
+    let stats = app.emulator.stats().tenant("contoso");
+    assert_eq!(
+        (stats.graph_responses_429, stats.responses_429),
+        (1, 0),
+        "{stats:?}"
+    );
+    let samples = scrape(&app).await;
+    for (service, expected) in [("graph", 1.0), ("defender", 0.0)] {
+        assert_eq!(
+            sample(
+                &samples,
+                "scoregate_upstream_throttled_total",
+                &[("service", service)]
+            ),
+            Some(expected),
+            "{service}"
+        );
+        assert_eq!(
+            sample(
+                &samples,
+                "scoregate_upstream_calls_total",
+                &[("service", service), ("outcome", "throttled")]
+            ),
+            Some(expected),
+            "{service}"
+        );
+    }
 }
 
 /// Collects what a tracing subscriber writes.

@@ -282,7 +282,7 @@ async fn a_retired_defender_is_upstream_gone_once_per_hour_while_secure_keeps_wo
         "{metrics}"
     );
     assert!(
-        metrics.contains("scoregate_upstream_calls_total{outcome=\"gone\"} 1"),
+        metrics.contains("scoregate_upstream_calls_total{service=\"defender\",outcome=\"gone\"} 1"),
         "{metrics}"
     );
 }
