@@ -90,6 +90,22 @@ async fn wait_for_daily_points(store: &Store, tenant: &str, count: usize) -> Vec
     }
 }
 
+/// How many back-fills the gateway started, once every one of them has ended.
+async fn backfills_ended(history: &scoregate::history::History) -> u64 {
+    let ended = async {
+        loop {
+            let (started, ended) = history.backfills();
+            if started == ended {
+                return ended;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), ended)
+        .await
+        .expect("every back-fill ends")
+}
+
 #[tokio::test]
 async fn secure_is_backfilled_once_with_one_graph_call_and_not_again_after_a_restart() {
     let app = spawn_app_with(
@@ -121,12 +137,14 @@ async fn secure_is_backfilled_once_with_one_graph_call_and_not_again_after_a_res
     assert_eq!(app.emulator.stats().tenant(&tenant).graph_calls, 2);
     assert_eq!(app.emulator.stats().tenant(&slug(&app, 1)).graph_calls, 0);
 
-    // The next fetch does not back-fill again.
+    // The next fetch does not back-fill again: it starts no back-fill at all (the fetch
+    // decides before it answers), and the one back-fill there was has ended.
+    let history = app.services.history().unwrap();
+    assert_eq!(backfills_ended(history).await, 1);
     let (status, _, _) = app.get_json(&format!("{path}&max_age=0")).await;
     assert_eq!(status, 200);
     flushed_store(&app).await;
-    // Absence cannot be awaited: a short wait, far longer than the back-fill above took.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(backfills_ended(history).await, 1, "a second back-fill started");
     assert_eq!(app.emulator.stats().tenant(&tenant).graph_calls, 3);
 
     // Nor does a restarted gateway on the same database (the default, beside the config).
@@ -142,7 +160,8 @@ async fn secure_is_backfilled_once_with_one_graph_call_and_not_again_after_a_res
     tokio::time::timeout(Duration::from_secs(10), history.flush())
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // This process checks once: its back-fill ends finding Graph's days already there.
+    assert_eq!(backfills_ended(history).await, 1);
     assert_eq!(app.emulator.stats().tenant(&tenant).graph_calls, 4);
     let store = history.store().unwrap().clone();
     assert_eq!(wait_for_daily_points(&store, &tenant, 90).await.len(), 90);
