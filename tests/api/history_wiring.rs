@@ -154,9 +154,19 @@ async fn secure_is_backfilled_once_with_one_graph_call_and_not_again_after_a_res
     let address = format!("http://{}", restarted.addr());
     let services = restarted.services().clone();
     tokio::spawn(restarted.run_until_stopped());
+    // Connected first: a back-fill that finds no database yet skips its check (and would
+    // make no Graph call whatever the database holds).
+    let history = services.history().unwrap();
+    let connected = async {
+        while history.store().is_err() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), connected)
+        .await
+        .expect("the restarted gateway connects to its database");
     let response = reqwest::get(format!("{address}{path}")).await.unwrap();
     assert_eq!(response.status().as_u16(), 200);
-    let history = services.history().unwrap();
     tokio::time::timeout(Duration::from_secs(10), history.flush())
         .await
         .unwrap();
