@@ -169,8 +169,7 @@ async fn sigterm_lets_a_slow_request_finish_refuses_new_connections_and_exits_ze
         .wait_for("stopping: no new connections, finishing requests in flight")
         .await;
     // The listener closes at once; a fresh connection (no pooled one) is refused while the
-    // slow request is still being served.
-    let refused_at = std::time::Instant::now();
+    // slow request is still being served (bounded by that request, not by a clock).
     loop {
         let attempt = reqwest::Client::new()
             .get(format!("{address}/healthz"))
@@ -180,8 +179,8 @@ async fn sigterm_lets_a_slow_request_finish_refuses_new_connections_and_exits_ze
             break;
         }
         assert!(
-            refused_at.elapsed() < Duration::from_millis(500),
-            "new connections are still accepted after SIGTERM"
+            !slow.is_finished(),
+            "new connections are still accepted after SIGTERM, until the slow request ended"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
