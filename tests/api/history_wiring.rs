@@ -144,7 +144,11 @@ async fn secure_is_backfilled_once_with_one_graph_call_and_not_again_after_a_res
     let (status, _, _) = app.get_json(&format!("{path}&max_age=0")).await;
     assert_eq!(status, 200);
     flushed_store(&app).await;
-    assert_eq!(backfills_ended(history).await, 1, "a second back-fill started");
+    assert_eq!(
+        backfills_ended(history).await,
+        1,
+        "a second back-fill started"
+    );
     assert_eq!(app.emulator.stats().tenant(&tenant).graph_calls, 3);
 
     // Nor does a restarted gateway on the same database (the default, beside the config).

@@ -240,7 +240,10 @@ async fn a_slow_tenant_does_not_delay_the_answer_past_timeout_ms_and_later_lands
     // Answered while the slow tenant's call is still open (the emulator holds it 1.2 s, three
     // times the deadline): the answer did not wait for it. Asserted on the call, not a clock.
     let stats = app.emulator.stats().tenant("contoso");
-    assert_eq!(stats.in_flight, 1, "answered after the slow call: {stats:?}");
+    assert_eq!(
+        stats.in_flight, 1,
+        "answered after the slow call: {stats:?}"
+    );
     assert_eq!(body["complete"], false);
     assert_eq!(body["summary"]["tenants"], 4);
     assert_eq!(body["summary"]["failed"], 1);

@@ -55,7 +55,11 @@ async fn a_failed_bind_leaves_no_refresher_calling_defender() {
         .await
         .is_err()
     {
-        panic!("tasks left running: {} before, {} now", tasks_before, tasks());
+        panic!(
+            "tasks left running: {} before, {} now",
+            tasks_before,
+            tasks()
+        );
     }
     // With no task left, nothing can call Defender any more: what has not happened yet never
     // will.
