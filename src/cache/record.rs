@@ -87,12 +87,18 @@ impl Recorder {
                 .lock()
                 .insert((tenant.id.clone(), tenant.tenant_id.clone()))
         {
-            self.runtime.spawn(backfill(
+            self.history.count_backfill(false);
+            let history = self.history.clone();
+            let task = backfill(
                 self.history.clone(),
                 self.outbound.clone(),
                 tenant.clone(),
                 self.checked.clone(),
-            ));
+            );
+            self.runtime.spawn(async move {
+                task.await;
+                history.count_backfill(true);
+            });
         }
     }
 }

@@ -199,11 +199,8 @@ async fn a_cold_scores_over_thousands_of_tenants_answers_within_its_timeout() {
     })
     .await;
 
-    let started = Instant::now();
     let (status, _, body) = app.get_json("/scores?timeout_ms=1&limit=1000").await;
-    let took = started.elapsed();
     assert_eq!(status, 200, "{body}");
-    assert!(took < Duration::from_millis(1500), "took {took:?}");
     let summary = &body["summary"];
     assert_eq!(summary["tenants"], TENANTS);
     let accounted = summary["ok"].as_u64().unwrap()
@@ -219,46 +216,63 @@ async fn a_cold_scores_over_thousands_of_tenants_answers_within_its_timeout() {
         "every item has a score or a deadline_exceeded error"
     );
     assert_eq!(body["complete"], false);
+    // Answered at the deadline, not after the fetches: (nearly) every tenant is an error.
+    // How long building those 20,000 items takes is a benchmark's figure, not a test's.
+    let ok = summary["ok"].as_u64().unwrap();
+    assert!(ok < TENANTS as u64 / 10, "{ok} tenants fetched within 1 ms");
 }
 
 #[tokio::test]
 async fn a_caller_looping_on_max_age_zero_gets_one_fetch_per_minimum_interval() {
+    // An interval no burst of 20 local round trips can outlast, however slow the machine:
+    // every answer after the first is then the cached one, and that proves nothing about speed.
     let app = spawn_app_with(
         emulator_options(1, vec![]),
-        &[("SCOREGATE__CACHE__MIN_FORCED_INTERVAL_MS", "600")],
+        &[("SCOREGATE__CACHE__MIN_FORCED_INTERVAL_MS", "60000")],
     )
     .await;
-
-    let first_fetch = Instant::now();
-    // The value is stored between these two instants.
-    let mut first_answer = None;
     let mut sources = Vec::new();
     for _ in 0..20 {
         let (status, _, body) = app.get_json("/tenants/contoso/score?max_age=0").await;
         assert_eq!(status, 200, "{body}");
-        first_answer.get_or_insert_with(Instant::now);
         sources.push(body["source"].as_str().unwrap().to_owned());
     }
-    assert!(
-        first_fetch.elapsed() < Duration::from_millis(600),
-        "the burst fits in the interval"
-    );
     assert_eq!(sources[0], "upstream");
     assert!(
         sources[1..].iter().all(|source| source == "cache"),
         "{sources:?}"
     );
     assert_eq!(app.emulator.stats().tenant("contoso").score_calls, 1);
+}
 
-    // Once the interval has passed, `max_age=0` fetches again, once.
-    let stored_at_the_latest = first_answer.unwrap();
-    tokio::time::sleep(Duration::from_millis(620).saturating_sub(stored_at_the_latest.elapsed()))
-        .await;
-    let (status, _, body) = app.get_json("/tenants/contoso/score?max_age=0").await;
+#[tokio::test]
+async fn once_the_minimum_interval_has_passed_max_age_zero_fetches_again_once() {
+    const INTERVAL: Duration = Duration::from_millis(300);
+    let app = spawn_app_with(
+        emulator_options(1, vec![]),
+        &[("SCOREGATE__CACHE__MIN_FORCED_INTERVAL_MS", "300")],
+    )
+    .await;
+    let path = "/tenants/contoso/score?max_age=0";
+    let (status, _, body) = app.get_json(path).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["source"], "upstream", "{body}");
+    // The value was stored before its answer arrived: past this, the interval has passed
+    // (waiting longer on a slow machine changes nothing).
+    tokio::time::sleep(INTERVAL + Duration::from_millis(20)).await;
+    let forced = Instant::now();
+    let (status, _, body) = app.get_json(path).await;
     assert_eq!(status, 200);
     assert_eq!(body["source"], "upstream", "{body}");
-    let (_, _, body) = app.get_json("/tenants/contoso/score?max_age=0").await;
-    assert_eq!(body["source"], "cache", "{body}");
+    // The new value was stored after `forced`: an answer that arrives within the interval of
+    // it is the cached one. Later (a machine too loaded to answer within 300 ms), a forced
+    // fetch is allowed again and the answer tells nothing.
+    let (_, _, body) = app.get_json(path).await;
+    let within = forced.elapsed() < INTERVAL;
+    if within {
+        assert_eq!(body["source"], "cache", "{body}");
+    }
+    let refetched = u64::from(body["source"] == "upstream");
     let stats = app.emulator.stats().tenant("contoso");
-    assert_eq!(stats.score_calls, 2, "{stats:?}");
+    assert_eq!(stats.score_calls, 2 + refetched, "{stats:?}");
 }

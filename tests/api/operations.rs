@@ -494,8 +494,9 @@ async fn a_graceful_stop_lets_slow_requests_in_flight_finish() {
     let client = app.client.clone();
     let url = format!("{}/tenants/contoso/score", app.address);
     let slow = tokio::spawn(async move { client.get(url).send().await });
-    // Let the request reach the gateway and the emulator.
-    for _ in 0..50 {
+    // Let the request reach the gateway and the emulator (bounded at 10 s, not 1 s: a loaded
+    // machine may take a while to get there).
+    for _ in 0..500 {
         if app.emulator.stats().tenant("contoso").in_flight > 0 {
             break;
         }

@@ -127,29 +127,35 @@ async fn after_a_defender_429_nothing_is_sent_before_retry_after() {
         ..emulator_options(2, vec![fault(FaultProfile::Throttled, &["contoso"])])
     };
     let app = spawn_app(options).await;
+    // Before the 429 arrives: the cool-down runs from a later instant.
+    let asked = Instant::now();
     let first = item(&app, "contoso", "").await;
-    let thrown = Instant::now();
     assert_eq!(first["status"], "error");
     assert_eq!(first["error"]["code"], "upstream_throttled");
     assert_eq!(first["error"]["status"], 503);
     app.emulator.set_fault("contoso", None).unwrap();
-    while thrown.elapsed() < Duration::from_millis(700) {
+    // Throttled answers until the cool-down ends (however many fit in it), then the tenant is
+    // called again: never sooner, whatever the machine's speed.
+    let ok = loop {
         let again = item(&app, "contoso", "&max_age=0").await;
+        if again["status"] == "ok" {
+            break again;
+        }
         assert_eq!(again["error"]["code"], "upstream_throttled", "{again}");
+        assert!(
+            asked.elapsed() < Duration::from_secs(10),
+            "the tenant is never called again"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let stats = app.emulator.stats().tenant("contoso");
-    assert_eq!(stats.score_calls, 1, "nothing is sent during the cool-down");
-    assert_eq!(stats.responses_429, 1);
-    // Once Retry-After has passed, the tenant is called again.
-    let ok = eventually(Duration::from_secs(5), || async {
-        let item = item(&app, "contoso", "&max_age=0").await;
-        (item["status"] == "ok").then_some(item)
-    })
-    .await;
+    };
     assert_eq!(ok["source"], "upstream");
-    assert!(thrown.elapsed() >= Duration::from_millis(700));
-    assert_eq!(app.emulator.stats().tenant("contoso").score_calls, 2);
+    assert!(
+        asked.elapsed() >= Duration::from_millis(700),
+        "called again during the cool-down"
+    );
+    let stats = app.emulator.stats().tenant("contoso");
+    assert_eq!(stats.score_calls, 2, "nothing is sent during the cool-down");
+    assert_eq!(stats.responses_429, 1);
 }
 
 #[tokio::test]
@@ -230,12 +236,13 @@ async fn a_slow_tenant_does_not_delay_the_answer_past_timeout_ms_and_later_lands
         ..emulator_options(4, vec![fault(FaultProfile::Slow, &["contoso"])])
     };
     let app = spawn_app(options).await;
-    let started = Instant::now();
     let body = scores(&app, "/scores?timeout_ms=400").await;
-    let took = started.elapsed();
-    assert!(
-        took < Duration::from_millis(1000),
-        "answered after {took:?}"
+    // Answered while the slow tenant's call is still open (the emulator holds it 1.2 s, three
+    // times the deadline): the answer did not wait for it. Asserted on the call, not a clock.
+    let stats = app.emulator.stats().tenant("contoso");
+    assert_eq!(
+        stats.in_flight, 1,
+        "answered after the slow call: {stats:?}"
     );
     assert_eq!(body["complete"], false);
     assert_eq!(body["summary"]["tenants"], 4);
