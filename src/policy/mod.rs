@@ -43,23 +43,25 @@
 //! several replicas: [`crate::cluster::quota::RedisQuotaStore`]); the in-flight cap and tenant
 //! slots stay per process.
 
-use crate::metrics::{CallOutcome, Metrics, QuotaRefusal};
+mod classify;
+mod layers;
+
+pub use classify::{classify, Decision, Failure, DEFAULT_RETRY_AFTER};
+pub use layers::{Gated, InFlightCap, Retries};
+
+use classify::call_outcome;
+use layers::{Gate, RateLimit, TenantSlots};
+
+use crate::metrics::Metrics;
 use crate::quota::{instant_after, FailureBackoff, QuotaKey, QuotaStore};
 use crate::tenants::{Registry, Tenant};
 use crate::token::{TokenError, Tokens};
-use crate::upstream::{
-    CallFailure, Metric, Reading, ScoreKey, ScoreSource, UpstreamError, UpstreamService,
-};
+use crate::upstream::{CallFailure, Metric, Reading, ScoreKey, ScoreSource, UpstreamError};
 use parking_lot::Mutex;
-use rand::Rng;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-
-/// Cool-down after a 429 without a usable `Retry-After`.
-pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// How long a tenant's metric whose endpoint answered 404 or 410 is left alone: a retired API
 /// does not come back within minutes, and asking every few seconds would only fill logs.
@@ -68,112 +70,6 @@ pub const GONE_BACKOFF: FailureBackoff = FailureBackoff {
     max: Duration::from_secs(3600),
 };
 
-/// Why one attempt produced no reading: the facts [`classify`] decides on.
-#[derive(Debug)]
-pub enum Failure {
-    /// No token for the source's scope.
-    Token(TokenError),
-    /// The call itself failed.
-    Call(CallFailure),
-    /// The call did not answer within its attempt timeout.
-    AttemptTimeout {
-        /// Whether the attempt's timeout was the fetch's own deadline (nothing is left to retry).
-        deadline_reached: bool,
-    },
-}
-
-/// What to do after an attempt (of a score fetch, or of another call such as a back-fill's,
-/// whose answer is `T`).
-#[derive(Debug, Clone)]
-pub enum Decision<T = Reading> {
-    /// An answer: the fetch succeeded.
-    Done(T),
-    /// Transient (5xx, transport, attempt timeout, Entra unavailable): worth another attempt.
-    Retry(String),
-    /// The source answered 401 with a token that may have been revoked or expired early: renew
-    /// it and try once more.
-    RenewToken(String),
-    /// Final: retrying does not help.
-    Fail(UpstreamError),
-    /// The source asked to be left alone (429) for this long: put the tenant in cool-down.
-    CoolDown(Duration),
-}
-
-/// Classifies one attempt's outcome of a call to `service`. Pure: the caller applies the
-/// decision.
-///
-/// `renewed` says whether the token was already renewed during this fetch (a second 401 is final).
-pub fn classify<T>(
-    outcome: Result<T, Failure>,
-    renewed: bool,
-    service: UpstreamService,
-) -> Decision<T> {
-    let failure = match outcome {
-        Ok(reading) => return Decision::Done(reading),
-        Err(failure) => failure,
-    };
-    match failure {
-        Failure::Token(TokenError::Rejected { detail, .. } | TokenError::Invalid { detail }) => {
-            Decision::Fail(UpstreamError::Credentials { detail })
-        }
-        Failure::Token(TokenError::Unavailable { detail }) => {
-            Decision::Retry(format!("Entra ID unavailable: {detail}"))
-        }
-        Failure::AttemptTimeout {
-            deadline_reached: true,
-        } => Decision::Fail(UpstreamError::Timeout { service }),
-        Failure::AttemptTimeout {
-            deadline_reached: false,
-        } => Decision::Retry(format!("{} did not answer in time", service.display_name())),
-        Failure::Call(CallFailure::Transport { detail }) => Decision::Retry(detail),
-        Failure::Call(CallFailure::Unusable { detail }) => {
-            Decision::Fail(UpstreamError::Failed { service, detail })
-        }
-        Failure::Call(CallFailure::Status {
-            status,
-            retry_after,
-            detail,
-        }) => match status {
-            401 if !renewed => Decision::RenewToken(detail),
-            401 | 403 => Decision::Fail(UpstreamError::Denied { status, detail }),
-            // Retired, or not offered in this cloud: retrying does not bring it back.
-            404 | 410 => Decision::Fail(UpstreamError::Gone { detail }),
-            429 => Decision::CoolDown(retry_after.unwrap_or(DEFAULT_RETRY_AFTER)),
-            500..=599 => Decision::Retry(detail),
-            _ => Decision::Fail(UpstreamError::Failed { service, detail }),
-        },
-    }
-}
-
-/// Why the gate refuses a call now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Gated {
-    /// A 429 cool-down runs for this long still.
-    CoolDown(Duration),
-    /// A failure back-off runs for this long still.
-    BackOff(Duration),
-}
-
-impl Gated {
-    /// The error a caller sees when nothing better (an earlier failure) is known, for a fetch
-    /// from `service`.
-    pub fn into_error(self, service: UpstreamService) -> UpstreamError {
-        match self {
-            Self::CoolDown(retry_after) => UpstreamError::Throttled {
-                service,
-                retry_after,
-            },
-            Self::BackOff(left) => UpstreamError::Failed {
-                service,
-                detail: format!(
-                    "the tenant's fetches keep failing; the next attempt is in {} s",
-                    left.as_secs().max(1)
-                ),
-            },
-        }
-    }
-}
-
 /// Why a fetch produced no reading.
 #[derive(Debug, Clone)]
 pub enum FetchError {
@@ -181,197 +77,6 @@ pub enum FetchError {
     Gated(Gated),
     /// The attempts failed.
     Upstream(UpstreamError),
-}
-
-/// Layer 1: refuses tenants in cool-down or back-off.
-struct Gate {
-    store: Arc<dyn QuotaStore>,
-    metrics: Arc<Metrics>,
-}
-
-impl Gate {
-    async fn check(&self, quota: &QuotaKey, key: &ScoreKey) -> Result<(), Gated> {
-        if let Some(left) = self.store.cool_down_left(quota).await {
-            self.metrics.quota_refusal(QuotaRefusal::CoolDown);
-            return Err(Gated::CoolDown(left));
-        }
-        match self.store.backoff_left(key).await {
-            Some(left) => Err(Gated::BackOff(left)),
-            None => Ok(()),
-        }
-    }
-}
-
-/// Layer 2: full-jitter exponential pauses between attempts, a bounded number of times.
-#[derive(Debug, Clone, Copy)]
-pub struct Retries {
-    /// Most retries after the first attempt.
-    pub max_retries: u32,
-    /// Ceiling of the first pause.
-    pub base: Duration,
-    /// Highest ceiling of any pause.
-    pub max: Duration,
-}
-
-impl Retries {
-    /// The pause before retry number `retry` (1 for the first): random up to
-    /// `base * 2^(retry-1)`, capped at `max`. Random so that tenants failing together do not
-    /// retry together.
-    pub fn pause(&self, retry: u32) -> Duration {
-        let ceiling = self
-            .base
-            .saturating_mul(1u32 << retry.saturating_sub(1).min(20))
-            .min(self.max);
-        rand::rng().random_range(Duration::ZERO..=ceiling)
-    }
-
-    /// The pause before another attempt after `retries` retries, or `None` when the retries are
-    /// spent or the pause would reach `deadline`.
-    fn next(&self, retries: u32, deadline: Instant) -> Option<Duration> {
-        if retries >= self.max_retries {
-            return None;
-        }
-        let pause = self.pause(retries + 1);
-        (instant_after(Instant::now(), pause) < deadline).then_some(pause)
-    }
-}
-
-/// Layer 2.1: one charge per attempt to the tenant's minute and hour windows.
-struct RateLimit {
-    store: Arc<dyn QuotaStore>,
-    metrics: Arc<Metrics>,
-}
-
-impl RateLimit {
-    /// Charges one call, waiting (within `deadline`) for the windows; a wait that would pass the
-    /// deadline is refused at once.
-    async fn charge(
-        &self,
-        key: &QuotaKey,
-        tenant: &Tenant,
-        deadline: Instant,
-    ) -> Result<(), UpstreamError> {
-        while let Err(wait) = self.store.charge(key, tenant.limits(key.service)).await {
-            if instant_after(Instant::now(), wait) > deadline {
-                self.metrics.quota_refusal(QuotaRefusal::Rate);
-                return Err(UpstreamError::Throttled {
-                    service: key.service,
-                    retry_after: wait.max(Duration::from_secs(1)),
-                });
-            }
-            self.metrics.quota_wait();
-            tokio::time::sleep(wait).await;
-        }
-        Ok(())
-    }
-}
-
-/// Layer 2.2: an upstream service's cap on one tenant's calls at once (Graph's 4 per app and
-/// tenant). Process-local, like the global cap: a slot is a call on our sockets.
-struct TenantSlots {
-    /// Per tenant and service: the cap it was made for, and its slots.
-    slots: Mutex<HashMap<QuotaKey, (u32, Arc<Semaphore>)>>,
-    metrics: Arc<Metrics>,
-}
-
-impl TenantSlots {
-    /// Takes one of the tenant's slots for its service, waiting until `deadline` at most; `None`
-    /// when the service caps nothing. Refused as `Throttled`: the tenant's own limit is spent.
-    async fn acquire(
-        &self,
-        key: &QuotaKey,
-        tenant: &Tenant,
-        deadline: Instant,
-    ) -> Result<Option<OwnedSemaphorePermit>, UpstreamError> {
-        let Some(max) = tenant.max_concurrent(key.service) else {
-            return Ok(None);
-        };
-        let slots = {
-            let mut all = self.slots.lock();
-            match all.get(key) {
-                Some((cap, slots)) if *cap == max => slots.clone(),
-                _ => {
-                    let slots = Arc::new(Semaphore::new(
-                        usize::try_from(max.max(1)).unwrap_or(usize::MAX),
-                    ));
-                    all.insert(key.clone(), (max, slots.clone()));
-                    slots
-                }
-            }
-        };
-        match tokio::time::timeout_at(deadline, slots.acquire_owned()).await {
-            Ok(Ok(slot)) => Ok(Some(slot)),
-            Ok(Err(_)) | Err(_) => {
-                self.metrics.quota_refusal(QuotaRefusal::TenantInFlight);
-                Err(UpstreamError::Throttled {
-                    service: key.service,
-                    retry_after: Duration::from_secs(1),
-                })
-            }
-        }
-    }
-
-    /// Forgets tenants that left and caps that changed (live reload); calls in flight keep
-    /// their old slots.
-    fn retain(&self, registry: &Registry) {
-        self.slots.lock().retain(|key, (cap, _)| {
-            registry
-                .get(key.tenant.as_str())
-                .is_some_and(|tenant| tenant.max_concurrent(key.service) == Some(*cap))
-        });
-    }
-}
-
-/// Layer 2.3: the global cap on calls (and token requests) in flight.
-pub struct InFlightCap {
-    /// The slots; never closed.
-    slots: Arc<Semaphore>,
-    /// Their number, for reporting.
-    max: usize,
-    /// Where refusals are counted.
-    metrics: Arc<Metrics>,
-}
-
-impl InFlightCap {
-    /// A cap of `max` calls at once (at least one).
-    pub fn new(max: usize, metrics: Arc<Metrics>) -> Self {
-        Self {
-            slots: Arc::new(Semaphore::new(max.max(1))),
-            max: max.max(1),
-            metrics,
-        }
-    }
-
-    /// Takes a slot for a call to `service`, waiting until `deadline` at most.
-    async fn acquire(
-        &self,
-        service: UpstreamService,
-        deadline: Instant,
-    ) -> Result<OwnedSemaphorePermit, UpstreamError> {
-        match tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await {
-            Ok(Ok(slot)) => Ok(slot),
-            // The semaphore is never closed; treat it like a deadline to stay total.
-            Ok(Err(_)) | Err(_) => {
-                self.metrics.quota_refusal(QuotaRefusal::InFlight);
-                Err(UpstreamError::Timeout { service })
-            }
-        }
-    }
-
-    /// Calls in flight now.
-    pub fn in_flight(&self) -> usize {
-        self.max - self.slots.available_permits()
-    }
-
-    /// Slots free now.
-    pub fn spare(&self) -> usize {
-        self.slots.available_permits()
-    }
-
-    /// The cap.
-    pub fn max(&self) -> usize {
-        self.max
-    }
 }
 
 /// Time bounds of one fetch.
@@ -764,20 +469,6 @@ fn gone_detail(answer: &str, tenant: &Tenant, metric: Metric) -> String {
         "the {metric} score endpoint is gone ({answer}): the API is retired or not offered in \
          this cloud; {hint}"
     )
-}
-
-/// The `outcome` label of `scoregate_upstream_calls_total`.
-fn call_outcome<T>(outcome: &Result<T, Failure>) -> CallOutcome {
-    match outcome {
-        Ok(_) => CallOutcome::Ok,
-        Err(Failure::AttemptTimeout { .. }) => CallOutcome::Timeout,
-        Err(Failure::Call(CallFailure::Transport { .. })) => CallOutcome::Transport,
-        Err(Failure::Call(CallFailure::Unusable { .. })) => CallOutcome::Malformed,
-        Err(Failure::Call(CallFailure::Status { status, .. })) => CallOutcome::from_status(*status),
-        // Never passed here: a token failure returns before the call, and
-        // `scoregate_token_requests_total` counts it.
-        Err(Failure::Token(_)) => CallOutcome::Transport,
-    }
 }
 
 #[cfg(test)]

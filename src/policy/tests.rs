@@ -3,6 +3,7 @@ use super::testing::{
 };
 use super::*;
 use crate::tenants::QuotaLimits;
+use crate::upstream::UpstreamService;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
