@@ -68,6 +68,7 @@ pub mod fanout;
 pub mod history;
 pub mod lifecycle;
 pub mod metrics;
+pub mod model;
 pub mod policy;
 pub mod quota;
 pub mod refresher;

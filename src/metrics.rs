@@ -18,7 +18,7 @@
 
 use crate::code::Code;
 use crate::tenants::{Registry, TenantId};
-use crate::upstream::{Metric, UpstreamService};
+use crate::model::{Metric, UpstreamService};
 use parking_lot::Mutex;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{

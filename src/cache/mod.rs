@@ -27,7 +27,7 @@ use crate::metrics::{CacheResult, Metrics};
 use crate::policy::{FetchError, Gated, Outbound};
 use crate::tenants::{Registry, Tenant, TenantId};
 /// What a score is cached under: one number per tenant and metric.
-pub use crate::upstream::ScoreKey;
+pub use crate::model::ScoreKey;
 use crate::upstream::{Metric, Reading, UpstreamError};
 use futures::future::{BoxFuture, FutureExt, Shared};
 use parking_lot::Mutex;

@@ -36,7 +36,7 @@ pub mod store;
 pub use config::{ClusterConfig, ClusterSettings};
 
 use crate::metrics::{ClusterMetrics, ClusterUse};
-use crate::upstream::ScoreKey;
+use crate::model::ScoreKey;
 use redis::aio::ConnectionManager;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};

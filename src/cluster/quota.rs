@@ -17,7 +17,7 @@ use super::Cluster;
 use crate::metrics::ClusterUse;
 use crate::quota::{FailureBackoff, LocalQuotaStore, QuotaKey, QuotaStore};
 use crate::tenants::{QuotaLimits, Registry};
-use crate::upstream::ScoreKey;
+use crate::model::ScoreKey;
 use redis::Script;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;

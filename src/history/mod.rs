@@ -58,7 +58,7 @@ pub const FILE_CHECK_PERIOD: std::time::Duration = std::time::Duration::from_sec
 
 /// Which score a point is of: the one metric type of the gateway, re-exported so that history
 /// users need one import (the database stores [`Metric::as_str`]).
-pub use crate::upstream::Metric;
+pub use crate::model::Metric;
 
 /// The width of the buckets a query groups points into.
 #[derive(
