@@ -22,7 +22,6 @@
 //! cancellation), so that no failure of one fetch can wedge a tenant.
 
 use crate::code::Code;
-use crate::config::CacheSettings;
 use crate::metrics::{CacheResult, Metrics};
 use crate::policy::{FetchError, Gated, Outbound};
 use crate::tenants::{Registry, Tenant, TenantId};
@@ -33,6 +32,7 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use parking_lot::Mutex;
 use rand::Rng;
 pub use record::{Recorder, BACKFILL_DAYS};
+pub use settings::CacheSettings;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -842,5 +842,6 @@ impl Drop for FlightGuard {
 }
 
 mod record;
+mod settings;
 #[cfg(test)]
 mod tests;

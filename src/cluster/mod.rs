@@ -33,7 +33,7 @@ pub mod config;
 pub mod quota;
 pub mod store;
 
-pub use config::{ClusterConfig, ClusterSettings};
+pub use config::ClusterConfig;
 
 use crate::metrics::{ClusterMetrics, ClusterUse};
 use crate::model::ScoreKey;

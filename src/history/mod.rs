@@ -27,6 +27,7 @@
 //! so replicas starting together apply them once.
 
 mod binding;
+mod config;
 mod file;
 mod migrations;
 mod read;
@@ -39,7 +40,7 @@ pub use read::{ReadGate, ReadLimits};
 pub use store::{retention_start, Store};
 pub use writer::WriterStats;
 
-use crate::config::HistoryConfig;
+pub use config::HistoryConfig;
 use crate::metrics::HistoryMetrics;
 use std::sync::{Arc, OnceLock};
 use time::OffsetDateTime;

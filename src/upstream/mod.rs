@@ -11,8 +11,8 @@
 //! cool-downs — the policy stack ([`crate::policy`]) owns those, in one place.
 //! Correlation ids (`target`) are logged; tokens and secrets never are.
 
-use crate::config::UpstreamSettings;
 pub use crate::model::{Metric, ScoreKey, UpstreamService};
+pub use settings::UpstreamSettings;
 use crate::tenants::Tenant;
 use crate::token::BearerToken;
 use crate::wire::{
@@ -864,3 +864,5 @@ mod tests {
         }
     }
 }
+
+mod settings;
