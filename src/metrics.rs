@@ -17,8 +17,8 @@
 //! a counter born at 1 hides its first event from `increase()` and `rate()`.
 
 use crate::code::Code;
-use crate::tenants::{Registry, TenantId};
 use crate::model::{Metric, UpstreamService};
+use crate::tenants::{Registry, TenantId};
 use parking_lot::Mutex;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{

@@ -16,8 +16,8 @@
 //! Time: every comparison uses `tokio::time::Instant`, and governor runs on [`TokioClock`], so that
 //! tests drive windows, cool-downs and back-off with tokio's paused clock.
 
-use crate::tenants::{QuotaLimits, Registry, TenantId};
 use crate::model::{ScoreKey, UpstreamService};
+use crate::tenants::{QuotaLimits, Registry, TenantId};
 use governor::clock::Clock;
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;

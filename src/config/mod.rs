@@ -27,6 +27,7 @@ mod settings;
 mod test_support;
 mod validate;
 
+pub use crate::history::HistoryConfig;
 pub use alerts::{AlertSettings, DropPercentSettings, DropSettings, WebhookSettings};
 pub use cluster::{ClusterSettings, MAX_REPLICAS};
 pub use env::ENV_PREFIX;
@@ -34,7 +35,6 @@ pub use settings::{
     ApiKeySettings, AuthSettings, CacheSettings, CertificateSource, HistorySettings,
     RefreshSettings, SecretSource, ServerSettings, Settings, TenantSettings, UpstreamSettings,
 };
-pub use crate::history::HistoryConfig;
 pub use validate::limits;
 
 use crate::auth::KeyRing;

@@ -2,9 +2,9 @@
 //! comments are the reference of the file's keys) with its default. Nothing here checks a value
 //! (`validate` does) or reads a secret (`resolve` does).
 
+pub use crate::cache::CacheSettings;
 use crate::tenants::{Cloud, Geo};
 use crate::upstream::Metric;
-pub use crate::cache::CacheSettings;
 pub use crate::upstream::UpstreamSettings;
 use serde::Deserialize;
 use std::net::SocketAddr;

@@ -40,8 +40,8 @@ pub use read::{ReadGate, ReadLimits};
 pub use store::{retention_start, Store};
 pub use writer::WriterStats;
 
-pub use config::HistoryConfig;
 use crate::metrics::HistoryMetrics;
+pub use config::HistoryConfig;
 use std::sync::{Arc, OnceLock};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;

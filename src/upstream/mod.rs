@@ -12,7 +12,6 @@
 //! Correlation ids (`target`) are logged; tokens and secrets never are.
 
 pub use crate::model::{Metric, ScoreKey, UpstreamService};
-pub use settings::UpstreamSettings;
 use crate::tenants::Tenant;
 use crate::token::BearerToken;
 use crate::wire::{
@@ -21,6 +20,7 @@ use crate::wire::{
 };
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
+pub use settings::UpstreamSettings;
 use std::time::{Duration, SystemTime};
 
 /// Longest cool-down a source's `Retry-After` may impose: anything longer (or unreadable as a
@@ -247,7 +247,6 @@ fn client_builder(
     }
     Ok(builder)
 }
-
 
 /// Why one call to a source produced no reading: the facts, before any retry decision (that is
 /// [`crate::policy::classify`]).
