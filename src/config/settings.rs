@@ -3,8 +3,8 @@
 //! (`validate` does) or reads a secret (`resolve` does).
 
 pub use crate::cache::CacheSettings;
+use crate::model::Metric;
 use crate::tenants::{Cloud, Geo};
-use crate::upstream::Metric;
 pub use crate::upstream::UpstreamSettings;
 use serde::Deserialize;
 use std::net::SocketAddr;
