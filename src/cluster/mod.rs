@@ -20,7 +20,8 @@
 //!
 //! # Layout
 //!
-//! - `config`: `[cluster]`: settings, validation, the secret URL.
+//! - `config`: [`ClusterConfig`], the resolved settings with the secret URL (`config` reads,
+//!   checks and resolves `[cluster]` into it).
 //! - `quota`: the per-tenant quota as one Lua script over two sliding windows, cool-downs,
 //!   back-off.
 //! - `store`: moka in front of Redis, and cluster-wide single flight (`SET NX PX` and a token).

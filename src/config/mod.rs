@@ -16,12 +16,17 @@
 //!   address, and warnings for credential files others may read.
 //! - `resolve`: tenants (endpoints, credentials, secrets) into the registry, API keys into the
 //!   key ring, the extra CA file into PEM bytes.
+//! - `alerts`, `cluster`: `[[alerts]]`/`[[webhooks]]` and `[cluster]`, each section's serde type,
+//!   checks and resolution into its owner's type.
 //! - this file: [`Config`], [`ConfigError`], [`Config::load`] and [`Config::summary`].
+//!
+//! The settings of `[upstream]`, `[cache]` and the resolved `[history]` are defined by their owners
+//! (`upstream`, `cache`, `history`) and re-exported here: nothing below `config` imports it.
 
 mod alerts;
 mod cluster;
 mod env;
-pub(crate) mod resolve;
+mod resolve;
 mod settings;
 #[cfg(test)]
 mod test_support;
