@@ -9,11 +9,26 @@
 //! # Layout
 //!
 //! One line per module. The gateway, the product (`cargo build --no-default-features` builds only
-//! this); dependencies point one way: `api` → `service` → policies (`fanout`, `cache`, `policy`,
-//! `quota`) → `upstream` → `token`, with `config`, `tenants` and `code` used by all:
+//! this). Dependencies point down these layers, top to bottom (a module uses its own row and
+//! the rows below; the layers test in `tests/api/layers.rs` keeps that, and no cycle):
+//!
+//! 1. `cli`, `demo`, `bench`, `emulator` (the emulator uses only `wire`)
+//! 2. `app`, `lifecycle`
+//! 3. `api`
+//! 4. `refresher`
+//! 5. `service` (the composition root: wires the cache's observer to history and alerts)
+//! 6. `config` (builds the settings types each owner below defines)
+//! 7. `fanout`, `alerts`, `history`, `cluster`
+//! 8. `cache`
+//! 9. `policy`
+//! 10. `upstream`, `token`, `quota`, `auth`
+//! 11. `tenants`, `credential`, `metrics`
+//! 12. `model`, `wire`, `code`, `cursor`, `telemetry` (vocabulary)
 //!
 //! - [`cli`]: the command line; `demo`, `emulate` and `bench` with the `emulator` feature.
 //! - [`wire`]: the bytes Entra ID, Defender and Graph put on the wire; shared with the emulator.
+//! - [`model`]: the shared vocabulary (`TenantId`, `Metric`, `UpstreamService`, `ScoreKey`);
+//!   imports nothing of the crate.
 //! - [`code`]: the stable error codes: text, HTTP status and OpenAPI schema, written once.
 //! - [`config`]: TOML plus environment overrides (`settings`, `env`, `validate`, `resolve`).
 //! - [`tenants`]: the registry of app registrations and the table of clouds and hosts.
@@ -25,14 +40,16 @@
 //! - [`quota`]: rate windows, 429 cool-downs and back-off behind `QuotaStore`, on tokio's clock.
 //! - [`policy`]: the outbound stack, gate → retries (quota → tenant slots → cap → token → call);
 //!   the classifier.
-//! - [`cache`]: fresh and stale windows, single flight, stale-if-error over a `ScoreStore`.
+//! - [`cache`]: fresh and stale windows, single flight, stale-if-error over a `ScoreStore`;
+//!   tells a `ReadingObserver` of every reading and failed fetch.
 //! - [`cursor`]: the one codec of every paging cursor: sealed, bound to the query and the caller.
 //! - [`fanout`]: `GET /scores` without HTTP: filters, deadline, summary, order, signed cursors.
 //! - [`history`]: every reading kept (SQLite or PostgreSQL): writer, roll-up, retention, trends.
 //! - [`alerts`]: rules over the metrics, their state and events, signed webhooks from an outbox.
 //! - [`cluster`]: several replicas: cache, single flight, quota, leases and key limits in Redis.
 //! - [`refresher`]: keeps every tenant warm, spread out and behind interactive requests.
-//! - [`service`]: the shared services built once, and one function per use case.
+//! - [`service`]: the shared services built once, and one function per use case; its
+//!   `record` observes the cache for the history, the alerts and the `secure` back-fill.
 //! - [`api`]: routes, OpenAPI, problem+json errors, request ids, key checks, views.
 //! - [`app`]: start-up: services, listener, HTTP server, then the refresher.
 //! - [`lifecycle`]: process signals: graceful shutdown (SIGTERM, SIGINT) and reload (SIGHUP).
@@ -68,6 +85,7 @@ pub mod fanout;
 pub mod history;
 pub mod lifecycle;
 pub mod metrics;
+pub mod model;
 pub mod policy;
 pub mod quota;
 pub mod refresher;

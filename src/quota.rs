@@ -16,8 +16,8 @@
 //! Time: every comparison uses `tokio::time::Instant`, and governor runs on [`TokioClock`], so that
 //! tests drive windows, cool-downs and back-off with tokio's paused clock.
 
+use crate::model::{ScoreKey, UpstreamService};
 use crate::tenants::{QuotaLimits, Registry, TenantId};
-use crate::upstream::{ScoreKey, UpstreamService};
 use governor::clock::Clock;
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
@@ -474,7 +474,7 @@ mod tests {
         let store = LocalQuotaStore::default();
         let contoso = ScoreKey {
             tenant: TenantId::parse("contoso").unwrap(),
-            metric: crate::upstream::Metric::Device,
+            metric: crate::model::Metric::Device,
         };
         let mut pauses = Vec::new();
         for _ in 0..5 {

@@ -7,63 +7,13 @@
 //! Defender API and Microsoft Graph host of each national cloud, as Microsoft documents them).
 
 use crate::credential::Credential;
-use crate::upstream::{Metric, UpstreamService};
+pub use crate::model::{InvalidTenantId, TenantId};
+use crate::model::{Metric, UpstreamService};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use url::Url;
-
-/// The gateway's own id of a tenant: URL-safe, used in routes (`/tenants/{id}/score`).
-///
-/// Shared, not copied: the id keys the cache, the flights, the quotas, the tokens and the
-/// metrics of its tenant, and a clone is a reference count, not an allocation per copy.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TenantId(Arc<str>);
-
-impl Serialize for TenantId {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0)
-    }
-}
-
-/// Why a string is not a [`TenantId`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "a tenant id is 1 to 64 characters of a-z, A-Z, 0-9, '-', '_' or '.', not starting with '.'"
-)]
-pub struct InvalidTenantId;
-
-impl TenantId {
-    /// Longest id accepted: ids appear in URLs, logs and metric labels.
-    pub const MAX_LEN: usize = 64;
-
-    /// Checks that `value` is URL-safe (unreserved characters only) and of sane length.
-    pub fn parse(value: &str) -> Result<Self, InvalidTenantId> {
-        let valid = !value.is_empty()
-            && value.len() <= Self::MAX_LEN
-            && !value.starts_with('.')
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if valid {
-            Ok(Self(Arc::from(value)))
-        } else {
-            Err(InvalidTenantId)
-        }
-    }
-
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for TenantId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// A Microsoft cloud, which decides the token authority and the Defender API host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]

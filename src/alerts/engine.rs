@@ -10,7 +10,8 @@
 
 use super::store::{self, FetchRow};
 use super::{AlertError, AlertsConfig, Command, Condition, EventType, Rule, Shared};
-use crate::history::{Metric, Store};
+use crate::history::Store;
+use crate::model::Metric;
 use crate::telemetry::{FailureLine, RepeatedFailures};
 use sqlx::AnyPool;
 use std::collections::HashSet;

@@ -42,8 +42,9 @@ pub use delivery::{sign, DeliveryOutcome};
 #[cfg(feature = "emulator")]
 pub use receiver::{LoggingReceiver, ReceivedEvent};
 
-use crate::history::{History, HistoryError, Metric};
+use crate::history::{History, HistoryError};
 use crate::metrics::AlertMetrics;
+use crate::model::Metric;
 use parking_lot::RwLock;
 use std::collections::BTreeSet;
 use std::sync::Arc;

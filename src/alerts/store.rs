@@ -5,7 +5,7 @@
 use super::{
     AlertError, AlertEvent, Delivery, DeliveryStatus, EventFilter, EventType, FiringAlert,
 };
-use crate::history::Metric;
+use crate::model::Metric;
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 use time::OffsetDateTime;

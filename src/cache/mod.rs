@@ -22,17 +22,16 @@
 //! cancellation), so that no failure of one fetch can wedge a tenant.
 
 use crate::code::Code;
-use crate::config::CacheSettings;
 use crate::metrics::{CacheResult, Metrics};
+/// What a score is cached under: one number per tenant and metric.
+pub use crate::model::ScoreKey;
 use crate::policy::{FetchError, Gated, Outbound};
 use crate::tenants::{Registry, Tenant, TenantId};
-/// What a score is cached under: one number per tenant and metric.
-pub use crate::upstream::ScoreKey;
 use crate::upstream::{Metric, Reading, UpstreamError};
 use futures::future::{BoxFuture, FutureExt, Shared};
 use parking_lot::Mutex;
 use rand::Rng;
-pub use record::{Recorder, BACKFILL_DAYS};
+pub use settings::CacheSettings;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -269,8 +268,21 @@ pub struct ScoreCache {
     runtime: tokio::runtime::Handle,
     /// Faults injected by tests into the next fetch of a tenant.
     injected: Mutex<HashMap<TenantId, InjectedFault>>,
-    /// Where each successful fetch's reading is recorded; `None` when the history is off.
-    recorder: Option<Arc<Recorder>>,
+    /// Who is told of each fetch's reading or failure (the history and the alerts, wired by
+    /// the composition root); `None` when nobody listens.
+    observer: Option<Arc<dyn ReadingObserver>>,
+}
+
+/// Who hears of the cache's fetches: the cache reports, it does not know who listens (the
+/// history and the alerts, wired by `service`).
+///
+/// Both calls happen on the fetch task, once per fetch that reached the upstream: they must
+/// not wait (hand the work to a buffer or a task of their own).
+pub trait ReadingObserver: Send + Sync {
+    /// A fetch of `tenant`'s `metric` returned `reading`.
+    fn on_reading(&self, tenant: &Arc<Tenant>, metric: Metric, reading: &Reading);
+    /// A fetch of `tenant`'s `metric` failed, after its retries.
+    fn on_failure(&self, tenant: &Tenant, metric: Metric);
 }
 
 /// Share of the fresh window removed at random from each entry (0–15 %).
@@ -313,23 +325,14 @@ impl ScoreCache {
             metrics,
             runtime,
             injected: Mutex::default(),
-            recorder: None,
+            observer: None,
         }
     }
 
-    /// Records every successful fetch's reading into `history` (and back-fills `secure` on a
-    /// tenant's first), and tells `alerts` of every reading and failure, off the request path.
-    pub fn with_history(
-        mut self,
-        history: Arc<crate::history::History>,
-        alerts: Option<Arc<crate::alerts::Alerts>>,
-    ) -> Self {
-        self.recorder = Some(Arc::new(Recorder::new(
-            history,
-            alerts,
-            self.outbound.clone(),
-            self.runtime.clone(),
-        )));
+    /// Tells `observer` of every fetch's reading and of every failed fetch (cache hits are no
+    /// readings).
+    pub fn with_observer(mut self, observer: Arc<dyn ReadingObserver>) -> Self {
+        self.observer = Some(observer);
         self
     }
 
@@ -576,7 +579,7 @@ impl ScoreCache {
             last_fetch: self.last_fetch.clone(),
             fresh: self.fresh,
             metrics: self.metrics.clone(),
-            recorder: self.recorder.clone(),
+            observer: self.observer.clone(),
             panic: injected == Some(InjectedFault::Panic),
             // Made here, not when the task first runs: a task cancelled before it is ever polled
             // must clear its marker too.
@@ -661,7 +664,7 @@ struct FlightTask {
     last_fetch: Arc<Mutex<HashMap<ScoreKey, LastFetch>>>,
     fresh: Duration,
     metrics: Arc<Metrics>,
-    recorder: Option<Arc<Recorder>>,
+    observer: Option<Arc<dyn ReadingObserver>>,
     /// Panic on purpose (a test's injected fault).
     panic: bool,
     /// Clears the flight if the task never gets to (panic, cancellation).
@@ -764,8 +767,8 @@ impl FlightTask {
                     entry.reading.fetched_at,
                 );
                 // Here and nowhere else: one fetch, one reading (cache hits are no readings).
-                if let Some(recorder) = &self.recorder {
-                    recorder.record(&self.tenant, metric, &entry.reading);
+                if let Some(observer) = &self.observer {
+                    observer.on_reading(&self.tenant, metric, &entry.reading);
                 }
                 Ok(entry)
             }
@@ -779,8 +782,8 @@ impl FlightTask {
                         .await,
                 );
                 tracing::warn!(tenant = %self.tenant.id, metric = metric.as_str(), "fetch failed: {error}");
-                if let Some(recorder) = &self.recorder {
-                    recorder.failed(&self.tenant, metric);
+                if let Some(observer) = &self.observer {
+                    observer.on_failure(&self.tenant, metric);
                 }
                 Err(FetchError::Upstream(error))
             }
@@ -841,6 +844,6 @@ impl Drop for FlightGuard {
     }
 }
 
-mod record;
+mod settings;
 #[cfg(test)]
 mod tests;

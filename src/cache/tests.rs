@@ -269,3 +269,50 @@ async fn get_fresh_now_gives_only_what_get_would_serve_from_the_cache_and_never_
     assert!(fresh_now(None).is_none(), "expired: get serves it stale");
     assert_eq!(source.calls("contoso"), 1);
 }
+
+/// What a cache reported to its observer, in order.
+#[derive(Default)]
+struct Observed {
+    readings: Mutex<Vec<(TenantId, Metric, f64)>>,
+    failures: Mutex<Vec<(TenantId, Metric)>>,
+}
+
+impl ReadingObserver for Observed {
+    fn on_reading(&self, tenant: &Arc<Tenant>, metric: Metric, reading: &Reading) {
+        self.readings
+            .lock()
+            .push((tenant.id.clone(), metric, reading.score));
+    }
+
+    fn on_failure(&self, tenant: &Tenant, metric: Metric) {
+        self.failures.lock().push((tenant.id.clone(), metric));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_observer_hears_of_every_fetch_once_and_of_no_cache_hit() {
+    let source = FakeSource::new(42.0, Duration::from_millis(20));
+    let observed = Arc::new(Observed::default());
+    let cache = cache(&source).with_observer(observed.clone());
+    let contoso = tenant("contoso", DEFENDER_LIMITS);
+    device(&cache, &contoso).await.unwrap();
+    let hit = device(&cache, &contoso).await.unwrap();
+    assert_eq!(hit.source, Source::Cache);
+    settle().await;
+    assert_eq!(
+        *observed.readings.lock(),
+        vec![(contoso.id.clone(), Metric::Device, 42.0)]
+    );
+    assert!(observed.failures.lock().is_empty());
+
+    // A failed fetch (after its retries) is one failure, and no reading.
+    let fabrikam = tenant("fabrikam", DEFENDER_LIMITS);
+    source.script("fabrikam", std::iter::repeat_n(server_error(), 10));
+    assert!(device(&cache, &fabrikam).await.is_err());
+    settle().await;
+    assert_eq!(
+        *observed.failures.lock(),
+        vec![(fabrikam.id.clone(), Metric::Device)]
+    );
+    assert_eq!(observed.readings.lock().len(), 1);
+}

@@ -20,7 +20,8 @@
 //!
 //! # Layout
 //!
-//! - `config`: `[cluster]`: settings, validation, the secret URL.
+//! - `config`: [`ClusterConfig`], the resolved settings with the secret URL (`config` reads,
+//!   checks and resolves `[cluster]` into it).
 //! - `quota`: the per-tenant quota as one Lua script over two sliding windows, cool-downs,
 //!   back-off.
 //! - `store`: moka in front of Redis, and cluster-wide single flight (`SET NX PX` and a token).
@@ -33,10 +34,10 @@ pub mod config;
 pub mod quota;
 pub mod store;
 
-pub use config::{ClusterConfig, ClusterSettings};
+pub use config::ClusterConfig;
 
 use crate::metrics::{ClusterMetrics, ClusterUse};
-use crate::upstream::ScoreKey;
+use crate::model::ScoreKey;
 use redis::aio::ConnectionManager;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -15,9 +15,9 @@
 
 use super::Cluster;
 use crate::metrics::ClusterUse;
+use crate::model::ScoreKey;
 use crate::quota::{FailureBackoff, LocalQuotaStore, QuotaKey, QuotaStore};
 use crate::tenants::{QuotaLimits, Registry};
-use crate::upstream::ScoreKey;
 use redis::Script;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;

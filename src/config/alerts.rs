@@ -6,7 +6,7 @@ use super::settings::SecretSource;
 use crate::alerts::{
     AlertsConfig, Condition, Reach, Rule, Webhook, WebhookSecret, DEFAULT_TIMEOUT_MS,
 };
-use crate::history::Metric;
+use crate::model::Metric;
 use crate::tenants::Tenant;
 use secrecy::ExposeSecret;
 use serde::Deserialize;

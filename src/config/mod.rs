@@ -16,17 +16,25 @@
 //!   address, and warnings for credential files others may read.
 //! - `resolve`: tenants (endpoints, credentials, secrets) into the registry, API keys into the
 //!   key ring, the extra CA file into PEM bytes.
+//! - `alerts`, `cluster`: `[[alerts]]`/`[[webhooks]]` and `[cluster]`, each section's serde type,
+//!   checks and resolution into its owner's type.
 //! - this file: [`Config`], [`ConfigError`], [`Config::load`] and [`Config::summary`].
+//!
+//! The settings of `[upstream]`, `[cache]` and the resolved `[history]` are defined by their owners
+//! (`upstream`, `cache`, `history`) and re-exported here: nothing below `config` imports it.
 
 mod alerts;
+mod cluster;
 mod env;
-pub(crate) mod resolve;
+mod resolve;
 mod settings;
 #[cfg(test)]
 mod test_support;
 mod validate;
 
+pub use crate::history::HistoryConfig;
 pub use alerts::{AlertSettings, DropPercentSettings, DropSettings, WebhookSettings};
+pub use cluster::{ClusterSettings, MAX_REPLICAS};
 pub use env::ENV_PREFIX;
 pub use settings::{
     ApiKeySettings, AuthSettings, CacheSettings, CertificateSource, HistorySettings,
@@ -80,53 +88,6 @@ pub struct Config {
     /// Problems that do not stop the gateway (a secret file others may read), one line each,
     /// starting with the key; logged at load and printed by `check-config`.
     pub warnings: Vec<String>,
-}
-
-/// `[history]` resolved: the database URL ready to connect (a relative SQLite path made
-/// absolute, the PostgreSQL password set into it), kept secret.
-#[derive(Debug, Clone)]
-pub struct HistoryConfig {
-    /// Whether readings are recorded and the history routes answer.
-    pub enabled: bool,
-    /// The URL to connect to; secret (it may hold a password): log [`Self::redacted_url`].
-    pub url: secrecy::SecretString,
-    /// Days points are kept.
-    pub retention_days: u32,
-    /// Days alert events and finished webhook deliveries are kept.
-    pub alerts_retention_days: u32,
-    /// Readings waiting to be written, at most.
-    pub buffer: usize,
-}
-
-impl HistoryConfig {
-    /// The database for logs and `check-config`: the SQLite file, or the PostgreSQL user, host,
-    /// port and database — never a password or query parameters.
-    pub fn redacted_url(&self) -> String {
-        use secrecy::ExposeSecret;
-        let url = self.url.expose_secret();
-        if let Some(rest) = url.strip_prefix("sqlite://") {
-            let path = rest.split_once('?').map_or(rest, |(path, _)| path);
-            return format!("sqlite://{path}");
-        }
-        match url::Url::parse(url) {
-            Ok(parsed) => format!(
-                "{}://{}{}{}{}",
-                parsed.scheme(),
-                if parsed.username().is_empty() {
-                    String::new()
-                } else {
-                    format!("{}@", parsed.username())
-                },
-                parsed.host_str().unwrap_or_default(),
-                parsed
-                    .port()
-                    .map(|port| format!(":{port}"))
-                    .unwrap_or_default(),
-                parsed.path()
-            ),
-            Err(_) => "(unparsable url)".to_owned(),
-        }
-    }
 }
 
 /// Why a configuration cannot be used.
@@ -223,7 +184,7 @@ impl Config {
         let cluster = settings.cluster.as_ref().and_then(|cluster| {
             use secrecy::ExposeSecret;
             let history_url = history.enabled.then(|| history.url.expose_secret());
-            crate::cluster::config::resolve(cluster, history_url, base_dir, &lookup, &mut problems)
+            cluster::resolve(cluster, history_url, base_dir, &lookup, &mut problems)
         });
         let warnings = loose_file_warnings(&tenants, base_dir);
         for warning in &warnings {

@@ -14,8 +14,8 @@ use super::validate::{check_https, check_metrics, check_range, check_scope, limi
 use super::HistoryConfig;
 use crate::auth::{ApiKey, KeyRing, Scope};
 use crate::credential::{Certificate, Credential};
+use crate::model::Metric;
 use crate::tenants::{Cloud, Geo, QuotaLimits, Tenant, TenantId, TenantSources};
-use crate::upstream::Metric;
 use secrecy::SecretString;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;

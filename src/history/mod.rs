@@ -27,6 +27,7 @@
 //! so replicas starting together apply them once.
 
 mod binding;
+mod config;
 mod file;
 mod migrations;
 mod read;
@@ -39,8 +40,8 @@ pub use read::{ReadGate, ReadLimits};
 pub use store::{retention_start, Store};
 pub use writer::WriterStats;
 
-use crate::config::HistoryConfig;
 use crate::metrics::HistoryMetrics;
+pub use config::HistoryConfig;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use time::OffsetDateTime;
@@ -59,7 +60,7 @@ pub const FILE_CHECK_PERIOD: std::time::Duration = std::time::Duration::from_sec
 
 /// Which score a point is of: the one metric type of the gateway, re-exported so that history
 /// users need one import (the database stores [`Metric::as_str`]).
-pub use crate::upstream::Metric;
+pub use crate::model::Metric;
 
 /// The width of the buckets a query groups points into.
 #[derive(

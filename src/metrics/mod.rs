@@ -30,8 +30,8 @@ use outcome::{CallLabels, OutcomeLabels, ServiceLabels};
 use tenant::TenantSeries;
 
 use crate::code::Code;
+use crate::model::{Metric, UpstreamService};
 use crate::tenants::{Registry, TenantId};
-use crate::upstream::{Metric, UpstreamService};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

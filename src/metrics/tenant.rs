@@ -1,8 +1,8 @@
 //! The per-tenant series (`scoregate_tenant_*`): one record per tenant and metric, written out
 //! as gauge families at scrape time, and removed when a reload drops the tenant or the metric.
 
+use crate::model::Metric;
 use crate::tenants::TenantId;
-use crate::upstream::Metric;
 use parking_lot::Mutex;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{

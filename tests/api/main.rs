@@ -20,6 +20,7 @@ mod helpers;
 mod history;
 mod history_reads;
 mod history_wiring;
+mod layers;
 mod openapi;
 mod operations;
 mod postgres;

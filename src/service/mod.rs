@@ -23,6 +23,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
+mod record;
+
+use record::Recorder;
+
 /// Why a use case could not be served.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ServiceError {
@@ -193,13 +197,23 @@ impl Services {
                     Arc::new(store),
                     outbound.clone(),
                     metrics.clone(),
-                    runtime,
+                    runtime.clone(),
                 )
             }
-            None => ScoreCache::new(&config.cache, outbound.clone(), metrics.clone(), runtime),
+            None => ScoreCache::new(
+                &config.cache,
+                outbound.clone(),
+                metrics.clone(),
+                runtime.clone(),
+            ),
         };
         if let Some(history) = &history {
-            cache = cache.with_history(history.clone(), alerts.clone());
+            cache = cache.with_observer(Arc::new(Recorder::new(
+                history.clone(),
+                alerts.clone(),
+                outbound.clone(),
+                runtime.clone(),
+            )));
         }
         let cache = Arc::new(cache);
         let cursors = match &config.cursor_key {

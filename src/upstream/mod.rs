@@ -11,8 +11,8 @@
 //! cool-downs — the policy stack ([`crate::policy`]) owns those, in one place.
 //! Correlation ids (`target`) are logged; tokens and secrets never are.
 
-use crate::config::UpstreamSettings;
-use crate::tenants::{Tenant, TenantId};
+pub use crate::model::{Metric, ScoreKey, UpstreamService};
+use crate::tenants::Tenant;
 use crate::token::BearerToken;
 use crate::wire::{
     ConfigurationScore, DefenderErrorBody, GraphErrorBody, SecureScores, CONFIGURATION_SCORE_PATH,
@@ -20,6 +20,7 @@ use crate::wire::{
 };
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
+pub use settings::UpstreamSettings;
 use std::time::{Duration, SystemTime};
 
 /// Longest cool-down a source's `Retry-After` may impose: anything longer (or unreadable as a
@@ -245,111 +246,6 @@ fn client_builder(
         builder = builder.tls_certs_merge(reqwest::Certificate::from_pem_bundle(pem)?);
     }
     Ok(builder)
-}
-
-/// Which of a tenant's numbers: `device` (Microsoft Secure Score for Devices, Defender, raw
-/// points, higher is better), `exposure` (Defender's exposure score, 0–100, **lower is
-/// better**) or `secure` (Microsoft Secure Score, Microsoft Graph, points of `max_score`). Each
-/// is read from one upstream source; `device` and `exposure` end with the Defender API on
-/// 2027-02-01.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Metric {
-    /// Microsoft Secure Score for Devices (Defender `configurationScore`): raw points, no
-    /// maximum, higher is better. Retired with the Defender API on 2027-02-01.
-    Device,
-    /// Defender's exposure score (`exposureScore`): 0–100, **lower is better**. Retired with the
-    /// Defender API on 2027-02-01.
-    Exposure,
-    /// Microsoft Secure Score (Graph `secureScores`): `score` points of `max_score`, higher is
-    /// better; also `percentage`, `categories` and `comparisons`.
-    Secure,
-}
-
-impl Metric {
-    /// Every metric, in the order lists show them.
-    pub const ALL: [Metric; 3] = [Metric::Device, Metric::Exposure, Metric::Secure];
-
-    /// The metric's name in the API (`metric=device`) and in configuration.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Device => "device",
-            Self::Exposure => "exposure",
-            Self::Secure => "secure",
-        }
-    }
-
-    /// The metric named `name` (exactly as [`Metric::as_str`] writes it).
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|metric| metric.as_str() == name)
-    }
-
-    /// The upstream service the metric is read from.
-    pub fn service(self) -> UpstreamService {
-        match self {
-            Self::Device | Self::Exposure => UpstreamService::Defender,
-            Self::Secure => UpstreamService::Graph,
-        }
-    }
-}
-
-impl std::fmt::Display for Metric {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// One number of one tenant: what scores are cached, fetched once at a time and backed off
-/// under.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ScoreKey {
-    /// The tenant.
-    pub tenant: TenantId,
-    /// The metric.
-    pub metric: Metric,
-}
-
-/// An upstream service whose per-tenant limits several sources may share: Defender's 100/min and
-/// 1,500/h cover every Defender score of a tenant; Graph has its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum UpstreamService {
-    /// Microsoft Defender for Endpoint's API (`device`, `exposure`).
-    Defender,
-    /// Microsoft Graph (`secure`).
-    Graph,
-}
-
-impl UpstreamService {
-    /// Every service: the closed set of the `service` label of the upstream call metrics.
-    pub const ALL: [UpstreamService; 2] = [UpstreamService::Defender, UpstreamService::Graph];
-
-    /// The service's name in logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Defender => "defender",
-            Self::Graph => "graph",
-        }
-    }
-
-    /// The service's name for people ("Defender answered 410").
-    pub fn display_name(self) -> &'static str {
-        match self {
-            Self::Defender => "Defender",
-            Self::Graph => "Microsoft Graph",
-        }
-    }
 }
 
 /// Why one call to a source produced no reading: the facts, before any retry decision (that is
@@ -967,3 +863,5 @@ mod tests {
         }
     }
 }
+
+mod settings;

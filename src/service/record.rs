@@ -1,5 +1,7 @@
-//! What the fetch path tells the history: every successful reading, and, on a tenant's first
-//! successful `secure` fetch, the back-fill of Graph's 90 daily snapshots.
+//! What the cache's fetches tell the history and the alerts: the [`ReadingObserver`] the
+//! composition root wires into the cache. Every successful reading goes to the history and the
+//! alerts, every failed fetch to the alerts, and a tenant's first successful `secure` fetch
+//! starts the back-fill of Graph's 90 daily snapshots. The cache itself knows none of them.
 //!
 //! Both leave the request path: a reading goes into the history's bounded buffer (never waits,
 //! never fails), and the back-fill is a task of its own. The back-fill's one Graph call
@@ -14,6 +16,7 @@
 //! tenant's next successful fetch.
 
 use crate::alerts::Alerts;
+use crate::cache::ReadingObserver;
 use crate::history::{DailySnapshot, History, Reading as Point};
 use crate::policy::Outbound;
 use crate::tenants::{Tenant, TenantId};
@@ -22,15 +25,6 @@ use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::sync::Arc;
 use time::OffsetDateTime;
-
-impl Recorder {
-    /// Tells the alerts that a fetch failed (after its retries), for `failing_for` rules.
-    pub fn failed(&self, tenant: &Tenant, metric: Metric) {
-        if let Some(alerts) = &self.alerts {
-            alerts.on_failure(tenant.id.as_str(), metric, OffsetDateTime::now_utc());
-        }
-    }
-}
 
 /// How many of Graph's daily snapshots a back-fill asks for: all Graph keeps.
 pub const BACKFILL_DAYS: u32 = 90;
@@ -65,10 +59,12 @@ impl Recorder {
             checked: Arc::default(),
         }
     }
+}
 
+impl ReadingObserver for Recorder {
     /// Records one successful fetch's reading; starts the tenant's back-fill when it is its
     /// first `secure` reading in this process. Never waits.
-    pub fn record(&self, tenant: &Arc<Tenant>, metric: Metric, reading: &Reading) {
+    fn on_reading(&self, tenant: &Arc<Tenant>, metric: Metric, reading: &Reading) {
         let at = OffsetDateTime::from(reading.fetched_at);
         self.history.record(Point {
             tenant: tenant.id.to_string(),
@@ -99,6 +95,13 @@ impl Recorder {
                 task.await;
                 history.count_backfill(true);
             });
+        }
+    }
+
+    /// Tells the alerts that a fetch failed (after its retries), for `failing_for` rules.
+    fn on_failure(&self, tenant: &Tenant, metric: Metric) {
+        if let Some(alerts) = &self.alerts {
+            alerts.on_failure(tenant.id.as_str(), metric, OffsetDateTime::now_utc());
         }
     }
 }
