@@ -1,3 +1,4 @@
+use super::graph::{read_secure_scores, MAX_BASIS_CHARS};
 use super::*;
 
 fn at(seconds: u64) -> SystemTime {
