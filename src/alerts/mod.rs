@@ -10,9 +10,10 @@
 //!
 //! # Layout
 //!
-//! - this file: the resolved configuration ([`AlertsConfig`], [`Rule`], [`Condition`],
-//!   [`Webhook`]), the error, the views the API serves, and [`Alerts`], the one handle the
+//! - this file: the error, the views the API serves, and [`Alerts`], the one handle the
 //!   gateway holds (a queue in front of one engine task, and the delivery workers).
+//! - `rules`: the resolved configuration ([`AlertsConfig`], [`Rule`], [`Condition`],
+//!   [`Webhook`], [`WebhookSecret`]).
 //! - `store`: the SQL over the history database's pool (both engines).
 //! - `engine`: evaluation and transitions: one transaction writes the new state, the event
 //!   and one outbox row per matching endpoint.
@@ -35,12 +36,14 @@ mod delivery;
 mod engine;
 #[cfg(feature = "emulator")]
 mod receiver;
+mod rules;
 mod store;
 
 pub use address::{Reach, RefusedAddress, WebhookClients};
 pub use delivery::{sign, DeliveryOutcome};
 #[cfg(feature = "emulator")]
 pub use receiver::{LoggingReceiver, ReceivedEvent};
+pub use rules::{AlertsConfig, Condition, Rule, Webhook, WebhookSecret};
 
 use crate::history::{History, HistoryError};
 use crate::metrics::AlertMetrics;
@@ -52,7 +55,6 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
-use zeroize::Zeroizing;
 
 /// "Now", as the engine and the delivery workers read it (tests move it).
 pub type Clock = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;
@@ -67,170 +69,6 @@ pub const POLL_PERIOD: Duration = Duration::from_secs(1);
 pub const QUEUE: usize = 10_000;
 /// Default `[[webhooks]] timeout_ms`.
 pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
-
-/// The condition of a rule: exactly one per `[[alerts]]` entry.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Condition {
-    /// Fires while the value is below the line.
-    Below(f64),
-    /// Fires while the value is above the line.
-    Above(f64),
-    /// Fires while the value is at least `points` lower than `within` ago.
-    Drop {
-        /// Points lost.
-        points: f64,
-        /// Compared with the value this long ago.
-        within: Duration,
-    },
-    /// Fires while the value is at least `percent` % lower than `within` ago.
-    DropPercent {
-        /// Percent lost.
-        percent: f64,
-        /// Compared with the value this long ago.
-        within: Duration,
-    },
-    /// Fires while no fetch has succeeded for this long.
-    StaleFor(Duration),
-    /// Fires while every fetch has failed for this long.
-    FailingFor(Duration),
-}
-
-impl Condition {
-    /// Whether the timer evaluates it (it changes with time alone).
-    pub fn is_timed(&self) -> bool {
-        matches!(self, Self::StaleFor(_) | Self::FailingFor(_))
-    }
-
-    /// A stable text of the definition: a reload that changes it resolves the rule's states.
-    fn fingerprint(&self, metric: Metric) -> String {
-        let condition = match self {
-            Self::Below(line) => format!("below={line}"),
-            Self::Above(line) => format!("above={line}"),
-            Self::Drop { points, within } => format!("drop={points}/{}", within.as_secs()),
-            Self::DropPercent { percent, within } => {
-                format!("drop_percent={percent}/{}", within.as_secs())
-            }
-            Self::StaleFor(after) => format!("stale_for={}", after.as_secs()),
-            Self::FailingFor(after) => format!("failing_for={}", after.as_secs()),
-        };
-        format!("{}:{condition}", metric.as_str())
-    }
-}
-
-/// One `[[alerts]]` entry, resolved: its scope is the set of tenant ids it covers now.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rule {
-    /// The rule's name (unique; in events and the API).
-    pub name: String,
-    /// Which metric it watches.
-    pub metric: Metric,
-    /// The tenants in scope (resolved against the registry with it, at load and reload).
-    pub tenants: BTreeSet<String>,
-    /// The condition.
-    pub condition: Condition,
-}
-
-impl Rule {
-    /// The definition's fingerprint, stored beside each state.
-    pub fn fingerprint(&self) -> String {
-        self.condition.fingerprint(self.metric)
-    }
-}
-
-/// A Standard Webhooks signing secret: the bytes after `whsec_`, base64-decoded. Zeroized on
-/// drop; `Debug` never shows it.
-#[derive(Clone, PartialEq)]
-pub struct WebhookSecret(Zeroizing<Vec<u8>>);
-
-impl WebhookSecret {
-    /// Shortest and longest secret, in decoded bytes (the specification's recommendation).
-    pub const BYTES: std::ops::RangeInclusive<usize> = 24..=64;
-
-    /// Parses `whsec_<base64>`; `None` (the caller names the key) when it is not one or its
-    /// length is outside [`Self::BYTES`].
-    pub fn parse(text: &str) -> Option<Self> {
-        use base64::Engine as _;
-        let encoded = text.trim().strip_prefix("whsec_")?;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(encoded)
-            .ok()?;
-        Self::BYTES
-            .contains(&bytes.len())
-            .then(|| Self(Zeroizing::new(bytes)))
-    }
-
-    /// A new random secret (32 bytes) and its `whsec_…` text, for `scoregate demo`'s receiver.
-    pub fn generate() -> (secrecy::SecretString, Self) {
-        use base64::Engine as _;
-        use rand::RngCore as _;
-        let mut bytes = Zeroizing::new(vec![0_u8; 32]);
-        rand::rng().fill_bytes(&mut bytes);
-        let text = format!(
-            "whsec_{}",
-            base64::engine::general_purpose::STANDARD.encode(bytes.as_slice())
-        );
-        (secrecy::SecretString::from(text), Self(bytes))
-    }
-
-    /// The decoded key.
-    pub fn bytes(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for WebhookSecret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("WebhookSecret(redacted)")
-    }
-}
-
-/// One `[[webhooks]]` entry, resolved.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Webhook {
-    /// The endpoint's name (unique; in the outbox and `/webhooks/deliveries`).
-    pub name: String,
-    /// Where events are POSTed.
-    pub url: url::Url,
-    /// The signing secret.
-    pub secret: WebhookSecret,
-    /// The alerts it receives; `None` for all.
-    pub alerts: Option<BTreeSet<String>>,
-    /// Longest an attempt may take.
-    pub timeout: Duration,
-    /// Whether it may be delivered to private, link-local, loopback and other non-public
-    /// addresses (`allow_private_addresses`; off: public addresses only).
-    pub allow_private_addresses: bool,
-}
-
-impl Webhook {
-    /// The addresses its deliveries may connect to.
-    pub fn reach(&self) -> Reach {
-        Reach::of(&self.url, self.allow_private_addresses)
-    }
-
-    /// Whether it receives the events of `alert`.
-    pub fn receives(&self, alert: &str) -> bool {
-        self.alerts
-            .as_ref()
-            .is_none_or(|names| names.contains(alert))
-    }
-}
-
-/// `[[alerts]]` and `[[webhooks]]`, resolved.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct AlertsConfig {
-    /// The rules.
-    pub rules: Vec<Rule>,
-    /// The endpoints.
-    pub webhooks: Vec<Webhook>,
-}
-
-impl AlertsConfig {
-    /// The endpoint named `name`.
-    pub fn webhook(&self, name: &str) -> Option<&Webhook> {
-        self.webhooks.iter().find(|webhook| webhook.name == name)
-    }
-}
 
 /// Why an alert operation failed.
 #[derive(Debug, thiserror::Error)]
