@@ -78,7 +78,7 @@ pub struct Reading {
     pub max_score: Option<f64>,
 }
 
-/// One of Graph's daily secure score snapshots, for [`Store::insert_daily`].
+/// One of Graph's daily secure score snapshots, for [`Store::insert_daily`](super::Store::insert_daily).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DailySnapshot {
     /// The snapshot's time (`createdDateTime`); its UTC day is the point's day.
