@@ -32,6 +32,10 @@ pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
 /// `?$top=1` for the current one).
 pub const SECURE_SCORES_PATH: &str = "/v1.0/security/secureScores";
 
+/// Path of Secure Score's control profiles (title, maximum, rank, remediation, per-tenant state),
+/// relative to a Graph base; paged with `@odata.nextLink`.
+pub const SECURE_SCORE_CONTROL_PROFILES_PATH: &str = "/v1.0/security/secureScoreControlProfiles";
+
 /// The application role Defender requires for both score endpoints.
 pub const DEFENDER_SCORE_ROLE: &str = "Score.Read.All";
 
@@ -105,8 +109,9 @@ pub struct SecureScore {
     /// Score of each control; their `score`s sum to `current_score`.
     #[serde(default)]
     pub control_scores: Vec<ControlScore>,
-    /// Averages of comparable tenants (`AllTenants`, `TotalSeats`, `IndustryTypes`).
-    #[serde(default)]
+    /// Averages of comparable tenants (`AllTenants`, `TotalSeats`, `IndustryTypes`); empty when
+    /// Graph sends `-1` or `[]` instead, as it does during Microsoft outages.
+    #[serde(default, deserialize_with = "lenient::list")]
     pub average_comparative_scores: Vec<AverageComparativeScore>,
     /// Who produced the snapshot (`Microsoft` / `SecureScore`).
     #[serde(default)]
@@ -125,8 +130,9 @@ pub struct ControlScore {
     /// Human description of the control.
     #[serde(default)]
     pub description: Option<String>,
-    /// Points achieved on this control (null is read as none).
-    #[serde(default)]
+    /// Points achieved on this control (null is read as none; a number in a string, such as
+    /// `"0.0"`, as the number).
+    #[serde(default, deserialize_with = "lenient::number")]
     pub score: Option<f64>,
 }
 
@@ -137,7 +143,7 @@ pub struct AverageComparativeScore {
     /// `AllTenants`, `TotalSeats` (tenants of a similar size) or `IndustryTypes`.
     pub basis: String,
     /// The group's average score, in points.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::number")]
     pub average_score: Option<f64>,
 }
 
@@ -261,9 +267,102 @@ pub struct EntraErrorBody {
     pub correlation_id: String,
 }
 
+/// Readers for values Graph sends in more than one type (its secure score types are OData open
+/// types, and real answers carry numbers and booleans as strings): never an error, a value of
+/// another shape reads as none.
+pub mod lenient {
+    use serde::de::DeserializeOwned;
+    use serde::{Deserialize, Deserializer};
+    use serde_json::Value;
+
+    /// A finite number from a JSON number or a string holding one (`"0.0"`, `" 12 "`); null,
+    /// other strings and other types are none.
+    pub fn number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<f64>, D::Error> {
+        Ok(number_of(&Value::deserialize(deserializer)?))
+    }
+
+    /// [`number`] of a value already read.
+    pub fn number_of(value: &Value) -> Option<f64> {
+        let number = match value {
+            Value::Number(number) => number.as_f64(),
+            Value::String(text) => text.trim().parse::<f64>().ok(),
+            _ => None,
+        };
+        number.filter(|number| number.is_finite())
+    }
+
+    /// A boolean from JSON `true`/`false` or the strings `"true"`/`"false"` (any case); anything
+    /// else is none.
+    pub fn boolean<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<bool>, D::Error> {
+        Ok(match Value::deserialize(deserializer)? {
+            Value::Bool(flag) => Some(flag),
+            Value::String(text) if text.trim().eq_ignore_ascii_case("true") => Some(true),
+            Value::String(text) if text.trim().eq_ignore_ascii_case("false") => Some(false),
+            _ => None,
+        })
+    }
+
+    /// A string, or none for null and any other type.
+    pub fn text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+        Ok(match Value::deserialize(deserializer)? {
+            Value::String(text) => Some(text),
+            _ => None,
+        })
+    }
+
+    /// The items of a JSON array that read as `T` (the others are skipped); anything but an
+    /// array (`-1`, null, an object) is an empty list.
+    pub fn list<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: DeserializeOwned,
+    {
+        Ok(match Value::deserialize(deserializer)? {
+            Value::Array(items) => items
+                .into_iter()
+                .filter_map(|item| serde_json::from_value(item).ok())
+                .collect(),
+            _ => Vec::new(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn string_typed_numbers_and_missing_comparisons_are_read() {
+        let body = r#"{"value": [
+            {"createdDateTime": "2024-05-01T00:00:00Z", "currentScore": 3.5, "maxScore": 10,
+             "controlScores": [{"controlCategory": "Apps", "controlName": "a", "score": "0.0"},
+                               {"controlCategory": "Apps", "controlName": "b", "score": " 3.5 "},
+                               {"controlCategory": "Apps", "controlName": "c", "score": "n/a"},
+                               {"controlCategory": "Apps", "controlName": "d", "score": true}],
+             "averageComparativeScores": -1},
+            {"createdDateTime": "2024-04-30T00:00:00Z", "currentScore": 3, "maxScore": 10,
+             "averageComparativeScores": [{"basis": "AllTenants", "averageScore": "41.5"},
+                                          {"averageScore": 1}]},
+            {"createdDateTime": "2024-04-29T00:00:00Z", "currentScore": 3, "maxScore": 10,
+             "averageComparativeScores": []}
+        ]}"#;
+        let scores: SecureScores = serde_json::from_str(body).unwrap();
+        let scores_of = |snapshot: &SecureScore| -> Vec<Option<f64>> {
+            snapshot.control_scores.iter().map(|c| c.score).collect()
+        };
+        assert_eq!(
+            scores_of(&scores.value[0]),
+            [Some(0.0), Some(3.5), None, None]
+        );
+        assert!(scores.value[0].average_comparative_scores.is_empty());
+        // An item without its basis is skipped, not the whole answer.
+        assert_eq!(scores.value[1].average_comparative_scores.len(), 1);
+        assert_eq!(
+            scores.value[1].average_comparative_scores[0].average_score,
+            Some(41.5)
+        );
+        assert!(scores.value[2].average_comparative_scores.is_empty());
+    }
 
     #[test]
     fn secure_scores_are_read_despite_unknown_and_null_fields() {

@@ -29,7 +29,8 @@ pub struct EmulateArgs {
     pub seed: u64,
     /// Fault profile for a share of tenants or named ones, repeatable: `slow=0.1`,
     /// `revoked=contoso,fabrikam`. Profiles: slow, flaky, throttled, revoked, expired-secret,
-    /// forbidden, unlicensed, malformed, hang, retired (Defender answers 410), graph-forbidden.
+    /// forbidden, unlicensed, malformed, hang, retired (Defender answers 410), graph-forbidden,
+    /// comparisons-outage (Graph's `averageComparativeScores` are `-1` or `[]`).
     #[arg(long = "fault", value_name = "PROFILE=SELECTOR")]
     pub faults: Vec<FaultAssignment>,
     /// Credential kind for a share of tenants or named ones, repeatable: `certificate=0.2`,

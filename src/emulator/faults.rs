@@ -10,9 +10,10 @@ use std::str::FromStr;
 
 /// How a tenant misbehaves. Profiles are set per tenant at start or at run time.
 ///
-/// "Score calls" means all three score endpoints (Defender's configuration and exposure scores,
-/// Graph's secure scores) unless a profile names one service: `forbidden`, `unlicensed` and
-/// `retired` are Defender's, `graph-forbidden` is Graph's. Token profiles hit every audience.
+/// "Score calls" means all the score endpoints (Defender's configuration and exposure scores,
+/// Graph's secure scores, and Graph's control profiles) unless a profile names one service:
+/// `forbidden`, `unlicensed` and `retired` are Defender's, `graph-forbidden` and
+/// `comparisons-outage` are Graph's. Token profiles hit every audience.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FaultProfile {
@@ -43,11 +44,14 @@ pub enum FaultProfile {
     /// Graph tokens carry no `SecurityEvents.Read.All` role; Graph calls get 403 `Forbidden`
     /// with Graph's error body (Defender is unaffected).
     GraphForbidden,
+    /// Graph's secure score snapshots come back with `averageComparativeScores` of `-1` or
+    /// `[]` (depending on the day), as during Microsoft outages; everything else is normal.
+    ComparisonsOutage,
 }
 
 impl FaultProfile {
     /// Every profile, in the order of its numeric code.
-    pub const ALL: [FaultProfile; 11] = [
+    pub const ALL: [FaultProfile; 12] = [
         FaultProfile::Slow,
         FaultProfile::Flaky,
         FaultProfile::Throttled,
@@ -59,6 +63,7 @@ impl FaultProfile {
         FaultProfile::Hang,
         FaultProfile::Retired,
         FaultProfile::GraphForbidden,
+        FaultProfile::ComparisonsOutage,
     ];
 
     /// The kebab-case name used on the command line, in tags and in the operator API.
@@ -75,6 +80,7 @@ impl FaultProfile {
             FaultProfile::Hang => "hang",
             FaultProfile::Retired => "retired",
             FaultProfile::GraphForbidden => "graph-forbidden",
+            FaultProfile::ComparisonsOutage => "comparisons-outage",
         }
     }
 
@@ -84,7 +90,7 @@ impl FaultProfile {
             None => 0,
             Some(profile) => {
                 let index = Self::ALL.iter().position(|p| *p == profile).unwrap_or(0);
-                // ALL has 11 entries, so the index always fits.
+                // ALL has 12 entries, so the index always fits.
                 u8::try_from(index + 1).unwrap_or(0)
             }
         }

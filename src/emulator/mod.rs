@@ -1,7 +1,8 @@
 //! The emulator: a local, faithful stand-in for Entra ID's token endpoint, Defender for
 //! Endpoint's `GET /api/configurationScore` and `GET /api/exposureScore`, and Microsoft Graph's
-//! `GET /v1.0/security/secureScores`, over HTTPS, with seeded tenants, fault profiles, each
-//! service's quotas and counters of everything it received. `scoregate emulate` runs it; the
+//! `GET /v1.0/security/secureScores` and `GET /v1.0/security/secureScoreControlProfiles`, over
+//! HTTPS, with seeded tenants, fault profiles, each service's quotas and counters of everything
+//! it received. `scoregate emulate` runs it; the
 //! tests, `demo` and the benchmarks run it in-process through [`Emulator`].
 //!
 //! It shares nothing with the gateway except [`crate::wire`].
@@ -17,7 +18,8 @@
 //! - `token`, `assertion`: the token endpoint and certificate client assertions.
 //! - `service`: the closed sets of upstream services (token audiences) and score endpoints.
 //! - `score`: Defender's score endpoints (device and exposure).
-//! - `graph`: Graph's secure scores, its error body and its daily snapshots.
+//! - `graph`: Graph's secure scores, its error body, its daily snapshots, the control catalogue
+//!   (`catalogue.tsv`) and the control profiles.
 //! - `quota`: sliding windows and concurrency caps per (application, tenant).
 //! - `stats`: [`Counters`] and [`StatsSnapshot`].
 //! - `responses`, `body`: upstream-shaped errors; size-limited bodies.

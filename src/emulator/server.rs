@@ -9,6 +9,7 @@
 //! | `GET /api/configurationScore` | Defender's device score ([`super::score`]) |
 //! | `GET /api/exposureScore` | Defender's exposure score ([`super::score`]) |
 //! | `GET /v1.0/security/secureScores` | Graph's secure scores ([`super::graph`]) |
+//! | `GET /v1.0/security/secureScoreControlProfiles` | Graph's control profiles ([`super::graph`]) |
 //! | anything else under `/v1.0/`, `/beta/` | Graph-shaped 404 |
 //! | `GET /_emulator/stats` | [`super::StatsSnapshot`] as JSON |
 //! | `POST /_emulator/reset` | zero the counters (204) |
@@ -124,6 +125,11 @@ pub(crate) fn build(
             .service(
                 web::resource(crate::wire::SECURE_SCORES_PATH)
                     .route(web::get().to(graph::get_secure_scores))
+                    .default_service(web::to(graph::secure_scores_wrong_method)),
+            )
+            .service(
+                web::resource(crate::wire::SECURE_SCORE_CONTROL_PROFILES_PATH)
+                    .route(web::get().to(graph::get_control_profiles))
                     .default_service(web::to(graph::secure_scores_wrong_method)),
             )
             .service(web::scope("/v1.0").default_service(web::to(graph::graph_not_found)))

@@ -41,7 +41,7 @@ impl Service {
     }
 }
 
-/// A score endpoint.
+/// An endpoint the emulator counts calls of: the score endpoints and Graph's control profiles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Endpoint {
     /// Defender `GET /api/configurationScore` (the device score).
@@ -50,6 +50,8 @@ pub(crate) enum Endpoint {
     ExposureScore,
     /// Graph `GET /v1.0/security/secureScores`.
     SecureScores,
+    /// Graph `GET /v1.0/security/secureScoreControlProfiles` (one call per page).
+    ControlProfiles,
 }
 
 impl Endpoint {
@@ -57,7 +59,7 @@ impl Endpoint {
     pub fn service(self) -> Service {
         match self {
             Endpoint::ConfigurationScore | Endpoint::ExposureScore => Service::Defender,
-            Endpoint::SecureScores => Service::Graph,
+            Endpoint::SecureScores | Endpoint::ControlProfiles => Service::Graph,
         }
     }
 }

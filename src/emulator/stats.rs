@@ -91,23 +91,27 @@ counters! {
         max_concurrent,
         /// `GET /v1.0/security/secureScores` requests (any outcome).
         graph_calls,
-        /// Graph calls answered 2xx.
+        /// `GET /v1.0/security/secureScoreControlProfiles` requests (any outcome; one per page).
+        control_profile_calls,
+        /// Graph calls (both endpoints) answered 2xx.
         graph_responses_2xx,
-        /// Graph calls answered 4xx other than 429.
+        /// Graph calls (both endpoints) answered 4xx other than 429.
         graph_responses_4xx,
-        /// Graph calls answered 429 (rate limit, concurrency cap or the `throttled` profile).
+        /// Graph calls (both endpoints) answered 429 (rate limit, concurrency cap or the
+        /// `throttled` profile).
         graph_responses_429,
-        /// Graph calls answered 5xx.
+        /// Graph calls (both endpoints) answered 5xx.
         graph_responses_5xx,
         /// Graph 429s because a rate limit or the concurrency cap was hit.
         graph_quota_refusals,
-        /// Highest number of Graph calls in flight at once since start or the last reset.
+        /// Highest number of Graph calls (both endpoints) in flight at once since start or the
+        /// last reset.
         graph_max_concurrent,
     }
     gauges {
         /// Defender calls being processed now.
         in_flight,
-        /// Graph calls being processed now.
+        /// Graph calls (both endpoints) being processed now.
         graph_in_flight,
     }
 }
@@ -154,6 +158,7 @@ impl AtomicCounters {
             Endpoint::ConfigurationScore => &[&self.score_calls, &self.defender_calls],
             Endpoint::ExposureScore => &[&self.exposure_calls, &self.defender_calls],
             Endpoint::SecureScores => &[&self.graph_calls],
+            Endpoint::ControlProfiles => &[&self.control_profile_calls],
         };
         for counter in calls {
             counter.fetch_add(1, Ordering::Relaxed);
@@ -389,5 +394,15 @@ mod tests {
         drop(graph);
         assert_eq!(stats.tenants[0].load().graph_in_flight, 0);
         assert_eq!(stats.tenants[0].load().graph_max_concurrent, 1);
+
+        // Control profiles are Graph calls of their own, answered and held like the others.
+        let mut profiles = stats.call(Endpoint::ControlProfiles);
+        profiles.attach(0);
+        profiles.respond(200);
+        let tenant = stats.tenants[0].load();
+        assert_eq!((tenant.control_profile_calls, tenant.graph_calls), (1, 1));
+        assert_eq!((tenant.graph_responses_2xx, tenant.graph_in_flight), (1, 1));
+        drop(profiles);
+        assert_eq!(stats.tenants[0].load().graph_in_flight, 0);
     }
 }

@@ -1,21 +1,30 @@
-//! Microsoft Graph's `GET /v1.0/security/secureScores`: Graph's token checks and error body,
+//! Microsoft Graph's `GET /v1.0/security/secureScores` and
+//! `GET /v1.0/security/secureScoreControlProfiles`: Graph's token checks and error body,
 //! `$top` / `$skip`, Graph's own throttling (requests per minute and per ten minutes, and
-//! concurrent requests, per application and tenant), and 90 deterministic daily snapshots per
-//! tenant with plausible controls and comparisons.
+//! concurrent requests, per application and tenant, shared by both), 90 deterministic daily
+//! snapshots per tenant with 60–80 plausible controls and comparisons, and the controls'
+//! profiles with the tenant's states.
 //!
-//! Order of checks, written down once: token (401) → tenant → expiry (401) → audience (401) →
-//! role (403) → query (400) → `throttled` (429) → concurrency cap (429, holds a slot until
-//! answered) → rate windows (429, consume only when granted) → latency → `flaky` (5xx) / `hang`
-//! / `malformed` → 200. `retired`, `forbidden` and `unlicensed` are Defender's and do not apply.
+//! Order of checks, written down once for both: token (401) → tenant → expiry (401) → audience
+//! (401) → role (403) → query (400) → `throttled` (429) → concurrency cap (429, holds a slot
+//! until answered) → rate windows (429, consume only when granted) → latency → `flaky` (5xx) /
+//! `hang` / `malformed` → 200. `retired`, `forbidden` and `unlicensed` are Defender's and do not
+//! apply; `comparisons-outage` changes the snapshots' comparisons only.
 //!
 //! Decisions: without `$top` every snapshot is returned (90, newest first); `$top` and `$skip`
 //! take any non-negative integer (`$top=0` is an empty page, a `$skip` past the end too); other
 //! `$` query options, repeated options and non-integers are 400 `BadRequest` with OData's
-//! wording. No `@odata.nextLink` is sent: 90 snapshots fit one page.
+//! wording. Snapshots send no `@odata.nextLink` (90 fit one page). Profiles come at most
+//! [`profiles::PROFILE_PAGE_SIZE`] a page (`$top` may ask for fewer), and every page but the
+//! last carries an absolute `@odata.nextLink` naming the host the client called.
 
+mod catalogue;
+mod controls;
+mod profiles;
 mod snapshots;
 
-use snapshots::secure_scores_body;
+use profiles::control_profiles_body;
+use snapshots::{secure_scores_body, Comparisons};
 
 use super::faults::FaultProfile;
 use super::responses::{graph_error, GraphIds};
@@ -33,7 +42,7 @@ use uuid::Uuid;
 /// How many daily snapshots Graph keeps.
 pub(crate) const SNAPSHOT_DAYS: u32 = 90;
 
-/// The `@odata.context` Graph answers with.
+/// The `@odata.context` Graph answers secure scores with.
 const ODATA_CONTEXT: &str = "https://graph.microsoft.com/v1.0/$metadata#security/secureScores";
 
 /// `Content-Type` of a successful Graph answer.
@@ -149,9 +158,21 @@ pub(crate) async fn get_secure_scores(
     request: HttpRequest,
     state: web::Data<Shared>,
 ) -> HttpResponse {
+    answer(request, state, Endpoint::SecureScores).await
+}
+
+/// `GET /v1.0/security/secureScoreControlProfiles`.
+pub(crate) async fn get_control_profiles(
+    request: HttpRequest,
+    state: web::Data<Shared>,
+) -> HttpResponse {
+    answer(request, state, Endpoint::ControlProfiles).await
+}
+
+async fn answer(request: HttpRequest, state: web::Data<Shared>, endpoint: Endpoint) -> HttpResponse {
     let ids = GraphIds::of(&request);
-    let mut call = state.stats.call(Endpoint::SecureScores);
-    let response = match serve(&request, &state, &mut call, &ids).await {
+    let mut call = state.stats.call(endpoint);
+    let response = match serve(&request, &state, &mut call, &ids, endpoint).await {
         Ok(response) => response,
         Err(refused) => refused.answer(&ids, state.clock.now()),
     };
@@ -159,7 +180,7 @@ pub(crate) async fn get_secure_scores(
     response
 }
 
-/// Anything but GET on the secure scores path.
+/// Anything but GET on a Graph path the emulator serves.
 pub(crate) async fn secure_scores_wrong_method(
     request: HttpRequest,
     state: web::Data<Shared>,
@@ -194,6 +215,7 @@ async fn serve(
     state: &Shared,
     call: &mut InFlight<'_>,
     ids: &GraphIds,
+    endpoint: Endpoint,
 ) -> Result<HttpResponse, GraphCallError> {
     if super::body::declared_too_large(request) {
         return Err(GraphCallError::TooLarge);
@@ -254,9 +276,24 @@ async fn serve(
             "{{\"@odata.context\":\"{ODATA_CONTEXT}\",\"value\":[{{\"currentScore\":"
         )));
     }
-    let now = state.clock.now();
-    let score_day = state.settings.score_day(now);
-    let body = secure_scores_body(state.settings.seed, tenant, now, score_day, page);
+    let seed = state.settings.seed;
+    let body = match endpoint {
+        Endpoint::ControlProfiles => {
+            let info = request.connection_info();
+            let base = format!("{}://{}", info.scheme(), info.host());
+            control_profiles_body(seed, tenant, page, &base)
+        }
+        _ => {
+            let now = state.clock.now();
+            let score_day = state.settings.score_day(now);
+            let comparisons = if fault == Some(FaultProfile::ComparisonsOutage) {
+                Comparisons::Outage
+            } else {
+                Comparisons::Present
+            };
+            secure_scores_body(seed, tenant, now, score_day, page, comparisons)
+        }
+    };
     let bytes = serde_json::to_vec(&body).map_err(|_| GraphCallError::Internal)?;
     Ok(response.body(bytes))
 }
