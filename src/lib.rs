@@ -23,10 +23,12 @@
 //! 9. `policy`
 //! 10. `upstream`, `token`, `quota`, `auth`
 //! 11. `tenants`, `credential`, `metrics`
-//! 12. `model`, `wire`, `code`, `cursor`, `telemetry` (vocabulary)
+//! 12. `model`, `wire`, `code`, `cursor`, `telemetry`, `controls` (vocabulary and pure logic)
 //!
 //! - [`cli`]: the command line; `demo`, `emulate` and `bench` with the `emulator` feature.
 //! - [`wire`]: the bytes Entra ID, Defender and Graph put on the wire; shared with the emulator.
+//! - [`controls`]: Secure Score controls without I/O: Graph's control shapes read leniently,
+//!   HTML to text, profiles shared across tenants, a tenant's list and the cross-tenant summary.
 //! - [`model`]: the shared vocabulary (`TenantId`, `Metric`, `UpstreamService`, `ScoreKey`);
 //!   imports nothing of the crate.
 //! - [`code`]: the stable error codes: text, HTTP status and OpenAPI schema, written once.
@@ -75,6 +77,7 @@ pub mod cli;
 pub mod cluster;
 pub mod code;
 pub mod config;
+pub mod controls;
 pub mod credential;
 pub mod cursor;
 #[cfg(feature = "emulator")]

@@ -293,6 +293,16 @@ impl Emulator {
         format!("{}{}", self.graph_base(), crate::wire::SECURE_SCORES_PATH)
     }
 
+    /// Graph's control profiles endpoint
+    /// (`{graph_base}/v1.0/security/secureScoreControlProfiles`).
+    pub fn control_profiles_url(&self) -> String {
+        format!(
+            "{}{}",
+            self.graph_base(),
+            crate::wire::SECURE_SCORE_CONTROL_PROFILES_PATH
+        )
+    }
+
     /// The CA certificate (PEM) clients must trust; new at every start.
     pub fn ca_cert_pem(&self) -> &str {
         &self.shared.ca_pem

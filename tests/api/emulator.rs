@@ -4,6 +4,7 @@
 mod assertions;
 mod azure;
 mod config;
+mod controls;
 mod counters;
 mod determinism;
 mod faults;

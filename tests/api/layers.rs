@@ -38,8 +38,8 @@ const LAYERS: &[&[&str]] = &[
     &["upstream", "token", "quota", "auth"],
     // The registry, credentials, the metrics registry.
     &["tenants", "credential", "metrics"],
-    // Vocabulary: imports nothing of the crate.
-    &["model", "wire", "code", "cursor", "telemetry"],
+    // Vocabulary and pure logic over it (`controls` reads Graph's shapes through `wire`).
+    &["model", "wire", "code", "cursor", "telemetry", "controls"],
 ];
 
 /// Modules held to a narrower set than their layer allows: the emulator shares nothing with the

@@ -1,0 +1,195 @@
+//! One control in one tenant: a snapshot's `controlScores` entry joined with the tenant's
+//! profile of it (`controlName` = profile `id`), kept small — the shared profile by `Arc`, the
+//! tenant's own values inline — because a gateway holds 70 of them for each of thousands of
+//! tenants.
+
+use super::graph::{parse_time, ControlScoreEntry};
+use super::interner::Interner;
+use super::kinds::{Category, State, Status};
+use super::profile::{Profile, TenantProfiles};
+use std::sync::Arc;
+
+/// Stand-in for "no time" in [`TenantControl`]'s packed `last_synced`.
+const NO_TIME: i64 = i64::MIN;
+
+/// One control of one tenant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantControl {
+    /// The shared profile (a bare stand-in when Graph sent none).
+    profile: Arc<Profile>,
+    /// Plain `implementationStatus`, shared with every control that says the same.
+    implementation_status: Option<Arc<str>>,
+    /// Points achieved (0 when Graph sent none).
+    score: f64,
+    /// Unix seconds of `lastSynced`, or [`NO_TIME`].
+    last_synced: i64,
+    /// `count`, if sent.
+    count: Option<u32>,
+    /// `total`, if sent.
+    total: Option<u32>,
+    /// Graph's `scoreInPercentage`, or NaN: used when the profile gives no maximum.
+    reported_percentage: f32,
+    /// The entry's category (else the profile's).
+    category: Option<Category>,
+    /// The tenant's state of the control.
+    state: State,
+}
+
+/// An informational count as a `u32`, if it reads as one.
+fn whole(value: Option<f64>) -> Option<u32> {
+    value
+        .filter(|v| *v >= 0.0 && *v <= f64::from(u32::MAX))
+        .map(|v| v.round() as u32)
+}
+
+fn round2(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
+}
+
+impl TenantControl {
+    /// The tenant's controls: every entry of a snapshot's `controlScores` that names a control
+    /// (the first of a repeated name), joined with `profiles`. A control Graph sent no profile
+    /// for keeps its id and category, without title nor maximum.
+    pub fn join(
+        interner: &Interner,
+        entries: &[ControlScoreEntry],
+        profiles: &TenantProfiles,
+    ) -> Box<[TenantControl]> {
+        let mut seen = std::collections::HashSet::new();
+        entries
+            .iter()
+            .filter_map(|entry| {
+                let id = entry.control_name.as_deref()?.trim();
+                if id.is_empty() || !seen.insert(id) {
+                    return None;
+                }
+                let category = entry
+                    .control_category
+                    .as_deref()
+                    .and_then(Category::from_graph);
+                let (profile, state) = match profiles.get(id) {
+                    Some((profile, state)) => (profile.clone(), state),
+                    None => (interner.bare_profile(id, category), State::Default),
+                };
+                Some(TenantControl {
+                    category: category.or(profile.category),
+                    profile,
+                    implementation_status: entry
+                        .implementation_status
+                        .as_deref()
+                        .and_then(|html| interner.text(html)),
+                    score: entry
+                        .score
+                        .filter(|score| *score >= 0.0)
+                        .map_or(0.0, round2),
+                    last_synced: parse_time(entry.last_synced.as_deref()).unwrap_or(NO_TIME),
+                    count: whole(entry.count),
+                    total: whole(entry.total),
+                    reported_percentage: entry
+                        .score_in_percentage
+                        .map_or(f32::NAN, |percentage| percentage as f32),
+                    state,
+                })
+            })
+            .collect()
+    }
+
+    /// The shared profile.
+    pub fn profile(&self) -> &Arc<Profile> {
+        &self.profile
+    }
+
+    /// The control's id.
+    pub fn id(&self) -> &str {
+        &self.profile.id
+    }
+
+    /// Its category, if Graph named a known one.
+    pub fn category(&self) -> Option<Category> {
+        self.category
+    }
+
+    /// Points achieved.
+    pub fn score(&self) -> f64 {
+        self.score
+    }
+
+    /// The maximum points (from the profile; none without one).
+    pub fn max_score(&self) -> Option<f64> {
+        self.profile.max_score
+    }
+
+    /// Points achieved as a percentage of the maximum (two decimals); Graph's own
+    /// `scoreInPercentage` when the maximum is unknown.
+    pub fn percentage(&self) -> Option<f64> {
+        match self.max_score() {
+            Some(max) if max > 0.0 => Some(round2((self.score / max * 100.0).min(100.0))),
+            Some(_) => Some(100.0),
+            None if self.reported_percentage.is_finite() => {
+                Some(round2(f64::from(self.reported_percentage)))
+            }
+            None => None,
+        }
+    }
+
+    /// `done` when every point is achieved, `todo` when none is, `partial` between. Without a
+    /// maximum, Graph's percentage decides whether a scoring control is done.
+    pub fn status(&self) -> Status {
+        if self.score <= 0.0 {
+            return match self.max_score() {
+                Some(max) if max <= 0.0 => Status::Done,
+                _ => Status::Todo,
+            };
+        }
+        let done = match self.max_score() {
+            // Scores have two decimals: a maximum of 3 is reached by 3.00, and by 2.999.
+            Some(max) => self.score + 0.005 >= max,
+            None => self.reported_percentage >= 99.995,
+        };
+        if done {
+            Status::Done
+        } else {
+            Status::Partial
+        }
+    }
+
+    /// The tenant's state of the control.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Points still to gain: `max_score - score`, 0 when ignored or resolved by a third party
+    /// (and when the maximum is unknown).
+    pub fn points_to_gain(&self) -> f64 {
+        if self.state.is_settled() {
+            return 0.0;
+        }
+        self.max_score()
+            .map_or(0.0, |max| round2((max - self.score).max(0.0)))
+    }
+
+    /// Plain `implementationStatus`, if Graph sent one.
+    pub fn implementation_status(&self) -> Option<&str> {
+        self.implementation_status.as_deref()
+    }
+
+    /// Informational `count`, if sent.
+    pub fn count(&self) -> Option<u32> {
+        self.count
+    }
+
+    /// Informational `total`, if sent.
+    pub fn total(&self) -> Option<u32> {
+        self.total
+    }
+
+    /// When the control's service last reported (Unix seconds).
+    pub fn last_synced(&self) -> Option<i64> {
+        (self.last_synced != NO_TIME).then_some(self.last_synced)
+    }
+
+    /// Where to act for tenant `tenant_id` (its Entra tenant id).
+    pub fn action_url(&self, tenant_id: &str) -> Option<String> {
+        self.profile.action_url(tenant_id)
+    }
+}
