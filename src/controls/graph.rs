@@ -161,7 +161,11 @@ impl ControlProfile {
             .enumerate()
             .filter_map(|(position, update)| {
                 let state = update.state.as_deref().and_then(State::from_graph)?;
-                Some((parse_time(update.updated_date_time.as_deref()), position, state))
+                Some((
+                    parse_time(update.updated_date_time.as_deref()),
+                    position,
+                    state,
+                ))
             })
             .max_by_key(|(at, position, _)| (*at, *position))
             .map_or(State::Default, |(_, _, state)| state)

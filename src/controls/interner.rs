@@ -121,7 +121,11 @@ impl std::fmt::Debug for Interner {
 /// Replaces every occurrence of the tenant ids (any ASCII case) in `url` by [`TENANT_MARK`].
 fn mark_tenant(url: &str, tenant_ids: &[&str]) -> String {
     let mut marked = url.to_owned();
-    for id in tenant_ids.iter().map(|id| id.trim()).filter(|id| id.len() >= 8) {
+    for id in tenant_ids
+        .iter()
+        .map(|id| id.trim())
+        .filter(|id| id.len() >= 8)
+    {
         let mut out = String::with_capacity(marked.len());
         let mut rest = marked.as_str();
         while let Some(at) = rest
@@ -195,11 +199,20 @@ impl Interner {
 
     /// The shared copy of one profile as read for `tenant_id`.
     fn profile(&self, raw: &ControlProfile, tenant_id: &str) -> Option<Arc<Profile>> {
-        let id: String = raw.id.as_deref()?.trim().chars().take(MAX_SHORT_CHARS).collect();
+        let id: String = raw
+            .id
+            .as_deref()?
+            .trim()
+            .chars()
+            .take(MAX_SHORT_CHARS)
+            .collect();
         if id.is_empty() {
             return None;
         }
-        let tenant_ids = [tenant_id, raw.azure_tenant_id.as_deref().unwrap_or_default()];
+        let tenant_ids = [
+            tenant_id,
+            raw.azure_tenant_id.as_deref().unwrap_or_default(),
+        ];
         let action_url = raw
             .action_url
             .as_deref()
@@ -229,7 +242,10 @@ impl Interner {
         let profile = Arc::new(Profile {
             id: id.into_boxed_str(),
             title: long(raw.title.as_deref(), MAX_TITLE_CHARS),
-            category: raw.control_category.as_deref().and_then(Category::from_graph),
+            category: raw
+                .control_category
+                .as_deref()
+                .and_then(Category::from_graph),
             service: short(raw.service.as_deref()),
             max_score: raw
                 .max_score

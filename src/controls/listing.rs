@@ -20,7 +20,8 @@ pub struct ControlFilter {
 impl ControlFilter {
     /// Whether `control` passes the category and service filters (those of the control itself).
     pub(crate) fn matches_control(&self, control: &TenantControl) -> bool {
-        self.category.is_none_or(|category| control.category() == Some(category))
+        self.category
+            .is_none_or(|category| control.category() == Some(category))
             && self.service.as_deref().is_none_or(|service| {
                 control
                     .profile()
@@ -52,7 +53,11 @@ pub enum ControlSort {
 
 impl ControlSort {
     /// Every sort.
-    pub const ALL: [ControlSort; 3] = [ControlSort::Rank, ControlSort::PointsToGain, ControlSort::Id];
+    pub const ALL: [ControlSort; 3] = [
+        ControlSort::Rank,
+        ControlSort::PointsToGain,
+        ControlSort::Id,
+    ];
 
     /// The API's spelling (`sort=rank|-points_to_gain|id`).
     pub fn as_str(self) -> &'static str {

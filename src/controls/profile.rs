@@ -108,11 +108,7 @@ impl TenantProfiles {
         let profile = self.set.profiles.get(position)?;
         let state = u32::try_from(position)
             .ok()
-            .and_then(|key| {
-                self.states
-                    .binary_search_by_key(&key, |(at, _)| *at)
-                    .ok()
-            })
+            .and_then(|key| self.states.binary_search_by_key(&key, |(at, _)| *at).ok())
             .and_then(|found| self.states.get(found))
             .map_or(State::Default, |(_, state)| *state);
         Some((profile, state))

@@ -84,7 +84,11 @@ struct Row<T> {
 /// as by id) that passes `filter`, summed up, in `sort` order (ties by id). Category and service
 /// filters apply to the control; status and state filters keep the controls that at least one
 /// tenant has in that status or state.
-pub fn summarize<'a, T, I>(tenants: I, filter: &ControlFilter, sort: ControlSort) -> Vec<ControlSummary<T>>
+pub fn summarize<'a, T, I>(
+    tenants: I,
+    filter: &ControlFilter,
+    sort: ControlSort,
+) -> Vec<ControlSummary<T>>
 where
     T: Clone + Ord + 'a,
     I: IntoIterator<Item = (&'a T, &'a [TenantControl])>,
@@ -92,25 +96,23 @@ where
     let mut rows: HashMap<Arc<str>, Row<T>> = HashMap::new();
     for (tenant, controls) in tenants {
         for control in controls.iter().filter(|c| filter.matches_control(c)) {
-            let row = rows
-                .entry(Arc::from(control.id()))
-                .or_insert_with(|| Row {
-                    summary: ControlSummary {
-                        profile: control.profile().clone(),
-                        category: control.category(),
-                        done: 0,
-                        partial: 0,
-                        todo: 0,
-                        ignored: 0,
-                        third_party: 0,
-                        reviewed: 0,
-                        points_to_gain: 0.0,
-                        todo_tenants: Vec::new(),
-                        todo_tenants_count: 0,
-                    },
-                    shown_points: Vec::new(),
-                    points: 0.0,
-                });
+            let row = rows.entry(Arc::from(control.id())).or_insert_with(|| Row {
+                summary: ControlSummary {
+                    profile: control.profile().clone(),
+                    category: control.category(),
+                    done: 0,
+                    partial: 0,
+                    todo: 0,
+                    ignored: 0,
+                    third_party: 0,
+                    reviewed: 0,
+                    points_to_gain: 0.0,
+                    todo_tenants: Vec::new(),
+                    todo_tenants_count: 0,
+                },
+                shown_points: Vec::new(),
+                points: 0.0,
+            });
             add(row, tenant, control);
         }
     }
@@ -122,8 +124,12 @@ where
             summary
         })
         .filter(|summary| {
-            filter.status.is_none_or(|status| summary.with_status(status) > 0)
-                && filter.state.is_none_or(|state| summary.with_state(state) > 0)
+            filter
+                .status
+                .is_none_or(|status| summary.with_status(status) > 0)
+                && filter
+                    .state
+                    .is_none_or(|state| summary.with_state(state) > 0)
         })
         .collect();
     summaries.sort_by(|a, b| {

@@ -44,7 +44,10 @@ fn graph_answers_are_read_despite_strings_nulls_and_unknown_fields() {
     assert_eq!(snapshot.control_scores[3].on, Some(false));
     assert_eq!(snapshot.control_scores[8].on, Some(true));
     let page = profiles(PROFILES);
-    assert!(page.next_link.as_deref().is_some_and(|link| link.contains("$skiptoken=")));
+    assert!(page
+        .next_link
+        .as_deref()
+        .is_some_and(|link| link.contains("$skiptoken=")));
     assert_eq!(page.value.len(), 10, "the number item is skipped");
     assert_eq!(page.value[2].max_score, Some(1.0));
     assert_eq!(page.value[2].deprecated, Some(false));
@@ -77,8 +80,14 @@ fn controls_join_their_profiles_with_status_state_and_points() {
     assert_eq!(controls.len(), 10);
 
     let admin = find(&controls, "AdminMFAV2");
-    assert_eq!((admin.status(), admin.state()), (Status::Done, State::Default));
-    assert_eq!((admin.points_to_gain(), admin.percentage()), (0.0, Some(100.0)));
+    assert_eq!(
+        (admin.status(), admin.state()),
+        (Status::Done, State::Default)
+    );
+    assert_eq!(
+        (admin.points_to_gain(), admin.percentage()),
+        (0.0, Some(100.0))
+    );
     assert_eq!((admin.count(), admin.total()), (Some(2), Some(2)));
     assert_eq!(
         admin.implementation_status(),
@@ -106,29 +115,50 @@ fn controls_join_their_profiles_with_status_state_and_points() {
 
     // Ignored and third-party controls have nothing to gain, whatever their score.
     let one_admin = find(&controls, "OneAdmin");
-    assert_eq!((one_admin.status(), one_admin.state()), (Status::Todo, State::Ignored));
+    assert_eq!(
+        (one_admin.status(), one_admin.state()),
+        (Status::Todo, State::Ignored)
+    );
     assert_eq!((one_admin.points_to_gain(), one_admin.total()), (0.0, None));
     let idle = find(&controls, "spo_idle_session_timeout");
-    assert_eq!((idle.status(), idle.state()), (Status::Todo, State::ThirdParty));
+    assert_eq!(
+        (idle.status(), idle.state()),
+        (Status::Todo, State::ThirdParty)
+    );
     assert_eq!(idle.points_to_gain(), 0.0);
 
     let audit = find(&controls, "exo_mailboxaudit");
-    assert_eq!((audit.status(), audit.state()), (Status::Done, State::Reviewed));
-    assert_eq!((audit.implementation_status(), audit.last_synced()), (None, None));
+    assert_eq!(
+        (audit.status(), audit.state()),
+        (Status::Done, State::Reviewed)
+    );
+    assert_eq!(
+        (audit.implementation_status(), audit.last_synced()),
+        (None, None)
+    );
 
     let device = find(&controls, "scid_2010");
     assert_eq!(device.category(), Some(Category::Device));
-    assert_eq!((device.status(), device.points_to_gain()), (Status::Partial, 2.5));
+    assert_eq!(
+        (device.status(), device.points_to_gain()),
+        (Status::Partial, 2.5)
+    );
 
     // A null score is no point; the maximum comes from the profile.
     let legacy = find(&controls, "BlockLegacyAuthentication");
-    assert_eq!((legacy.status(), legacy.points_to_gain()), (Status::Todo, 8.0));
+    assert_eq!(
+        (legacy.status(), legacy.points_to_gain()),
+        (Status::Todo, 8.0)
+    );
 
     // Without a profile: id and category kept, Graph's percentage decides, nothing to gain.
     let preview = find(&controls, "mip_newpreviewcontrol");
     assert!(preview.profile().is_bare());
     assert_eq!(preview.category(), Some(Category::Data));
-    assert_eq!((preview.status(), preview.percentage()), (Status::Partial, Some(50.0)));
+    assert_eq!(
+        (preview.status(), preview.percentage()),
+        (Status::Partial, Some(50.0))
+    );
     assert_eq!(preview.points_to_gain(), 0.0);
     assert_eq!(find(&controls, "q_future").category(), None);
 }
@@ -161,7 +191,12 @@ fn lists_filter_and_sort_with_total_orders() {
     );
     assert_eq!(
         ids(&all, ControlSort::PointsToGain)[..4],
-        ["BlockLegacyAuthentication", "scid_2010", "mdo_zapspam", "AdminMFAV2"]
+        [
+            "BlockLegacyAuthentication",
+            "scid_2010",
+            "mdo_zapspam",
+            "AdminMFAV2"
+        ]
     );
     assert_eq!(ids(&all, ControlSort::Id)[0], "AdminMFAV2");
     let apps = ControlFilter {
@@ -175,15 +210,25 @@ fn lists_filter_and_sort_with_total_orders() {
     };
     assert_eq!(
         ids(&todo, ControlSort::Id),
-        ["BlockLegacyAuthentication", "OneAdmin", "spo_idle_session_timeout"]
+        [
+            "BlockLegacyAuthentication",
+            "OneAdmin",
+            "spo_idle_session_timeout"
+        ]
     );
     let third_party_in_azure_ad = ControlFilter {
         state: Some(State::Ignored),
         service: Some("azuread".into()),
         ..ControlFilter::default()
     };
-    assert_eq!(ids(&third_party_in_azure_ad, ControlSort::Rank), ["OneAdmin"]);
-    assert_eq!(ControlSort::parse("-points_to_gain"), Some(ControlSort::PointsToGain));
+    assert_eq!(
+        ids(&third_party_in_azure_ad, ControlSort::Rank),
+        ["OneAdmin"]
+    );
+    assert_eq!(
+        ControlSort::parse("-points_to_gain"),
+        Some(ControlSort::PointsToGain)
+    );
     assert_eq!(ControlSort::parse("points_to_gain"), None);
 }
 
@@ -207,7 +252,11 @@ fn tenants_share_one_copy_of_each_profile_version_and_of_repeated_texts() {
     };
     assert_eq!(status(&first), status(&second));
     let counts = interner.counts();
-    assert_eq!((counts.sets, counts.profiles), (1, 11), "9 profiles, 2 stand-ins");
+    assert_eq!(
+        (counts.sets, counts.profiles),
+        (1, 11),
+        "9 profiles, 2 stand-ins"
+    );
 
     // A new version of one profile is a copy of its own; the rest stays shared.
     let changed = PROFILES.replace(
@@ -260,7 +309,11 @@ fn the_summary_counts_tenants_per_status_and_state_and_lists_who_is_still_to_do(
         })
         .collect();
     let input = || tenants.iter().map(|(id, controls)| (id, &controls[..]));
-    let rows = summarize(input(), &ControlFilter::default(), ControlSort::PointsToGain);
+    let rows = summarize(
+        input(),
+        &ControlFilter::default(),
+        ControlSort::PointsToGain,
+    );
     assert_eq!(rows.len(), 10);
     let legacy = &rows[0];
     assert_eq!(legacy.id(), "BlockLegacyAuthentication");
@@ -274,7 +327,10 @@ fn the_summary_counts_tenants_per_status_and_state_and_lists_who_is_still_to_do(
 
     let one_admin = rows.iter().find(|r| r.id() == "OneAdmin").unwrap();
     assert_eq!((one_admin.ignored, one_admin.todo), (25, 0));
-    assert_eq!((one_admin.todo_tenants_count, one_admin.points_to_gain), (0, 0.0));
+    assert_eq!(
+        (one_admin.todo_tenants_count, one_admin.points_to_gain),
+        (0, 0.0)
+    );
     let audit = rows.iter().find(|r| r.id() == "exo_mailboxaudit").unwrap();
     assert_eq!((audit.done, audit.reviewed), (25, 25));
 
@@ -291,5 +347,8 @@ fn the_summary_counts_tenants_per_status_and_state_and_lists_who_is_still_to_do(
     };
     let rows = summarize(input(), &devices, ControlSort::Rank);
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].profile.title.as_deref(), Some("Turn on Microsoft Defender Antivirus real-time protection"));
+    assert_eq!(
+        rows[0].profile.title.as_deref(),
+        Some("Turn on Microsoft Defender Antivirus real-time protection")
+    );
 }

@@ -143,7 +143,10 @@ mod tests {
             "Idle session sign-out warns users.\nIt keeps data safe."
         );
         assert_eq!(
-            plain_text("Set &ldquo;Quarantine&rdquo; &amp; don&#39;t &lsquo;allow&rsquo; &hellip;", 1000),
+            plain_text(
+                "Set &ldquo;Quarantine&rdquo; &amp; don&#39;t &lsquo;allow&rsquo; &hellip;",
+                1000
+            ),
             "Set “Quarantine” & don't ‘allow’ …"
         );
     }

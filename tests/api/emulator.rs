@@ -167,6 +167,12 @@ impl Harness {
         self.send(self.client.get(url).bearer_auth(token)).await
     }
 
+    /// `GET /v1.0/security/secureScoreControlProfiles{query}` with `Authorization: Bearer {token}`.
+    pub async fn control_profiles(&self, token: &str, query: &str) -> Answer {
+        let url = format!("{}{query}", self.emu.control_profiles_url());
+        self.send(self.client.get(url).bearer_auth(token)).await
+    }
+
     /// `GET /api/configurationScore` with `Authorization: Bearer {token}`.
     pub async fn score(&self, token: &str) -> Answer {
         self.get_score(Some(&format!("Bearer {token}"))).await

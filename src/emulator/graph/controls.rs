@@ -295,7 +295,8 @@ pub(crate) fn control_entries(
                 .service
                 .bytes()
                 .fold(0u64, |hash, byte| hash.wrapping_mul(31) ^ u64::from(byte));
-            let synced = (date_day - 1) * 86_400 + (mix(&[seed, index, service_hash]) % 86_400) as i64;
+            let synced =
+                (date_day - 1) * 86_400 + (mix(&[seed, index, service_hash]) % 86_400) as i64;
             let mut entry = Map::new();
             entry.insert("controlCategory".into(), control.category.into());
             entry.insert("controlName".into(), control.id.into());

@@ -169,7 +169,11 @@ pub(crate) async fn get_control_profiles(
     answer(request, state, Endpoint::ControlProfiles).await
 }
 
-async fn answer(request: HttpRequest, state: web::Data<Shared>, endpoint: Endpoint) -> HttpResponse {
+async fn answer(
+    request: HttpRequest,
+    state: web::Data<Shared>,
+    endpoint: Endpoint,
+) -> HttpResponse {
     let ids = GraphIds::of(&request);
     let mut call = state.stats.call(endpoint);
     let response = match serve(&request, &state, &mut call, &ids, endpoint).await {

@@ -57,7 +57,10 @@ pub(crate) fn control_profiles_body(
         "value": value,
     });
     if last < available && size > 0 {
-        let top = page.top.map(|top| format!("$top={top}&")).unwrap_or_default();
+        let top = page
+            .top
+            .map(|top| format!("$top={top}&"))
+            .unwrap_or_default();
         let next = format!("{base}{SECURE_SCORE_CONTROL_PROFILES_PATH}?{top}$skip={last}");
         if let Some(fields) = body.as_object_mut() {
             fields.insert("@odata.nextLink".into(), next.into());

@@ -149,7 +149,10 @@ fn add_undocumented_fields(value: &mut Value, seats: f64) {
             ("apps", 130.0),
             ("infrastructure", 30.0),
         ] {
-            fields.insert(format!("{category}Score"), json!(round2(share * max / 440.0)));
+            fields.insert(
+                format!("{category}Score"),
+                json!(round2(share * max / 440.0)),
+            );
             fields.insert(format!("{category}ScoreMax"), json!(max));
         }
         match fields.get("basis").and_then(Value::as_str) {
