@@ -1,5 +1,6 @@
 //! One copy of what every tenant shares: profiles (per control and version), sets of profiles,
-//! and the short texts controls repeat (`implementationStatus`).
+//! and the words of the texts controls repeat (`implementationStatus`, its numbers taken out:
+//! "You have 3 of 120 users…" and "You have 0 of 7 users…" share one copy).
 //!
 //! Ten thousand tenants with 70 controls each hold 700,000 controls, but only a few hundred
 //! profile versions and a few thousand distinct status texts: the interner hands out an `Arc`
@@ -10,7 +11,7 @@
 use super::graph::ControlProfile;
 use super::kinds::Category;
 use super::profile::{Profile, ProfileSet, TenantProfiles, TENANT_MARK};
-use super::text::plain_text;
+use super::text::{plain_text, Template};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
@@ -342,20 +343,23 @@ impl Interner {
         set
     }
 
-    /// The shared copy of `html` as plain text (none when it is empty).
-    pub(crate) fn text(&self, html: &str) -> Option<Arc<str>> {
+    /// `html` as plain text with its numbers taken out, the words shared with every text that
+    /// differs only in its numbers (none when it is empty).
+    pub(crate) fn status_text(&self, html: &str) -> Option<(Arc<str>, Template)> {
         let text = plain_text(html, MAX_STATUS_CHARS);
         if text.is_empty() {
             return None;
         }
-        let key = self.keys[0].hash_one(text.as_str());
+        let mut template = Template::of(&text);
+        let words = std::mem::take(&mut template.text);
+        let key = self.keys[0].hash_one(words.as_str());
         let mut pools = self.pools.lock();
-        if let Some(found) = pools.texts.find(key, |other| *other == *text) {
-            return Some(found);
+        if let Some(found) = pools.texts.find(key, |other| *other == *words) {
+            return Some((found, template));
         }
-        let shared: Arc<str> = Arc::from(text);
+        let shared: Arc<str> = Arc::from(words);
         pools.texts.insert(key, &shared);
-        Some(shared)
+        Some((shared, template))
     }
 
     /// How many shared copies are alive.

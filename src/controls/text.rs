@@ -8,6 +8,84 @@
 //! (`&nbsp;`, `&rsquo;`, `&hellip;`…) and numeric ones. The result is text, never HTML: a `<`
 //! that starts no tag stays a `<`, and an entity such as `&lt;p&gt;` becomes the text `<p>`.
 
+/// Stands for one number in a [`Template`]'s text: a private-use character.
+const NUMBER_MARK: char = '\u{E001}';
+
+/// Most numbers a [`Template`] takes out of a text.
+pub(crate) const TEMPLATE_NUMBERS: usize = 3;
+
+/// A text with its numbers taken out (`You have \u{E001} of \u{E001} users`, `[3, 120]`), so
+/// that tenants whose texts differ only in their counts share one copy of the words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Template {
+    /// The text, a [`NUMBER_MARK`] where each number was.
+    pub text: String,
+    /// The numbers, in order.
+    pub numbers: [u32; TEMPLATE_NUMBERS],
+    /// How many of `numbers` are used.
+    pub len: u8,
+}
+
+impl Template {
+    /// `text` with up to [`TEMPLATE_NUMBERS`] whole numbers taken out. A text with more, or
+    /// with a number that would not read back the same (a leading zero, above `u32::MAX`), or
+    /// that holds the mark already, keeps all its digits.
+    pub fn of(text: &str) -> Self {
+        let whole = || Template {
+            text: text.to_owned(),
+            numbers: [0; TEMPLATE_NUMBERS],
+            len: 0,
+        };
+        if text.contains(NUMBER_MARK) {
+            return whole();
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut numbers = [0; TEMPLATE_NUMBERS];
+        let mut len = 0;
+        let mut rest = text;
+        while let Some(start) = rest.find(|c: char| c.is_ascii_digit()) {
+            out.push_str(&rest[..start]);
+            let digits = &rest[start..];
+            let end = digits
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(digits.len());
+            let run = &digits[..end];
+            let number = run.parse::<u32>().ok().filter(|n| n.to_string() == run);
+            match (number, numbers.get_mut(len)) {
+                (Some(number), Some(slot)) => {
+                    *slot = number;
+                    len += 1;
+                    out.push(NUMBER_MARK);
+                }
+                _ => return whole(),
+            }
+            rest = &digits[end..];
+        }
+        out.push_str(rest);
+        Template {
+            text: out,
+            numbers,
+            len: u8::try_from(len).unwrap_or(0),
+        }
+    }
+}
+
+/// `template` with its marks replaced by `numbers`, in order.
+pub(crate) fn fill(template: &str, numbers: &[u32]) -> String {
+    let mut out = String::with_capacity(template.len() + numbers.len() * 4);
+    let mut numbers = numbers.iter();
+    for c in template.chars() {
+        if c == NUMBER_MARK {
+            if let Some(number) = numbers.next() {
+                out.push_str(&number.to_string());
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Elements whose start or end begins a new line.
 const BLOCKS: &[&str] = &[
     "br",
@@ -163,6 +241,29 @@ mod tests {
         assert_eq!(plain_text("", 10), "");
         assert_eq!(plain_text("<p><br/></p>", 10), "");
         assert_eq!(plain_text("<!-- open", 10), "");
+    }
+
+    #[test]
+    fn templates_take_numbers_out_and_give_them_back() {
+        for text in [
+            "You have 3 out of 120 users that aren’t covered.",
+            "50% of users (50%) - 6 users",
+            "No number at all",
+            "007 agents",
+            "1 2 3 4 numbers",
+            "99999999999 is too large",
+            "7.5 of 10",
+            "",
+        ] {
+            let template = Template::of(text);
+            let numbers = &template.numbers[..usize::from(template.len)];
+            assert_eq!(fill(&template.text, numbers), text);
+        }
+        let a = Template::of("You have 3 out of 120 users.");
+        let b = Template::of("You have 0 out of 7 users.");
+        assert_eq!(a.text, b.text);
+        assert_eq!((a.len, &a.numbers[..2]), (2, &[3, 120][..]));
+        assert_eq!(Template::of("1 2 3 4 numbers").len, 0);
     }
 
     #[test]
