@@ -1,6 +1,7 @@
 //! Wire types of the Microsoft services scoregate talks to: Entra ID's token endpoint, Defender
 //! for Endpoint's `GET /api/configurationScore` and `GET /api/exposureScore`, and Microsoft
-//! Graph's `GET /v1.0/security/secureScores`.
+//! Graph's `GET /v1.0/security/secureScores` (and the path of its control profiles, whose
+//! shapes `controls::graph` reads), with the [`lenient`] readers for Graph's drifting types.
 //!
 //! They are the only types the gateway and the emulator share: both sides must agree on the
 //! bytes on the wire, and nothing else. Shapes follow Microsoft's API references; unknown fields

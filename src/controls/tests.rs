@@ -284,7 +284,14 @@ fn tenants_share_one_copy_of_each_profile_version_and_of_repeated_texts() {
     ));
 
     // Versions nobody holds any more are freed.
-    drop((first_profiles, second_profiles, third, first, second, third_tenant));
+    drop((
+        first_profiles,
+        second_profiles,
+        third,
+        first,
+        second,
+        third_tenant,
+    ));
     assert_eq!(interner.counts().profiles, 0);
 }
 
