@@ -220,13 +220,23 @@ impl Interner {
             .map(str::trim)
             .filter(|url| !url.is_empty() && url.len() <= MAX_URL_BYTES)
             .map(|url| mark_tenant(url, &tenant_ids));
+        // Remediation texts link to the tenant's portal too (`?tid=…`): marked like the URL, so
+        // that tenants share them and each sees its own id.
+        let remediation = raw
+            .remediation
+            .as_deref()
+            .map(|text| mark_tenant(text, &tenant_ids));
+        let remediation_impact = raw
+            .remediation_impact
+            .as_deref()
+            .map(|text| mark_tenant(text, &tenant_ids));
         let fingerprint = self.fingerprint(&(
             &id,
             &raw.title,
             raw.max_score.map(f64::to_bits),
             raw.rank.map(f64::to_bits),
             (&raw.tier, &raw.service, &raw.action_type, &action_url),
-            (&raw.remediation, &raw.remediation_impact),
+            (&remediation, &remediation_impact),
             (&raw.implementation_cost, &raw.user_impact, &raw.threats),
             (raw.deprecated, &raw.control_category),
         ));
@@ -258,8 +268,8 @@ impl Interner {
             tier: short(raw.tier.as_deref()),
             action_type: short(raw.action_type.as_deref()),
             action_url: action_url.map(String::into_boxed_str),
-            remediation: long(raw.remediation.as_deref(), MAX_REMEDIATION_CHARS),
-            remediation_impact: long(raw.remediation_impact.as_deref(), MAX_REMEDIATION_CHARS),
+            remediation: long(remediation.as_deref(), MAX_REMEDIATION_CHARS),
+            remediation_impact: long(remediation_impact.as_deref(), MAX_REMEDIATION_CHARS),
             implementation_cost: short(raw.implementation_cost.as_deref()),
             user_impact: short(raw.user_impact.as_deref()),
             threats: raw

@@ -31,10 +31,10 @@ pub struct Profile {
     pub action_type: Option<Box<str>>,
     /// Where to act, with [`TENANT_MARK`] where it named the tenant.
     pub(crate) action_url: Option<Box<str>>,
-    /// How to do it (plain text).
-    pub remediation: Option<Box<str>>,
-    /// What doing it changes for users (plain text).
-    pub remediation_impact: Option<Box<str>>,
+    /// How to do it (plain text), with [`TENANT_MARK`] where it named the tenant.
+    pub(crate) remediation: Option<Box<str>>,
+    /// What doing it changes for users (plain text), with [`TENANT_MARK`] likewise.
+    pub(crate) remediation_impact: Option<Box<str>>,
     /// `Low`, `Moderate`, `High` or `Unknown`.
     pub implementation_cost: Option<Box<str>>,
     /// `Low`, `Moderate`, `High` or `Unknown`.
@@ -53,6 +53,20 @@ impl Profile {
         self.action_url
             .as_deref()
             .map(|url| url.replace(TENANT_MARK, tenant_id))
+    }
+
+    /// How to do it, in plain text, for tenant `tenant_id`.
+    pub fn remediation(&self, tenant_id: &str) -> Option<String> {
+        self.remediation
+            .as_deref()
+            .map(|text| text.replace(TENANT_MARK, tenant_id))
+    }
+
+    /// What doing it changes for users, in plain text, for tenant `tenant_id`.
+    pub fn remediation_impact(&self, tenant_id: &str) -> Option<String> {
+        self.remediation_impact
+            .as_deref()
+            .map(|text| text.replace(TENANT_MARK, tenant_id))
     }
 
     /// Whether this is a stand-in for a control Graph sent no profile for.

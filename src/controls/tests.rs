@@ -105,8 +105,12 @@ fn controls_join_their_profiles_with_status_state_and_points() {
         Some("50% of users are affected by policies that are configured securely\n- Default - 6 users (50%)")
     );
     assert_eq!(
-        zap.profile().remediation.as_deref(),
+        zap.profile().remediation(TENANT).as_deref(),
         Some("Set ‘ZAP’ on in every anti-spam policy.")
+    );
+    assert_eq!(
+        find(&controls, "scid_2010").profile().remediation(TENANT).as_deref(),
+        Some("Open https://security.microsoft.com/?tid=11111111-2222-3333-4444-555555555555 and turn it on.")
     );
     assert_eq!(
         zap.action_url(TENANT).as_deref(),
@@ -241,6 +245,11 @@ fn tenants_share_one_copy_of_each_profile_version_and_of_repeated_texts() {
     assert!(Arc::ptr_eq(first_profiles.set(), second_profiles.set()));
     let zap = |controls: &[TenantControl]| find(controls, "mdo_zapspam").profile().clone();
     assert!(Arc::ptr_eq(&zap(&first), &zap(&second)));
+    let device = |controls: &[TenantControl]| find(controls, "scid_2010").profile().clone();
+    assert!(Arc::ptr_eq(&device(&first), &device(&second)));
+    assert!(device(&second)
+        .remediation(other)
+        .is_some_and(|text| text.contains(other) && !text.contains(TENANT)));
     // The shared URL still names each tenant.
     assert!(find(&second, "mdo_zapspam")
         .action_url(other)
