@@ -61,6 +61,15 @@ pub struct SnapshotControls {
     pub control_scores: Vec<ControlScoreEntry>,
 }
 
+/// A `secureScores` body read for its controls only: each snapshot's [`SnapshotControls`],
+/// newest first (for the same bytes the score is read from).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct SecureScoresControls {
+    /// The snapshots; an item that is not an object is skipped.
+    #[serde(default, deserialize_with = "lenient::list")]
+    pub value: Vec<SnapshotControls>,
+}
+
 /// One page of `GET /v1.0/security/secureScoreControlProfiles`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct ControlProfilesPage {

@@ -2,7 +2,7 @@
 //! (`tests/fixtures/graph/`): lenient reading, the join, status, state, points, lists,
 //! sharing across tenants and the cross-tenant summary.
 
-use super::graph::{ControlProfilesPage, SnapshotControls};
+use super::graph::{ControlProfilesPage, SecureScoresControls, SnapshotControls};
 use super::*;
 use std::sync::Arc;
 
@@ -11,8 +11,8 @@ const SNAPSHOTS: &str = include_str!("../../tests/fixtures/graph/secure_score_co
 const PROFILES: &str = include_str!("../../tests/fixtures/graph/control_profiles.json");
 
 fn snapshot(body: &str) -> SnapshotControls {
-    let value: serde_json::Value = serde_json::from_str(body).unwrap();
-    serde_json::from_value(value["value"][0].clone()).unwrap()
+    let mut body: SecureScoresControls = serde_json::from_str(body).unwrap();
+    body.value.remove(0)
 }
 
 fn profiles(body: &str) -> ControlProfilesPage {
