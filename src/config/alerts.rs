@@ -1,8 +1,7 @@
 //! `[[alerts]]` and `[[webhooks]]`: their serde types, and their validation and resolution into
 //! [`AlertsConfig`] (each mistake one problem naming its key).
 
-use super::resolve::read_secret;
-use super::settings::SecretSource;
+use super::secret::{read_secret, SecretSource};
 use crate::alerts::{
     AlertsConfig, Condition, Reach, Rule, Webhook, WebhookSecret, DEFAULT_TIMEOUT_MS,
 };
