@@ -30,7 +30,9 @@
 //! - [`model`]: the shared vocabulary (`TenantId`, `Metric`, `UpstreamService`, `ScoreKey`);
 //!   imports nothing of the crate.
 //! - [`code`]: the stable error codes: text, HTTP status and OpenAPI schema, written once.
-//! - [`config`]: TOML plus environment overrides (`settings`, `env`, `validate`, `resolve`).
+//! - [`config`]: TOML plus environment overrides; one file per section (`server`, `auth`,
+//!   `upstream`, `cache`, `refresh`, `history`, `tenants/`, `alerts`, `cluster`) with its type,
+//!   checks and resolution.
 //! - [`tenants`]: the registry of app registrations and the table of clouds and hosts.
 //! - [`auth`]: callers: API keys (stored as digests), their tenant scopes and request rates.
 //! - [`credential`]: client secrets and certificates (client assertions signed in Rust).
