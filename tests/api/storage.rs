@@ -9,6 +9,7 @@ use scoregate::alerts::{Alerts, AlertsConfig, Condition, Options, Rule, Webhook,
 use scoregate::config::HistoryConfig;
 use scoregate::history::{History, Metric, Reading, Store};
 use scoregate::metrics::{AlertMetrics, HistoryMetrics};
+use scoregate::model::TenantId;
 use secrecy::SecretString;
 use sqlx::{Connection, Row};
 use std::future::Future;
@@ -33,13 +34,7 @@ where
 }
 
 fn reading(tenant: String, at: OffsetDateTime, score: f64) -> Reading {
-    Reading {
-        tenant,
-        metric: Metric::Device,
-        at,
-        score,
-        max_score: None,
-    }
+    Reading::of_score(TenantId::parse(&tenant).unwrap(), Metric::Device, score, at)
 }
 
 /// The history over the database at `url`, connected.
