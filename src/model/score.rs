@@ -43,7 +43,9 @@ pub struct SecureDetails {
     /// Only for `secure`: the points achievable with the tenant's licences.
     pub max_score: f64,
     /// Only for `secure`: `100 × score / max_score` (0–100, two decimals; 0 when `max_score`
-    /// is 0). Derived, never read from the source: set with [`SecureDetails::percentage_of`].
+    /// is 0).
+    // Derived, never read from the source: whoever builds the details sets it with
+    // `SecureDetails::percentage_of`, and every copy (Redis, the API) carries it as computed.
     pub percentage: f64,
     /// Only for `secure`: points achieved per control category (all five always present).
     pub categories: Categories,
