@@ -287,3 +287,35 @@ impl ScoreStore for TieredStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reading_stored_by_a_version_1_replica_is_not_read() {
+        let v1 = r#"{"v":1,"score":340.0,"time":"t","fetched_at_ms":1,"stored_at_ms":2,
+            "fresh_for_ms":3,"secure":null}"#;
+        assert!(serde_json::from_str::<Stored>(v1).is_err());
+    }
+
+    #[test]
+    fn a_stored_reading_keeps_its_body_and_its_window() {
+        let entry = Entry {
+            reading: Reading {
+                score: 340.0,
+                time: "t".to_owned(),
+                fetched_at: UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+                secure: None,
+            },
+            stored_at: Instant::now(),
+            fresh_for: Duration::from_millis(1_500),
+        };
+        let json = serde_json::to_string(&Stored::from_entry(&entry)).unwrap();
+        let stored: Stored = serde_json::from_str(&json).unwrap();
+        assert_eq!(stored.v, STORED_VERSION);
+        let back = stored.into_entry();
+        assert_eq!(back.reading, entry.reading);
+        assert_eq!(back.fresh_for, entry.fresh_for);
+    }
+}

@@ -172,3 +172,74 @@ mod whole_seconds {
             .map_err(serde::de::Error::custom)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> SystemTime {
+        OffsetDateTime::parse(text, &Rfc3339).unwrap().into()
+    }
+
+    #[test]
+    fn a_secure_reading_is_written_as_the_api_shows_it_and_read_back_to_the_second() {
+        let reading = Reading {
+            score: 342.5,
+            time: "2026-11-29T00:00:00Z".to_owned(),
+            fetched_at: at("2026-11-29T10:00:00.75Z"),
+            secure: Some(SecureDetails {
+                max_score: 863.0,
+                percentage: SecureDetails::percentage_of(342.5, 863.0),
+                categories: Categories {
+                    identity: 10.3,
+                    ..Categories::default()
+                },
+                comparisons: vec![Comparison {
+                    basis: "AllTenants".to_owned(),
+                    average_score: 310.5,
+                }],
+            }),
+        };
+        let json = serde_json::to_value(&reading).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "score": 342.5, "time": "2026-11-29T00:00:00Z",
+                "fetched_at": "2026-11-29T10:00:00Z", "max_score": 863.0, "percentage": 39.69,
+                "categories": {"identity": 10.3, "data": 0.0, "device": 0.0, "apps": 0.0,
+                               "infrastructure": 0.0},
+                "comparisons": [{"basis": "AllTenants", "average_score": 310.5}]
+            })
+        );
+        let back: Reading = serde_json::from_value(json).unwrap();
+        assert_eq!(
+            back,
+            Reading {
+                fetched_at: at("2026-11-29T10:00:00Z"),
+                ..reading
+            }
+        );
+    }
+
+    #[test]
+    fn a_reading_of_another_metric_has_no_secure_fields_and_reads_back_without_them() {
+        let reading = Reading {
+            score: 40.0,
+            time: "t".to_owned(),
+            fetched_at: at("2026-11-29T10:00:00Z"),
+            secure: None,
+        };
+        let json = serde_json::to_value(&reading).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"score": 40.0, "time": "t", "fetched_at": "2026-11-29T10:00:00Z"})
+        );
+        assert_eq!(serde_json::from_value::<Reading>(json).unwrap(), reading);
+    }
+
+    #[test]
+    fn a_zero_maximum_is_zero_percent() {
+        assert_eq!(SecureDetails::percentage_of(0.0, 0.0), 0.0);
+        assert_eq!(SecureDetails::percentage_of(1.0, 3.0), 33.33);
+    }
+}
