@@ -162,7 +162,8 @@ async fn a_full_disk_loses_nothing_counts_only_commits_and_recovers_when_space_r
     // The disk fills up: 2,000 readings of as many tenants need pages the database cannot get.
     store.simulate_full_disk(true).await.unwrap();
     let before = history.stats();
-    let padding = "x".repeat(100);
+    // Ids as long as a tenant id may be (64 characters), so that each row takes room.
+    let padding = "x".repeat(51);
     for index in 0..2_000 {
         history.record(reading(
             format!("tenant-{index:05}-{padding}"),
