@@ -132,8 +132,8 @@ pub struct WarningView {
     pub detail: String,
 }
 
-/// One metric of one tenant: the score body (`score` is the metric's value, see `metric`) with
-/// whose and which it is, how old it is and where it came from.
+/// One metric of one tenant: the score body (`score` is the metric's value, see `metric`), how
+/// old it is and where it came from.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({
     "tenant": "contoso", "metric": "device", "score": 340.0, "time": "2019-12-03T09:15:58.1665846Z",
