@@ -27,8 +27,9 @@
 //!
 //! - [`cli`]: the command line; `demo`, `emulate` and `bench` with the `emulator` feature.
 //! - [`wire`]: the bytes Entra ID, Defender and Graph put on the wire; shared with the emulator.
-//! - [`model`]: the shared vocabulary (`TenantId`, `Metric`, `UpstreamService`, `ScoreKey`);
-//!   imports nothing of the crate.
+//! - [`model`]: the shared vocabulary (`TenantId`, `Metric`, `UpstreamService`, `ScoreKey`) and
+//!   the score body (`Reading`, `SecureDetails`) the API, Redis and the history share; imports
+//!   nothing of the crate.
 //! - [`code`]: the stable error codes: text, HTTP status and OpenAPI schema, written once.
 //! - [`config`]: TOML plus environment overrides; one file per section (`server`, `auth`,
 //!   `upstream`, `cache`, `refresh`, `history`, `tenants/`, `alerts`, `cluster`) with its type,

@@ -20,7 +20,7 @@ use crate::cache::ReadingObserver;
 use crate::history::{DailySnapshot, History, Reading as Point};
 use crate::policy::Outbound;
 use crate::tenants::{Tenant, TenantId};
-use crate::upstream::{Metric, Reading};
+use crate::upstream::{Metric, Reading, ScoreKey};
 use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -67,11 +67,11 @@ impl ReadingObserver for Recorder {
     fn on_reading(&self, tenant: &Arc<Tenant>, metric: Metric, reading: &Reading) {
         let at = OffsetDateTime::from(reading.fetched_at);
         self.history.record(Point {
-            tenant: tenant.id.to_string(),
-            metric,
-            at,
-            score: reading.score,
-            max_score: reading.secure.as_ref().map(|secure| secure.max_score),
+            key: ScoreKey {
+                tenant: tenant.id.clone(),
+                metric,
+            },
+            body: reading.clone(),
         });
         // After the history: `drop` rules compare with what the history held before.
         if let Some(alerts) = &self.alerts {

@@ -198,6 +198,7 @@ pub(super) fn snapshot_reading(snapshot: crate::wire::SecureScore) -> Result<Rea
         fetched_at: SystemTime::now(),
         secure: Some(SecureDetails {
             max_score: snapshot.max_score,
+            percentage: SecureDetails::percentage_of(snapshot.current_score, snapshot.max_score),
             categories,
             comparisons,
         }),

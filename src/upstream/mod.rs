@@ -11,7 +11,11 @@
 //! cool-downs — the policy stack ([`crate::policy`]) owns those, in one place.
 //! Correlation ids (`target`) are logged; tokens and secrets never are.
 
-pub use crate::model::{Metric, ScoreKey, UpstreamService};
+// The score body lives in the vocabulary (one definition for the API, Redis and the history);
+// a source's answer is one [`Reading`].
+pub use crate::model::{
+    Categories, Comparison, Metric, Reading, ScoreKey, SecureDetails, UpstreamService,
+};
 use crate::tenants::Tenant;
 use crate::token::BearerToken;
 use crate::wire::{
@@ -19,7 +23,6 @@ use crate::wire::{
 };
 pub use graph::{GraphSecureScore, MAX_COMPARISONS};
 use reqwest::StatusCode;
-use serde::{Deserialize, Serialize};
 pub use settings::UpstreamSettings;
 use std::time::{Duration, SystemTime};
 
@@ -44,103 +47,6 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
         date.duration_since(now).unwrap_or(Duration::ZERO)
     };
     Some(wait.clamp(Duration::from_secs(1), MAX_RETRY_AFTER))
-}
-
-/// One successful answer from a source.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reading {
-    /// The metric's value: raw points (`device`, `secure`) or 0–100 (`exposure`).
-    pub score: f64,
-    /// The source's own time of the value, verbatim (Defender's `time`, Graph's
-    /// `createdDateTime`).
-    pub time: String,
-    /// When the gateway received it.
-    pub fetched_at: SystemTime,
-    /// What only Microsoft Secure Score has (metric `secure`); `None` for the other metrics.
-    pub secure: Option<SecureDetails>,
-}
-
-/// The parts of a Microsoft Secure Score snapshot beside its current score.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SecureDetails {
-    /// Points achievable with the tenant's licences.
-    pub max_score: f64,
-    /// Points achieved per control category.
-    pub categories: Categories,
-    /// Averages of comparable tenants, in Graph's order.
-    pub comparisons: Vec<Comparison>,
-}
-
-impl SecureDetails {
-    /// `100 × score / max_score`, rounded to two decimals; 0 when the maximum is 0 (a tenant
-    /// with no licensed controls has nothing to achieve, not an infinite score).
-    pub fn percentage(&self, score: f64) -> f64 {
-        if self.max_score > 0.0 {
-            (score / self.max_score * 10_000.0).round() / 100.0
-        } else {
-            0.0
-        }
-    }
-}
-
-/// Points achieved per Secure Score control category: the sum of the `controlScores[].score`
-/// of each `controlCategory` (compared case-insensitively). Every category is present, 0 when
-/// the snapshot has no control of it. Categories Microsoft may add later are left out.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Categories {
-    /// Identity controls (Entra ID: MFA, admin roles, sign-in risk…).
-    pub identity: f64,
-    /// Data controls (Purview, DLP…).
-    pub data: f64,
-    /// Device controls (Defender for Endpoint, Intune). Not the `device` metric: a part of a
-    /// different score, on a different scale.
-    pub device: f64,
-    /// App controls (Exchange Online, SharePoint, Teams…).
-    pub apps: f64,
-    /// Infrastructure controls (Azure resources).
-    pub infrastructure: f64,
-}
-
-impl Categories {
-    /// Sums control scores per category; unknown categories and null scores are skipped.
-    pub fn sum<'a>(controls: impl IntoIterator<Item = (&'a str, Option<f64>)>) -> Self {
-        let mut categories = Self::default();
-        for (category, score) in controls {
-            let Some(score) = score.filter(|score| score.is_finite()) else {
-                continue;
-            };
-            let slot = match category.to_ascii_lowercase().as_str() {
-                "identity" => &mut categories.identity,
-                "data" => &mut categories.data,
-                "device" => &mut categories.device,
-                "apps" => &mut categories.apps,
-                "infrastructure" => &mut categories.infrastructure,
-                _ => continue,
-            };
-            *slot += score;
-        }
-        // Float sums of two-decimal scores pick up noise (0.30000000000000004).
-        for slot in [
-            &mut categories.identity,
-            &mut categories.data,
-            &mut categories.device,
-            &mut categories.apps,
-            &mut categories.infrastructure,
-        ] {
-            *slot = (*slot * 1e6).round() / 1e6;
-        }
-        categories
-    }
-}
-
-/// The average Secure Score of a group of comparable tenants.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Comparison {
-    /// The group, as Graph names it: `AllTenants`, `TotalSeats` (tenants of a similar size) or
-    /// `IndustryTypes`.
-    pub basis: String,
-    /// The group's average score, in points.
-    pub average_score: f64,
 }
 
 /// Why a fetch failed, in the gateway's terms (the README's "Errors" table).

@@ -78,7 +78,7 @@ fn a_secure_score_snapshot_becomes_a_reading_with_all_five_categories() {
             average_score: 310.5
         }]
     );
-    assert_eq!(secure.percentage(342.5), 39.69);
+    assert_eq!(secure.percentage, 39.69);
     let json = serde_json::to_value(secure.categories).unwrap();
     assert_eq!(json.as_object().unwrap().len(), 5, "{json}");
 }
@@ -108,12 +108,7 @@ fn a_snapshot_with_thousands_of_comparisons_keeps_a_bounded_few_with_bounded_bas
 
 #[test]
 fn a_zero_maximum_is_zero_percent_and_an_empty_list_is_unusable() {
-    let details = SecureDetails {
-        max_score: 0.0,
-        categories: Categories::default(),
-        comparisons: vec![],
-    };
-    assert_eq!(details.percentage(0.0), 0.0);
+    assert_eq!(SecureDetails::percentage_of(0.0, 0.0), 0.0);
     assert!(matches!(
         read_secure_scores(br#"{"value": []}"#),
         Err(CallFailure::Unusable { .. })

@@ -182,13 +182,12 @@ async fn drops_compare_with_the_history_within_the_window() {
         webhooks: vec![],
     };
     let week_ago = clock.now() - Duration::from_secs(8 * 86_400);
-    history.record(scoregate::history::Reading {
-        tenant: "a".into(),
-        metric: Metric::Device,
-        at: week_ago,
-        score: 300.0,
-        max_score: None,
-    });
+    history.record(scoregate::history::Reading::of_score(
+        scoregate::model::TenantId::parse("a").unwrap(),
+        Metric::Device,
+        300.0,
+        week_ago,
+    ));
     history.flush().await;
     let alerts = engine(config, history, &clock, AlertMetrics::default());
     alerts.on_reading("a", Metric::Device, 285.0, clock.now());

@@ -4,18 +4,13 @@
 
 use crate::postgres::{self};
 use scoregate::history::{DailySnapshot, Interval, Metric, Reading, Store};
+use scoregate::model::TenantId;
 use std::collections::HashSet;
 use time::macros::datetime;
 use time::OffsetDateTime;
 
 pub(crate) fn reading(tenant: &str, at: OffsetDateTime, score: f64) -> Reading {
-    Reading {
-        tenant: tenant.to_owned(),
-        metric: Metric::Device,
-        at,
-        score,
-        max_score: None,
-    }
+    Reading::of_score(TenantId::parse(tenant).unwrap(), Metric::Device, score, at)
 }
 
 /// A migrated SQLite store in a temporary directory (kept alive by the returned guard).

@@ -247,18 +247,19 @@ impl Store {
     pub async fn write(&self, readings: &[Reading]) -> Result<(), HistoryError> {
         let mut transaction = self.pool.begin().await?;
         for reading in readings {
-            let at = reading.at.unix_timestamp();
+            let at = reading.at().unix_timestamp();
+            let score = reading.body.score;
             sqlx::query(UPSERT)
-                .bind(reading.tenant.as_str())
-                .bind(reading.metric.as_str())
+                .bind(reading.key.tenant.as_str())
+                .bind(reading.key.metric.as_str())
                 .bind(Interval::Hour.bucket(at))
                 .bind(HOUR)
-                .bind(reading.score)
+                .bind(score)
                 .bind(at)
-                .bind(reading.score)
-                .bind(reading.score)
+                .bind(score)
+                .bind(score)
                 .bind(1_i64)
-                .bind(reading.max_score)
+                .bind(reading.max_score())
                 .execute(&mut *transaction)
                 .await?;
         }

@@ -1,12 +1,19 @@
 //! The vocabulary every layer speaks: which tenant ([`TenantId`]), which number ([`Metric`]),
-//! which upstream service ([`UpstreamService`]) and the key of one number of one tenant
-//! ([`ScoreKey`]).
+//! which upstream service ([`UpstreamService`]), the key of one number of one tenant
+//! ([`ScoreKey`]), and the body of a score ([`Reading`], with [`SecureDetails`]).
 //!
 //! The bottom of the crate: this module imports nothing of it, so that every other module may
 //! import it without a cycle. It owns names and their parsing; it deliberately holds no
 //! behaviour (no I/O, no clock, no settings). The old paths (`tenants::TenantId`,
-//! `upstream::Metric`, `upstream::ScoreKey`, `upstream::UpstreamService`, `history::Metric`)
+//! `upstream::Metric`, `upstream::ScoreKey`, `upstream::UpstreamService`, `upstream::Reading`,
+//! `upstream::SecureDetails`, `upstream::Categories`, `upstream::Comparison`, `history::Metric`)
 //! re-export these.
+//!
+//! - `score`: the score body ([`Reading`]), defined once for the API, Redis and the history.
+
+mod score;
+
+pub use score::{optional_properties, rfc3339, Categories, Comparison, Reading, SecureDetails};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
