@@ -24,7 +24,7 @@
 use crate::metrics::{CacheResult, Metrics};
 /// What a score is cached under: one number per tenant and metric.
 pub use crate::model::ScoreKey;
-use crate::policy::{Gated, Outbound};
+use crate::policy::{Admitted, ForcedFetchFloor, Gated, Outbound, Priority};
 use crate::tenants::{Registry, Tenant, TenantId};
 use crate::upstream::{Metric, Reading, UpstreamError};
 use flight::{FlightGuard, FlightTask};
@@ -147,9 +147,8 @@ pub struct ScoreCache {
     fresh: Duration,
     /// How long past freshness a good value may cover for failures.
     stale_if_error: Duration,
-    /// A `max_age` shorter than this is raised to it: one caller looping on `max_age=0` must not
-    /// spend a tenant's Defender quota (nor starve the refresher).
-    min_forced_interval: Duration,
+    /// The floor between forced fetches: a `max_age` shorter than it is raised to it.
+    forced: ForcedFetchFloor,
     /// Where look-ups, fetches and per-tenant outcomes are recorded.
     metrics: Arc<Metrics>,
     /// The gateway's own runtime, where every fetch task runs (see the module documentation).
@@ -209,7 +208,9 @@ impl ScoreCache {
             outbound,
             fresh,
             stale_if_error,
-            min_forced_interval: Duration::from_millis(settings.min_forced_interval_ms),
+            forced: ForcedFetchFloor {
+                min_interval: Duration::from_millis(settings.min_forced_interval_ms),
+            },
             metrics,
             runtime,
             injected: Mutex::default(),
@@ -224,7 +225,7 @@ impl ScoreCache {
         self
     }
 
-    /// The policy stack fetches go through (the refresher reads its in-flight cap).
+    /// The policy stack fetches go through.
     pub fn outbound(&self) -> &Outbound {
         &self.outbound
     }
@@ -302,15 +303,7 @@ impl ScoreCache {
     /// Whether `entry` may be served as it is to a caller asking at `asked_at` with `max_age`.
     fn is_fresh(&self, entry: &Entry, asked_at: Instant, max_age: Option<Duration>) -> bool {
         let age = asked_at.saturating_duration_since(entry.stored_at);
-        self.allows(age, max_age) && age < entry.fresh_for
-    }
-
-    /// Whether a reading `age` old satisfies the caller's `max_age` (never below the floor
-    /// between forced fetches).
-    fn allows(&self, age: Duration, max_age: Option<Duration>) -> bool {
-        max_age
-            .map(|max_age| max_age.max(self.min_forced_interval))
-            .is_none_or(|max_age| age <= max_age)
+        self.forced.allows(age, max_age) && age < entry.fresh_for
     }
 
     async fn lookup(
@@ -328,9 +321,9 @@ impl ScoreCache {
                 return Ok(self.served(entry, Source::Cache, None));
             }
             let age = asked_at.saturating_duration_since(entry.stored_at);
-            if self.allows(age, max_age) && age <= entry.fresh_for + self.stale_if_error {
+            if self.forced.allows(age, max_age) && age <= entry.fresh_for + self.stale_if_error {
                 // Stale-while-revalidate: answer now, refresh behind the caller's back.
-                self.refresh(tenant, metric).await;
+                self.refresh(tenant, metric, Priority::Interactive).await;
                 let warning = self.failure_since(&key, entry);
                 return Ok(self.served(entry, Source::Stale, warning));
             }
@@ -347,18 +340,29 @@ impl ScoreCache {
         }
     }
 
-    /// Starts a refresh of the tenant unless one runs already or the tenant must be left alone
-    /// (cool-down, failure back-off). Used by stale-while-revalidate and the refresher.
-    pub async fn refresh(&self, tenant: &Arc<Tenant>, metric: Metric) {
-        if !tenant.has(metric) || self.outbound.gate(tenant, metric).await.is_err() {
+    /// Starts a refresh of the tenant unless one runs already, the tenant must be left alone
+    /// (cool-down, failure back-off) or the in-flight cap does not let work of `priority` start
+    /// now. Used by stale-while-revalidate ([`Priority::Interactive`]) and the refresher
+    /// ([`Priority::Background`]).
+    pub async fn refresh(&self, tenant: &Arc<Tenant>, metric: Metric, priority: Priority) {
+        if !tenant.has(metric) || !self.outbound.admits(priority) {
             return;
         }
+        let Ok(admitted) = self.outbound.gate(tenant, metric).await else {
+            return;
+        };
         let key = self.key(&tenant.id, metric);
         let mut flights = self.flights.lock().await;
         if let std::collections::hash_map::Entry::Vacant(slot) = flights.entry(key) {
-            let flight = self.start_flight(tenant, slot.key(), SystemTime::now());
+            let flight = self.start_flight(tenant, slot.key(), SystemTime::now(), admitted);
             slot.insert(flight);
         }
+    }
+
+    /// Whether the in-flight cap lets work of `priority` start now: the refresher asks before
+    /// it takes a tenant from its queue.
+    pub fn admits(&self, priority: Priority) -> bool {
+        self.outbound.admits(priority)
     }
 
     /// Whether a fetch of the tenant's `metric` is running now.
@@ -422,8 +426,10 @@ impl ScoreCache {
                 return Ok(futures::future::ready(entry).boxed().shared());
             }
         }
-        match self.outbound.gate(tenant, key.metric).await {
-            Ok(()) => {}
+        // The fetch's only gate: its leave goes with the flight, so that a tenant in cool-down or
+        // back-off holds no single-flight slot and the stack does not ask again.
+        let admitted = match self.outbound.gate(tenant, key.metric).await {
+            Ok(admitted) => admitted,
             // Backing off: the failure that started it says more than "backing off".
             Err(gated @ Gated::BackOff(_)) => {
                 return Err(match self.last_fetch(&tenant.id, key.metric) {
@@ -434,23 +440,24 @@ impl ScoreCache {
                 })
             }
             Err(gated) => return Err(gated.into_error(key.metric.service())),
-        }
+        };
         // Since the caller asked: a reading another replica stored after that answers it.
         let since = SystemTime::now()
             .checked_sub(asked_at.elapsed())
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        let flight = self.start_flight(tenant, key, since);
+        let flight = self.start_flight(tenant, key, since, admitted);
         flights.insert(key.clone(), flight.clone());
         Ok(flight.1)
     }
 
-    /// Spawns the fetch on the gateway's runtime; the caller must insert it into `flights` under
-    /// the lock it holds.
+    /// Spawns the fetch the gate `admitted` on the gateway's runtime; the caller must insert it
+    /// into `flights` under the lock it holds.
     fn start_flight(
         &self,
         tenant: &Arc<Tenant>,
         key: &ScoreKey,
         since: SystemTime,
+        admitted: Admitted,
     ) -> (u64, Flight) {
         let number = self
             .next_flight
@@ -461,6 +468,7 @@ impl ScoreCache {
             number,
             key: key.clone(),
             tenant: tenant.clone(),
+            admitted: Mutex::new(Some(admitted)),
             outbound: self.outbound.clone(),
             entries: self.entries.clone(),
             flights: self.flights.clone(),

@@ -44,10 +44,12 @@
 //! slots stay per process.
 
 mod classify;
+mod floor;
 mod layers;
 
 pub use classify::{classify, Decision, Failure, DEFAULT_RETRY_AFTER};
-pub use layers::{Gated, InFlightCap, Retries};
+pub use floor::ForcedFetchFloor;
+pub use layers::{Admitted, Gated, InFlightCap, Priority, Retries};
 
 use classify::call_outcome;
 use layers::{Gate, RateLimit, TenantSlots};
@@ -175,22 +177,45 @@ impl Outbound {
         instant_after(Instant::now(), self.deadlines.fetch)
     }
 
-    /// Layer 1 alone: whether the tenant's `metric` may be fetched now.
-    pub async fn gate(&self, tenant: &Tenant, metric: Metric) -> Result<(), Gated> {
+    /// Layer 1 alone: whether the tenant's `metric` may be fetched now; its leave is what
+    /// [`Outbound::fetch_admitted`] takes.
+    pub async fn gate(&self, tenant: &Tenant, metric: Metric) -> Result<Admitted, Gated> {
         self.gate
-            .check(&quota_key(tenant, metric), &score_key(tenant, metric))
+            .check(quota_key(tenant, metric), score_key(tenant, metric))
             .await
     }
 
-    /// Fetches the tenant's `metric` through the whole stack (see the module documentation).
+    /// Whether the in-flight cap lets work of `priority` start now (see [`InFlightCap::admits`]).
+    pub fn admits(&self, priority: Priority) -> bool {
+        self.cap.admits(priority)
+    }
+
+    /// Fetches the tenant's `metric` through the whole stack (see the module documentation):
+    /// the gate, then [`Outbound::fetch_admitted`].
     pub async fn fetch(
         &self,
         tenant: &Arc<Tenant>,
         metric: Metric,
         deadline: Instant,
     ) -> Result<Reading, FetchError> {
-        let (quota, source) = self.gated_source(tenant, metric).await?;
-        let key = score_key(tenant, metric);
+        let admitted = self
+            .gate(tenant, metric)
+            .await
+            .map_err(FetchError::Gated)?;
+        self.fetch_admitted(admitted, tenant, deadline).await
+    }
+
+    /// Fetches what the gate admitted, through the layers below it (retries, quota, slots,
+    /// token, call): for a caller that asked the gate itself, so that the fetch is gated once.
+    pub async fn fetch_admitted(
+        &self,
+        admitted: Admitted,
+        tenant: &Arc<Tenant>,
+        deadline: Instant,
+    ) -> Result<Reading, FetchError> {
+        let Admitted { quota, key } = admitted;
+        let metric = key.metric;
+        let source = self.source(metric)?;
         let result = self
             .with_retries(&Current, source.as_ref(), tenant, &quota, deadline)
             .await;
@@ -227,32 +252,25 @@ impl Outbound {
         days: u32,
         deadline: Instant,
     ) -> Result<Vec<Reading>, FetchError> {
-        let (quota, source) = self.gated_source(tenant, metric).await?;
+        let Admitted { quota, .. } = self
+            .gate(tenant, metric)
+            .await
+            .map_err(FetchError::Gated)?;
+        let source = self.source(metric)?;
         self.with_retries(&Daily(days), source.as_ref(), tenant, &quota, deadline)
             .await
             .map_err(FetchError::Upstream)
     }
 
-    /// Layer 1 and the source, the start of every fetch: refused while the tenant's `metric`
-    /// cools down or backs off; else its quota key and the source that reads it.
-    async fn gated_source(
-        &self,
-        tenant: &Tenant,
-        metric: Metric,
-    ) -> Result<(QuotaKey, &Arc<dyn ScoreSource>), FetchError> {
-        let quota = quota_key(tenant, metric);
-        self.gate
-            .check(&quota, &score_key(tenant, metric))
-            .await
-            .map_err(FetchError::Gated)?;
-        let Some(source) = self.sources.get(&metric) else {
+    /// The source that reads `metric`.
+    fn source(&self, metric: Metric) -> Result<&Arc<dyn ScoreSource>, FetchError> {
+        self.sources.get(&metric).ok_or_else(|| {
             // The services register a source for every metric; only a test stack may lack one.
-            return Err(FetchError::Upstream(UpstreamError::Failed {
+            FetchError::Upstream(UpstreamError::Failed {
                 service: metric.service(),
                 detail: format!("no source reads the {metric} metric"),
-            }));
-        };
-        Ok((quota, source))
+            })
+        })
     }
 
     /// Failed fetches of the tenant's `metric` in a row (0 after a success).
@@ -262,7 +280,7 @@ impl Outbound {
             .await
     }
 
-    /// The in-flight cap, for reporting and for the refresher's restraint.
+    /// The in-flight cap, for reporting.
     pub fn in_flight_cap(&self) -> &InFlightCap {
         &self.cap
     }

@@ -240,7 +240,7 @@ async fn spent_retries_fail_the_fetch_and_start_the_back_off() {
     assert!(matches!(refused, FetchError::Gated(Gated::BackOff(_))));
     assert_eq!(source.calls("contoso"), 3);
     tokio::time::advance(Duration::from_secs(5)).await;
-    assert_eq!(stack.gate(&contoso, Metric::Device).await, Ok(()));
+    assert!(stack.gate(&contoso, Metric::Device).await.is_ok());
     source.answer(Answer::Score(7.0));
     assert_eq!(fetch_device(&stack, &contoso).await.unwrap().score, 7.0);
     assert_eq!(
@@ -276,8 +276,8 @@ async fn a_429_cools_the_tenant_down_without_counting_as_a_failure() {
     assert_eq!(stack.tenants_cooling_down(), 1);
     tokio::time::advance(Duration::from_secs(29)).await;
     assert_eq!(
-        stack.gate(&contoso, Metric::Device).await,
-        Err(Gated::CoolDown(Duration::from_secs(1)))
+        stack.gate(&contoso, Metric::Device).await.err(),
+        Some(Gated::CoolDown(Duration::from_secs(1)))
     );
     tokio::time::advance(Duration::from_secs(1)).await;
     assert_eq!(fetch_device(&stack, &contoso).await.unwrap().score, 42.0);
@@ -464,7 +464,7 @@ async fn a_gone_endpoint_is_called_once_names_the_other_metrics_and_is_left_alon
         .await
         .is_ok());
     tokio::time::advance(Duration::from_secs(1)).await;
-    assert_eq!(stack.gate(&contoso, Metric::Device).await, Ok(()));
+    assert!(stack.gate(&contoso, Metric::Device).await.is_ok());
 }
 
 #[tokio::test(start_paused = true)]
