@@ -24,6 +24,7 @@ mod layers;
 mod openapi;
 mod operations;
 mod postgres;
+mod quota_stores;
 mod scores;
 mod sources;
 mod storage;
