@@ -28,6 +28,9 @@ use crate::policy::{Admitted, ForcedFetchFloor, Gated, Outbound, Priority};
 use crate::tenants::{Registry, Tenant, TenantId};
 use crate::upstream::{Metric, Reading, UpstreamError};
 use flight::{FlightGuard, FlightTask};
+use hooks::Faults;
+#[cfg(feature = "test-hooks")]
+pub use hooks::InjectedFault;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use parking_lot::Mutex;
 pub use settings::CacheSettings;
@@ -103,17 +106,6 @@ fn list(metrics: &[Metric]) -> String {
         .join(", ")
 }
 
-/// A fault a test can inject into the next fetch of a tenant, to prove that the gateway survives
-/// it. Not for production use.
-#[doc(hidden)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InjectedFault {
-    /// The fetch task panics.
-    Panic,
-    /// The fetch task is cancelled (as a runtime that stops cancels it).
-    Cancel,
-}
-
 /// The outcome of the last fetch of a tenant, for `/tenants/{id}` and warnings.
 #[derive(Debug, Clone)]
 pub struct LastFetch {
@@ -153,8 +145,8 @@ pub struct ScoreCache {
     metrics: Arc<Metrics>,
     /// The gateway's own runtime, where every fetch task runs (see the module documentation).
     runtime: tokio::runtime::Handle,
-    /// Faults injected by tests into the next fetch of a tenant.
-    injected: Mutex<HashMap<TenantId, InjectedFault>>,
+    /// Faults injected by tests into the next fetch of a tenant (nothing without `test-hooks`).
+    faults: Faults,
     /// Who is told of each fetch's reading or failure (the history and the alerts, wired by
     /// the composition root); `None` when nobody listens.
     observer: Option<Arc<dyn ReadingObserver>>,
@@ -213,7 +205,7 @@ impl ScoreCache {
             },
             metrics,
             runtime,
-            injected: Mutex::default(),
+            faults: Faults::default(),
             observer: None,
         }
     }
@@ -235,13 +227,6 @@ impl ScoreCache {
             tenant: tenant.clone(),
             metric,
         }
-    }
-
-    /// Makes the next fetch of `tenant` fail with `fault`. For tests only: it proves that one
-    /// broken fetch never wedges a tenant.
-    #[doc(hidden)]
-    pub fn inject_fault(&self, tenant: &TenantId, fault: InjectedFault) {
-        self.injected.lock().insert(tenant.clone(), fault);
     }
 
     /// The tenant's score. `max_age` bounds the age of what may be served (`0` forces a fetch,
@@ -373,19 +358,6 @@ impl ScoreCache {
             .contains_key(&self.key(tenant, metric))
     }
 
-    /// Callers waiting now for the running fetch of the tenant's `metric` (0 when none runs).
-    /// For tests that must act while a request waits, without guessing how long that takes.
-    #[doc(hidden)]
-    pub async fn flight_waiters(&self, tenant: &TenantId, metric: Metric) -> usize {
-        self.flights
-            .lock()
-            .await
-            .get(&self.key(tenant, metric))
-            // The map holds one handle of the shared fetch; every waiting caller holds another.
-            .and_then(|(_, flight)| flight.strong_count())
-            .map_or(0, |handles| handles.saturating_sub(1))
-    }
-
     /// The outcome of the last fetch of the tenant's `metric`, if any.
     pub fn last_fetch(&self, tenant: &TenantId, metric: Metric) -> Option<LastFetch> {
         self.last_fetch
@@ -462,7 +434,7 @@ impl ScoreCache {
         let number = self
             .next_flight
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let injected = self.injected.lock().remove(&tenant.id);
+        let injected = self.faults.take(&tenant.id);
         let task = FlightTask {
             started: since,
             number,
@@ -476,7 +448,7 @@ impl ScoreCache {
             fresh: self.fresh,
             metrics: self.metrics.clone(),
             observer: self.observer.clone(),
-            panic: injected == Some(InjectedFault::Panic),
+            panic: injected.panic,
             // Made here, not when the task first runs: a task cancelled before it is ever polled
             // must clear its marker too.
             guard: FlightGuard {
@@ -489,7 +461,7 @@ impl ScoreCache {
             },
         };
         let handle = self.runtime.spawn(task.run());
-        if injected == Some(InjectedFault::Cancel) {
+        if injected.cancel {
             handle.abort();
         }
         // The task's guard has logged and counted a panic or a cancellation; here it only
@@ -548,6 +520,7 @@ impl ScoreCache {
 }
 
 mod flight;
+mod hooks;
 mod settings;
 mod store;
 #[cfg(test)]

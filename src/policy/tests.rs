@@ -179,12 +179,11 @@ async fn transient_failures_are_retried_each_charging_the_quota() {
     let server_error = || Answer::status(503, None, "busy");
     source.script("contoso", [server_error(), server_error()]);
     let stack = outbound(source.clone(), Arc::default(), 4);
-    // 30 a minute is a burst of 3, then one call every 60/27 s: the first attempt and two retries
-    // spend the burst.
+    // Three a minute: the first attempt and two retries spend the sliding minute.
     let contoso = tenant(
         "contoso",
         QuotaLimits {
-            per_minute: 30,
+            per_minute: 3,
             per_hour: 1000,
         },
     );
@@ -477,12 +476,12 @@ async fn device_and_exposure_share_defenders_window_and_graph_has_its_own() {
         Arc::default(),
         4,
     );
-    // Two a minute: a burst of one, then one every minute (no sliding minute holds more).
+    // One a minute: no sliding minute holds more.
     let limits = QuotaLimits {
-        per_minute: 2,
+        per_minute: 1,
         per_hour: 1500,
     };
-    let contoso = every_metric("contoso", limits, 2, 4);
+    let contoso = every_metric("contoso", limits, 1, 4);
     // A deadline shorter than any wait for the window: a spent window refuses at once.
     let soon = || instant_after(Instant::now(), Duration::from_millis(100));
     assert!(stack.fetch(&contoso, Metric::Device, soon()).await.is_ok());
