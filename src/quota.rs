@@ -182,35 +182,38 @@ impl Clock for TokioClock {
     }
 }
 
-/// The calls of one key still inside each window, oldest first: at most the window's limit.
+/// The calls of one key younger than the longest window (the hour), oldest first. One log
+/// serves both windows: every admitted call is in both, so the minute's calls are the log's
+/// youngest.
 #[derive(Debug, Default)]
 struct CallLog {
-    minute: VecDeque<Instant>,
-    hour: VecDeque<Instant>,
+    calls: VecDeque<Instant>,
 }
 
 impl CallLog {
-    fn calls(&mut self, window: Window) -> &mut VecDeque<Instant> {
-        match window {
-            Window::Minute => &mut self.minute,
-            Window::Hour => &mut self.hour,
-        }
-    }
-
     /// The rule of the module documentation, at `now`.
     fn charge(&mut self, limits: QuotaLimits, now: Instant) -> Result<(), Duration> {
+        let longest = Window::Hour.span();
+        while self
+            .calls
+            .front()
+            .is_some_and(|&call| now.saturating_duration_since(call) >= longest)
+        {
+            self.calls.pop_front();
+        }
         let mut wait = Duration::ZERO;
         for window in Window::ALL {
             let span = window.span();
-            let calls = self.calls(window);
-            while calls
-                .front()
-                .is_some_and(|&call| now.saturating_duration_since(call) >= span)
-            {
-                calls.pop_front();
-            }
-            if calls.len() >= usize::try_from(window.limit(limits)).unwrap_or(usize::MAX) {
-                if let Some(&oldest) = calls.front() {
+            let inside = self
+                .calls
+                .iter()
+                .rev()
+                .take_while(|&&call| now.saturating_duration_since(call) < span)
+                .count();
+            let limit = usize::try_from(window.limit(limits)).unwrap_or(usize::MAX);
+            if inside >= limit {
+                // The oldest call inside the window: the wait is until it leaves.
+                if let Some(&oldest) = self.calls.get(self.calls.len() - inside) {
                     wait = wait.max(instant_after(oldest, span).saturating_duration_since(now));
                 }
             }
@@ -218,9 +221,7 @@ impl CallLog {
         if wait > Duration::ZERO {
             return Err(wait);
         }
-        for window in Window::ALL {
-            self.calls(window).push_back(now);
-        }
+        self.calls.push_back(now);
         Ok(())
     }
 }

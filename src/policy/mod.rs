@@ -3,17 +3,25 @@
 //!
 //! # The order, and why
 //!
+//! 0. **Forced-fetch floor** ([`ForcedFetchFloor`]): a caller's `max_age` below `[cache]
+//!    min_forced_interval_ms` is raised to it, so a reading that recent answers `max_age=0`.
+//!    Applied by the cache, which holds the readings it compares with, before any flight: a
+//!    caller looping on forced fetches spends no quota.
 //! 1. **Gate** ([`Gate`]): a tenant in a cool-down its source imposed (429 `Retry-After`) or in
 //!    failure back-off is not called at all. First, because it is the cheapest refusal and costs
-//!    nothing (no quota, no slot, no token); the cache asks the same gate before it even starts a
-//!    flight, so that a gated tenant holds no single-flight slot.
+//!    nothing (no quota, no slot, no token). Asked **once per fetch**: the cache asks it before
+//!    it gives a fetch a single-flight slot (a gated tenant holds none) and hands the gate's
+//!    leave ([`Admitted`]) to the fetch ([`Outbound::fetch_admitted`]); [`Outbound::fetch`] asks
+//!    it itself. In a cluster an evaluation is two Redis round trips.
 //! 2. **Retries** ([`Retries`]): each attempt below runs again after a full-jitter exponential
 //!    pause when [`classify`] says the failure is transient, within the fetch's deadline. Around
 //!    the per-call layers, because each attempt must pay for itself:
 //!    1. **Quota** ([`RateLimit`]): one charge to the tenant's minute and hour windows per attempt
 //!       — Microsoft counts every HTTP call, retries included. Waits within the deadline when a
 //!       window is spent. Before the slot, so that a tenant waiting for its window holds no slot
-//!       that other tenants could use.
+//!       that other tenants could use. How the windows count is the quota stores' business
+//!       ([`crate::quota`]); while Redis is away a replica spends only its share of the limits
+//!       ([`crate::quota::ReplicaShareWhenRedisDown`]).
 //!    2. **Tenant slots** ([`TenantSlots`]): the upstream service's own cap on one tenant's calls
 //!       at once (Graph: 4 per app and tenant; Defender has none). After the quota for the same
 //!       reason as the global cap, before it so that a tenant waiting for its own slot holds
@@ -21,8 +29,9 @@
 //!    3. **In-flight cap** ([`InFlightCap`]): a global cap on calls at once; our sockets and
 //!       Microsoft's services are finite. Held for the token and the call, so that it also bounds
 //!       token requests at once (a cold start of a thousand tenants does not open a thousand
-//!       connections to Entra ID at the same instant). The refresher reads its free slots to stay
-//!       behind interactive requests.
+//!       connections to Entra ID at the same instant). It also decides when background work may
+//!       start ([`Priority::Background`], the refresher's): only while more than half its slots
+//!       are free, so interactive requests never queue behind it.
 //!    4. **Token** ([`Tokens`]): a bearer token for the source's scope (usually a cache hit).
 //!       After the quota, so a token failure costs a quota unit: tokens are fetched per attempt,
 //!       and bounding Entra requests by the cap matters more than that unit.
