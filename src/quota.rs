@@ -349,7 +349,11 @@ mod tests {
     }
 
     /// Charges until a call is refused; returns the calls admitted and the wait asked for.
-    async fn drain(store: &LocalQuotaStore, key: &QuotaKey, limits: QuotaLimits) -> (u32, Duration) {
+    async fn drain(
+        store: &LocalQuotaStore,
+        key: &QuotaKey,
+        limits: QuotaLimits,
+    ) -> (u32, Duration) {
         let mut admitted = 0;
         loop {
             match store.charge(key, limits).await {

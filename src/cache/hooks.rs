@@ -3,10 +3,10 @@
 //! (the tests do, through the crate's dev-dependency on itself); without it, [`Faults`] holds
 //! nothing and injects nothing.
 
-#[cfg(feature = "test-hooks")]
-use super::{Metric, ScoreCache, TenantId};
 #[cfg(not(feature = "test-hooks"))]
 use super::TenantId;
+#[cfg(feature = "test-hooks")]
+use super::{Metric, ScoreCache, TenantId};
 
 /// A fault a test can inject into the next fetch of a tenant, to prove that the gateway survives
 /// it.

@@ -28,10 +28,10 @@ use crate::policy::{Admitted, ForcedFetchFloor, Gated, Outbound, Priority};
 use crate::tenants::{Registry, Tenant, TenantId};
 use crate::upstream::{Metric, Reading, UpstreamError};
 use flight::{FlightGuard, FlightTask};
+use futures::future::{BoxFuture, FutureExt, Shared};
 use hooks::Faults;
 #[cfg(feature = "test-hooks")]
 pub use hooks::InjectedFault;
-use futures::future::{BoxFuture, FutureExt, Shared};
 use parking_lot::Mutex;
 pub use settings::CacheSettings;
 use std::collections::HashMap;

@@ -218,7 +218,9 @@ async fn a_tenant_in_back_off_is_not_called_and_answers_its_last_failure() {
     assert!(
         matches!(again, Err(ScoreError::Upstream(UpstreamError::Failed { ref detail, .. })) if detail == "Defender answered 503")
     );
-    cache.refresh(&contoso, Metric::Device, Priority::Interactive).await;
+    cache
+        .refresh(&contoso, Metric::Device, Priority::Interactive)
+        .await;
     assert!(
         !cache.is_fetching(&contoso.id, Metric::Device).await,
         "the refresher skips it too"
@@ -383,7 +385,10 @@ async fn a_gated_tenant_is_asked_once_and_holds_no_flight() {
     let before = store.gate_evaluations();
     let again = device(&cache, &contoso).await;
     assert!(
-        matches!(again, Err(ScoreError::Upstream(UpstreamError::Throttled { .. }))),
+        matches!(
+            again,
+            Err(ScoreError::Upstream(UpstreamError::Throttled { .. }))
+        ),
         "{again:?}"
     );
     assert_eq!(store.gate_evaluations(), before + 1);

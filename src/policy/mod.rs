@@ -207,10 +207,7 @@ impl Outbound {
         metric: Metric,
         deadline: Instant,
     ) -> Result<Reading, FetchError> {
-        let admitted = self
-            .gate(tenant, metric)
-            .await
-            .map_err(FetchError::Gated)?;
+        let admitted = self.gate(tenant, metric).await.map_err(FetchError::Gated)?;
         self.fetch_admitted(admitted, tenant, deadline).await
     }
 
@@ -261,10 +258,7 @@ impl Outbound {
         days: u32,
         deadline: Instant,
     ) -> Result<Vec<Reading>, FetchError> {
-        let Admitted { quota, .. } = self
-            .gate(tenant, metric)
-            .await
-            .map_err(FetchError::Gated)?;
+        let Admitted { quota, .. } = self.gate(tenant, metric).await.map_err(FetchError::Gated)?;
         let source = self.source(metric)?;
         self.with_retries(&Daily(days), source.as_ref(), tenant, &quota, deadline)
             .await

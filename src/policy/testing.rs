@@ -250,7 +250,12 @@ pub(crate) fn outbound_over(
     tokens: Arc<FakeTokens>,
     max_in_flight: usize,
 ) -> Arc<Outbound> {
-    outbound_with_store(sources, tokens, max_in_flight, Arc::new(LocalQuotaStore::default()))
+    outbound_with_store(
+        sources,
+        tokens,
+        max_in_flight,
+        Arc::new(LocalQuotaStore::default()),
+    )
 }
 
 /// The stack over `store`, as [`outbound_over`] otherwise.

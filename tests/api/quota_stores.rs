@@ -51,12 +51,8 @@ impl Rig {
             local_ttl: Duration::from_millis(100),
             wait_poll: Duration::from_millis(10),
         };
-        let cluster = Cluster::connect(
-            &config,
-            metrics.clone(),
-            tokio::runtime::Handle::current(),
-        )
-        .expect("a valid URL");
+        let cluster = Cluster::connect(&config, metrics.clone(), tokio::runtime::Handle::current())
+            .expect("a valid URL");
         Self::Redis {
             store: RedisQuotaStore::new(cluster),
             redis,
@@ -184,13 +180,19 @@ async fn a_call_refused_by_one_window_is_charged_to_neither(rig: Rig) {
     assert_eq!(drain(&rig, &contoso, limits(2, 3)).await.0, 2);
     rig.age(Duration::from_secs(61)).await;
     let (admitted, wait) = drain(&rig, &contoso, limits(2, 3)).await;
-    assert_eq!(admitted, 1, "the hour holds the two calls admitted, not the refused one");
+    assert_eq!(
+        admitted, 1,
+        "the hour holds the two calls admitted, not the refused one"
+    );
     assert_about(wait, Duration::from_secs(3600 - 61));
     // Refused by the hour: the minute does not count it.
     let fabrikam = defender("fabrikam");
     assert_eq!(drain(&rig, &fabrikam, limits(2, 1)).await.0, 1);
     let (admitted, wait) = drain(&rig, &fabrikam, limits(2, 10)).await;
-    assert_eq!(admitted, 1, "the minute holds one call, not the refused one");
+    assert_eq!(
+        admitted, 1,
+        "the minute holds one call, not the refused one"
+    );
     assert_about(wait, Duration::from_secs(60));
     rig.assert_shared();
 }
@@ -229,7 +231,11 @@ async fn a_key_cooling_down_is_refused_for_the_rest_of_its_cool_down(rig: Rig) {
     rig.store()
         .cool_down(&contoso, Duration::from_secs(10))
         .await;
-    let left = rig.store().cool_down_left(&contoso).await.expect("cooling down");
+    let left = rig
+        .store()
+        .cool_down_left(&contoso)
+        .await
+        .expect("cooling down");
     assert_about(left, Duration::from_secs(30));
     let Err(wait) = rig.store().charge(&contoso, limits(100, 1500)).await else {
         panic!("a key cooling down is refused");
@@ -242,7 +248,10 @@ async fn a_key_cooling_down_is_refused_for_the_rest_of_its_cool_down(rig: Rig) {
             .await,
         Ok(())
     );
-    assert_eq!(rig.store().cool_down_left(&defender("fabrikam")).await, None);
+    assert_eq!(
+        rig.store().cool_down_left(&defender("fabrikam")).await,
+        None
+    );
     rig.assert_shared();
 }
 
@@ -256,8 +265,15 @@ async fn failures_in_a_row_back_off_exponentially_and_a_success_ends_it(rig: Rig
         metric: Metric::Device,
     };
     for (failures, pause) in [(1, 5), (2, 10), (3, 20), (4, 40), (5, 40)] {
-        assert_eq!(rig.store().record_failure(&contoso, &backoff).await, failures);
-        let left = rig.store().backoff_left(&contoso).await.expect("backing off");
+        assert_eq!(
+            rig.store().record_failure(&contoso, &backoff).await,
+            failures
+        );
+        let left = rig
+            .store()
+            .backoff_left(&contoso)
+            .await
+            .expect("backing off");
         assert_about(left, Duration::from_secs(pause));
     }
     assert_eq!(rig.store().consecutive_failures(&contoso).await, 5);
@@ -265,7 +281,11 @@ async fn failures_in_a_row_back_off_exponentially_and_a_success_ends_it(rig: Rig
         metric: Metric::Exposure,
         ..contoso.clone()
     };
-    assert_eq!(rig.store().backoff_left(&exposure).await, None, "per metric");
+    assert_eq!(
+        rig.store().backoff_left(&exposure).await,
+        None,
+        "per metric"
+    );
     rig.store().record_success(&contoso).await;
     assert_eq!(rig.store().consecutive_failures(&contoso).await, 0);
     assert_eq!(rig.store().backoff_left(&contoso).await, None);

@@ -152,11 +152,9 @@ async fn the_largest_accepted_values_load_and_build_the_services_without_panicki
         tenant: tenant.id.clone(),
         service: crate::upstream::UpstreamService::Defender,
     };
-    assert!(
-        crate::quota::QuotaStore::charge(&store, &key, tenant.quota)
-            .await
-            .is_ok()
-    );
+    assert!(crate::quota::QuotaStore::charge(&store, &key, tenant.quota)
+        .await
+        .is_ok());
     let key = config.keys.authenticate("test").unwrap();
     assert!(key.charge().is_ok());
     // What the request path adds to `Instant::now()` stays representable.
