@@ -99,6 +99,9 @@ impl FlightTask {
                     return result;
                 }
                 Claim::Wait => {
+                    // The other replica's fetch may fail and start a back-off: a fetch after
+                    // this wait asks the gate again.
+                    drop(self.admitted.lock().take());
                     if let Some(entry) = self
                         .entries
                         .wait_for(&self.key, self.started, deadline)
