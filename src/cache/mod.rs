@@ -333,12 +333,13 @@ impl ScoreCache {
         if !tenant.has(metric) || !self.outbound.admits(priority) {
             return;
         }
-        let Ok(admitted) = self.outbound.gate(tenant, metric).await else {
-            return;
-        };
         let key = self.key(&tenant.id, metric);
         let mut flights = self.flights.lock().await;
+        // The gate only when a flight would start: a refresh already running costs nothing.
         if let std::collections::hash_map::Entry::Vacant(slot) = flights.entry(key) {
+            let Ok(admitted) = self.outbound.gate(tenant, metric).await else {
+                return;
+            };
             let flight = self.start_flight(tenant, slot.key(), SystemTime::now(), admitted);
             slot.insert(flight);
         }

@@ -365,6 +365,11 @@ async fn a_cold_fetch_and_a_refresh_each_ask_the_gate_once() {
     tokio::time::advance(FRESH).await;
     let stale = device(&cache, &contoso).await.unwrap();
     assert_eq!(stale.source, Source::Stale);
+    // A stale answer while that refresh runs starts nothing, and asks no gate.
+    assert!(cache.is_fetching(&contoso.id, Metric::Device).await);
+    let again = device(&cache, &contoso).await.unwrap();
+    assert_eq!(again.source, Source::Stale);
+    assert_eq!(store.gate_evaluations(), 2);
     settle().await;
     assert_eq!(source.calls("contoso"), 2);
     assert_eq!(store.gate_evaluations(), 2);
