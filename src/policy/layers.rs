@@ -1,6 +1,6 @@
-//! The layers of the outbound stack, each a small type: the gate (cool-downs and back-off),
-//! retries, the rate windows, the tenant slots and the global in-flight cap. Their order is
-//! written once, in [`super::Outbound`].
+//! The layers of the outbound stack, each a small type: the gate (cool-downs and back-off) and
+//! its leave ([`Admitted`]), retries, the rate windows, the tenant slots and the global in-flight
+//! cap with its [`Priority`]. Their order is written once, in [`super::Outbound`].
 
 use crate::metrics::{Metrics, QuotaRefusal};
 use crate::quota::{instant_after, QuotaKey, QuotaStore};
