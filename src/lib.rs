@@ -40,9 +40,10 @@
 //! - [`token`]: cached bearer tokens per registration (`identity`, `entra`: Entra's errors).
 //! - [`upstream`]: the one shared HTTPS client and the score sources behind `ScoreSource`,
 //!   one per metric (Defender's device and exposure scores, Graph's Secure Score).
-//! - [`quota`]: rate windows, 429 cool-downs and back-off behind `QuotaStore`, on tokio's clock.
-//! - [`policy`]: the outbound stack, gate → retries (quota → tenant slots → cap → token → call);
-//!   the classifier.
+//! - [`quota`]: rate windows (sliding logs), 429 cool-downs and back-off behind `QuotaStore`, on
+//!   tokio's clock; the replica's share of the limits while Redis is away.
+//! - [`policy`]: the outbound stack, forced-fetch floor → gate → retries (quota → tenant slots →
+//!   cap → token → call), each a named policy; the classifier.
 //! - [`cache`]: fresh and stale windows, single flight, stale-if-error over a `ScoreStore`;
 //!   tells a `ReadingObserver` of every reading and failed fetch.
 //! - [`cursor`]: the one codec of every paging cursor: sealed, bound to the query and the caller.

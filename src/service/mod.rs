@@ -394,15 +394,15 @@ impl Services {
         self.cache.is_fetching(tenant, metric).await
     }
 
-    /// Callers waiting now for the running fetch of the tenant's `metric` (tests).
-    #[doc(hidden)]
+    /// Callers waiting now for the running fetch of the tenant's `metric` (a test hook).
+    #[cfg(feature = "test-hooks")]
     pub async fn flight_waiters(&self, tenant: &TenantId, metric: Metric) -> usize {
         self.cache.flight_waiters(tenant, metric).await
     }
 
-    /// Makes the next fetch of `tenant` fail with `fault`. For tests only: it proves that one
+    /// Makes the next fetch of `tenant` fail with `fault` (a test hook): it proves that one
     /// broken fetch never wedges a tenant.
-    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub fn inject_fault(&self, tenant: &TenantId, fault: crate::cache::InjectedFault) {
         self.cache.inject_fault(tenant, fault);
     }

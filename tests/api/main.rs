@@ -33,6 +33,7 @@ mod operations;
 mod operations_logs;
 mod operations_reload;
 mod postgres;
+mod quota_stores;
 mod scores;
 mod sources;
 mod storage;

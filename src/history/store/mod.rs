@@ -97,7 +97,7 @@ pub struct Store {
     /// SQLite's `max_page_count` applied to each connection as it is opened or acquired (0:
     /// never set, nothing applied): how the tests fill the disk deterministically, see
     /// [`Store::simulate_full_disk`].
-    #[cfg(feature = "emulator")]
+    #[cfg(feature = "test-hooks")]
     page_cap: Arc<AtomicU64>,
     /// The SQLite file as opened, to notice it deleted or replaced; `None` when not watched.
     file: Option<Arc<WatchedFile>>,
@@ -194,7 +194,7 @@ impl Store {
         Ok(Self {
             pool,
             postgres: !sqlite,
-            #[cfg(feature = "emulator")]
+            #[cfg(feature = "test-hooks")]
             page_cap,
             // After the migrations: the file exists now.
             file: WatchedFile::of(url).map(Arc::new),
@@ -213,8 +213,7 @@ impl Store {
     /// (`PRAGMA max_page_count`), so a write that needs a new page fails with `SQLITE_FULL`
     /// as on a full file system; `false` gives the space back. Takes effect as each
     /// connection is next acquired. Nothing on PostgreSQL.
-    #[cfg(feature = "emulator")]
-    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub async fn simulate_full_disk(&self, full: bool) -> Result<(), HistoryError> {
         if self.postgres {
             return Ok(());
