@@ -12,10 +12,10 @@ use super::settings::{
 use super::validate::{check_https, check_metrics, check_range, check_scope, limits};
 use crate::auth::{ApiKey, KeyRing, Scope};
 use crate::credential::{Certificate, Credential};
-use crate::model::Metric;
-use crate::tenants::{Cloud, Geo, QuotaLimits, Tenant, TenantId, TenantSources};
+use crate::model::{Metric, UpstreamService};
+use crate::tenants::{Cloud, Endpoint, Endpoints, Geo, QuotaLimits, Tenant, TenantId};
 use secrecy::SecretString;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use url::Url;
@@ -100,7 +100,7 @@ pub(super) fn resolve_tenants(
             }
         }
         let credential = resolve_credential(settings, &key, base_dir, env, problems);
-        let endpoints = resolve_endpoints(settings, upstream, &key, problems);
+        let hosts = resolve_hosts(settings, upstream, &key, problems);
         let quota = QuotaLimits {
             per_minute: settings
                 .requests_per_minute
@@ -128,25 +128,42 @@ pub(super) fn resolve_tenants(
                 problems,
             );
         }
-        let sources = endpoints
-            .as_ref()
-            .and_then(|(cloud, ..)| resolve_sources(settings, upstream, *cloud, &key, problems));
+        let metrics = resolve_metrics(settings, upstream, &key, problems);
+        // One endpoint per upstream service the tenant can call.
+        let mut services = BTreeMap::new();
+        if let Some((cloud, _, _, api_base, scope)) = &hosts {
+            services.insert(
+                UpstreamService::Defender,
+                Endpoint {
+                    base: shared.url(api_base.clone()),
+                    scope: shared.text(scope.as_str()),
+                    limits: quota,
+                    max_concurrent: None,
+                },
+            );
+            if let Some(graph) =
+                resolve_graph(settings, upstream, *cloud, &key, problems, &mut shared)
+            {
+                services.insert(UpstreamService::Graph, graph);
+            }
+            // Every metric's service needs its endpoint; only a custom cloud can lack one.
+            if let Some(metric) = metrics
+                .iter()
+                .find(|metric| !services.contains_key(&metric.service()))
+            {
+                problems.push(format!(
+                    "{key}: the {metric} metric on cloud \"custom\" needs {} (in [upstream] or on the tenant)",
+                    base_key(metric.service())
+                ));
+            }
+        }
         if problems.len() != before {
             continue;
         }
-        let (
-            Some(id),
-            Some(credential),
-            Some((cloud, geo, authority_host, api_base, scope)),
-            Some(sources),
-        ) = (id, credential, endpoints, sources)
+        let (Some(id), Some(credential), Some((cloud, geo, authority_host, ..))) =
+            (id, credential, hosts)
         else {
             continue;
-        };
-        let sources = TenantSources {
-            graph_base: sources.graph_base.map(|base| shared.url(base)),
-            graph_scope: shared.text(sources.graph_scope),
-            ..sources
         };
         resolved.push(Tenant {
             name: settings.name.clone().unwrap_or_else(|| id.to_string()),
@@ -157,22 +174,21 @@ pub(super) fn resolve_tenants(
             cloud,
             geo,
             authority_host: shared.url(authority_host),
-            api_base: shared.url(api_base),
-            scope: shared.text(scope),
             tags: settings.tags.clone(),
-            quota,
-            sources,
+            metrics,
+            endpoints: shared.endpoints(services),
         });
     }
     resolved
 }
 
-/// One copy of each host and scope, shared by every registration that uses it: thousands of
-/// tenants of one cloud name the same three hosts and two scopes.
+/// One copy of each host, scope and set of endpoints, shared by every registration that uses
+/// it: thousands of tenants of one cloud name the same three hosts and two scopes.
 #[derive(Default)]
 struct Shared {
     urls: HashSet<Arc<Url>>,
     texts: HashSet<Arc<str>>,
+    endpoints: HashSet<Endpoints>,
 }
 
 impl Shared {
@@ -182,6 +198,10 @@ impl Shared {
 
     fn text(&mut self, text: impl Into<Arc<str>>) -> Arc<str> {
         intern(&mut self.texts, text.into())
+    }
+
+    fn endpoints(&mut self, endpoints: BTreeMap<UpstreamService, Endpoint>) -> Endpoints {
+        intern(&mut self.endpoints, Arc::new(endpoints))
     }
 }
 
@@ -286,17 +306,17 @@ pub(super) fn resolve_keys(
     KeyRing::new(ring)
 }
 
-/// A tenant's cloud, geo, authority host, API base and token scope.
-type Endpoints = (Cloud, Option<Geo>, Url, Url, String);
+/// A tenant's cloud, geo, authority host, and Defender's API base and token scope.
+type Hosts = (Cloud, Option<Geo>, Url, Url, String);
 
-/// The tenant's endpoints: its own overrides, else `[upstream]`'s (same cloud only), else the
+/// The tenant's hosts: its own overrides, else `[upstream]`'s (same cloud only), else the
 /// cloud's.
-fn resolve_endpoints(
+fn resolve_hosts(
     settings: &TenantSettings,
     upstream: &UpstreamSettings,
     key: &str,
     problems: &mut Vec<String>,
-) -> Option<Endpoints> {
+) -> Option<Hosts> {
     // Hosts set in [upstream] belong to [upstream]'s cloud: a tenant that names its own cloud
     // gets that cloud's hosts unless it overrides them itself.
     let inherits = settings.cloud.is_none();
@@ -349,17 +369,14 @@ fn resolve_endpoints(
     Some((cloud, geo, authority_host, api_base, scope))
 }
 
-/// The tenant's metrics and Microsoft Graph settings: its own overrides, else `[upstream]`'s
-/// (the Graph host only for the same cloud), else the cloud's. A Graph host is required only
-/// when the tenant has `secure`.
-fn resolve_sources(
+/// The tenant's metrics, in [`Metric::ALL`] order: its own list (problems reported), else
+/// `[upstream]`'s.
+fn resolve_metrics(
     settings: &TenantSettings,
     upstream: &UpstreamSettings,
-    cloud: Cloud,
     key: &str,
     problems: &mut Vec<String>,
-) -> Option<TenantSources> {
-    let before = problems.len();
+) -> Vec<Metric> {
     let metrics = match &settings.metrics {
         Some(own) => {
             check_metrics(&format!("{key}.metrics"), own, problems);
@@ -367,6 +384,35 @@ fn resolve_sources(
         }
         None => upstream.metrics.clone(),
     };
+    let mut ordered: Vec<Metric> = Metric::ALL
+        .into_iter()
+        .filter(|metric| metrics.contains(metric))
+        .collect();
+    ordered.dedup();
+    ordered
+}
+
+/// The configuration key of `service`'s base URL, for problems that name it.
+fn base_key(service: UpstreamService) -> &'static str {
+    // One arm per service: each keeps the configuration key it always had.
+    match service {
+        UpstreamService::Defender => "api_base",
+        UpstreamService::Graph => "graph_base",
+    }
+}
+
+/// The tenant's Microsoft Graph endpoint: its own overrides, else `[upstream]`'s (the Graph host
+/// only for the same cloud), else the cloud's. `None` after a problem, or when a custom cloud
+/// names no Graph host (needed only by a metric read from Graph).
+fn resolve_graph(
+    settings: &TenantSettings,
+    upstream: &UpstreamSettings,
+    cloud: Cloud,
+    key: &str,
+    problems: &mut Vec<String>,
+    shared: &mut Shared,
+) -> Option<Endpoint> {
+    let before = problems.len();
     check_https(
         &format!("{key}.graph_base"),
         settings.graph_base.as_ref(),
@@ -397,20 +443,18 @@ fn resolve_sources(
             );
         }
     }
+    if problems.len() != before {
+        return None;
+    }
     let inherits = settings.cloud.is_none();
-    let graph_base = settings
+    let base = settings
         .graph_base
         .clone()
         .or_else(|| inherits.then(|| upstream.graph_base.clone()).flatten())
-        .or_else(|| cloud.graph_base().and_then(|base| Url::parse(base).ok()));
-    if metrics.contains(&Metric::Secure) && graph_base.is_none() {
-        problems.push(format!(
-            "{key}: the secure metric on cloud \"custom\" needs graph_base (in [upstream] or on the tenant)"
-        ));
-    }
+        .or_else(|| cloud.graph_base().and_then(|base| Url::parse(base).ok()))?;
     // The emulated (and any custom) Entra knows Graph by its commercial name; a sovereign
     // cloud's Graph host is also its token resource.
-    let graph_scope = settings
+    let scope = settings
         .graph_scope
         .clone()
         .or_else(|| upstream.graph_scope.clone())
@@ -418,21 +462,23 @@ fn resolve_sources(
             (Cloud::Custom, _) | (_, None) => crate::wire::GRAPH_SCOPE.to_owned(),
             (_, Some(base)) => format!("{base}/.default"),
         });
-    let mut ordered: Vec<Metric> = Metric::ALL
-        .into_iter()
-        .filter(|metric| metrics.contains(metric))
-        .collect();
-    ordered.dedup();
-    (problems.len() == before).then(|| TenantSources {
-        metrics: ordered,
-        graph_base: graph_base.map(Arc::new),
-        graph_scope: graph_scope.into(),
-        graph_per_minute: settings
-            .graph_requests_per_minute
-            .unwrap_or(upstream.graph_requests_per_minute),
-        graph_max_concurrent: settings
-            .graph_max_concurrent
-            .unwrap_or(upstream.graph_max_concurrent),
+    let per_minute = settings
+        .graph_requests_per_minute
+        .unwrap_or(upstream.graph_requests_per_minute);
+    Some(Endpoint {
+        base: shared.url(base),
+        scope: shared.text(scope),
+        // Graph counts per minute (and per ten minutes, far above 150/min × 10); the hour
+        // window is left wide for it.
+        limits: QuotaLimits {
+            per_minute,
+            per_hour: per_minute.saturating_mul(60),
+        },
+        max_concurrent: Some(
+            settings
+                .graph_max_concurrent
+                .unwrap_or(upstream.graph_max_concurrent),
+        ),
     })
 }
 

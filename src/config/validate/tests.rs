@@ -153,7 +153,9 @@ async fn the_largest_accepted_values_load_and_build_the_services_without_panicki
         service: crate::upstream::UpstreamService::Defender,
     };
     for window in crate::quota::Window::ALL {
-        assert!(store.charge_window(&key, tenant.quota, window).is_ok());
+        assert!(store
+            .charge_window(&key, tenant.limits(key.service), window)
+            .is_ok());
     }
     let key = config.keys.authenticate("test").unwrap();
     assert!(key.charge().is_ok());
