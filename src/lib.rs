@@ -31,12 +31,14 @@
 //!   imports nothing of the crate.
 //! - [`code`]: the stable error codes: text, HTTP status and OpenAPI schema, written once.
 //! - [`config`]: TOML plus environment overrides (`settings`, `env`, `validate`, `resolve`).
-//! - [`tenants`]: the registry of app registrations and the table of clouds and hosts.
+//! - [`tenants`]: the registry of app registrations (each with one `Endpoint` per upstream
+//!   service: base URL, token scope, limits) and the table of clouds and hosts.
 //! - [`auth`]: callers: API keys (stored as digests), their tenant scopes and request rates.
 //! - [`credential`]: client secrets and certificates (client assertions signed in Rust).
 //! - [`token`]: cached bearer tokens per registration (`identity`, `entra`: Entra's errors).
-//! - [`upstream`]: the one shared HTTPS client and the score sources behind `ScoreSource`,
-//!   one per metric (Defender's device and exposure scores, Graph's Secure Score).
+//! - [`upstream`]: the one shared HTTPS client and the score sources behind `ScoreSource`:
+//!   `sources/`, one file per metric (path, query, reading of the answer) listed in `SOURCES`,
+//!   beside each service's dialect (Defender's and Graph's error bodies).
 //! - [`quota`]: rate windows, 429 cool-downs and back-off behind `QuotaStore`, on tokio's clock.
 //! - [`policy`]: the outbound stack, gate → retries (quota → tenant slots → cap → token → call);
 //!   the classifier.
