@@ -388,6 +388,34 @@ mod tests {
     }
 
     #[test]
+    fn limits_and_caps_are_looked_up_in_the_tenants_endpoints_and_debug_keeps_secrets_out() {
+        use crate::policy::testing::{registration, DEFENDER_LIMITS};
+        let mut tenant = registration("t", DEFENDER_LIMITS);
+        assert_eq!(tenant.limits(UpstreamService::Defender), DEFENDER_LIMITS);
+        assert_eq!(tenant.max_concurrent(UpstreamService::Defender), None);
+        assert_eq!(
+            tenant.limits(UpstreamService::Graph),
+            QuotaLimits {
+                per_minute: 150,
+                per_hour: 9_000
+            }
+        );
+        assert_eq!(tenant.max_concurrent(UpstreamService::Graph), Some(4));
+        let endpoints = Arc::make_mut(&mut tenant.endpoints);
+        endpoints.remove(&UpstreamService::Graph);
+        if let Some(defender) = endpoints.get_mut(&UpstreamService::Defender) {
+            defender.base = Arc::new(Url::parse("https://user:hunter2@api.example.test").unwrap());
+        }
+        assert_eq!(tenant.limits(UpstreamService::Graph), QuotaLimits::NONE);
+        assert_eq!(tenant.max_concurrent(UpstreamService::Graph), None);
+        let debug = format!("{tenant:?}");
+        assert!(debug.contains("https://api.example.test/"), "{debug}");
+        for secret in ["not-a-secret", "hunter2", "user"] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+    }
+
+    #[test]
     fn the_registry_keeps_one_pointer_per_tenant_not_the_registrations_buffer() {
         let tenants: Vec<Tenant> = (0..100)
             .rev()
