@@ -34,12 +34,14 @@
 //! - [`config`]: TOML plus environment overrides; one file per section (`server`, `auth`,
 //!   `upstream`, `cache`, `refresh`, `history`, `tenants/`, `alerts`, `cluster`) with its type,
 //!   checks and resolution.
-//! - [`tenants`]: the registry of app registrations and the table of clouds and hosts.
+//! - [`tenants`]: the registry of app registrations (each with one `Endpoint` per upstream
+//!   service: base URL, token scope, limits) and the table of clouds and hosts.
 //! - [`auth`]: callers: API keys (stored as digests), their tenant scopes and request rates.
 //! - [`credential`]: client secrets and certificates (client assertions signed in Rust).
 //! - [`token`]: cached bearer tokens per registration (`identity`, `entra`: Entra's errors).
-//! - [`upstream`]: the one shared HTTPS client and the score sources behind `ScoreSource`,
-//!   one per metric (Defender's device and exposure scores, Graph's Secure Score).
+//! - [`upstream`]: the one shared HTTPS client and the score sources behind `ScoreSource`:
+//!   `sources/`, one file per metric (path, query, reading of the answer) listed in `SOURCES`,
+//!   beside each service's dialect (Defender's and Graph's error bodies).
 //! - [`quota`]: rate windows (sliding logs), 429 cool-downs and back-off behind `QuotaStore`, on
 //!   tokio's clock; the replica's share of the limits while Redis is away.
 //! - [`policy`]: the outbound stack, forced-fetch floor → gate → retries (quota → tenant slots →

@@ -182,9 +182,11 @@ mod tests {
             tenant: tenant.id.clone(),
             service: crate::upstream::UpstreamService::Defender,
         };
-        assert!(crate::quota::QuotaStore::charge(&store, &key, tenant.quota)
-            .await
-            .is_ok());
+        assert!(
+            crate::quota::QuotaStore::charge(&store, &key, tenant.limits(key.service))
+                .await
+                .is_ok()
+        );
         let key = config.keys.authenticate("test").unwrap();
         assert!(key.charge().is_ok());
         // What the request path adds to `Instant::now()` stays representable.

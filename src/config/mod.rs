@@ -389,16 +389,24 @@ mod tests {
         let contoso = config.registry.get("contoso").unwrap();
         assert_eq!(contoso.name, "contoso");
         assert_eq!(
-            contoso.api_base.as_str(),
+            contoso
+                .endpoint(crate::model::UpstreamService::Defender)
+                .unwrap()
+                .base
+                .as_str(),
             "https://api.security.microsoft.com/"
         );
         assert_eq!(
             contoso.authority_host.as_str(),
             "https://login.microsoftonline.com/"
         );
-        assert_eq!(&*contoso.scope, crate::wire::DEFENDER_SCOPE);
+        let defender = contoso.endpoint(crate::model::UpstreamService::Defender);
         assert_eq!(
-            contoso.quota,
+            defender.map(|endpoint| &*endpoint.scope),
+            Some(crate::wire::DEFENDER_SCOPE)
+        );
+        assert_eq!(
+            contoso.limits(crate::model::UpstreamService::Defender),
             QuotaLimits {
                 per_minute: 100,
                 per_hour: 1500

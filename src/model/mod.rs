@@ -146,7 +146,7 @@ pub struct ScoreKey {
 
 /// An upstream service whose per-tenant limits several sources may share: Defender's 100/min and
 /// 1,500/h cover every Defender score of a tenant; Graph has its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum UpstreamService {
     /// Microsoft Defender for Endpoint's API (`device`, `exposure`).
     Defender,

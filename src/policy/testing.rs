@@ -34,11 +34,9 @@ pub(crate) fn registration(id: &str, quota: QuotaLimits) -> Tenant {
         authority_host: Url::parse("https://login.example.test")
             .expect("url")
             .into(),
-        api_base: Url::parse("https://api.example.test").expect("url").into(),
-        scope: crate::wire::DEFENDER_SCOPE.into(),
         tags: Vec::new(),
-        quota,
-        sources: crate::tenants::TenantSources::default(),
+        metrics: vec![Metric::Device],
+        endpoints: crate::tenants::test_endpoints(quota, 150, 4),
     }
 }
 
@@ -153,10 +151,6 @@ impl ScoreSource for FakeSource {
 
     fn service(&self) -> UpstreamService {
         self.metric.service()
-    }
-
-    fn scope(&self, tenant: &Tenant) -> std::sync::Arc<str> {
-        tenant.scope.clone()
     }
 
     async fn call(&self, tenant: &Tenant, _token: &BearerToken) -> Result<Reading, CallFailure> {

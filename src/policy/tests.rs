@@ -415,9 +415,8 @@ fn every_metric(
     graph_max: u32,
 ) -> Arc<Tenant> {
     let mut tenant = registration(id, quota);
-    tenant.sources.metrics = Metric::ALL.to_vec();
-    tenant.sources.graph_per_minute = graph_per_minute;
-    tenant.sources.graph_max_concurrent = graph_max;
+    tenant.metrics = Metric::ALL.to_vec();
+    tenant.endpoints = crate::tenants::test_endpoints(quota, graph_per_minute, graph_max);
     Arc::new(tenant)
 }
 

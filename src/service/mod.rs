@@ -15,7 +15,7 @@ use crate::policy::{Deadlines, Outbound, Parts, Retries};
 use crate::quota::{FailureBackoff, LocalQuotaStore};
 use crate::tenants::{Registry, Tenant, TenantId};
 use crate::token::TokenSource;
-use crate::upstream::{self, DefenderScore, GraphSecureScore, Metric};
+use crate::upstream::{self, Metric};
 use parking_lot::RwLock;
 use secrecy::ExposeSecret;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -145,11 +145,7 @@ impl Services {
             max_body_bytes: settings.max_body_bytes,
         };
         let outbound = Arc::new(Outbound::new(Parts {
-            sources: vec![
-                Arc::new(DefenderScore::configuration(transport.clone())),
-                Arc::new(DefenderScore::exposure(transport.clone())),
-                Arc::new(GraphSecureScore::new(transport)),
-            ],
+            sources: upstream::sources::all(&transport),
             tokens: Arc::new(TokenSource::new(http)),
             store: quota,
             retries: Retries {

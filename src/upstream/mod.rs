@@ -1,7 +1,8 @@
 //! The upstream sources: the one shared HTTPS client, and behind [`ScoreSource`] the one call that
-//! reads one of a tenant's scores with a bearer token: Defender's `GET /api/configurationScore`
-//! (metric `device`) and `GET /api/exposureScore` (`exposure`), and Microsoft Graph's
-//! `GET /v1.0/security/secureScores?$top=1` (`secure`).
+//! reads one of a tenant's scores with a bearer token. Each metric's source is a file of
+//! [`sources`] (Defender's `GET /api/configurationScore` for `device` and `GET /api/exposureScore`
+//! for `exposure`, Microsoft Graph's `GET /v1.0/security/secureScores?$top=1` for `secure`), with
+//! what each service's answers share beside them.
 //!
 //! This is the narrow interface to Microsoft (the Defender API retires on 2027-02-01; Graph's
 //! secure score outlives it, see the README's "After 2027-02-01"): a source turns one HTTP
@@ -18,12 +19,8 @@ pub use crate::model::{
 };
 use crate::tenants::Tenant;
 use crate::token::BearerToken;
-use crate::wire::{
-    ConfigurationScore, DefenderErrorBody, CONFIGURATION_SCORE_PATH, EXPOSURE_SCORE_PATH,
-};
-pub use graph::{GraphSecureScore, MAX_COMPARISONS};
-use reqwest::StatusCode;
 pub use settings::UpstreamSettings;
+pub use sources::secure::MAX_COMPARISONS;
 use std::time::{Duration, SystemTime};
 
 /// Longest cool-down a source's `Retry-After` may impose: anything longer (or unreadable as a
@@ -186,8 +183,15 @@ pub trait ScoreSource: Send + Sync {
     fn metric(&self) -> Metric;
     /// The service whose per-tenant quota a call spends.
     fn service(&self) -> UpstreamService;
-    /// The OAuth scope of the bearer token a call needs for `tenant`.
-    fn scope(&self, tenant: &Tenant) -> std::sync::Arc<str>;
+    /// The OAuth scope of the bearer token a call needs for `tenant`: its endpoint's for the
+    /// source's service. Configuration gives every metric of a tenant its service's endpoint;
+    /// without one the scope is empty and Entra refuses the token.
+    fn scope(&self, tenant: &Tenant) -> std::sync::Arc<str> {
+        tenant.endpoint(self.service()).map_or_else(
+            || std::sync::Arc::from(""),
+            |endpoint| endpoint.scope.clone(),
+        )
+    }
     /// Makes one call for `tenant` with `token`. No retries and no deadline: the caller bounds it.
     async fn call(&self, tenant: &Tenant, token: &BearerToken) -> Result<Reading, CallFailure>;
     /// Makes one call for up to `days` of the source's own daily history, newest first (Graph
@@ -215,221 +219,8 @@ pub struct Transport {
     pub max_body_bytes: usize,
 }
 
-/// Sends one GET with the token and returns status, bounded `Retry-After`, `Warning` and body
-/// (at most `transport.max_body_bytes`: a larger answer is an `Unusable` failure).
-async fn exchange(
-    transport: &Transport,
-    url: url::Url,
-    token: &BearerToken,
-    service: UpstreamService,
-) -> Result<(StatusCode, Option<Duration>, Option<String>, Vec<u8>), CallFailure> {
-    let http = &transport.http;
-    let limit = transport.max_body_bytes;
-    let exchange = async {
-        let response = http
-            .get(url)
-            .bearer_auth(token.secret())
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await?;
-        let status = response.status();
-        let header = |name| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|value: &reqwest::header::HeaderValue| value.to_str().ok())
-                .map(str::to_owned)
-        };
-        let retry_after = header(reqwest::header::RETRY_AFTER)
-            .and_then(|value| parse_retry_after(&value, SystemTime::now()));
-        let warning = header(reqwest::header::WARNING).map(|value| clipped(&value));
-        let body = read_at_most(response, limit).await?;
-        Ok::<_, reqwest::Error>((status, retry_after, warning, body))
-    };
-    let (status, retry_after, warning, body) =
-        exchange.await.map_err(|error| CallFailure::Transport {
-            detail: format!(
-                "cannot reach {}: {}",
-                service.display_name(),
-                crate::telemetry::error_chain(&error.without_url())
-            ),
-        })?;
-    let body = body.ok_or_else(|| CallFailure::Unusable {
-        detail: format!(
-            "{} answered more than {limit} bytes ([upstream] max_body_bytes): the answer was dropped",
-            service.display_name()
-        ),
-    })?;
-    Ok((status, retry_after, warning, body))
-}
-
-/// The body of `response`, or `None` as soon as it is longer than `limit` bytes (announced by
-/// `Content-Length` or counted as it arrives).
-async fn read_at_most(
-    mut response: reqwest::Response,
-    limit: usize,
-) -> Result<Option<Vec<u8>>, reqwest::Error> {
-    let announced = response.content_length().unwrap_or(0);
-    if usize::try_from(announced).map_or(true, |announced| announced > limit) {
-        return Ok(None);
-    }
-    let mut body = Vec::with_capacity(usize::try_from(announced).unwrap_or(0));
-    while let Some(chunk) = response.chunk().await? {
-        if body.len().saturating_add(chunk.len()) > limit {
-            return Ok(None);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Some(body))
-}
-
-/// A Defender score endpoint answering `{time, score}`: the device score
-/// (`GET {api_base}/api/configurationScore`) or the exposure score
-/// (`GET {api_base}/api/exposureScore`, 0–100, lower is better). Both share the tenant's
-/// Defender token, permission and quota, so one type serves both; only path and metric differ.
-pub struct DefenderScore {
-    /// The shared HTTPS client and the answer size limit.
-    transport: Transport,
-    /// The endpoint's path under the tenant's API base.
-    path: &'static str,
-    /// The metric it reads.
-    metric: Metric,
-}
-
-impl DefenderScore {
-    /// Defender's device score, `GET {api_base}/api/configurationScore`, over the shared client.
-    pub fn configuration(transport: Transport) -> Self {
-        Self {
-            transport,
-            path: CONFIGURATION_SCORE_PATH,
-            metric: Metric::Device,
-        }
-    }
-
-    /// Defender's exposure score, `GET {api_base}/api/exposureScore`, over the shared client.
-    pub fn exposure(transport: Transport) -> Self {
-        Self {
-            transport,
-            path: EXPOSURE_SCORE_PATH,
-            metric: Metric::Exposure,
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl ScoreSource for DefenderScore {
-    fn metric(&self) -> Metric {
-        self.metric
-    }
-
-    fn service(&self) -> UpstreamService {
-        UpstreamService::Defender
-    }
-
-    fn scope(&self, tenant: &Tenant) -> std::sync::Arc<str> {
-        tenant.scope.clone()
-    }
-
-    async fn call(&self, tenant: &Tenant, token: &BearerToken) -> Result<Reading, CallFailure> {
-        let url = tenant
-            .api_base
-            .join(self.path)
-            .map_err(|error| CallFailure::Unusable {
-                detail: format!("bad API base: {error}"),
-            })?;
-        let (status, retry_after, _, body) =
-            exchange(&self.transport, url, token, UpstreamService::Defender).await?;
-        read_answer(tenant, self.metric, status, retry_after, &body)
-    }
-}
-
-/// Reads Defender's answer: a reading, or the facts of its refusal (logged with Defender's
-/// correlation id, for a support case).
-fn read_answer(
-    tenant: &Tenant,
-    metric: Metric,
-    status: StatusCode,
-    retry_after: Option<Duration>,
-    body: &[u8],
-) -> Result<Reading, CallFailure> {
-    if status == StatusCode::OK {
-        return match serde_json::from_slice::<ConfigurationScore>(body) {
-            Ok(answer) if answer.score.is_finite() => Ok(Reading {
-                score: answer.score,
-                time: answer.time,
-                fetched_at: SystemTime::now(),
-                secure: None,
-            }),
-            Ok(_) => Err(CallFailure::Unusable {
-                detail: "Defender answered a score that is not a finite number".to_owned(),
-            }),
-            Err(error) => {
-                tracing::warn!(tenant = %tenant.id, metric = metric.as_str(), "Defender answered 200 with an unusable body: {error}");
-                Err(CallFailure::Unusable {
-                    detail: format!("Defender answered an unusable body: {error}"),
-                })
-            }
-        };
-    }
-    let error = serde_json::from_slice::<DefenderErrorBody>(body)
-        .ok()
-        .map(|body| body.error);
-    let code = error.as_ref().map_or("", |e| e.code.as_str());
-    let message = clipped(error.as_ref().map_or("", |e| e.message.as_str()));
-    let correlation = error.as_ref().and_then(|e| e.target.clone());
-    tracing::warn!(
-        tenant = %tenant.id,
-        metric = metric.as_str(),
-        status = status.as_u16(),
-        code,
-        correlation_id = correlation.as_deref().unwrap_or("-"),
-        "Defender refused the call: {message}"
-    );
-    Err(refusal(
-        tenant,
-        UpstreamService::Defender,
-        status,
-        retry_after,
-        code,
-        &message,
-    ))
-}
-
-/// A source's refusal (already logged with its own correlation facts) as a failure: a 400 is
-/// logged as our bug, and the detail names the source's error code and message when it gave
-/// them. Written once so both sources word their refusals alike.
-fn refusal(
-    tenant: &Tenant,
-    service: UpstreamService,
-    status: StatusCode,
-    retry_after: Option<Duration>,
-    code: &str,
-    message: &str,
-) -> CallFailure {
-    let name = service.display_name();
-    if status == StatusCode::BAD_REQUEST {
-        tracing::error!(tenant = %tenant.id, "{name} rejected our request as malformed: this is a scoregate bug");
-    }
-    let detail = if code.is_empty() {
-        format!("{name} answered {status}")
-    } else {
-        format!("{name} answered {} {code}: {message}", status.as_u16())
-    };
-    CallFailure::Status {
-        status: status.as_u16(),
-        retry_after,
-        detail,
-    }
-}
-
-/// At most the first 200 characters of an upstream's free text, so a verbose (or hostile)
-/// answer cannot flood logs and problem details.
-fn clipped(text: &str) -> String {
-    text.chars().take(200).collect()
-}
-
 #[cfg(test)]
 mod tests;
 
-mod graph;
 mod settings;
+pub mod sources;

@@ -1,26 +1,26 @@
-//! A tenant's endpoints (cloud, geo, authority host, API base, scope) and sources (metrics and
-//! Microsoft Graph settings): its own overrides, else `[upstream]`'s, else the cloud's.
+//! A tenant's endpoints: its hosts and Defender's (`api_base`, `scope`), Microsoft Graph's
+//! (`graph_base`, `graph_scope`, `graph_requests_per_minute`, `graph_max_concurrent`) and its
+//! metrics, each from the tenant's own keys, else `[upstream]`'s, else the cloud's.
 
-use super::TenantSettings;
+use super::{Shared, TenantSettings};
 use crate::config::checks::{check_https, check_metrics, check_range, check_scope};
 use crate::config::limits;
 use crate::config::upstream::UpstreamSettings;
-use crate::model::Metric;
-use crate::tenants::{Cloud, Geo, TenantSources};
-use std::sync::Arc;
+use crate::model::{Metric, UpstreamService};
+use crate::tenants::{Cloud, Endpoint, Geo, QuotaLimits};
 use url::Url;
 
-/// A tenant's cloud, geo, authority host, API base and token scope.
-pub(super) type Endpoints = (Cloud, Option<Geo>, Url, Url, String);
+/// A tenant's cloud, geo, authority host, and Defender's API base and token scope.
+pub(super) type Hosts = (Cloud, Option<Geo>, Url, Url, String);
 
-/// The tenant's endpoints: its own overrides, else `[upstream]`'s (same cloud only), else the
+/// The tenant's hosts: its own overrides, else `[upstream]`'s (same cloud only), else the
 /// cloud's.
-pub(super) fn resolve_endpoints(
+pub(super) fn resolve_hosts(
     settings: &TenantSettings,
     upstream: &UpstreamSettings,
     key: &str,
     problems: &mut Vec<String>,
-) -> Option<Endpoints> {
+) -> Option<Hosts> {
     // Hosts set in [upstream] belong to [upstream]'s cloud: a tenant that names its own cloud
     // gets that cloud's hosts unless it overrides them itself.
     let inherits = settings.cloud.is_none();
@@ -73,17 +73,14 @@ pub(super) fn resolve_endpoints(
     Some((cloud, geo, authority_host, api_base, scope))
 }
 
-/// The tenant's metrics and Microsoft Graph settings: its own overrides, else `[upstream]`'s
-/// (the Graph host only for the same cloud), else the cloud's. A Graph host is required only
-/// when the tenant has `secure`.
-pub(super) fn resolve_sources(
+/// The tenant's metrics, in [`Metric::ALL`] order: its own list (problems reported), else
+/// `[upstream]`'s.
+pub(super) fn resolve_metrics(
     settings: &TenantSettings,
     upstream: &UpstreamSettings,
-    cloud: Cloud,
     key: &str,
     problems: &mut Vec<String>,
-) -> Option<TenantSources> {
-    let before = problems.len();
+) -> Vec<Metric> {
     let metrics = match &settings.metrics {
         Some(own) => {
             check_metrics(&format!("{key}.metrics"), own, problems);
@@ -91,6 +88,35 @@ pub(super) fn resolve_sources(
         }
         None => upstream.metrics.clone(),
     };
+    let mut ordered: Vec<Metric> = Metric::ALL
+        .into_iter()
+        .filter(|metric| metrics.contains(metric))
+        .collect();
+    ordered.dedup();
+    ordered
+}
+
+/// The configuration key of `service`'s base URL, for problems that name it.
+pub(super) fn base_key(service: UpstreamService) -> &'static str {
+    // One arm per service: each keeps the configuration key it always had.
+    match service {
+        UpstreamService::Defender => "api_base",
+        UpstreamService::Graph => "graph_base",
+    }
+}
+
+/// The tenant's Microsoft Graph endpoint: its own overrides, else `[upstream]`'s (the Graph host
+/// only for the same cloud), else the cloud's. `None` after a problem, or when a custom cloud
+/// names no Graph host (needed only by a metric read from Graph).
+pub(super) fn resolve_graph(
+    settings: &TenantSettings,
+    upstream: &UpstreamSettings,
+    cloud: Cloud,
+    key: &str,
+    problems: &mut Vec<String>,
+    shared: &mut Shared,
+) -> Option<Endpoint> {
+    let before = problems.len();
     check_https(
         &format!("{key}.graph_base"),
         settings.graph_base.as_ref(),
@@ -121,20 +147,18 @@ pub(super) fn resolve_sources(
             );
         }
     }
+    if problems.len() != before {
+        return None;
+    }
     let inherits = settings.cloud.is_none();
-    let graph_base = settings
+    let base = settings
         .graph_base
         .clone()
         .or_else(|| inherits.then(|| upstream.graph_base.clone()).flatten())
-        .or_else(|| cloud.graph_base().and_then(|base| Url::parse(base).ok()));
-    if metrics.contains(&Metric::Secure) && graph_base.is_none() {
-        problems.push(format!(
-            "{key}: the secure metric on cloud \"custom\" needs graph_base (in [upstream] or on the tenant)"
-        ));
-    }
+        .or_else(|| cloud.graph_base().and_then(|base| Url::parse(base).ok()))?;
     // The emulated (and any custom) Entra knows Graph by its commercial name; a sovereign
     // cloud's Graph host is also its token resource.
-    let graph_scope = settings
+    let scope = settings
         .graph_scope
         .clone()
         .or_else(|| upstream.graph_scope.clone())
@@ -142,20 +166,22 @@ pub(super) fn resolve_sources(
             (Cloud::Custom, _) | (_, None) => crate::wire::GRAPH_SCOPE.to_owned(),
             (_, Some(base)) => format!("{base}/.default"),
         });
-    let mut ordered: Vec<Metric> = Metric::ALL
-        .into_iter()
-        .filter(|metric| metrics.contains(metric))
-        .collect();
-    ordered.dedup();
-    (problems.len() == before).then(|| TenantSources {
-        metrics: ordered,
-        graph_base: graph_base.map(Arc::new),
-        graph_scope: graph_scope.into(),
-        graph_per_minute: settings
-            .graph_requests_per_minute
-            .unwrap_or(upstream.graph_requests_per_minute),
-        graph_max_concurrent: settings
-            .graph_max_concurrent
-            .unwrap_or(upstream.graph_max_concurrent),
+    let per_minute = settings
+        .graph_requests_per_minute
+        .unwrap_or(upstream.graph_requests_per_minute);
+    Some(Endpoint {
+        base: shared.url(base),
+        scope: shared.text(scope),
+        // Graph counts per minute (and per ten minutes, far above 150/min × 10); the hour
+        // window is left wide for it.
+        limits: QuotaLimits {
+            per_minute,
+            per_hour: per_minute.saturating_mul(60),
+        },
+        max_concurrent: Some(
+            settings
+                .graph_max_concurrent
+                .unwrap_or(upstream.graph_max_concurrent),
+        ),
     })
 }

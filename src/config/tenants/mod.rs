@@ -18,13 +18,13 @@ use super::checks::check_range;
 use super::limits;
 use super::secret::SecretSource;
 use super::upstream::UpstreamSettings;
-use crate::model::Metric;
-use crate::tenants::{Cloud, Geo, QuotaLimits, Tenant, TenantId, TenantSources};
+use crate::model::{Metric, UpstreamService};
+use crate::tenants::{Cloud, Endpoint, Endpoints, Geo, QuotaLimits, Tenant, TenantId};
 pub(super) use credential::loose_file_warnings;
 use credential::resolve_credential;
-use endpoints::{resolve_endpoints, resolve_sources};
+use endpoints::{base_key, resolve_graph, resolve_hosts, resolve_metrics};
 use serde::Deserialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use url::Url;
@@ -166,7 +166,7 @@ pub(super) fn resolve_tenants(
             }
         }
         let credential = resolve_credential(settings, &key, base_dir, env, problems);
-        let endpoints = resolve_endpoints(settings, upstream, &key, problems);
+        let hosts = resolve_hosts(settings, upstream, &key, problems);
         let quota = QuotaLimits {
             per_minute: settings
                 .requests_per_minute
@@ -194,25 +194,42 @@ pub(super) fn resolve_tenants(
                 problems,
             );
         }
-        let sources = endpoints
-            .as_ref()
-            .and_then(|(cloud, ..)| resolve_sources(settings, upstream, *cloud, &key, problems));
+        let metrics = resolve_metrics(settings, upstream, &key, problems);
+        // One endpoint per upstream service the tenant can call.
+        let mut services = BTreeMap::new();
+        if let Some((cloud, _, _, api_base, scope)) = &hosts {
+            services.insert(
+                UpstreamService::Defender,
+                Endpoint {
+                    base: shared.url(api_base.clone()),
+                    scope: shared.text(scope.as_str()),
+                    limits: quota,
+                    max_concurrent: None,
+                },
+            );
+            if let Some(graph) =
+                resolve_graph(settings, upstream, *cloud, &key, problems, &mut shared)
+            {
+                services.insert(UpstreamService::Graph, graph);
+            }
+            // Every metric's service needs its endpoint; only a custom cloud can lack one.
+            if let Some(metric) = metrics
+                .iter()
+                .find(|metric| !services.contains_key(&metric.service()))
+            {
+                problems.push(format!(
+                    "{key}: the {metric} metric on cloud \"custom\" needs {} (in [upstream] or on the tenant)",
+                    base_key(metric.service())
+                ));
+            }
+        }
         if problems.len() != before {
             continue;
         }
-        let (
-            Some(id),
-            Some(credential),
-            Some((cloud, geo, authority_host, api_base, scope)),
-            Some(sources),
-        ) = (id, credential, endpoints, sources)
+        let (Some(id), Some(credential), Some((cloud, geo, authority_host, ..))) =
+            (id, credential, hosts)
         else {
             continue;
-        };
-        let sources = TenantSources {
-            graph_base: sources.graph_base.map(|base| shared.url(base)),
-            graph_scope: shared.text(sources.graph_scope),
-            ..sources
         };
         resolved.push(Tenant {
             name: settings.name.clone().unwrap_or_else(|| id.to_string()),
@@ -223,22 +240,21 @@ pub(super) fn resolve_tenants(
             cloud,
             geo,
             authority_host: shared.url(authority_host),
-            api_base: shared.url(api_base),
-            scope: shared.text(scope),
             tags: settings.tags.clone(),
-            quota,
-            sources,
+            metrics,
+            endpoints: shared.endpoints(services),
         });
     }
     resolved
 }
 
-/// One copy of each host and scope, shared by every registration that uses it: thousands of
-/// tenants of one cloud name the same three hosts and two scopes.
+/// One copy of each host, scope and set of endpoints, shared by every registration that uses
+/// it: thousands of tenants of one cloud name the same three hosts and two scopes.
 #[derive(Default)]
 struct Shared {
     urls: HashSet<Arc<Url>>,
     texts: HashSet<Arc<str>>,
+    endpoints: HashSet<Endpoints>,
 }
 
 impl Shared {
@@ -248,6 +264,10 @@ impl Shared {
 
     fn text(&mut self, text: impl Into<Arc<str>>) -> Arc<str> {
         intern(&mut self.texts, text.into())
+    }
+
+    fn endpoints(&mut self, endpoints: BTreeMap<UpstreamService, Endpoint>) -> Endpoints {
+        intern(&mut self.endpoints, Arc::new(endpoints))
     }
 }
 

@@ -88,11 +88,17 @@ fn tenants_may_live_in_a_separate_file_and_gov_clouds_get_gov_hosts() {
         "https://login.microsoftonline.us/"
     );
     assert_eq!(
-        gov.api_base.as_str(),
+        gov.endpoint(crate::model::UpstreamService::Defender)
+            .unwrap()
+            .base
+            .as_str(),
         "https://api-gov.securitycenter.microsoft.us/"
     );
     assert_eq!(
-        &*gov.scope,
+        &*gov
+            .endpoint(crate::model::UpstreamService::Defender)
+            .unwrap()
+            .scope,
         "https://api-gov.securitycenter.microsoft.us/.default"
     );
     match &gov.credential {
@@ -129,16 +135,12 @@ fn metrics_default_to_upstream_and_are_overridden_per_tenant_and_by_environment(
         [Metric::Device, Metric::Secure],
         "in API order"
     );
-    assert_eq!(
-        &*b.sources.graph_scope,
-        "https://graph.example.test/.default"
-    );
-    assert_eq!(b.sources.graph_max_concurrent, 2);
-    assert_eq!(b.sources.graph_per_minute, 150);
-    assert_eq!(
-        b.sources.graph_base.as_ref().map(|base| base.as_str()),
-        Some("https://graph.microsoft.com/")
-    );
+    let graph = b.endpoint(crate::model::UpstreamService::Graph).unwrap();
+    assert_eq!(&*graph.scope, "https://graph.example.test/.default");
+    assert_eq!(graph.max_concurrent, Some(2));
+    assert_eq!(graph.limits.per_minute, 150);
+    assert_eq!(graph.base.as_str(), "https://graph.microsoft.com/");
+    assert_eq!(b.limits(crate::model::UpstreamService::Graph), graph.limits);
     assert!(config.summary().contains("metric secure: 1 tenant(s)"));
     let config = Config::load_with_env(
         &path,
@@ -224,11 +226,9 @@ fn secure_on_a_custom_cloud_needs_a_graph_base_and_uses_graphs_commercial_scope(
     );
     let config = Config::load_with_env(&path, env(&[("S", "x")])).unwrap();
     let a = config.registry.get("a").unwrap();
-    assert_eq!(&*a.sources.graph_scope, crate::wire::GRAPH_SCOPE);
-    assert_eq!(
-        a.sources.graph_base.as_ref().map(|base| base.as_str()),
-        Some("https://graph.example.test/")
-    );
+    let graph = a.endpoint(crate::model::UpstreamService::Graph).unwrap();
+    assert_eq!(&*graph.scope, crate::wire::GRAPH_SCOPE);
+    assert_eq!(graph.base.as_str(), "https://graph.example.test/");
     // A sovereign cloud's Graph host is also its token resource.
     let path = write(
         &dir,
@@ -237,7 +237,13 @@ fn secure_on_a_custom_cloud_needs_a_graph_base_and_uses_graphs_commercial_scope(
     );
     let config = Config::load_with_env(&path, env(&[("S", "x")])).unwrap();
     assert_eq!(
-        &*config.registry.get("a").unwrap().sources.graph_scope,
+        &*config
+            .registry
+            .get("a")
+            .unwrap()
+            .endpoint(crate::model::UpstreamService::Graph)
+            .unwrap()
+            .scope,
         "https://dod-graph.microsoft.us/.default"
     );
 }
@@ -256,16 +262,30 @@ fn registrations_share_one_copy_of_each_host_and_scope() {
     let a = config.registry.get("a").unwrap();
     let b = config.registry.get("b").unwrap();
     assert!(std::sync::Arc::ptr_eq(&a.authority_host, &b.authority_host));
-    assert!(std::sync::Arc::ptr_eq(&a.api_base, &b.api_base));
-    assert!(std::sync::Arc::ptr_eq(&a.scope, &b.scope));
-    assert!(std::sync::Arc::ptr_eq(
-        &a.sources.graph_scope,
-        &b.sources.graph_scope
-    ));
-    let (Some(a_graph), Some(b_graph)) = (&a.sources.graph_base, &b.sources.graph_base) else {
-        panic!("the commercial cloud has a Graph host");
-    };
-    assert!(std::sync::Arc::ptr_eq(a_graph, b_graph));
+    assert!(std::sync::Arc::ptr_eq(&a.endpoints, &b.endpoints));
+    // A tenant with limits of its own has endpoints of its own, sharing hosts and scopes.
+    let text = [
+        text,
+        tenant(
+            "c",
+            "33333333-3333-4333-8333-333333333333",
+            CLIENT,
+            &format!("{secret}\nrequests_per_minute = 10"),
+        ),
+    ]
+    .concat();
+    let path = write(&dir, "b.toml", &text);
+    let config = Config::load_with_env(&path, env(&[("S", "x")])).unwrap();
+    let a = config.registry.get("a").unwrap();
+    let c = config.registry.get("c").unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&a.endpoints, &c.endpoints));
+    for service in crate::model::UpstreamService::ALL {
+        let (Some(a), Some(c)) = (a.endpoint(service), c.endpoint(service)) else {
+            panic!("the commercial cloud has a {service:?} host");
+        };
+        assert!(std::sync::Arc::ptr_eq(&a.base, &c.base));
+        assert!(std::sync::Arc::ptr_eq(&a.scope, &c.scope));
+    }
 }
 
 #[cfg(unix)]
