@@ -203,8 +203,9 @@ pub(super) fn resolve_alerts(
         let metric = Metric::parse(&settings.metric);
         if metric.is_none() {
             problems.push(format!(
-                "{key}.metric: {:?} is not a metric (device, exposure or secure)",
-                settings.metric
+                "{key}.metric: {:?} is not a metric ({})",
+                settings.metric,
+                Metric::names()
             ));
         }
         let all = settings.tenants.iter().any(|id| id == "*");

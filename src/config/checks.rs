@@ -31,7 +31,8 @@ pub(super) fn check_metrics(
 ) {
     if metrics.is_empty() {
         problems.push(format!(
-            "{key}: must name at least one metric (device, exposure, secure)"
+            "{key}: must name at least one metric ({})",
+            crate::upstream::Metric::names()
         ));
     }
     for (position, metric) in metrics.iter().enumerate() {

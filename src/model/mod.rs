@@ -114,6 +114,12 @@ impl Metric {
         }
     }
 
+    /// Every metric's name, separated by `, ` ("device, exposure, secure"), for messages that
+    /// list the choices.
+    pub fn names() -> String {
+        Self::ALL.map(Self::as_str).join(", ")
+    }
+
     /// The metric named `name` (exactly as [`Metric::as_str`] writes it).
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|metric| metric.as_str() == name)

@@ -31,6 +31,14 @@ mod tests;
 /// test checks that every [`Metric`] has exactly one).
 pub const SOURCES: [&Source; 3] = [&device::SOURCE, &exposure::SOURCE, &secure::SOURCE];
 
+/// Whether `metric`'s source keeps a daily history of its own (Graph's 90 days of `secure`):
+/// the metrics the history back-fills.
+pub fn keeps_daily_history(metric: Metric) -> bool {
+    SOURCES
+        .iter()
+        .any(|source| source.metric == metric && source.daily.is_some())
+}
+
 /// Every source of [`SOURCES`] over the shared client, for the policy stack.
 pub fn all(transport: &Transport) -> Vec<Arc<dyn ScoreSource>> {
     SOURCES
