@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::emulator::{
     Emulator, EmulatorOptions, FaultAssignment, FaultProfile, LatencyRange, Selector,
 };
+use crate::model::Metric;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -109,9 +110,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     .await?;
     let dir = DemoDir::create()?;
     // Every metric, so that the demo shows the scores that survive the Defender API.
-    let metrics: Vec<String> = ["device", "exposure", "secure"]
+    let metrics: Vec<String> = Metric::ALL
         .into_iter()
-        .map(str::to_owned)
+        .map(|metric| metric.as_str().to_owned())
         .collect();
     let config_path = emulator
         .write_config_with_metrics(&dir.0.join(crate::emulator::CONFIG_FILE_NAME), &metrics)?;

@@ -29,19 +29,25 @@
 //! - [`wire`]: the bytes Entra ID, Defender and Graph put on the wire; shared with the emulator.
 //! - [`controls`]: Secure Score controls without I/O: Graph's control shapes read leniently,
 //!   HTML to text, profiles shared across tenants, a tenant's list and the cross-tenant summary.
-//! - [`model`]: the shared vocabulary (`TenantId`, `Metric`, `UpstreamService`, `ScoreKey`);
-//!   imports nothing of the crate.
+//! - [`model`]: the shared vocabulary (`TenantId`, `Metric`, `UpstreamService`, `ScoreKey`) and
+//!   the score body (`Reading`, `SecureDetails`) the API, Redis and the history share; imports
+//!   nothing of the crate.
 //! - [`code`]: the stable error codes: text, HTTP status and OpenAPI schema, written once.
-//! - [`config`]: TOML plus environment overrides (`settings`, `env`, `validate`, `resolve`).
-//! - [`tenants`]: the registry of app registrations and the table of clouds and hosts.
+//! - [`config`]: TOML plus environment overrides; one file per section (`server`, `auth`,
+//!   `upstream`, `cache`, `refresh`, `history`, `tenants/`, `alerts`, `cluster`) with its type,
+//!   checks and resolution.
+//! - [`tenants`]: the registry of app registrations (each with one `Endpoint` per upstream
+//!   service: base URL, token scope, limits) and the table of clouds and hosts.
 //! - [`auth`]: callers: API keys (stored as digests), their tenant scopes and request rates.
 //! - [`credential`]: client secrets and certificates (client assertions signed in Rust).
 //! - [`token`]: cached bearer tokens per registration (`identity`, `entra`: Entra's errors).
-//! - [`upstream`]: the one shared HTTPS client and the score sources behind `ScoreSource`,
-//!   one per metric (Defender's device and exposure scores, Graph's Secure Score).
-//! - [`quota`]: rate windows, 429 cool-downs and back-off behind `QuotaStore`, on tokio's clock.
-//! - [`policy`]: the outbound stack, gate → retries (quota → tenant slots → cap → token → call);
-//!   the classifier.
+//! - [`upstream`]: the one shared HTTPS client and the score sources behind `ScoreSource`:
+//!   `sources/`, one file per metric (path, query, reading of the answer) listed in `SOURCES`,
+//!   beside each service's dialect (Defender's and Graph's error bodies).
+//! - [`quota`]: rate windows (sliding logs), 429 cool-downs and back-off behind `QuotaStore`, on
+//!   tokio's clock; the replica's share of the limits while Redis is away.
+//! - [`policy`]: the outbound stack, forced-fetch floor → gate → retries (quota → tenant slots →
+//!   cap → token → call), each a named policy; the classifier.
 //! - [`cache`]: fresh and stale windows, single flight, stale-if-error over a `ScoreStore`;
 //!   tells a `ReadingObserver` of every reading and failed fetch.
 //! - [`cursor`]: the one codec of every paging cursor: sealed, bound to the query and the caller.

@@ -1,32 +1,37 @@
 //! The outbound limits' state: per-tenant rate windows, 429 cool-downs and failure back-off,
-//! behind [`QuotaStore`], the seam where a shared (Redis) store will sit beside the in-process one.
+//! behind [`QuotaStore`], the seam where the shared (Redis) store sits beside the in-process one.
 //!
-//! Owns *what is remembered* about a tenant's upstream service: how much of its minute and hour
-//! windows is spent (governor's GCRA), until when the service asked to be left alone
-//! (`Retry-After`), and how many fetches failed in a row. It does not decide when to consult any
-//! of it, nor wait: that is the policy stack's job ([`crate::policy`]), which also holds the
-//! in-flight cap (a process-local semaphore: sockets are per process, so it never goes into a
-//! shared store).
+//! Owns *what is remembered* about a tenant's upstream service: which calls its minute and hour
+//! windows hold, until when the service asked to be left alone (`Retry-After`), and how many
+//! fetches failed in a row. It does not decide when to consult any of it, nor wait: that is the
+//! policy stack's job ([`crate::policy`]), which also holds the in-flight cap (a process-local
+//! semaphore: sockets are per process, so it never goes into a shared store).
+//!
+//! # How the windows count
+//!
+//! Both stores count the same way, as Microsoft does: each [`Window`] is a sliding log of call
+//! times over its [`Window::span`]. A call is admitted when neither window holds its limit of
+//! calls younger than its span, and is then recorded in both; a refused call is recorded in
+//! neither, and waits until the oldest call of every full window has left it. A key cooling down
+//! is refused for the rest of its cool-down. [`LocalQuotaStore`] keeps the logs in process; the
+//! Redis store ([`crate::cluster::quota::RedisQuotaStore`]) runs the same rule in one Lua script
+//! on Redis server time. One suite of cases holds both to it (`tests/api/quota_stores.rs`).
 //!
 //! Windows and cool-downs are keyed by [`QuotaKey`], a tenant *and* an upstream service:
 //! Defender's limits (and its 429s) are shared by every metric read from Defender, Graph has its
 //! own per-app, per-tenant quota. Failure back-off is keyed by [`ScoreKey`], a tenant and a
 //! metric: one retired endpoint must not silence another metric of the same service.
 //!
-//! Time: every comparison uses `tokio::time::Instant`, and governor runs on [`TokioClock`], so that
-//! tests drive windows, cool-downs and back-off with tokio's paused clock.
+//! Time: every comparison uses `tokio::time::Instant`, so that tests drive windows, cool-downs and
+//! back-off with tokio's paused clock. [`TokioClock`] gives governor (the API keys' limiters) the
+//! same clock.
 
 use crate::model::{ScoreKey, UpstreamService};
 use crate::tenants::{QuotaLimits, Registry, TenantId};
 use governor::clock::Clock;
-use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
-use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota as GovernorQuota, RateLimiter};
-use parking_lot::{Mutex, RwLock};
-use std::collections::HashMap;
-use std::num::NonZeroU32;
-use std::sync::Arc;
+use parking_lot::Mutex;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -49,8 +54,25 @@ pub enum Window {
 }
 
 impl Window {
-    /// Both windows, in the order they are charged.
+    /// Both windows.
     pub const ALL: [Window; 2] = [Window::Minute, Window::Hour];
+
+    /// How far back the window looks.
+    pub const fn span(self) -> Duration {
+        match self {
+            Self::Minute => Duration::from_secs(60),
+            Self::Hour => Duration::from_secs(3600),
+        }
+    }
+
+    /// The calls `limits` allow in the window (at least one: a limit of 0 is taken as 1).
+    pub fn limit(self, limits: QuotaLimits) -> u32 {
+        match self {
+            Self::Minute => limits.per_minute,
+            Self::Hour => limits.per_hour,
+        }
+        .max(1)
+    }
 }
 
 /// The back-off of a tenant that keeps failing: doubles per consecutive failure, capped.
@@ -80,16 +102,36 @@ impl FailureBackoff {
     }
 }
 
+/// The share of a tenant's limits one replica may spend on its own while the shared store
+/// (Redis) is unavailable: the configured limits divided by the replicas (`[cluster] replicas`),
+/// at least one call per window. Replicas that cannot coordinate then stay within Microsoft's
+/// limits together; the one place this share is decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaShareWhenRedisDown {
+    /// Replicas sharing the tenants' limits (0 is taken as 1).
+    pub replicas: u32,
+}
+
+impl ReplicaShareWhenRedisDown {
+    /// This replica's share of `limits`.
+    pub fn of(&self, limits: QuotaLimits) -> QuotaLimits {
+        let replicas = self.replicas.max(1);
+        QuotaLimits {
+            per_minute: (limits.per_minute / replicas).max(1),
+            per_hour: (limits.per_hour / replicas).max(1),
+        }
+    }
+}
+
 /// The state behind the outbound limits. The in-process [`LocalQuotaStore`] for one process; the
 /// Redis one ([`crate::cluster::quota::RedisQuotaStore`]: one atomic script over sliding windows,
 /// on Redis server time) when several replicas share a tenant's quota. Durations, not instants,
 /// cross this seam: a shared store measures time on its own clock.
 #[async_trait::async_trait]
 pub trait QuotaStore: Send + Sync {
-    /// Charges one call to both windows; `Err(wait)` when one is spent, for the time until a
-    /// call fits. A shared store charges both at once or neither; the local one charges the
-    /// minute first (a call refused by a spent hour window costs a minute unit: the hour binds
-    /// only after a quarter of an hour at the full minute rate).
+    /// Charges one call to both windows, or to neither: `Err(wait)` when one is full (for the
+    /// time until a call fits) or the key cools down (for the rest of the cool-down). See the
+    /// module documentation for how the windows count.
     async fn charge(&self, key: &QuotaKey, limits: QuotaLimits) -> Result<(), Duration>;
     /// Leaves the key alone for `duration` (a longer cool-down already running is kept).
     async fn cool_down(&self, key: &QuotaKey, duration: Duration);
@@ -106,7 +148,8 @@ pub trait QuotaStore: Send + Sync {
     async fn backoff_left(&self, key: &ScoreKey) -> Option<Duration>;
     /// Failed fetches of the key in a row (0 after a success).
     async fn consecutive_failures(&self, key: &ScoreKey) -> u32;
-    /// Forgets tenants that left the registry and windows whose limits changed (live reload).
+    /// Forgets tenants that left the registry (live reload). Calls stay counted when a tenant's
+    /// limits change: the new limits apply to the calls already made, as Microsoft's do.
     ///
     /// Failure back-off is forgotten for every tenant: a reload is how an operator fixes
     /// credentials, and every tenant gets a fresh credential with it, so a failing tenant is
@@ -115,7 +158,7 @@ pub trait QuotaStore: Send + Sync {
 }
 
 /// A governor clock over `tokio::time::Instant`, so that `#[tokio::test(start_paused = true)]`
-/// drives the rate windows like every other timer in the gateway. Governor's default clock reads
+/// drives the API keys' limiters like every other timer in the gateway. Governor's default clock reads
 /// the machine's monotonic time, which a paused runtime cannot hold still.
 #[derive(Debug, Clone, Copy)]
 pub struct TokioClock {
@@ -139,13 +182,48 @@ impl Clock for TokioClock {
     }
 }
 
-type WindowLimiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Nanos>>;
+/// The calls of one key younger than the longest window (the hour), oldest first. One log
+/// serves both windows: every admitted call is in both, so the minute's calls are the log's
+/// youngest.
+#[derive(Debug, Default)]
+struct CallLog {
+    calls: VecDeque<Instant>,
+}
 
-/// Per-key limiter pair, shaped so that no sliding window ever holds more calls than allowed.
-struct Limiters {
-    limits: QuotaLimits,
-    minute: WindowLimiter,
-    hour: WindowLimiter,
+impl CallLog {
+    /// The rule of the module documentation, at `now`.
+    fn charge(&mut self, limits: QuotaLimits, now: Instant) -> Result<(), Duration> {
+        let longest = Window::Hour.span();
+        while self
+            .calls
+            .front()
+            .is_some_and(|&call| now.saturating_duration_since(call) >= longest)
+        {
+            self.calls.pop_front();
+        }
+        let mut wait = Duration::ZERO;
+        for window in Window::ALL {
+            let span = window.span();
+            let inside = self
+                .calls
+                .iter()
+                .rev()
+                .take_while(|&&call| now.saturating_duration_since(call) < span)
+                .count();
+            let limit = usize::try_from(window.limit(limits)).unwrap_or(usize::MAX);
+            if inside >= limit {
+                // The oldest call inside the window: the wait is until it leaves.
+                if let Some(&oldest) = self.calls.get(self.calls.len() - inside) {
+                    wait = wait.max(instant_after(oldest, span).saturating_duration_since(now));
+                }
+            }
+        }
+        if wait > Duration::ZERO {
+            return Err(wait);
+        }
+        self.calls.push_back(now);
+        Ok(())
+    }
 }
 
 /// Consecutive failures of one key and when it may be called again.
@@ -155,66 +233,28 @@ struct FailureState {
     until: Instant,
 }
 
-/// The in-process quota store: governor limiters, cool-downs and back-off in maps.
+/// The in-process quota store: call logs, cool-downs and back-off in maps.
 #[derive(Default)]
 pub struct LocalQuotaStore {
-    /// Limiters per key, created on first use (a registry of 10,000 idle tenants costs nothing).
-    limiters: RwLock<HashMap<QuotaKey, Arc<Limiters>>>,
+    /// Call logs per key, created on first use (a registry of 10,000 idle tenants costs nothing).
+    calls: Mutex<HashMap<QuotaKey, CallLog>>,
     /// Keys a service (Defender or Graph) answered 429 for, and until when they must be left alone.
     cool_downs: Mutex<HashMap<QuotaKey, Instant>>,
     /// Tenants' metrics that keep failing, and until when they are not fetched.
     failures: Mutex<HashMap<ScoreKey, FailureState>>,
-    /// The clock every limiter shares.
-    clock: TokioClock,
-}
-
-impl LocalQuotaStore {
-    /// Charges one call to one window; `Err(wait)` when it is spent.
-    pub fn charge_window(
-        &self,
-        key: &QuotaKey,
-        limits: QuotaLimits,
-        window: Window,
-    ) -> Result<(), Duration> {
-        let limiters = self.limiters(key, limits);
-        let limiter = match window {
-            Window::Minute => &limiters.minute,
-            Window::Hour => &limiters.hour,
-        };
-        limiter
-            .check()
-            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
-    }
-
-    fn limiters(&self, key: &QuotaKey, limits: QuotaLimits) -> Arc<Limiters> {
-        if let Some(limiters) = self.limiters.read().get(key) {
-            if limiters.limits == limits {
-                return limiters.clone();
-            }
-        }
-        let limiters = Arc::new(Limiters {
-            limits,
-            minute: RateLimiter::direct_with_clock(
-                window_quota(limits.per_minute, Duration::from_secs(60)),
-                self.clock,
-            ),
-            hour: RateLimiter::direct_with_clock(
-                window_quota(limits.per_hour, Duration::from_secs(3600)),
-                self.clock,
-            ),
-        });
-        self.limiters.write().insert(key.clone(), limiters.clone());
-        limiters
-    }
 }
 
 #[async_trait::async_trait]
 impl QuotaStore for LocalQuotaStore {
     async fn charge(&self, key: &QuotaKey, limits: QuotaLimits) -> Result<(), Duration> {
-        for window in Window::ALL {
-            self.charge_window(key, limits, window)?;
+        if let Some(left) = self.cool_down_left(key).await {
+            return Err(left);
         }
-        Ok(())
+        self.calls
+            .lock()
+            .entry(key.clone())
+            .or_default()
+            .charge(limits, Instant::now())
     }
 
     async fn cool_down(&self, key: &QuotaKey, duration: Duration) {
@@ -278,29 +318,10 @@ impl QuotaStore for LocalQuotaStore {
 
     fn retain(&self, registry: &Registry) {
         let keep = |key: &QuotaKey| registry.get(key.tenant.as_str()).is_some();
-        self.limiters.write().retain(|key, limiters| {
-            registry
-                .get(key.tenant.as_str())
-                .is_some_and(|tenant| tenant.limits(key.service) == limiters.limits)
-        });
+        self.calls.lock().retain(|key, _| keep(key));
         self.cool_downs.lock().retain(|key, _| keep(key));
         self.failures.lock().clear();
     }
-}
-
-/// A GCRA quota that never lets more than `limit` calls into any sliding `window`.
-///
-/// GCRA admits a burst `b` and then one call per period `p`; over a window `w` it admits at most
-/// `b + w/p` calls. With `b = max(1, limit/10)` and `p = w / (limit - b)` that is exactly `limit`.
-fn window_quota(limit: u32, window: Duration) -> GovernorQuota {
-    let limit = limit.max(1);
-    let burst = (limit / 10).max(1);
-    let refills = limit.saturating_sub(burst).max(1);
-    let period = window / refills;
-    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
-    GovernorQuota::with_period(period)
-        .unwrap_or_else(|| GovernorQuota::per_hour(NonZeroU32::MIN))
-        .allow_burst(burst)
 }
 
 /// The instant `wait` after `from`, saturating at a far-future instant instead of panicking.
@@ -319,33 +340,6 @@ pub fn instant_after(from: Instant, wait: Duration) -> Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use governor::clock::FakeRelativeClock;
-
-    /// Counts what a limiter built by `window_quota` admits in the worst sliding window.
-    fn worst_window(limit: u32, window: Duration) -> u32 {
-        let clock = FakeRelativeClock::default();
-        let limiter = RateLimiter::direct_with_clock(window_quota(limit, window), clock.clone());
-        let step = window / 1000;
-        let mut admitted = Vec::new();
-        let mut elapsed = Duration::ZERO;
-        while elapsed < window * 3 {
-            while limiter.check().is_ok() {
-                admitted.push(elapsed);
-            }
-            clock.advance(step);
-            elapsed += step;
-        }
-        admitted
-            .iter()
-            .map(|&start| {
-                admitted
-                    .iter()
-                    .filter(|&&t| t >= start && t < start + window)
-                    .count() as u32
-            })
-            .max()
-            .unwrap_or(0)
-    }
 
     fn key(id: &str) -> QuotaKey {
         QuotaKey {
@@ -354,68 +348,43 @@ mod tests {
         }
     }
 
-    /// Charges `window` until it refuses; returns the calls admitted and the wait it asked for.
-    fn drain(
+    /// Charges until a call is refused; returns the calls admitted and the wait asked for.
+    async fn drain(
         store: &LocalQuotaStore,
         key: &QuotaKey,
         limits: QuotaLimits,
-        window: Window,
     ) -> (u32, Duration) {
         let mut admitted = 0;
         loop {
-            match store.charge_window(key, limits, window) {
+            match store.charge(key, limits).await {
                 Ok(()) => admitted += 1,
                 Err(wait) => return (admitted, wait),
             }
         }
     }
 
-    #[test]
-    fn no_sliding_window_ever_holds_more_than_the_limit() {
-        for limit in [1, 2, 7, 100, 1500] {
-            let window = if limit == 1500 {
-                Duration::from_secs(3600)
-            } else {
-                Duration::from_secs(60)
-            };
-            let worst = worst_window(limit, window);
-            assert!(worst <= limit, "limit {limit}: {worst} calls in one window");
-            assert!(
-                worst >= limit * 9 / 10,
-                "limit {limit}: only {worst} calls used"
-            );
-        }
-    }
-
     #[tokio::test(start_paused = true)]
-    async fn the_minute_window_refills_on_the_paused_tokio_clock() {
+    async fn the_minute_window_slides_on_the_paused_tokio_clock() {
         let store = LocalQuotaStore::default();
         let limits = QuotaLimits {
             per_minute: 10,
             per_hour: 1500,
         };
         let contoso = key("contoso");
-        // Burst of a tenth, then one call per 60 s / 9.
-        let (burst, wait) = drain(&store, &contoso, limits, Window::Minute);
-        assert_eq!(burst, 1);
-        assert_eq!(wait, Duration::from_secs(60) / 9);
-        tokio::time::advance(wait - Duration::from_millis(1)).await;
-        assert!(
-            store
-                .charge_window(&contoso, limits, Window::Minute)
-                .is_err(),
+        assert_eq!(
+            drain(&store, &contoso, limits).await,
+            (10, Duration::from_secs(60))
+        );
+        tokio::time::advance(Duration::from_secs(60) - Duration::from_millis(1)).await;
+        assert_eq!(
+            store.charge(&contoso, limits).await,
+            Err(Duration::from_millis(1)),
             "not a moment early"
         );
         tokio::time::advance(Duration::from_millis(1)).await;
-        assert_eq!(
-            store.charge_window(&contoso, limits, Window::Minute),
-            Ok(())
-        );
+        assert_eq!(drain(&store, &contoso, limits).await.0, 10);
         // Another tenant's window is its own.
-        assert_eq!(
-            store.charge_window(&key("fabrikam"), limits, Window::Minute),
-            Ok(())
-        );
+        assert_eq!(store.charge(&key("fabrikam"), limits).await, Ok(()));
     }
 
     #[tokio::test(start_paused = true)]
@@ -428,13 +397,28 @@ mod tests {
         let contoso = key("contoso");
         let mut admitted = 0;
         for _ in 0..60 {
-            admitted += drain(&store, &contoso, limits, Window::Hour).0;
+            admitted += drain(&store, &contoso, limits).await.0;
             tokio::time::advance(Duration::from_secs(59)).await;
         }
-        assert!(
-            (18..=20).contains(&admitted),
-            "{admitted} calls in 59 minutes"
+        assert_eq!(admitted, 20, "{admitted} calls in 59 minutes");
+    }
+
+    #[test]
+    fn a_replica_without_redis_takes_its_share_of_each_limit_and_at_least_one_call() {
+        let limits = QuotaLimits {
+            per_minute: 100,
+            per_hour: 1500,
+        };
+        let share = |replicas| ReplicaShareWhenRedisDown { replicas }.of(limits);
+        assert_eq!(
+            share(3),
+            QuotaLimits {
+                per_minute: 33,
+                per_hour: 500
+            }
         );
+        assert_eq!(share(0), limits, "no replicas counts as one");
+        assert_eq!(share(1000).per_minute, 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -12,6 +12,7 @@
 
 use crate::cache::ScoreCache;
 use crate::config::{CacheSettings, RefreshSettings};
+use crate::policy::Priority;
 use crate::service::Services;
 use crate::tenants::{Registry, Tenant, TenantId};
 use crate::upstream::Metric;
@@ -138,7 +139,6 @@ impl Refresher {
 
     /// Starts the refreshes that are due, as far as the budget allows.
     async fn step(&self, schedule: &mut Schedule, cache: &ScoreCache, registry: &Registry) {
-        let slots = cache.outbound().in_flight_cap();
         let mut still_running = Vec::with_capacity(schedule.running.len());
         for (id, metric) in std::mem::take(&mut schedule.running) {
             if cache.is_fetching(&id, metric).await {
@@ -155,7 +155,8 @@ impl Refresher {
         }
         schedule.running = still_running;
         let now = Instant::now();
-        while schedule.running.len() < self.max_concurrent && slots.spare() > slots.max() / 2 {
+        // Background work: the in-flight cap decides whether it may start (see `Priority`).
+        while schedule.running.len() < self.max_concurrent && cache.admits(Priority::Background) {
             let Some((at, id, metric)) = schedule.queue.first().cloned() else {
                 return;
             };
@@ -179,7 +180,7 @@ impl Refresher {
                         // Another replica refreshes it this period.
                         crate::cluster::Lease::Taken => {}
                         lease => {
-                            cache.refresh(&tenant, metric).await;
+                            cache.refresh(&tenant, metric, Priority::Background).await;
                             let started = cache.is_fetching(&tenant.id, metric).await;
                             if started {
                                 schedule.running.push((tenant.id.clone(), metric));

@@ -1,8 +1,9 @@
 //! The tenant registry: every app registration the gateway holds, resolved and validated.
 //!
-//! A [`Tenant`] is what the rest of the gateway needs to call Defender for one customer: where
-//! to get a token (authority host, Entra tenant id, client id, credential, scope) and where to
-//! call (API base). Registrations are immutable once built; a reload builds a new registry.
+//! A [`Tenant`] is what the rest of the gateway needs to call Microsoft for one customer: where
+//! to get a token (authority host, Entra tenant id, client id, credential), which metrics it has,
+//! and one [`Endpoint`] per upstream service (base URL, token scope, limits). Registrations are
+//! immutable once built; a reload builds a new registry.
 //! This module also owns the one table of Microsoft clouds and their hosts (Entra ID authority,
 //! Defender API and Microsoft Graph host of each national cloud, as Microsoft documents them).
 
@@ -10,7 +11,7 @@ use crate::credential::Credential;
 pub use crate::model::{InvalidTenantId, TenantId};
 use crate::model::{Metric, UpstreamService};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
 use url::Url;
@@ -131,7 +132,7 @@ impl Geo {
 }
 
 /// Outbound call limits of one tenant, as Microsoft counts them (per app and tenant).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct QuotaLimits {
     /// Calls allowed in any minute.
     pub per_minute: u32,
@@ -139,44 +140,84 @@ pub struct QuotaLimits {
     pub per_hour: u32,
 }
 
-/// What a tenant reads besides Defender's device score: its metrics and Microsoft Graph's host,
-/// token scope and limits.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TenantSources {
-    /// The metrics the tenant has, in [`Metric::ALL`] order; never empty.
-    pub metrics: Vec<Metric>,
-    /// Microsoft Graph base (`https://graph.microsoft.com`); `None` only for a custom cloud
-    /// whose tenant has no `secure` metric.
-    pub graph_base: Option<Arc<Url>>,
-    /// Token scope of Graph calls, by default `{graph_base}/.default`
-    /// ([`crate::wire::GRAPH_SCOPE`] in the commercial cloud and for custom hosts).
-    pub graph_scope: Arc<str>,
-    /// Graph calls allowed per minute (Graph's default: 150 per app and tenant).
-    pub graph_per_minute: u32,
-    /// Graph calls in flight at once (Graph's default: 4 per app and tenant).
-    pub graph_max_concurrent: u32,
+impl QuotaLimits {
+    /// No call at all: the limits of a service the tenant has no endpoint for.
+    pub const NONE: QuotaLimits = QuotaLimits {
+        per_minute: 0,
+        per_hour: 0,
+    };
 }
 
-impl Default for TenantSources {
-    /// Defender's device score alone, with Graph's commercial host and documented limits.
-    fn default() -> Self {
-        Self {
-            metrics: vec![Metric::Device],
-            graph_base: Cloud::Commercial
-                .graph_base()
-                .and_then(|base| Url::parse(base).ok())
-                .map(Arc::new),
-            graph_scope: Arc::from(crate::wire::GRAPH_SCOPE),
-            graph_per_minute: 150,
-            graph_max_concurrent: 4,
-        }
+/// Where and how a tenant calls one upstream service: one record per service, whatever the
+/// service, so that a source needs no field of its own on [`Tenant`].
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    /// The service's base URL (`https://api.security.microsoft.com`,
+    /// `https://graph.microsoft.com`); a source adds its path.
+    pub base: Arc<Url>,
+    /// Token scope of the service's calls (`https://api.securitycenter.microsoft.com/.default`).
+    pub scope: Arc<str>,
+    /// Calls allowed per minute and per hour.
+    pub limits: QuotaLimits,
+    /// Calls in flight at once, when the service caps them per tenant (Graph: 4 per app and
+    /// tenant); `None` when only the global cap applies (Defender).
+    pub max_concurrent: Option<u32>,
+}
+
+impl fmt::Debug for Endpoint {
+    // Spelled out so that a base URL's user and password, if one was ever configured, stay
+    // out of logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut base = (*self.base).clone();
+        let _ = base.set_username("");
+        let _ = base.set_password(None);
+        f.debug_struct("Endpoint")
+            .field("base", &base.as_str())
+            .field("scope", &self.scope)
+            .field("limits", &self.limits)
+            .field("max_concurrent", &self.max_concurrent)
+            .finish()
     }
 }
 
-/// One app registration, resolved: everything needed to fetch this tenant's score.
+/// A tenant's endpoints, one per upstream service it can call. Shared (`Arc`) between the
+/// registrations that have the same ones (usually all of them), like their hosts.
+pub type Endpoints = Arc<BTreeMap<UpstreamService, Endpoint>>;
+
+/// A test registration's endpoints: Defender at `https://api.example.test` with `defender`'s
+/// limits, Graph at its commercial host with `graph_per_minute` and `graph_max_concurrent`.
+#[cfg(test)]
+pub(crate) fn test_endpoints(
+    defender: QuotaLimits,
+    graph_per_minute: u32,
+    graph_max_concurrent: u32,
+) -> Endpoints {
+    let url = |base: &str| Arc::new(Url::parse(base).expect("a valid URL"));
+    let defender = Endpoint {
+        base: url("https://api.example.test"),
+        scope: Arc::from(crate::wire::DEFENDER_SCOPE),
+        limits: defender,
+        max_concurrent: None,
+    };
+    let graph = Endpoint {
+        base: url(crate::wire::GRAPH_RESOURCE),
+        scope: Arc::from(crate::wire::GRAPH_SCOPE),
+        limits: QuotaLimits {
+            per_minute: graph_per_minute,
+            per_hour: graph_per_minute.saturating_mul(60),
+        },
+        max_concurrent: Some(graph_max_concurrent),
+    };
+    Arc::new(BTreeMap::from([
+        (UpstreamService::Defender, defender),
+        (UpstreamService::Graph, graph),
+    ]))
+}
+
+/// One app registration, resolved: everything needed to fetch this tenant's scores.
 ///
-/// Hosts and scopes are shared (`Arc`) between the registrations that use the same ones
-/// (usually all of them): with thousands of tenants, a copy each added up (issue 15).
+/// Hosts, scopes and endpoints are shared (`Arc`) between the registrations that use the same
+/// ones (usually all of them): with thousands of tenants, a copy each added up (issue 15).
 pub struct Tenant {
     /// The gateway's id, used in routes.
     pub id: TenantId,
@@ -194,48 +235,44 @@ pub struct Tenant {
     pub geo: Option<Geo>,
     /// Entra ID authority host, e.g. `https://login.microsoftonline.com`.
     pub authority_host: Arc<Url>,
-    /// Defender API base, e.g. `https://api.security.microsoft.com`.
-    pub api_base: Arc<Url>,
-    /// Token scope, by default [`crate::wire::DEFENDER_SCOPE`].
-    pub scope: Arc<str>,
     /// Free-form labels callers filter on.
     pub tags: Vec<String>,
-    /// Outbound limits for this tenant (Defender's).
-    pub quota: QuotaLimits,
-    /// The metrics the tenant has and Microsoft Graph's settings.
-    pub sources: TenantSources,
+    /// The metrics the tenant has, in [`Metric::ALL`] order; never empty.
+    pub metrics: Vec<Metric>,
+    /// Where and how the tenant calls each upstream service: base URL, token scope, limits.
+    /// Configuration makes sure the service of every metric the tenant has is here.
+    pub endpoints: Endpoints,
 }
 
 impl Tenant {
     /// Whether the tenant has `metric`.
     pub fn has(&self, metric: Metric) -> bool {
-        self.sources.metrics.contains(&metric)
+        self.metrics.contains(&metric)
     }
 
     /// The metrics the tenant has.
     pub fn metrics(&self) -> &[Metric] {
-        &self.sources.metrics
+        &self.metrics
     }
 
-    /// The rate limits of the tenant's calls to `service`. Graph counts per minute (and per ten
-    /// minutes, far above 150/min × 10); the hour window is left wide for it.
+    /// The tenant's endpoint for `service`; `None` when no metric of the tenant reads from it
+    /// and its cloud names no host for it.
+    pub fn endpoint(&self, service: UpstreamService) -> Option<&Endpoint> {
+        self.endpoints.get(&service)
+    }
+
+    /// The rate limits of the tenant's calls to `service` ([`QuotaLimits::NONE`] without an
+    /// endpoint for it: no metric of the tenant calls it).
     pub fn limits(&self, service: UpstreamService) -> QuotaLimits {
-        match service {
-            UpstreamService::Defender => self.quota,
-            UpstreamService::Graph => QuotaLimits {
-                per_minute: self.sources.graph_per_minute,
-                per_hour: self.sources.graph_per_minute.saturating_mul(60),
-            },
-        }
+        self.endpoint(service)
+            .map_or(QuotaLimits::NONE, |endpoint| endpoint.limits)
     }
 
     /// Most calls of the tenant to `service` in flight at once, when the service caps them
-    /// (Graph: 4 per app and tenant); `None` for Defender, whose only cap is the global one.
+    /// (Graph: 4 per app and tenant); `None` when only the global cap applies (Defender).
     pub fn max_concurrent(&self, service: UpstreamService) -> Option<u32> {
-        match service {
-            UpstreamService::Defender => None,
-            UpstreamService::Graph => Some(self.sources.graph_max_concurrent),
-        }
+        self.endpoint(service)
+            .and_then(|endpoint| endpoint.max_concurrent)
     }
 }
 
@@ -248,7 +285,8 @@ impl fmt::Debug for Tenant {
             .field("client_id", &self.client_id)
             .field("credential", &self.credential.kind())
             .field("cloud", &self.cloud)
-            .field("api_base", &self.api_base.as_str())
+            .field("metrics", &self.metrics)
+            .field("endpoints", &self.endpoints)
             .finish_non_exhaustive()
     }
 }
@@ -347,6 +385,34 @@ mod tests {
             Some("https://dod-graph.microsoft.us")
         );
         assert_eq!(Cloud::Custom.graph_base(), None);
+    }
+
+    #[test]
+    fn limits_and_caps_are_looked_up_in_the_tenants_endpoints_and_debug_keeps_secrets_out() {
+        use crate::policy::testing::{registration, DEFENDER_LIMITS};
+        let mut tenant = registration("t", DEFENDER_LIMITS);
+        assert_eq!(tenant.limits(UpstreamService::Defender), DEFENDER_LIMITS);
+        assert_eq!(tenant.max_concurrent(UpstreamService::Defender), None);
+        assert_eq!(
+            tenant.limits(UpstreamService::Graph),
+            QuotaLimits {
+                per_minute: 150,
+                per_hour: 9_000
+            }
+        );
+        assert_eq!(tenant.max_concurrent(UpstreamService::Graph), Some(4));
+        let endpoints = Arc::make_mut(&mut tenant.endpoints);
+        endpoints.remove(&UpstreamService::Graph);
+        if let Some(defender) = endpoints.get_mut(&UpstreamService::Defender) {
+            defender.base = Arc::new(Url::parse("https://user:hunter2@api.example.test").unwrap());
+        }
+        assert_eq!(tenant.limits(UpstreamService::Graph), QuotaLimits::NONE);
+        assert_eq!(tenant.max_concurrent(UpstreamService::Graph), None);
+        let debug = format!("{tenant:?}");
+        assert!(debug.contains("https://api.example.test/"), "{debug}");
+        for secret in ["not-a-secret", "hunter2", "user"] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
     }
 
     #[test]

@@ -64,10 +64,11 @@ a URL over 4 KiB (414) or headers over 16 KiB (431) are refused with `invalid_re
         views::TenantList,
         views::TenantDetail,
         views::LastFetchView,
+        crate::model::Reading,
         views::ScoreView,
-        crate::upstream::Metric,
-        crate::upstream::Categories,
-        crate::upstream::Comparison,
+        crate::model::Metric,
+        crate::model::Categories,
+        crate::model::Comparison,
         views::SourceView,
         views::WarningView,
         views::HealthView,
@@ -93,7 +94,7 @@ a URL over 4 KiB (414) or headers over 16 KiB (431) are refused with `invalid_re
         crate::alerts::Delivery,
         crate::alerts::DeliveryStatus,
     )),
-    modifiers(&Security),
+    modifiers(&Security, &Flattened),
     tags(
         (name = "tenants", description = "Registrations and their scores"),
         (name = "history", description = "Scores over time, per tenant and for the portfolio"),
@@ -207,6 +208,62 @@ impl utoipa::Modify for Security {
                 }
             }
         }
+    }
+}
+
+/// Writes each schema composed only of inline parts as the one object it is. utoipa renders a
+/// `#[serde(flatten)]` field as an `allOf` item; where no item is a `$ref` (the score body's
+/// secure details in [`crate::model::Reading`], the optional body of a `/scores` item), the
+/// parts are merged: their properties and `required` lists, under the schema's own description
+/// and example. A composition with a named part (`ScoreView` = `Reading` + its own fields) is
+/// kept as it is: generated clients reuse the named type.
+struct Flattened;
+
+impl utoipa::Modify for Flattened {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::Schema;
+        use utoipa::openapi::RefOr;
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        for schema in components.schemas.values_mut() {
+            let RefOr::T(Schema::AllOf(all_of)) = schema else {
+                continue;
+            };
+            if let Some(mut object) = inline_object(&Schema::AllOf(all_of.clone())) {
+                object.description = all_of.description.take();
+                object.example = all_of.example.take();
+                *schema = RefOr::T(Schema::Object(object));
+            }
+        }
+    }
+}
+
+/// `schema` as one object when it is an object or an `allOf` of inline objects (nested
+/// `allOf`s included); `None` when any part is a `$ref` or another kind of schema. The parts'
+/// own descriptions are dropped: they describe Rust types, not the merged object.
+fn inline_object(schema: &utoipa::openapi::schema::Schema) -> Option<utoipa::openapi::Object> {
+    use utoipa::openapi::schema::Schema;
+    use utoipa::openapi::RefOr;
+    match schema {
+        Schema::Object(object) => Some(object.clone()),
+        Schema::AllOf(all_of) => {
+            let mut merged = utoipa::openapi::ObjectBuilder::new().build();
+            for item in &all_of.items {
+                let RefOr::T(item) = item else {
+                    return None;
+                };
+                let part = inline_object(item)?;
+                merged.properties.extend(part.properties);
+                for name in part.required {
+                    if !merged.required.contains(&name) {
+                        merged.required.push(name);
+                    }
+                }
+            }
+            Some(merged)
+        }
+        _ => None,
     }
 }
 

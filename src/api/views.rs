@@ -3,13 +3,13 @@
 
 use crate::cache::{LastFetch, Served, Source};
 use crate::code::Code;
+/// RFC 3339 UTC with whole seconds (`2026-11-29T10:00:00Z`): how every instant is written,
+/// `fetched_at` of the score body included.
+pub use crate::model::rfc3339;
+use crate::model::{Metric, Reading};
 use crate::tenants::{Cloud, Geo, Tenant};
-use crate::upstream::{Categories, Comparison, Metric};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::time::SystemTime;
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
 /// A tenant registration as callers see it. Credentials are never shown.
@@ -132,8 +132,8 @@ pub struct WarningView {
     pub detail: String,
 }
 
-/// One metric of one tenant: `score` is the metric's value (see `metric`). `max_score`,
-/// `percentage`, `categories` and `comparisons` are present only for `metric: secure`.
+/// One metric of one tenant: the score body (`score` is the metric's value, see `metric`), how
+/// old it is and where it came from.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({
     "tenant": "contoso", "metric": "device", "score": 340.0, "time": "2019-12-03T09:15:58.1665846Z",
@@ -144,15 +144,9 @@ pub struct ScoreView {
     pub tenant: String,
     /// Which number `score` is.
     pub metric: Metric,
-    /// The metric's value. `device`: Microsoft Secure Score for Devices, raw points (Defender
-    /// gives no maximum), higher is better. `exposure`: 0–100, **lower is better**. `secure`:
-    /// Microsoft Secure Score points, of `max_score`, higher is better.
-    pub score: f64,
-    /// When the source computed it, exactly as it wrote it (Defender's `time`, Graph's
-    /// `createdDateTime`).
-    pub time: String,
-    /// When the gateway fetched it (RFC 3339, UTC).
-    pub fetched_at: String,
+    /// The score.
+    #[serde(flatten)]
+    pub reading: Reading,
     /// Seconds since `fetched_at`.
     pub age_seconds: u64,
     /// Where the score came from.
@@ -160,42 +154,22 @@ pub struct ScoreView {
     /// Present when a stale score is served because the refresh failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warning: Option<WarningView>,
-    /// Only for `secure`: the points achievable with the tenant's licences.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_score: Option<f64>,
-    /// Only for `secure`: `100 × score / max_score` (0–100, two decimals; 0 when `max_score`
-    /// is 0).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub percentage: Option<f64>,
-    /// Only for `secure`: points achieved per control category (all five always present).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub categories: Option<Categories>,
-    /// Only for `secure`: the average scores of comparable tenants.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub comparisons: Option<Vec<Comparison>>,
 }
 
 impl ScoreView {
     /// The view of a served `metric` for `tenant`: the one mapping of a served score, which
     /// the items of `/scores` reuse.
     pub fn new(tenant: &Tenant, metric: Metric, served: &Served) -> Self {
-        let secure = served.reading.secure.as_ref();
         Self {
             tenant: tenant.id.to_string(),
             metric,
-            score: served.reading.score,
-            time: served.reading.time.clone(),
-            fetched_at: rfc3339(served.reading.fetched_at),
+            reading: served.reading.clone(),
             age_seconds: served.age.as_secs(),
             source: served.source.into(),
             warning: served.warning.as_ref().map(|error| WarningView {
                 code: error.code(),
                 detail: error.to_string(),
             }),
-            max_score: secure.map(|details| details.max_score),
-            percentage: secure.map(|details| details.percentage(served.reading.score)),
-            categories: secure.map(|details| details.categories),
-            comparisons: secure.map(|details| details.comparisons.clone()),
         }
     }
 }
@@ -233,11 +207,4 @@ pub struct HealthView {
     /// Why not ready, when `unavailable`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-}
-
-/// RFC 3339 UTC with whole seconds (`2026-11-29T10:00:00Z`).
-pub fn rfc3339(at: SystemTime) -> String {
-    let at = OffsetDateTime::from(at);
-    let at = at.replace_nanosecond(0).unwrap_or(at);
-    at.format(&Rfc3339).unwrap_or_default()
 }

@@ -100,6 +100,11 @@ fn tenant(index: usize) -> String {
     format!("tenant-{index:05}")
 }
 
+/// [`tenant`] as the id a reading is keyed by.
+fn tenant_id(index: usize) -> anyhow::Result<crate::model::TenantId> {
+    Ok(crate::model::TenantId::parse(&tenant(index))?)
+}
+
 /// Runs the benchmark and prints its figures.
 pub async fn run(args: HistoryBenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -135,13 +140,12 @@ pub async fn run(args: HistoryBenchArgs) -> anyhow::Result<()> {
     for round in 0..args.rounds {
         let at = now - time::Duration::days(round as i64);
         for index in 0..args.tenants {
-            history.record(Reading {
-                tenant: tenant(index),
-                metric: Metric::Device,
+            history.record(Reading::of_score(
+                tenant_id(index)?,
+                Metric::Device,
+                300.0 + (index % 200) as f64 - round as f64,
                 at,
-                score: 300.0 + (index % 200) as f64 - round as f64,
-                max_score: None,
-            });
+            ));
         }
     }
     history.flush().await;
@@ -216,13 +220,15 @@ pub async fn run(args: HistoryBenchArgs) -> anyhow::Result<()> {
     let mut points = 0u64;
     for index in 0..args.sample_tenants {
         let id = tenant(index);
+        let key = tenant_id(index)?;
         let hourly: Vec<Reading> = (0..ROLL_UP_AFTER_DAYS * 24)
-            .map(|hour| Reading {
-                tenant: id.clone(),
-                metric: Metric::Device,
-                at: now - time::Duration::hours(hour),
-                score: 300.0 + (hour % 37) as f64 * 0.25,
-                max_score: None,
+            .map(|hour| {
+                Reading::of_score(
+                    key.clone(),
+                    Metric::Device,
+                    300.0 + (hour % 37) as f64 * 0.25,
+                    now - time::Duration::hours(hour),
+                )
             })
             .collect();
         sample.write(&hourly).await?;
@@ -328,16 +334,21 @@ async fn portfolio(args: &HistoryBenchArgs, now: OffsetDateTime) -> anyhow::Resu
     let mut points = 0u64;
     let ids: Vec<String> = (0..args.portfolio_tenants).map(tenant).collect();
     for chunk in ids.chunks(50) {
-        let hourly: Vec<Reading> = chunk
+        let keys = chunk
+            .iter()
+            .map(|id| crate::model::TenantId::parse(id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let hourly: Vec<Reading> = keys
             .iter()
             .enumerate()
             .flat_map(|(index, id)| {
-                (0..ROLL_UP_AFTER_DAYS * 24).map(move |hour| Reading {
-                    tenant: id.clone(),
-                    metric: Metric::Device,
-                    at: now - time::Duration::hours(hour),
-                    score: 300.0 + ((hour + index as i64) % 37) as f64,
-                    max_score: None,
+                (0..ROLL_UP_AFTER_DAYS * 24).map(move |hour| {
+                    Reading::of_score(
+                        id.clone(),
+                        Metric::Device,
+                        300.0 + ((hour + index as i64) % 37) as f64,
+                        now - time::Duration::hours(hour),
+                    )
                 })
             })
             .collect();

@@ -7,7 +7,7 @@ use super::{
 };
 use crate::code::Code;
 use crate::metrics::Metrics;
-use crate::policy::{FetchError, Outbound};
+use crate::policy::{Admitted, FetchError, Outbound};
 use crate::tenants::Tenant;
 use crate::upstream::UpstreamError;
 use parking_lot::Mutex;
@@ -24,6 +24,9 @@ pub(super) struct FlightTask {
     pub(super) number: u64,
     pub(super) key: ScoreKey,
     pub(super) tenant: Arc<Tenant>,
+    /// The gate's leave for this flight, spent by its first fetch; a fetch after waiting for
+    /// another replica's asks the gate again (that fetch's failure may have started a back-off).
+    pub(super) admitted: Mutex<Option<Admitted>>,
     pub(super) outbound: Arc<Outbound>,
     pub(super) entries: Arc<dyn ScoreStore>,
     pub(super) flights: Flights,
@@ -96,6 +99,9 @@ impl FlightTask {
                     return result;
                 }
                 Claim::Wait => {
+                    // The other replica's fetch may fail and start a back-off: a fetch after
+                    // this wait asks the gate again.
+                    drop(self.admitted.lock().take());
                     if let Some(entry) = self
                         .entries
                         .wait_for(&self.key, self.started, deadline)
@@ -115,7 +121,15 @@ impl FlightTask {
 
     async fn fetch(&self, deadline: Instant) -> Result<Arc<Entry>, FetchError> {
         let metric = self.key.metric;
-        let result = self.outbound.fetch(&self.tenant, metric, deadline).await;
+        let admitted = self.admitted.lock().take();
+        let result = match admitted {
+            Some(admitted) => {
+                self.outbound
+                    .fetch_admitted(admitted, &self.tenant, deadline)
+                    .await
+            }
+            None => self.outbound.fetch(&self.tenant, metric, deadline).await,
+        };
         match result {
             Ok(reading) => {
                 let jitter = rand::rng().random_range(0.0..FRESH_JITTER);

@@ -24,11 +24,14 @@
 use crate::metrics::{CacheResult, Metrics};
 /// What a score is cached under: one number per tenant and metric.
 pub use crate::model::ScoreKey;
-use crate::policy::{Gated, Outbound};
+use crate::policy::{Admitted, ForcedFetchFloor, Gated, Outbound, Priority};
 use crate::tenants::{Registry, Tenant, TenantId};
 use crate::upstream::{Metric, Reading, UpstreamError};
 use flight::{FlightGuard, FlightTask};
 use futures::future::{BoxFuture, FutureExt, Shared};
+use hooks::Faults;
+#[cfg(feature = "test-hooks")]
+pub use hooks::InjectedFault;
 use parking_lot::Mutex;
 pub use settings::CacheSettings;
 use std::collections::HashMap;
@@ -103,17 +106,6 @@ fn list(metrics: &[Metric]) -> String {
         .join(", ")
 }
 
-/// A fault a test can inject into the next fetch of a tenant, to prove that the gateway survives
-/// it. Not for production use.
-#[doc(hidden)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InjectedFault {
-    /// The fetch task panics.
-    Panic,
-    /// The fetch task is cancelled (as a runtime that stops cancels it).
-    Cancel,
-}
-
 /// The outcome of the last fetch of a tenant, for `/tenants/{id}` and warnings.
 #[derive(Debug, Clone)]
 pub struct LastFetch {
@@ -147,15 +139,14 @@ pub struct ScoreCache {
     fresh: Duration,
     /// How long past freshness a good value may cover for failures.
     stale_if_error: Duration,
-    /// A `max_age` shorter than this is raised to it: one caller looping on `max_age=0` must not
-    /// spend a tenant's Defender quota (nor starve the refresher).
-    min_forced_interval: Duration,
+    /// The floor between forced fetches: a `max_age` shorter than it is raised to it.
+    forced: ForcedFetchFloor,
     /// Where look-ups, fetches and per-tenant outcomes are recorded.
     metrics: Arc<Metrics>,
     /// The gateway's own runtime, where every fetch task runs (see the module documentation).
     runtime: tokio::runtime::Handle,
-    /// Faults injected by tests into the next fetch of a tenant.
-    injected: Mutex<HashMap<TenantId, InjectedFault>>,
+    /// Faults injected by tests into the next fetch of a tenant (nothing without `test-hooks`).
+    faults: Faults,
     /// Who is told of each fetch's reading or failure (the history and the alerts, wired by
     /// the composition root); `None` when nobody listens.
     observer: Option<Arc<dyn ReadingObserver>>,
@@ -209,10 +200,12 @@ impl ScoreCache {
             outbound,
             fresh,
             stale_if_error,
-            min_forced_interval: Duration::from_millis(settings.min_forced_interval_ms),
+            forced: ForcedFetchFloor {
+                min_interval: Duration::from_millis(settings.min_forced_interval_ms),
+            },
             metrics,
             runtime,
-            injected: Mutex::default(),
+            faults: Faults::default(),
             observer: None,
         }
     }
@@ -224,7 +217,7 @@ impl ScoreCache {
         self
     }
 
-    /// The policy stack fetches go through (the refresher reads its in-flight cap).
+    /// The policy stack fetches go through.
     pub fn outbound(&self) -> &Outbound {
         &self.outbound
     }
@@ -234,13 +227,6 @@ impl ScoreCache {
             tenant: tenant.clone(),
             metric,
         }
-    }
-
-    /// Makes the next fetch of `tenant` fail with `fault`. For tests only: it proves that one
-    /// broken fetch never wedges a tenant.
-    #[doc(hidden)]
-    pub fn inject_fault(&self, tenant: &TenantId, fault: InjectedFault) {
-        self.injected.lock().insert(tenant.clone(), fault);
     }
 
     /// The tenant's score. `max_age` bounds the age of what may be served (`0` forces a fetch,
@@ -302,15 +288,7 @@ impl ScoreCache {
     /// Whether `entry` may be served as it is to a caller asking at `asked_at` with `max_age`.
     fn is_fresh(&self, entry: &Entry, asked_at: Instant, max_age: Option<Duration>) -> bool {
         let age = asked_at.saturating_duration_since(entry.stored_at);
-        self.allows(age, max_age) && age < entry.fresh_for
-    }
-
-    /// Whether a reading `age` old satisfies the caller's `max_age` (never below the floor
-    /// between forced fetches).
-    fn allows(&self, age: Duration, max_age: Option<Duration>) -> bool {
-        max_age
-            .map(|max_age| max_age.max(self.min_forced_interval))
-            .is_none_or(|max_age| age <= max_age)
+        self.forced.allows(age, max_age) && age < entry.fresh_for
     }
 
     async fn lookup(
@@ -328,9 +306,9 @@ impl ScoreCache {
                 return Ok(self.served(entry, Source::Cache, None));
             }
             let age = asked_at.saturating_duration_since(entry.stored_at);
-            if self.allows(age, max_age) && age <= entry.fresh_for + self.stale_if_error {
+            if self.forced.allows(age, max_age) && age <= entry.fresh_for + self.stale_if_error {
                 // Stale-while-revalidate: answer now, refresh behind the caller's back.
-                self.refresh(tenant, metric).await;
+                self.refresh(tenant, metric, Priority::Interactive).await;
                 let warning = self.failure_since(&key, entry);
                 return Ok(self.served(entry, Source::Stale, warning));
             }
@@ -347,18 +325,30 @@ impl ScoreCache {
         }
     }
 
-    /// Starts a refresh of the tenant unless one runs already or the tenant must be left alone
-    /// (cool-down, failure back-off). Used by stale-while-revalidate and the refresher.
-    pub async fn refresh(&self, tenant: &Arc<Tenant>, metric: Metric) {
-        if !tenant.has(metric) || self.outbound.gate(tenant, metric).await.is_err() {
+    /// Starts a refresh of the tenant unless one runs already, the tenant must be left alone
+    /// (cool-down, failure back-off) or the in-flight cap does not let work of `priority` start
+    /// now. Used by stale-while-revalidate ([`Priority::Interactive`]) and the refresher
+    /// ([`Priority::Background`]).
+    pub async fn refresh(&self, tenant: &Arc<Tenant>, metric: Metric, priority: Priority) {
+        if !tenant.has(metric) || !self.outbound.admits(priority) {
             return;
         }
         let key = self.key(&tenant.id, metric);
         let mut flights = self.flights.lock().await;
+        // The gate only when a flight would start: a refresh already running costs nothing.
         if let std::collections::hash_map::Entry::Vacant(slot) = flights.entry(key) {
-            let flight = self.start_flight(tenant, slot.key(), SystemTime::now());
+            let Ok(admitted) = self.outbound.gate(tenant, metric).await else {
+                return;
+            };
+            let flight = self.start_flight(tenant, slot.key(), SystemTime::now(), admitted);
             slot.insert(flight);
         }
+    }
+
+    /// Whether the in-flight cap lets work of `priority` start now: the refresher asks before
+    /// it takes a tenant from its queue.
+    pub fn admits(&self, priority: Priority) -> bool {
+        self.outbound.admits(priority)
     }
 
     /// Whether a fetch of the tenant's `metric` is running now.
@@ -367,19 +357,6 @@ impl ScoreCache {
             .lock()
             .await
             .contains_key(&self.key(tenant, metric))
-    }
-
-    /// Callers waiting now for the running fetch of the tenant's `metric` (0 when none runs).
-    /// For tests that must act while a request waits, without guessing how long that takes.
-    #[doc(hidden)]
-    pub async fn flight_waiters(&self, tenant: &TenantId, metric: Metric) -> usize {
-        self.flights
-            .lock()
-            .await
-            .get(&self.key(tenant, metric))
-            // The map holds one handle of the shared fetch; every waiting caller holds another.
-            .and_then(|(_, flight)| flight.strong_count())
-            .map_or(0, |handles| handles.saturating_sub(1))
     }
 
     /// The outcome of the last fetch of the tenant's `metric`, if any.
@@ -422,8 +399,10 @@ impl ScoreCache {
                 return Ok(futures::future::ready(entry).boxed().shared());
             }
         }
-        match self.outbound.gate(tenant, key.metric).await {
-            Ok(()) => {}
+        // The fetch's only gate: its leave goes with the flight, so that a tenant in cool-down or
+        // back-off holds no single-flight slot and the stack does not ask again.
+        let admitted = match self.outbound.gate(tenant, key.metric).await {
+            Ok(admitted) => admitted,
             // Backing off: the failure that started it says more than "backing off".
             Err(gated @ Gated::BackOff(_)) => {
                 return Err(match self.last_fetch(&tenant.id, key.metric) {
@@ -434,33 +413,35 @@ impl ScoreCache {
                 })
             }
             Err(gated) => return Err(gated.into_error(key.metric.service())),
-        }
+        };
         // Since the caller asked: a reading another replica stored after that answers it.
         let since = SystemTime::now()
             .checked_sub(asked_at.elapsed())
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        let flight = self.start_flight(tenant, key, since);
+        let flight = self.start_flight(tenant, key, since, admitted);
         flights.insert(key.clone(), flight.clone());
         Ok(flight.1)
     }
 
-    /// Spawns the fetch on the gateway's runtime; the caller must insert it into `flights` under
-    /// the lock it holds.
+    /// Spawns the fetch the gate `admitted` on the gateway's runtime; the caller must insert it
+    /// into `flights` under the lock it holds.
     fn start_flight(
         &self,
         tenant: &Arc<Tenant>,
         key: &ScoreKey,
         since: SystemTime,
+        admitted: Admitted,
     ) -> (u64, Flight) {
         let number = self
             .next_flight
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let injected = self.injected.lock().remove(&tenant.id);
+        let injected = self.faults.take(&tenant.id);
         let task = FlightTask {
             started: since,
             number,
             key: key.clone(),
             tenant: tenant.clone(),
+            admitted: Mutex::new(Some(admitted)),
             outbound: self.outbound.clone(),
             entries: self.entries.clone(),
             flights: self.flights.clone(),
@@ -468,7 +449,7 @@ impl ScoreCache {
             fresh: self.fresh,
             metrics: self.metrics.clone(),
             observer: self.observer.clone(),
-            panic: injected == Some(InjectedFault::Panic),
+            panic: injected.panic,
             // Made here, not when the task first runs: a task cancelled before it is ever polled
             // must clear its marker too.
             guard: FlightGuard {
@@ -481,7 +462,7 @@ impl ScoreCache {
             },
         };
         let handle = self.runtime.spawn(task.run());
-        if injected == Some(InjectedFault::Cancel) {
+        if injected.cancel {
             handle.abort();
         }
         // The task's guard has logged and counted a panic or a cancellation; here it only
@@ -540,6 +521,7 @@ impl ScoreCache {
 }
 
 mod flight;
+mod hooks;
 mod settings;
 mod store;
 #[cfg(test)]

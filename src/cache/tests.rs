@@ -218,7 +218,9 @@ async fn a_tenant_in_back_off_is_not_called_and_answers_its_last_failure() {
     assert!(
         matches!(again, Err(ScoreError::Upstream(UpstreamError::Failed { ref detail, .. })) if detail == "Defender answered 503")
     );
-    cache.refresh(&contoso, Metric::Device).await;
+    cache
+        .refresh(&contoso, Metric::Device, Priority::Interactive)
+        .await;
     assert!(
         !cache.is_fetching(&contoso.id, Metric::Device).await,
         "the refresher skips it too"
@@ -315,4 +317,131 @@ async fn the_observer_hears_of_every_fetch_once_and_of_no_cache_hit() {
         vec![(fabrikam.id.clone(), Metric::Device)]
     );
     assert_eq!(observed.readings.lock().len(), 1);
+}
+
+/// A cache over a quota store that counts the gate's look-ups.
+fn counting_rig() -> (
+    Arc<FakeSource>,
+    ScoreCache,
+    Arc<Tenant>,
+    Arc<crate::policy::testing::CountingQuotaStore>,
+) {
+    let source = FakeSource::new(42.0, Duration::from_millis(20));
+    let store = Arc::new(crate::policy::testing::CountingQuotaStore::default());
+    let settings = CacheSettings {
+        fresh_seconds: FRESH.as_secs(),
+        stale_if_error_seconds: STALE_IF_ERROR.as_secs(),
+        max_entries: 1000,
+        min_forced_interval_ms: 1000,
+    };
+    let cache = ScoreCache::new(
+        &settings,
+        crate::policy::testing::outbound_with_store(
+            vec![source.clone()],
+            Arc::default(),
+            8,
+            store.clone(),
+        ),
+        Arc::default(),
+        tokio::runtime::Handle::current(),
+    );
+    (source, cache, tenant("contoso", DEFENDER_LIMITS), store)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cold_fetch_and_a_refresh_each_ask_the_gate_once() {
+    let (source, cache, contoso, store) = counting_rig();
+    let first = device(&cache, &contoso).await.unwrap();
+    assert_eq!(first.source, Source::Upstream);
+    assert_eq!(source.calls("contoso"), 1);
+    assert_eq!(store.gate_evaluations(), 1, "one gate per cold fetch");
+    assert_eq!(
+        store
+            .backoff_lookups
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    // Stale-while-revalidate: one refresh, one gate.
+    tokio::time::advance(FRESH).await;
+    let stale = device(&cache, &contoso).await.unwrap();
+    assert_eq!(stale.source, Source::Stale);
+    // A stale answer while that refresh runs starts nothing, and asks no gate.
+    assert!(cache.is_fetching(&contoso.id, Metric::Device).await);
+    let again = device(&cache, &contoso).await.unwrap();
+    assert_eq!(again.source, Source::Stale);
+    assert_eq!(store.gate_evaluations(), 2);
+    settle().await;
+    assert_eq!(source.calls("contoso"), 2);
+    assert_eq!(store.gate_evaluations(), 2);
+    // The refresher's refresh: one gate too.
+    cache
+        .refresh(&contoso, Metric::Device, Priority::Background)
+        .await;
+    settle().await;
+    assert_eq!(source.calls("contoso"), 3);
+    assert_eq!(store.gate_evaluations(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_gated_tenant_is_asked_once_and_holds_no_flight() {
+    let (source, cache, contoso, store) = counting_rig();
+    source.answer(Answer::status(429, Some(Duration::from_secs(30)), "busy"));
+    assert!(device(&cache, &contoso).await.is_err());
+    let before = store.gate_evaluations();
+    let again = device(&cache, &contoso).await;
+    assert!(
+        matches!(
+            again,
+            Err(ScoreError::Upstream(UpstreamError::Throttled { .. }))
+        ),
+        "{again:?}"
+    );
+    assert_eq!(store.gate_evaluations(), before + 1);
+    assert!(
+        !cache.is_fetching(&contoso.id, Metric::Device).await,
+        "no single-flight slot for a tenant in cool-down"
+    );
+    assert_eq!(source.calls("contoso"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn background_refreshes_start_only_while_more_than_half_the_slots_are_free() {
+    let source = FakeSource::new(42.0, Duration::from_secs(5));
+    let settings = CacheSettings {
+        fresh_seconds: FRESH.as_secs(),
+        stale_if_error_seconds: STALE_IF_ERROR.as_secs(),
+        max_entries: 1000,
+        min_forced_interval_ms: 1000,
+    };
+    let cache = ScoreCache::new(
+        &settings,
+        outbound(source.clone(), Arc::default(), 4),
+        Arc::default(),
+        tokio::runtime::Handle::current(),
+    );
+    assert!(cache.admits(Priority::Background));
+    // Two callers' fetches hold two of the four slots: no more than half are free.
+    let tenants: Vec<_> = ["contoso", "fabrikam"]
+        .iter()
+        .map(|id| tenant(id, DEFENDER_LIMITS))
+        .collect();
+    for tenant in &tenants {
+        cache
+            .refresh(tenant, Metric::Device, Priority::Interactive)
+            .await;
+    }
+    while cache.outbound().in_flight_cap().in_flight() < 2 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!cache.admits(Priority::Background));
+    assert!(cache.admits(Priority::Interactive));
+    let northwind = tenant("northwind", DEFENDER_LIMITS);
+    cache
+        .refresh(&northwind, Metric::Device, Priority::Background)
+        .await;
+    assert!(!cache.is_fetching(&northwind.id, Metric::Device).await);
+    cache
+        .refresh(&northwind, Metric::Device, Priority::Interactive)
+        .await;
+    assert!(cache.is_fetching(&northwind.id, Metric::Device).await);
 }

@@ -1,22 +1,27 @@
 //! The per-tenant upstream quota, 429 cool-downs and failure back-off in Redis, shared by every
 //! replica, behind [`QuotaStore`].
 //!
-//! The quota is one Lua script ([`CHARGE`]): under Redis server time (`TIME`, so that replicas'
-//! clocks never disagree) it drops the calls that left the minute and hour windows, refuses when
-//! either holds its limit (or the tenant is cooling down) and otherwise records the call in both
-//! at once. Each window is a sorted set of call times: a sliding log, exact in every sliding
-//! window, at most `limit` entries per tenant and service. The keys of one script carry the
+//! The quota is one Lua script ([`CHARGE`]) running the rule every quota store follows (see
+//! [`crate::quota`], "How the windows count"), under Redis server time (`TIME`, so that
+//! replicas' clocks never disagree): it drops the calls that left the minute and hour windows,
+//! refuses when either holds its limit (or the tenant is cooling down) and otherwise records the
+//! call in both at once. Each window is a sorted set of call times: a sliding log, exact in every
+//! sliding window, at most `limit` entries per tenant and service; the spans come from
+//! [`Window::span`]. The keys of one script carry the
 //! tenant as hash tag, so they share a Redis Cluster slot.
 //!
-//! While Redis is unavailable every call goes to a [`LocalQuotaStore`] whose limits are the
-//! configured ones divided by `[cluster] replicas`: replicas that cannot coordinate still stay
+//! While Redis is unavailable every call goes to a [`LocalQuotaStore`] at this replica's share of
+//! the limits ([`ReplicaShareWhenRedisDown`]: the configured ones divided by `[cluster]
+//! replicas`): replicas that cannot coordinate still stay
 //! within Microsoft's limits together. Cool-downs are mirrored locally too, so that a replica
 //! that loses Redis still honours a 429 it learnt of.
 
 use super::Cluster;
 use crate::metrics::ClusterUse;
 use crate::model::ScoreKey;
-use crate::quota::{FailureBackoff, LocalQuotaStore, QuotaKey, QuotaStore};
+use crate::quota::{
+    FailureBackoff, LocalQuotaStore, QuotaKey, QuotaStore, ReplicaShareWhenRedisDown, Window,
+};
 use crate::tenants::{QuotaLimits, Registry};
 use redis::Script;
 use std::sync::{Arc, LazyLock};
@@ -24,14 +29,14 @@ use std::time::Duration;
 
 /// Charges one call to a tenant's minute (`KEYS[1]`) and hour (`KEYS[2]`) windows unless one is
 /// full or the cool-down key (`KEYS[3]`) is set. `ARGV`: minute limit, hour limit, a unique
-/// member. Returns `{0, 0}` when charged, `{1, wait_ms}` when a window is full (nothing is
+/// member, minute span and hour span in µs ([`Window::span`]). Returns `{0, 0}` when charged, `{1, wait_ms}` when a window is full (nothing is
 /// charged), `{2, wait_ms}` in a cool-down.
 pub const CHARGE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local cool = redis.call('PTTL', KEYS[3])
 if cool > 0 then return {2, cool} end
-local spans = {60000000, 3600000000}
+local spans = {tonumber(ARGV[4]), tonumber(ARGV[5])}
 local limits = {tonumber(ARGV[1]), tonumber(ARGV[2])}
 local wait = 0
 for i = 1, 2 do
@@ -45,7 +50,7 @@ end
 if wait > 0 then return {1, math.ceil(wait / 1000)} end
 for i = 1, 2 do
   redis.call('ZADD', KEYS[i], now, ARGV[3])
-  redis.call('PEXPIRE', KEYS[i], spans[i] / 1000)
+  redis.call('PEXPIRE', KEYS[i], math.ceil(spans[i] / 1000))
 end
 return {0, 0}
 ";
@@ -82,6 +87,11 @@ local left = tonumber(state[2] or 0) - now
 if left < 0 then left = 0 end
 return {tonumber(state[1]), left}
 ";
+
+/// A window's span in µs, the unit of [`CHARGE`]'s clock.
+fn span_micros(window: Window) -> u64 {
+    u64::try_from(window.span().as_micros()).unwrap_or(u64::MAX)
+}
 
 static CHARGE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(CHARGE));
 static COOL_DOWN_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(COOL_DOWN));
@@ -138,9 +148,11 @@ impl RedisQuotaStore {
                     .key(minute)
                     .key(hour)
                     .key(cool)
-                    .arg(limits.per_minute.max(1))
-                    .arg(limits.per_hour.max(1))
+                    .arg(Window::Minute.limit(limits))
+                    .arg(Window::Hour.limit(limits))
                     .arg(member)
+                    .arg(span_micros(Window::Minute))
+                    .arg(span_micros(Window::Hour))
                     .invoke_async(&mut connection)
                     .await
             })
@@ -160,13 +172,12 @@ impl RedisQuotaStore {
         )
     }
 
-    /// The configured limits, shared by the replicas that cannot coordinate now.
+    /// This replica's share of `limits` while Redis is unavailable.
     fn local_share(&self, limits: QuotaLimits) -> QuotaLimits {
-        let replicas = self.cluster.replicas().max(1);
-        QuotaLimits {
-            per_minute: (limits.per_minute / replicas).max(1),
-            per_hour: (limits.per_hour / replicas).max(1),
+        ReplicaShareWhenRedisDown {
+            replicas: self.cluster.replicas(),
         }
+        .of(limits)
     }
 
     fn fell_back(&self) {

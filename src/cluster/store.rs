@@ -18,8 +18,8 @@
 use super::Cluster;
 use crate::cache::{Claim, Entry, MokaStore, ScoreStore};
 use crate::metrics::ClusterUse;
+use crate::model::{Reading, ScoreKey};
 use crate::tenants::Registry;
-use crate::upstream::{Categories, Comparison, Reading, ScoreKey, SecureDetails};
 use redis::Script;
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, LazyLock};
@@ -38,24 +38,22 @@ return 0
 /// [`RELEASE`], loaded once.
 pub static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE));
 
-/// A reading as stored in Redis. Versioned: a replica of another version that cannot read it
-/// treats it as absent.
+/// What [`STORED_VERSION`] a stored reading has: a replica of another version cannot read it
+/// and treats it as absent (it fetches, or waits for a reading of its own version).
+///
+/// Version 2 stores the score body as the API writes it ([`Reading`]'s serde form, under
+/// `reading`; `fetched_at` to the second) where version 1 spelled out its own copy of the
+/// fields: replicas of either version see the other's readings as absent, never misread.
+const STORED_VERSION: u8 = 2;
+
+/// A reading as stored in Redis: the score body in a versioned envelope with its store time
+/// (wall clock, milliseconds since the epoch) and its fresh window.
 #[derive(Debug, Serialize, Deserialize)]
 struct Stored {
     v: u8,
-    score: f64,
-    time: String,
-    fetched_at_ms: u64,
     stored_at_ms: u64,
     fresh_for_ms: u64,
-    secure: Option<StoredSecure>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct StoredSecure {
-    max_score: f64,
-    categories: Categories,
-    comparisons: Vec<Comparison>,
+    reading: Reading,
 }
 
 fn millis_since_epoch(at: SystemTime) -> u64 {
@@ -70,17 +68,10 @@ impl Stored {
             .checked_sub(entry.stored_at.elapsed())
             .unwrap_or(UNIX_EPOCH);
         Self {
-            v: 1,
-            score: entry.reading.score,
-            time: entry.reading.time.clone(),
-            fetched_at_ms: millis_since_epoch(entry.reading.fetched_at),
+            v: STORED_VERSION,
             stored_at_ms: millis_since_epoch(stored_at),
             fresh_for_ms: u64::try_from(entry.fresh_for.as_millis()).unwrap_or(u64::MAX),
-            secure: entry.reading.secure.as_ref().map(|secure| StoredSecure {
-                max_score: secure.max_score,
-                categories: secure.categories,
-                comparisons: secure.comparisons.clone(),
-            }),
+            reading: entry.reading.clone(),
         }
     }
 
@@ -92,16 +83,7 @@ impl Stored {
             .unwrap_or(Duration::ZERO);
         let now = Instant::now();
         Entry {
-            reading: Reading {
-                score: self.score,
-                time: self.time,
-                fetched_at: UNIX_EPOCH + Duration::from_millis(self.fetched_at_ms),
-                secure: self.secure.map(|secure| SecureDetails {
-                    max_score: secure.max_score,
-                    categories: secure.categories,
-                    comparisons: secure.comparisons,
-                }),
-            },
+            reading: self.reading,
             stored_at: now.checked_sub(ago).unwrap_or(now),
             fresh_for: Duration::from_millis(self.fresh_for_ms),
         }
@@ -155,7 +137,7 @@ impl TieredStore {
             .await?;
         Ok(raw
             .and_then(|raw| serde_json::from_str::<Stored>(&raw).ok())
-            .filter(|stored| stored.v == 1)
+            .filter(|stored| stored.v == STORED_VERSION)
             .map(Stored::into_entry))
     }
 }
@@ -288,7 +270,7 @@ impl ScoreStore for TieredStore {
             };
             let fresh = value
                 .and_then(|raw| serde_json::from_str::<Stored>(&raw).ok())
-                .filter(|stored| stored.v == 1 && stored.stored_at_ms >= since_ms);
+                .filter(|stored| stored.v == STORED_VERSION && stored.stored_at_ms >= since_ms);
             if let Some(stored) = fresh {
                 let entry = Arc::new(stored.into_entry());
                 self.local.insert(key.clone(), entry.clone()).await;
@@ -303,5 +285,37 @@ impl ScoreStore for TieredStore {
             }
             tokio::time::sleep_until(next).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reading_stored_by_a_version_1_replica_is_not_read() {
+        let v1 = r#"{"v":1,"score":340.0,"time":"t","fetched_at_ms":1,"stored_at_ms":2,
+            "fresh_for_ms":3,"secure":null}"#;
+        assert!(serde_json::from_str::<Stored>(v1).is_err());
+    }
+
+    #[test]
+    fn a_stored_reading_keeps_its_body_and_its_window() {
+        let entry = Entry {
+            reading: Reading {
+                score: 340.0,
+                time: "t".to_owned(),
+                fetched_at: UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+                secure: None,
+            },
+            stored_at: Instant::now(),
+            fresh_for: Duration::from_millis(1_500),
+        };
+        let json = serde_json::to_string(&Stored::from_entry(&entry)).unwrap();
+        let stored: Stored = serde_json::from_str(&json).unwrap();
+        assert_eq!(stored.v, STORED_VERSION);
+        let back = stored.into_entry();
+        assert_eq!(back.reading, entry.reading);
+        assert_eq!(back.fresh_for, entry.fresh_for);
     }
 }

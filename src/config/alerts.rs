@@ -1,8 +1,7 @@
 //! `[[alerts]]` and `[[webhooks]]`: their serde types, and their validation and resolution into
 //! [`AlertsConfig`] (each mistake one problem naming its key).
 
-use super::resolve::read_secret;
-use super::settings::SecretSource;
+use super::secret::{read_secret, SecretSource};
 use crate::alerts::{
     AlertsConfig, Condition, Reach, Rule, Webhook, WebhookSecret, DEFAULT_TIMEOUT_MS,
 };
@@ -204,8 +203,9 @@ pub(super) fn resolve_alerts(
         let metric = Metric::parse(&settings.metric);
         if metric.is_none() {
             problems.push(format!(
-                "{key}.metric: {:?} is not a metric (device, exposure or secure)",
-                settings.metric
+                "{key}.metric: {:?} is not a metric ({})",
+                settings.metric,
+                Metric::names()
             ));
         }
         let all = settings.tenants.iter().any(|id| id == "*");

@@ -5,7 +5,7 @@
 //! as a secret from the moment it is read, never logged, and shown only as
 //! [`ClusterConfig::redacted_url`].
 
-use super::settings::SecretSource;
+use super::secret::SecretSource;
 use crate::cluster::ClusterConfig;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -139,7 +139,7 @@ pub fn resolve(
                     .to_owned(),
             );
         } else if let Some(secret) =
-            super::resolve::read_secret(source, "cluster.password", base_dir, env, problems)
+            super::secret::read_secret(source, "cluster.password", base_dir, env, problems)
         {
             if url.set_password(Some(secret.expose_secret())).is_err() {
                 problems.push("cluster.password: cannot be set into redis_url".to_owned());

@@ -2,7 +2,8 @@
 //! deserialized, so that an override is checked exactly like the key it replaces.
 //!
 //! It deliberately does not check values or know the sections' keys: an override of a key that
-//! does not exist fails in deserializing, and a bad value in `validate`, like the file's own.
+//! does not exist fails in deserializing, and a bad value in its section's checks, like the
+//! file's own.
 
 /// Prefix of environment variables that override file settings (`SCOREGATE__CACHE__FRESH_SECONDS`).
 pub const ENV_PREFIX: &str = "SCOREGATE__";

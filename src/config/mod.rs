@@ -8,53 +8,109 @@
 //!
 //! # Layout
 //!
-//! Loading runs the files below in this order:
+//! One file (or folder) per section holds its serde type (each field documented: these comments
+//! are the reference of the file's keys, with their defaults), its checks and its resolution,
+//! with their unit tests:
 //!
-//! - `settings`: the file's serde types, their documentation and defaults.
-//! - `env`: the `SCOREGATE__SECTION__KEY` overrides, applied before deserializing.
-//! - `validate`: the bounds of every number ([`limits`]), URLs, authentication on a public
-//!   address, and warnings for credential files others may read.
-//! - `resolve`: tenants (endpoints, credentials, secrets) into the registry, API keys into the
-//!   key ring, the extra CA file into PEM bytes.
-//! - `alerts`, `cluster`: `[[alerts]]`/`[[webhooks]]` and `[cluster]`, each section's serde type,
-//!   checks and resolution into its owner's type.
-//! - this file: [`Config`], [`ConfigError`], [`Config::load`] and [`Config::summary`].
+//! - `server`: `[server]`, and the cursor secret it names.
+//! - `auth`: `[auth]` and `[[api_keys]]`, resolved into the key ring.
+//! - `upstream`: `[upstream]`'s checks and its extra CA file into PEM bytes.
+//! - `cache`, `refresh`: `[cache]` and `[refresh]`, checked.
+//! - `history`: `[history]`, resolved into its owner's [`HistoryConfig`].
+//! - `tenants/`: `[[tenants]]` (and `tenants_file`) resolved into the registry's tenants:
+//!   endpoints, sources, credentials.
+//! - `alerts`, `cluster`: `[[alerts]]`/`[[webhooks]]` and `[cluster]`, resolved into their
+//!   owners' types.
+//!
+//! What the sections share: `env` (the `SCOREGATE__SECTION__KEY` overrides, applied before
+//! deserializing), [`limits`] (the bound of every number), `checks` (ranges, URLs, scopes,
+//! metric lists) and `secret` (`{ env | file }` secrets). This file holds [`Settings`] (the whole
+//! file), [`Config`], [`ConfigError`], [`Config::load`], which runs the sections in a fixed
+//! order, and [`Config::summary`].
 //!
 //! The settings of `[upstream]`, `[cache]` and the resolved `[history]` are defined by their owners
 //! (`upstream`, `cache`, `history`) and re-exported here: nothing below `config` imports it.
 
 mod alerts;
+mod auth;
+mod cache;
+mod checks;
 mod cluster;
 mod env;
-mod resolve;
-mod settings;
+mod history;
+pub mod limits;
+mod refresh;
+mod secret;
+mod server;
+mod tenants;
 #[cfg(test)]
 mod test_support;
-mod validate;
+mod upstream;
 
 pub use crate::history::HistoryConfig;
 pub use alerts::{AlertSettings, DropPercentSettings, DropSettings, WebhookSettings};
+pub use auth::{ApiKeySettings, AuthSettings};
+pub use cache::CacheSettings;
 pub use cluster::{ClusterSettings, MAX_REPLICAS};
 pub use env::ENV_PREFIX;
-pub use settings::{
-    ApiKeySettings, AuthSettings, CacheSettings, CertificateSource, HistorySettings,
-    RefreshSettings, SecretSource, ServerSettings, Settings, TenantSettings, UpstreamSettings,
-};
-pub use validate::limits;
+pub use history::HistorySettings;
+pub use refresh::RefreshSettings;
+pub use secret::SecretSource;
+pub use server::ServerSettings;
+pub use tenants::{CertificateSource, TenantSettings};
+pub use upstream::UpstreamSettings;
 
 use crate::auth::KeyRing;
 use crate::tenants::Registry;
 use env::apply_env_overrides;
-use resolve::{read_extra_ca, resolve_cursor_key, resolve_history, resolve_keys, resolve_tenants};
-use settings::TenantsFile;
+use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use validate::{
-    loose_file_warnings, validate_auth, validate_cache, validate_history, validate_refresh,
-    validate_server, validate_upstream,
-};
+use tenants::TenantsFile;
+
+/// The whole configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The HTTP listener.
+    #[serde(default)]
+    pub server: ServerSettings,
+    /// Caller authentication.
+    #[serde(default)]
+    pub auth: AuthSettings,
+    /// Defaults for every tenant's upstream calls.
+    #[serde(default)]
+    pub upstream: UpstreamSettings,
+    /// The score cache.
+    #[serde(default)]
+    pub cache: CacheSettings,
+    /// The background refresher.
+    #[serde(default)]
+    pub refresh: RefreshSettings,
+    /// A second file holding `[[tenants]]` entries (for large or generated tenant lists).
+    #[serde(default)]
+    pub tenants_file: Option<PathBuf>,
+    /// The app registrations.
+    #[serde(default)]
+    pub tenants: Vec<TenantSettings>,
+    /// The callers' API keys.
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeySettings>,
+    /// The score history.
+    #[serde(default)]
+    pub history: HistorySettings,
+    /// Alert rules (`[[alerts]]`).
+    #[serde(default)]
+    pub alerts: Vec<alerts::AlertSettings>,
+    /// Endpoints that receive alert events (`[[webhooks]]`).
+    #[serde(default)]
+    pub webhooks: Vec<alerts::WebhookSettings>,
+    /// Several replicas sharing state through Redis; absent for a single process.
+    #[serde(default)]
+    pub cluster: Option<cluster::ClusterSettings>,
+}
 
 /// A configuration that loaded and validated: settings plus the resolved registry.
 #[derive(Debug)]
@@ -154,23 +210,25 @@ impl Config {
         };
         let mut problems = Vec::new();
         let upstream = settings.upstream;
-        validate_upstream(&upstream, &mut problems);
-        validate_server(&settings.server, &mut problems);
-        validate_auth(&settings.auth, &settings.server, &mut problems);
-        validate_cache(&settings.cache, &mut problems);
-        validate_refresh(&settings.refresh, &mut problems);
-        validate_history(&settings.history, &mut problems);
+        upstream::validate_upstream(&upstream, &mut problems);
+        server::validate_server(&settings.server, &mut problems);
+        auth::validate_auth(&settings.auth, &settings.server, &mut problems);
+        cache::validate_cache(&settings.cache, &mut problems);
+        refresh::validate_refresh(&settings.refresh, &mut problems);
+        history::validate_history(&settings.history, &mut problems);
         let extra_ca_pem = upstream.extra_ca_file.as_ref().and_then(|file| {
-            read_extra_ca(
+            upstream::read_extra_ca(
                 &base_dir.join(file),
                 &mut problems,
                 "upstream.extra_ca_file",
             )
         });
-        let cursor_key = resolve_cursor_key(&settings.server, base_dir, &lookup, &mut problems);
-        let resolved = resolve_tenants(&tenants, &upstream, base_dir, &lookup, &mut problems);
-        let keys = resolve_keys(&settings.api_keys, &settings.auth, &resolved, &mut problems);
-        let history = resolve_history(&settings.history, base_dir, &lookup, &mut problems);
+        let cursor_key =
+            server::resolve_cursor_key(&settings.server, base_dir, &lookup, &mut problems);
+        let resolved =
+            tenants::resolve_tenants(&tenants, &upstream, base_dir, &lookup, &mut problems);
+        let keys = auth::resolve_keys(&settings.api_keys, &settings.auth, &resolved, &mut problems);
+        let history = history::resolve_history(&settings.history, base_dir, &lookup, &mut problems);
         let alerts = alerts::resolve_alerts(
             &settings.alerts,
             &settings.webhooks,
@@ -186,7 +244,7 @@ impl Config {
             let history_url = history.enabled.then(|| history.url.expose_secret());
             cluster::resolve(cluster, history_url, base_dir, &lookup, &mut problems)
         });
-        let warnings = loose_file_warnings(&tenants, base_dir);
+        let warnings = tenants::loose_file_warnings(&tenants, base_dir);
         for warning in &warnings {
             tracing::warn!(config = %path.display(), "{warning}");
         }
@@ -316,7 +374,7 @@ fn deserialize<T: serde::de::DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::test_support::{env, tempdir, tenant, write, CLIENT, TENANT};
+    use crate::config::test_support::{env, problems, tempdir, tenant, write, CLIENT, TENANT};
     use crate::tenants::QuotaLimits;
 
     #[test]
@@ -331,16 +389,24 @@ mod tests {
         let contoso = config.registry.get("contoso").unwrap();
         assert_eq!(contoso.name, "contoso");
         assert_eq!(
-            contoso.api_base.as_str(),
+            contoso
+                .endpoint(crate::model::UpstreamService::Defender)
+                .unwrap()
+                .base
+                .as_str(),
             "https://api.security.microsoft.com/"
         );
         assert_eq!(
             contoso.authority_host.as_str(),
             "https://login.microsoftonline.com/"
         );
-        assert_eq!(&*contoso.scope, crate::wire::DEFENDER_SCOPE);
+        let defender = contoso.endpoint(crate::model::UpstreamService::Defender);
         assert_eq!(
-            contoso.quota,
+            defender.map(|endpoint| &*endpoint.scope),
+            Some(crate::wire::DEFENDER_SCOPE)
+        );
+        assert_eq!(
+            contoso.limits(crate::model::UpstreamService::Defender),
             QuotaLimits {
                 per_minute: 100,
                 per_hour: 1500
@@ -372,5 +438,49 @@ mod tests {
         let summary = config.summary();
         assert!(summary.contains("cloud commercial: 1"), "{summary}");
         assert!(summary.contains("cloud gcc-high: 1"), "{summary}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_path() {
+        let dir = tempdir();
+        let path = write(&dir, "a.toml", "[cache]\nfresh_secs = 3\n");
+        let problems = problems(Config::load_with_env(&path, env(&[])));
+        assert!(
+            problems[0].starts_with("cache.fresh_secs: unknown field `fresh_secs`"),
+            "{problems:?}"
+        );
+        let path = write(&dir, "b.toml", "");
+        let problems_env = Config::load_with_env(&path, env(&[("SCOREGATE__CACHE__NOPE", "1")]));
+        assert!(format!("{}", problems_env.unwrap_err()).contains("unknown field `nope`"));
+    }
+
+    #[test]
+    fn unknown_clouds_and_geos_are_named() {
+        let dir = tempdir();
+        let path = write(&dir, "a.toml", "[upstream]\ncloud = \"mars\"\n");
+        let error = Config::load_with_env(&path, env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("upstream.cloud: unknown variant `mars`"),
+            "{error}"
+        );
+        let path = write(
+            &dir,
+            "b.toml",
+            &tenant(
+                "a",
+                TENANT,
+                CLIENT,
+                "client_secret = { env = \"S\" }\ngeo = \"moon\"",
+            ),
+        );
+        let error = Config::load_with_env(&path, env(&[("S", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("tenants[0].geo: unknown variant `moon`"),
+            "{error}"
+        );
     }
 }

@@ -313,8 +313,8 @@ impl History {
     }
 
     /// Secure score back-fill tasks `(started, ended)` so far: a back-fill that rightly makes
-    /// no Graph call can be awaited by tests (an absence cannot).
-    #[doc(hidden)]
+    /// no Graph call can be awaited by tests (an absence cannot). A test hook.
+    #[cfg(feature = "test-hooks")]
     pub fn backfills(&self) -> (u64, u64) {
         (
             self.backfills_started.load(Ordering::Relaxed),

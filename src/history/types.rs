@@ -1,7 +1,8 @@
 //! The history's domain types: the interval of a query, the readings it records, the points,
 //! portfolio statistics and past scores it serves, and its error.
 
-use super::{Metric, DAY, HOUR};
+use super::{DAY, HOUR};
+use crate::model::{Metric, ScoreKey, TenantId};
 use time::OffsetDateTime;
 
 /// The width of the buckets a query groups points into.
@@ -63,19 +64,40 @@ impl Interval {
     }
 }
 
-/// One successful reading, as the fetch path records it.
+/// One successful reading, as the fetch path records it: the score body under its key. The
+/// history keeps its `score` and, for `secure`, its `max_score`, at its `fetched_at`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reading {
-    /// The gateway's tenant id.
-    pub tenant: String,
-    /// Which score.
-    pub metric: Metric,
-    /// When it was read (the gateway's fetch time).
-    pub at: OffsetDateTime,
-    /// The score.
-    pub score: f64,
+    /// Whose score, and which.
+    pub key: ScoreKey,
+    /// The score as the cache holds it and the API serves it.
+    pub body: crate::model::Reading,
+}
+
+impl Reading {
+    /// A reading of `score` fetched `at`, with neither a source time nor secure details: all the
+    /// history keeps of a `device` or `exposure` score (what benchmarks and tests record).
+    pub fn of_score(tenant: TenantId, metric: Metric, score: f64, at: OffsetDateTime) -> Self {
+        Self {
+            key: ScoreKey { tenant, metric },
+            body: crate::model::Reading {
+                score,
+                time: String::new(),
+                fetched_at: at.into(),
+                secure: None,
+            },
+        }
+    }
+
+    /// When it was read: the gateway's fetch time, the point's time.
+    pub fn at(&self) -> OffsetDateTime {
+        OffsetDateTime::from(self.body.fetched_at)
+    }
+
     /// The highest possible score (`secure` only).
-    pub max_score: Option<f64>,
+    pub fn max_score(&self) -> Option<f64> {
+        self.body.secure.as_ref().map(|secure| secure.max_score)
+    }
 }
 
 /// One of Graph's daily secure score snapshots, for [`Store::insert_daily`](super::Store::insert_daily).

@@ -100,7 +100,8 @@ impl Writer {
 
     /// Queues `reading`, or drops it (counted) when the buffer is full or it is not a number.
     pub(super) fn record(&self, reading: Reading) {
-        if !reading.score.is_finite() || reading.max_score.is_some_and(|max| !max.is_finite()) {
+        let max_score = reading.max_score();
+        if !reading.body.score.is_finite() || max_score.is_some_and(|max| !max.is_finite()) {
             self.shared
                 .drop_readings(1, "a score that is not a finite number");
             return;

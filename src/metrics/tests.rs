@@ -145,7 +145,7 @@ fn a_metric_the_tenant_no_longer_has_loses_its_series() {
     // the `secure` series and keeps the `device` one.
     let mut tenant =
         crate::policy::testing::registration("tenant-0", crate::policy::testing::DEFENDER_LIMITS);
-    tenant.sources.metrics = vec![Metric::Device];
+    tenant.metrics = vec![Metric::Device];
     let id = tenant.id.clone();
     metrics.tenant_success(&id, Metric::Device, 340.0, SystemTime::now());
     metrics.tenant_success(&id, Metric::Secure, 420.0, SystemTime::now());

@@ -1,6 +1,6 @@
-//! The layers of the outbound stack, each a small type: the gate (cool-downs and back-off),
-//! retries, the rate windows, the tenant slots and the global in-flight cap. Their order is
-//! written once, in [`super::Outbound`].
+//! The layers of the outbound stack, each a small type: the gate (cool-downs and back-off) and
+//! its leave ([`Admitted`]), retries, the rate windows, the tenant slots and the global in-flight
+//! cap with its [`Priority`]. Their order is written once, in [`super::Outbound`].
 
 use crate::metrics::{Metrics, QuotaRefusal};
 use crate::quota::{instant_after, QuotaKey, QuotaStore};
@@ -43,6 +43,18 @@ impl Gated {
     }
 }
 
+/// The gate's leave for one fetch of one tenant's metric: [`super::Outbound::fetch_admitted`]
+/// takes it by value, so a fetch is gated once, by whoever asked the gate (the cache, before it
+/// gives the fetch a single-flight slot), and never again on its way to the source.
+#[derive(Debug)]
+#[must_use = "a leave is spent by the fetch it was asked for"]
+pub struct Admitted {
+    /// Whose windows, cool-down and slots the fetch uses.
+    pub(super) quota: QuotaKey,
+    /// Whose back-off its outcome feeds.
+    pub(super) key: ScoreKey,
+}
+
 /// Layer 1: refuses tenants in cool-down or back-off.
 pub(super) struct Gate {
     pub(super) store: Arc<dyn QuotaStore>,
@@ -50,14 +62,16 @@ pub(super) struct Gate {
 }
 
 impl Gate {
-    pub(super) async fn check(&self, quota: &QuotaKey, key: &ScoreKey) -> Result<(), Gated> {
-        if let Some(left) = self.store.cool_down_left(quota).await {
+    /// One evaluation of the gate: two look-ups in the quota store (two Redis round trips in a
+    /// cluster).
+    pub(super) async fn check(&self, quota: QuotaKey, key: ScoreKey) -> Result<Admitted, Gated> {
+        if let Some(left) = self.store.cool_down_left(&quota).await {
             self.metrics.quota_refusal(QuotaRefusal::CoolDown);
             return Err(Gated::CoolDown(left));
         }
-        match self.store.backoff_left(key).await {
+        match self.store.backoff_left(&key).await {
             Some(left) => Err(Gated::BackOff(left)),
-            None => Ok(()),
+            None => Ok(Admitted { quota, key }),
         }
     }
 }
@@ -182,6 +196,16 @@ impl TenantSlots {
     }
 }
 
+/// Who a fetch is for, as far as the in-flight cap is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// A caller waits for it: it takes a free slot, or waits in line for one.
+    Interactive,
+    /// Nobody waits for it (the refresher): it starts only while more than half the slots are
+    /// free, so that interactive requests never queue behind background work.
+    Background,
+}
+
 /// Layer 2.3: the global cap on calls (and token requests) in flight.
 pub struct InFlightCap {
     /// The slots; never closed.
@@ -215,6 +239,15 @@ impl InFlightCap {
                 self.metrics.quota_refusal(QuotaRefusal::InFlight);
                 Err(UpstreamError::Timeout { service })
             }
+        }
+    }
+
+    /// Whether work of `priority` may start now: interactive work always (it waits for a slot
+    /// if need be), background work only while more than half the slots are free.
+    pub fn admits(&self, priority: Priority) -> bool {
+        match priority {
+            Priority::Interactive => true,
+            Priority::Background => self.spare() > self.max / 2,
         }
     }
 

@@ -3,17 +3,25 @@
 //!
 //! # The order, and why
 //!
+//! 0. **Forced-fetch floor** ([`ForcedFetchFloor`]): a caller's `max_age` below `[cache]
+//!    min_forced_interval_ms` is raised to it, so a reading that recent answers `max_age=0`.
+//!    Applied by the cache, which holds the readings it compares with, before any flight: a
+//!    caller looping on forced fetches spends no quota.
 //! 1. **Gate** ([`Gate`]): a tenant in a cool-down its source imposed (429 `Retry-After`) or in
 //!    failure back-off is not called at all. First, because it is the cheapest refusal and costs
-//!    nothing (no quota, no slot, no token); the cache asks the same gate before it even starts a
-//!    flight, so that a gated tenant holds no single-flight slot.
+//!    nothing (no quota, no slot, no token). Asked **once per fetch**: the cache asks it before
+//!    it gives a fetch a single-flight slot (a gated tenant holds none) and hands the gate's
+//!    leave ([`Admitted`]) to the fetch ([`Outbound::fetch_admitted`]); [`Outbound::fetch`] asks
+//!    it itself. In a cluster an evaluation is two Redis round trips.
 //! 2. **Retries** ([`Retries`]): each attempt below runs again after a full-jitter exponential
 //!    pause when [`classify`] says the failure is transient, within the fetch's deadline. Around
 //!    the per-call layers, because each attempt must pay for itself:
 //!    1. **Quota** ([`RateLimit`]): one charge to the tenant's minute and hour windows per attempt
 //!       — Microsoft counts every HTTP call, retries included. Waits within the deadline when a
 //!       window is spent. Before the slot, so that a tenant waiting for its window holds no slot
-//!       that other tenants could use.
+//!       that other tenants could use. How the windows count is the quota stores' business
+//!       ([`crate::quota`]); while Redis is away a replica spends only its share of the limits
+//!       ([`crate::quota::ReplicaShareWhenRedisDown`]).
 //!    2. **Tenant slots** ([`TenantSlots`]): the upstream service's own cap on one tenant's calls
 //!       at once (Graph: 4 per app and tenant; Defender has none). After the quota for the same
 //!       reason as the global cap, before it so that a tenant waiting for its own slot holds
@@ -21,8 +29,9 @@
 //!    3. **In-flight cap** ([`InFlightCap`]): a global cap on calls at once; our sockets and
 //!       Microsoft's services are finite. Held for the token and the call, so that it also bounds
 //!       token requests at once (a cold start of a thousand tenants does not open a thousand
-//!       connections to Entra ID at the same instant). The refresher reads its free slots to stay
-//!       behind interactive requests.
+//!       connections to Entra ID at the same instant). It also decides when background work may
+//!       start ([`Priority::Background`], the refresher's): only while more than half its slots
+//!       are free, so interactive requests never queue behind it.
 //!    4. **Token** ([`Tokens`]): a bearer token for the source's scope (usually a cache hit).
 //!       After the quota, so a token failure costs a quota unit: tokens are fetched per attempt,
 //!       and bounding Entra requests by the cap matters more than that unit.
@@ -44,10 +53,12 @@
 //! slots stay per process.
 
 mod classify;
+mod floor;
 mod layers;
 
 pub use classify::{classify, Decision, Failure, DEFAULT_RETRY_AFTER};
-pub use layers::{Gated, InFlightCap, Retries};
+pub use floor::ForcedFetchFloor;
+pub use layers::{Admitted, Gated, InFlightCap, Priority, Retries};
 
 use classify::call_outcome;
 use layers::{Gate, RateLimit, TenantSlots};
@@ -175,22 +186,42 @@ impl Outbound {
         instant_after(Instant::now(), self.deadlines.fetch)
     }
 
-    /// Layer 1 alone: whether the tenant's `metric` may be fetched now.
-    pub async fn gate(&self, tenant: &Tenant, metric: Metric) -> Result<(), Gated> {
+    /// Layer 1 alone: whether the tenant's `metric` may be fetched now; its leave is what
+    /// [`Outbound::fetch_admitted`] takes.
+    pub async fn gate(&self, tenant: &Tenant, metric: Metric) -> Result<Admitted, Gated> {
         self.gate
-            .check(&quota_key(tenant, metric), &score_key(tenant, metric))
+            .check(quota_key(tenant, metric), score_key(tenant, metric))
             .await
     }
 
-    /// Fetches the tenant's `metric` through the whole stack (see the module documentation).
+    /// Whether the in-flight cap lets work of `priority` start now (see [`InFlightCap::admits`]).
+    pub fn admits(&self, priority: Priority) -> bool {
+        self.cap.admits(priority)
+    }
+
+    /// Fetches the tenant's `metric` through the whole stack (see the module documentation):
+    /// the gate, then [`Outbound::fetch_admitted`].
     pub async fn fetch(
         &self,
         tenant: &Arc<Tenant>,
         metric: Metric,
         deadline: Instant,
     ) -> Result<Reading, FetchError> {
-        let (quota, source) = self.gated_source(tenant, metric).await?;
-        let key = score_key(tenant, metric);
+        let admitted = self.gate(tenant, metric).await.map_err(FetchError::Gated)?;
+        self.fetch_admitted(admitted, tenant, deadline).await
+    }
+
+    /// Fetches what the gate admitted, through the layers below it (retries, quota, slots,
+    /// token, call): for a caller that asked the gate itself, so that the fetch is gated once.
+    pub async fn fetch_admitted(
+        &self,
+        admitted: Admitted,
+        tenant: &Arc<Tenant>,
+        deadline: Instant,
+    ) -> Result<Reading, FetchError> {
+        let Admitted { quota, key } = admitted;
+        let metric = key.metric;
+        let source = self.source(metric)?;
         let result = self
             .with_retries(&Current, source.as_ref(), tenant, &quota, deadline)
             .await;
@@ -227,32 +258,22 @@ impl Outbound {
         days: u32,
         deadline: Instant,
     ) -> Result<Vec<Reading>, FetchError> {
-        let (quota, source) = self.gated_source(tenant, metric).await?;
+        let Admitted { quota, .. } = self.gate(tenant, metric).await.map_err(FetchError::Gated)?;
+        let source = self.source(metric)?;
         self.with_retries(&Daily(days), source.as_ref(), tenant, &quota, deadline)
             .await
             .map_err(FetchError::Upstream)
     }
 
-    /// Layer 1 and the source, the start of every fetch: refused while the tenant's `metric`
-    /// cools down or backs off; else its quota key and the source that reads it.
-    async fn gated_source(
-        &self,
-        tenant: &Tenant,
-        metric: Metric,
-    ) -> Result<(QuotaKey, &Arc<dyn ScoreSource>), FetchError> {
-        let quota = quota_key(tenant, metric);
-        self.gate
-            .check(&quota, &score_key(tenant, metric))
-            .await
-            .map_err(FetchError::Gated)?;
-        let Some(source) = self.sources.get(&metric) else {
+    /// The source that reads `metric`.
+    fn source(&self, metric: Metric) -> Result<&Arc<dyn ScoreSource>, FetchError> {
+        self.sources.get(&metric).ok_or_else(|| {
             // The services register a source for every metric; only a test stack may lack one.
-            return Err(FetchError::Upstream(UpstreamError::Failed {
+            FetchError::Upstream(UpstreamError::Failed {
                 service: metric.service(),
                 detail: format!("no source reads the {metric} metric"),
-            }));
-        };
-        Ok((quota, source))
+            })
+        })
     }
 
     /// Failed fetches of the tenant's `metric` in a row (0 after a success).
@@ -262,7 +283,7 @@ impl Outbound {
             .await
     }
 
-    /// The in-flight cap, for reporting and for the refresher's restraint.
+    /// The in-flight cap, for reporting.
     pub fn in_flight_cap(&self) -> &InFlightCap {
         &self.cap
     }

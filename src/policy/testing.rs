@@ -5,10 +5,10 @@
 use super::{Deadlines, Outbound, Parts, Retries};
 use crate::credential::Credential;
 use crate::metrics::Metrics;
-use crate::quota::{FailureBackoff, LocalQuotaStore};
+use crate::quota::{FailureBackoff, LocalQuotaStore, QuotaKey, QuotaStore};
 use crate::tenants::{Cloud, QuotaLimits, Registry, Tenant, TenantId};
 use crate::token::{BearerToken, TokenError, Tokens};
-use crate::upstream::{CallFailure, Metric, Reading, ScoreSource, UpstreamService};
+use crate::upstream::{CallFailure, Metric, Reading, ScoreKey, ScoreSource, UpstreamService};
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,11 +34,9 @@ pub(crate) fn registration(id: &str, quota: QuotaLimits) -> Tenant {
         authority_host: Url::parse("https://login.example.test")
             .expect("url")
             .into(),
-        api_base: Url::parse("https://api.example.test").expect("url").into(),
-        scope: crate::wire::DEFENDER_SCOPE.into(),
         tags: Vec::new(),
-        quota,
-        sources: crate::tenants::TenantSources::default(),
+        metrics: vec![Metric::Device],
+        endpoints: crate::tenants::test_endpoints(quota, 150, 4),
     }
 }
 
@@ -155,10 +153,6 @@ impl ScoreSource for FakeSource {
         self.metric.service()
     }
 
-    fn scope(&self, tenant: &Tenant) -> std::sync::Arc<str> {
-        tenant.scope.clone()
-    }
-
     async fn call(&self, tenant: &Tenant, _token: &BearerToken) -> Result<Reading, CallFailure> {
         let id = tenant.id.as_str().to_owned();
         *self.calls.lock().entry(id.clone()).or_default() += 1;
@@ -250,13 +244,28 @@ pub(crate) fn outbound_over(
     tokens: Arc<FakeTokens>,
     max_in_flight: usize,
 ) -> Arc<Outbound> {
+    outbound_with_store(
+        sources,
+        tokens,
+        max_in_flight,
+        Arc::new(LocalQuotaStore::default()),
+    )
+}
+
+/// The stack over `store`, as [`outbound_over`] otherwise.
+pub(crate) fn outbound_with_store(
+    sources: Vec<Arc<FakeSource>>,
+    tokens: Arc<FakeTokens>,
+    max_in_flight: usize,
+    store: Arc<dyn QuotaStore>,
+) -> Arc<Outbound> {
     Arc::new(Outbound::new(Parts {
         sources: sources
             .into_iter()
             .map(|source| source as Arc<dyn ScoreSource>)
             .collect(),
         tokens,
-        store: Arc::new(LocalQuotaStore::default()),
+        store,
         retries: RETRIES,
         max_in_flight,
         deadlines: Deadlines {
@@ -266,4 +275,55 @@ pub(crate) fn outbound_over(
         backoff: FailureBackoff::default(),
         metrics: Arc::new(Metrics::default()),
     }))
+}
+
+/// The in-process quota store, counting the look-ups the gate makes (a cool-down and a
+/// back-off per evaluation: two Redis round trips in a cluster).
+#[derive(Default)]
+pub(crate) struct CountingQuotaStore {
+    inner: LocalQuotaStore,
+    /// `cool_down_left` calls: one per gate evaluation.
+    pub(crate) cool_down_lookups: AtomicUsize,
+    /// `backoff_left` calls: one per gate evaluation that found no cool-down.
+    pub(crate) backoff_lookups: AtomicUsize,
+}
+
+impl CountingQuotaStore {
+    /// Gate evaluations so far.
+    pub(crate) fn gate_evaluations(&self) -> usize {
+        self.cool_down_lookups.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl QuotaStore for CountingQuotaStore {
+    async fn charge(&self, key: &QuotaKey, limits: QuotaLimits) -> Result<(), Duration> {
+        self.inner.charge(key, limits).await
+    }
+    async fn cool_down(&self, key: &QuotaKey, duration: Duration) {
+        self.inner.cool_down(key, duration).await
+    }
+    async fn cool_down_left(&self, key: &QuotaKey) -> Option<Duration> {
+        self.cool_down_lookups.fetch_add(1, Ordering::SeqCst);
+        self.inner.cool_down_left(key).await
+    }
+    fn cooling_down(&self) -> usize {
+        self.inner.cooling_down()
+    }
+    async fn record_failure(&self, key: &ScoreKey, backoff: &FailureBackoff) -> u32 {
+        self.inner.record_failure(key, backoff).await
+    }
+    async fn record_success(&self, key: &ScoreKey) {
+        self.inner.record_success(key).await
+    }
+    async fn backoff_left(&self, key: &ScoreKey) -> Option<Duration> {
+        self.backoff_lookups.fetch_add(1, Ordering::SeqCst);
+        self.inner.backoff_left(key).await
+    }
+    async fn consecutive_failures(&self, key: &ScoreKey) -> u32 {
+        self.inner.consecutive_failures(key).await
+    }
+    fn retain(&self, registry: &Registry) {
+        self.inner.retain(registry)
+    }
 }

@@ -15,7 +15,7 @@ use crate::policy::{Deadlines, Outbound, Parts, Retries};
 use crate::quota::{FailureBackoff, LocalQuotaStore};
 use crate::tenants::{Registry, Tenant, TenantId};
 use crate::token::TokenSource;
-use crate::upstream::{self, DefenderScore, GraphSecureScore, Metric};
+use crate::upstream::{self, Metric};
 use parking_lot::RwLock;
 use secrecy::ExposeSecret;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -145,11 +145,7 @@ impl Services {
             max_body_bytes: settings.max_body_bytes,
         };
         let outbound = Arc::new(Outbound::new(Parts {
-            sources: vec![
-                Arc::new(DefenderScore::configuration(transport.clone())),
-                Arc::new(DefenderScore::exposure(transport.clone())),
-                Arc::new(GraphSecureScore::new(transport)),
-            ],
+            sources: upstream::sources::all(&transport),
             tokens: Arc::new(TokenSource::new(http)),
             store: quota,
             retries: Retries {
@@ -394,15 +390,15 @@ impl Services {
         self.cache.is_fetching(tenant, metric).await
     }
 
-    /// Callers waiting now for the running fetch of the tenant's `metric` (tests).
-    #[doc(hidden)]
+    /// Callers waiting now for the running fetch of the tenant's `metric` (a test hook).
+    #[cfg(feature = "test-hooks")]
     pub async fn flight_waiters(&self, tenant: &TenantId, metric: Metric) -> usize {
         self.cache.flight_waiters(tenant, metric).await
     }
 
-    /// Makes the next fetch of `tenant` fail with `fault`. For tests only: it proves that one
+    /// Makes the next fetch of `tenant` fail with `fault` (a test hook): it proves that one
     /// broken fetch never wedges a tenant.
-    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub fn inject_fault(&self, tenant: &TenantId, fault: crate::cache::InjectedFault) {
         self.cache.inject_fault(tenant, fault);
     }

@@ -1,14 +1,15 @@
 //! What the cache's fetches tell the history and the alerts: the [`ReadingObserver`] the
 //! composition root wires into the cache. Every successful reading goes to the history and the
-//! alerts, every failed fetch to the alerts, and a tenant's first successful `secure` fetch
-//! starts the back-fill of Graph's 90 daily snapshots. The cache itself knows none of them.
+//! alerts, every failed fetch to the alerts, and a tenant's first successful fetch of a metric
+//! whose source keeps a daily history of its own (today `secure`: Graph's 90 daily snapshots)
+//! starts the back-fill of that history. The cache itself knows none of them.
 //!
 //! Both leave the request path: a reading goes into the history's bounded buffer (never waits,
 //! never fails), and the back-fill is a task of its own. The back-fill's one Graph call
 //! (`$top=90`) goes through the same policy stack as every fetch ([`Outbound::fetch_daily`]):
 //! gated, charged to the tenant's Graph quota, within Graph's slots, cooled down on a 429.
 //!
-//! A tenant is back-filled when the history holds no *day* point of its `secure` yet (see
+//! A tenant's metric is back-filled when the history holds no *day* point of it yet (see
 //! [`crate::history::Store::has_daily_points`]): hourly points do not count, so the reading
 //! that triggers the back-fill (written meanwhile) does not prevent it, and once it is done,
 //! neither a later fetch nor a restart repeats it. Each process asks the database once per
@@ -20,16 +21,19 @@ use crate::cache::ReadingObserver;
 use crate::history::{DailySnapshot, History, Reading as Point};
 use crate::policy::Outbound;
 use crate::tenants::{Tenant, TenantId};
-use crate::upstream::{Metric, Reading};
+use crate::upstream::{Metric, Reading, ScoreKey};
 use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::sync::Arc;
 use time::OffsetDateTime;
 
+/// The back-fills started or found done: tenant, metric and the Entra tenant it stood for.
+type Checked = HashSet<(TenantId, Metric, String)>;
+
 /// How many of Graph's daily snapshots a back-fill asks for: all Graph keeps.
 pub const BACKFILL_DAYS: u32 = 90;
 
-/// Records readings into the history and back-fills `secure`; tells the alerts of every
+/// Records readings into the history and back-fills what sources keep; tells the alerts of every
 /// reading and failure.
 pub struct Recorder {
     history: Arc<History>,
@@ -37,10 +41,10 @@ pub struct Recorder {
     alerts: Option<Arc<Alerts>>,
     outbound: Arc<Outbound>,
     runtime: tokio::runtime::Handle,
-    /// Tenants whose back-fill this process has started or found done, with the Entra tenant
-    /// they stood for: a tenant id re-pointed at another one starts a new series, back-filled
-    /// again.
-    checked: Arc<Mutex<HashSet<(TenantId, String)>>>,
+    /// Tenants and metrics whose back-fill this process has started or found done, with the
+    /// Entra tenant they stood for: a tenant id re-pointed at another one starts a new series,
+    /// back-filled again.
+    checked: Arc<Mutex<Checked>>,
 }
 
 impl Recorder {
@@ -63,25 +67,26 @@ impl Recorder {
 
 impl ReadingObserver for Recorder {
     /// Records one successful fetch's reading; starts the tenant's back-fill when it is its
-    /// first `secure` reading in this process. Never waits.
+    /// first reading in this process of a metric whose source keeps a daily history. Never
+    /// waits.
     fn on_reading(&self, tenant: &Arc<Tenant>, metric: Metric, reading: &Reading) {
         let at = OffsetDateTime::from(reading.fetched_at);
         self.history.record(Point {
-            tenant: tenant.id.to_string(),
-            metric,
-            at,
-            score: reading.score,
-            max_score: reading.secure.as_ref().map(|secure| secure.max_score),
+            key: ScoreKey {
+                tenant: tenant.id.clone(),
+                metric,
+            },
+            body: reading.clone(),
         });
         // After the history: `drop` rules compare with what the history held before.
         if let Some(alerts) = &self.alerts {
             alerts.on_reading(tenant.id.as_str(), metric, reading.score, at);
         }
-        if metric == Metric::Secure
+        if crate::upstream::sources::keeps_daily_history(metric)
             && self
                 .checked
                 .lock()
-                .insert((tenant.id.clone(), tenant.tenant_id.clone()))
+                .insert((tenant.id.clone(), metric, tenant.tenant_id.clone()))
         {
             self.history.count_backfill(false);
             let history = self.history.clone();
@@ -89,6 +94,7 @@ impl ReadingObserver for Recorder {
                 self.history.clone(),
                 self.outbound.clone(),
                 tenant.clone(),
+                metric,
                 self.checked.clone(),
             );
             self.runtime.spawn(async move {
@@ -106,49 +112,46 @@ impl ReadingObserver for Recorder {
     }
 }
 
-/// Back-fills the tenant's `secure` history unless it has been already; on failure, forgets
-/// the tenant so that its next successful fetch tries again.
+/// Back-fills the tenant's history of `metric` from its source's own daily history unless it
+/// has been already; on failure, forgets the tenant so that its next successful fetch tries
+/// again.
 async fn backfill(
     history: Arc<History>,
     outbound: Arc<Outbound>,
     tenant: Arc<Tenant>,
-    checked: Arc<Mutex<HashSet<(TenantId, String)>>>,
+    metric: Metric,
+    checked: Arc<Mutex<Checked>>,
 ) {
     let retry_later = || {
         checked
             .lock()
-            .remove(&(tenant.id.clone(), tenant.tenant_id.clone()));
+            .remove(&(tenant.id.clone(), metric, tenant.tenant_id.clone()));
     };
     let Ok(store) = history.store() else {
         // Not connected yet: the next successful fetch asks again.
         retry_later();
         return;
     };
-    match store
-        .has_daily_points(tenant.id.as_str(), Metric::Secure)
-        .await
-    {
+    match store.has_daily_points(tenant.id.as_str(), metric).await {
         Ok(true) => return,
         Ok(false) => {}
         Err(error) => {
-            tracing::warn!(tenant = %tenant.id, "history: cannot tell whether the secure score is back-filled; tried again on the next fetch: {}", crate::telemetry::error_chain(&error));
+            tracing::warn!(tenant = %tenant.id, "history: cannot tell whether the {metric} score is back-filled; tried again on the next fetch: {}", crate::telemetry::error_chain(&error));
             retry_later();
             return;
         }
     }
     let readings = match outbound
-        .fetch_daily(&tenant, Metric::Secure, BACKFILL_DAYS, outbound.deadline())
+        .fetch_daily(&tenant, metric, BACKFILL_DAYS, outbound.deadline())
         .await
     {
         Ok(readings) => readings,
         Err(error) => {
             let error = match error {
-                crate::policy::FetchError::Gated(gated) => {
-                    gated.into_error(Metric::Secure.service())
-                }
+                crate::policy::FetchError::Gated(gated) => gated.into_error(metric.service()),
                 crate::policy::FetchError::Upstream(error) => error,
             };
-            tracing::warn!(tenant = %tenant.id, "history: the secure score back-fill failed; tried again on the next fetch: {error}");
+            tracing::warn!(tenant = %tenant.id, "history: the {metric} score back-fill failed; tried again on the next fetch: {error}");
             retry_later();
             return;
         }
@@ -169,15 +172,15 @@ async fn backfill(
         })
         .collect();
     match store
-        .insert_daily(tenant.id.as_str(), Metric::Secure, &snapshots)
+        .insert_daily(tenant.id.as_str(), metric, &snapshots)
         .await
     {
         Ok(inserted) => {
-            history.forget_past(tenant.id.as_str(), Metric::Secure);
-            tracing::info!(tenant = %tenant.id, snapshots = snapshots.len(), inserted, "history: secure score back-filled from Microsoft Graph");
+            history.forget_past(tenant.id.as_str(), metric);
+            tracing::info!(tenant = %tenant.id, snapshots = snapshots.len(), inserted, "history: {metric} score back-filled from {}", metric.service().display_name());
         }
         Err(error) => {
-            tracing::warn!(tenant = %tenant.id, "history: writing the secure score back-fill failed; tried again on the next fetch: {}", crate::telemetry::error_chain(&error));
+            tracing::warn!(tenant = %tenant.id, "history: writing the {metric} score back-fill failed; tried again on the next fetch: {}", crate::telemetry::error_chain(&error));
             retry_later();
         }
     }

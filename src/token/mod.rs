@@ -130,10 +130,16 @@ impl TokenSource {
         }
     }
 
-    /// A bearer token for the tenant's scope (`tenant.scope`), from the tenant's credential
-    /// (built on first use, rebuilt if the registration changed).
+    /// A bearer token for the tenant's Defender scope, from the tenant's credential (built on
+    /// first use, rebuilt if the registration changed).
     pub async fn token(&self, tenant: &Arc<Tenant>) -> Result<BearerToken, TokenError> {
-        self.token_for(tenant, &tenant.scope).await
+        let scope = tenant
+            .endpoint(crate::model::UpstreamService::Defender)
+            .map_or_else(
+                || Arc::from(crate::wire::DEFENDER_SCOPE),
+                |endpoint| endpoint.scope.clone(),
+            );
+        self.token_for(tenant, &scope).await
     }
 
     /// A bearer token for `scope` from the tenant's credential: each source names the scope it

@@ -1,7 +1,8 @@
 //! The upstream sources: the one shared HTTPS client, and behind [`ScoreSource`] the one call that
-//! reads one of a tenant's scores with a bearer token: Defender's `GET /api/configurationScore`
-//! (metric `device`) and `GET /api/exposureScore` (`exposure`), and Microsoft Graph's
-//! `GET /v1.0/security/secureScores?$top=1` (`secure`).
+//! reads one of a tenant's scores with a bearer token. Each metric's source is a file of
+//! [`sources`] (Defender's `GET /api/configurationScore` for `device` and `GET /api/exposureScore`
+//! for `exposure`, Microsoft Graph's `GET /v1.0/security/secureScores?$top=1` for `secure`), with
+//! what each service's answers share beside them.
 //!
 //! This is the narrow interface to Microsoft (the Defender API retires on 2027-02-01; Graph's
 //! secure score outlives it, see the README's "After 2027-02-01"): a source turns one HTTP
@@ -11,16 +12,15 @@
 //! cool-downs — the policy stack ([`crate::policy`]) owns those, in one place.
 //! Correlation ids (`target`) are logged; tokens and secrets never are.
 
-pub use crate::model::{Metric, ScoreKey, UpstreamService};
+// The score body lives in the vocabulary (one definition for the API, Redis and the history);
+// a source's answer is one [`Reading`].
+pub use crate::model::{
+    Categories, Comparison, Metric, Reading, ScoreKey, SecureDetails, UpstreamService,
+};
 use crate::tenants::Tenant;
 use crate::token::BearerToken;
-use crate::wire::{
-    ConfigurationScore, DefenderErrorBody, CONFIGURATION_SCORE_PATH, EXPOSURE_SCORE_PATH,
-};
-pub use graph::{GraphSecureScore, MAX_COMPARISONS};
-use reqwest::StatusCode;
-use serde::{Deserialize, Serialize};
 pub use settings::UpstreamSettings;
+pub use sources::secure::MAX_COMPARISONS;
 use std::time::{Duration, SystemTime};
 
 /// Longest cool-down a source's `Retry-After` may impose: anything longer (or unreadable as a
@@ -44,103 +44,6 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
         date.duration_since(now).unwrap_or(Duration::ZERO)
     };
     Some(wait.clamp(Duration::from_secs(1), MAX_RETRY_AFTER))
-}
-
-/// One successful answer from a source.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reading {
-    /// The metric's value: raw points (`device`, `secure`) or 0–100 (`exposure`).
-    pub score: f64,
-    /// The source's own time of the value, verbatim (Defender's `time`, Graph's
-    /// `createdDateTime`).
-    pub time: String,
-    /// When the gateway received it.
-    pub fetched_at: SystemTime,
-    /// What only Microsoft Secure Score has (metric `secure`); `None` for the other metrics.
-    pub secure: Option<SecureDetails>,
-}
-
-/// The parts of a Microsoft Secure Score snapshot beside its current score.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SecureDetails {
-    /// Points achievable with the tenant's licences.
-    pub max_score: f64,
-    /// Points achieved per control category.
-    pub categories: Categories,
-    /// Averages of comparable tenants, in Graph's order.
-    pub comparisons: Vec<Comparison>,
-}
-
-impl SecureDetails {
-    /// `100 × score / max_score`, rounded to two decimals; 0 when the maximum is 0 (a tenant
-    /// with no licensed controls has nothing to achieve, not an infinite score).
-    pub fn percentage(&self, score: f64) -> f64 {
-        if self.max_score > 0.0 {
-            (score / self.max_score * 10_000.0).round() / 100.0
-        } else {
-            0.0
-        }
-    }
-}
-
-/// Points achieved per Secure Score control category: the sum of the `controlScores[].score`
-/// of each `controlCategory` (compared case-insensitively). Every category is present, 0 when
-/// the snapshot has no control of it. Categories Microsoft may add later are left out.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Categories {
-    /// Identity controls (Entra ID: MFA, admin roles, sign-in risk…).
-    pub identity: f64,
-    /// Data controls (Purview, DLP…).
-    pub data: f64,
-    /// Device controls (Defender for Endpoint, Intune). Not the `device` metric: a part of a
-    /// different score, on a different scale.
-    pub device: f64,
-    /// App controls (Exchange Online, SharePoint, Teams…).
-    pub apps: f64,
-    /// Infrastructure controls (Azure resources).
-    pub infrastructure: f64,
-}
-
-impl Categories {
-    /// Sums control scores per category; unknown categories and null scores are skipped.
-    pub fn sum<'a>(controls: impl IntoIterator<Item = (&'a str, Option<f64>)>) -> Self {
-        let mut categories = Self::default();
-        for (category, score) in controls {
-            let Some(score) = score.filter(|score| score.is_finite()) else {
-                continue;
-            };
-            let slot = match category.to_ascii_lowercase().as_str() {
-                "identity" => &mut categories.identity,
-                "data" => &mut categories.data,
-                "device" => &mut categories.device,
-                "apps" => &mut categories.apps,
-                "infrastructure" => &mut categories.infrastructure,
-                _ => continue,
-            };
-            *slot += score;
-        }
-        // Float sums of two-decimal scores pick up noise (0.30000000000000004).
-        for slot in [
-            &mut categories.identity,
-            &mut categories.data,
-            &mut categories.device,
-            &mut categories.apps,
-            &mut categories.infrastructure,
-        ] {
-            *slot = (*slot * 1e6).round() / 1e6;
-        }
-        categories
-    }
-}
-
-/// The average Secure Score of a group of comparable tenants.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Comparison {
-    /// The group, as Graph names it: `AllTenants`, `TotalSeats` (tenants of a similar size) or
-    /// `IndustryTypes`.
-    pub basis: String,
-    /// The group's average score, in points.
-    pub average_score: f64,
 }
 
 /// Why a fetch failed, in the gateway's terms (the README's "Errors" table).
@@ -280,8 +183,15 @@ pub trait ScoreSource: Send + Sync {
     fn metric(&self) -> Metric;
     /// The service whose per-tenant quota a call spends.
     fn service(&self) -> UpstreamService;
-    /// The OAuth scope of the bearer token a call needs for `tenant`.
-    fn scope(&self, tenant: &Tenant) -> std::sync::Arc<str>;
+    /// The OAuth scope of the bearer token a call needs for `tenant`: its endpoint's for the
+    /// source's service. Configuration gives every metric of a tenant its service's endpoint;
+    /// without one the scope is empty and Entra refuses the token.
+    fn scope(&self, tenant: &Tenant) -> std::sync::Arc<str> {
+        tenant.endpoint(self.service()).map_or_else(
+            || std::sync::Arc::from(""),
+            |endpoint| endpoint.scope.clone(),
+        )
+    }
     /// Makes one call for `tenant` with `token`. No retries and no deadline: the caller bounds it.
     async fn call(&self, tenant: &Tenant, token: &BearerToken) -> Result<Reading, CallFailure>;
     /// Makes one call for up to `days` of the source's own daily history, newest first (Graph
@@ -309,221 +219,8 @@ pub struct Transport {
     pub max_body_bytes: usize,
 }
 
-/// Sends one GET with the token and returns status, bounded `Retry-After`, `Warning` and body
-/// (at most `transport.max_body_bytes`: a larger answer is an `Unusable` failure).
-async fn exchange(
-    transport: &Transport,
-    url: url::Url,
-    token: &BearerToken,
-    service: UpstreamService,
-) -> Result<(StatusCode, Option<Duration>, Option<String>, Vec<u8>), CallFailure> {
-    let http = &transport.http;
-    let limit = transport.max_body_bytes;
-    let exchange = async {
-        let response = http
-            .get(url)
-            .bearer_auth(token.secret())
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await?;
-        let status = response.status();
-        let header = |name| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|value: &reqwest::header::HeaderValue| value.to_str().ok())
-                .map(str::to_owned)
-        };
-        let retry_after = header(reqwest::header::RETRY_AFTER)
-            .and_then(|value| parse_retry_after(&value, SystemTime::now()));
-        let warning = header(reqwest::header::WARNING).map(|value| clipped(&value));
-        let body = read_at_most(response, limit).await?;
-        Ok::<_, reqwest::Error>((status, retry_after, warning, body))
-    };
-    let (status, retry_after, warning, body) =
-        exchange.await.map_err(|error| CallFailure::Transport {
-            detail: format!(
-                "cannot reach {}: {}",
-                service.display_name(),
-                crate::telemetry::error_chain(&error.without_url())
-            ),
-        })?;
-    let body = body.ok_or_else(|| CallFailure::Unusable {
-        detail: format!(
-            "{} answered more than {limit} bytes ([upstream] max_body_bytes): the answer was dropped",
-            service.display_name()
-        ),
-    })?;
-    Ok((status, retry_after, warning, body))
-}
-
-/// The body of `response`, or `None` as soon as it is longer than `limit` bytes (announced by
-/// `Content-Length` or counted as it arrives).
-async fn read_at_most(
-    mut response: reqwest::Response,
-    limit: usize,
-) -> Result<Option<Vec<u8>>, reqwest::Error> {
-    let announced = response.content_length().unwrap_or(0);
-    if usize::try_from(announced).map_or(true, |announced| announced > limit) {
-        return Ok(None);
-    }
-    let mut body = Vec::with_capacity(usize::try_from(announced).unwrap_or(0));
-    while let Some(chunk) = response.chunk().await? {
-        if body.len().saturating_add(chunk.len()) > limit {
-            return Ok(None);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Some(body))
-}
-
-/// A Defender score endpoint answering `{time, score}`: the device score
-/// (`GET {api_base}/api/configurationScore`) or the exposure score
-/// (`GET {api_base}/api/exposureScore`, 0–100, lower is better). Both share the tenant's
-/// Defender token, permission and quota, so one type serves both; only path and metric differ.
-pub struct DefenderScore {
-    /// The shared HTTPS client and the answer size limit.
-    transport: Transport,
-    /// The endpoint's path under the tenant's API base.
-    path: &'static str,
-    /// The metric it reads.
-    metric: Metric,
-}
-
-impl DefenderScore {
-    /// Defender's device score, `GET {api_base}/api/configurationScore`, over the shared client.
-    pub fn configuration(transport: Transport) -> Self {
-        Self {
-            transport,
-            path: CONFIGURATION_SCORE_PATH,
-            metric: Metric::Device,
-        }
-    }
-
-    /// Defender's exposure score, `GET {api_base}/api/exposureScore`, over the shared client.
-    pub fn exposure(transport: Transport) -> Self {
-        Self {
-            transport,
-            path: EXPOSURE_SCORE_PATH,
-            metric: Metric::Exposure,
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl ScoreSource for DefenderScore {
-    fn metric(&self) -> Metric {
-        self.metric
-    }
-
-    fn service(&self) -> UpstreamService {
-        UpstreamService::Defender
-    }
-
-    fn scope(&self, tenant: &Tenant) -> std::sync::Arc<str> {
-        tenant.scope.clone()
-    }
-
-    async fn call(&self, tenant: &Tenant, token: &BearerToken) -> Result<Reading, CallFailure> {
-        let url = tenant
-            .api_base
-            .join(self.path)
-            .map_err(|error| CallFailure::Unusable {
-                detail: format!("bad API base: {error}"),
-            })?;
-        let (status, retry_after, _, body) =
-            exchange(&self.transport, url, token, UpstreamService::Defender).await?;
-        read_answer(tenant, self.metric, status, retry_after, &body)
-    }
-}
-
-/// Reads Defender's answer: a reading, or the facts of its refusal (logged with Defender's
-/// correlation id, for a support case).
-fn read_answer(
-    tenant: &Tenant,
-    metric: Metric,
-    status: StatusCode,
-    retry_after: Option<Duration>,
-    body: &[u8],
-) -> Result<Reading, CallFailure> {
-    if status == StatusCode::OK {
-        return match serde_json::from_slice::<ConfigurationScore>(body) {
-            Ok(answer) if answer.score.is_finite() => Ok(Reading {
-                score: answer.score,
-                time: answer.time,
-                fetched_at: SystemTime::now(),
-                secure: None,
-            }),
-            Ok(_) => Err(CallFailure::Unusable {
-                detail: "Defender answered a score that is not a finite number".to_owned(),
-            }),
-            Err(error) => {
-                tracing::warn!(tenant = %tenant.id, metric = metric.as_str(), "Defender answered 200 with an unusable body: {error}");
-                Err(CallFailure::Unusable {
-                    detail: format!("Defender answered an unusable body: {error}"),
-                })
-            }
-        };
-    }
-    let error = serde_json::from_slice::<DefenderErrorBody>(body)
-        .ok()
-        .map(|body| body.error);
-    let code = error.as_ref().map_or("", |e| e.code.as_str());
-    let message = clipped(error.as_ref().map_or("", |e| e.message.as_str()));
-    let correlation = error.as_ref().and_then(|e| e.target.clone());
-    tracing::warn!(
-        tenant = %tenant.id,
-        metric = metric.as_str(),
-        status = status.as_u16(),
-        code,
-        correlation_id = correlation.as_deref().unwrap_or("-"),
-        "Defender refused the call: {message}"
-    );
-    Err(refusal(
-        tenant,
-        UpstreamService::Defender,
-        status,
-        retry_after,
-        code,
-        &message,
-    ))
-}
-
-/// A source's refusal (already logged with its own correlation facts) as a failure: a 400 is
-/// logged as our bug, and the detail names the source's error code and message when it gave
-/// them. Written once so both sources word their refusals alike.
-fn refusal(
-    tenant: &Tenant,
-    service: UpstreamService,
-    status: StatusCode,
-    retry_after: Option<Duration>,
-    code: &str,
-    message: &str,
-) -> CallFailure {
-    let name = service.display_name();
-    if status == StatusCode::BAD_REQUEST {
-        tracing::error!(tenant = %tenant.id, "{name} rejected our request as malformed: this is a scoregate bug");
-    }
-    let detail = if code.is_empty() {
-        format!("{name} answered {status}")
-    } else {
-        format!("{name} answered {} {code}: {message}", status.as_u16())
-    };
-    CallFailure::Status {
-        status: status.as_u16(),
-        retry_after,
-        detail,
-    }
-}
-
-/// At most the first 200 characters of an upstream's free text, so a verbose (or hostile)
-/// answer cannot flood logs and problem details.
-fn clipped(text: &str) -> String {
-    text.chars().take(200).collect()
-}
-
 #[cfg(test)]
 mod tests;
 
-mod graph;
 mod settings;
+pub mod sources;

@@ -1,4 +1,3 @@
-use super::graph::{read_secure_scores, MAX_BASIS_CHARS};
 use super::*;
 
 fn at(seconds: u64) -> SystemTime {
@@ -39,89 +38,6 @@ fn retry_after_as_an_http_date_is_measured_from_now() {
         parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now),
         Some(MAX_RETRY_AFTER)
     );
-}
-
-#[test]
-fn a_secure_score_snapshot_becomes_a_reading_with_all_five_categories() {
-    let body = br#"{"value": [{
-        "createdDateTime": "2026-11-29T00:00:00Z", "currentScore": 342.5, "maxScore": 863.0,
-        "controlScores": [
-            {"controlCategory": "Identity", "controlName": "MFA", "score": 10.1},
-            {"controlCategory": "identity", "controlName": "PIM", "score": 0.2},
-            {"controlCategory": "Device", "controlName": "ASR", "score": 5},
-            {"controlCategory": "Apps", "controlName": "x", "score": null},
-            {"controlCategory": "Quantum", "controlName": "new", "score": 99}],
-        "averageComparativeScores": [
-            {"basis": "AllTenants", "averageScore": 310.5, "seatSizeRangeLowerValue": 1},
-            {"basis": "IndustryTypes", "averageScore": null}],
-        "somethingNew": true
-    }, {"createdDateTime": "2026-11-28T00:00:00Z", "currentScore": 1, "maxScore": 2}]}"#;
-    let reading = read_secure_scores(body).unwrap();
-    assert_eq!(reading.score, 342.5);
-    assert_eq!(reading.time, "2026-11-29T00:00:00Z");
-    let secure = reading.secure.unwrap();
-    assert_eq!(secure.max_score, 863.0);
-    assert_eq!(
-        secure.categories,
-        Categories {
-            identity: 10.3,
-            data: 0.0,
-            device: 5.0,
-            apps: 0.0,
-            infrastructure: 0.0
-        }
-    );
-    assert_eq!(
-        secure.comparisons,
-        vec![Comparison {
-            basis: "AllTenants".to_owned(),
-            average_score: 310.5
-        }]
-    );
-    assert_eq!(secure.percentage(342.5), 39.69);
-    let json = serde_json::to_value(secure.categories).unwrap();
-    assert_eq!(json.as_object().unwrap().len(), 5, "{json}");
-}
-
-#[test]
-fn a_snapshot_with_thousands_of_comparisons_keeps_a_bounded_few_with_bounded_bases() {
-    let comparisons: Vec<String> = (0..5_000)
-        .map(|n| {
-            format!(
-                r#"{{"basis": "{}{n}", "averageScore": {n}}}"#,
-                "b".repeat(200)
-            )
-        })
-        .collect();
-    let body = format!(
-        r#"{{"value": [{{"createdDateTime": "2026-11-29T00:00:00Z", "currentScore": 1,
-            "maxScore": 2, "averageComparativeScores": [{}]}}]}}"#,
-        comparisons.join(",")
-    );
-    let secure = read_secure_scores(body.as_bytes()).unwrap().secure.unwrap();
-    assert_eq!(secure.comparisons.len(), MAX_COMPARISONS);
-    assert!(secure
-        .comparisons
-        .iter()
-        .all(|c| c.basis.chars().count() == MAX_BASIS_CHARS));
-}
-
-#[test]
-fn a_zero_maximum_is_zero_percent_and_an_empty_list_is_unusable() {
-    let details = SecureDetails {
-        max_score: 0.0,
-        categories: Categories::default(),
-        comparisons: vec![],
-    };
-    assert_eq!(details.percentage(0.0), 0.0);
-    assert!(matches!(
-        read_secure_scores(br#"{"value": []}"#),
-        Err(CallFailure::Unusable { .. })
-    ));
-    assert!(matches!(
-        read_secure_scores(b"<html>"),
-        Err(CallFailure::Unusable { .. })
-    ));
 }
 
 #[test]

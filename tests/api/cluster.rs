@@ -1,6 +1,7 @@
 //! Several replicas against one emulator and one real `redis-server`: the cache, single flight,
 //! the per-tenant quota, cursors and refreshes behave like one gateway; Redis going away and
-//! coming back never fails a request. Also the quota's Lua script against the real Redis.
+//! coming back never fails a request. The quota's Lua script against the real Redis is tested in
+//! `cluster_quota`, `[cluster]` at load in `cluster_config`.
 //!
 //! [`RedisServer`] runs `redis-server --port N --save '' --appendonly no` on a free port, killed
 //! when dropped (`scripts/test.sh` installs it where missing). [`Replicas`] starts three
@@ -8,17 +9,10 @@
 //! file would be (history off: it is PostgreSQL's business, tested in `history`).
 
 use scoregate::app::Application;
-use scoregate::cluster::quota::{Charged, RedisQuotaStore};
-use scoregate::cluster::{Cluster, ClusterConfig};
 use scoregate::config::Config;
 use scoregate::emulator::{Emulator, EmulatorOptions};
-use scoregate::metrics::ClusterMetrics;
-use scoregate::quota::QuotaKey;
-use scoregate::tenants::{QuotaLimits, TenantId};
-use scoregate::upstream::UpstreamService;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// A `redis-server` on a free port, without persistence; killed on drop.
@@ -232,7 +226,7 @@ impl Drop for Replicas {
     }
 }
 
-fn options(tenants: usize) -> EmulatorOptions {
+pub(crate) fn options(tenants: usize) -> EmulatorOptions {
     EmulatorOptions {
         tenants,
         ..EmulatorOptions::default()
@@ -427,265 +421,6 @@ async fn three_refreshers_make_about_one_replicas_worth_of_calls() {
         calls <= periods * tenants as u64,
         "at most one call per tenant per lease period: {calls} in {elapsed:?}"
     );
-}
-
-/// A [`Cluster`] on `redis` with a fresh key prefix, for the script's own tests.
-fn cluster(redis: &RedisServer, prefix: &str) -> Arc<Cluster> {
-    let config = ClusterConfig {
-        url: secrecy::SecretString::from(redis.url()),
-        replicas: 3,
-        key_prefix: prefix.to_owned(),
-        command_timeout: Duration::from_millis(500),
-        local_ttl: Duration::from_millis(100),
-        wait_poll: Duration::from_millis(10),
-    };
-    Cluster::connect(
-        &config,
-        ClusterMetrics::default(),
-        tokio::runtime::Handle::current(),
-    )
-    .expect("a valid URL")
-}
-
-fn quota_key(tenant: &str) -> QuotaKey {
-    QuotaKey {
-        tenant: TenantId::parse(tenant).expect("a valid id"),
-        service: UpstreamService::Defender,
-    }
-}
-
-/// Moves every call recorded in `key` back by `by` (as if that much time had passed).
-async fn age(redis: &RedisServer, key: &str, by: Duration) {
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-    let members: Vec<(String, f64)> = redis::cmd("ZRANGE")
-        .arg(key)
-        .arg(0)
-        .arg(-1)
-        .arg("WITHSCORES")
-        .query_async(&mut connection)
-        .await
-        .unwrap();
-    for (member, score) in members {
-        let older = score - by.as_micros() as f64;
-        let _: i64 = redis::cmd("ZADD")
-            .arg(key)
-            .arg(older)
-            .arg(member)
-            .query_async(&mut connection)
-            .await
-            .unwrap();
-    }
-}
-
-#[tokio::test]
-async fn the_quota_script_admits_the_minute_limit_then_refuses_until_the_oldest_call_leaves() {
-    let redis = RedisServer::start();
-    let store = RedisQuotaStore::new(cluster(&redis, "lua1"));
-    let contoso = quota_key("contoso");
-    let limits = QuotaLimits {
-        per_minute: 3,
-        per_hour: 100,
-    };
-    for _ in 0..3 {
-        assert_eq!(
-            store.charge_shared(&contoso, limits).await.unwrap(),
-            Charged::Ok
-        );
-    }
-    let Charged::Full(wait) = store.charge_shared(&contoso, limits).await.unwrap() else {
-        panic!("the fourth call in a minute is refused");
-    };
-    assert!(
-        wait > Duration::from_secs(59) && wait <= Duration::from_secs(60),
-        "{wait:?}"
-    );
-    // A refused call is recorded in neither window.
-    let minute = "lua1:{contoso}:quota:defender:m";
-    let hour = "lua1:{contoso}:quota:defender:h";
-    assert_eq!(calls_in(&redis, minute).await, 3);
-    assert_eq!(calls_in(&redis, hour).await, 3);
-    // 59 s later the calls are still in the sliding minute; 61 s later they have left it.
-    age(&redis, minute, Duration::from_secs(59)).await;
-    assert!(
-        matches!(store.charge_shared(&contoso, limits).await.unwrap(), Charged::Full(w) if w <= Duration::from_secs(1))
-    );
-    age(&redis, minute, Duration::from_secs(2)).await;
-    assert_eq!(
-        store.charge_shared(&contoso, limits).await.unwrap(),
-        Charged::Ok
-    );
-    // Another tenant's windows are its own.
-    assert_eq!(
-        store
-            .charge_shared(&quota_key("fabrikam"), limits)
-            .await
-            .unwrap(),
-        Charged::Ok
-    );
-    assert_eq!(calls_in(&redis, hour).await, 4);
-}
-
-/// The calls recorded in a window's sorted set.
-async fn calls_in(redis: &RedisServer, key: &str) -> u64 {
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-    redis::cmd("ZCARD")
-        .arg(key)
-        .query_async(&mut connection)
-        .await
-        .unwrap()
-}
-
-#[tokio::test]
-async fn the_quota_script_holds_the_hour_limit_and_honours_a_cool_down() {
-    let redis = RedisServer::start();
-    let store = RedisQuotaStore::new(cluster(&redis, "lua2"));
-    let contoso = quota_key("contoso");
-    let limits = QuotaLimits {
-        per_minute: 100,
-        per_hour: 2,
-    };
-    for _ in 0..2 {
-        assert_eq!(
-            store.charge_shared(&contoso, limits).await.unwrap(),
-            Charged::Ok
-        );
-    }
-    let Charged::Full(wait) = store.charge_shared(&contoso, limits).await.unwrap() else {
-        panic!("the third call in an hour is refused");
-    };
-    assert!(wait > Duration::from_secs(3590), "{wait:?}");
-    // Both windows or neither: the minute window did not record the refused call.
-    age(
-        &redis,
-        "lua2:{contoso}:quota:defender:h",
-        Duration::from_secs(3601),
-    )
-    .await;
-    let fabrikam = quota_key("fabrikam");
-    use scoregate::quota::QuotaStore as _;
-    store.cool_down(&fabrikam, Duration::from_secs(30)).await;
-    let Charged::CoolingDown(left) = store.charge_shared(&fabrikam, limits).await.unwrap() else {
-        panic!("a tenant cooling down is refused");
-    };
-    assert!(left > Duration::from_secs(29), "{left:?}");
-    // The minute window of contoso holds its two calls; the third is admitted now the hour
-    // window has emptied.
-    assert_eq!(
-        store.charge_shared(&contoso, limits).await.unwrap(),
-        Charged::Ok
-    );
-}
-
-#[tokio::test]
-async fn with_redis_down_each_replica_takes_its_share_of_the_limit() {
-    let mut redis = RedisServer::start();
-    let emulator = EmulatorOptions {
-        quota_per_minute: Some(9),
-        ..options(1)
-    };
-    let replicas = Replicas::start(
-        3,
-        emulator,
-        &redis,
-        &[
-            ("SCOREGATE__UPSTREAM__REQUESTS_PER_MINUTE", "9"),
-            ("SCOREGATE__CLUSTER__LOCAL_TTL_MS", "0"),
-        ],
-    )
-    .await;
-    redis.stop();
-    // The first look-ups notice the outage; every replica then charges its own 9 / 3.
-    for index in 0..3 {
-        let _ = replicas.get(index, "/tenants/contoso/score").await;
-    }
-    replicas.wait_until_redis_is(0).await;
-    for _ in 0..8 {
-        let wave = (0..6).map(|i| {
-            let replicas = &replicas;
-            async move {
-                replicas
-                    .get(i % 3, "/tenants/contoso/score?max_age=0")
-                    .await
-            }
-        });
-        for (status, body) in futures::future::join_all(wave).await {
-            assert!(
-                status == 200 || (status == 503 && body["code"] == "upstream_throttled"),
-                "{status} {body}"
-            );
-        }
-    }
-    let stats = replicas.emulator.stats().tenant("contoso");
-    assert_eq!(stats.responses_429, 0, "the emulator never had to refuse");
-    // Each replica calls on its own (no shared single flight now), within its third: the local
-    // limiter shapes 3 per minute as a burst of 1 and then one call every 30 s.
-    assert!(stats.score_calls <= 9, "{} calls", stats.score_calls);
-    assert!(stats.score_calls >= 3, "{} calls", stats.score_calls);
-}
-
-/// Loads `toml` (no tenants needed) with `env`; the error text when it is refused.
-fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, String> {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let path = dir.path().join("scoregate.toml");
-    std::fs::write(&path, format!("[auth]\nenabled = false\n{toml}")).expect("writable");
-    let env = env
-        .iter()
-        .map(|(key, value)| (key.to_string(), value.to_string()));
-    Config::load_with_env(&path, env).map_err(|error| error.to_string())
-}
-
-#[test]
-fn sqlite_history_with_a_cluster_is_refused_naming_both_keys() {
-    let error = load("[cluster]\nredis_url = \"redis://127.0.0.1:6379\"\n", &[])
-        .expect_err("the default SQLite history cannot be shared");
-    assert!(error.contains("history.url"), "{error}");
-    assert!(error.contains("cluster.redis_url"), "{error}");
-    // PostgreSQL, or no history, is fine.
-    let postgres = "[history]\nurl = \"postgres://scoregate@db/scoregate\"\n\
-                    [cluster]\nredis_url = \"redis://127.0.0.1:6379\"\n";
-    assert!(load(postgres, &[]).is_ok());
-    let off = "[history]\nenabled = false\n[cluster]\nredis_url = \"rediss://r:6380\"\n";
-    assert!(load(off, &[]).is_ok());
-}
-
-#[test]
-fn the_redis_password_never_shows_in_errors_summaries_or_debug_output() {
-    let toml = "[history]\nenabled = false\n\
-                [cluster]\nredis_url = \"redis://cache.internal:6379/0\"\n\
-                password = { env = \"REDIS_PASSWORD\" }\nreplicas = 3\n";
-    let config = load(toml, &[("REDIS_PASSWORD", "hunter2-very-secret")]).expect("valid");
-    let cluster = config.cluster.as_ref().expect("[cluster]");
-    assert_eq!(cluster.replicas, 3);
-    assert_eq!(cluster.redacted_url(), "redis://cache.internal:6379/0");
-    for shown in [format!("{config:?}"), config.summary()] {
-        assert!(!shown.contains("hunter2"), "{shown}");
-    }
-    assert!(config
-        .summary()
-        .contains("Redis redis://cache.internal:6379/0, 3 replica(s)"));
-    let both = "[history]\nenabled = false\n\
-                [cluster]\nredis_url = \"redis://:inline-secret@r:6379\"\n\
-                password = { env = \"REDIS_PASSWORD\" }\n";
-    let error = load(both, &[("REDIS_PASSWORD", "x")]).expect_err("two passwords");
-    assert!(error.contains("cluster.password"), "{error}");
-    assert!(!error.contains("inline-secret"), "{error}");
-    for (bad, key) in [
-        ("redis_url = \"http://r:6379\"", "cluster.redis_url"),
-        (
-            "redis_url = \"redis://r\"\nreplicas = 0",
-            "cluster.replicas",
-        ),
-        (
-            "redis_url = \"redis://r\"\nkey_prefix = \"a b\"",
-            "cluster.key_prefix",
-        ),
-    ] {
-        let toml = format!("[history]\nenabled = false\n[cluster]\n{bad}\n");
-        let error = load(&toml, &[]).expect_err(bad);
-        assert!(error.contains(key), "{bad}: {error}");
-    }
 }
 
 #[tokio::test]

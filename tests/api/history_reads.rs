@@ -8,6 +8,7 @@ use crate::postgres::{self, PgServer};
 use scoregate::config::HistoryConfig;
 use scoregate::history::{History, HistoryError, Interval, Metric, ReadLimits, Reading, Store};
 use scoregate::metrics::HistoryMetrics;
+use scoregate::model::TenantId;
 use secrecy::SecretString;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -15,13 +16,7 @@ use time::macros::datetime;
 use time::OffsetDateTime;
 
 fn reading(tenant: &str, at: OffsetDateTime, score: f64) -> Reading {
-    Reading {
-        tenant: tenant.to_owned(),
-        metric: Metric::Device,
-        at,
-        score,
-        max_score: None,
-    }
+    Reading::of_score(TenantId::parse(tenant).unwrap(), Metric::Device, score, at)
 }
 
 /// A history on `url`, connected, with `limits` for its reads.

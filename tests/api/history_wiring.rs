@@ -8,6 +8,7 @@ use crate::postgres::PgServer;
 use scoregate::app::Application;
 use scoregate::config::Config;
 use scoregate::history::{Interval, Metric, Reading, Store};
+use scoregate::model::TenantId;
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
@@ -182,13 +183,7 @@ async fn secure_is_backfilled_once_with_one_graph_call_and_not_again_after_a_res
 }
 
 fn device(tenant: &str, at: OffsetDateTime, score: f64) -> Reading {
-    Reading {
-        tenant: tenant.to_owned(),
-        metric: Metric::Device,
-        at,
-        score,
-        max_score: None,
-    }
+    Reading::of_score(TenantId::parse(tenant).unwrap(), Metric::Device, score, at)
 }
 
 fn ids(body: &serde_json::Value) -> Vec<String> {

@@ -4,12 +4,17 @@
 //! headers and the emulator's counters of what reached "Microsoft".
 
 mod alerts;
+mod alerts_delivery;
 mod alerts_e2e;
+mod alerts_e2e_process;
 mod alerts_endpoints;
 mod alerts_paging;
+mod alerts_rules;
 mod auth;
 mod cli;
 mod cluster;
+mod cluster_config;
+mod cluster_quota;
 mod emulator;
 mod gateway;
 mod hardening_config;
@@ -19,11 +24,16 @@ mod hardening_fetch;
 mod helpers;
 mod history;
 mod history_reads;
+mod history_routes;
 mod history_wiring;
+mod history_writer;
 mod layers;
 mod openapi;
 mod operations;
+mod operations_logs;
+mod operations_reload;
 mod postgres;
+mod quota_stores;
 mod scores;
 mod sources;
 mod storage;

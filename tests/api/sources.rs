@@ -160,15 +160,15 @@ async fn a_token_for_the_wrong_audience_is_refused_by_graph_and_answered_upstrea
 
 #[tokio::test]
 async fn device_and_exposure_share_defenders_quota_and_graph_has_its_own() {
-    // Two a minute: a burst of one, then one every 60 s — the second call of either Defender
-    // metric must wait for the window, longer than the fetch's deadline.
+    // One a minute: the second call of either Defender metric must wait for the sliding
+    // minute, longer than the fetch's deadline.
     let app = spawn(
         1,
         vec![],
         &[
             ALL_METRICS,
-            ("SCOREGATE__UPSTREAM__REQUESTS_PER_MINUTE", "2"),
-            ("SCOREGATE__UPSTREAM__GRAPH_REQUESTS_PER_MINUTE", "2"),
+            ("SCOREGATE__UPSTREAM__REQUESTS_PER_MINUTE", "1"),
+            ("SCOREGATE__UPSTREAM__GRAPH_REQUESTS_PER_MINUTE", "1"),
         ],
     )
     .await;

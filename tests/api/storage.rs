@@ -9,6 +9,7 @@ use scoregate::alerts::{Alerts, AlertsConfig, Condition, Options, Rule, Webhook,
 use scoregate::config::HistoryConfig;
 use scoregate::history::{History, Metric, Reading, Store};
 use scoregate::metrics::{AlertMetrics, HistoryMetrics};
+use scoregate::model::TenantId;
 use secrecy::SecretString;
 use sqlx::{Connection, Row};
 use std::future::Future;
@@ -33,13 +34,7 @@ where
 }
 
 fn reading(tenant: String, at: OffsetDateTime, score: f64) -> Reading {
-    Reading {
-        tenant,
-        metric: Metric::Device,
-        at,
-        score,
-        max_score: None,
-    }
+    Reading::of_score(TenantId::parse(&tenant).unwrap(), Metric::Device, score, at)
 }
 
 /// The history over the database at `url`, connected.
@@ -167,7 +162,8 @@ async fn a_full_disk_loses_nothing_counts_only_commits_and_recovers_when_space_r
     // The disk fills up: 2,000 readings of as many tenants need pages the database cannot get.
     store.simulate_full_disk(true).await.unwrap();
     let before = history.stats();
-    let padding = "x".repeat(100);
+    // Ids as long as a tenant id may be (64 characters), so that each row takes room.
+    let padding = "x".repeat(51);
     for index in 0..2_000 {
         history.record(reading(
             format!("tenant-{index:05}-{padding}"),

@@ -5,6 +5,7 @@
 
 use crate::helpers::{captured_logs, emulator_options, spawn_app_with_config, TestApp};
 use scoregate::history::{Interval, Metric, Reading};
+use scoregate::model::TenantId;
 use sqlx::Row;
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
@@ -108,13 +109,12 @@ async fn a_tenant_id_re_pointed_at_another_entra_tenant_starts_a_new_series() {
     };
 
     // The previous customer's series: a device point 8 days old, the secure back-fill, an event.
-    history.record(Reading {
-        tenant: tenant.clone(),
-        metric: Metric::Device,
-        at: OffsetDateTime::now_utc() - time::Duration::days(8),
-        score: 1.0,
-        max_score: None,
-    });
+    history.record(Reading::of_score(
+        TenantId::parse(&tenant).unwrap(),
+        Metric::Device,
+        1.0,
+        OffsetDateTime::now_utc() - time::Duration::days(8),
+    ));
     get(
         &app,
         &format!("/tenants/{tenant}/score?metric=secure"),
@@ -228,12 +228,13 @@ async fn a_restart_with_a_re_pointed_tenant_starts_its_new_series_before_anythin
     let sqlite = format!("sqlite://{}/h.db?mode=rwc", dir.path().display());
     let postgres = crate::postgres::shared().database().await;
     for url in [sqlite, postgres] {
-        let reading = |tenant: &str| Reading {
-            tenant: tenant.to_owned(),
-            metric: Metric::Device,
-            at: OffsetDateTime::now_utc() - time::Duration::days(3),
-            score: 300.0,
-            max_score: None,
+        let reading = |tenant: &str| {
+            Reading::of_score(
+                TenantId::parse(tenant).unwrap(),
+                Metric::Device,
+                300.0,
+                OffsetDateTime::now_utc() - time::Duration::days(3),
+            )
         };
         let count = async |history: &scoregate::history::History, tenant: &str| {
             let now = OffsetDateTime::now_utc();

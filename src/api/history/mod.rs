@@ -462,7 +462,8 @@ impl Range {
             None => Metric::Device,
             Some(name) => Metric::parse(name).ok_or_else(|| {
                 invalid(format!(
-                    "metric: unknown metric {name:?}; one of device, exposure, secure"
+                    "metric: unknown metric {name:?}; one of {}",
+                    Metric::names()
                 ))
             })?,
         };

@@ -6,7 +6,7 @@ use crate::api::error::ApiError;
 use crate::api::views::SourceView;
 use crate::code::Code;
 use crate::fanout::ItemStatus;
-use crate::upstream::{Categories, Metric};
+use crate::model::{rfc3339, Categories, Metric};
 use actix_web::HttpResponse;
 use serde::Serialize;
 
@@ -49,7 +49,7 @@ pub(super) struct CsvRow<'a> {
     /// Formatted as the JSON number would be read (`340`, not `340.0`).
     score: Option<String>,
     time: Option<&'a str>,
-    fetched_at: Option<&'a str>,
+    fetched_at: Option<String>,
     age_seconds: Option<u64>,
     source: Option<SourceView>,
     /// The error's code, or the warning's for a stale score served because its refresh failed.
@@ -78,26 +78,26 @@ impl<'a> From<&'a ScoreItem> for CsvRow<'a> {
             (None, Some(warning)) => (Some(warning.code), Some(warning.detail.as_str())),
             (None, None) => (None, None),
         };
+        let reading = item.reading.as_ref();
+        let secure = reading.and_then(|reading| reading.secure.as_ref());
         let category = |pick: fn(&Categories) -> f64| {
-            item.categories
-                .as_ref()
-                .map(|categories| pick(categories).to_string())
+            secure.map(|secure| pick(&secure.categories).to_string())
         };
         Self {
             tenant: &item.tenant,
             name: &item.name,
             tags: item.tags.join(";"),
             status: item.status,
-            score: item.score.map(|score| score.to_string()),
-            time: item.time.as_deref(),
-            fetched_at: item.fetched_at.as_deref(),
+            score: reading.map(|reading| reading.score.to_string()),
+            time: reading.map(|reading| reading.time.as_str()),
+            fetched_at: reading.map(|reading| rfc3339(reading.fetched_at)),
             age_seconds: item.age_seconds,
             source: item.source,
             error_code,
             error_detail,
             metric: item.metric,
-            max_score: item.max_score.map(|value| value.to_string()),
-            percentage: item.percentage.map(|value| value.to_string()),
+            max_score: secure.map(|secure| secure.max_score.to_string()),
+            percentage: secure.map(|secure| secure.percentage.to_string()),
             category_identity: category(|c| c.identity),
             category_data: category(|c| c.data),
             category_device: category(|c| c.device),

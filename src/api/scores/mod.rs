@@ -16,8 +16,8 @@ use crate::auth::Scope;
 use crate::cache::ScoreError;
 use crate::code::Code;
 use crate::fanout::{self, Item, ItemStatus, Page, RawQuery, SortOrder, Summary};
+use crate::model::{Metric, Reading};
 use crate::service::Services;
-use crate::upstream::{Categories, Comparison, Metric};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -116,8 +116,9 @@ pub struct ScoreList {
     pub next_cursor: Option<String>,
 }
 
-/// One tenant's score, or why there is none. `max_score`, `percentage`, `categories` and
-/// `comparisons` are present only for `metric: secure` (and not on errors).
+/// One tenant's score, or why there is none: the score body (`score`, `time`, `fetched_at`, and
+/// for `metric: secure` `max_score`, `percentage`, `categories` and `comparisons`),
+/// `age_seconds` and `source` are present together, and absent on errors (then `error` is).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ScoreItem {
     /// The gateway's id of the tenant.
@@ -130,16 +131,10 @@ pub struct ScoreItem {
     pub status: ItemStatus,
     /// Which number `score` is (the query's `metric`).
     pub metric: Metric,
-    /// The metric's value (absent on errors): `device` raw points, `exposure` 0–100 (lower is
-    /// better), `secure` points of `max_score`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub score: Option<f64>,
-    /// When the source computed it, exactly as it wrote it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub time: Option<String>,
-    /// When the gateway fetched it (RFC 3339, UTC).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fetched_at: Option<String>,
+    /// The score, absent on errors.
+    #[serde(flatten)]
+    #[schema(schema_with = optional_reading_schema)]
+    pub reading: Option<Reading>,
     /// Seconds since `fetched_at`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub age_seconds: Option<u64>,
@@ -152,18 +147,6 @@ pub struct ScoreItem {
     /// Present when there is no score.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ItemErrorView>,
-    /// Only for `secure`: the points achievable with the tenant's licences.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_score: Option<f64>,
-    /// Only for `secure`: `100 × score / max_score` (0–100).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub percentage: Option<f64>,
-    /// Only for `secure`: points achieved per control category.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub categories: Option<Categories>,
-    /// Only for `secure`: the average scores of comparable tenants.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub comparisons: Option<Vec<Comparison>>,
     /// `score` minus the score at the end of yesterday (UTC), from the history; `null` without
     /// a score now, without a point that old, or when the history is off or unreachable.
     pub change_1d: Option<f64>,
@@ -173,6 +156,12 @@ pub struct ScoreItem {
     pub change_30d: Option<f64>,
     /// `score` minus the score at the end of the day 90 days ago; `null` as `change_1d`.
     pub change_90d: Option<f64>,
+}
+
+/// The schema of [`ScoreItem::reading`]: the score body's properties, none required (an item
+/// with an error has none of them).
+fn optional_reading_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    crate::model::optional_properties(<Reading as utoipa::PartialSchema>::schema())
 }
 
 /// Why an item has no score: the code and status the single-tenant route would have answered.
@@ -197,17 +186,11 @@ impl From<&Item> for ScoreItem {
             tags: tenant.tags.clone(),
             status: item.status(),
             metric: item.metric,
-            score: None,
-            time: None,
-            fetched_at: None,
+            reading: None,
             age_seconds: None,
             source: None,
             warning: None,
             error: None,
-            max_score: None,
-            percentage: None,
-            categories: None,
-            comparisons: None,
             change_1d: item.change(1),
             change_7d: item.change(7),
             change_30d: item.change(30),
@@ -220,24 +203,12 @@ impl From<&Item> for ScoreItem {
                 let ScoreView {
                     tenant: _,
                     metric: _,
-                    score,
-                    time,
-                    fetched_at,
+                    reading,
                     age_seconds,
                     source,
                     warning,
-                    max_score,
-                    percentage,
-                    categories,
-                    comparisons,
                 } = ScoreView::new(tenant, item.metric, served);
-                view.max_score = max_score;
-                view.percentage = percentage;
-                view.categories = categories;
-                view.comparisons = comparisons;
-                view.score = Some(score);
-                view.time = Some(time);
-                view.fetched_at = Some(fetched_at);
+                view.reading = Some(reading);
                 view.age_seconds = Some(age_seconds);
                 view.source = Some(source);
                 view.warning = warning;

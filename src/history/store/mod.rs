@@ -97,7 +97,7 @@ pub struct Store {
     /// SQLite's `max_page_count` applied to each connection as it is opened or acquired (0:
     /// never set, nothing applied): how the tests fill the disk deterministically, see
     /// [`Store::simulate_full_disk`].
-    #[cfg(feature = "emulator")]
+    #[cfg(feature = "test-hooks")]
     page_cap: Arc<AtomicU64>,
     /// The SQLite file as opened, to notice it deleted or replaced; `None` when not watched.
     file: Option<Arc<WatchedFile>>,
@@ -194,7 +194,7 @@ impl Store {
         Ok(Self {
             pool,
             postgres: !sqlite,
-            #[cfg(feature = "emulator")]
+            #[cfg(feature = "test-hooks")]
             page_cap,
             // After the migrations: the file exists now.
             file: WatchedFile::of(url).map(Arc::new),
@@ -213,8 +213,7 @@ impl Store {
     /// (`PRAGMA max_page_count`), so a write that needs a new page fails with `SQLITE_FULL`
     /// as on a full file system; `false` gives the space back. Takes effect as each
     /// connection is next acquired. Nothing on PostgreSQL.
-    #[cfg(feature = "emulator")]
-    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub async fn simulate_full_disk(&self, full: bool) -> Result<(), HistoryError> {
         if self.postgres {
             return Ok(());
@@ -247,18 +246,19 @@ impl Store {
     pub async fn write(&self, readings: &[Reading]) -> Result<(), HistoryError> {
         let mut transaction = self.pool.begin().await?;
         for reading in readings {
-            let at = reading.at.unix_timestamp();
+            let at = reading.at().unix_timestamp();
+            let score = reading.body.score;
             sqlx::query(UPSERT)
-                .bind(reading.tenant.as_str())
-                .bind(reading.metric.as_str())
+                .bind(reading.key.tenant.as_str())
+                .bind(reading.key.metric.as_str())
                 .bind(Interval::Hour.bucket(at))
                 .bind(HOUR)
-                .bind(reading.score)
+                .bind(score)
                 .bind(at)
-                .bind(reading.score)
-                .bind(reading.score)
+                .bind(score)
+                .bind(score)
                 .bind(1_i64)
-                .bind(reading.max_score)
+                .bind(reading.max_score())
                 .execute(&mut *transaction)
                 .await?;
         }

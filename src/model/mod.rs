@@ -1,12 +1,19 @@
 //! The vocabulary every layer speaks: which tenant ([`TenantId`]), which number ([`Metric`]),
-//! which upstream service ([`UpstreamService`]) and the key of one number of one tenant
-//! ([`ScoreKey`]).
+//! which upstream service ([`UpstreamService`]), the key of one number of one tenant
+//! ([`ScoreKey`]), and the body of a score ([`Reading`], with [`SecureDetails`]).
 //!
 //! The bottom of the crate: this module imports nothing of it, so that every other module may
 //! import it without a cycle. It owns names and their parsing; it deliberately holds no
 //! behaviour (no I/O, no clock, no settings). The old paths (`tenants::TenantId`,
-//! `upstream::Metric`, `upstream::ScoreKey`, `upstream::UpstreamService`, `history::Metric`)
+//! `upstream::Metric`, `upstream::ScoreKey`, `upstream::UpstreamService`, `upstream::Reading`,
+//! `upstream::SecureDetails`, `upstream::Categories`, `upstream::Comparison`, `history::Metric`)
 //! re-export these.
+//!
+//! - `score`: the score body ([`Reading`]), defined once for the API, Redis and the history.
+
+mod score;
+
+pub use score::{optional_properties, rfc3339, Categories, Comparison, Reading, SecureDetails};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -107,6 +114,12 @@ impl Metric {
         }
     }
 
+    /// Every metric's name, separated by `, ` ("device, exposure, secure"), for messages that
+    /// list the choices.
+    pub fn names() -> String {
+        Self::ALL.map(Self::as_str).join(", ")
+    }
+
     /// The metric named `name` (exactly as [`Metric::as_str`] writes it).
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|metric| metric.as_str() == name)
@@ -139,7 +152,7 @@ pub struct ScoreKey {
 
 /// An upstream service whose per-tenant limits several sources may share: Defender's 100/min and
 /// 1,500/h cover every Defender score of a tenant; Graph has its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum UpstreamService {
     /// Microsoft Defender for Endpoint's API (`device`, `exposure`).
     Defender,

@@ -1,4 +1,5 @@
-use crate::config::test_support::{env, problems, tempdir, tenant, write, CLIENT, DIGEST, TENANT};
+use super::*;
+use crate::config::test_support::{env, problems, tempdir, tenant, write, CLIENT, TENANT};
 use crate::config::Config;
 use crate::credential::Credential;
 
@@ -46,28 +47,6 @@ fn every_bad_tenant_value_is_reported_with_the_tenant() {
 }
 
 #[test]
-fn custom_clouds_need_hosts_and_https() {
-    let dir = tempdir();
-    let path = write(
-        &dir,
-        "a.toml",
-        &format!(
-            "[upstream]\ncloud = \"custom\"\nauthority_host = \"http://127.0.0.1:1\"\n{}",
-            tenant("a", TENANT, CLIENT, "client_secret = { env = \"S\" }")
-        ),
-    );
-    let all = problems(Config::load_with_env(&path, env(&[("S", "x")]))).join("\n");
-    assert!(
-        all.contains("upstream.authority_host: must be an https:// URL"),
-        "{all}"
-    );
-    assert!(
-        all.contains("cloud \"custom\" needs authority_host and api_base"),
-        "{all}"
-    );
-}
-
-#[test]
 fn a_multi_tenant_app_may_serve_several_tenants_but_not_twice_the_same() {
     let dir = tempdir();
     let other = "22222222-2222-4222-8222-222222222222";
@@ -109,11 +88,17 @@ fn tenants_may_live_in_a_separate_file_and_gov_clouds_get_gov_hosts() {
         "https://login.microsoftonline.us/"
     );
     assert_eq!(
-        gov.api_base.as_str(),
+        gov.endpoint(crate::model::UpstreamService::Defender)
+            .unwrap()
+            .base
+            .as_str(),
         "https://api-gov.securitycenter.microsoft.us/"
     );
     assert_eq!(
-        &*gov.scope,
+        &*gov
+            .endpoint(crate::model::UpstreamService::Defender)
+            .unwrap()
+            .scope,
         "https://api-gov.securitycenter.microsoft.us/.default"
     );
     match &gov.credential {
@@ -121,53 +106,6 @@ fn tenants_may_live_in_a_separate_file_and_gov_clouds_get_gov_hosts() {
             assert_eq!(secrecy::ExposeSecret::expose_secret(secret), "secret")
         }
         Credential::Certificate(_) => panic!("expected a secret"),
-    }
-}
-
-#[test]
-fn authentication_on_without_keys_refuses_to_load() {
-    let dir = tempdir();
-    let path = write(&dir, "a.toml", "[auth]\nenabled = true\n");
-    let all = problems(Config::load_with_env(&path, env(&[]))).join("\n");
-    assert!(
-        all.contains("auth.enabled: authentication is on but no [[api_keys]]"),
-        "{all}"
-    );
-}
-
-#[test]
-fn api_keys_are_validated_and_scoped() {
-    let dir = tempdir();
-    let text = format!(
-        "[auth]\nenabled = true\n{}{}\
-         [[api_keys]]\nname = \"all\"\nsha256 = \"{DIGEST}\"\ntenants = [\"*\"]\noperator = true\n\
-         [[api_keys]]\nname = \"gold\"\nsha256 = \"{}\"\ntags = [\"gold\"]\nrequests_per_minute = 5\n",
-        tenant("a", TENANT, CLIENT, "client_secret = { env = \"S\" }\ntags = [\"gold\"]"),
-        tenant("b", "22222222-2222-4222-8222-222222222222", CLIENT, "client_secret = { env = \"S\" }"),
-        "a".repeat(64)
-    );
-    let path = write(&dir, "a.toml", &text);
-    let config = Config::load_with_env(&path, env(&[("S", "x")])).unwrap();
-    assert_eq!(config.keys.len(), 2);
-
-    let bad = format!(
-        "[auth]\nenabled = true\n{}\
-         [[api_keys]]\nname = \"x\"\nsha256 = \"nothex\"\ntenants = [\"nope\"]\n\
-         [[api_keys]]\nname = \"x\"\nsha256 = \"{DIGEST}\"\ntenants = [\"a\"]\noperator = true\n\
-         [[api_keys]]\nname = \"empty\"\nsha256 = \"{DIGEST}\"\n",
-        tenant("a", TENANT, CLIENT, "client_secret = { env = \"S\" }"),
-    );
-    let path = write(&dir, "b.toml", &bad);
-    let all = problems(Config::load_with_env(&path, env(&[("S", "x")]))).join("\n");
-    for expected in [
-        "api_keys[0] (name \"x\").tenants[0]: no tenant \"nope\"",
-        "api_keys[0] (name \"x\").sha256: must be the 64 hex digits",
-        "api_keys[1] (name \"x\").name: another key has this name",
-        "api_keys[1] (name \"x\").operator: operator keys read /metrics",
-        "api_keys[2] (name \"empty\").sha256: another key has this digest",
-        "api_keys[2] (name \"empty\"): grants no tenant",
-    ] {
-        assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
     }
 }
 
@@ -197,16 +135,12 @@ fn metrics_default_to_upstream_and_are_overridden_per_tenant_and_by_environment(
         [Metric::Device, Metric::Secure],
         "in API order"
     );
-    assert_eq!(
-        &*b.sources.graph_scope,
-        "https://graph.example.test/.default"
-    );
-    assert_eq!(b.sources.graph_max_concurrent, 2);
-    assert_eq!(b.sources.graph_per_minute, 150);
-    assert_eq!(
-        b.sources.graph_base.as_ref().map(|base| base.as_str()),
-        Some("https://graph.microsoft.com/")
-    );
+    let graph = b.endpoint(crate::model::UpstreamService::Graph).unwrap();
+    assert_eq!(&*graph.scope, "https://graph.example.test/.default");
+    assert_eq!(graph.max_concurrent, Some(2));
+    assert_eq!(graph.limits.per_minute, 150);
+    assert_eq!(graph.base.as_str(), "https://graph.microsoft.com/");
+    assert_eq!(b.limits(crate::model::UpstreamService::Graph), graph.limits);
     assert!(config.summary().contains("metric secure: 1 tenant(s)"));
     let config = Config::load_with_env(
         &path,
@@ -292,11 +226,9 @@ fn secure_on_a_custom_cloud_needs_a_graph_base_and_uses_graphs_commercial_scope(
     );
     let config = Config::load_with_env(&path, env(&[("S", "x")])).unwrap();
     let a = config.registry.get("a").unwrap();
-    assert_eq!(&*a.sources.graph_scope, crate::wire::GRAPH_SCOPE);
-    assert_eq!(
-        a.sources.graph_base.as_ref().map(|base| base.as_str()),
-        Some("https://graph.example.test/")
-    );
+    let graph = a.endpoint(crate::model::UpstreamService::Graph).unwrap();
+    assert_eq!(&*graph.scope, crate::wire::GRAPH_SCOPE);
+    assert_eq!(graph.base.as_str(), "https://graph.example.test/");
     // A sovereign cloud's Graph host is also its token resource.
     let path = write(
         &dir,
@@ -305,7 +237,13 @@ fn secure_on_a_custom_cloud_needs_a_graph_base_and_uses_graphs_commercial_scope(
     );
     let config = Config::load_with_env(&path, env(&[("S", "x")])).unwrap();
     assert_eq!(
-        &*config.registry.get("a").unwrap().sources.graph_scope,
+        &*config
+            .registry
+            .get("a")
+            .unwrap()
+            .endpoint(crate::model::UpstreamService::Graph)
+            .unwrap()
+            .scope,
         "https://dod-graph.microsoft.us/.default"
     );
 }
@@ -324,87 +262,94 @@ fn registrations_share_one_copy_of_each_host_and_scope() {
     let a = config.registry.get("a").unwrap();
     let b = config.registry.get("b").unwrap();
     assert!(std::sync::Arc::ptr_eq(&a.authority_host, &b.authority_host));
-    assert!(std::sync::Arc::ptr_eq(&a.api_base, &b.api_base));
-    assert!(std::sync::Arc::ptr_eq(&a.scope, &b.scope));
-    assert!(std::sync::Arc::ptr_eq(
-        &a.sources.graph_scope,
-        &b.sources.graph_scope
-    ));
-    let (Some(a_graph), Some(b_graph)) = (&a.sources.graph_base, &b.sources.graph_base) else {
-        panic!("the commercial cloud has a Graph host");
-    };
-    assert!(std::sync::Arc::ptr_eq(a_graph, b_graph));
-}
-
-#[test]
-fn the_history_database_defaults_to_a_sqlite_file_beside_the_config() {
-    use secrecy::ExposeSecret;
-    let dir = tempdir();
-    let base = tenant("a", TENANT, CLIENT, "client_secret = { env = \"S\" }");
-    let path = write(&dir, "a.toml", &base);
-    let config = Config::load_with_env(&path, env(&[("S", "x")])).unwrap();
-    assert!(config.history.enabled);
-    assert_eq!(config.history.retention_days, 400);
-    assert_eq!(
-        config.history.alerts_retention_days, 400,
-        "alerts are kept as long as the history by default"
-    );
-    let expected = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("scoregate.db").display()
-    );
-    assert_eq!(config.history.url.expose_secret(), expected);
-    let path = write(
-        &dir,
-        "b.toml",
-        &format!("{base}\n[history]\nurl = \"sqlite:///var/lib/scoregate/h.db\"\n"),
-    );
-    let config = Config::load_with_env(&path, env(&[("S", "x")])).unwrap();
-    assert_eq!(
-        config.history.url.expose_secret(),
-        "sqlite:///var/lib/scoregate/h.db?mode=rwc"
-    );
-}
-
-#[test]
-fn a_postgres_password_is_never_shown() {
-    use secrecy::ExposeSecret;
-    let dir = tempdir();
-    let text = format!(
-        "{}\n[history]\nurl = \"postgres://gate@db.example:5432/history\"\npassword = {{ env = \"PGPW\" }}\n",
-        tenant("a", TENANT, CLIENT, "client_secret = { env = \"S\" }")
-    );
-    let path = write(&dir, "a.toml", &text);
-    let config = Config::load_with_env(&path, env(&[("S", "x"), ("PGPW", "hunter2-pw")])).unwrap();
-    assert_eq!(
-        config.history.url.expose_secret(),
-        "postgres://gate:hunter2-pw@db.example:5432/history"
-    );
-    for shown in [
-        format!("{config:?}"),
-        config.summary(),
-        config.history.redacted_url(),
-    ] {
-        assert!(!shown.contains("hunter2-pw"), "{shown}");
-    }
-    assert!(config
-        .summary()
-        .contains("history postgres://gate@db.example:5432/history, 400 day(s) kept"));
-    // A password inline is kept secret too, and an unknown scheme is refused without
-    // quoting the URL.
-    let text = format!(
-        "{}\n[history]\nurl = \"mysql://u:inline-pw@h/d\"\nretention_days = 0\nalerts_retention_days = 4000\nbuffer = 0\n",
-        tenant("a", TENANT, CLIENT, "client_secret = { env = \"S\" }")
-    );
+    assert!(std::sync::Arc::ptr_eq(&a.endpoints, &b.endpoints));
+    // A tenant with limits of its own has endpoints of its own, sharing hosts and scopes.
+    let text = [
+        text,
+        tenant(
+            "c",
+            "33333333-3333-4333-8333-333333333333",
+            CLIENT,
+            &format!("{secret}\nrequests_per_minute = 10"),
+        ),
+    ]
+    .concat();
     let path = write(&dir, "b.toml", &text);
-    let all = problems(Config::load_with_env(&path, env(&[("S", "x")]))).join("\n");
-    for expected in [
-        "history.url: must start with sqlite://",
-        "history.retention_days: must be greater than 0",
-        "history.alerts_retention_days: must be at most 3650, not 4000",
-        "history.buffer: must be greater than 0",
-    ] {
-        assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+    let config = Config::load_with_env(&path, env(&[("S", "x")])).unwrap();
+    let a = config.registry.get("a").unwrap();
+    let c = config.registry.get("c").unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&a.endpoints, &c.endpoints));
+    for service in crate::model::UpstreamService::ALL {
+        let (Some(a), Some(c)) = (a.endpoint(service), c.endpoint(service)) else {
+            panic!("the commercial cloud has a {service:?} host");
+        };
+        assert!(std::sync::Arc::ptr_eq(&a.base, &c.base));
+        assert!(std::sync::Arc::ptr_eq(&a.scope, &c.scope));
     }
-    assert!(!all.contains("inline-pw"), "{all}");
+}
+
+#[cfg(unix)]
+#[test]
+fn secret_files_others_may_read_are_named_in_a_warning_without_their_content() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempdir();
+    let secret = write(&dir, "loose.secret", "hunter2-loose\n");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let private = write(&dir, "private.secret", "hunter2-private\n");
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let text = [
+        tenant(
+            "loose",
+            TENANT,
+            CLIENT,
+            "client_secret = { file = \"loose.secret\" }",
+        ),
+        tenant(
+            "private",
+            "22222222-2222-4222-8222-222222222222",
+            CLIENT,
+            "client_secret = { file = \"private.secret\" }",
+        ),
+    ]
+    .concat();
+    let path = write(&dir, "a.toml", &text);
+    let config = Config::load_with_env(&path, env(&[])).unwrap();
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    let warning = &config.warnings[0];
+    assert!(
+        warning.starts_with(&format!(
+            "tenants[0] (id \"loose\").client_secret.file: {} may be read or written by group or others (mode 0644)",
+            secret.display()
+        )),
+        "{warning}"
+    );
+    let summary = config.summary();
+    assert!(
+        summary.contains(&format!("  warning: {warning}")),
+        "{summary}"
+    );
+    assert!(!summary.contains("hunter2"), "{summary}");
+
+    // Certificate files and their password files are checked alike.
+    let mut settings: TenantsFile = toml::from_str(&tenant(
+        "cert",
+        TENANT,
+        CLIENT,
+        "certificate = { file = \"loose.secret\", password = { file = \"private.secret\" } }",
+    ))
+    .unwrap();
+    let warnings = loose_file_warnings(&settings.tenants, dir.path());
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("tenants[0] (id \"cert\").certificate.file: "),
+        "{warnings:?}"
+    );
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o640)).unwrap();
+    settings.tenants[0].id = "cert2".into();
+    let warnings = loose_file_warnings(&settings.tenants, dir.path());
+    assert!(
+        warnings[1].starts_with("tenants[0] (id \"cert2\").certificate.password.file: ")
+            && warnings[1].contains("(mode 0640)"),
+        "{warnings:?}"
+    );
 }
