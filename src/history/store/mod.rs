@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 
+mod controls;
 mod queries;
+pub use controls::ControlReading;
 #[cfg(test)]
 use queries::portfolio_sql;
 
@@ -398,8 +400,8 @@ impl Store {
         }
     }
 
-    /// Deletes the points of days that ended more than `retention_days` before `now`'s day.
-    /// Returns how many.
+    /// Deletes the points (and per-control rows) of days that ended more than
+    /// `retention_days` before `now`'s day. Returns how many.
     pub async fn enforce_retention(
         &self,
         now: OffsetDateTime,
@@ -410,7 +412,13 @@ impl Store {
             .bind(cutoff)
             .execute(&self.pool)
             .await?;
-        Ok(result.rows_affected())
+        // Per-control rows follow the day points. A control unchanged for the whole retention
+        // loses its row; the next reading of it stores its values again.
+        let controls = sqlx::query("DELETE FROM history_control_points WHERE at < $1")
+            .bind(cutoff)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() + controls.rows_affected())
     }
 
     /// Closes the pool (tests that stop the database first).
