@@ -43,11 +43,10 @@ fn evaluate(mut memory: Memory, points: &[&ControlPoint]) -> Outcome {
                 done_again = Some(point.control.clone());
             }
             memory.done.insert(point.control.clone());
-        } else {
-            if memory.done.remove(&point.control) && memory.regressed.insert(point.control.clone())
-            {
-                regressed_now.get_or_insert_with(|| point.control.clone());
-            }
+        } else if memory.done.remove(&point.control)
+            && memory.regressed.insert(point.control.clone())
+        {
+            regressed_now.get_or_insert_with(|| point.control.clone());
         }
     }
     let regressed_now = regressed_now.or_else(|| memory.regressed.iter().next().cloned());
@@ -127,10 +126,15 @@ pub(super) async fn forget_stale(
         .fetch_all(pool)
         .await?;
     for row in rows {
-        let (alert, tenant, fingerprint): (String, String, String) =
-            (row.try_get("alert")?, row.try_get("tenant")?, row.try_get("rule")?);
+        let (alert, tenant, fingerprint): (String, String, String) = (
+            row.try_get("alert")?,
+            row.try_get("tenant")?,
+            row.try_get("rule")?,
+        );
         let kept = config.rules.iter().any(|rule| {
-            rule.name == alert && rule.fingerprint() == fingerprint && rule.tenants.contains(&tenant)
+            rule.name == alert
+                && rule.fingerprint() == fingerprint
+                && rule.tenants.contains(&tenant)
         });
         if !kept {
             sqlx::query("DELETE FROM alert_control_states WHERE alert = $1 AND tenant = $2")

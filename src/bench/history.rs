@@ -358,7 +358,9 @@ async fn control_history(tenants: usize, now: OffsetDateTime) -> anyhow::Result<
                 Some((at, points))
             })
             .collect();
-        store.insert_control_days(&tenant(tenant_index), &days).await?;
+        store
+            .insert_control_days(&tenant(tenant_index), &days)
+            .await?;
     }
     let elapsed = started.elapsed();
     let rows = store.control_rows().await?;

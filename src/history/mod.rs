@@ -40,9 +40,9 @@ mod types;
 mod writer;
 
 pub use binding::{Binding, Rebound};
+pub use controls::{valid_control_id, ControlChange, ControlPoint, MAX_CONTROL_ID};
 pub use file::FileState;
 pub use read::{ReadGate, ReadLimits};
-pub use controls::{valid_control_id, ControlChange, ControlPoint, MAX_CONTROL_ID};
 pub use store::{retention_start, ControlReading, Store};
 pub use types::{DailySnapshot, HistoryError, Interval, Past, Point, PortfolioPoint, Reading};
 pub use writer::WriterStats;
@@ -309,7 +309,12 @@ impl History {
     /// never waits and never fails; the store keeps a row only for a control whose score,
     /// maximum or state changed. One call counts as one reading in the writer's counters
     /// (dropped and counted when the buffer is full).
-    pub fn record_controls(&self, tenant: &TenantId, at: OffsetDateTime, points: Vec<ControlPoint>) {
+    pub fn record_controls(
+        &self,
+        tenant: &TenantId,
+        at: OffsetDateTime,
+        points: Vec<ControlPoint>,
+    ) {
         self.writer.record_controls(ControlReading {
             tenant: tenant.to_string(),
             at,

@@ -45,16 +45,27 @@ async fn a_regressed_control_fires_once_and_resolves_when_done_again() {
     // First reading: done or not, nothing was done before.
     let other = || point("scid_2010", 10.0, State::Default);
     for tenant in ["a", "b", "c"] {
-        alerts.on_controls(tenant, clock.now(), &[identity("MFARegistrationV2", 10.0), other()]);
+        alerts.on_controls(
+            tenant,
+            clock.now(),
+            &[identity("MFARegistrationV2", 10.0), other()],
+        );
     }
     clock.advance(step);
     // `a` regresses; `b`'s control outside the categories regresses (not watched); `c` is out
     // of scope.
-    alerts.on_controls("a", clock.now(), &[identity("MFARegistrationV2", 4.0), other()]);
+    alerts.on_controls(
+        "a",
+        clock.now(),
+        &[identity("MFARegistrationV2", 4.0), other()],
+    );
     alerts.on_controls(
         "b",
         clock.now(),
-        &[identity("MFARegistrationV2", 10.0), point("scid_2010", 2.0, State::Default)],
+        &[
+            identity("MFARegistrationV2", 10.0),
+            point("scid_2010", 2.0, State::Default),
+        ],
     );
     alerts.on_controls("c", clock.now(), &[identity("MFARegistrationV2", 0.0)]);
     clock.advance(step);
@@ -65,7 +76,10 @@ async fn a_regressed_control_fires_once_and_resolves_when_done_again() {
         &[identity("MFARegistrationV2", 5.0), other()],
     );
     alerts.flush().await;
-    assert_eq!(events(&alerts).await, [("alert.firing".to_owned(), "mfa/a".to_owned())]);
+    assert_eq!(
+        events(&alerts).await,
+        [("alert.firing".to_owned(), "mfa/a".to_owned())]
+    );
     assert_eq!(alerts.deliver_due().await.unwrap(), 1);
     assert_eq!(alerts.deliver_due().await.unwrap(), 0);
     let received = receiver.received();
@@ -79,11 +93,23 @@ async fn a_regressed_control_fires_once_and_resolves_when_done_again() {
     assert_eq!(data["value"], 1.0);
     let firing = alerts.firing(None).await.unwrap();
     assert_eq!(firing.len(), 1);
+    let listed = alerts
+        .events(&scoregate::alerts::EventFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed[0].1.control.as_deref(), Some("MFARegistrationV2"));
 
     // Done again: resolved, once.
     clock.advance(step);
     for _ in 0..2 {
-        alerts.on_controls("a", clock.now(), &[identity("MFARegistrationV2", 10.0), other()]);
+        alerts.on_controls(
+            "a",
+            clock.now(),
+            &[identity("MFARegistrationV2", 10.0), other()],
+        );
     }
     alerts.flush().await;
     assert_eq!(alerts.deliver_due().await.unwrap(), 1);

@@ -101,9 +101,21 @@ async fn check_changes(store: &Store) {
         point("MFARegistrationV2", 5.0, State::Default),
         point("scid_2010", 10.0, State::Default),
     ];
-    assert_eq!(store.write_controls(&[reading("a", t0, first.clone())]).await.unwrap(), 2);
+    assert_eq!(
+        store
+            .write_controls(&[reading("a", t0, first.clone())])
+            .await
+            .unwrap(),
+        2
+    );
     // The same values an hour later: nothing.
-    assert_eq!(store.write_controls(&[reading("a", t1, first.clone())]).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .write_controls(&[reading("a", t1, first.clone())])
+            .await
+            .unwrap(),
+        0
+    );
     // A score changes, then a state: one row each.
     let mut second = first.clone();
     second[0].score = 7.0;
@@ -116,7 +128,10 @@ async fn check_changes(store: &Store) {
     assert_eq!(written, 2);
     assert_eq!(store.control_rows().await.unwrap(), 4);
     // Another tenant with the same controls: the ids are stored once.
-    store.write_controls(&[reading("b", t0, first)]).await.unwrap();
+    store
+        .write_controls(&[reading("b", t0, first)])
+        .await
+        .unwrap();
     assert_eq!(count(store, "history_controls").await, 2);
     assert_eq!(store.control_rows().await.unwrap(), 6);
 
@@ -141,7 +156,11 @@ async fn check_changes(store: &Store) {
     );
     // No history of the control in this tenant, or no such control at all.
     store
-        .write_controls(&[reading("c", t0, vec![point("OnlyInC", 1.0, State::Default)])])
+        .write_controls(&[reading(
+            "c",
+            t0,
+            vec![point("OnlyInC", 1.0, State::Default)],
+        )])
         .await
         .unwrap();
     assert_eq!(changes(store, "a", "OnlyInC", t0, t3).await, None);
@@ -177,9 +196,15 @@ async fn check_backfill(store: &Store) {
     assert_eq!(store.insert_control_days("a", &days).await.unwrap(), 4);
     assert_eq!(store.insert_control_days("a", &days).await.unwrap(), 0);
     assert_eq!(store.control_rows().await.unwrap(), 4);
-    let changed = changes(store, "a", "MFARegistrationV2", today - time::Duration::days(90), today)
-        .await
-        .unwrap();
+    let changed = changes(
+        store,
+        "a",
+        "MFARegistrationV2",
+        today - time::Duration::days(90),
+        today,
+    )
+    .await
+    .unwrap();
     let scores: Vec<f64> = changed.iter().map(|(_, score, _)| *score).collect();
     assert_eq!(scores, [0.0, 5.0, 10.0]);
     assert_eq!(changed[1].0, today - time::Duration::days(60));
@@ -192,10 +217,19 @@ async fn check_backfill(store: &Store) {
     let live = reading("b", today + time::Duration::hours(9), days[89].1.clone());
     assert_eq!(store.write_controls(&[live]).await.unwrap(), 2);
     store.insert_control_days("b", &days).await.unwrap();
-    let changed = changes(store, "b", "scid_2010", today - time::Duration::days(90), today + time::Duration::days(1))
-        .await
-        .unwrap();
-    assert_eq!(changed, [(today - time::Duration::days(90), 10.0, State::Default)]);
+    let changed = changes(
+        store,
+        "b",
+        "scid_2010",
+        today - time::Duration::days(90),
+        today + time::Duration::days(1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        changed,
+        [(today - time::Duration::days(90), 10.0, State::Default)]
+    );
     assert_eq!(store.insert_control_days("b", &days).await.unwrap(), 0);
     assert_eq!(store.control_rows().await.unwrap(), 8);
 
@@ -240,7 +274,12 @@ async fn recorded_controls_reach_the_store_without_waiting_and_only_on_change() 
     assert_eq!(store.control_rows().await.unwrap(), 1);
     assert_eq!(history.stats().written, 3);
     let found = history
-        .control_history("contoso", "MFARegistrationV2", at, at + time::Duration::days(1))
+        .control_history(
+            "contoso",
+            "MFARegistrationV2",
+            at,
+            at + time::Duration::days(1),
+        )
         .await
         .unwrap()
         .unwrap();

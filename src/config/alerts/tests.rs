@@ -227,7 +227,9 @@ fn control_regressed_is_checked_key_by_key() {
     );
     let text = problems_of(&toml).join("\n");
     assert!(
-        text.contains("alerts[0] (name \"many\").control_regressed.controls: at most 500 entries, not 501"),
+        text.contains(
+            "alerts[0] (name \"many\").control_regressed.controls: at most 500 entries, not 501"
+        ),
         "{text}"
     );
 }

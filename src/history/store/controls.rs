@@ -166,10 +166,12 @@ async fn control_ids(
         if ids.contains_key(control) {
             continue;
         }
-        sqlx::query("INSERT INTO history_controls (control) VALUES ($1) ON CONFLICT (control) DO NOTHING")
-            .bind(control)
-            .execute(&mut **transaction)
-            .await?;
+        sqlx::query(
+            "INSERT INTO history_controls (control) VALUES ($1) ON CONFLICT (control) DO NOTHING",
+        )
+        .bind(control)
+        .execute(&mut **transaction)
+        .await?;
         let row = sqlx::query("SELECT id FROM history_controls WHERE control = $1")
             .bind(control)
             .fetch_one(&mut **transaction)
