@@ -11,7 +11,8 @@ use std::time::Duration;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-const SECURE: (&str, &str) = (
+/// Every metric for every tenant: the route needs `secure`.
+pub(crate) const SECURE: (&str, &str) = (
     "SCOREGATE__UPSTREAM__METRICS",
     r#"["device","exposure","secure"]"#,
 );
@@ -38,6 +39,14 @@ async fn get(app: &TestApp, path: &str, key: &str) -> (u16, serde_json::Value) {
 
 fn stamp(at: OffsetDateTime) -> String {
     at.format(&Rfc3339).unwrap()
+}
+
+/// A control id [`seed`] stores, for the tests that walk every route.
+pub(crate) const SEEDED_CONTROL: &str = "MFARegistrationV2";
+
+/// [`seed`] into a running gateway's store.
+pub(crate) async fn seed_app(app: &TestApp) {
+    seed(&store_of(app).await).await;
 }
 
 /// Ten days of contoso's and fabrikam's controls: `MFARegistrationV2` done until 5 days ago,

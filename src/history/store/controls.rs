@@ -63,12 +63,15 @@ impl Store {
     /// Writes live readings in one transaction: a row per control whose values changed.
     pub async fn write_controls(&self, readings: &[ControlReading]) -> Result<u64, HistoryError> {
         let mut transaction = self.pool.begin().await?;
+        let mut ids = self.control_ids.read().clone();
         let mut inserted = 0;
         for reading in readings {
             let day = [(reading.at, reading.points.clone())];
-            inserted += merge_controls(&mut transaction, &reading.tenant, &day).await?;
+            inserted += merge_controls(&mut transaction, &mut ids, &reading.tenant, &day).await?;
         }
         transaction.commit().await?;
+        // Only once committed: an id rolled back must not be taken for stored.
+        self.control_ids.write().extend(ids);
         Ok(inserted)
     }
 
@@ -81,8 +84,10 @@ impl Store {
         days: &[(OffsetDateTime, Vec<ControlPoint>)],
     ) -> Result<u64, HistoryError> {
         let mut transaction = self.pool.begin().await?;
-        let inserted = merge_controls(&mut transaction, tenant, days).await?;
+        let mut ids = self.control_ids.read().clone();
+        let inserted = merge_controls(&mut transaction, &mut ids, tenant, days).await?;
         transaction.commit().await?;
+        self.control_ids.write().extend(ids);
         Ok(inserted)
     }
 
@@ -156,12 +161,13 @@ impl Store {
     }
 }
 
-/// The ids of `controls`, inserted first when new.
+/// Adds the numbers of `controls` to `ids` (those known already, and the others, stored
+/// first when new).
 async fn control_ids(
     transaction: &mut Transaction<'static, Any>,
+    ids: &mut HashMap<String, i64>,
     controls: impl Iterator<Item = &str>,
-) -> Result<HashMap<String, i64>, sqlx::Error> {
-    let mut ids = HashMap::new();
+) -> Result<(), sqlx::Error> {
     for control in controls {
         if ids.contains_key(control) {
             continue;
@@ -178,7 +184,7 @@ async fn control_ids(
             .await?;
         ids.insert(control.to_owned(), row.try_get("id")?);
     }
-    Ok(ids)
+    Ok(())
 }
 
 /// Merges `days` (each a time and the controls read then) into `tenant`'s rows: reads the rows
@@ -186,6 +192,7 @@ async fn control_ids(
 /// and writes the difference. Returns the rows inserted.
 async fn merge_controls(
     transaction: &mut Transaction<'static, Any>,
+    ids: &mut HashMap<String, i64>,
     tenant: &str,
     days: &[(OffsetDateTime, Vec<ControlPoint>)],
 ) -> Result<u64, HistoryError> {
@@ -198,8 +205,9 @@ async fn merge_controls(
     else {
         return Ok(0);
     };
-    let ids = control_ids(
+    control_ids(
         transaction,
+        ids,
         days.iter()
             .flat_map(|(_, points)| points.iter().filter(storable))
             .map(|point| point.control.as_str()),

@@ -103,6 +103,9 @@ pub struct Store {
     page_cap: Arc<AtomicU64>,
     /// The SQLite file as opened, to notice it deleted or replaced; `None` when not watched.
     file: Option<Arc<WatchedFile>>,
+    /// Control ids already stored, and their numbers (ids are never deleted nor renumbered):
+    /// a reading of 70 unchanged controls costs one statement, not 140 more.
+    control_ids: Arc<parking_lot::RwLock<std::collections::HashMap<String, i64>>>,
 }
 
 /// Applies the simulated full disk's page cap to `connection` (SQLite; nothing when unset).
@@ -200,6 +203,7 @@ impl Store {
             page_cap,
             // After the migrations: the file exists now.
             file: WatchedFile::of(url).map(Arc::new),
+            control_ids: Arc::default(),
         })
     }
 
