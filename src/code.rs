@@ -55,13 +55,15 @@ pub enum Code {
     HistoryUnavailable,
     /// Alerts need the history database, which is turned off: retrying will not help.
     AlertsDisabled,
+    /// The tenant has no such control (no history of a control with this id).
+    UnknownControl,
     /// A bug; the detail is in the gateway's log only.
     Internal,
 }
 
 impl Code {
     /// Every code, in the order of the error table.
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 19] = [
         Self::InvalidRequest,
         Self::Unauthenticated,
         Self::UnknownTenant,
@@ -79,6 +81,7 @@ impl Code {
         Self::HistoryDisabled,
         Self::HistoryUnavailable,
         Self::AlertsDisabled,
+        Self::UnknownControl,
         Self::Internal,
     ];
 
@@ -102,6 +105,7 @@ impl Code {
             Self::HistoryDisabled => "history_disabled",
             Self::HistoryUnavailable => "history_unavailable",
             Self::AlertsDisabled => "alerts_disabled",
+            Self::UnknownControl => "unknown_control",
             Self::Internal => "internal",
         }
     }
@@ -116,7 +120,8 @@ impl Code {
             | Self::NotFound
             | Self::MetricNotEnabled
             | Self::HistoryDisabled
-            | Self::AlertsDisabled => 404,
+            | Self::AlertsDisabled
+            | Self::UnknownControl => 404,
             Self::MethodNotAllowed => 405,
             Self::RateLimited => 429,
             Self::Internal => 500,

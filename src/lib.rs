@@ -52,7 +52,8 @@
 //!   tells a `ReadingObserver` of every reading and failed fetch.
 //! - [`cursor`]: the one codec of every paging cursor: sealed, bound to the query and the caller.
 //! - [`fanout`]: `GET /scores` without HTTP: filters, deadline, summary, order, signed cursors.
-//! - [`history`]: every reading kept (SQLite or PostgreSQL): writer, roll-up, retention, trends.
+//! - [`history`]: every reading kept (SQLite or PostgreSQL): writer, roll-up, retention, trends;
+//!   per-control history (a row per change).
 //! - [`alerts`]: rules over the metrics, their state and events, signed webhooks from an outbox.
 //! - [`cluster`]: several replicas: cache, single flight, quota, leases and key limits in Redis.
 //! - [`refresher`]: keeps every tenant warm, spread out and behind interactive requests.

@@ -75,6 +75,9 @@ async fn handle(shared: &Shared, store: &Store, command: Command, failures: &mut
         Command::Failure { tenant, metric, at } => {
             on_failure(shared, store, &tenant, metric, at).await
         }
+        Command::Controls { tenant, at, points } => {
+            super::controls::on_controls(shared, store, &tenant, at, &points).await
+        }
         Command::Tick(done) => {
             let result = tick(shared, store, (shared.clock)()).await;
             if let Some(done) = done {
@@ -169,9 +172,11 @@ pub(super) async fn on_reading(
                 let fetch = store::fetch(pool, tenant, metric).await?;
                 timed(&rule.condition, fetch, seconds)
             }
+            // Evaluated on the tenant's controls (`Alerts::on_controls`), not on its score.
+            Condition::ControlRegressed { .. } => None,
         };
         if let Some(verdict) = verdict {
-            apply(shared, pool, &config, rule, tenant, verdict, at).await?;
+            apply(shared, pool, &config, rule, tenant, verdict, None, at).await?;
         }
     }
     Ok(())
@@ -198,7 +203,7 @@ pub(super) async fn on_failure(
     let fetch = store::fetch(pool, tenant, metric).await?;
     for rule in covering(&config, tenant, metric).filter(|rule| rule.condition.is_timed()) {
         if let Some(verdict) = timed(&rule.condition, fetch, at.unix_timestamp()) {
-            apply(shared, pool, &config, rule, tenant, verdict, at).await?;
+            apply(shared, pool, &config, rule, tenant, verdict, None, at).await?;
         }
     }
     Ok(())
@@ -218,7 +223,7 @@ pub(super) async fn tick(
                 continue;
             }
             if let Some(verdict) = timed(&rule.condition, fetch, now.unix_timestamp()) {
-                apply(shared, pool, &config, rule, &tenant, verdict, now).await?;
+                apply(shared, pool, &config, rule, &tenant, verdict, None, now).await?;
             }
         }
     }
@@ -272,6 +277,7 @@ async fn reload(shared: &Shared, store: &Store, config: AlertsConfig) -> Result<
                     &state.tenant,
                     metric,
                     verdict,
+                    None,
                     now,
                     &endpoints,
                 )
@@ -292,7 +298,7 @@ async fn reload(shared: &Shared, store: &Store, config: AlertsConfig) -> Result<
             shared.wake.notify_waiters();
         }
     }
-    Ok(())
+    super::controls::forget_stale(pool, &new).await
 }
 
 /// Where the resolve of firing `state` goes: the endpoints its firing was queued for that
@@ -315,7 +321,7 @@ fn resolve_endpoints(
 }
 
 /// The rules of `metric` that cover `tenant`.
-fn covering<'a>(
+pub(super) fn covering<'a>(
     config: &'a AlertsConfig,
     tenant: &'a str,
     metric: Metric,
@@ -374,14 +380,17 @@ pub(super) fn timed(condition: &Condition, fetch: FetchRow, now: i64) -> Option<
 
 /// Writes the transition `verdict` asks for, if the stored state differs: the state, the
 /// event and its outbox rows in one transaction. The write is conditional, so of two processes
-/// evaluating the same change only one writes an event.
-async fn apply(
+/// evaluating the same change only one writes an event. `control` is named in the event
+/// (`control_regressed`).
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn apply(
     shared: &Shared,
     pool: &AnyPool,
     config: &AlertsConfig,
     rule: &Rule,
     tenant: &str,
     verdict: Verdict,
+    control: Option<&str>,
     now: OffsetDateTime,
 ) -> Result<(), AlertError> {
     let current = store::state(pool, &rule.name, tenant).await?;
@@ -446,6 +455,7 @@ async fn apply(
         tenant,
         rule.metric,
         verdict,
+        control,
         now,
         &endpoints,
     )
@@ -474,12 +484,13 @@ async fn write_event(
     tenant: &str,
     metric: Metric,
     verdict: Verdict,
+    control: Option<&str>,
     now: OffsetDateTime,
     endpoints: &[String],
 ) -> Result<(), AlertError> {
     let id = format!("evt_{}", uuid::Uuid::new_v4().simple());
     let number = |value: f64| value.is_finite().then_some(value);
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "type": kind.as_str(),
         "timestamp": rfc3339(now),
         "data": {
@@ -490,8 +501,11 @@ async fn write_event(
             "threshold": number(verdict.threshold),
             "since": rfc3339(now),
         }
-    })
-    .to_string();
+    });
+    if let Some(control) = control {
+        body["data"]["control"] = serde_json::json!(control);
+    }
+    let body = body.to_string();
     let at = now.unix_timestamp();
     sqlx::query(
         "INSERT INTO alert_events (id, type, alert, tenant, metric, value, threshold, since, at, body) \

@@ -6,7 +6,8 @@
 //! database, migration `0002_alerts.sql`), the delivery workers and the Standard Webhooks
 //! signature. It does not fetch anything: the fetch path reports each outcome through
 //! [`Alerts::on_reading`] and [`Alerts::on_failure`], and a timer evaluates the conditions that
-//! depend on time passing (`stale_for`, `failing_for`).
+//! depend on time passing (`stale_for`, `failing_for`); a tenant's controls arrive through
+//! [`Alerts::on_controls`] (`control_regressed`).
 //!
 //! # Layout
 //!
@@ -15,6 +16,8 @@
 //! - `rules`: the resolved configuration ([`AlertsConfig`], [`Rule`], [`Condition`],
 //!   [`Webhook`], [`WebhookSecret`]).
 //! - `store`: the SQL over the history database's pool (both engines).
+//! - `controls`: `control_regressed`, evaluated on a tenant's controls
+//!   ([`Alerts::on_controls`]), with what it remembers per (alert, tenant).
 //! - `engine`: evaluation and transitions: one transaction writes the new state, the event
 //!   and one outbox row per matching endpoint.
 //! - `delivery`: claiming due outbox rows, attempts, back-off, and the signature.
@@ -32,6 +35,7 @@
 //! attempted again with the same `webhook-id` (receivers deduplicate on it).
 
 mod address;
+mod controls;
 mod delivery;
 mod engine;
 #[cfg(feature = "emulator")]
@@ -45,7 +49,7 @@ pub use delivery::{sign, DeliveryOutcome};
 pub use receiver::{LoggingReceiver, ReceivedEvent};
 pub use rules::{AlertsConfig, Condition, Rule, Webhook, WebhookSecret};
 
-use crate::history::{History, HistoryError};
+use crate::history::{ControlPoint, History, HistoryError};
 use crate::metrics::AlertMetrics;
 use crate::model::Metric;
 use parking_lot::RwLock;
@@ -164,6 +168,10 @@ pub struct AlertEvent {
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime, example = "2026-11-28T09:00:00Z")]
     pub at: OffsetDateTime,
+    /// The control that regressed (firing) or was done again (resolved): `control_regressed`
+    /// rules only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control: Option<String>,
 }
 
 /// A delivery's status.
@@ -252,6 +260,11 @@ enum Command {
         tenant: String,
         metric: Metric,
         at: OffsetDateTime,
+    },
+    Controls {
+        tenant: String,
+        at: OffsetDateTime,
+        points: Vec<ControlPoint>,
     },
     Tick(Option<oneshot::Sender<()>>),
     Reload(Box<AlertsConfig>),
@@ -392,6 +405,25 @@ impl Alerts {
             tenant: tenant.to_owned(),
             metric,
             at,
+        });
+    }
+
+    /// A tenant's controls read at `at` (a new secure score snapshot joined with its
+    /// profiles): the `control_regressed` rules covering the tenant are evaluated. Never waits
+    /// and never fails, like [`Alerts::on_reading`]; nothing is queued when no such rule
+    /// covers the tenant.
+    pub fn on_controls(&self, tenant: &str, at: OffsetDateTime, points: &[ControlPoint]) {
+        let watched = self.shared.config.read().rules.iter().any(|rule| {
+            matches!(rule.condition, Condition::ControlRegressed { .. })
+                && rule.tenants.contains(tenant)
+        });
+        if !watched {
+            return;
+        }
+        self.send(Command::Controls {
+            tenant: tenant.to_owned(),
+            at,
+            points: points.to_vec(),
         });
     }
 

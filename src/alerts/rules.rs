@@ -2,6 +2,7 @@
 //! endpoints and their signing secrets (never shown by `Debug`).
 
 use super::Reach;
+use crate::controls::Category;
 use crate::model::Metric;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -32,6 +33,14 @@ pub enum Condition {
     StaleFor(Duration),
     /// Fires while every fetch has failed for this long.
     FailingFor(Duration),
+    /// Fires while a control that was done for the tenant is no longer (`secure` only);
+    /// evaluated on each new set of the tenant's controls.
+    ControlRegressed {
+        /// Only these control ids; empty for all.
+        controls: BTreeSet<String>,
+        /// Only controls of these categories; empty for all.
+        categories: BTreeSet<Category>,
+    },
 }
 
 impl Condition {
@@ -51,6 +60,18 @@ impl Condition {
             }
             Self::StaleFor(after) => format!("stale_for={}", after.as_secs()),
             Self::FailingFor(after) => format!("failing_for={}", after.as_secs()),
+            Self::ControlRegressed {
+                controls,
+                categories,
+            } => {
+                let controls: Vec<&str> = controls.iter().map(String::as_str).collect();
+                let categories: Vec<&str> = categories.iter().map(|c| c.as_str()).collect();
+                format!(
+                    "control_regressed={}/{}",
+                    controls.join(","),
+                    categories.join(",")
+                )
+            }
         };
         format!("{}:{condition}", metric.as_str())
     }

@@ -222,7 +222,7 @@ pub(super) async fn events(
     filter: &EventFilter,
 ) -> Result<Vec<(i64, AlertEvent)>, AlertError> {
     let mut sql = String::from(
-        "SELECT seq, id, type, alert, tenant, metric, value, threshold, since, at \
+        "SELECT seq, id, type, alert, tenant, metric, value, threshold, since, at, body \
          FROM alert_events WHERE seq > $1 AND at >= $2",
     );
     let mut next = 3;
@@ -282,10 +282,17 @@ pub(super) async fn events(
                     threshold: row.try_get("threshold")?,
                     since: time(row.try_get("since")?)?,
                     at: time(row.try_get("at")?)?,
+                    control: control_of(&row.try_get::<String, _>("body")?),
                 },
             ))
         })
         .collect()
+}
+
+/// The control an event's body names (`control_regressed`), if any.
+fn control_of(body: &str) -> Option<String> {
+    let body: serde_json::Value = serde_json::from_str(body).ok()?;
+    Some(body.get("data")?.get("control")?.as_str()?.to_owned())
 }
 
 /// Outbox rows with `status` (any when `None`), ordered by `webhook-id`, after `after`.

@@ -89,6 +89,8 @@ pub enum ApiError {
     HistoryDeadline(Duration),
     /// Alerts need the history database, which is turned off (404: retrying will not help).
     AlertsDisabled,
+    /// No history of this control in this tenant (404 `unknown_control`).
+    UnknownControl,
     /// A bug; the detail goes to the log only.
     Internal(String),
 }
@@ -224,6 +226,7 @@ impl ApiError {
                 Code::HistoryUnavailable
             }
             ApiError::AlertsDisabled => Code::AlertsDisabled,
+            ApiError::UnknownControl => Code::UnknownControl,
             ApiError::Internal(_) => Code::Internal,
         }
     }
@@ -255,6 +258,7 @@ impl ApiError {
             ApiError::HistoryUnavailable(_) | ApiError::HistoryBusy { .. } => "History unavailable",
             ApiError::HistoryDeadline(_) => "Deadline exceeded",
             ApiError::AlertsDisabled => "Alerts disabled",
+            ApiError::UnknownControl => "Unknown control",
             ApiError::Internal(_) => "Internal error",
         };
         title.to_owned()
@@ -305,6 +309,9 @@ impl ApiError {
                  or fewer tenants.",
                 after.as_millis()
             ),
+            ApiError::UnknownControl => {
+                "This tenant has no history of a control with this id.".to_owned()
+            }
             ApiError::AlertsDisabled => {
                 "Alerts keep their state in the history database, which is turned off \
                  ([history] enabled = false)."

@@ -49,6 +49,7 @@ a URL over 4 KiB (414) or headers over 16 KiB (431) are refused with `invalid_re
         history::get_tenant_history_csv,
         history::get_portfolio_history,
         history::get_portfolio_history_csv,
+        history::controls::get_control_history,
         alerts::list_firing,
         alerts::list_events,
         alerts::list_deliveries,
@@ -82,6 +83,8 @@ a URL over 4 KiB (414) or headers over 16 KiB (431) are refused with `invalid_re
         scores::FormatView,
         history::TenantHistory,
         history::PortfolioHistory,
+        history::controls::ControlHistory,
+        crate::history::ControlChange,
         crate::history::Point,
         crate::history::PortfolioPoint,
         crate::history::Interval,
@@ -322,12 +325,13 @@ fn to_json(document: &utoipa::openapi::OpenApi) -> String {
 /// Every route template [`configure`] registers: the closed set of the `route` label of the
 /// request metrics and log line (anything else is `unmatched`). A test asserts that each
 /// registered route reports one of these.
-pub const ROUTES: [&str; 18] = [
+pub const ROUTES: [&str; 19] = [
     "/tenants",
     "/tenants/{id}",
     "/tenants/{id}/score",
     "/tenants/{id}/history",
     "/tenants/{id}/history.csv",
+    "/tenants/{id}/controls/{control}/history",
     "/scores",
     "/scores.csv",
     "/scores/history",
@@ -431,6 +435,11 @@ pub fn configure(services: Arc<Services>) -> impl FnOnce(&mut web::ServiceConfig
                     .service(
                         web::resource("/tenants/{id}/history.csv")
                             .route(web::get().to(history::get_tenant_history_csv))
+                            .default_service(method_not_allowed()),
+                    )
+                    .service(
+                        web::resource("/tenants/{id}/controls/{control}/history")
+                            .route(web::get().to(history::controls::get_control_history))
                             .default_service(method_not_allowed()),
                     )
                     .service(

@@ -1,10 +1,12 @@
 //! Benchmark of the score history on SQLite (the embedded default): the writer's ingest rate
 //! with many tenants, a 90-day history query for one tenant, the `changes` look-up and sort
 //! behind `/scores?sort=change_7d`, the database size projected for a long retention, and the
-//! portfolio (`/scores/history`) over a full portfolio's retention.
+//! portfolio (`/scores/history`) over a full portfolio's retention, and the per-control
+//! history's size projected to 1,000 tenants × 70 controls × a year.
 //!
 //! Figures are printed next to their targets: queries p50 < 10 ms, the projection under
-//! 2 GiB, a one-tenant caller's portfolio in < 1 s with RSS growth < 50 MB. Everything runs in
+//! 2 GiB, a one-tenant caller's portfolio in < 1 s with RSS growth < 50 MB, the per-control
+//! history under 300 MB. Everything runs in
 //! this process on the shared cores, in scratch directories removed at the end.
 
 use crate::config::HistoryConfig;
@@ -43,6 +45,10 @@ pub struct HistoryBenchArgs {
     /// days hourly, the rest daily; 0 skips the phase.
     #[arg(long, default_value_t = 10_000)]
     pub portfolio_tenants: usize,
+    /// Tenants given a year of per-control history (70 controls) for its size projection to
+    /// 1,000 tenants; 0 skips the phase.
+    #[arg(long, default_value_t = 20)]
+    pub control_tenants: usize,
 }
 
 /// A scratch directory removed on drop.
@@ -294,6 +300,82 @@ pub async fn run(args: HistoryBenchArgs) -> anyhow::Result<()> {
     if args.portfolio_tenants > 0 {
         portfolio(&args, now).await?;
     }
+    if args.control_tenants > 0 {
+        control_history(args.control_tenants, now).await?;
+    }
+    Ok(())
+}
+
+/// The per-control history's size: `tenants` tenants × 70 controls × 365 days written through
+/// the back-fill (rows only on change), each control changing on about 5 % of days, then the
+/// file's growth per tenant projected to 1,000 tenants.
+async fn control_history(tenants: usize, now: OffsetDateTime) -> anyhow::Result<()> {
+    const CONTROLS: usize = 70;
+    const DAYS: i64 = 365;
+    const PROJECTED: f64 = 1_000.0;
+    let dir = TempDir::create()?;
+    let store = Store::connect(&dir.url("controls.db")).await?;
+    store.close().await;
+    let empty = database_bytes(&dir.0);
+    let store = Store::connect(&dir.url("controls.db")).await?;
+    let today = Interval::Day.bucket(now.unix_timestamp());
+    // Graph-like ids: some long, some `scid_` numbers.
+    let ids: Vec<String> = (0..CONTROLS)
+        .map(|index| match index % 3 {
+            0 => format!("scid_{}", 2000 + index),
+            1 => format!("AdminMFAV2Registration{index}"),
+            _ => format!("aad_sign_in_risk_policy_{index}"),
+        })
+        .collect();
+    let started = Instant::now();
+    for tenant_index in 0..tenants {
+        // A deterministic stream: each control changes its score on about 1 day in 20.
+        let mut seed = 0x9E37_79B9_7F4A_7C15_u64 ^ tenant_index as u64;
+        let mut scores: Vec<f64> = (0..CONTROLS).map(|index| (index % 10) as f64).collect();
+        let days: Vec<(OffsetDateTime, Vec<crate::history::ControlPoint>)> = (0..DAYS)
+            .rev()
+            .filter_map(|day| {
+                let at = OffsetDateTime::from_unix_timestamp(today - day * DAY).ok()?;
+                let points = ids
+                    .iter()
+                    .zip(scores.iter_mut())
+                    .map(|(id, score)| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        if seed % 20 == 0 {
+                            *score = if *score >= 10.0 { 0.0 } else { *score + 1.0 };
+                        }
+                        crate::history::ControlPoint {
+                            control: id.clone(),
+                            score: *score,
+                            max_score: Some(10.0),
+                            state: crate::controls::State::Default,
+                            category: None,
+                        }
+                    })
+                    .collect();
+                Some((at, points))
+            })
+            .collect();
+        store
+            .insert_control_days(&tenant(tenant_index), &days)
+            .await?;
+    }
+    let elapsed = started.elapsed();
+    let rows = store.control_rows().await?;
+    store.close().await;
+    let grown = database_bytes(&dir.0).saturating_sub(empty);
+    let per_tenant = grown as f64 / tenants as f64;
+    let projected_mb = per_tenant * PROJECTED / 1e6;
+    println!(
+        "control history   {tenants} tenants x {CONTROLS} controls x {DAYS} days, each control changing on ~5 % of days: {rows} rows ({:.1} per control and year), {:.1} MB in {:.2} s; projected by file growth per tenant x 1,000 tenants = {:.0} MB (target < 300 MB: {})",
+        rows as f64 / (tenants * CONTROLS) as f64,
+        grown as f64 / 1e6,
+        elapsed.as_secs_f64(),
+        projected_mb,
+        verdict(projected_mb < 300.0)
+    );
     Ok(())
 }
 

@@ -89,7 +89,7 @@ pub(super) async fn apply(
                 }
                 let archived_as = format!("{tenant}@{previous}@{now}");
                 let mut moved = Vec::with_capacity(2);
-                for table in ["history_points", "alert_events"] {
+                for table in ["history_points", "alert_events", "history_control_points"] {
                     // The table names are constants; every value is bound.
                     let statement = format!("UPDATE {table} SET tenant = $1 WHERE tenant = $2");
                     let result = sqlx::query(sqlx::AssertSqlSafe(statement))
@@ -104,10 +104,14 @@ pub(super) async fn apply(
                     .execute(&mut *transaction)
                     .await?
                     .rows_affected();
-                sqlx::query("DELETE FROM alert_fetches WHERE tenant = $1")
-                    .bind(tenant.as_str())
-                    .execute(&mut *transaction)
-                    .await?;
+                for table in ["alert_fetches", "alert_control_states"] {
+                    // The table names are constants; every value is bound.
+                    let statement = format!("DELETE FROM {table} WHERE tenant = $1");
+                    sqlx::query(sqlx::AssertSqlSafe(statement))
+                        .bind(tenant.as_str())
+                        .execute(&mut *transaction)
+                        .await?;
+                }
                 let (points, events) = (moved[0], moved[1]);
                 rebound.push(Rebound {
                     tenant: tenant.clone(),

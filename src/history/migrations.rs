@@ -34,6 +34,11 @@ const SQLITE: &[File] = &[
         "tenant bindings",
         include_str!("../../migrations/sqlite/0004_tenant_bindings.sql"),
     ),
+    (
+        5,
+        "control history",
+        include_str!("../../migrations/sqlite/0005_control_history.sql"),
+    ),
 ];
 
 const POSTGRES: &[File] = &[
@@ -56,6 +61,11 @@ const POSTGRES: &[File] = &[
         4,
         "tenant bindings",
         include_str!("../../migrations/postgres/0004_tenant_bindings.sql"),
+    ),
+    (
+        5,
+        "control history",
+        include_str!("../../migrations/postgres/0005_control_history.sql"),
     ),
 ];
 

@@ -10,6 +10,7 @@
 //! # Layout
 //!
 //! - this file: [`History`], the one handle the rest of the gateway holds.
+//! - `controls`: the per-control history's types ([`ControlPoint`], [`ControlChange`]).
 //! - `types`: the domain types ([`Interval`], [`Reading`], [`Point`], …) and the error.
 //! - `store`: [`Store`], the SQL over one `sqlx::AnyPool` (one code path for both engines).
 //! - `writer`: the bounded channel and the background task that writes batches, with back-off.
@@ -29,6 +30,7 @@
 
 mod binding;
 mod config;
+mod controls;
 mod file;
 mod jobs;
 mod migrations;
@@ -38,13 +40,15 @@ mod types;
 mod writer;
 
 pub use binding::{Binding, Rebound};
+pub use controls::{valid_control_id, ControlChange, ControlPoint, MAX_CONTROL_ID};
 pub use file::FileState;
 pub use read::{ReadGate, ReadLimits};
-pub use store::{retention_start, Store};
+pub use store::{retention_start, ControlReading, Store};
 pub use types::{DailySnapshot, HistoryError, Interval, Past, Point, PortfolioPoint, Reading};
 pub use writer::WriterStats;
 
 use crate::metrics::HistoryMetrics;
+use crate::model::TenantId;
 pub use config::HistoryConfig;
 use jobs::{maintain, watch_file, FileWatch};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -299,6 +303,38 @@ impl History {
     /// is full (the database slow or away) the reading is dropped and counted.
     pub fn record(&self, reading: Reading) {
         self.writer.record(reading);
+    }
+
+    /// Records a tenant's controls read `at`, off the request path like [`History::record`]:
+    /// never waits and never fails; the store keeps a row only for a control whose score,
+    /// maximum or state changed. One call counts as one reading in the writer's counters
+    /// (dropped and counted when the buffer is full).
+    pub fn record_controls(
+        &self,
+        tenant: &TenantId,
+        at: OffsetDateTime,
+        points: Vec<ControlPoint>,
+    ) {
+        self.writer.record_controls(ControlReading {
+            tenant: tenant.to_string(),
+            at,
+            points,
+        });
+    }
+
+    /// The changes of one control of one tenant (see [`Store::control_history`]), through the
+    /// read policies. `None` when the tenant has no history of the control.
+    pub async fn control_history(
+        &self,
+        tenant: &str,
+        control: &str,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Option<Vec<ControlChange>>, HistoryError> {
+        let store = self.store()?;
+        self.reads
+            .run(store.control_history(tenant, control, from, to))
+            .await
     }
 
     /// Waits until every reading recorded before this call is written (or dropped as invalid).

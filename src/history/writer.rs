@@ -7,7 +7,7 @@
 //! A batch the database refuses for its content (a constraint) would never succeed: it is
 //! dropped and counted instead of blocking every reading behind it.
 
-use super::{HistoryError, Reading, Store};
+use super::{ControlReading, HistoryError, Reading, Store};
 use crate::metrics::HistoryMetrics;
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +39,8 @@ pub(super) struct Target {
 enum Command {
     /// Write this reading.
     Record(Reading),
+    /// Write the controls that changed.
+    Controls(ControlReading),
     /// Answer once everything sent before is written.
     Flush(oneshot::Sender<()>),
 }
@@ -106,7 +108,12 @@ impl Writer {
                 .drop_readings(1, "a score that is not a finite number");
             return;
         }
-        match self.sender.try_send(Command::Record(reading)) {
+        self.send(Command::Record(reading));
+    }
+
+    /// Queues `command` without waiting, or drops it (counted) when the buffer is full.
+    fn send(&self, command: Command) {
+        match self.sender.try_send(command) {
             Ok(()) => {
                 self.shared.metrics.pending.inc();
                 if self.shared.dropping.swap(false, Ordering::Relaxed) {
@@ -121,6 +128,12 @@ impl Writer {
                 self.shared.drop_readings(1, "the writer has stopped");
             }
         }
+    }
+
+    /// Queues a tenant's controls, or drops them (counted as one reading) when the buffer is
+    /// full. Controls that hold no storable number are left out when written.
+    pub(super) fn record_controls(&self, controls: ControlReading) {
+        self.send(Command::Controls(controls));
     }
 
     /// Waits until everything queued before is written.
@@ -157,18 +170,24 @@ async fn run(
     // Drains until every sender is gone, so readings queued before shutdown are written.
     while let Some(first) = receiver.recv().await {
         let mut batch = Vec::new();
+        let mut controls = Vec::new();
         let mut flushes = Vec::new();
         let mut next = Some(first);
         while let Some(command) = next.take() {
             match command {
                 Command::Record(reading) => batch.push(reading),
+                Command::Controls(reading) => controls.push(reading),
                 Command::Flush(done) => flushes.push(done),
             }
-            if batch.len() < MAX_BATCH {
+            if batch.len() + controls.len() < MAX_BATCH {
                 next = receiver.try_recv().ok();
             }
         }
-        if !batch.is_empty() && !write(&store, &batch, &shared, &stop).await {
+        if !batch.is_empty() && !write(batch.len(), &shared, &stop, || store.write(&batch)).await {
+            return;
+        }
+        let write_controls = || async { store.write_controls(&controls).await.map(|_| ()) };
+        if !controls.is_empty() && !write(controls.len(), &shared, &stop, write_controls).await {
             return;
         }
         for done in flushes {
@@ -210,18 +229,23 @@ async fn connect(target: &Target, stop: &CancellationToken) -> Option<Store> {
     }
 }
 
-/// Writes one batch, retrying transient failures with back-off. `false` when stopped first.
-async fn write(
-    store: &Store,
-    batch: &[Reading],
+/// Writes one batch of `count` readings with `attempt`, retrying transient failures with
+/// back-off. `false` when stopped first.
+async fn write<F, Attempt>(
+    count: usize,
     shared: &Shared,
     stop: &CancellationToken,
-) -> bool {
-    let count = u64::try_from(batch.len()).unwrap_or(u64::MAX);
+    mut attempt: F,
+) -> bool
+where
+    F: FnMut() -> Attempt,
+    Attempt: std::future::Future<Output = Result<(), HistoryError>>,
+{
+    let count = u64::try_from(count).unwrap_or(u64::MAX);
     let mut backoff = FIRST_BACKOFF;
     let mut failing = false;
     loop {
-        let outcome = store.write(batch).await;
+        let outcome = attempt().await;
         match outcome {
             Ok(()) => {
                 shared.metrics.written.inc_by(count);

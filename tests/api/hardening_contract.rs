@@ -2,6 +2,7 @@
 //! on"): paging CSV through `Link` headers, empty query values, cursors that are opaque and bound
 //! to their caller, and an OpenAPI document that says every status the gateway answers.
 
+use crate::control_history_route::{seed_app, SECURE, SEEDED_CONTROL};
 use crate::helpers::{
     emulator_options, fault, spawn_app, spawn_app_with, spawn_app_with_config, TestApp,
 };
@@ -277,11 +278,13 @@ async fn every_status_the_gateway_answers_is_documented_for_its_operation() {
                 fault(FaultProfile::Throttled, &["adatum"]),
             ],
         ),
-        &[("SCOREGATE__AUTH__ENABLED", "true")],
+        &[("SCOREGATE__AUTH__ENABLED", "true"), SECURE],
         &keys,
     )
     .await;
     app.services.set_ready();
+    // A control's history to read (nothing fetches controls in this test).
+    seed_app(&app).await;
     let operations = documented();
     let paths: BTreeSet<&str> = operations.keys().map(String::as_str).collect();
     let expected_paths = BTreeSet::from([
@@ -300,6 +303,7 @@ async fn every_status_the_gateway_answers_is_documented_for_its_operation() {
         "/tenants/{id}",
         "/tenants/{id}/history",
         "/tenants/{id}/history.csv",
+        "/tenants/{id}/controls/{control}/history",
         "/tenants/{id}/score",
     ]);
     assert_eq!(paths, expected_paths);
@@ -315,7 +319,9 @@ async fn every_status_the_gateway_answers_is_documented_for_its_operation() {
     let mut answered: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (template, documented) in &operations {
         let open = matches!(template.as_str(), "/healthz" | "/readyz" | "/openapi.json");
-        let concrete = template.replace("{id}", "contoso");
+        let concrete = template
+            .replace("{id}", "contoso")
+            .replace("{control}", SEEDED_CONTROL);
         let long = format!("{concrete}?tag={}", "a".repeat(5000));
         // (path, key, method, body, big header)
         let mut probes: Vec<(String, Option<&str>, reqwest::Method, bool, bool)> = vec![
@@ -381,7 +387,9 @@ async fn every_status_the_gateway_answers_is_documented_for_its_operation() {
         if template.contains("{id}") {
             for id in ["no-such-tenant", "fabrikam", "adatum"] {
                 probes.push((
-                    template.replace("{id}", id),
+                    template
+                        .replace("{id}", id)
+                        .replace("{control}", SEEDED_CONTROL),
                     Some(&operator),
                     reqwest::Method::GET,
                     false,
@@ -451,9 +459,9 @@ async fn every_status_the_gateway_answers_is_documented_for_its_operation() {
             "/readyz" => BTreeSet::from(["503"]),
             "/tenants/{id}/score" | "/scores" | "/scores.csv" => BTreeSet::from(["500", "504"]),
             // Only with the database away (503) or history turned off (404 on the portfolio).
-            "/tenants/{id}/history" | "/tenants/{id}/history.csv" => {
-                BTreeSet::from(["500", "503", "504"])
-            }
+            "/tenants/{id}/history"
+            | "/tenants/{id}/history.csv"
+            | "/tenants/{id}/controls/{control}/history" => BTreeSet::from(["500", "503", "504"]),
             "/scores/history" | "/scores/history.csv" => {
                 BTreeSet::from(["404", "500", "503", "504"])
             }

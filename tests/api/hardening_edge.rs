@@ -2,6 +2,7 @@
 //! zero-born series in the metrics, `RateLimit-*` on every answer to a key, `Accept` q-values,
 //! log lines that a caller cannot forge, and what the HTTP parser answers on its own.
 
+use crate::control_history_route::{seed_app, SECURE, SEEDED_CONTROL};
 use crate::helpers::{captured_logs, emulator_options, spawn_app_with_config, TestApp};
 use reqwest::Method;
 use scoregate::auth::generate_key;
@@ -23,10 +24,12 @@ async fn spawn_with_keys() -> (TestApp, Keys) {
     );
     let app = spawn_app_with_config(
         emulator_options(2, vec![]),
-        &[("SCOREGATE__AUTH__ENABLED", "true")],
+        &[("SCOREGATE__AUTH__ENABLED", "true"), SECURE],
         &keys_toml,
     )
     .await;
+    // A control's history to read (nothing fetches controls in these tests).
+    seed_app(&app).await;
     (app, Keys { operator, reader })
 }
 
@@ -235,6 +238,7 @@ async fn every_registered_route_is_counted_under_its_template() {
     for route in scoregate::api::ROUTES {
         let path = route
             .replace("{id}", "contoso")
+            .replace("{control}", SEEDED_CONTROL)
             .replace("{_:.*}", "index.html");
         let status = send(&app, Method::GET, &path, Some(&keys.operator))
             .await

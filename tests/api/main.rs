@@ -4,6 +4,7 @@
 //! headers and the emulator's counters of what reached "Microsoft".
 
 mod alerts;
+mod alerts_controls;
 mod alerts_delivery;
 mod alerts_e2e;
 mod alerts_e2e_process;
@@ -15,6 +16,8 @@ mod cli;
 mod cluster;
 mod cluster_config;
 mod cluster_quota;
+mod control_history;
+mod control_history_route;
 mod emulator;
 mod gateway;
 mod hardening_config;

@@ -1,5 +1,5 @@
 //! `GET /tenants/{id}/history` and `GET /scores/history` (JSON), `GET /tenants/{id}/history.csv`
-//! and `GET /scores/history.csv` (CSV): the query they accept, what they answer, and the thin
+//! and `GET /scores/history.csv` (CSV), and one control's history (`controls`): the query they accept, what they answer, and the thin
 //! handlers between. The SQL lives in [`crate::history`], the read policies (permits, deadline,
 //! the database known away) in [`crate::history::ReadGate`].
 //!
@@ -535,6 +535,8 @@ impl Range {
         })
     }
 }
+
+pub(super) mod controls;
 
 #[cfg(test)]
 mod tests;
