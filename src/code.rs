@@ -26,6 +26,8 @@ pub enum Code {
     UnknownTenant,
     /// The tenant does not have the metric asked for (`metric=`); the detail lists its metrics.
     MetricNotEnabled,
+    /// The tenant has no Secure Score control with this id.
+    UnknownControl,
     /// No such route.
     NotFound,
     /// The route exists but not for this method.
@@ -61,11 +63,12 @@ pub enum Code {
 
 impl Code {
     /// Every code, in the order of the error table.
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 19] = [
         Self::InvalidRequest,
         Self::Unauthenticated,
         Self::UnknownTenant,
         Self::MetricNotEnabled,
+        Self::UnknownControl,
         Self::NotFound,
         Self::MethodNotAllowed,
         Self::RateLimited,
@@ -89,6 +92,7 @@ impl Code {
             Self::Unauthenticated => "unauthenticated",
             Self::UnknownTenant => "unknown_tenant",
             Self::MetricNotEnabled => "metric_not_enabled",
+            Self::UnknownControl => "unknown_control",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::RateLimited => "rate_limited",
@@ -115,6 +119,7 @@ impl Code {
             Self::UnknownTenant
             | Self::NotFound
             | Self::MetricNotEnabled
+            | Self::UnknownControl
             | Self::HistoryDisabled
             | Self::AlertsDisabled => 404,
             Self::MethodNotAllowed => 405,

@@ -52,6 +52,11 @@ pub enum ApiError {
         /// Which metric, and the tenant's metrics.
         detail: String,
     },
+    /// The tenant has no Secure Score control with this id.
+    UnknownControl {
+        /// The tenant involved.
+        tenant: String,
+    },
     /// No such route.
     NotFound,
     /// The route exists but not for this method.
@@ -215,6 +220,7 @@ impl ApiError {
             | ApiError::HistoryDeadline(_) => Code::DeadlineExceeded,
             ApiError::UnknownTenant(_) => Code::UnknownTenant,
             ApiError::MetricNotEnabled { .. } => Code::MetricNotEnabled,
+            ApiError::UnknownControl { .. } => Code::UnknownControl,
             ApiError::NotFound => Code::NotFound,
             ApiError::MethodNotAllowed => Code::MethodNotAllowed,
             ApiError::Upstream { error, .. } => error.code(),
@@ -246,6 +252,7 @@ impl ApiError {
             ApiError::RequestTimeout => "Deadline exceeded",
             ApiError::UnknownTenant(_) => "Unknown tenant",
             ApiError::MetricNotEnabled { .. } => "Metric not enabled for this tenant",
+            ApiError::UnknownControl { .. } => "Unknown control",
             ApiError::NotFound => "Not found",
             ApiError::MethodNotAllowed => "Method not allowed",
             ApiError::Upstream { error, .. } => return upstream_title(error),
@@ -282,6 +289,9 @@ impl ApiError {
             // Says nothing about whether the tenant exists: the same words for both cases.
             ApiError::UnknownTenant(_) => "No tenant with this id.".to_owned(),
             ApiError::MetricNotEnabled { detail, .. } => detail.clone(),
+            ApiError::UnknownControl { .. } => {
+                "The tenant's newest Secure Score snapshot has no control with this id.".to_owned()
+            }
             ApiError::NotFound => "No such route; see /openapi.json.".to_owned(),
             ApiError::MethodNotAllowed => "This route does not accept this method.".to_owned(),
             ApiError::Upstream { error, .. } => error.to_string(),
@@ -320,7 +330,8 @@ impl ApiError {
         match self {
             ApiError::Upstream { tenant, .. }
             | ApiError::DeadlineExceeded { tenant }
-            | ApiError::MetricNotEnabled { tenant, .. } => {
+            | ApiError::MetricNotEnabled { tenant, .. }
+            | ApiError::UnknownControl { tenant } => {
                 Some(tenant.as_str()).filter(|t| !t.is_empty())
             }
             // Not echoed for unknown tenants: the body must not depend on the id asked for.

@@ -202,3 +202,7 @@ mod tests {
         }
     }
 }
+
+/// Longest `[upstream] control_profiles_refresh_hours`: 30 days (a state an admin set, such as
+/// "ignored", should not take longer to show).
+pub const MAX_CONTROL_PROFILES_REFRESH_HOURS: u64 = 720;
