@@ -15,6 +15,8 @@ mod cli;
 mod cluster;
 mod cluster_config;
 mod cluster_quota;
+mod controls;
+mod controls_portfolio;
 mod emulator;
 mod gateway;
 mod hardening_config;
