@@ -47,7 +47,7 @@ pub struct TenantControlsQuery {
     pub max_age: Option<i64>,
     /// `json` (default) or `csv` (also chosen by `Accept: text/csv`).
     #[param(value_type = Option<FormatView>)]
-    pub format: Option<FormatView>,
+    pub format: Option<String>,
 }
 
 /// Query of `GET /controls`.
@@ -81,7 +81,7 @@ pub struct ControlListQuery {
     pub timeout_ms: Option<i64>,
     /// `json` (default) or `csv` (also chosen by `Accept: text/csv`).
     #[param(value_type = Option<FormatView>)]
-    pub format: Option<FormatView>,
+    pub format: Option<String>,
 }
 
 /// A closed-set query parameter: absent, or one of `ALL` spelled as the API spells it; else a
@@ -122,10 +122,16 @@ fn sort(value: Option<&str>) -> Result<Option<ControlSort>, ApiError> {
     })
 }
 
-fn wants_csv(request: &HttpRequest, format: Option<FormatView>) -> bool {
+/// Whether to answer CSV: `format=csv`, or no `format` and `Accept: text/csv`.
+fn wants_csv(request: &HttpRequest, format: Option<&str>) -> Result<bool, ApiError> {
     match format {
-        Some(format) => format == FormatView::Csv,
-        None => accepts_csv(request),
+        Some("csv") => Ok(true),
+        Some("json") => Ok(false),
+        Some(other) => Err(ApiError::InvalidRequest(format!(
+            "bad query: format must be one of json, csv, not {:?}",
+            other.chars().take(64).collect::<String>()
+        ))),
+        None => Ok(accepts_csv(request)),
     }
 }
 
@@ -174,7 +180,7 @@ pub async fn get_tenant_controls(
         )?)),
         None => None,
     };
-    let csv = wants_csv(&request, params.format);
+    let csv = wants_csv(&request, params.format.as_deref())?;
     let work = async {
         services
             .tenant_controls(&path, &caller.scope, max_age)
@@ -240,7 +246,7 @@ pub async fn list_controls(
         cursor: params.cursor,
         timeout_ms: params.timeout_ms,
     };
-    let csv = wants_csv(&request, params.format);
+    let csv = wants_csv(&request, params.format.as_deref())?;
     let query = ControlsQuery::parse(raw, services.cursors(), &cursor_owner(&caller))
         .map_err(|error| ApiError::InvalidRequest(format!("bad query: {error}")))?;
     let registry = services.registry();
