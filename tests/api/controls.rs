@@ -1,11 +1,17 @@
 //! `GET /tenants/{id}/controls` over real HTTPS against the emulator: the join of the newest
 //! snapshot with the tenant's profiles (every page, `@odata.nextLink` followed), string-typed
 //! numbers read, HTML stripped, ignored and third-party controls with nothing to gain, filters,
-//! sorts, CSV, profiles fetched once and again on `max_age=0`, and the 404s — each proven with
-//! the emulator's counters.
+//! sorts, CSV, profiles fetched once and again on `max_age=0`, the 404s — each proven with the
+//! emulator's counters — and the `ControlsObserver` told once per snapshot and of the back-fill.
 
 use crate::helpers::{emulator_options, spawn_app_with, TestApp};
+use scoregate::controls::TenantControl;
+use scoregate::tenant_controls::ControlsObserver;
+use scoregate::tenants::Tenant;
 use serde_json::Value;
+use std::sync::{Arc, Mutex};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 
 /// Every tenant has `secure` only; no history (its back-fill would add Graph calls of its own).
 async fn spawn(tenants: usize) -> TestApp {
@@ -310,4 +316,69 @@ async fn unknown_tenants_and_tenants_without_secure_are_404s() {
     assert_eq!(status, 200, "{list}");
     assert_eq!(list["tenants"], 0);
     assert_eq!(list["controls"], serde_json::json!([]));
+}
+
+/// Counts what a [`ControlsObserver`] is told.
+#[derive(Default)]
+struct Told {
+    snapshots: Mutex<Vec<(String, OffsetDateTime, usize)>>,
+    backfills: Mutex<Vec<(String, usize, usize)>>,
+}
+
+impl ControlsObserver for Told {
+    fn on_controls(&self, tenant: &Tenant, at: OffsetDateTime, controls: &[TenantControl]) {
+        let entry = (tenant.id.to_string(), at, controls.len());
+        self.snapshots.lock().unwrap().push(entry);
+    }
+
+    fn on_backfill(&self, tenant: &Tenant, days: &[(OffsetDateTime, Box<[TenantControl]>)]) {
+        // Joined with the profiles: every control has its maximum.
+        let profiled = days
+            .iter()
+            .flat_map(|(_, controls)| controls.iter())
+            .filter(|control| control.max_score().is_some())
+            .count();
+        let total = days.iter().map(|(_, controls)| controls.len()).sum();
+        assert_eq!(profiled, total, "joined with the profiles");
+        let entry = (tenant.id.to_string(), days.len(), total);
+        self.backfills.lock().unwrap().push(entry);
+    }
+}
+
+#[tokio::test]
+async fn the_observer_is_told_each_new_snapshot_once_and_the_backfilled_days() {
+    // History on: the first `secure` fetch back-fills Graph's 90 daily snapshots.
+    let app = spawn_app_with(
+        emulator_options(1, vec![]),
+        &[("SCOREGATE__UPSTREAM__METRICS", r#"["secure"]"#)],
+    )
+    .await;
+    let told = Arc::new(Told::default());
+    app.services.control_book().observe(told.clone());
+
+    let (status, _, body) = app.get_json("/tenants/contoso/controls").await;
+    assert_eq!(status, 200, "{body}");
+    let at = OffsetDateTime::parse(body["time"].as_str().unwrap(), &Rfc3339).unwrap();
+    let expected = ("contoso".to_owned(), at, controls(&body).len());
+    assert_eq!(*told.snapshots.lock().unwrap(), vec![expected.clone()]);
+    // The same snapshot again, even fetched again: not told twice.
+    app.get_json("/tenants/contoso/controls").await;
+    app.get_json("/tenants/contoso/controls?max_age=0").await;
+    assert_eq!(*told.snapshots.lock().unwrap(), vec![expected]);
+
+    let backfilled = async {
+        loop {
+            if let Some(found) = told.backfills.lock().unwrap().first().cloned() {
+                return found;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    };
+    let (tenant, days, total) =
+        tokio::time::timeout(std::time::Duration::from_secs(10), backfilled)
+            .await
+            .expect("the back-fill's controls are told");
+    assert_eq!(tenant, "contoso");
+    assert_eq!(days, 90);
+    assert!(total >= 90 * 60, "{total}");
 }
