@@ -162,6 +162,9 @@ pub struct ControlsPage {
     pub next_cursor: Option<String>,
 }
 
+/// A tenant's controls, or why there are none.
+type Outcome = Result<Arc<[TenantControl]>, ScoreError>;
+
 /// Answers a `/controls` query over the tenants the caller may see (`visible`) that have the
 /// `secure` metric: each tenant's score as `/scores` gets it (cache, fan-out, one deadline),
 /// then its controls ([`ControlBook::controls`], profiles fetched when due), summed up per
@@ -183,22 +186,21 @@ pub async fn controls(
     let (ready, waiting) = fan_out(cache, selected, Metric::Secure, None, wait_until);
     let mut items = waiting.collect::<Vec<_>>().await;
     items.extend(ready);
-    let outcomes: Vec<(Arc<Tenant>, Result<Arc<[TenantControl]>, ScoreError>)> =
-        futures::stream::iter(items)
-            .map(|item| async move {
-                let outcome = match item.outcome {
-                    Ok(served) => book
-                        .controls(&item.tenant, &served.reading, false, wait_until)
-                        .await
-                        .map(|joined| joined.controls)
-                        .map_err(|error| error.into_score_error()),
-                    Err(error) => Err(error),
-                };
-                (item.tenant, outcome)
-            })
-            .buffer_unordered(CONCURRENCY)
-            .collect()
-            .await;
+    let outcomes: Vec<(Arc<Tenant>, Outcome)> = futures::stream::iter(items)
+        .map(|item| async move {
+            let outcome = match item.outcome {
+                Ok(served) => book
+                    .controls(&item.tenant, &served.reading, false, wait_until)
+                    .await
+                    .map(|joined| joined.controls)
+                    .map_err(|error| error.into_score_error()),
+                Err(error) => Err(error),
+            };
+            (item.tenant, outcome)
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
     let mut joined = Vec::new();
     let mut failed = Vec::new();
     for (tenant, outcome) in outcomes {
