@@ -95,6 +95,9 @@ pub struct ControlBook {
     registry: RwLock<Arc<Registry>>,
     /// How long fetched profiles are used before they are asked for again.
     refresh: Duration,
+    /// Profiles fetched less than this ago answer a forced call too (`[cache]
+    /// min_forced_interval_ms`, as for scores): a caller looping on `max_age=0` spends no quota.
+    min_forced: Duration,
     runtime: tokio::runtime::Handle,
 }
 
@@ -136,9 +139,11 @@ fn fetch_error(error: FetchError) -> ControlsError {
 }
 
 impl ControlBook {
-    /// An empty book; profiles are used for `refresh` before they are fetched again.
+    /// An empty book; profiles are used for `refresh` before they are fetched again, and
+    /// answer a forced call for `min_forced` after their fetch.
     pub fn new(
         refresh: Duration,
+        min_forced: Duration,
         registry: Arc<Registry>,
         runtime: tokio::runtime::Handle,
     ) -> Arc<Self> {
@@ -150,6 +155,7 @@ impl ControlBook {
             outbound: OnceLock::new(),
             registry: RwLock::new(registry),
             refresh,
+            min_forced,
             runtime,
         })
     }
@@ -288,13 +294,12 @@ impl ControlBook {
     }
 
     fn outbound(&self) -> Result<Arc<Outbound>, ControlsError> {
-        self.outbound
-            .get()
-            .cloned()
-            .ok_or(ControlsError::Upstream(UpstreamError::Failed {
+        self.outbound.get().cloned().ok_or_else(|| {
+            ControlsError::Upstream(UpstreamError::Failed {
                 service: METRIC.service(),
                 detail: "the controls are not connected to the upstream stack".to_owned(),
-            }))
+            })
+        })
     }
 
     /// Whether the tenant's held profiles serve a call that started at `asked`.
@@ -308,7 +313,7 @@ impl ControlBook {
             return false;
         };
         if force {
-            held.fetched >= asked
+            held.fetched >= asked || held.fetched.elapsed() < self.min_forced
         } else {
             held.fetched.elapsed() < self.refresh
         }

@@ -151,6 +151,7 @@ impl Services {
         };
         let controls = ControlBook::new(
             Duration::from_secs(settings.control_profiles_refresh_hours.saturating_mul(3600)),
+            Duration::from_millis(config.cache.min_forced_interval_ms),
             config.registry.clone(),
             runtime.clone(),
         );
