@@ -382,3 +382,25 @@ async fn the_observer_is_told_each_new_snapshot_once_and_the_backfilled_days() {
     assert_eq!(days, 90);
     assert!(total >= 90 * 60, "{total}");
 }
+
+#[tokio::test]
+async fn every_page_of_profiles_is_a_call_charged_to_the_tenants_graph_quota() {
+    // Two Graph calls a minute: the score and the first page of profiles. The second page
+    // would be the third call: refused by the quota, never sent.
+    let app = spawn_app_with(
+        emulator_options(1, vec![]),
+        &[
+            ("SCOREGATE__UPSTREAM__METRICS", r#"["secure"]"#),
+            ("SCOREGATE__HISTORY__ENABLED", "false"),
+            ("SCOREGATE__UPSTREAM__GRAPH_REQUESTS_PER_MINUTE", "2"),
+        ],
+    )
+    .await;
+    let (status, headers, body) = app.get_json("/tenants/contoso/controls").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["code"], "upstream_throttled");
+    assert!(headers.contains_key("retry-after"));
+    let stats = app.emulator.stats().tenant("contoso");
+    assert_eq!((stats.graph_calls, stats.control_profile_calls), (1, 1));
+    assert_eq!(stats.graph_responses_429, 0, "{stats:?}");
+}
