@@ -1,8 +1,9 @@
 //! `GET /controls` over real HTTPS against the emulator: one row per control across the
 //! caller's tenants, counts and points that add up to the tenants' own lists, the tenants still
 //! to do, paging with sealed cursors and `Link`, CSV, scoped keys, failed tenants listed, and
-//! profiles fetched once per tenant.
+//! profiles fetched once per tenant — and a replica serving another replica's score.
 
+use crate::cluster::{RedisServer, Replicas};
 use crate::helpers::{emulator_options, fault, spawn_app_with, spawn_app_with_config, TestApp};
 use scoregate::auth::generate_key;
 use scoregate::emulator::FaultProfile;
@@ -264,4 +265,39 @@ async fn scoped_keys_see_only_their_tenants_and_failed_tenants_are_listed() {
         .await
         .unwrap();
     assert_eq!(by_tag["tenants"], 0);
+}
+
+#[tokio::test]
+async fn a_replica_serving_another_replicas_score_reads_its_controls_and_profiles_itself() {
+    let redis = RedisServer::start();
+    let replicas = Replicas::start(
+        2,
+        emulator_options(1, vec![]),
+        &redis,
+        &[("SCOREGATE__UPSTREAM__METRICS", r#"["secure"]"#)],
+    )
+    .await;
+    let (status, first) = replicas.get(0, "/tenants/contoso/controls").await;
+    assert_eq!(status, 200, "{first}");
+    let stats = replicas.emulator.stats().tenant("contoso");
+    assert_eq!((stats.graph_calls, stats.control_profile_calls), (1, 2));
+
+    // The score is shared through Redis: the second replica does not call Graph for it…
+    let (status, score) = replicas
+        .get(1, "/tenants/contoso/score?metric=secure")
+        .await;
+    assert_eq!(status, 200, "{score}");
+    assert_eq!(replicas.emulator.stats().tenant("contoso").graph_calls, 1);
+    // …but holds no snapshot of its own: one call for it, and its own profiles.
+    let (status, second) = replicas.get(1, "/tenants/contoso/controls").await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["time"], first["time"]);
+    assert_eq!(second["controls"], first["controls"]);
+    let stats = replicas.emulator.stats().tenant("contoso");
+    assert_eq!((stats.graph_calls, stats.control_profile_calls), (2, 4));
+    // Once.
+    let (status, _) = replicas.get(1, "/tenants/contoso/controls").await;
+    assert_eq!(status, 200);
+    let stats = replicas.emulator.stats().tenant("contoso");
+    assert_eq!((stats.graph_calls, stats.control_profile_calls), (2, 4));
 }
