@@ -39,6 +39,10 @@ use tokio::time::Instant;
 /// The metric whose snapshots carry controls.
 const METRIC: Metric = Metric::Secure;
 
+/// How long after a failed profiles fetch the next one waits (unless a caller forces it): a
+/// tenant whose Graph refuses is not asked again on every request, each with its retries.
+pub const PROFILES_RETRY_AFTER_FAILURE: Duration = Duration::from_secs(60);
+
 /// Told of every newly joined snapshot of a tenant's controls (joined with fetched profiles):
 /// the history's per-control record and the `control_regressed` alerts subscribe. Called
 /// without locks held, on the task that joined; an implementation must not block.
@@ -80,6 +84,8 @@ struct Entry {
     observed: Option<String>,
     /// Back-fill days that arrived before the profiles (only while an observer is set).
     pending_days: Option<Vec<(OffsetDateTime, Box<[TenantControl]>)>>,
+    /// The last failed profiles fetch since the last good one: when, and why.
+    failed: Option<(Instant, ControlsError)>,
 }
 
 /// Every tenant's profiles and joined controls; the [`ControlsSink`] of the `secure` source.
@@ -336,6 +342,10 @@ impl ControlBook {
         if self.profiles_serve(tenant, force, asked) {
             return Ok(());
         }
+        let held = self.held_profiles(tenant).is_some();
+        if let Some(error) = self.recent_failure(tenant).filter(|_| !force) {
+            return if held { Ok(()) } else { Err(error) };
+        }
         let outbound = self.outbound()?;
         match outbound
             .fetch_control_profiles(tenant, METRIC, deadline)
@@ -348,7 +358,11 @@ impl ControlBook {
             }
             Err(error) => {
                 let error = fetch_error(error);
-                if self.held_profiles(tenant).is_some() {
+                {
+                    let mut tenants = self.tenants.lock();
+                    self.entry(&mut tenants, tenant).failed = Some((Instant::now(), error.clone()));
+                }
+                if held {
                     tracing::warn!(tenant = %tenant.id, "control profiles not refreshed, the ones held are used: {error}");
                     Ok(())
                 } else {
@@ -356,6 +370,17 @@ impl ControlBook {
                 }
             }
         }
+    }
+
+    /// Why the tenant's last profiles fetch failed, if it did less than
+    /// [`PROFILES_RETRY_AFTER_FAILURE`] ago.
+    fn recent_failure(&self, tenant: &Tenant) -> Option<ControlsError> {
+        let tenants = self.tenants.lock();
+        let entry = tenants
+            .get(&tenant.id)
+            .filter(|entry| entry.entra == tenant.tenant_id)?;
+        let (at, error) = entry.failed.as_ref()?;
+        (at.elapsed() < PROFILES_RETRY_AFTER_FAILURE).then(|| error.clone())
     }
 
     /// Keeps fresh profiles, joins the tenant's controls again with them, and tells the
@@ -387,6 +412,7 @@ impl ControlBook {
                 profiles,
                 fetched: Instant::now(),
             });
+            entry.failed = None;
             (Self::to_tell(entry), days)
         };
         self.tell(tenant, told, days);
