@@ -577,3 +577,6 @@ impl ControlsSink for Sink {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
