@@ -26,6 +26,8 @@ pub enum Code {
     UnknownTenant,
     /// The tenant does not have the metric asked for (`metric=`); the detail lists its metrics.
     MetricNotEnabled,
+    /// The tenant has no Secure Score control with this id.
+    UnknownControl,
     /// No such route.
     NotFound,
     /// The route exists but not for this method.
@@ -55,8 +57,6 @@ pub enum Code {
     HistoryUnavailable,
     /// Alerts need the history database, which is turned off: retrying will not help.
     AlertsDisabled,
-    /// The tenant has no such control (no history of a control with this id).
-    UnknownControl,
     /// A bug; the detail is in the gateway's log only.
     Internal,
 }
@@ -68,6 +68,7 @@ impl Code {
         Self::Unauthenticated,
         Self::UnknownTenant,
         Self::MetricNotEnabled,
+        Self::UnknownControl,
         Self::NotFound,
         Self::MethodNotAllowed,
         Self::RateLimited,
@@ -81,7 +82,6 @@ impl Code {
         Self::HistoryDisabled,
         Self::HistoryUnavailable,
         Self::AlertsDisabled,
-        Self::UnknownControl,
         Self::Internal,
     ];
 
@@ -92,6 +92,7 @@ impl Code {
             Self::Unauthenticated => "unauthenticated",
             Self::UnknownTenant => "unknown_tenant",
             Self::MetricNotEnabled => "metric_not_enabled",
+            Self::UnknownControl => "unknown_control",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::RateLimited => "rate_limited",
@@ -105,7 +106,6 @@ impl Code {
             Self::HistoryDisabled => "history_disabled",
             Self::HistoryUnavailable => "history_unavailable",
             Self::AlertsDisabled => "alerts_disabled",
-            Self::UnknownControl => "unknown_control",
             Self::Internal => "internal",
         }
     }
@@ -119,9 +119,9 @@ impl Code {
             Self::UnknownTenant
             | Self::NotFound
             | Self::MetricNotEnabled
+            | Self::UnknownControl
             | Self::HistoryDisabled
-            | Self::AlertsDisabled
-            | Self::UnknownControl => 404,
+            | Self::AlertsDisabled => 404,
             Self::MethodNotAllowed => 405,
             Self::RateLimited => 429,
             Self::Internal => 500,

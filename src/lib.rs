@@ -19,7 +19,7 @@
 //! 5. `service` (the composition root: wires the cache's observer to history and alerts)
 //! 6. `config` (builds the settings types each owner below defines)
 //! 7. `fanout`, `alerts`, `history`, `cluster`
-//! 8. `cache`
+//! 8. `cache`, `tenant_controls`
 //! 9. `policy`
 //! 10. `upstream`, `token`, `quota`, `auth`
 //! 11. `tenants`, `credential`, `metrics`
@@ -50,6 +50,8 @@
 //!   cap → token → call), each a named policy; the classifier.
 //! - [`cache`]: fresh and stale windows, single flight, stale-if-error over a `ScoreStore`;
 //!   tells a `ReadingObserver` of every reading and failed fetch.
+//! - [`tenant_controls`]: each tenant's controls: profiles fetched through the policy stack and
+//!   kept (once a day by default), the newest snapshot joined with them; `ControlsObserver`.
 //! - [`cursor`]: the one codec of every paging cursor: sealed, bound to the query and the caller.
 //! - [`fanout`]: `GET /scores` without HTTP: filters, deadline, summary, order, signed cursors.
 //! - [`history`]: every reading kept (SQLite or PostgreSQL): writer, roll-up, retention, trends;
@@ -101,6 +103,7 @@ pub mod quota;
 pub mod refresher;
 pub mod service;
 pub mod telemetry;
+pub mod tenant_controls;
 pub mod tenants;
 pub mod token;
 pub mod upstream;

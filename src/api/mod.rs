@@ -6,6 +6,7 @@
 
 mod alerts;
 mod auth;
+mod controls;
 pub mod error;
 mod handlers;
 mod history;
@@ -45,6 +46,8 @@ a URL over 4 KiB (414) or headers over 16 KiB (431) are refused with `invalid_re
         handlers::get_score,
         scores::list_scores,
         scores::list_scores_csv,
+        controls::get_tenant_controls,
+        controls::list_controls,
         history::get_tenant_history,
         history::get_tenant_history_csv,
         history::get_portfolio_history,
@@ -88,6 +91,14 @@ a URL over 4 KiB (414) or headers over 16 KiB (431) are refused with `invalid_re
         crate::history::Point,
         crate::history::PortfolioPoint,
         crate::history::Interval,
+        controls::TenantControls,
+        controls::ControlView,
+        controls::ControlList,
+        controls::ControlRow,
+        controls::FailedTenantView,
+        crate::controls::Category,
+        crate::controls::Status,
+        crate::controls::State,
         alerts::FiringList,
         alerts::EventList,
         alerts::DeliveryList,
@@ -100,6 +111,7 @@ a URL over 4 KiB (414) or headers over 16 KiB (431) are refused with `invalid_re
     modifiers(&Security, &Flattened),
     tags(
         (name = "tenants", description = "Registrations and their scores"),
+        (name = "controls", description = "Microsoft Secure Score controls: what to fix, per tenant and across tenants"),
         (name = "history", description = "Scores over time, per tenant and for the portfolio"),
         (name = "alerts", description = "Alert rules firing now, their transitions, and webhook deliveries"),
         (name = "operations", description = "Health probes and metrics"),
@@ -325,10 +337,12 @@ fn to_json(document: &utoipa::openapi::OpenApi) -> String {
 /// Every route template [`configure`] registers: the closed set of the `route` label of the
 /// request metrics and log line (anything else is `unmatched`). A test asserts that each
 /// registered route reports one of these.
-pub const ROUTES: [&str; 19] = [
+pub const ROUTES: [&str; 21] = [
     "/tenants",
     "/tenants/{id}",
     "/tenants/{id}/score",
+    "/tenants/{id}/controls",
+    "/controls",
     "/tenants/{id}/history",
     "/tenants/{id}/history.csv",
     "/tenants/{id}/controls/{control}/history",
@@ -425,6 +439,16 @@ pub fn configure(services: Arc<Services>) -> impl FnOnce(&mut web::ServiceConfig
                     .service(
                         web::resource("/tenants/{id}")
                             .route(web::get().to(handlers::get_tenant))
+                            .default_service(method_not_allowed()),
+                    )
+                    .service(
+                        web::resource("/tenants/{id}/controls")
+                            .route(web::get().to(controls::get_tenant_controls))
+                            .default_service(method_not_allowed()),
+                    )
+                    .service(
+                        web::resource("/controls")
+                            .route(web::get().to(controls::list_controls))
                             .default_service(method_not_allowed()),
                     )
                     .service(

@@ -53,6 +53,10 @@ pub const MAX_RETENTION_DAYS: u64 = 3_650;
 /// Most `[history] buffer`.
 pub const MAX_HISTORY_BUFFER: usize = 1_000_000;
 
+/// Longest `[upstream] control_profiles_refresh_hours`: 30 days (a state an admin set, such as
+/// "ignored", should not take longer to show).
+pub const MAX_CONTROL_PROFILES_REFRESH_HOURS: u64 = 720;
+
 #[cfg(test)]
 mod tests {
     use crate::config::limits;

@@ -83,6 +83,12 @@ pub(super) fn validate_upstream(upstream: &UpstreamSettings, problems: &mut Vec<
             1,
             MAX_GRAPH_CONCURRENT.into(),
         ),
+        (
+            "upstream.control_profiles_refresh_hours",
+            upstream.control_profiles_refresh_hours,
+            1,
+            MAX_CONTROL_PROFILES_REFRESH_HOURS,
+        ),
     ];
     for (key, value, min, max) in ranges {
         check_range(key, value, min, max, problems);
@@ -137,6 +143,35 @@ pub(super) fn read_extra_ca(path: &Path, problems: &mut Vec<String>, key: &str) 
 mod tests {
     use crate::config::test_support::{env, problems, tempdir, tenant, write, CLIENT, TENANT};
     use crate::config::Config;
+
+    #[test]
+    fn control_profiles_refresh_hours_defaults_to_a_day_and_is_bounded() {
+        let dir = tempdir();
+        let base = tenant("a", TENANT, CLIENT, "client_secret = { env = \"S\" }");
+        let path = write(&dir, "ok.toml", &base);
+        let config = Config::load_with_env(&path, env(&[("S", "x")]));
+        assert_eq!(
+            config
+                .map(|c| c.upstream.control_profiles_refresh_hours)
+                .ok(),
+            Some(24)
+        );
+        for (value, expected) in [
+            (
+                "0",
+                "upstream.control_profiles_refresh_hours: must be greater than 0",
+            ),
+            ("100000", "upstream.control_profiles_refresh_hours"),
+        ] {
+            let path = write(
+                &dir,
+                "bad.toml",
+                &format!("[upstream]\ncontrol_profiles_refresh_hours = {value}\n{base}"),
+            );
+            let all = problems(Config::load_with_env(&path, env(&[("S", "x")]))).join("\n");
+            assert!(all.contains(expected), "{all}");
+        }
+    }
 
     #[test]
     fn custom_clouds_need_hosts_and_https() {

@@ -112,6 +112,26 @@ impl TenantControl {
             .collect()
     }
 
+    /// The same control with its profile and state from `profiles` (fetched again since it
+    /// was joined); its own values (score, counts, status text) kept. A control `profiles`
+    /// lacks gets a bare profile, as [`TenantControl::join`] gives it.
+    pub fn with_profiles(&self, interner: &Interner, profiles: &TenantProfiles) -> TenantControl {
+        let (profile, state) = match profiles.get(self.id()) {
+            Some((profile, state)) => (profile.clone(), state),
+            None if self.profile.is_bare() => (self.profile.clone(), State::Default),
+            None => (
+                interner.bare_profile(self.id(), self.category),
+                State::Default,
+            ),
+        };
+        TenantControl {
+            category: self.category.or(profile.category),
+            profile,
+            state,
+            ..self.clone()
+        }
+    }
+
     /// The shared profile.
     pub fn profile(&self) -> &Arc<Profile> {
         &self.profile

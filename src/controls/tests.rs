@@ -375,3 +375,35 @@ fn the_summary_counts_tenants_per_status_and_state_and_lists_who_is_still_to_do(
         Some("Turn on Microsoft Defender Antivirus real-time protection")
     );
 }
+
+#[test]
+fn controls_joined_before_their_profiles_take_them_when_they_arrive() {
+    let interner = Interner::new();
+    let (profiles, joined) = tenant(&interner, TENANT);
+    let empty = interner.tenant_profiles(TENANT, &[]);
+    let bare = TenantControl::join(&interner, &snapshot(SNAPSHOTS).control_scores, &empty);
+    assert!(bare
+        .iter()
+        .all(|c| c.profile().is_bare() && c.state() == State::Default));
+    let later: Vec<TenantControl> = bare
+        .iter()
+        .map(|control| control.with_profiles(&interner, &profiles))
+        .collect();
+    // Compared as printed: a control without Graph's percentage holds NaN, unequal to itself.
+    assert_eq!(
+        format!("{later:?}"),
+        format!("{:?}", joined.to_vec()),
+        "the same as joined with them at once"
+    );
+    // And back: a control the new profiles lack keeps its own values on a bare profile.
+    let again: Vec<TenantControl> = later
+        .iter()
+        .map(|control| control.with_profiles(&interner, &empty))
+        .collect();
+    for (control, original) in again.iter().zip(bare.iter()) {
+        assert_eq!(control.id(), original.id());
+        assert_eq!(control.score(), original.score());
+        assert_eq!(control.category(), original.category());
+        assert!(control.profile().is_bare());
+    }
+}

@@ -6,8 +6,11 @@
 //! many calls run at once (that is the in-flight cap of [`crate::quota`]), nor how an answer is
 //! rendered as JSON or CSV (that is `api::scores`).
 
+mod controls;
 mod order;
 mod summary;
+
+pub use controls::{controls, ControlsPage, ControlsQuery, FailedTenant, RawControlsQuery};
 
 pub use order::{SortKey, SortOrder};
 pub use summary::Summary;
@@ -287,42 +290,9 @@ pub async fn scores(
         .map(|tenant| tenant.id.to_string())
         .collect();
     let past = past_scores(history, ids, metric, wait_until);
-    // Fresh scores the cache can give at once need no future each: on a warm `/scores` that
-    // is every tenant, and a future per tenant (built, moved, polled) was most of its time.
-    let mut ready = Vec::with_capacity(selected.len());
-    let mut waiting = Vec::new();
-    for tenant in selected {
-        match cache.get_fresh_now(&tenant, metric, max_age) {
-            Some(served) => ready.push(Item {
-                tenant,
-                metric,
-                outcome: Ok(served),
-                past: Past::default(),
-            }),
-            None => waiting.push(tenant),
-        }
-    }
+    let (mut ready, waiting) = fan_out(cache, selected, metric, max_age, wait_until);
     ready.retain(|item| query.status.is_none_or(|status| item.status() == status));
-    let fan_out = futures::stream::iter(waiting)
-        .map(|tenant| async move {
-            let outcome = if Instant::now() >= wait_until {
-                Err(ScoreError::Deadline)
-            } else {
-                // `get` itself may wait (the single-flight lock, the cache): bound that too.
-                // Cancelling it is safe: a fetch is started and registered without an await
-                // between, and a started fetch goes on by itself.
-                tokio::time::timeout_at(wait_until, cache.get(&tenant, metric, max_age, wait_until))
-                    .await
-                    .unwrap_or(Err(ScoreError::Deadline))
-            };
-            Item {
-                tenant,
-                metric,
-                outcome,
-                past: Past::default(),
-            }
-        })
-        .buffer_unordered(CONCURRENCY)
+    let fan_out = waiting
         .filter(|item| {
             let keep = query.status.is_none_or(|status| item.status() == status);
             futures::future::ready(keep)
@@ -362,6 +332,55 @@ pub async fn scores(
         next_cursor: page.1,
         items: page.0,
     }
+}
+
+/// The `metric` of every tenant of `selected`: the items the cache gives at once, and a stream
+/// of the others, none waited for past `wait_until` (those are `deadline_exceeded` items; their
+/// fetches go on and fill the cache). A tenant not yet asked for when the deadline passes is
+/// not asked at all.
+pub(crate) fn fan_out(
+    cache: &ScoreCache,
+    selected: Vec<Arc<Tenant>>,
+    metric: Metric,
+    max_age: Option<Duration>,
+    wait_until: Instant,
+) -> (Vec<Item>, impl futures::Stream<Item = Item> + '_) {
+    // Fresh scores the cache can give at once need no future each: on a warm `/scores` that
+    // is every tenant, and a future per tenant (built, moved, polled) was most of its time.
+    let mut ready = Vec::with_capacity(selected.len());
+    let mut waiting = Vec::new();
+    for tenant in selected {
+        match cache.get_fresh_now(&tenant, metric, max_age) {
+            Some(served) => ready.push(Item {
+                tenant,
+                metric,
+                outcome: Ok(served),
+                past: Past::default(),
+            }),
+            None => waiting.push(tenant),
+        }
+    }
+    let stream = futures::stream::iter(waiting)
+        .map(move |tenant| async move {
+            let outcome = if Instant::now() >= wait_until {
+                Err(ScoreError::Deadline)
+            } else {
+                // `get` itself may wait (the single-flight lock, the cache): bound that too.
+                // Cancelling it is safe: a fetch is started and registered without an await
+                // between, and a started fetch goes on by itself.
+                tokio::time::timeout_at(wait_until, cache.get(&tenant, metric, max_age, wait_until))
+                    .await
+                    .unwrap_or(Err(ScoreError::Deadline))
+            };
+            Item {
+                tenant,
+                metric,
+                outcome,
+                past: Past::default(),
+            }
+        })
+        .buffer_unordered(CONCURRENCY);
+    (ready, stream)
 }
 
 /// The matching tenants' scores at the ends of past days, in one query, given up at

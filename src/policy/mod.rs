@@ -63,6 +63,7 @@ pub use layers::{Admitted, Gated, InFlightCap, Priority, Retries};
 use classify::call_outcome;
 use layers::{Gate, RateLimit, TenantSlots};
 
+use crate::controls::graph::{ControlProfile, ControlProfilesPage};
 use crate::metrics::Metrics;
 use crate::quota::{instant_after, FailureBackoff, QuotaKey, QuotaStore};
 use crate::tenants::{Registry, Tenant};
@@ -80,6 +81,10 @@ pub const GONE_BACKOFF: FailureBackoff = FailureBackoff {
     base: Duration::from_secs(3600),
     max: Duration::from_secs(3600),
 };
+
+/// Most pages of control profiles followed for one tenant: Graph's catalogue of a few hundred
+/// controls fits a handful; a chain of links longer than this is a loop, not a catalogue.
+pub const MAX_PROFILE_PAGES: usize = 20;
 
 /// Why a fetch produced no reading.
 #[derive(Debug, Clone)]
@@ -265,6 +270,47 @@ impl Outbound {
             .map_err(FetchError::Upstream)
     }
 
+    /// Every control profile of the tenant, page after page (each page's `@odata.nextLink`
+    /// followed as the source allows, at most [`MAX_PROFILE_PAGES`]), from the source of
+    /// `metric` (`secure`). Gated once; **every page is a call through the stack** as in
+    /// [`Outbound::fetch_daily`]: retried, charged to the tenant's quota, within its service's
+    /// slots and the global cap, a 429 cooling the service down. Feeds no back-off.
+    pub async fn fetch_control_profiles(
+        &self,
+        tenant: &Arc<Tenant>,
+        metric: Metric,
+        deadline: Instant,
+    ) -> Result<Vec<ControlProfile>, FetchError> {
+        let Admitted { quota, .. } = self.gate(tenant, metric).await.map_err(FetchError::Gated)?;
+        let source = self.source(metric)?;
+        let mut profiles = Vec::new();
+        let mut next = None;
+        for _ in 0..MAX_PROFILE_PAGES {
+            let page = self
+                .with_retries(
+                    &ProfilesPage(next.take()),
+                    source.as_ref(),
+                    tenant,
+                    &quota,
+                    deadline,
+                )
+                .await
+                .map_err(FetchError::Upstream)?;
+            profiles.extend(page.value);
+            match page.next_link {
+                Some(link) => next = Some(link),
+                None => return Ok(profiles),
+            }
+        }
+        Err(FetchError::Upstream(UpstreamError::Failed {
+            service: metric.service(),
+            detail: format!(
+                "{} sent more than {MAX_PROFILE_PAGES} pages of control profiles",
+                metric.service().display_name()
+            ),
+        }))
+    }
+
     /// The source that reads `metric`.
     fn source(&self, metric: Metric) -> Result<&Arc<dyn ScoreSource>, FetchError> {
         self.sources.get(&metric).ok_or_else(|| {
@@ -441,6 +487,26 @@ impl Call for Daily {
         token: &crate::token::BearerToken,
     ) -> Result<Vec<Reading>, CallFailure> {
         source.daily(tenant, token, self.0).await
+    }
+}
+
+/// One page of control profiles ([`ScoreSource::control_profiles`]): the first, or the one a
+/// previous page's `@odata.nextLink` names.
+struct ProfilesPage(Option<String>);
+
+#[async_trait::async_trait]
+impl Call for ProfilesPage {
+    type Output = ControlProfilesPage;
+
+    async fn run(
+        &self,
+        source: &dyn ScoreSource,
+        tenant: &Tenant,
+        token: &crate::token::BearerToken,
+    ) -> Result<ControlProfilesPage, CallFailure> {
+        source
+            .control_profiles(tenant, token, self.0.as_deref())
+            .await
     }
 }
 

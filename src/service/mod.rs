@@ -13,6 +13,7 @@ use crate::fanout::{Page, Query};
 use crate::metrics::Metrics;
 use crate::policy::{Deadlines, Outbound, Parts, Retries};
 use crate::quota::{FailureBackoff, LocalQuotaStore};
+use crate::tenant_controls::ControlBook;
 use crate::tenants::{Registry, Tenant, TenantId};
 use crate::token::TokenSource;
 use crate::upstream::{self, Metric};
@@ -23,6 +24,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
+mod control_record;
+mod controls;
 mod record;
 
 use record::Recorder;
@@ -89,6 +92,9 @@ pub struct Services {
     /// The Redis the replicas share (`[cluster]`): refresher leases and per-key limits ask it
     /// directly; cache and quota reach it through their stores.
     cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Each tenant's controls: profiles and the newest snapshot joined (the `secure` source's
+    /// sink).
+    controls: Arc<ControlBook>,
 }
 
 impl Services {
@@ -144,8 +150,14 @@ impl Services {
             http: http.clone(),
             max_body_bytes: settings.max_body_bytes,
         };
+        let controls = ControlBook::new(
+            Duration::from_secs(settings.control_profiles_refresh_hours.saturating_mul(3600)),
+            Duration::from_millis(config.cache.min_forced_interval_ms),
+            config.registry.clone(),
+            runtime.clone(),
+        );
         let outbound = Arc::new(Outbound::new(Parts {
-            sources: upstream::sources::all(&transport),
+            sources: upstream::sources::all_with_sink(&transport, Some(controls.sink())),
             tokens: Arc::new(TokenSource::new(http)),
             store: quota,
             retries: Retries {
@@ -161,6 +173,7 @@ impl Services {
             backoff: FailureBackoff::default(),
             metrics: metrics.clone(),
         }));
+        controls.connect(&outbound);
         let history = config.history.enabled.then(|| {
             Arc::new(crate::history::History::start_for_tenants(
                 &config.history,
@@ -204,6 +217,11 @@ impl Services {
             ),
         };
         if let Some(history) = &history {
+            controls.observe(Arc::new(control_record::ControlRecorder::new(
+                history.clone(),
+                alerts.clone(),
+                runtime.clone(),
+            )));
             cache = cache.with_observer(Arc::new(Recorder::new(
                 history.clone(),
                 alerts.clone(),
@@ -223,6 +241,7 @@ impl Services {
             }
         };
         Ok(Arc::new(Self {
+            controls,
             cursors: Arc::new(cursors),
             registry: RwLock::new(config.registry.clone()),
             cache,
@@ -279,6 +298,7 @@ impl Services {
         *self.keys.write() = config.auth.enabled.then(|| config.keys.clone());
         self.cache.retain(&new).await;
         self.outbound.retain(&new);
+        self.controls.retain(&new);
         self.metrics.retain_tenants(&new);
         if let Some(alerts) = &self.alerts {
             alerts.reload(config.alerts.clone());
@@ -426,5 +446,11 @@ impl Services {
     /// The codec that seals every cursor.
     pub fn cursors(&self) -> Arc<CursorCodec> {
         self.cursors.clone()
+    }
+
+    /// Each tenant's controls (profiles and the joined newest snapshot): where a
+    /// [`crate::tenant_controls::ControlsObserver`] is set.
+    pub fn control_book(&self) -> &Arc<ControlBook> {
+        &self.controls
     }
 }

@@ -14,6 +14,7 @@
 
 // The score body lives in the vocabulary (one definition for the API, Redis and the history);
 // a source's answer is one [`Reading`].
+use crate::controls::graph::{ControlProfilesPage, SnapshotControls};
 pub use crate::model::{
     Categories, Comparison, Metric, Reading, ScoreKey, SecureDetails, UpstreamService,
 };
@@ -207,6 +208,32 @@ pub trait ScoreSource: Send + Sync {
             detail: format!("the {} source keeps no daily history", self.metric()),
         })
     }
+    /// Makes one call for one page of the tenant's Secure Score control profiles: the first
+    /// page when `next` is none, else `next` (the previous page's `@odata.nextLink`, followed
+    /// as it is; one naming another host than the tenant's base URL is refused). Same rules as
+    /// [`ScoreSource::call`]. A source whose answers carry no controls answers `Unusable`.
+    async fn control_profiles(
+        &self,
+        _tenant: &Tenant,
+        _token: &BearerToken,
+        _next: Option<&str>,
+    ) -> Result<ControlProfilesPage, CallFailure> {
+        Err(CallFailure::Unusable {
+            detail: format!("the {} source has no control profiles", self.metric()),
+        })
+    }
+}
+
+/// Told of the controls in the answers a source reads: the newest snapshot's on every
+/// successful call, every snapshot's on a daily-history call. Lower layers emit, the root
+/// subscribes: the composition root wires the tenants' controls in (`tenant_controls`). Called
+/// on the call's task: an implementation must not block.
+pub trait ControlsSink: Send + Sync {
+    /// The controls of the snapshot `reading` was read from (descriptions dropped: no route
+    /// serves them, and they are most of a snapshot's bytes).
+    fn on_snapshot(&self, tenant: &Tenant, reading: &Reading, controls: SnapshotControls);
+    /// The controls of every snapshot of a daily-history answer, newest first.
+    fn on_daily(&self, _tenant: &Tenant, _snapshots: Vec<SnapshotControls>) {}
 }
 
 /// The shared HTTPS client and the largest answer a source reads from it.

@@ -59,6 +59,10 @@ pub struct UpstreamSettings {
     /// Secure Score back-fill is about 0.5 MiB): a larger answer is dropped as it arrives and
     /// the fetch fails as unusable.
     pub max_body_bytes: usize,
+    /// Hours a tenant's Secure Score control profiles are kept before they are asked for again
+    /// (default 24; Microsoft changes them rarely). A caller's `max_age=0` on the controls
+    /// route asks at once.
+    pub control_profiles_refresh_hours: u64,
 }
 
 impl Default for UpstreamSettings {
@@ -85,6 +89,7 @@ impl Default for UpstreamSettings {
             graph_requests_per_minute: 150,
             graph_max_concurrent: 4,
             max_body_bytes: 4 * 1024 * 1024,
+            control_profiles_refresh_hours: 24,
         }
     }
 }

@@ -291,6 +291,7 @@ async fn every_status_the_gateway_answers_is_documented_for_its_operation() {
         "/alerts",
         "/alerts/events",
         "/webhooks/deliveries",
+        "/controls",
         "/healthz",
         "/metrics",
         "/openapi.json",
@@ -301,6 +302,7 @@ async fn every_status_the_gateway_answers_is_documented_for_its_operation() {
         "/scores/history.csv",
         "/tenants",
         "/tenants/{id}",
+        "/tenants/{id}/controls",
         "/tenants/{id}/history",
         "/tenants/{id}/history.csv",
         "/tenants/{id}/controls/{control}/history",
@@ -457,7 +459,11 @@ async fn every_status_the_gateway_answers_is_documented_for_its_operation() {
             .collect();
         let allowed: BTreeSet<&str> = match template.as_str() {
             "/readyz" => BTreeSet::from(["503"]),
-            "/tenants/{id}/score" | "/scores" | "/scores.csv" => BTreeSet::from(["500", "504"]),
+            "/tenants/{id}/score"
+            | "/tenants/{id}/controls"
+            | "/scores"
+            | "/scores.csv"
+            | "/controls" => BTreeSet::from(["500", "504"]),
             // Only with the database away (503) or history turned off (404 on the portfolio).
             "/tenants/{id}/history"
             | "/tenants/{id}/history.csv"

@@ -22,6 +22,7 @@ async fn spawn_with_keys() -> (TestApp, Keys) {
         "[[api_keys]]\nname = \"operator\"\nsha256 = \"{operator_digest}\"\ntenants = [\"*\"]\noperator = true\n\n\
          [[api_keys]]\nname = \"reader\"\nsha256 = \"{reader_digest}\"\ntenants = [\"*\"]\n"
     );
+    // `secure` too: the controls routes answer only for tenants that have it.
     let app = spawn_app_with_config(
         emulator_options(2, vec![]),
         &[("SCOREGATE__AUTH__ENABLED", "true"), SECURE],

@@ -30,8 +30,9 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     // Domain services and backends.
     &["fanout", "alerts", "history", "cluster"],
-    // The score cache: reports to an observer it defines, knows no history nor alerts.
-    &["cache"],
+    // The score cache: reports to an observer it defines, knows no history nor alerts; each
+    // tenant's controls (profiles and the joined snapshot), likewise with their observer.
+    &["cache", "tenant_controls"],
     // The outbound stack: gate, quota, slots, token, call, classification.
     &["policy"],
     // Upstream sources, tokens, quotas, callers.

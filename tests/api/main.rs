@@ -18,6 +18,8 @@ mod cluster_config;
 mod cluster_quota;
 mod control_history;
 mod control_history_route;
+mod controls;
+mod controls_portfolio;
 mod emulator;
 mod gateway;
 mod hardening_config;

@@ -60,9 +60,23 @@ fn state_of(text: &str) -> Result<State, sqlx::Error> {
 }
 
 impl Store {
+    /// A transaction that holds the database's write lock from its start. Per-control writes
+    /// read the rows in force before they write; on SQLite a deferred transaction that reads
+    /// first and then writes fails at once with "database is locked" (SQLITE_BUSY, no busy
+    /// wait) when another connection wrote meanwhile, as the writer and a back-fill do.
+    /// `BEGIN IMMEDIATE` takes the lock first, waiting for it like any write. PostgreSQL's rows
+    /// are locked per statement; its plain `BEGIN` is right.
+    async fn begin_write(&self) -> Result<Transaction<'static, Any>, HistoryError> {
+        Ok(if self.postgres {
+            self.pool.begin().await?
+        } else {
+            self.pool.begin_with("BEGIN IMMEDIATE").await?
+        })
+    }
+
     /// Writes live readings in one transaction: a row per control whose values changed.
     pub async fn write_controls(&self, readings: &[ControlReading]) -> Result<u64, HistoryError> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.begin_write().await?;
         let mut ids = self.control_ids.read().clone();
         let mut inserted = 0;
         for reading in readings {
@@ -83,7 +97,7 @@ impl Store {
         tenant: &str,
         days: &[(OffsetDateTime, Vec<ControlPoint>)],
     ) -> Result<u64, HistoryError> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.begin_write().await?;
         let mut ids = self.control_ids.read().clone();
         let inserted = merge_controls(&mut transaction, &mut ids, tenant, days).await?;
         transaction.commit().await?;

@@ -12,4 +12,5 @@ pub const SOURCE: Source = Source {
     query: &[],
     read: defender::read_time_and_score,
     daily: None,
+    controls: None,
 };

@@ -10,7 +10,8 @@
 //! Adding a metric is a file here defining its `SOURCE` and one line in [`SOURCES`] (the README's
 //! "Adding a metric" lists the other steps).
 
-use super::{CallFailure, Metric, Reading, ScoreSource, Transport, UpstreamService};
+use super::{CallFailure, ControlsSink, Metric, Reading, ScoreSource, Transport, UpstreamService};
+use crate::controls::graph::{ControlProfilesPage, SnapshotControls};
 use crate::tenants::Tenant;
 use crate::token::BearerToken;
 use reqwest::StatusCode;
@@ -41,12 +42,22 @@ pub fn keeps_daily_history(metric: Metric) -> bool {
 
 /// Every source of [`SOURCES`] over the shared client, for the policy stack.
 pub fn all(transport: &Transport) -> Vec<Arc<dyn ScoreSource>> {
+    all_with_sink(transport, None)
+}
+
+/// Every source of [`SOURCES`] over the shared client, telling `sink` of the controls in the
+/// answers of those whose answers carry them.
+pub fn all_with_sink(
+    transport: &Transport,
+    sink: Option<Arc<dyn ControlsSink>>,
+) -> Vec<Arc<dyn ScoreSource>> {
     SOURCES
         .into_iter()
         .map(|source| {
             Arc::new(HttpSource {
                 source,
                 transport: transport.clone(),
+                sink: sink.clone(),
             }) as Arc<dyn ScoreSource>
         })
         .collect()
@@ -66,6 +77,19 @@ pub struct Source {
     /// The source's own daily history, when it keeps one (Graph keeps 90 days of `secure`;
     /// the history back-fills from it).
     pub daily: Option<Daily>,
+    /// The Secure Score controls its answers carry, and where their profiles are.
+    pub controls: Option<Controls>,
+}
+
+/// Where a source's answers carry controls: how they are read from the same bytes as the
+/// score, and where the controls' profiles are asked for.
+pub struct Controls {
+    /// The path of the first page of profiles under the service's base URL.
+    pub profiles_path: &'static str,
+    /// Reads each snapshot's controls from an answer's body, newest first.
+    pub snapshots: fn(&[u8]) -> Vec<SnapshotControls>,
+    /// Reads one page of profiles.
+    pub profiles: fn(&[u8]) -> Result<ControlProfilesPage, CallFailure>,
 }
 
 /// How a source's daily history is asked for and read.
@@ -114,6 +138,8 @@ pub struct HttpSource {
     source: &'static Source,
     /// The shared HTTPS client and the answer size limit.
     transport: Transport,
+    /// Told of the controls the answers carry, when the source's do.
+    sink: Option<Arc<dyn ControlsSink>>,
 }
 
 #[async_trait::async_trait]
@@ -128,8 +154,19 @@ impl ScoreSource for HttpSource {
 
     async fn call(&self, tenant: &Tenant, token: &BearerToken) -> Result<Reading, CallFailure> {
         let query = self.source.query.iter().map(|&(name, value)| (name, value));
-        let url = self.url(tenant, query)?;
-        self.get(tenant, token, url, self.source.read).await
+        let url = self.url(tenant, self.source.path, query)?;
+        let controls = self.source.controls.as_ref().zip(self.sink.as_ref());
+        self.get(tenant, token, url, |body| {
+            let reading = (self.source.read)(body)?;
+            // The same bytes: the newest snapshot is the one the reading was read from.
+            if let Some((controls, sink)) = controls {
+                if let Some(newest) = (controls.snapshots)(body).into_iter().next() {
+                    sink.on_snapshot(tenant, &reading, newest);
+                }
+            }
+            Ok(reading)
+        })
+        .await
     }
 
     async fn daily(
@@ -144,36 +181,91 @@ impl ScoreSource for HttpSource {
             });
         };
         let days = days.to_string();
-        let url = self.url(tenant, [(daily.days_parameter, days.as_str())])?;
-        self.get(tenant, token, url, daily.read).await
+        let url = self.url(
+            tenant,
+            self.source.path,
+            [(daily.days_parameter, days.as_str())],
+        )?;
+        let controls = self.source.controls.as_ref().zip(self.sink.as_ref());
+        self.get(tenant, token, url, |body| {
+            let readings = (daily.read)(body)?;
+            if let Some((controls, sink)) = controls {
+                sink.on_daily(tenant, (controls.snapshots)(body));
+            }
+            Ok(readings)
+        })
+        .await
+    }
+
+    async fn control_profiles(
+        &self,
+        tenant: &Tenant,
+        token: &BearerToken,
+        next: Option<&str>,
+    ) -> Result<ControlProfilesPage, CallFailure> {
+        let Some(controls) = &self.source.controls else {
+            return Err(CallFailure::Unusable {
+                detail: format!("the {} source has no control profiles", self.metric()),
+            });
+        };
+        let url = match next {
+            None => self.url(tenant, controls.profiles_path, [])?,
+            Some(link) => self.next_link(tenant, link)?,
+        };
+        self.get(tenant, token, url, controls.profiles).await
     }
 }
 
 impl HttpSource {
-    /// The source's URL under the tenant's base URL for its service, with `query`.
-    fn url<'a>(
-        &self,
-        tenant: &Tenant,
-        query: impl IntoIterator<Item = (&'a str, &'a str)>,
-    ) -> Result<Url, CallFailure> {
+    /// The tenant's base URL for the source's service.
+    fn base<'t>(&self, tenant: &'t Tenant) -> Result<&'t Url, CallFailure> {
         let service = self.service();
         // Configuration gives every metric of a tenant its service's endpoint; this only
         // guards the type.
-        let Some(endpoint) = tenant.endpoint(service) else {
-            return Err(CallFailure::Unusable {
+        tenant
+            .endpoint(service)
+            .map(|endpoint| endpoint.base.as_ref())
+            .ok_or_else(|| CallFailure::Unusable {
                 detail: format!(
                     "no {} base URL is configured for this tenant",
                     service.display_name()
                 ),
+            })
+    }
+
+    /// A page's `@odata.nextLink`, followed as it is when it names the scheme, host and port
+    /// of the tenant's base URL: a link elsewhere would carry the tenant's bearer token there.
+    fn next_link(&self, tenant: &Tenant, link: &str) -> Result<Url, CallFailure> {
+        let base = self.base(tenant)?;
+        let name = self.service().display_name();
+        let url = Url::parse(link.trim()).map_err(|_| CallFailure::Unusable {
+            detail: format!("{name} answered an @odata.nextLink that is not a URL"),
+        })?;
+        let same_origin = url.scheme() == base.scheme()
+            && url.host_str() == base.host_str()
+            && url.port_or_known_default() == base.port_or_known_default();
+        if !same_origin {
+            return Err(CallFailure::Unusable {
+                detail: format!("{name} answered an @odata.nextLink to another host: not followed"),
             });
-        };
-        let mut url =
-            endpoint
-                .base
-                .join(self.source.path)
-                .map_err(|error| CallFailure::Unusable {
-                    detail: format!("bad {} base URL: {error}", service.display_name()),
-                })?;
+        }
+        Ok(url)
+    }
+
+    /// `path` under the tenant's base URL for the source's service, with `query`.
+    fn url<'a>(
+        &self,
+        tenant: &Tenant,
+        path: &str,
+        query: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Url, CallFailure> {
+        let service = self.service();
+        let mut url = self
+            .base(tenant)?
+            .join(path)
+            .map_err(|error| CallFailure::Unusable {
+                detail: format!("bad {} base URL: {error}", service.display_name()),
+            })?;
         let mut query = query.into_iter().peekable();
         if query.peek().is_some() {
             url.query_pairs_mut().extend_pairs(query);
@@ -188,7 +280,7 @@ impl HttpSource {
         tenant: &Tenant,
         token: &BearerToken,
         url: Url,
-        read: fn(&[u8]) -> Result<T, CallFailure>,
+        read: impl FnOnce(&[u8]) -> Result<T, CallFailure>,
     ) -> Result<T, CallFailure> {
         let service = self.service();
         let metric = self.metric().as_str();

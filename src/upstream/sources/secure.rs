@@ -2,11 +2,16 @@
 //! `GET {graph_base}/v1.0/security/secureScores?$top=1` with a Graph token
 //! (`SecurityEvents.Read.All`): the newest daily snapshot — score, maximum, categories,
 //! comparisons, bounded — and, for the history's back-fill, up to 90 of them (`$top={days}`).
+//! The same bytes give each snapshot's controls, and
+//! `GET {graph_base}/v1.0/security/secureScoreControlProfiles` their profiles (paged).
 
-use super::{Daily, Source};
+use super::{Controls, Daily, Source};
+use crate::controls::graph::{ControlProfilesPage, SecureScoresControls, SnapshotControls};
 use crate::model::Metric;
 use crate::upstream::{CallFailure, Categories, Comparison, Reading, SecureDetails};
-use crate::wire::{SecureScore, SecureScores, SECURE_SCORES_PATH};
+use crate::wire::{
+    SecureScore, SecureScores, SECURE_SCORES_PATH, SECURE_SCORE_CONTROL_PROFILES_PATH,
+};
 use std::time::SystemTime;
 
 /// The `secure` source.
@@ -19,7 +24,37 @@ pub const SOURCE: Source = Source {
         days_parameter: "$top",
         read: read_secure_snapshots,
     }),
+    controls: Some(Controls {
+        profiles_path: SECURE_SCORE_CONTROL_PROFILES_PATH,
+        snapshots: read_snapshot_controls,
+        profiles: read_control_profiles,
+    }),
 };
+
+/// The controls of every snapshot of a `secureScores` body, newest first, descriptions
+/// dropped; empty when the body does not read (the score's own reading reports that).
+fn read_snapshot_controls(body: &[u8]) -> Vec<SnapshotControls> {
+    let Ok(answer) = serde_json::from_slice::<SecureScoresControls>(body) else {
+        return Vec::new();
+    };
+    answer
+        .value
+        .into_iter()
+        .map(|mut snapshot| {
+            for entry in &mut snapshot.control_scores {
+                entry.description = None;
+            }
+            snapshot
+        })
+        .collect()
+}
+
+/// One page of `secureScoreControlProfiles`.
+fn read_control_profiles(body: &[u8]) -> Result<ControlProfilesPage, CallFailure> {
+    serde_json::from_slice::<ControlProfilesPage>(body).map_err(|error| CallFailure::Unusable {
+        detail: format!("Microsoft Graph answered an unusable control profiles page: {error}"),
+    })
+}
 
 /// Most comparisons kept of one snapshot: Graph sends a handful (all tenants, similar seats,
 /// the industry); the rest of an answer that carries more is not kept or cached.

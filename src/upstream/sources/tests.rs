@@ -113,8 +113,9 @@ fn a_source_is_asked_under_the_tenants_base_url_for_its_service() {
         HttpSource {
             source,
             transport: transport.clone(),
+            sink: None,
         }
-        .url(&tenant, source.query.iter().copied())
+        .url(&tenant, source.path, source.query.iter().copied())
         .map(|url| url.to_string())
     };
     assert_eq!(
@@ -125,4 +126,34 @@ fn a_source_is_asked_under_the_tenants_base_url_for_its_service() {
         url(&secure::SOURCE).ok().as_deref(),
         Some("https://graph.microsoft.com/v1.0/security/secureScores?%24top=1")
     );
+}
+
+#[test]
+fn a_next_link_is_followed_only_to_the_tenants_own_host() {
+    let tenant = crate::policy::testing::registration("t", crate::policy::testing::DEFENDER_LIMITS);
+    let source = HttpSource {
+        source: &secure::SOURCE,
+        transport: Transport {
+            http: reqwest::Client::new(),
+            max_body_bytes: 1024,
+        },
+        sink: None,
+    };
+    let base = source.base(&tenant).map(Url::to_string).unwrap_or_default();
+    let base = base.trim_end_matches('/');
+    let own = format!("{base}/v1.0/security/secureScoreControlProfiles?$skiptoken=x");
+    assert!(source.next_link(&tenant, &own).is_ok(), "{own}");
+    for elsewhere in [
+        "https://evil.example/v1.0/security/secureScoreControlProfiles?$skip=50".to_owned(),
+        own.replacen("https://", "http://", 1),
+        "not a url".to_owned(),
+    ] {
+        assert!(
+            matches!(
+                source.next_link(&tenant, &elsewhere),
+                Err(CallFailure::Unusable { .. })
+            ),
+            "{elsewhere}"
+        );
+    }
 }
