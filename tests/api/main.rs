@@ -24,6 +24,7 @@ mod emulator;
 mod gateway;
 mod hardening_config;
 mod hardening_contract;
+mod hardening_document;
 mod hardening_edge;
 mod hardening_fetch;
 mod helpers;
