@@ -1,4 +1,4 @@
-//! The crate's layers, kept: every `crate::…` path in the gateway's sources points down this
+//! The crate's layers, kept (and its files short): every `crate::…` path in the gateway's sources points down this
 //! table (or within a row), and the top-level modules form no cycle.
 //!
 //! The compiler would keep this for free if each layer were a crate of a workspace; in one crate,
@@ -372,4 +372,26 @@ fn find_cycle(edges: &Edges) -> Option<Vec<String>> {
     edges
         .keys()
         .find_map(|module| visit(module, edges, &mut done, &mut Vec::new()))
+}
+
+/// Longest source file kept: a file over it is a module doing several jobs, or tests that want a
+/// file of their own.
+const MAX_LINES: usize = 600;
+
+#[test]
+fn no_source_file_is_over_600_lines() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = rust_files(&root.join("src"));
+    files.extend(rust_files(&root.join("tests")));
+    let long: Vec<String> = files
+        .iter()
+        .filter_map(|path| {
+            let lines = std::fs::read_to_string(path).unwrap().lines().count();
+            (lines > MAX_LINES).then(|| format!("{} ({lines} lines)", path.display()))
+        })
+        .collect();
+    assert!(
+        long.is_empty(),
+        "over {MAX_LINES} lines: split by job, or move long tests to a tests.rs: {long:?}"
+    );
 }
