@@ -99,6 +99,7 @@ a URL over 4 KiB (414) or headers over 16 KiB (431) are refused with `invalid_re
         crate::controls::Category,
         crate::controls::Status,
         crate::controls::State,
+        crate::controls::ControlSort,
         alerts::FiringList,
         alerts::EventList,
         alerts::DeliveryList,

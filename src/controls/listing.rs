@@ -39,15 +39,19 @@ impl ControlFilter {
     }
 }
 
-/// The order of a list of controls.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The order of a list of controls: `rank` (Microsoft's, most important first), `-points_to_gain`
+/// (most points to gain first) or `id`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub enum ControlSort {
     /// Microsoft's rank, most important first (unranked last); the default per tenant.
     #[default]
+    #[serde(rename = "rank")]
     Rank,
     /// Most points to gain first; the default across tenants.
+    #[serde(rename = "-points_to_gain")]
     PointsToGain,
     /// By id.
+    #[serde(rename = "id")]
     Id,
 }
 

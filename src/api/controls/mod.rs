@@ -39,7 +39,7 @@ pub struct TenantControlsQuery {
     pub service: Option<String>,
     /// Order: `rank` (default: Microsoft's most important first), `-points_to_gain` (most
     /// points to gain first) or `id`.
-    #[param(example = "-points_to_gain")]
+    #[param(value_type = Option<ControlSort>, example = "-points_to_gain")]
     pub sort: Option<String>,
     /// Accept no score older than this many seconds; `0` fetches the score and the control
     /// profiles again (within the tenant's quota).
@@ -68,7 +68,7 @@ pub struct ControlListQuery {
     #[param(value_type = Option<Status>)]
     pub status: Option<String>,
     /// Order: `-points_to_gain` (default), `rank` or `id`; ties by id.
-    #[param(example = "rank")]
+    #[param(value_type = Option<ControlSort>, example = "rank")]
     pub sort: Option<String>,
     /// Rows per page, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000, example = 100)]

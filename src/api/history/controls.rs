@@ -54,7 +54,7 @@ pub struct ControlHistory {
     get, path = "/tenants/{id}/controls/{control}/history", tag = "history",
     params(
         ("id" = String, Path, description = "The gateway's tenant id", example = "contoso"),
-        ("control" = String, Path, description = "The control's id (letters, digits, `_ - . :`; at most 200 characters)", example = "MFARegistrationV2"),
+        ("control" = String, Path, description = "The control's id (letters, digits, `_ - . :`; at most 200 characters)", example = "MFARegistrationV2", pattern = "^[A-Za-z0-9_.:-]{1,200}$"),
         ControlHistoryQuery,
     ),
     responses(
