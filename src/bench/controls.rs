@@ -152,6 +152,12 @@ async fn routes_round(
         stats.total.graph_responses_429,
         stats.total.responses_429
     );
+    if let Some(failed) = cold["failed"].get(0) {
+        println!(
+            "                       first failure: {}: {}",
+            failed["tenant"], failed["error"]["detail"]
+        );
+    }
     // The history's writes of the back-filled days settle before the warm figures.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
