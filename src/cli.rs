@@ -86,6 +86,9 @@ pub enum BenchCommand {
     Emulator(crate::bench::emulator::EmulatorBenchArgs),
     /// `/scores` cold and warm, single flight and memory of the gateway against the emulator.
     Gateway(crate::bench::gateway::GatewayBenchArgs),
+    /// The controls routes: warm `/tenants/{id}/controls` and `/controls`, profile calls of a
+    /// cold `/controls`, memory with 10,000 tenants' controls cached.
+    Controls(crate::bench::controls::ControlsBenchArgs),
     /// History on SQLite: ingest rate, 90-day query, `change_7d` look-up, size projection.
     History(crate::bench::history::HistoryBenchArgs),
     /// Upstream calls and warm req/s of one gateway versus three replicas sharing Redis.
@@ -118,6 +121,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Emulator(args)) => crate::bench::emulator::run(args).await,
         #[cfg(feature = "emulator")]
         Command::Bench(BenchCommand::Gateway(args)) => crate::bench::gateway::run(args).await,
+        #[cfg(feature = "emulator")]
+        Command::Bench(BenchCommand::Controls(args)) => crate::bench::controls::run(args).await,
         #[cfg(feature = "emulator")]
         Command::Bench(BenchCommand::History(args)) => crate::bench::history::run(args).await,
         #[cfg(feature = "emulator")]

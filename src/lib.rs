@@ -72,7 +72,7 @@
 //! [`config`] as an operator would):
 //!
 //! - `emulator`: a local, faithful stand-in for Entra ID, Defender and Graph, over HTTPS.
-//! - `bench`: benchmarks that print figures (`gateway`, `emulator`, `history`, `cluster`).
+//! - `bench`: benchmarks that print figures (`gateway`, `controls`, `emulator`, `history`, `cluster`).
 //! - `demo`: `scoregate demo`, the emulator and the gateway in one process.
 
 pub mod alerts;

@@ -2,6 +2,7 @@
 //! not in timed tests: the machines are shared and noisy.
 
 pub mod cluster;
+pub mod controls;
 pub mod emulator;
 pub mod gateway;
 pub mod history;

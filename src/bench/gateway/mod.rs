@@ -12,7 +12,8 @@
 
 mod process;
 
-use process::{memory, GatewayProcess};
+use process::memory;
+pub(crate) use process::{resident_mib, GatewayProcess};
 
 use crate::app::Application;
 use crate::config::Config;
@@ -147,7 +148,7 @@ pub(crate) async fn emulator(
     .context("cannot start the emulator")
 }
 
-fn percentile(sorted: &[Duration], fraction: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[Duration], fraction: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

@@ -8,7 +8,7 @@ use anyhow::Context;
 use std::time::{Duration, Instant};
 
 /// Resident memory of process `pid`, in MiB (Linux `/proc/PID/status`).
-fn resident_mib(pid: u32) -> Option<f64> {
+pub(crate) fn resident_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -35,9 +35,9 @@ impl Drop for ChildGuard {
 /// This binary's `serve` in front of the emulator as a process of its own, like nginx: its
 /// figures are the gateway's alone (memory) and its CPU is not shared with the bench's client
 /// (throughput). Killed on drop. Its log goes to a file in its scratch directory: logs stay on.
-pub(super) struct GatewayProcess {
-    pub(super) address: String,
-    pub(super) pid: u32,
+pub(crate) struct GatewayProcess {
+    pub(crate) address: String,
+    pub(crate) pid: u32,
     _child: ChildGuard,
     _dir: TempDir,
 }
@@ -52,6 +52,19 @@ impl GatewayProcess {
         auth: bool,
         history: bool,
     ) -> anyhow::Result<Self> {
+        Self::start_with(emulator, client, max_in_flight, auth, history, &[]).await
+    }
+
+    /// [`Self::start`] with `settings` (environment overrides, `SCOREGATE__…`) set after the
+    /// bench's own, so that they win.
+    pub(crate) async fn start_with(
+        emulator: &Emulator,
+        client: &reqwest::Client,
+        max_in_flight: usize,
+        auth: bool,
+        history: bool,
+        settings: &[(String, String)],
+    ) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("scoregate-bench-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).context("a scratch directory")?;
         let dir = TempDir(dir);
@@ -64,6 +77,7 @@ impl GatewayProcess {
             .arg(&path)
             .envs(overrides(&format!("127.0.0.1:{port}"), max_in_flight, auth))
             .env("SCOREGATE__HISTORY__ENABLED", history.to_string())
+            .envs(settings.iter().map(|(key, value)| (key, value)))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(log)
