@@ -134,6 +134,7 @@ pub async fn run(args: HistoryBenchArgs) -> anyhow::Result<()> {
             retention_days: 400,
             alerts_retention_days: 400,
             buffer: readings.clamp(1, 1_000_000),
+            controls: false,
         },
         HistoryMetrics::default(),
         &tokio::runtime::Handle::current(),

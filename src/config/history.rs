@@ -33,6 +33,12 @@ pub struct HistorySettings {
     /// Readings waiting to be written, at most (default 10000): beyond it, while the database
     /// is slow or unreachable, new readings are dropped (and counted), never waited for.
     pub buffer: usize,
+    /// Whether each tenant's Secure Score controls are recorded: the per-control history
+    /// (`/tenants/{id}/controls/{control}/history`, back-filled with Graph's 90 daily snapshots)
+    /// and the `control_regressed` alert rules. Off by default: with thousands of tenants the
+    /// back-fill's writes and the profile fetch every tenant then needs were measured to swamp
+    /// an embedded SQLite and the gateway's memory (`bench controls --history true`).
+    pub controls: bool,
 }
 
 impl Default for HistorySettings {
@@ -44,6 +50,7 @@ impl Default for HistorySettings {
             retention_days: 400,
             alerts_retention_days: None,
             buffer: 10_000,
+            controls: false,
         }
     }
 }
@@ -95,6 +102,7 @@ pub(in crate::config) fn resolve_history(
             .alerts_retention_days
             .unwrap_or(history.retention_days),
         buffer: history.buffer,
+        controls: false,
     };
     if !history.enabled {
         return disabled;
@@ -163,6 +171,7 @@ pub(in crate::config) fn resolve_history(
             .alerts_retention_days
             .unwrap_or(history.retention_days),
         buffer: history.buffer,
+        controls: history.controls,
     }
 }
 

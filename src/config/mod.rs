@@ -229,6 +229,17 @@ impl Config {
             tenants::resolve_tenants(&tenants, &upstream, base_dir, &lookup, &mut problems);
         let keys = auth::resolve_keys(&settings.api_keys, &settings.auth, &resolved, &mut problems);
         let history = history::resolve_history(&settings.history, base_dir, &lookup, &mut problems);
+        if history.enabled && !history.controls {
+            for (index, alert) in settings.alerts.iter().enumerate() {
+                if alert.control_regressed.is_some() {
+                    problems.push(format!(
+                        "alerts[{index}] (name {:?}).control_regressed: needs [history] \
+                         controls = true (the per-control record it watches)",
+                        alert.name
+                    ));
+                }
+            }
+        }
         let alerts = alerts::resolve_alerts(
             &settings.alerts,
             &settings.webhooks,
@@ -376,6 +387,27 @@ mod tests {
     use super::*;
     use crate::config::test_support::{env, problems, tempdir, tenant, write, CLIENT, TENANT};
     use crate::tenants::QuotaLimits;
+
+    #[test]
+    fn a_control_regressed_rule_needs_the_controls_recorded() {
+        let dir = tempdir();
+        let rule = "[[alerts]]\nname = \"mfa\"\nmetric = \"secure\"\ncontrol_regressed = {}\n\n";
+        let tenant = tenant("contoso", TENANT, CLIENT, "client_secret = { env = \"S\" }");
+        let path = write(&dir, "a.toml", &format!("{rule}{tenant}"));
+        let found = problems(Config::load_with_env(&path, env(&[("S", "s3cret")])));
+        let expected =
+            "alerts[0] (name \"mfa\").control_regressed: needs [history] controls = true";
+        assert!(found.iter().any(|p| p.starts_with(expected)), "{found:?}");
+        let path = write(
+            &dir,
+            "b.toml",
+            &format!("[history]\ncontrols = true\n\n{rule}{tenant}"),
+        );
+        if let Err(error) = Config::load_with_env(&path, env(&[("S", "s3cret")])) {
+            let found = error.to_string();
+            assert!(!found.contains("controls = true"), "{found}");
+        }
+    }
 
     #[test]
     fn a_minimal_file_loads_with_defaults() {

@@ -15,6 +15,9 @@ pub struct HistoryConfig {
     pub alerts_retention_days: u32,
     /// Readings waiting to be written, at most.
     pub buffer: usize,
+    /// Whether each tenant's Secure Score controls are recorded (the per-control history, its
+    /// 90-day back-fill) and the `control_regressed` rules evaluated.
+    pub controls: bool,
 }
 
 impl HistoryConfig {

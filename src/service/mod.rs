@@ -217,11 +217,13 @@ impl Services {
             ),
         };
         if let Some(history) = &history {
-            controls.observe(Arc::new(control_record::ControlRecorder::new(
-                history.clone(),
-                alerts.clone(),
-                runtime.clone(),
-            )));
+            if config.history.controls {
+                controls.observe(Arc::new(control_record::ControlRecorder::new(
+                    history.clone(),
+                    alerts.clone(),
+                    runtime.clone(),
+                )));
+            }
             cache = cache.with_observer(Arc::new(Recorder::new(
                 history.clone(),
                 alerts.clone(),

@@ -179,6 +179,7 @@ pub(crate) async fn history(url: String) -> Arc<History> {
             retention_days: 400,
             alerts_retention_days: 400,
             buffer: 1_000,
+            controls: false,
         },
         HistoryMetrics::default(),
         &tokio::runtime::Handle::current(),

@@ -253,6 +253,7 @@ async fn recorded_controls_reach_the_store_without_waiting_and_only_on_change() 
             retention_days: 400,
             alerts_retention_days: 400,
             buffer: 10,
+            controls: false,
         },
         HistoryMetrics::default(),
         &tokio::runtime::Handle::current(),

@@ -317,11 +317,15 @@ async fn unknown_tenants_and_tenants_without_secure_are_404s() {
 #[tokio::test]
 async fn with_history_on_each_snapshots_controls_and_the_backfilled_days_reach_the_control_history()
 {
-    // History on: the first `secure` fetch back-fills Graph's 90 daily snapshots; their
-    // controls, joined with the tenant's profiles, fill 90 days of per-control history.
+    // History on with its controls: the first `secure` fetch back-fills Graph's 90 daily
+    // snapshots; their controls, joined with the tenant's profiles, fill 90 days of per-control
+    // history.
     let app = spawn_app_with(
         emulator_options(1, vec![]),
-        &[("SCOREGATE__UPSTREAM__METRICS", r#"["secure"]"#)],
+        &[
+            ("SCOREGATE__UPSTREAM__METRICS", r#"["secure"]"#),
+            ("SCOREGATE__HISTORY__CONTROLS", "true"),
+        ],
     )
     .await;
     let (status, _, body) = app.get_json("/tenants/contoso/controls").await;

@@ -28,6 +28,7 @@ async fn history_on(url: String, limits: ReadLimits) -> History {
             retention_days: 400,
             alerts_retention_days: 400,
             buffer: 1_000,
+            controls: false,
         },
         HistoryMetrics::default(),
         &tokio::runtime::Handle::current(),

@@ -18,6 +18,7 @@ fn config(url: String, buffer: usize) -> HistoryConfig {
         retention_days: 400,
         alerts_retention_days: 400,
         buffer,
+        controls: false,
     }
 }
 

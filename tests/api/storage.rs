@@ -55,6 +55,7 @@ async fn history_keeping_alerts(
             retention_days: 400,
             alerts_retention_days,
             buffer: 10_000,
+            controls: false,
         },
         metrics,
         &tokio::runtime::Handle::current(),

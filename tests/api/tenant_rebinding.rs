@@ -210,6 +210,7 @@ async fn started(url: &str, bindings: &[(&str, &str)]) -> scoregate::history::Hi
             retention_days: 400,
             alerts_retention_days: 400,
             buffer: 1_000,
+            controls: false,
         },
         scoregate::metrics::HistoryMetrics::default(),
         &tokio::runtime::Handle::current(),
