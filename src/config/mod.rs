@@ -13,7 +13,8 @@
 //! with their unit tests:
 //!
 //! - `server`: `[server]`, and the cursor secret it names.
-//! - `auth`: `[auth]` and `[[api_keys]]`, resolved into the key ring.
+//! - `auth/`: `[auth]` and `[[api_keys]]`, resolved into the key ring; `[auth.entra]` into the
+//!   Entra ID callers.
 //! - `upstream`: `[upstream]`'s checks and its extra CA file into PEM bytes.
 //! - `cache`, `refresh`: `[cache]` and `[refresh]`, checked.
 //! - `history`: `[history]`, resolved into its owner's [`HistoryConfig`].
@@ -135,6 +136,8 @@ pub struct Config {
     pub registry: Arc<Registry>,
     /// The callers' keys.
     pub keys: Arc<KeyRing>,
+    /// `[auth.entra]`, resolved: Entra ID callers; `None` when not configured.
+    pub entra: Option<Arc<crate::auth::entra::EntraConfig>>,
     /// `[history]`, resolved.
     pub history: HistoryConfig,
     /// `[[alerts]]` and `[[webhooks]]`, resolved (scopes against the registry).
@@ -228,6 +231,7 @@ impl Config {
         let resolved =
             tenants::resolve_tenants(&tenants, &upstream, base_dir, &lookup, &mut problems);
         let keys = auth::resolve_keys(&settings.api_keys, &settings.auth, &resolved, &mut problems);
+        let entra = auth::entra::resolve_entra(&settings.auth, &resolved, &mut problems).map(Arc::new);
         let history = history::resolve_history(&settings.history, base_dir, &lookup, &mut problems);
         if history.enabled && !history.controls {
             for (index, alert) in settings.alerts.iter().enumerate() {
@@ -276,6 +280,7 @@ impl Config {
             cursor_key,
             registry: Arc::new(Registry::new(resolved)),
             keys: Arc::new(keys),
+            entra,
             history,
             alerts,
             cluster,
@@ -321,6 +326,9 @@ impl Config {
             if self.auth.enabled { "on" } else { "OFF" },
             self.keys.len()
         );
+        if let Some(entra) = &self.entra {
+            out.push_str(&auth::entra::summary(entra));
+        }
         if self.history.enabled {
             let _ = writeln!(
                 out,

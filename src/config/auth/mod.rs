@@ -1,5 +1,8 @@
 //! `[auth]` and `[[api_keys]]`: caller authentication's serde types, their checks, and the API
 //! keys resolved into the [`KeyRing`] (each key may name only tenants that resolved).
+//! `[auth.entra]` (Entra ID callers) is in `entra`.
+
+pub mod entra;
 
 use super::checks::check_range;
 use super::limits;
@@ -22,6 +25,8 @@ pub struct AuthSettings {
     /// caller that can reach it then sees every tenant). Off by default: such a configuration is
     /// refused.
     pub allow_unauthenticated_non_loopback: bool,
+    /// `[auth.entra]`: Entra ID access tokens accepted beside API keys; absent: keys only.
+    pub entra: Option<entra::EntraSettings>,
 }
 
 impl Default for AuthSettings {
@@ -30,6 +35,7 @@ impl Default for AuthSettings {
             enabled: true,
             default_requests_per_minute: 600,
             allow_unauthenticated_non_loopback: false,
+            entra: None,
         }
     }
 }
@@ -86,13 +92,12 @@ pub(super) fn resolve_keys(
     tenants: &[Tenant],
     problems: &mut Vec<String>,
 ) -> KeyRing {
-    if auth.enabled && keys.is_empty() {
+    if auth.enabled && keys.is_empty() && auth.entra.is_none() {
         problems.push(
-            "auth.enabled: authentication is on but no [[api_keys]] are configured; add a key (`scoregate keygen` prints one) or set [auth] enabled = false on a loopback-only set-up"
+            "auth.enabled: authentication is on but no [[api_keys]] (nor [auth.entra]) are configured; add a key (`scoregate keygen` prints one) or set [auth] enabled = false on a loopback-only set-up"
                 .to_owned(),
         );
     }
-    let known: HashSet<&str> = tenants.iter().map(|tenant| tenant.id.as_str()).collect();
     let mut names = HashSet::new();
     let mut digests = HashSet::new();
     let mut ring = Vec::new();
@@ -109,37 +114,17 @@ pub(super) fn resolve_keys(
         if !digests.insert(digest.clone()) {
             problems.push(format!("{key}.sha256: another key has this digest"));
         }
-        let all = settings.tenants.iter().any(|id| id == "*");
-        if all && settings.tenants.len() > 1 {
-            problems.push(format!(
-                "{key}.tenants: \"*\" already grants every tenant; list nothing else"
-            ));
+        let scope = resolve_scope(
+            &key,
+            &settings.tenants,
+            &settings.tags,
+            settings.operator,
+            tenants,
+            problems,
+        );
+        if let Some(why) = crate::auth::placeholder_digest(&digest) {
+            problems.push(format!("{key}.sha256: {why}; run `scoregate keygen --name {} --tenants …` (or --tags …), give the key to the caller and paste the digest it prints", settings.name));
         }
-        for (position, id) in settings.tenants.iter().enumerate() {
-            if id != "*" && !known.contains(id.as_str()) {
-                problems.push(format!("{key}.tenants[{position}]: no tenant {id:?}"));
-            }
-        }
-        if settings.tenants.is_empty() && settings.tags.is_empty() {
-            problems.push(format!(
-                "{key}: grants no tenant; set tenants (ids or [\"*\"]) or tags"
-            ));
-        }
-        if settings.operator && !all {
-            problems.push(format!("{key}.operator: operator keys read /metrics, which names every tenant, so they need tenants = [\"*\"]"));
-        }
-        let scope = if all {
-            Scope::All
-        } else {
-            Scope::Some {
-                tenants: settings
-                    .tenants
-                    .iter()
-                    .filter_map(|id| TenantId::parse(id).ok())
-                    .collect(),
-                tags: settings.tags.iter().cloned().collect(),
-            }
-        };
         let per_minute = settings
             .requests_per_minute
             .unwrap_or(auth.default_requests_per_minute);
@@ -169,6 +154,49 @@ pub(super) fn resolve_keys(
         }
     }
     KeyRing::new(ring)
+}
+
+/// The scope of a caller (an API key or an Entra caller) named `key`: tenant ids (known ones
+/// only) or `["*"]`, and tags; operators must see every tenant.
+pub(super) fn resolve_scope(
+    key: &str,
+    ids: &[String],
+    tags: &[String],
+    operator: bool,
+    tenants: &[Tenant],
+    problems: &mut Vec<String>,
+) -> Scope {
+    let known: HashSet<&str> = tenants.iter().map(|tenant| tenant.id.as_str()).collect();
+    let all = ids.iter().any(|id| id == "*");
+    if all && ids.len() > 1 {
+        problems.push(format!(
+            "{key}.tenants: \"*\" already grants every tenant; list nothing else"
+        ));
+    }
+    for (position, id) in ids.iter().enumerate() {
+        if id != "*" && !known.contains(id.as_str()) {
+            problems.push(format!("{key}.tenants[{position}]: no tenant {id:?}"));
+        }
+    }
+    if ids.is_empty() && tags.is_empty() {
+        problems.push(format!(
+            "{key}: grants no tenant; set tenants (ids or [\"*\"]) or tags"
+        ));
+    }
+    if operator && !all {
+        problems.push(format!("{key}.operator: operators read /metrics, which names every tenant, so they need tenants = [\"*\"]"));
+    }
+    if all {
+        Scope::All
+    } else {
+        Scope::Some {
+            tenants: ids
+                .iter()
+                .filter_map(|id| TenantId::parse(id).ok())
+                .collect(),
+            tags: tags.iter().cloned().collect(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -244,7 +272,7 @@ mod tests {
          [[api_keys]]\nname = \"gold\"\nsha256 = \"{}\"\ntags = [\"gold\"]\nrequests_per_minute = 5\n",
         tenant("a", TENANT, CLIENT, "client_secret = { env = \"S\" }\ntags = [\"gold\"]"),
         tenant("b", "22222222-2222-4222-8222-222222222222", CLIENT, "client_secret = { env = \"S\" }"),
-        "a".repeat(64)
+        crate::auth::digest_hex("gold-key")
     );
         let path = write(&dir, "a.toml", &text);
         let config = Config::load_with_env(&path, env(&[("S", "x")])).unwrap();
@@ -263,7 +291,7 @@ mod tests {
             "api_keys[0] (name \"x\").tenants[0]: no tenant \"nope\"",
             "api_keys[0] (name \"x\").sha256: must be the 64 hex digits",
             "api_keys[1] (name \"x\").name: another key has this name",
-            "api_keys[1] (name \"x\").operator: operator keys read /metrics",
+            "api_keys[1] (name \"x\").operator: operators read /metrics",
             "api_keys[2] (name \"empty\").sha256: another key has this digest",
             "api_keys[2] (name \"empty\"): grants no tenant",
         ] {

@@ -1,9 +1,12 @@
-//! Callers: API keys, what each may see, and how fast each may ask.
+//! Callers: API keys and Entra ID callers, what each may see, and how fast each may ask.
 //!
 //! Keys are stored only as SHA-256 digests; a presented key is hashed and its digest looked up
 //! in a map (see [`KeyRing::authenticate`] for why that leaks nothing a timing attack could use). Each key grants a [`Scope`] of tenants (by id, by tag, or all) and its
 //! own request rate, so one greedy caller cannot slow another. This module knows nothing of HTTP:
 //! the API's guard turns its answers into 401/404/429.
+
+pub mod entra;
+pub mod jwks;
 
 use crate::quota::TokioClock;
 use crate::tenants::{Tenant, TenantId};
@@ -66,7 +69,7 @@ pub struct ApiKey {
     /// Requests allowed per minute.
     pub requests_per_minute: u32,
     /// This key's own limiter: no key shares another's budget.
-    limiter: KeyLimiter,
+    limiter: RequestLimiter,
 }
 
 impl fmt::Debug for ApiKey {
@@ -111,24 +114,43 @@ impl ApiKey {
         requests_per_minute: u32,
     ) -> Option<Self> {
         let digest = parse_digest(sha256_hex)?;
-        let per_minute = NonZeroU32::new(requests_per_minute)?;
         Some(Self {
             name,
             digest,
             scope,
             operator,
             requests_per_minute,
-            limiter: RateLimiter::direct_with_clock(
-                Quota::per_minute(per_minute),
-                TokioClock::default(),
-            )
-            .with_middleware::<StateInformationMiddleware>(),
+            limiter: RequestLimiter::new(requests_per_minute)?,
         })
     }
 
     /// Spends one request of the key's allowance.
     pub fn charge(&self) -> Result<RateState, RateLimited> {
-        let limit = self.requests_per_minute;
+        self.limiter.charge()
+    }
+}
+
+/// One caller's own requests-per-minute budget (an API key's or a mapped Entra caller's).
+pub struct RequestLimiter {
+    /// Requests allowed per minute.
+    per_minute: u32,
+    limiter: KeyLimiter,
+}
+
+impl RequestLimiter {
+    /// A full budget of `per_minute` requests; `None` for zero.
+    pub fn new(per_minute: u32) -> Option<Self> {
+        let quota = Quota::per_minute(NonZeroU32::new(per_minute)?);
+        Some(Self {
+            per_minute,
+            limiter: RateLimiter::direct_with_clock(quota, TokioClock::default())
+                .with_middleware::<StateInformationMiddleware>(),
+        })
+    }
+
+    /// Spends one request of the allowance.
+    pub fn charge(&self) -> Result<RateState, RateLimited> {
+        let limit = self.per_minute;
         let per_request = 60.0 / f64::from(limit);
         match self.limiter.check() {
             Ok(state) => {
@@ -227,6 +249,47 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     out
 }
 
+/// The digests of `config/scoregate.example.toml`: pasted unchanged, they would be keys
+/// nobody holds (or anybody who read the example could guess one day).
+const EXAMPLE_DIGESTS: [&str; 2] = [
+    "4f8cd4e2a1d9c2a2a0f0f2c5c0b7a9e1d3c6b8a7f5e4d3c2b1a0f9e8d7c6b5a4",
+    "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9",
+];
+
+/// Why `digest` (64 hex digits) is a placeholder rather than a real key's SHA-256, if it is: an
+/// example file's digest, or one with a pattern no hash shows (one repeated digit or a few
+/// digits only, a repeated half, an ascending or descending run). A real digest has about 16
+/// distinct digits; fewer than 8 happens with probability below 10^-19.
+pub fn placeholder_digest(digest: &str) -> Option<&'static str> {
+    let digest = digest.to_ascii_lowercase();
+    if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    if EXAMPLE_DIGESTS.contains(&digest.as_str()) {
+        return Some("is the example configuration's placeholder digest, not a key's");
+    }
+    let distinct: HashSet<u8> = digest.bytes().collect();
+    let (first, second) = digest.split_at(32);
+    // Eight or more consecutive digits each one above (or below) the previous: 0123456789abcdef.
+    let run = |step: i16| {
+        digest
+            .as_bytes()
+            .windows(8)
+            .any(|window| window.windows(2).all(|pair| hex_value(pair[1]) - hex_value(pair[0]) == step))
+    };
+    if distinct.len() < 8 || first == second || run(1) || run(-1) {
+        return Some("looks like a placeholder (a pattern, not the SHA-256 of a generated key)");
+    }
+    None
+}
+
+fn hex_value(digit: u8) -> i16 {
+    i16::from(match digit {
+        b'0'..=b'9' => digit - b'0',
+        _ => digit.to_ascii_lowercase() - b'a' + 10,
+    })
+}
+
 /// The 32 bytes of a digest written as exactly 64 hex digits, in either case.
 fn parse_digest(digits: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
@@ -296,6 +359,23 @@ mod tests {
         assert!(!keys
             .iter()
             .any(|(_, digest)| debug.contains(digest.as_str())));
+    }
+
+    #[test]
+    fn placeholder_digests_are_told_from_real_ones() {
+        for placeholder in EXAMPLE_DIGESTS
+            .iter()
+            .map(|d| (*d).to_owned())
+            .chain(["0".repeat(64), "a".repeat(64), "ab".repeat(32), "0123456789abcdef".repeat(4)])
+            .chain(["fedcba9876543210".repeat(4), format!("{}{}", "1f".repeat(28), "01234567")])
+        {
+            assert!(placeholder_digest(&placeholder).is_some(), "{placeholder}");
+        }
+        for _ in 0..1_000 {
+            let (_, digest) = generate_key().unwrap();
+            assert_eq!(placeholder_digest(&digest), None, "{digest}");
+        }
+        assert_eq!(placeholder_digest(&digest_hex("k")), None);
     }
 
     #[test]
