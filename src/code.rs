@@ -20,8 +20,11 @@ use utoipa::openapi::RefOr;
 pub enum Code {
     /// Bad path, query or header (also a URL or headers too large: then 414 or 431).
     InvalidRequest,
-    /// No API key, or one that matches no configured key.
+    /// No API key, one that matches no configured key, an invalid or expired Entra ID token,
+    /// or credentials that disagree.
     Unauthenticated,
+    /// A valid Entra ID token whose app, identity or roles map to no configured caller.
+    Forbidden,
     /// No tenant with this id, or one the caller may not see.
     UnknownTenant,
     /// The tenant does not have the metric asked for (`metric=`); the detail lists its metrics.
@@ -63,9 +66,10 @@ pub enum Code {
 
 impl Code {
     /// Every code, in the order of the error table.
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 20] = [
         Self::InvalidRequest,
         Self::Unauthenticated,
+        Self::Forbidden,
         Self::UnknownTenant,
         Self::MetricNotEnabled,
         Self::UnknownControl,
@@ -90,6 +94,7 @@ impl Code {
         match self {
             Self::InvalidRequest => "invalid_request",
             Self::Unauthenticated => "unauthenticated",
+            Self::Forbidden => "forbidden",
             Self::UnknownTenant => "unknown_tenant",
             Self::MetricNotEnabled => "metric_not_enabled",
             Self::UnknownControl => "unknown_control",
@@ -116,6 +121,7 @@ impl Code {
         match self {
             Self::InvalidRequest => 400,
             Self::Unauthenticated => 401,
+            Self::Forbidden => 403,
             Self::UnknownTenant
             | Self::NotFound
             | Self::MetricNotEnabled

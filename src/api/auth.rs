@@ -1,6 +1,6 @@
 //! The guards in front of the routes: request size limits and no unexpected bodies ([`limits`],
-//! on every request), and API-key authentication with per-key rate limits ([`authenticate`], on
-//! the protected routes only).
+//! on every request), and authentication by API key or Entra ID access token with per-caller rate
+//! limits ([`authenticate`], on the protected routes only).
 //!
 //! Which routes are protected is decided by where they are registered (see
 //! [`super::configure`]): the open ones (`/healthz`, `/readyz`, `/openapi.json`, `/docs/`) sit
@@ -14,6 +14,7 @@
 //! does not exist.
 
 use super::error::{ApiError, Credentials};
+use crate::auth::entra::{looks_like_jwt, EntraError, TokenRejected};
 use crate::auth::{RateState, Scope};
 use crate::service::Services;
 use actix_web::body::{EitherBody, MessageBody};
@@ -37,8 +38,10 @@ const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 /// Who is asking, as far as the API is concerned.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    /// The key's name (`anonymous` when authentication is off).
+    /// The key's or the Entra caller mapping's name (`anonymous` when authentication is off).
     pub name: String,
+    /// The calling application's client id, for an Entra ID caller (logged beside the name).
+    pub app_id: Option<String>,
     /// The tenants the caller may see.
     pub scope: Arc<Scope>,
     /// May read `/metrics`.
@@ -151,43 +154,98 @@ async fn admit(
     let Some(keys) = services.keys() else {
         let caller = Caller {
             name: "anonymous".to_owned(),
+            app_id: None,
             scope: Arc::new(Scope::All),
             operator: true,
         };
         return Ok((caller, None));
     };
-    let presented = presented_key(request)
+    let presented = presented(request)
         .map_err(|why| ApiError::Unauthenticated(Credentials::Conflicting(why)))?
         .ok_or(ApiError::Unauthenticated(Credentials::Missing))?;
-    let key = keys
-        .authenticate(presented)
-        .ok_or(ApiError::Unauthenticated(Credentials::Invalid))?;
-    // Several replicas share each key's minute through Redis; alone (or while Redis is
-    // unavailable) the key's own limiter decides.
+    let (caller, per_minute, local) = match presented {
+        Presented::Key(presented) => {
+            let key = keys
+                .authenticate(presented)
+                .ok_or(ApiError::Unauthenticated(Credentials::Invalid))?;
+            let caller = Caller {
+                name: key.name.clone(),
+                app_id: None,
+                scope: Arc::new(key.scope.clone()),
+                operator: key.operator,
+            };
+            (caller, key.requests_per_minute, Limiter::Key(key))
+        }
+        Presented::Token(token) => {
+            let entra = services.entra().ok_or(ApiError::Unauthenticated(
+                Credentials::Token(TokenRejected::NotAccepted),
+            ))?;
+            let verified = entra.verify(token).await.map_err(|error| match error {
+                EntraError::Rejected(why) => ApiError::Unauthenticated(Credentials::Token(why)),
+                EntraError::Unmapped { app_id } => {
+                    // The app id is the caller's public identifier, never a secret.
+                    tracing::warn!(app_id = %app_id, "an Entra ID token maps to no configured caller");
+                    ApiError::Forbidden
+                }
+            })?;
+            let mapped = &verified.caller;
+            let caller = Caller {
+                name: mapped.name.clone(),
+                app_id: Some(verified.app_id.clone()),
+                scope: Arc::new(mapped.scope.clone()),
+                operator: mapped.operator,
+            };
+            (caller, mapped.requests_per_minute, Limiter::Entra(verified))
+        }
+    };
+    // Several replicas share each caller's minute through Redis; alone (or while Redis is
+    // unavailable) the caller's own limiter decides. Entra callers' names are prefixed so that
+    // a key and a mapping of one name keep separate budgets.
     let shared = match services.cluster() {
-        Some(cluster) => cluster.charge_key(&key.name, key.requests_per_minute).await,
+        Some(cluster) => {
+            let name = match &local {
+                Limiter::Key(_) => caller.name.clone(),
+                Limiter::Entra(_) => format!("entra:{}", caller.name),
+            };
+            cluster.charge_key(&name, per_minute).await
+        }
         None => None,
     };
-    let state = shared.unwrap_or_else(|| key.charge());
+    let state = shared.unwrap_or_else(|| match &local {
+        Limiter::Key(key) => key.charge(),
+        Limiter::Entra(verified) => verified.caller.charge(),
+    });
     let state = state.map_err(|limited| ApiError::RateLimited {
         retry_after: limited.retry_after,
         limit: limited.limit,
     })?;
-    let caller = Caller {
-        name: key.name.clone(),
-        scope: Arc::new(key.scope.clone()),
-        operator: key.operator,
-    };
     Ok((caller, Some(state)))
 }
 
-/// The key of `Authorization: Bearer <key>` or `X-API-Key: <key>` (`None`: neither header).
+/// Whose budget a request is charged to.
+enum Limiter {
+    Key(Arc<crate::auth::ApiKey>),
+    Entra(crate::auth::entra::Verified),
+}
+
+/// A credential as presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Presented<'a> {
+    /// An API key (`X-API-Key`, or `Authorization: Bearer` with a value that is not a JWT).
+    Key(&'a str),
+    /// An Entra ID access token (`Authorization: Bearer` with a JWT's form).
+    Token(&'a str),
+}
+
+/// The credential of `Authorization: Bearer <key or token>` or `X-API-Key: <key>` (`None`:
+/// neither header). A bearer value is a token when it has a JWT's form (keys never contain a
+/// dot), a key otherwise.
 ///
 /// Credentials that disagree are refused with why, never resolved by picking one: a header
-/// given twice, an `Authorization` header that is not `Bearer <key>` or an empty `X-API-Key`
-/// (a client that meant to send something else), or two different keys in the two headers.
-/// The same key in both is accepted.
-fn presented_key(request: &ServiceRequest) -> Result<Option<&str>, &'static str> {
+/// given twice, an `Authorization` header that is not `Bearer <credential>` or an empty
+/// `X-API-Key` (a client that meant to send something else), two different keys in the two
+/// headers, or a token beside a key. The same key in both is accepted.
+fn presented(request: &ServiceRequest) -> Result<Option<Presented<'_>>, &'static str> {
     let headers = request.headers();
     let authorization = single(
         headers,
@@ -215,11 +273,22 @@ fn presented_key(request: &ServiceRequest) -> Result<Option<&str>, &'static str>
                 .ok_or("the `X-API-Key` header is empty")
         })
         .transpose()?;
-    match (authorization, api_key) {
-        (Some(bearer), Some(key)) if bearer != key => {
+    let bearer = authorization.map(|value| {
+        if looks_like_jwt(value) {
+            Presented::Token(value)
+        } else {
+            Presented::Key(value)
+        }
+    });
+    match (bearer, api_key) {
+        (Some(Presented::Token(_)), Some(_)) => {
+            Err("`Authorization` carries an access token and `X-API-Key` a key; send one")
+        }
+        (Some(Presented::Key(bearer)), Some(key)) if bearer != key => {
             Err("`Authorization` and `X-API-Key` carry different keys")
         }
-        (bearer, key) => Ok(bearer.or(key)),
+        (Some(bearer), _) => Ok(Some(bearer)),
+        (None, key) => Ok(key.map(Presented::Key)),
     }
 }
 

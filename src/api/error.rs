@@ -32,8 +32,11 @@ pub enum ApiError {
         /// Which limit was passed.
         detail: String,
     },
-    /// No API key, one that matches no configured key, or credentials that disagree.
+    /// No API key, one that matches no configured key, a bad Entra ID token, or credentials
+    /// that disagree.
     Unauthenticated(Credentials),
+    /// A valid Entra ID token that maps to no configured caller (403 `forbidden`).
+    Forbidden,
     /// The caller's key exceeded its request rate.
     RateLimited {
         /// Time until one more request is allowed.
@@ -98,7 +101,7 @@ pub enum ApiError {
 /// Why a caller of a protected route is not authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Credentials {
-    /// No key was presented.
+    /// No credential was presented.
     Missing,
     /// The key presented is not a configured one.
     Invalid,
@@ -106,6 +109,8 @@ pub enum Credentials {
     /// malformed `Authorization` header, a header given twice): refused rather than resolved,
     /// with why.
     Conflicting(&'static str),
+    /// An Entra ID access token that is not valid, with why (the `error_description`).
+    Token(crate::auth::entra::TokenRejected),
 }
 
 /// `Retry-After` of a `shutting_down` answer: long enough for a load balancer to notice, short
@@ -211,6 +216,7 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest(_) | ApiError::TooLarge { .. } => Code::InvalidRequest,
             ApiError::Unauthenticated(_) => Code::Unauthenticated,
+            ApiError::Forbidden => Code::Forbidden,
             ApiError::RateLimited { .. } => Code::RateLimited,
             ApiError::RequestTimeout
             | ApiError::DeadlineExceeded { .. }
@@ -245,6 +251,7 @@ impl ApiError {
         let title = match self {
             ApiError::InvalidRequest(_) | ApiError::TooLarge { .. } => "Invalid request",
             ApiError::Unauthenticated(_) => "Unauthenticated",
+            ApiError::Forbidden => "Forbidden",
             ApiError::RateLimited { .. } => "Rate limited",
             ApiError::RequestTimeout => "Deadline exceeded",
             ApiError::UnknownTenant(_) => "Unknown tenant",
@@ -275,8 +282,14 @@ impl ApiError {
                 "The API key is not valid.".to_owned()
             }
             ApiError::Unauthenticated(Credentials::Conflicting(why)) => {
-                format!("Conflicting credentials: {why}. Send one key, in one header.")
+                format!("Conflicting credentials: {why}. Send one credential, in one header.")
             }
+            ApiError::Unauthenticated(Credentials::Token(why)) => {
+                format!("The access token is not valid: {why}.")
+            }
+            ApiError::Forbidden => "The access token is valid, but its application, identity \
+                                    and roles map to no caller of this gateway."
+                .to_owned(),
             ApiError::RateLimited { limit, .. } => {
                 format!("This API key may make {limit} requests per minute; see Retry-After.")
             }
@@ -375,11 +388,17 @@ impl ApiError {
         match self {
             ApiError::Unauthenticated(credentials) => {
                 let challenge = match credentials {
-                    Credentials::Missing => "Bearer realm=\"scoregate\"",
-                    Credentials::Invalid => "Bearer realm=\"scoregate\", error=\"invalid_token\"",
-                    Credentials::Conflicting(_) => {
-                        "Bearer realm=\"scoregate\", error=\"invalid_request\""
+                    Credentials::Missing => "Bearer realm=\"scoregate\"".to_owned(),
+                    Credentials::Invalid => {
+                        "Bearer realm=\"scoregate\", error=\"invalid_token\"".to_owned()
                     }
+                    Credentials::Conflicting(_) => {
+                        "Bearer realm=\"scoregate\", error=\"invalid_request\"".to_owned()
+                    }
+                    // RFC 6750: the description is fixed text (no quotes, no token content).
+                    Credentials::Token(why) => format!(
+                        "Bearer realm=\"scoregate\", error=\"invalid_token\", error_description=\"{why}\""
+                    ),
                 };
                 response.insert_header((header::WWW_AUTHENTICATE, challenge));
             }

@@ -66,12 +66,19 @@ pub async fn request_context(
     }
     // The pattern of the resource the router chose (on the decoded path), in the closed set.
     let route = super::route_label(response.request().match_pattern().as_deref());
-    // The key's name, never the key: set by the guard on authenticated requests.
-    let caller = response
+    // The key's or mapping's name (and an Entra caller's app id), never the credential: set by
+    // the guard on authenticated requests.
+    let (caller, caller_app) = response
         .request()
         .extensions()
         .get::<super::auth::Caller>()
-        .map_or_else(|| "-".to_owned(), |caller| caller.name.clone());
+        .map_or_else(
+            || ("-".to_owned(), "-".to_owned()),
+            |caller| {
+                let app = caller.app_id.clone().unwrap_or_else(|| "-".to_owned());
+                (caller.name.clone(), app)
+            },
+        );
     let tenant = response
         .request()
         .match_info()
@@ -96,6 +103,7 @@ pub async fn request_context(
         latency_ms = latency.as_secs_f64() * 1000.0,
         tenant = %tenant,
         caller = %caller,
+        caller_app = %caller_app,
         "request"
     );
     Ok(response)

@@ -179,6 +179,9 @@ pub enum TokenRejected {
     /// A claim the checks need is missing or of the wrong type.
     #[error("the token lacks a required claim")]
     Claims,
+    /// A token where only API keys are configured.
+    #[error("this gateway accepts API keys only, not access tokens")]
+    NotAccepted,
 }
 
 /// Why an Entra caller is not admitted.
@@ -208,6 +211,48 @@ pub struct Verified {
     pub caller: Arc<EntraCaller>,
     /// The calling application's client id (`azp` or `appid`).
     pub app_id: String,
+}
+
+/// The Entra side of authentication: the configuration in force and the issuer's keys.
+pub struct EntraVerifier {
+    /// `[auth.entra]`, swapped on reload.
+    pub config: Arc<EntraConfig>,
+    /// The signing keys of the configuration's issuer.
+    keys: Arc<SigningKeys>,
+    /// Where the keys come from: a reload that keeps it keeps the cached keys.
+    discovery: Option<Url>,
+}
+
+impl EntraVerifier {
+    /// A verifier for `config`, fetching keys with `http`; the keys cached by `previous` are
+    /// kept when it reads the same OpenID configuration.
+    pub fn new(
+        config: Arc<EntraConfig>,
+        http: reqwest::Client,
+        previous: Option<&EntraVerifier>,
+    ) -> Self {
+        let discovery = config.discovery_url();
+        let keys = match previous {
+            Some(previous) if previous.discovery == discovery => previous.keys.clone(),
+            _ => {
+                let source: Box<dyn super::jwks::KeySource> = match &discovery {
+                    Some(url) => Box::new(super::jwks::HttpKeySource::new(http, url.clone())),
+                    None => Box::new(super::jwks::NoKeys),
+                };
+                Arc::new(SigningKeys::new(source))
+            }
+        };
+        Self {
+            config,
+            keys,
+            discovery,
+        }
+    }
+
+    /// Checks `token` and maps it to a caller.
+    pub async fn verify(&self, token: &str) -> Result<Verified, EntraError> {
+        verify(&self.config, &self.keys, token).await
+    }
 }
 
 /// Whether `value` has a JWT's form (three base64url segments, a JSON header): how a token is

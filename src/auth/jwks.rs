@@ -79,6 +79,16 @@ pub trait KeySource: Send + Sync {
     async fn fetch(&self) -> Result<Vec<KeyEntry>, KeyFetchError>;
 }
 
+/// No key source (a configuration without a tenant, which validation refuses).
+pub struct NoKeys;
+
+#[async_trait]
+impl KeySource for NoKeys {
+    async fn fetch(&self) -> Result<Vec<KeyEntry>, KeyFetchError> {
+        Err(KeyFetchError::Configuration)
+    }
+}
+
 /// The key set of an OpenID configuration, over HTTPS.
 pub struct HttpKeySource {
     /// The gateway's outbound client (its TLS roots trust the emulator in tests).

@@ -4,6 +4,7 @@
 //! Owns which tenants exist right now (the registry can be swapped on reload) and the one
 //! function per use case the API calls. It knows nothing of HTTP.
 
+use crate::auth::entra::EntraVerifier;
 use crate::auth::{KeyRing, Scope};
 use crate::cache::LastFetch;
 use crate::cache::{ScoreCache, ScoreError, Served};
@@ -62,6 +63,20 @@ fn bindings(registry: &Registry) -> Vec<crate::history::Binding> {
         .collect()
 }
 
+/// The Entra verifier of `config` (authentication on and `[auth.entra]` set).
+fn entra_verifier(
+    config: &Config,
+    http: &reqwest::Client,
+    previous: Option<&EntraVerifier>,
+) -> Option<Arc<EntraVerifier>> {
+    let entra = config.entra.as_ref().filter(|_| config.auth.enabled)?;
+    Some(Arc::new(EntraVerifier::new(
+        entra.clone(),
+        http.clone(),
+        previous,
+    )))
+}
+
 /// Everything a request needs, built once per process.
 pub struct Services {
     /// The registrations in force; replaced whole on reload, never edited in place.
@@ -75,6 +90,11 @@ pub struct Services {
     metrics: Arc<Metrics>,
     /// The callers' keys; `None` when authentication is off. Swapped whole on reload.
     keys: RwLock<Option<Arc<KeyRing>>>,
+    /// Entra ID callers (`[auth.entra]`); `None` when not configured or authentication is off.
+    /// Swapped with the keys on reload, keeping the cached signing keys of the same issuer.
+    entra: RwLock<Option<Arc<EntraVerifier>>>,
+    /// The client the Entra signing keys are fetched with (kept for reloads).
+    entra_http: reqwest::Client,
     /// Longest a request may take.
     request_timeout: Duration,
     /// Set once the listener is up: `/readyz` reports it.
@@ -158,7 +178,7 @@ impl Services {
         );
         let outbound = Arc::new(Outbound::new(Parts {
             sources: upstream::sources::all_with_sink(&transport, Some(controls.sink())),
-            tokens: Arc::new(TokenSource::new(http)),
+            tokens: Arc::new(TokenSource::new(http.clone())),
             store: quota,
             retries: Retries {
                 max_retries: settings.max_retries,
@@ -250,6 +270,8 @@ impl Services {
             outbound,
             metrics,
             keys: RwLock::new(config.auth.enabled.then(|| config.keys.clone())),
+            entra: RwLock::new(entra_verifier(config, &http, None)),
+            entra_http: http,
             request_timeout: Duration::from_millis(config.server.request_timeout_ms),
             ready: AtomicBool::new(false),
             // A little longer than one fetch's own deadline, so the fetch reports its own timeout.
@@ -298,6 +320,8 @@ impl Services {
         let old = std::mem::replace(&mut *self.registry.write(), new.clone());
         // Keys are swapped with the registry: a key's scope may name tenants only now added.
         *self.keys.write() = config.auth.enabled.then(|| config.keys.clone());
+        let previous = self.entra.read().clone();
+        *self.entra.write() = entra_verifier(config, &self.entra_http, previous.as_deref());
         self.cache.retain(&new).await;
         self.outbound.retain(&new);
         self.controls.retain(&new);
@@ -333,6 +357,12 @@ impl Services {
     /// The callers' keys, or `None` when authentication is off.
     pub fn keys(&self) -> Option<Arc<KeyRing>> {
         self.keys.read().clone()
+    }
+
+    /// The Entra ID verifier, or `None` when Entra callers are not configured (or authentication
+    /// is off).
+    pub fn entra(&self) -> Option<Arc<EntraVerifier>> {
+        self.entra.read().clone()
     }
 
     /// Longest a request may take.
