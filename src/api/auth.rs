@@ -177,9 +177,11 @@ async fn admit(
             (caller, key.requests_per_minute, Limiter::Key(key))
         }
         Presented::Token(token) => {
-            let entra = services.entra().ok_or(ApiError::Unauthenticated(
-                Credentials::Token(TokenRejected::NotAccepted),
-            ))?;
+            let entra = services
+                .entra()
+                .ok_or(ApiError::Unauthenticated(Credentials::Token(
+                    TokenRejected::NotAccepted,
+                )))?;
             let verified = entra.verify(token).await.map_err(|error| match error {
                 EntraError::Rejected(why) => ApiError::Unauthenticated(Credentials::Token(why)),
                 EntraError::Unmapped { app_id } => {

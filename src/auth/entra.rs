@@ -360,16 +360,17 @@ pub async fn verify(
     if delegated && !config.accept_delegated {
         return Err(TokenRejected::Delegated.into());
     }
-    let app_id = claims
-        .azp
-        .or(claims.appid)
-        .ok_or(TokenRejected::Claims)?;
+    let app_id = claims.azp.or(claims.appid).ok_or(TokenRejected::Claims)?;
     let caller = config.callers.iter().find(|caller| match &caller.matcher {
         CallerMatch::Role(role) => claims.roles.contains(role),
         // A delegated token maps only by role: the app and object ids are the user's app's.
         CallerMatch::AppId(id) => !delegated && id.eq_ignore_ascii_case(&app_id),
         CallerMatch::ObjectId(id) => {
-            !delegated && claims.oid.as_deref().is_some_and(|oid| id.eq_ignore_ascii_case(oid))
+            !delegated
+                && claims
+                    .oid
+                    .as_deref()
+                    .is_some_and(|oid| id.eq_ignore_ascii_case(oid))
         }
     });
     match caller {
@@ -416,7 +417,9 @@ fn is_graph_token(token: &str) -> bool {
     };
     let is_graph = |aud: &str| {
         aud.eq_ignore_ascii_case(GRAPH_APP_ID)
-            || aud.trim_end_matches('/').eq_ignore_ascii_case(GRAPH_RESOURCE)
+            || aud
+                .trim_end_matches('/')
+                .eq_ignore_ascii_case(GRAPH_RESOURCE)
     };
     match claims.claims.aud {
         Some(serde_json::Value::String(aud)) => is_graph(&aud),
@@ -434,7 +437,10 @@ mod tests {
     #[test]
     fn a_jwt_is_told_from_an_api_key_by_its_form() {
         assert!(looks_like_jwt("eyJhbGciOiJSUzI1NiJ9.eyJ4IjoxfQ.c2ln"));
-        assert!(looks_like_jwt("eyJhbGciOiJub25lIn0.eyJ4IjoxfQ."), "alg none");
+        assert!(
+            looks_like_jwt("eyJhbGciOiJub25lIn0.eyJ4IjoxfQ."),
+            "alg none"
+        );
         assert!(!looks_like_jwt("sg_abcDEF123-_"));
         assert!(!looks_like_jwt("eyJa.b"));
         assert!(!looks_like_jwt("eyJa.b.c.d"));
@@ -447,9 +453,16 @@ mod tests {
         let encode = |json: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json);
         let token = format!("{}.{}.", encode(r#"{"alg":"none"}"#), encode("{}"));
         assert_eq!(read_header(&token).unwrap().alg, "none");
-        let token = format!("{}.{}.x", encode(r#"{"alg":"HS256","kid":"k"}"#), encode("{}"));
+        let token = format!(
+            "{}.{}.x",
+            encode(r#"{"alg":"HS256","kid":"k"}"#),
+            encode("{}")
+        );
         let header = read_header(&token).unwrap();
-        assert_eq!((header.alg.as_str(), header.kid.as_deref()), ("HS256", Some("k")));
+        assert_eq!(
+            (header.alg.as_str(), header.kid.as_deref()),
+            ("HS256", Some("k"))
+        );
         assert_eq!(read_header("sg_key").err(), Some(TokenRejected::Malformed));
     }
 }

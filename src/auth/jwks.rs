@@ -153,7 +153,10 @@ async fn get_json<T: serde::de::DeserializeOwned>(
             tracing::warn!(error = %crate::telemetry::error_chain(&error.without_url()), "Entra key fetch failed");
         })?;
     if !response.status().is_success() {
-        tracing::warn!(status = response.status().as_u16(), "Entra key fetch refused");
+        tracing::warn!(
+            status = response.status().as_u16(),
+            "Entra key fetch refused"
+        );
         return Err(());
     }
     response.json::<T>().await.map_err(|_| {
@@ -381,7 +384,11 @@ mod tests {
         assert!(keys.find("a").await.is_ok());
         assert_eq!(fetches.load(Ordering::SeqCst), 1);
         assert_eq!(keys.find("b").await.err(), Some(KeyLookupError::UnknownKey));
-        assert_eq!(fetches.load(Ordering::SeqCst), 2, "the first unknown kid refetches");
+        assert_eq!(
+            fetches.load(Ordering::SeqCst),
+            2,
+            "the first unknown kid refetches"
+        );
         for _ in 0..100 {
             assert!(keys.find("c").await.is_err());
         }
@@ -390,7 +397,11 @@ mod tests {
         assert_eq!(fetches.load(Ordering::SeqCst), 2, "the floor holds");
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(keys.find("e").await.is_err());
-        assert_eq!(fetches.load(Ordering::SeqCst), 3, "once the floor has passed");
+        assert_eq!(
+            fetches.load(Ordering::SeqCst),
+            3,
+            "once the floor has passed"
+        );
         assert!(keys.find("a").await.is_ok());
         assert_eq!(fetches.load(Ordering::SeqCst), 3, "known ids never fetch");
     }
@@ -402,9 +413,17 @@ mod tests {
         down.store(true, Ordering::SeqCst);
         tokio::time::advance(REFRESH_AFTER).await;
         assert!(keys.find("a").await.is_ok(), "the cached key is kept");
-        assert_eq!(fetches.load(Ordering::SeqCst), 2, "the hourly refresh was tried");
+        assert_eq!(
+            fetches.load(Ordering::SeqCst),
+            2,
+            "the hourly refresh was tried"
+        );
         assert!(keys.find("a").await.is_ok());
-        assert_eq!(fetches.load(Ordering::SeqCst), 2, "failed refreshes are spaced");
+        assert_eq!(
+            fetches.load(Ordering::SeqCst),
+            2,
+            "failed refreshes are spaced"
+        );
         tokio::time::advance(REFETCH_FLOOR).await;
         down.store(false, Ordering::SeqCst);
         assert!(keys.find("a").await.is_ok());

@@ -272,10 +272,11 @@ pub fn placeholder_digest(digest: &str) -> Option<&'static str> {
     let (first, second) = digest.split_at(32);
     // Eight or more consecutive digits each one above (or below) the previous: 0123456789abcdef.
     let run = |step: i16| {
-        digest
-            .as_bytes()
-            .windows(8)
-            .any(|window| window.windows(2).all(|pair| hex_value(pair[1]) - hex_value(pair[0]) == step))
+        digest.as_bytes().windows(8).any(|window| {
+            window
+                .windows(2)
+                .all(|pair| hex_value(pair[1]) - hex_value(pair[0]) == step)
+        })
     };
     if distinct.len() < 8 || first == second || run(1) || run(-1) {
         return Some("looks like a placeholder (a pattern, not the SHA-256 of a generated key)");
@@ -366,8 +367,16 @@ mod tests {
         for placeholder in EXAMPLE_DIGESTS
             .iter()
             .map(|d| (*d).to_owned())
-            .chain(["0".repeat(64), "a".repeat(64), "ab".repeat(32), "0123456789abcdef".repeat(4)])
-            .chain(["fedcba9876543210".repeat(4), format!("{}{}", "1f".repeat(28), "01234567")])
+            .chain([
+                "0".repeat(64),
+                "a".repeat(64),
+                "ab".repeat(32),
+                "0123456789abcdef".repeat(4),
+            ])
+            .chain([
+                "fedcba9876543210".repeat(4),
+                format!("{}{}", "1f".repeat(28), "01234567"),
+            ])
         {
             assert!(placeholder_digest(&placeholder).is_some(), "{placeholder}");
         }

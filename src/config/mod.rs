@@ -231,7 +231,8 @@ impl Config {
         let resolved =
             tenants::resolve_tenants(&tenants, &upstream, base_dir, &lookup, &mut problems);
         let keys = auth::resolve_keys(&settings.api_keys, &settings.auth, &resolved, &mut problems);
-        let entra = auth::entra::resolve_entra(&settings.auth, &resolved, &mut problems).map(Arc::new);
+        let entra =
+            auth::entra::resolve_entra(&settings.auth, &resolved, &mut problems).map(Arc::new);
         let history = history::resolve_history(&settings.history, base_dir, &lookup, &mut problems);
         if history.enabled && !history.controls {
             for (index, alert) in settings.alerts.iter().enumerate() {

@@ -86,6 +86,11 @@ pub struct EmulateArgs {
     /// the same seed gives the same scores on any day; timestamps stay real.
     #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date)]
     pub score_date: Option<time::Date>,
+    /// A caller app of the MSP tenant, repeatable: `NAME=ROLE[+ROLE…]` (`NAME=` for none).
+    /// Besides the default ones: portal (Scores.Read.All), ops (Scores.Read.All+Operator),
+    /// norole, tagged (Scores.Read.Gold). `GET /_emulator/callers` lists them with secrets.
+    #[arg(long = "caller", value_name = "NAME=ROLE[+ROLE…]")]
+    pub callers: Vec<super::CallerSpec>,
 }
 
 /// `YYYY-MM-DD` for `--score-date`.
@@ -117,6 +122,7 @@ impl EmulateArgs {
             token_lifetime_seconds: self.token_lifetime_seconds,
             workers: self.workers,
             score_date: self.score_date,
+            callers: self.callers.clone(),
         }
     }
 }
@@ -154,6 +160,12 @@ pub async fn run_cli(args: EmulateArgs) -> anyhow::Result<()> {
     println!("  exposure score  {}", emulator.exposure_url());
     println!("  secure scores   {}", emulator.secure_scores_url());
     println!("  counters        {}/_emulator/stats", emulator.base_url());
+    println!(
+        "  caller apps     {}/_emulator/callers (tokens from /{}/oauth2/v2.0/token, scope {})",
+        emulator.base_url(),
+        super::MSP_TENANT,
+        super::SCOREGATE_SCOPE
+    );
     println!("CA certificate    {}", ca_path.display());
     if let Some(path) = &config_path {
         println!(

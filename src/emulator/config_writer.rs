@@ -34,6 +34,8 @@ pub(crate) struct ConfigContents<'a> {
     /// `[upstream] metrics` to write (`device`, `exposure`, `secure`); empty writes none, and the
     /// gateway's default (`device`) applies.
     pub metrics: &'a [String],
+    /// The MSP tenant whose caller apps get tokens (`[auth.entra]`).
+    pub msp_tenant_id: uuid::Uuid,
 }
 
 fn write_error(path: &Path) -> impl FnOnce(std::io::Error) -> EmulatorError + '_ {
@@ -74,6 +76,49 @@ fn create_private_dir(path: &Path) -> Result<(), EmulatorError> {
         fs::set_permissions(path, fs::Permissions::from_mode(0o700)).map_err(write_error(path))?;
     }
     Ok(())
+}
+
+/// `[auth.entra]` for the emulator's MSP tenant: its caller apps' tokens (see `GET
+/// /_emulator/callers`) are accepted once authentication is turned on. The operator mapping
+/// comes first: callers match in order, and `ops` carries `Scores.Read.All` too.
+fn write_entra(toml: &mut String, contents: &ConfigContents<'_>) {
+    let _ = writeln!(
+        toml,
+        "# Callers with Entra ID tokens from the emulator's MSP tenant (`GET /_emulator/callers`);"
+    );
+    let _ = writeln!(
+        toml,
+        "# accepted beside API keys once authentication is on (SCOREGATE__AUTH__ENABLED=true)."
+    );
+    let _ = writeln!(toml, "[auth.entra]");
+    let _ = writeln!(
+        toml,
+        "tenant_id = {}",
+        quoted(&contents.msp_tenant_id.to_string())
+    );
+    let _ = writeln!(
+        toml,
+        "audiences = [{}]",
+        quoted(super::callers::SCOREGATE_AUDIENCE)
+    );
+    let _ = writeln!(toml, "cloud = \"custom\"");
+    let _ = writeln!(toml, "authority_host = {}", quoted(contents.base_url));
+    for (name, role, grant) in [
+        (
+            "operators",
+            "Operator",
+            "tenants = [\"*\"]\noperator = true",
+        ),
+        ("readers", "Scores.Read.All", "tenants = [\"*\"]"),
+        ("gold", "Scores.Read.Gold", "tags = [\"gold\"]"),
+    ] {
+        let _ = writeln!(toml);
+        let _ = writeln!(toml, "[[auth.entra.callers]]");
+        let _ = writeln!(toml, "name = {}", quoted(name));
+        let _ = writeln!(toml, "role = {}", quoted(role));
+        let _ = writeln!(toml, "{grant}");
+    }
+    let _ = writeln!(toml);
 }
 
 /// Writes the configuration to `config_path` and its companions beside it; returns the path.
@@ -119,6 +164,7 @@ pub(crate) fn write(
     );
     let _ = writeln!(toml, "enabled = false");
     let _ = writeln!(toml);
+    write_entra(&mut toml, contents);
     let _ = writeln!(toml, "[upstream]");
     let _ = writeln!(toml, "cloud = \"custom\"");
     let _ = writeln!(toml, "authority_host = {}", quoted(contents.base_url));

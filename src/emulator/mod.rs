@@ -39,6 +39,7 @@
 
 mod assertion;
 mod body;
+mod callers;
 mod clock;
 mod command;
 mod config_writer;
@@ -50,11 +51,13 @@ mod responses;
 mod score;
 mod server;
 mod service;
+mod signing;
 mod stats;
 mod tenants;
 mod tls;
 mod token;
 
+pub use callers::{CallerSpec, MSP_TENANT, SCOREGATE_AUDIENCE, SCOREGATE_SCOPE};
 pub use command::{run_cli, EmulateArgs};
 pub use config_writer::{CA_FILE_NAME, MSP_SECRET_FILE_NAME, SECRETS_DIR_NAME};
 pub use faults::FaultProfile;
@@ -238,6 +241,7 @@ impl Emulator {
             },
             hosts,
             ca_pem: tls.ca_pem,
+            msp: callers::MspTenant::generate(options.seed, &options.callers)?,
             directory,
         });
 
@@ -439,6 +443,7 @@ impl Emulator {
                 tenants: &tenants,
                 seed: self.shared.settings.seed,
                 metrics,
+                msp_tenant_id: self.shared.msp.tenant_id,
             },
         )
     }

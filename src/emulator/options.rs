@@ -85,6 +85,9 @@ pub struct EmulatorOptions {
     /// expiry and quota window stays on the real clock. Tests pin it so that their expected
     /// values are the same on any day.
     pub score_date: Option<time::Date>,
+    /// Caller apps of the MSP tenant beside the default ones (`portal`, `ops`, `norole`,
+    /// `tagged`); one of a default name replaces its roles.
+    pub callers: Vec<super::callers::CallerSpec>,
 }
 
 impl Default for EmulatorOptions {
@@ -107,6 +110,7 @@ impl Default for EmulatorOptions {
             token_lifetime_seconds: DEFAULT_TOKEN_LIFETIME_SECONDS,
             workers: 2,
             score_date: None,
+            callers: Vec::new(),
         }
     }
 }

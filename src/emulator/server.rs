@@ -17,7 +17,14 @@
 //! | `POST /_emulator/tenants/{slug}/fault` | `{"fault": "flaky" \| null}` |
 //! | `POST /_emulator/tenants/{slug}/score` | `{"score": 250.5 \| null}`: the device score served from now on (`null`: drift again) |
 //! | `POST /_emulator/clock/advance?seconds=N` | move the emulator clock forward |
+//! | `GET /{tenant}/v2.0/.well-known/openid-configuration` | the issuer's OpenID configuration ([`super::callers`]) |
+//! | `GET /{tenant}/discovery/v2.0/keys` | its key set (the `jwks_uri`) |
 //! | `GET /_emulator/ca.pem` | the CA certificate clients must trust |
+//! | `GET /_emulator/callers` | the MSP tenant's caller apps, with their secrets |
+//! | `POST /_emulator/callers/{name}/token` | `{"version", "claims"}`: a caller token with claims changed |
+//! | `GET /_emulator/keys` | signing key ids and key endpoint counters |
+//! | `POST /_emulator/keys/rotate` | sign caller tokens with a new key |
+//! | `POST /_emulator/keys/outage` | `{"down": true}`: the key endpoints answer 503 |
 //! | anything else | Defender-shaped 404 |
 //!
 //! The operator endpoints have no authentication: the emulator serves test data on loopback.
@@ -31,7 +38,7 @@ use super::responses::{defender_error, not_found};
 use super::stats::Stats;
 use super::tenants::{Directory, TenantRecord};
 use super::token::AccessTokens;
-use super::{graph, score, token, EmulatorError};
+use super::{callers, graph, score, token, EmulatorError};
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde::{Deserialize, Serialize};
@@ -91,6 +98,8 @@ pub(crate) struct Shared {
     pub hosts: Vec<String>,
     /// The CA certificate, PEM.
     pub ca_pem: String,
+    /// The MSP's own tenant: caller apps and the keys their tokens are signed with.
+    pub msp: super::callers::MspTenant,
 }
 
 /// Binds the routes to `listener` with `tls`; the returned server runs once polled.
@@ -111,6 +120,14 @@ pub(crate) fn build(
                 web::resource("/{tenant}/oauth2/v2.0/token")
                     .route(web::post().to(token::issue_token))
                     .default_service(web::to(token::token_wrong_method)),
+            )
+            .route(
+                "/{tenant}/v2.0/.well-known/openid-configuration",
+                web::get().to(callers::openid_configuration),
+            )
+            .route(
+                "/{tenant}/discovery/v2.0/keys",
+                web::get().to(callers::key_set),
             )
             .service(
                 web::resource(crate::wire::CONFIGURATION_SCORE_PATH)
@@ -142,7 +159,15 @@ pub(crate) fn build(
                     .route("/tenants/{slug}/fault", web::post().to(set_fault))
                     .route("/tenants/{slug}/score", web::post().to(set_score))
                     .route("/clock/advance", web::post().to(advance_clock))
-                    .route("/ca.pem", web::get().to(get_ca)),
+                    .route("/ca.pem", web::get().to(get_ca))
+                    .route("/callers", web::get().to(callers::list_callers))
+                    .route(
+                        "/callers/{name}/token",
+                        web::post().to(callers::craft_token),
+                    )
+                    .route("/keys", web::get().to(callers::get_keys))
+                    .route("/keys/rotate", web::post().to(callers::rotate_keys))
+                    .route("/keys/outage", web::post().to(callers::set_key_outage)),
             )
             .default_service(web::to(not_found))
     })

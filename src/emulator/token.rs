@@ -92,7 +92,7 @@ pub(crate) enum TokenError {
 
 impl TokenError {
     /// Status, OAuth error and AADSTS code, as Entra answers.
-    fn refusal(&self) -> EntraRefusal {
+    pub(crate) fn refusal(&self) -> EntraRefusal {
         use StatusCode as S;
         let (status, error, code) = match self {
             TokenError::InvalidTenantName(_) => (S::BAD_REQUEST, "invalid_request", 900023),
@@ -250,6 +250,9 @@ pub(crate) async fn issue_token(
     state: web::Data<Shared>,
 ) -> HttpResponse {
     let segment = request.match_info().get("tenant").unwrap_or_default();
+    if state.msp.is_named(segment) {
+        return issue_caller_token(&request, payload, &state).await;
+    }
     let tenant = state.directory.find_authority_tenant(segment);
     let index = tenant.map(|tenant| tenant.index);
     state.stats.token_request(index);
@@ -273,6 +276,27 @@ pub(crate) async fn issue_token(
             tracing::debug!(tenant = segment, error = %refused, "token request refused");
             entra_error(&refused.refusal(), state.clock.now())
         }
+    }
+}
+
+/// A caller app's token from the MSP tenant ([`super::callers`]).
+async fn issue_caller_token(
+    request: &HttpRequest,
+    payload: web::Payload,
+    state: &Shared,
+) -> HttpResponse {
+    let outcome = match read_limited(request, payload).await {
+        Ok(body) => parse_form(request, &body)
+            .and_then(|form| super::callers::issue_caller_token(&form, state)),
+        Err(error) => Err(TokenError::Body(error)),
+    };
+    match outcome {
+        Ok(answer) => HttpResponse::Ok()
+            .insert_header((header::CONTENT_TYPE, JSON_UTF8))
+            .insert_header((header::CACHE_CONTROL, "no-store, no-cache"))
+            .insert_header((header::PRAGMA, "no-cache"))
+            .json(answer),
+        Err(refused) => entra_error(&refused.refusal(), state.clock.now()),
     }
 }
 

@@ -140,7 +140,9 @@ pub(in crate::config) fn resolve_entra(
                 Some(CallerMatch::ObjectId(id.to_ascii_lowercase()))
             }
             _ => {
-                problems.push(format!("{key}: set exactly one of role (an app role), app_id or object_id (GUIDs)"));
+                problems.push(format!(
+                    "{key}: set exactly one of role (an app role), app_id or object_id (GUIDs)"
+                ));
                 None
             }
         };
@@ -235,9 +237,7 @@ fn authority(entra: &EntraSettings, problems: &mut Vec<String>) -> Option<(Url, 
             Some((host.clone(), host))
         }
         (Cloud::Custom, None) => {
-            problems.push(
-                "auth.entra.authority_host: required with cloud = \"custom\"".into(),
-            );
+            problems.push("auth.entra.authority_host: required with cloud = \"custom\"".into());
             None
         }
         (_, Some(_)) => {
@@ -267,7 +267,11 @@ pub(in crate::config) fn summary(entra: &EntraConfig) -> String {
         entra.audiences.join(", "),
         entra.authority,
         entra.leeway_seconds,
-        if entra.accept_delegated { "accepted" } else { "refused" }
+        if entra.accept_delegated {
+            "accepted"
+        } else {
+            "refused"
+        }
     );
     for caller in &entra.callers {
         let scope = match &caller.scope {
@@ -277,7 +281,11 @@ pub(in crate::config) fn summary(entra: &EntraConfig) -> String {
                 tenants.sort_unstable();
                 let mut tags: Vec<&str> = tags.iter().map(String::as_str).collect();
                 tags.sort_unstable();
-                format!("tenants [{}], tags [{}]", tenants.join(", "), tags.join(", "))
+                format!(
+                    "tenants [{}], tags [{}]",
+                    tenants.join(", "),
+                    tags.join(", ")
+                )
             }
         };
         let _ = writeln!(

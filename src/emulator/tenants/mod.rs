@@ -104,18 +104,18 @@ pub(crate) fn mix(parts: &[u64]) -> u64 {
     state
 }
 
-fn seeded_rng(parts: &[u64]) -> StdRng {
+pub(super) fn seeded_rng(parts: &[u64]) -> StdRng {
     StdRng::seed_from_u64(mix(parts))
 }
 
-fn random_uuid(rng: &mut StdRng) -> Uuid {
+pub(super) fn random_uuid(rng: &mut StdRng) -> Uuid {
     let mut bytes = [0u8; 16];
     rng.fill_bytes(&mut bytes);
     uuid::Builder::from_random_bytes(bytes).into_uuid()
 }
 
 /// A client secret in the shape Entra generates (40 characters, `Q~` at the fourth position).
-fn random_secret(rng: &mut StdRng) -> SecretString {
+pub(super) fn random_secret(rng: &mut StdRng) -> SecretString {
     const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     const BODY: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.~-";
     let mut secret = String::with_capacity(40);
