@@ -249,6 +249,11 @@ impl EntraVerifier {
         }
     }
 
+    /// Number of signing keys cached (nothing else grows with the tokens presented).
+    pub fn cached_keys(&self) -> usize {
+        self.keys.len()
+    }
+
     /// Checks `token` and maps it to a caller.
     pub async fn verify(&self, token: &str) -> Result<Verified, EntraError> {
         verify(&self.config, &self.keys, token).await
