@@ -341,6 +341,10 @@ pub async fn verify(
     let claims = jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation)
         .map_err(|error| classify(error.kind(), token))?
         .claims;
+    // An audience list naming Graph beside an accepted audience is still a Graph token.
+    if is_graph_token(token) {
+        return Err(TokenRejected::GraphAudience.into());
+    }
 
     let tid = claims
         .tid

@@ -175,9 +175,9 @@ async fn v2_and_v1_tokens_of_each_mapped_role_see_exactly_what_the_role_grants()
             (404, "not_found".to_owned())
         );
         assert_eq!(
-            status_and_code(&app, "/webhooks/deliveries", &ops).await,
-            (404, "alerts_disabled".to_owned()),
-            "an operator reaches the route (history is off here)"
+            status_and_code(&app, "/webhooks/deliveries", &ops).await.0,
+            200,
+            "an operator reads the deliveries"
         );
         assert_eq!(
             status_and_code(&app, "/webhooks/deliveries", &portal).await,

@@ -194,8 +194,8 @@ async fn alg_none_and_hs256_keyed_with_the_public_key_are_refused() {
     )
     .await;
     assert_eq!(
-        keys(&app).await["jwks_requests"].as_u64().unwrap(),
-        1,
-        "none of these fetched the keys again"
+        keys(&app).await["openid_configuration_requests"].as_u64(),
+        Some(1),
+        "the gateway fetched the keys once (for the forged signature), none of the others did"
     );
 }
