@@ -468,13 +468,32 @@ mod tests {
     }
 
     #[test]
-    fn the_example_configuration_is_valid() {
+    fn the_example_configuration_is_valid_once_its_placeholder_digests_are_replaced() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/scoregate.example.toml");
-        let config = Config::load_with_env(
-            &path,
-            env(&[("CONTOSO_SECRET", "a"), ("MSP_APP_SECRET", "b")]),
-        )
-        .unwrap();
+        let secrets = env(&[("CONTOSO_SECRET", "a"), ("MSP_APP_SECRET", "b")]);
+        // As shipped, the example's digests are placeholders: refused, and only they are.
+        let found = problems(Config::load_with_env(&path, secrets.clone()));
+        assert_eq!(found.len(), 2, "{found:?}");
+        for problem in &found {
+            assert!(
+                problem.contains(".sha256: is the example configuration's placeholder digest")
+                    && problem.contains("scoregate keygen"),
+                "{problem}"
+            );
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let real = text
+            .replace(
+                "4f8cd4e2a1d9c2a2a0f0f2c5c0b7a9e1d3c6b8a7f5e4d3c2b1a0f9e8d7c6b5a4",
+                &crate::auth::digest_hex("portal key"),
+            )
+            .replace(
+                "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9",
+                &crate::auth::digest_hex("dashboard key"),
+            );
+        let dir = tempdir();
+        let path = write(&dir, "scoregate.toml", &real);
+        let config = Config::load_with_env(&path, secrets).unwrap();
         assert_eq!(config.registry.len(), 2);
         let summary = config.summary();
         assert!(summary.contains("cloud commercial: 1"), "{summary}");

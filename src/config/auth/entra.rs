@@ -114,7 +114,7 @@ pub(in crate::config) fn resolve_entra(
         MAX_LEEWAY_SECONDS,
         problems,
     );
-    let (authority, v1_issuer_base) = authority(entra, problems)?;
+    let authority = authority(entra, problems);
     if entra.callers.is_empty() {
         problems.push("auth.entra.callers: no caller is mapped, so every token would be refused; add [[auth.entra.callers]] entries".into());
     }
@@ -180,6 +180,7 @@ pub(in crate::config) fn resolve_entra(
             callers.push(Arc::new(caller));
         }
     }
+    let (authority, v1_issuer_base) = authority?;
     (problems.len() == before).then(|| EntraConfig {
         tenants: allowed,
         audiences: entra.audiences.clone(),
@@ -300,3 +301,6 @@ pub(in crate::config) fn summary(entra: &EntraConfig) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests;
