@@ -122,7 +122,7 @@ pub struct ApiDoc;
 
 /// Completes every operation in one place, so that no route can miss it: the API-key security
 /// requirement (or `security: []` on open routes), and the answers of the guard and the error
-/// edge that any route can give (400, 414, 431; 401, 429 and 500 on protected routes).
+/// edge that any route can give (400, 414, 431; 401, 403, 429 and 500 on protected routes).
 /// Each `.csv` operation gets the parameters of its JSON route without `format` (one definition
 /// of them).
 struct Security;
@@ -140,7 +140,14 @@ impl utoipa::Modify for Security {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("An API key: `Authorization: Bearer <key>`."))
+                    // Both credentials use this one scheme (told apart by form), so that a
+                    // generated client sends either; most callers with Entra ID send a JWT.
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "An Entra ID access token (a JWT issued to a caller app or managed \
+                         identity for scoregate's App ID URI, with an app role mapped in \
+                         `[auth.entra]`) or an API key: `Authorization: Bearer <token or key>`.",
+                    ))
                     .build(),
             ),
         );
@@ -154,7 +161,8 @@ impl utoipa::Modify for Security {
         // (status, component name, description, on open routes too)
         let shared = [
             ("400", "InvalidRequest", "A bad query, or a request with a body (`invalid_request`)", true),
-            ("401", "Unauthenticated", "No API key, or an invalid one (`unauthenticated`); see `WWW-Authenticate`", false),
+            ("401", "Unauthenticated", "No credential, an invalid API key or access token, or conflicting credentials (`unauthenticated`); see `WWW-Authenticate`", false),
+            ("403", "Forbidden", "A valid Entra ID access token that maps to no configured caller (`forbidden`)", false),
             ("414", "UriTooLong", "The URL is longer than 4 KiB (`invalid_request`)", true),
             ("429", "RateLimited", "The key's request rate is exceeded (`rate_limited`); see `Retry-After` and `RateLimit-*`", false),
             ("431", "HeadersTooLarge", "The headers are larger than 16 KiB (`invalid_request`)", true),
