@@ -62,12 +62,22 @@ pub struct CheckConfigArgs {
     pub config: PathBuf,
 }
 
-/// Options of `scoregate keygen`.
+/// Options of `scoregate keygen`: what the key may see must be said (no default grants all).
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("scope").required(true).multiple(true).args(["tenants", "tags"])))]
 pub struct KeygenArgs {
     /// Name of the key in the configuration (shown in logs, never the key).
     #[arg(long, default_value = "portal")]
     pub name: String,
+    /// Tenant ids the key may see, comma separated; `*` for every tenant (say so on purpose).
+    #[arg(long, value_delimiter = ',', value_name = "ID,…")]
+    pub tenants: Vec<String>,
+    /// Tags whose tenants the key may see, comma separated.
+    #[arg(long, value_delimiter = ',', value_name = "TAG,…")]
+    pub tags: Vec<String>,
+    /// The key may read operator data (`/metrics`); needs `--tenants '*'`.
+    #[arg(long)]
+    pub operator: bool,
 }
 
 /// Options of `scoregate healthcheck`.
@@ -108,7 +118,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Healthcheck(args) => healthcheck(args).await,
         Command::Keygen(args) => {
-            print!("{}", keygen(&args.name)?);
+            print!("{}", keygen(&args)?);
             Ok(())
         }
         Command::Openapi => {
@@ -159,18 +169,40 @@ async fn healthcheck(args: HealthcheckArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The text `keygen` prints: the key (to give to the caller, once) and the entry to configure.
-fn keygen(name: &str) -> anyhow::Result<String> {
+/// The text `keygen` prints: the key (to give to the caller, once) and the entry to configure,
+/// with the scope the flags gave.
+fn keygen(args: &KeygenArgs) -> anyhow::Result<String> {
+    let listed = |values: &[String]| {
+        values
+            .iter()
+            .map(|value| format!("{value:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    anyhow::ensure!(
+        !args.operator || args.tenants.iter().any(|id| id == "*"),
+        "--operator keys read /metrics, which names every tenant: add --tenants '*'"
+    );
     let (key, digest) = crate::auth::generate_key()
         .map_err(|_| anyhow::anyhow!("the system random number generator failed"))?;
+    let mut entry = format!(
+        "[[api_keys]]\nname = {:?}\nsha256 = \"{digest}\"\n",
+        args.name
+    );
+    if !args.tenants.is_empty() {
+        entry.push_str(&format!("tenants = [{}]\n", listed(&args.tenants)));
+    }
+    if !args.tags.is_empty() {
+        entry.push_str(&format!("tags = [{}]\n", listed(&args.tags)));
+    }
+    if args.operator {
+        entry.push_str("operator = true\n");
+    }
+    entry.push_str("requests_per_minute = 600\n");
     Ok(format!(
         "# Give this key to the caller; it is not stored anywhere and cannot be shown again:\n\
          {key}\n\n\
          # Add this entry to the configuration (only the digest is stored):\n\
-         [[api_keys]]\n\
-         name = {name:?}\n\
-         sha256 = \"{digest}\"\n\
-         tenants = [\"*\"]          # or tenant ids, or tags = [\"gold\"]\n\
-         requests_per_minute = 600\n"
+         {entry}"
     ))
 }

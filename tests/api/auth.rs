@@ -359,7 +359,7 @@ async fn oversized_and_bodied_requests_are_refused_with_problems() {
 #[test]
 fn keygen_prints_a_key_whose_digest_is_the_printed_entry() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_scoregate"))
-        .args(["keygen", "--name", "portal"])
+        .args(["keygen", "--name", "portal", "--tags", "gold,silver"])
         .output()
         .unwrap();
     assert!(output.status.success());
@@ -375,12 +375,35 @@ fn keygen_prints_a_key_whose_digest_is_the_printed_entry() {
         .expect("a digest line");
     assert_eq!(scoregate::auth::digest_hex(key), digest);
     assert!(text.contains("name = \"portal\""));
+    assert!(text.contains("tags = [\"gold\", \"silver\"]\n"), "{text}");
+    assert!(!text.contains("tenants"), "no scope is suggested: {text}");
+}
+
+#[test]
+fn keygen_requires_the_tenants_or_tags_the_key_may_see() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_scoregate"))
+        .args(["keygen", "--name", "portal"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let error = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        error.contains("--tenants") && error.contains("--tags"),
+        "{error}"
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_scoregate"))
+        .args(["keygen", "--tenants", "contoso", "--operator"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let error = String::from_utf8(output.stderr).unwrap();
+    assert!(error.contains("--tenants '*'"), "{error}");
 }
 
 #[tokio::test]
 async fn the_printed_keygen_entry_opens_the_gateway() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_scoregate"))
-        .args(["keygen", "--name", "cli-key"])
+        .args(["keygen", "--name", "cli-key", "--tenants", "*"])
         .output()
         .unwrap();
     let text = String::from_utf8(output.stdout).unwrap();
