@@ -4,7 +4,7 @@
 //! gold). The helpers here are shared by `entra_refusals` and `entra_keys`.
 
 use crate::helpers::{captured_logs, emulator_options, spawn_app_with_config, TestApp};
-use scoregate::emulator::EmulatorOptions;
+use scoregate::emulator::{Emulator, EmulatorOptions};
 use std::collections::BTreeSet;
 
 /// Six tenants (contoso and litware gold) behind a gateway with authentication on: the written
@@ -20,7 +20,12 @@ pub fn six_tenants() -> EmulatorOptions {
 
 /// A client that trusts the emulator's CA.
 pub fn emulator_client(app: &TestApp) -> reqwest::Client {
-    let ca = reqwest::Certificate::from_pem(app.emulator.ca_cert_pem().as_bytes()).unwrap();
+    client_of(&app.emulator)
+}
+
+/// A client that trusts `emulator`'s CA.
+pub fn client_of(emulator: &Emulator) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(emulator.ca_cert_pem().as_bytes()).unwrap();
     reqwest::Client::builder()
         .tls_certs_only([ca])
         .build()
@@ -29,8 +34,13 @@ pub fn emulator_client(app: &TestApp) -> reqwest::Client {
 
 /// The emulator's caller app `name` (`GET /_emulator/callers`).
 pub async fn caller(app: &TestApp, name: &str) -> serde_json::Value {
-    let callers: Vec<serde_json::Value> = emulator_client(app)
-        .get(format!("{}/_emulator/callers", app.emulator.base_url()))
+    caller_of(&app.emulator, name).await
+}
+
+/// `emulator`'s caller app `name`.
+async fn caller_of(emulator: &Emulator, name: &str) -> serde_json::Value {
+    let callers: Vec<serde_json::Value> = client_of(emulator)
+        .get(format!("{}/_emulator/callers", emulator.base_url()))
         .send()
         .await
         .unwrap()
@@ -45,7 +55,12 @@ pub async fn caller(app: &TestApp, name: &str) -> serde_json::Value {
 
 /// A token of caller app `name` from the MSP tenant's token endpoint (`version` 1 or 2).
 pub async fn token(app: &TestApp, name: &str, version: u8) -> String {
-    let caller = caller(app, name).await;
+    token_of(&app.emulator, name, version).await
+}
+
+/// A token of `emulator`'s caller app `name`.
+pub async fn token_of(emulator: &Emulator, name: &str, version: u8) -> String {
+    let caller = caller_of(emulator, name).await;
     let mut form = vec![
         ("grant_type", "client_credentials".to_owned()),
         (
@@ -61,10 +76,10 @@ pub async fn token(app: &TestApp, name: &str, version: u8) -> String {
     if version == 1 {
         form.push(("token_version", "1".to_owned()));
     }
-    let response = emulator_client(app)
+    let response = client_of(emulator)
         .post(format!(
             "{}/{}/oauth2/v2.0/token",
-            app.emulator.base_url(),
+            emulator.base_url(),
             scoregate::emulator::MSP_TENANT
         ))
         .form(&form)

@@ -22,6 +22,7 @@ mod controls;
 mod controls_portfolio;
 mod emulator;
 mod entra;
+mod entra_cluster;
 mod entra_keys;
 mod entra_refusals;
 mod gateway;
