@@ -36,7 +36,7 @@ pub enum Command {
     Healthcheck(HealthcheckArgs),
     /// Run the local stand-in for Entra ID, Defender for Endpoint and Microsoft Graph (HTTPS).
     #[cfg(feature = "emulator")]
-    Emulate(crate::emulator::EmulateArgs),
+    Emulate(Box<crate::emulator::EmulateArgs>),
     /// Run a benchmark and print its figures.
     #[cfg(feature = "emulator")]
     #[command(subcommand)]
@@ -126,7 +126,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         #[cfg(feature = "emulator")]
-        Command::Emulate(args) => crate::emulator::run_cli(args).await,
+        Command::Emulate(args) => crate::emulator::run_cli(*args).await,
         #[cfg(feature = "emulator")]
         Command::Bench(BenchCommand::Emulator(args)) => crate::bench::emulator::run(args).await,
         #[cfg(feature = "emulator")]

@@ -122,7 +122,7 @@ impl MspTenant {
     /// The MSP tenant of `seed`, with the default callers and `extra` ones (a name given twice:
     /// the later roles win).
     pub fn generate(seed: u64, extra: &[CallerSpec]) -> Result<Self, EmulatorError> {
-        let mut rng = super::tenants::seeded_rng(&[seed, 0x6d73_70]);
+        let mut rng = super::tenants::seeded_rng(&[seed, 0x006d_7370]);
         let tenant_id = super::tenants::random_uuid(&mut rng);
         let mut specs = default_callers();
         for spec in extra {
