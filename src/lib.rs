@@ -38,7 +38,9 @@
 //!   checks and resolution.
 //! - [`tenants`]: the registry of app registrations (each with one `Endpoint` per upstream
 //!   service: base URL, token scope, limits) and the table of clouds and hosts.
-//! - [`auth`]: callers: API keys (stored as digests), their tenant scopes and request rates.
+//! - [`auth`]: callers: API keys (stored as digests) and Entra ID access tokens (`entra`: the
+//!   checks and the mapping to callers; `jwks`: the issuer's signing keys), their tenant scopes
+//!   and request rates.
 //! - [`credential`]: client secrets and certificates (client assertions signed in Rust).
 //! - [`token`]: cached bearer tokens per registration (`identity`, `entra`: Entra's errors).
 //! - [`upstream`]: the one shared HTTPS client and the score sources behind `ScoreSource`:
@@ -57,11 +59,11 @@
 //! - [`history`]: every reading kept (SQLite or PostgreSQL): writer, roll-up, retention, trends;
 //!   per-control history (a row per change).
 //! - [`alerts`]: rules over the metrics, their state and events, signed webhooks from an outbox.
-//! - [`cluster`]: several replicas: cache, single flight, quota, leases and key limits in Redis.
+//! - [`cluster`]: several replicas: cache, single flight, quota, leases and caller limits in Redis.
 //! - [`refresher`]: keeps every tenant warm, spread out and behind interactive requests.
 //! - [`service`]: the shared services built once, and one function per use case; its
 //!   `record` observes the cache for the history, the alerts and the `secure` back-fill.
-//! - [`api`]: routes, OpenAPI, problem+json errors, request ids, key checks, views.
+//! - [`api`]: routes, OpenAPI, problem+json errors, request ids, key and token checks, views.
 //! - [`app`]: start-up: services, listener, HTTP server, then the refresher.
 //! - [`lifecycle`]: process signals: graceful shutdown (SIGTERM, SIGINT) and reload (SIGHUP).
 //! - [`metrics`]: the Prometheus registry every component records into, served at `/metrics`.
@@ -71,7 +73,8 @@
 //! HTTPS server; it uses [`wire`] from the gateway, and `demo`/`bench` drive [`app`] and
 //! [`config`] as an operator would):
 //!
-//! - `emulator`: a local, faithful stand-in for Entra ID, Defender and Graph, over HTTPS.
+//! - `emulator`: a local, faithful stand-in for Entra ID, Defender and Graph, over HTTPS; it
+//!   also plays the MSP's own tenant, whose caller apps get tokens for scoregate.
 //! - `bench`: benchmarks that print figures (`gateway`, `controls`, `emulator`, `history`, `cluster`).
 //! - `demo`: `scoregate demo`, the emulator and the gateway in one process.
 

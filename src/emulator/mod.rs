@@ -2,7 +2,8 @@
 //! Endpoint's `GET /api/configurationScore` and `GET /api/exposureScore`, and Microsoft Graph's
 //! `GET /v1.0/security/secureScores` and `GET /v1.0/security/secureScoreControlProfiles`, over
 //! HTTPS, with seeded tenants, fault profiles, each service's quotas and counters of everything
-//! it received. `scoregate emulate` runs it; the
+//! it received. It also plays the MSP's own tenant, whose caller apps get Entra ID tokens for
+//! scoregate itself. `scoregate emulate` runs it; the
 //! tests, `demo` and the benchmarks run it in-process through [`Emulator`].
 //!
 //! It shares nothing with the gateway except [`crate::wire`].
@@ -16,6 +17,8 @@
 //! - `clock`: real time plus an offset tests move forward.
 //! - `tls`: rcgen CA and server certificate; RSA app certificates.
 //! - `token`, `assertion`: the token endpoint and certificate client assertions.
+//! - `callers`, `signing`: the MSP's own tenant: caller apps and their RS256 tokens for
+//!   scoregate, the OpenID configuration, the key set and its rotation.
 //! - `service`: the closed sets of upstream services (token audiences) and score endpoints.
 //! - `score`: Defender's score endpoints (device and exposure).
 //! - `graph`: Graph's secure scores, its error body, its daily snapshots, the control catalogue
