@@ -275,7 +275,8 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest(detail) | ApiError::TooLarge { detail, .. } => detail.clone(),
             ApiError::Unauthenticated(Credentials::Missing) => {
-                "An API key is required: send `Authorization: Bearer <key>` or `X-API-Key: <key>`."
+                "An API key or an Entra ID access token is required: send `Authorization: Bearer \
+                 <key or token>` or `X-API-Key: <key>`."
                     .to_owned()
             }
             ApiError::Unauthenticated(Credentials::Invalid) => {
