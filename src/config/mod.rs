@@ -328,6 +328,12 @@ impl Config {
             self.keys.len()
         );
         if let Some(entra) = &self.entra {
+            if !self.auth.enabled {
+                let _ = writeln!(
+                    out,
+                    "  entra: configured, not in force while authentication is off"
+                );
+            }
             out.push_str(&auth::entra::summary(entra));
         }
         if self.history.enabled {

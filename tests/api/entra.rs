@@ -353,3 +353,22 @@ async fn a_reload_swaps_the_mappings_and_keeps_the_cached_keys() {
         "the same issuer's keys stay cached across the reload"
     );
 }
+
+#[test]
+fn the_document_offers_one_bearer_scheme_for_tokens_and_keys_and_documents_403() {
+    let document: serde_json::Value =
+        serde_json::from_str(&scoregate::api::openapi_json()).unwrap();
+    let bearer = &document["components"]["securitySchemes"]["bearer"];
+    assert_eq!(bearer["scheme"], "bearer");
+    assert_eq!(
+        bearer["bearerFormat"], "JWT",
+        "Swagger UI's Authorize takes a token"
+    );
+    assert!(bearer["description"]
+        .as_str()
+        .unwrap()
+        .contains("Entra ID access token"));
+    let scores = &document["paths"]["/scores"]["get"]["responses"];
+    assert_eq!(scores["403"]["$ref"], "#/components/responses/Forbidden");
+    assert!(document["paths"]["/healthz"]["get"]["responses"]["403"].is_null());
+}
