@@ -431,3 +431,44 @@ pub(crate) async fn craft_token(
         Err(error) => HttpResponse::InternalServerError().body(error.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caller_specs_parse_names_and_roles() {
+        let spec: CallerSpec = "fn=Scores.Read.All+Operator".parse().unwrap();
+        assert_eq!(spec.name, "fn");
+        assert_eq!(spec.roles, vec!["Scores.Read.All", "Operator"]);
+        assert_eq!(spec.to_string(), "fn=Scores.Read.All+Operator");
+        let none: CallerSpec = "bare=".parse().unwrap();
+        assert!(none.roles.is_empty());
+        assert!("noequals".parse::<CallerSpec>().is_err());
+        assert!("=Role".parse::<CallerSpec>().is_err());
+        assert!("a=Bad Role".parse::<CallerSpec>().is_err());
+    }
+
+    #[test]
+    fn the_msp_tenant_is_seeded_and_extra_callers_replace_default_roles() {
+        let extra = vec!["portal=Other".parse().unwrap(), "new=R".parse().unwrap()];
+        let one = MspTenant::generate(7, &extra).unwrap();
+        let two = MspTenant::generate(7, &[]).unwrap();
+        assert_eq!(one.tenant_id, two.tenant_id, "same seed, same tenant");
+        assert!(one.is_named("msp") && one.is_named(&one.tenant_id.to_string()));
+        let names: Vec<&str> = one.callers.iter().map(|app| app.name.as_str()).collect();
+        assert_eq!(names, ["portal", "ops", "norole", "tagged", "new"]);
+        assert_eq!(one.callers[0].roles, vec!["Other"]);
+        let v1 = one.claims(&one.callers[1], "https://e", 100, 60, 1);
+        assert_eq!(v1["iss"], format!("https://e/{}/", one.tenant_id));
+        assert_eq!(v1["appid"], one.callers[1].client_id.to_string());
+        let v2 = one.claims(&one.callers[1], "https://e", 100, 60, 2);
+        assert_eq!(v2["iss"], format!("https://e/{}/v2.0", one.tenant_id));
+        assert_eq!(v2["roles"], json_roles(&["Scores.Read.All", "Operator"]));
+        assert_eq!(v2["exp"], 160);
+    }
+
+    fn json_roles(roles: &[&str]) -> serde_json::Value {
+        serde_json::json!(roles)
+    }
+}

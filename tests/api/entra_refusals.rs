@@ -199,3 +199,29 @@ async fn alg_none_and_hs256_keyed_with_the_public_key_are_refused() {
         "the gateway fetched the keys once (for the forged signature), none of the others did"
     );
 }
+
+#[tokio::test]
+async fn delegated_tokens_are_accepted_only_when_configured_and_still_by_role() {
+    let app = crate::helpers::spawn_app_with_config(
+        six_tenants(),
+        &[
+            ("SCOREGATE__AUTH__ENABLED", "true"),
+            ("SCOREGATE__AUTH__ENTRA__ACCEPT_DELEGATED", "true"),
+        ],
+        "",
+    )
+    .await;
+    let user = json!({"claims": {"scp": "Scores.Read", "idtyp": "user"}});
+    let with_role = crafted(&app, "portal", user.clone()).await;
+    assert_eq!(
+        get_as(&app, "/tenants", &with_role).await.status().as_u16(),
+        200
+    );
+    let without_role = crafted(&app, "norole", user).await;
+    let response = get_as(&app, "/tenants", &without_role).await;
+    assert_eq!(
+        response.status().as_u16(),
+        403,
+        "a user's token still needs a mapped role"
+    );
+}
