@@ -292,7 +292,7 @@ impl ApiError {
                                     and roles map to no caller of this gateway."
                 .to_owned(),
             ApiError::RateLimited { limit, .. } => {
-                format!("This API key may make {limit} requests per minute; see Retry-After.")
+                format!("This caller (API key or Entra ID caller) may make {limit} requests per minute; see Retry-After.")
             }
             ApiError::RequestTimeout => {
                 "The request took longer than the server's request timeout.".to_owned()
