@@ -177,6 +177,26 @@ pub enum CallFailure {
     },
 }
 
+/// Which page of a source's daily history one call asks for: `days` snapshots after the
+/// newest `skip` (Graph: `$top` and `$skip`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DailyPage {
+    /// How many days the page holds at most.
+    pub days: u32,
+    /// How many of the newest days come before it.
+    pub skip: u32,
+}
+
+/// One page of a source's daily history.
+#[derive(Debug, Clone, Default)]
+pub struct DailyReadings {
+    /// The usable snapshots' readings, newest first.
+    pub readings: Vec<Reading>,
+    /// How many snapshots the page held, usable or not: a page holding fewer than it asked for
+    /// is the last.
+    pub snapshots: usize,
+}
+
 /// One upstream call that reads a tenant's score: the seam where more sources plug in.
 #[async_trait::async_trait]
 pub trait ScoreSource: Send + Sync {
@@ -195,15 +215,15 @@ pub trait ScoreSource: Send + Sync {
     }
     /// Makes one call for `tenant` with `token`. No retries and no deadline: the caller bounds it.
     async fn call(&self, tenant: &Tenant, token: &BearerToken) -> Result<Reading, CallFailure>;
-    /// Makes one call for up to `days` of the source's own daily history, newest first (Graph
-    /// keeps 90 days of the secure score; the history back-fills from it). Same rules as
-    /// [`ScoreSource::call`]. A source that keeps no history answers `Unusable`.
+    /// Makes one call for one page of the source's own daily history, newest first (Graph
+    /// keeps 90 days of the secure score; the history back-fills from it, page after page).
+    /// Same rules as [`ScoreSource::call`]. A source that keeps no history answers `Unusable`.
     async fn daily(
         &self,
         _tenant: &Tenant,
         _token: &BearerToken,
-        _days: u32,
-    ) -> Result<Vec<Reading>, CallFailure> {
+        _page: DailyPage,
+    ) -> Result<DailyReadings, CallFailure> {
         Err(CallFailure::Unusable {
             detail: format!("the {} source keeps no daily history", self.metric()),
         })
