@@ -46,6 +46,9 @@ pub struct ControlsBenchArgs {
     /// `[history] enabled` of the gateway (on by default, as the memory target is stated).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub history: bool,
+    /// `[history] controls` of the gateway: the per-control history and its back-fill.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    pub control_history: bool,
 }
 
 /// Longest a cold fan-out, a memory warm-up or a wait for quiet may take.
@@ -56,9 +59,13 @@ const WARM_UP_CONCURRENCY: usize = 32;
 
 /// The settings of every gateway of this bench, after `bench gateway`'s: all three metrics, and
 /// Graph's per-tenant rate at the gateway's default (not raised, as `bench gateway` does).
-fn settings() -> Vec<(String, String)> {
+fn settings(args: &ControlsBenchArgs) -> Vec<(String, String)> {
     let defaults = UpstreamSettings::default();
     vec![
+        (
+            "SCOREGATE__HISTORY__CONTROLS".to_owned(),
+            args.control_history.to_string(),
+        ),
         (
             "SCOREGATE__UPSTREAM__METRICS".to_owned(),
             r#"["device","exposure","secure"]"#.to_owned(),
@@ -134,7 +141,7 @@ async fn routes_round(
         args.max_in_flight,
         false,
         args.history,
-        &settings(),
+        &settings(args),
     )
     .await?;
     let list_url = format!("{}/controls?limit=1000&timeout_ms=60000", gw.address);
@@ -278,7 +285,7 @@ async fn memory_round(
         args.max_in_flight,
         false,
         args.history,
-        &settings(),
+        &settings(args),
     )
     .await?;
     let registered = resident_mib(gw.pid).context("no /proc status")?;
@@ -311,9 +318,10 @@ async fn memory_round(
     let warm = steady_resident_mib(&emu, gw.pid).await?;
     let stats = emu.stats().total;
     println!(
-        "  memory               gateway process alone, {} tenants, history {}: {registered:.1} MiB registered, {scores:.1} MiB with the three metrics' scores, {warm:.1} MiB with device/exposure/secure scores of {}/{}/{} tenants and the controls of {controls} cached (target <= 160 MiB: {}); upstream: {} profile calls, Graph 429s {}, Defender 429s {}",
+        "  memory               gateway process alone, {} tenants, history {}, control history {}: {registered:.1} MiB registered, {scores:.1} MiB with the three metrics' scores, {warm:.1} MiB with device/exposure/secure scores of {}/{}/{} tenants and the controls of {controls} cached (target <= 160 MiB: {}); upstream: {} profile calls, Graph 429s {}, Defender 429s {}",
         args.memory_tenants,
         if args.history { "on" } else { "off" },
+        if args.control_history { "on" } else { "off" },
         served[0],
         served[1],
         served[2],
@@ -369,13 +377,15 @@ pub async fn run(args: ControlsBenchArgs) -> anyhow::Result<()> {
         .build()?;
     println!("scoregate bench controls");
     println!(
-        "  {} tenants, {} for memory, Graph latency {}..{} ms, max_in_flight {}, {} rounds",
+        "  {} tenants, {} for memory, Graph latency {}..{} ms, max_in_flight {}, {} rounds, history {}, control history {}",
         args.tenants,
         args.memory_tenants,
         args.latency_ms.min_ms,
         args.latency_ms.max_ms,
         args.max_in_flight,
-        args.rounds
+        args.rounds,
+        args.history,
+        args.control_history
     );
     let mut routes = Vec::new();
     let mut memory = Vec::new();
