@@ -21,6 +21,7 @@ mod control_history_route;
 mod controls;
 mod controls_portfolio;
 mod emulator;
+mod exposition;
 mod gateway;
 mod hardening_config;
 mod hardening_contract;
