@@ -42,6 +42,25 @@ echo "-- promtool check rules / test rules"
 promtool check rules "$root/deploy/prometheus/scoregate-rules.yml"
 promtool test rules "$root/deploy/prometheus/scoregate-rules.test.yml"
 
+echo "-- promtool: every query of deploy/grafana/scoregate.json parses"
+# Each panel's `expr` (one a line in the JSON), Grafana's variables given a value, as recording
+# rules; tests/api/deploy_kit.rs checks the names they use against a running gateway.
+{
+    echo "groups:"
+    echo "  - name: dashboard"
+    echo "    rules:"
+    sed -n 's/^ *"expr": "\(.*\)",\{0,1\}$/\1/p' "$root/deploy/grafana/scoregate.json" |
+        sed -e 's/\\"/"/g' -e 's/\$__rate_interval/5m/g' -e 's/\$job/.+/g' -e "s/'/''/g" \
+            -e "s/.*/      - record: dashboard:query\n        expr: '&'/"
+} >"$work/dashboard-rules.yml"
+grep -q "expr: 'max(scoregate_tenants" "$work/dashboard-rules.yml" || {
+    cat "$work/dashboard-rules.yml" >&2; echo "no query found in the dashboard" >&2; exit 1; }
+queries="$(grep -c '"expr": ' "$root/deploy/grafana/scoregate.json")"
+# One record name for all: the duplicate-rule lint does not apply.
+promtool check rules --lint=none "$work/dashboard-rules.yml" | tee "$work/dashboard-check.log"
+grep -q "SUCCESS: $queries rules found" "$work/dashboard-check.log" || {
+    echo "the dashboard has $queries queries: not all were checked" >&2; exit 1; }
+
 echo "-- systemd-analyze verify deploy/systemd/scoregate.service"
 # verify refuses an ExecStart whose binary does not exist: check a copy that starts the binary
 # just built instead of /usr/local/bin/scoregate (the only difference).
