@@ -1,6 +1,7 @@
 #!/bin/sh
 # The operator's kit against the tools that read it (a few seconds):
-#   - deploy/prometheus: `promtool check rules` and `promtool test rules`;
+#   - deploy/prometheus: `promtool check rules`, `promtool test rules`, `promtool check config`;
+#   - deploy/grafana/scoregate.json: every query parses (`promtool check rules` on a copy);
 #   - /metrics of a running gateway (the demo): `promtool check metrics` on the Prometheus text
 #     answer, and Prometheus's own OpenMetrics parser (`promtool tsdb create-blocks-from
 #     openmetrics`) on the OpenMetrics answer, which must carry the same number of samples;
@@ -38,9 +39,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "-- promtool check rules / test rules"
+echo "-- promtool check rules / test rules / check config (deploy/prometheus)"
 promtool check rules "$root/deploy/prometheus/scoregate-rules.yml"
 promtool test rules "$root/deploy/prometheus/scoregate-rules.test.yml"
+promtool check config "$root/deploy/prometheus/prometheus.yml"
 
 echo "-- promtool: every query of deploy/grafana/scoregate.json parses"
 # Each panel's `expr` (one a line in the JSON), Grafana's variables given a value, as recording
