@@ -82,6 +82,7 @@ systemd-analyze security --offline=true --threshold=20 "$work/scoregate.service"
 tail -n 1 "$work/security.log"
 
 echo "-- promtool on a running gateway's /metrics (both formats)"
+: >"$work/demo.log"   # exists before the background shell opens it
 "$binary" demo --bind 127.0.0.1:0 >"$work/demo.log" 2>&1 &
 gateway=$!
 address=""
