@@ -64,7 +64,8 @@
 //! - [`api`]: routes, OpenAPI, problem+json errors, request ids, key checks, views.
 //! - [`app`]: start-up: services, listener, HTTP server, then the refresher.
 //! - [`lifecycle`]: process signals: graceful shutdown (SIGTERM, SIGINT) and reload (SIGHUP).
-//! - [`metrics`]: the Prometheus registry every component records into, served at `/metrics`.
+//! - [`metrics`]: the Prometheus registry every component records into, served at `/metrics` (the
+//!   Prometheus text format, or OpenMetrics when asked for).
 //! - [`telemetry`]: logging set-up.
 //!
 //! The test rig, behind the default-on Cargo feature `emulator` (it alone needs rcgen and an
