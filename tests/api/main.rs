@@ -20,6 +20,7 @@ mod control_history;
 mod control_history_route;
 mod controls;
 mod controls_portfolio;
+mod docs_links;
 mod emulator;
 mod gateway;
 mod hardening_config;
