@@ -1,7 +1,7 @@
 //! Prometheus metrics: one registry built once per process, the families every component records
 //! into, and the text exposition served at `GET /metrics`.
 //!
-//! Owns the metric names, their labels and help texts (the README lists them), and the removal of
+//! Owns the metric names, their labels and help texts (`docs/operating/prometheus.md` lists them), and the removal of
 //! a tenant's series when a reload drops the tenant. It does not decide *when* something is
 //! recorded: each component calls the method naming its event (`upstream_call`, `cache`, …).
 //!
