@@ -90,7 +90,11 @@ fn read_page(path: &Path) -> Page {
             Event::End(TagEnd::Heading(_)) => {
                 let base = slug(&heading.take().unwrap_or_default());
                 let n = seen.entry(base.clone()).or_insert(0);
-                anchors.insert(if *n == 0 { base.clone() } else { format!("{base}-{n}") });
+                anchors.insert(if *n == 0 {
+                    base.clone()
+                } else {
+                    format!("{base}-{n}")
+                });
                 *n += 1;
             }
             Event::Text(t) | Event::Code(t) => {
@@ -98,15 +102,19 @@ fn read_page(path: &Path) -> Page {
                     h.push_str(&t);
                 }
             }
-            Event::Start(Tag::Link { dest_url, .. }) | Event::Start(Tag::Image { dest_url, .. }) => {
-                links.push(Link { line: line_of(range.start), dest: dest_url.to_string() })
-            }
+            Event::Start(Tag::Link { dest_url, .. })
+            | Event::Start(Tag::Image { dest_url, .. }) => links.push(Link {
+                line: line_of(range.start),
+                dest: dest_url.to_string(),
+            }),
             _ => {}
         }
     }
-    drop(callback);
     for (offset, label) in broken {
-        links.push(Link { line: line_of(offset), dest: label });
+        links.push(Link {
+            line: line_of(offset),
+            dest: label,
+        });
     }
     Page { anchors, links }
 }
@@ -129,7 +137,10 @@ fn normalise(path: &Path) -> PathBuf {
 /// Whether a link leaves the repository's files (a scheme such as `https:` or `mailto:`).
 fn is_external(dest: &str) -> bool {
     dest.split_once(':').is_some_and(|(scheme, _)| {
-        !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
+        !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
     })
 }
 
@@ -138,9 +149,14 @@ fn broken_links(pages: &BTreeMap<PathBuf, Page>) -> Vec<String> {
     let root = root();
     let mut broken = Vec::new();
     for (path, page) in pages {
-        let shown = path.strip_prefix(&root).unwrap_or(path).display().to_string();
+        let shown = path
+            .strip_prefix(&root)
+            .unwrap_or(path)
+            .display()
+            .to_string();
         for link in &page.links {
-            let mut fail = |why: &str| broken.push(format!("{shown}:{}: {}: {why}", link.line, link.dest));
+            let mut fail =
+                |why: &str| broken.push(format!("{shown}:{}: {}: {why}", link.line, link.dest));
             if link.dest.starts_with('[') {
                 fail("a reference link without its definition");
                 continue;
@@ -167,7 +183,9 @@ fn broken_links(pages: &BTreeMap<PathBuf, Page>) -> Vec<String> {
             match pages.get(&target) {
                 Some(target_page) if target_page.anchors.contains(anchor) => {}
                 Some(_) => fail("no heading with this anchor"),
-                None if target.extension().is_some_and(|e| e == "md") => fail("not a page of the docs"),
+                None if target.extension().is_some_and(|e| e == "md") => {
+                    fail("not a page of the docs")
+                }
                 None => fail("an anchor into a file that is not Markdown"),
             }
         }
@@ -177,24 +195,44 @@ fn broken_links(pages: &BTreeMap<PathBuf, Page>) -> Vec<String> {
 
 #[test]
 fn github_anchors_are_computed_as_github_does() {
-    assert_eq!(slug("Many tenants: `GET /scores` and `GET /scores.csv`"), "many-tenants-get-scores-and-get-scorescsv");
-    assert_eq!(slug("Metrics: device, exposure and Secure Score"), "metrics-device-exposure-and-secure-score");
+    assert_eq!(
+        slug("Many tenants: `GET /scores` and `GET /scores.csv`"),
+        "many-tenants-get-scores-and-get-scorescsv"
+    );
+    assert_eq!(
+        slug("Metrics: device, exposure and Secure Score"),
+        "metrics-device-exposure-and-secure-score"
+    );
     assert_eq!(slug("After 2027-02-01"), "after-2027-02-01");
     assert_eq!(slug("Reload (SIGHUP)"), "reload-sighup");
-    assert_eq!(slug("Shutdown (SIGTERM, SIGINT)"), "shutdown-sigterm-sigint");
+    assert_eq!(
+        slug("Shutdown (SIGTERM, SIGINT)"),
+        "shutdown-sigterm-sigint"
+    );
 }
 
 #[test]
 fn every_relative_link_and_anchor_in_the_readme_and_docs_resolves() {
-    let pages: BTreeMap<PathBuf, Page> = pages().into_iter().map(|p| (p.clone(), read_page(&p))).collect();
+    let pages: BTreeMap<PathBuf, Page> = pages()
+        .into_iter()
+        .map(|p| (p.clone(), read_page(&p)))
+        .collect();
     assert!(pages.len() > 1, "no pages found under docs/");
     let broken = broken_links(&pages);
-    assert!(broken.is_empty(), "{} broken link(s):\n{}", broken.len(), broken.join("\n"));
+    assert!(
+        broken.is_empty(),
+        "{} broken link(s):\n{}",
+        broken.len(),
+        broken.join("\n")
+    );
 }
 
 #[test]
 fn every_page_of_the_docs_can_be_reached_from_the_readme() {
-    let pages: BTreeMap<PathBuf, Page> = pages().into_iter().map(|p| (p.clone(), read_page(&p))).collect();
+    let pages: BTreeMap<PathBuf, Page> = pages()
+        .into_iter()
+        .map(|p| (p.clone(), read_page(&p)))
+        .collect();
     let mut reached = BTreeSet::from([root().join("README.md")]);
     let mut queue = vec![root().join("README.md")];
     while let Some(path) = queue.pop() {
@@ -217,12 +255,19 @@ fn every_page_of_the_docs_can_be_reached_from_the_readme() {
         .filter(|p| !reached.contains(*p))
         .map(|p| p.strip_prefix(root()).unwrap_or(p).display().to_string())
         .collect();
-    assert!(orphans.is_empty(), "pages no link leads to (link them from docs/index.md):\n{}", orphans.join("\n"));
+    assert!(
+        orphans.is_empty(),
+        "pages no link leads to (link them from docs/index.md):\n{}",
+        orphans.join("\n")
+    );
 }
 
 #[test]
 fn the_readme_stays_the_front_door() {
-    let lines = std::fs::read_to_string(root().join("README.md")).unwrap().lines().count();
+    let lines = std::fs::read_to_string(root().join("README.md"))
+        .unwrap()
+        .lines()
+        .count();
     assert!(
         lines <= README_MAX_LINES,
         "README.md has {lines} lines (at most {README_MAX_LINES}): move the detail to a page under docs/ and link it"
