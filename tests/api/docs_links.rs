@@ -7,7 +7,7 @@
 //! them, and a link to a file outside `docs/` (`../deploy/compose.yaml`, `../src/…`) must name a
 //! file or folder that exists. Links with a scheme (`https:`, `mailto:`) are not followed.
 
-use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
+use pulldown_cmark::{Event, LinkType, Options, Parser, Tag, TagEnd};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Component, Path, PathBuf};
 
@@ -65,8 +65,9 @@ fn slug(heading: &str) -> String {
 }
 
 /// Reads one page: its headings' anchors (a repeated heading gets `-1`, `-2`… as on GitHub) and
-/// its links, with their line numbers. A reference link without its definition is reported as a
-/// link to `[label]`, which never resolves.
+/// its links, with their line numbers. A reference link without its definition (`[text][label]`,
+/// `[text][]`) is reported as a link to `[label]`, which never resolves; a bare `[word]` is text
+/// (GitHub shows it as typed), not a link.
 fn read_page(path: &Path) -> Page {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let line_of = |offset: usize| text[..offset].matches('\n').count() + 1;
@@ -75,7 +76,9 @@ fn read_page(path: &Path) -> Page {
     options.insert(Options::ENABLE_STRIKETHROUGH);
     let mut broken = Vec::new();
     let mut callback = |link: pulldown_cmark::BrokenLink<'_>| {
-        broken.push((link.span.start, format!("[{}]", link.reference)));
+        if link.link_type != LinkType::Shortcut {
+            broken.push((link.span.start, format!("[{}]", link.reference)));
+        }
         None
     };
     let parser = Parser::new_with_broken_link_callback(&text, options, Some(&mut callback));
