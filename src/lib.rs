@@ -6,6 +6,9 @@
 //! Microsoft's limits, caches, keeps and watches them, and serves them through one documented
 //! HTTP API, alone or as several replicas sharing Redis and PostgreSQL.
 //!
+//! The documentation for users, operators and contributors is in `docs/` (`docs/index.md`);
+//! how the pieces fit is `docs/contributing/layers.md`.
+//!
 //! # Layout
 //!
 //! One line per module. The gateway, the product (`cargo build --no-default-features` builds only

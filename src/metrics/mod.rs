@@ -2,7 +2,7 @@
 //! into, and the text exposition served at `GET /metrics`, in the Prometheus text format or, when
 //! asked for, OpenMetrics ([`Format`]).
 //!
-//! Owns the metric names, their labels and help texts (the README lists them), and the removal of
+//! Owns the metric names, their labels and help texts (`docs/operating/prometheus.md` lists them), and the removal of
 //! a tenant's series when a reload drops the tenant. It does not decide *when* something is
 //! recorded: each component calls the method naming its event (`upstream_call`, `cache`, …).
 //!

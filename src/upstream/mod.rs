@@ -5,7 +5,7 @@
 //! what each service's answers share beside them.
 //!
 //! This is the narrow interface to Microsoft (the Defender API retires on 2027-02-01; Graph's
-//! secure score outlives it, see the README's "After 2027-02-01"): a source turns one HTTP
+//! secure score outlives it, see `docs/api/after-2027-02-01.md`): a source turns one HTTP
 //! exchange into a [`Reading`] or a [`CallFailure`] that states the facts (status,
 //! `Retry-After`, a secret-free detail), and names its metric, its token scope and the upstream
 //! service whose quota it spends. It decides nothing: no retries, deadlines, quotas, tokens or
@@ -47,7 +47,7 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     Some(wait.clamp(Duration::from_secs(1), MAX_RETRY_AFTER))
 }
 
-/// Why a fetch failed, in the gateway's terms (the README's "Errors" table).
+/// Why a fetch failed, in the gateway's terms (the table of `docs/api/errors.md`).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum UpstreamError {
     /// Entra refused the credentials (AADSTS codes): not retried.
@@ -97,7 +97,7 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
-    /// The gateway's stable error code for this failure (the README's "Errors" table); also the
+    /// The gateway's stable error code for this failure (`docs/api/errors.md`); also the
     /// `outcome` label of `scoregate_fetches_total`.
     pub fn code(&self) -> crate::code::Code {
         use crate::code::Code;

@@ -87,8 +87,7 @@ fn every_crate_path_points_down_the_layers_and_the_modules_form_no_cycle() {
     }
     assert!(
         problems.is_empty(),
-        "dependencies must point down the layers (tests/api/layers.rs, README \"How the pieces \
-         fit\"):\n  {}",
+        "dependencies must point down the layers (tests/api/layers.rs, docs/contributing/layers.md):\n  {}",
         problems.join("\n  ")
     );
 }

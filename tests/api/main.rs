@@ -21,6 +21,7 @@ mod control_history_route;
 mod controls;
 mod controls_portfolio;
 mod deploy_kit;
+mod docs_links;
 mod emulator;
 mod exposition;
 mod gateway;

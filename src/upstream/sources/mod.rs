@@ -7,8 +7,8 @@
 //! one service share — its error body, whether 206 Partial Content is an answer — is that
 //! service's [`Dialect`], in its own file (`defender.rs`, `graph.rs`).
 //!
-//! Adding a metric is a file here defining its `SOURCE` and one line in [`SOURCES`] (the README's
-//! "Adding a metric" lists the other steps).
+//! Adding a metric is a file here defining its `SOURCE` and one line in [`SOURCES`]
+//! (`docs/contributing/adding-a-metric.md` lists the other steps).
 
 use super::{
     CallFailure, ControlsSink, DailyPage, DailyReadings, Metric, Reading, ScoreSource, Transport,
