@@ -2,8 +2,8 @@
 
 use crate::app::Application;
 use crate::config::Config;
-use crate::telemetry::LogFormat;
 use crate::model::Metric;
+use crate::telemetry::LogFormat;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -178,14 +178,13 @@ struct Checker {
 impl Checker {
     fn build(config: &Config) -> anyhow::Result<Self> {
         let settings = &config.upstream;
-        let http = upstream::http_client(settings, config.extra_ca_pem.as_deref()).map_err(
-            |error| {
+        let http =
+            upstream::http_client(settings, config.extra_ca_pem.as_deref()).map_err(|error| {
                 anyhow::anyhow!(
                     "cannot build the HTTPS client: {}",
                     crate::telemetry::error_chain(&error)
                 )
-            },
-        )?;
+            })?;
         let transport = Transport {
             http: http.clone(),
             max_body_bytes: settings.max_body_bytes,
@@ -224,10 +223,9 @@ impl Checker {
     async fn diagnose(&self, tenant: &Arc<Tenant>, metric: Metric) -> Diagnosis {
         // The token first, on its own: Entra's AADSTS codes say most of what can be wrong, and
         // the call below then finds it in the cache.
-        let scope = tenant.endpoint(metric.service()).map_or_else(
-            || Arc::<str>::from(""),
-            |endpoint| endpoint.scope.clone(),
-        );
+        let scope = tenant
+            .endpoint(metric.service())
+            .map_or_else(|| Arc::<str>::from(""), |endpoint| endpoint.scope.clone());
         match tokio::time::timeout(self.timeout, self.tokens.token_for(tenant, &scope)).await {
             Err(_) => {
                 return diagnosis::token_refused(

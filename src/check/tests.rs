@@ -82,7 +82,9 @@ fn a_403_names_the_permission_and_the_api_of_the_metric() {
     let tenant = registration("contoso", DEFENDER_LIMITS);
     let defender = fetch_failed(&tenant, Metric::Exposure, &denied(403, "Forbidden"));
     assert_eq!(defender.code, CheckCode::PermissionMissing);
-    assert!(defender.advice.contains("Score.Read.All on WindowsDefenderATP"));
+    assert!(defender
+        .advice
+        .contains("Score.Read.All on WindowsDefenderATP"));
     assert!(defender.needs_consent);
     let graph = fetch_failed(&tenant, Metric::Secure, &denied(403, "Forbidden"));
     assert_eq!(graph.code, CheckCode::PermissionMissing);
