@@ -159,6 +159,10 @@ async fn each_fault_profile_is_named_with_its_code_and_fix_and_the_run_exits_1()
         .as_str()
         .unwrap()
         .contains("AADSTS7000222"));
+    assert!(findings["northwind/secure"]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("AADSTS700016"));
     assert!(findings["tailspin/device"]["detail"]
         .as_str()
         .unwrap()
