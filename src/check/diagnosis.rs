@@ -131,6 +131,19 @@ pub fn token_refused(tenant: &Tenant, metric: Metric, error: &TokenError) -> Dia
     }
 }
 
+/// Entra did not answer the token request within `[upstream] timeout_ms`.
+pub fn token_timed_out(tenant: &Tenant) -> Diagnosis {
+    let host = host_of(&tenant.authority_host);
+    Diagnosis::new(
+        CheckCode::Gateway(Code::UpstreamTimeout),
+        format!("no answer from Entra ID ({host}) within the deadline"),
+        format!(
+            "Check that a firewall lets this host reach {host} over HTTPS (port 443), or raise \
+             `[upstream] timeout_ms`."
+        ),
+    )
+}
+
 /// An Entra refusal with its AADSTS codes, whether it came from the token request itself or
 /// from the policy stack's renewal.
 fn entra_refusal(tenant: &Tenant, metric: Metric, codes: &[u64], detail: &str) -> Diagnosis {
@@ -307,6 +320,19 @@ fn denied(service: UpstreamService, status: u16, detail: &str) -> Diagnosis {
             "The tenant is not licensed or onboarded for Defender for Endpoint's scores \
              (Defender for Endpoint P2, Defender for Business or Microsoft 365 E5, with \
              Defender Vulnerability Management): license and onboard it, or use `secure` only.",
+        );
+    }
+    // A token for another API (a `scope` or `graph_scope` that does not fit the service) is
+    // refused as forbidden too, but no permission fixes it.
+    if lower.contains("audience") {
+        return Diagnosis::new(
+            CheckCode::Gateway(Code::UpstreamAuth),
+            detail,
+            format!(
+                "{} refused the token's audience: check the tenant's token scope (`scope` for \
+                 Defender, `graph_scope` for Microsoft Graph) and its `cloud`.",
+                service.display_name()
+            ),
         );
     }
     if status == 403 {

@@ -227,15 +227,7 @@ impl Checker {
             .endpoint(metric.service())
             .map_or_else(|| Arc::<str>::from(""), |endpoint| endpoint.scope.clone());
         match tokio::time::timeout(self.timeout, self.tokens.token_for(tenant, &scope)).await {
-            Err(_) => {
-                return diagnosis::token_refused(
-                    tenant,
-                    metric,
-                    &crate::token::TokenError::Unavailable {
-                        detail: "the token endpoint did not answer in time".to_owned(),
-                    },
-                )
-            }
+            Err(_) => return diagnosis::token_timed_out(tenant),
             Ok(Err(error)) => return diagnosis::token_refused(tenant, metric, &error),
             Ok(Ok(_)) => {}
         }

@@ -1,4 +1,4 @@
-use super::diagnosis::{fetch_failed, token_refused};
+use super::diagnosis::{fetch_failed, token_refused, token_timed_out};
 use super::*;
 use crate::code::Code;
 use crate::policy::testing::{registration, DEFENDER_LIMITS};
@@ -94,7 +94,7 @@ fn a_403_names_the_permission_and_the_api_of_the_metric() {
 }
 
 #[test]
-fn no_tvm_licence_is_a_missing_licence_and_other_401s_are_upstream_auth() {
+fn no_tvm_licence_is_a_missing_licence_and_other_refusals_are_upstream_auth() {
     let tenant = registration("contoso", DEFENDER_LIMITS);
     let unlicensed = fetch_failed(
         &tenant,
@@ -104,6 +104,16 @@ fn no_tvm_licence_is_a_missing_licence_and_other_401s_are_upstream_auth() {
     assert_eq!(unlicensed.code, CheckCode::LicenceMissing);
     let other = fetch_failed(&tenant, Metric::Device, &denied(401, "Unauthorized"));
     assert_eq!(other.code, CheckCode::Gateway(Code::UpstreamAuth));
+    let audience = fetch_failed(
+        &tenant,
+        Metric::Device,
+        &denied(
+            403,
+            "Defender answered 403 Forbidden: The access token audience is invalid.",
+        ),
+    );
+    assert_eq!(audience.code, CheckCode::Gateway(Code::UpstreamAuth));
+    assert!(audience.advice.contains("`scope`"), "{audience:?}");
 }
 
 #[test]
@@ -141,6 +151,9 @@ fn gone_throttled_timeout_and_failed_keep_the_gateways_codes() {
         let diagnosis = fetch_failed(&tenant, Metric::Device, &FetchError::Upstream(error));
         assert_eq!(diagnosis.code, CheckCode::Gateway(code));
     }
+    let entra = token_timed_out(&tenant);
+    assert_eq!(entra.code, CheckCode::Gateway(Code::UpstreamTimeout));
+    assert!(entra.advice.contains("login.example.test"), "{entra:?}");
     let gone = fetch_failed(
         &tenant,
         Metric::Device,
