@@ -6,11 +6,12 @@
 //! source, the score sources, the policy stack with its quotas): a check is a fetch like any
 //! other, within Microsoft's limits (one token per tenant and API, one call per metric, one more
 //! after a 401 renews the token). Retries are off, so a check never costs more than that.
-//! It keeps no state and starts no background work; quotas are this process's own (a running
-//! gateway's calls are not counted, and at most two calls per tenant and service do not matter).
+//! It keeps no state and starts no background work. Its quota windows are this process's own:
+//! a running gateway's calls are not counted, and the few calls of a check (at most two per
+//! tenant and metric) stay far below Microsoft's limits per app and tenant.
 //!
-//! It deliberately does not decide what a failure means ([`diagnosis`]) nor how it is printed
-//! ([`report`]).
+//! What a failure means is `diagnosis`'s business, how findings are printed `report`'s, the
+//! admin-consent URL `consent`'s.
 //!
 //! Tokens and secrets are never printed: details come from the token source and the sources,
 //! which strip them (and Entra's GUIDs).
