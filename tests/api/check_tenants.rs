@@ -2,8 +2,8 @@
 //! binary against the real emulator, each fault profile named with its code and its fix, the
 //! exit codes, the filters, and the consent URL in every cloud.
 
-use crate::helpers::{capture_logs, emulator_options, fault, start_emulator};
-use scoregate::emulator::{Emulator, FaultProfile};
+use crate::helpers::{capture_logs, credential, emulator_options, fault, start_emulator};
+use scoregate::emulator::{CredentialKind, Emulator, EmulatorOptions, FaultProfile};
 use secrecy::ExposeSecret;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -94,19 +94,22 @@ fn expected_consent_url(emulator: &Emulator, slug: &str) -> String {
 #[tokio::test]
 async fn each_fault_profile_is_named_with_its_code_and_fix_and_the_run_exits_1() {
     capture_logs();
-    let emulator = start_emulator(emulator_options(
-        9,
-        vec![
-            fault(FaultProfile::ExpiredSecret, &["fabrikam"]),
-            fault(FaultProfile::NotConsented, &["northwind"]),
-            fault(FaultProfile::Forbidden, &["litware"]),
-            fault(FaultProfile::GraphForbidden, &["adatum"]),
-            fault(FaultProfile::Unlicensed, &["tailspin"]),
-            fault(FaultProfile::Retired, &["wingtip"]),
-            fault(FaultProfile::Throttled, &["woodgrove"]),
-            fault(FaultProfile::Revoked, &["proseware"]),
-        ],
-    ))
+    let emulator = start_emulator(EmulatorOptions {
+        credentials: vec![credential(CredentialKind::Certificate, &["relecloud"])],
+        ..emulator_options(
+            10,
+            vec![
+                fault(FaultProfile::ExpiredSecret, &["fabrikam", "relecloud"]),
+                fault(FaultProfile::NotConsented, &["northwind"]),
+                fault(FaultProfile::Forbidden, &["litware"]),
+                fault(FaultProfile::GraphForbidden, &["adatum"]),
+                fault(FaultProfile::Unlicensed, &["tailspin"]),
+                fault(FaultProfile::Retired, &["wingtip"]),
+                fault(FaultProfile::Throttled, &["woodgrove"]),
+                fault(FaultProfile::Revoked, &["proseware"]),
+            ],
+        )
+    })
     .await;
     let (_dir, config) = write_config(&emulator, &["device", "secure"]);
     let run = scoregate(
@@ -135,6 +138,8 @@ async fn each_fault_profile_is_named_with_its_code_and_fix_and_the_run_exits_1()
         ("woodgrove/secure", "upstream_throttled"),
         ("proseware/device", "secret_invalid"),
         ("proseware/secure", "secret_invalid"),
+        ("relecloud/device", "secret_expired"),
+        ("relecloud/secure", "secret_expired"),
     ];
     assert_eq!(
         findings.keys().collect::<Vec<_>>().len(),
@@ -151,6 +156,7 @@ async fn each_fault_profile_is_named_with_its_code_and_fix_and_the_run_exits_1()
     }
     let advice = |place: &str| findings[place]["advice"].as_str().unwrap().to_owned();
     assert!(advice("fabrikam/device").contains("Client secrets"));
+    assert!(advice("relecloud/device").contains("certificate registered on the app has expired"));
     assert!(advice("litware/device").contains("Score.Read.All on WindowsDefenderATP"));
     assert!(advice("adatum/secure").contains("SecurityEvents.Read.All on Microsoft Graph"));
     assert!(advice("wingtip/device").contains("enable `secure`"));
