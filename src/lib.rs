@@ -15,7 +15,7 @@
 //! this). Dependencies point down these layers, top to bottom (a module uses its own row and
 //! the rows below; the layers test in `tests/api/layers.rs` keeps that, and no cycle):
 //!
-//! 1. `cli`, `demo`, `bench`, `emulator` (the emulator uses only `wire`)
+//! 1. `cli`, `check`, `demo`, `bench`, `emulator` (the emulator uses only `wire`)
 //! 2. `app`, `lifecycle`
 //! 3. `api`
 //! 4. `refresher`
@@ -29,6 +29,8 @@
 //! 12. `model`, `wire`, `code`, `cursor`, `telemetry`, `controls` (vocabulary and pure logic)
 //!
 //! - [`cli`]: the command line; `demo`, `emulate` and `bench` with the `emulator` feature.
+//! - [`check`]: `check-tenants` (one token and one score call per tenant and metric through the
+//!   policy stack, each failure named with its fix) and `consent-url`.
 //! - [`wire`]: the bytes Entra ID, Defender and Graph put on the wire; shared with the emulator.
 //! - [`controls`]: Secure Score controls without I/O: Graph's control shapes read leniently,
 //!   HTML to text, profiles shared across tenants, a tenant's list and the cross-tenant summary.
@@ -86,6 +88,7 @@ pub mod auth;
 #[cfg(feature = "emulator")]
 pub mod bench;
 pub mod cache;
+pub mod check;
 pub mod cli;
 pub mod cluster;
 pub mod code;

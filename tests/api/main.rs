@@ -12,6 +12,7 @@ mod alerts_endpoints;
 mod alerts_paging;
 mod alerts_rules;
 mod auth;
+mod check_tenants;
 mod cli;
 mod cluster;
 mod cluster_config;
