@@ -89,12 +89,21 @@ async fn emulator(tenants: usize, latency: Option<LatencyRange>) -> anyhow::Resu
     .context("cannot start the emulator")
 }
 
+/// Longest the memory phase waits for the back-fills of its 10,000 tenants (queued, a few at a
+/// time) before it measures.
+const BACKFILL_BOUND: Duration = Duration::from_secs(1200);
+
 /// Waits until the emulator has seen no call for a second (the back-fills and profile fetches
 /// the first readings start in the background are done), at most [`PHASE_BOUND`].
 async fn settle(emulator: &Emulator) {
+    settle_within(emulator, PHASE_BOUND).await;
+}
+
+/// [`settle`], at most `bound`.
+async fn settle_within(emulator: &Emulator, bound: Duration) {
     let started = Instant::now();
     let mut last = emulator.stats().total;
-    while started.elapsed() < PHASE_BOUND {
+    while started.elapsed() < bound {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let now = emulator.stats().total;
         if now == last {
@@ -339,7 +348,7 @@ async fn memory_round(
 /// background back-fills and profile fetches done, the history's buffer drained, freed pages
 /// handed back (jemalloc, within a second).
 async fn steady_resident_mib(emulator: &Emulator, pid: u32) -> anyhow::Result<f64> {
-    settle(emulator).await;
+    settle_within(emulator, BACKFILL_BOUND).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     resident_mib(pid).context("no /proc status")
 }

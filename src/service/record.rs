@@ -42,7 +42,7 @@ type Checked = HashSet<(TenantId, Metric, String)>;
 pub const BACKFILL_DAYS: u32 = 90;
 
 /// How many back-fills run at a time in one process; the others wait their turn.
-pub const BACKFILLS_AT_ONCE: usize = 2;
+pub const BACKFILLS_AT_ONCE: usize = 4;
 
 /// Records readings into the history and back-fills what sources keep; tells the alerts of every
 /// reading and failure.
@@ -114,19 +114,26 @@ impl ReadingObserver for Recorder {
         {
             self.history.count_backfill(false);
             let history = self.history.clone();
-            let task = backfill(
-                self.history.clone(),
+            let (outbound, controls, checked) = (
                 self.outbound.clone(),
                 self.controls.clone(),
-                tenant.clone(),
-                metric,
                 self.checked.clone(),
             );
-            let turns = self.turns.clone();
+            let (tenant, turns) = (tenant.clone(), self.turns.clone());
             self.runtime.spawn(async move {
-                // The semaphore is never closed: a permit always comes.
+                // The semaphore is never closed: a permit always comes. The back-fill's future
+                // (its HTTP calls' state, several KiB) is made and boxed only once its turn
+                // has come: 10,000 waiting back-fills hold their handles, not 10,000 of them.
                 if let Ok(_turn) = turns.acquire_owned().await {
-                    task.await;
+                    Box::pin(backfill(
+                        history.clone(),
+                        outbound,
+                        controls,
+                        tenant,
+                        metric,
+                        checked,
+                    ))
+                    .await;
                 }
                 history.count_backfill(true);
             });
