@@ -29,7 +29,7 @@ RUN apt-get update \
 COPY --from=build /src/target/release/scoregate /usr/local/bin/scoregate
 COPY config/scoregate.example.toml /etc/scoregate/scoregate.example.toml
 USER 10001
-# The configuration is mounted at /etc/scoregate/scoregate.toml (see README, "Docker").
+# The configuration is mounted at /etc/scoregate/scoregate.toml (see docs/operating/docker.md).
 # The binary brings its own allocator (jemalloc, src/main.rs): no malloc tuning here.
 ENV SCOREGATE_CONFIG=/etc/scoregate/scoregate.toml \
     SCOREGATE__SERVER__BIND=0.0.0.0:8080 \

@@ -2,9 +2,11 @@
 
 use crate::app::Application;
 use crate::config::Config;
+use crate::model::Metric;
 use crate::telemetry::LogFormat;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 /// scoregate: Microsoft security scores of many tenants (Defender, Graph), behind one API.
 #[derive(Debug, Parser)]
@@ -28,6 +30,12 @@ pub enum Command {
     Serve(ServeArgs),
     /// Validate a configuration file and print a summary (never a secret).
     CheckConfig(CheckConfigArgs),
+    /// Get a token and make one real score call per tenant and enabled metric; print what is
+    /// wrong and what to do. Exit 0 when all are ok, 1 when any fails, 2 for a bad
+    /// configuration or selection.
+    CheckTenants(CheckTenantsArgs),
+    /// Print the admin-consent URL of a tenant's app registration, in the tenant's cloud.
+    ConsentUrl(ConsentUrlArgs),
     /// Print the OpenAPI document.
     Openapi,
     /// Print a new API key and the `[[api_keys]]` entry (its SHA-256 digest) for the configuration.
@@ -60,6 +68,60 @@ pub struct ServeArgs {
 pub struct CheckConfigArgs {
     /// The configuration file to check.
     pub config: PathBuf,
+}
+
+/// Options of `scoregate check-tenants`.
+#[derive(Debug, clap::Args)]
+pub struct CheckTenantsArgs {
+    /// The configuration file (TOML); `SCOREGATE__SECTION__KEY` variables override it.
+    #[arg(
+        long,
+        env = "SCOREGATE_CONFIG",
+        default_value = "/etc/scoregate/scoregate.toml"
+    )]
+    pub config: PathBuf,
+    /// Only this tenant (its `id` or its `tenant_id`); repeatable. Default: every tenant.
+    #[arg(long = "tenant", value_name = "ID")]
+    pub tenants: Vec<String>,
+    /// Only this metric (device, exposure, secure); repeatable. Default: each tenant's
+    /// enabled metrics.
+    #[arg(long = "metric", value_name = "METRIC", value_parser = parse_metric)]
+    pub metrics: Vec<Metric>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+}
+
+/// How `check-tenants` prints its findings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    /// For people: one line per tenant and metric, advice below each failure.
+    Text,
+    /// For scripts: `[{"tenant", "metric", "ok", "code", "detail", "advice", "consent_url"?}]`.
+    Json,
+}
+
+fn parse_metric(name: &str) -> Result<Metric, String> {
+    Metric::parse(name).ok_or_else(|| format!("expected one of {}", Metric::names()))
+}
+
+/// Options of `scoregate consent-url`.
+#[derive(Debug, clap::Args)]
+pub struct ConsentUrlArgs {
+    /// The configuration file (TOML); `SCOREGATE__SECTION__KEY` variables override it.
+    #[arg(
+        long,
+        env = "SCOREGATE_CONFIG",
+        default_value = "/etc/scoregate/scoregate.toml"
+    )]
+    pub config: PathBuf,
+    /// The tenant (its `id` or its `tenant_id`).
+    #[arg(long, value_name = "ID")]
+    pub tenant: String,
+    /// Where Entra sends the administrator after consenting: one of the app's registered
+    /// redirect URIs. Default: none (Entra uses the app's first).
+    #[arg(long, value_name = "URL")]
+    pub redirect_uri: Option<String>,
 }
 
 /// Options of `scoregate keygen`: what the key may see must be said (no default grants all).
@@ -105,39 +167,103 @@ pub enum BenchCommand {
     Cluster(crate::bench::cluster::ClusterBenchArgs),
 }
 
-/// Runs the parsed command to completion.
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs the parsed command to completion; the exit code of a command that completed.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let done = |result: anyhow::Result<()>| result.map(|()| ExitCode::SUCCESS);
     match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => done(serve(args).await),
         #[cfg(feature = "emulator")]
-        Command::Demo(args) => crate::demo::run(args).await,
+        Command::Demo(args) => done(crate::demo::run(args).await),
         Command::CheckConfig(args) => {
             let config = Config::load(&args.config)?;
             print!("{}", config.summary());
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
-        Command::Healthcheck(args) => healthcheck(args).await,
+        Command::CheckTenants(args) => check_tenants(args).await,
+        Command::ConsentUrl(args) => consent_url(args),
+        Command::Healthcheck(args) => done(healthcheck(args).await),
         Command::Keygen(args) => {
             print!("{}", keygen(&args)?);
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Openapi => {
             print!("{}", crate::api::openapi_json());
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         #[cfg(feature = "emulator")]
-        Command::Emulate(args) => crate::emulator::run_cli(*args).await,
+        Command::Emulate(args) => done(crate::emulator::run_cli(*args).await),
         #[cfg(feature = "emulator")]
-        Command::Bench(BenchCommand::Emulator(args)) => crate::bench::emulator::run(args).await,
+        Command::Bench(BenchCommand::Emulator(args)) => {
+            done(crate::bench::emulator::run(args).await)
+        }
         #[cfg(feature = "emulator")]
-        Command::Bench(BenchCommand::Gateway(args)) => crate::bench::gateway::run(args).await,
+        Command::Bench(BenchCommand::Gateway(args)) => done(crate::bench::gateway::run(args).await),
         #[cfg(feature = "emulator")]
-        Command::Bench(BenchCommand::Controls(args)) => crate::bench::controls::run(args).await,
+        Command::Bench(BenchCommand::Controls(args)) => {
+            done(crate::bench::controls::run(args).await)
+        }
         #[cfg(feature = "emulator")]
-        Command::Bench(BenchCommand::History(args)) => crate::bench::history::run(args).await,
+        Command::Bench(BenchCommand::History(args)) => done(crate::bench::history::run(args).await),
         #[cfg(feature = "emulator")]
-        Command::Bench(BenchCommand::Cluster(args)) => crate::bench::cluster::run(args).await,
+        Command::Bench(BenchCommand::Cluster(args)) => done(crate::bench::cluster::run(args).await),
     }
+}
+
+/// Exit code of a bad configuration or selection (as clap's for bad usage).
+const USAGE_ERROR: u8 = 2;
+
+/// Prints `error` as `main` prints errors, for the commands that exit 2 on bad input.
+fn usage_error(error: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {error}");
+    ExitCode::from(USAGE_ERROR)
+}
+
+/// `check-tenants`: 0 when every check is ok, 1 when any fails, 2 for a configuration that does
+/// not load or a selection that names nothing to check.
+async fn check_tenants(args: CheckTenantsArgs) -> anyhow::Result<ExitCode> {
+    let config = match Config::load(&args.config) {
+        Ok(config) => config,
+        Err(error) => return Ok(usage_error(error)),
+    };
+    let selection = crate::check::Selection {
+        tenants: args.tenants,
+        metrics: args.metrics,
+    };
+    let plan = match crate::check::plan(&config.registry, &selection) {
+        Ok(plan) => plan,
+        Err(error) => return Ok(usage_error(error)),
+    };
+    let findings = crate::check::check(&config, plan).await?;
+    print!(
+        "{}",
+        match args.format {
+            ReportFormat::Text => crate::check::render_text(&findings),
+            ReportFormat::Json => crate::check::render_json(&findings),
+        }
+    );
+    Ok(if findings.iter().all(|finding| finding.ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `consent-url`: the URL on standard output, 2 for a bad configuration or an unknown tenant.
+fn consent_url(args: ConsentUrlArgs) -> anyhow::Result<ExitCode> {
+    let config = match Config::load(&args.config) {
+        Ok(config) => config,
+        Err(error) => return Ok(usage_error(error)),
+    };
+    let Some(tenant) = crate::check::find_tenant(&config.registry, &args.tenant) else {
+        return Ok(usage_error(crate::check::SelectionError::UnknownTenant(
+            args.tenant,
+        )));
+    };
+    println!(
+        "{}",
+        crate::check::admin_consent_url(tenant, args.redirect_uri.as_deref())
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

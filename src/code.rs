@@ -14,7 +14,7 @@ use std::fmt;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
 
-/// A stable, machine-readable error code (the README's "Errors" table). Callers branch on it; its
+/// A stable, machine-readable error code (the table of `docs/api/errors.md`). Callers branch on it; its
 /// text never changes once released.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Code {

@@ -6,13 +6,16 @@
 //! Microsoft's limits, caches, keeps and watches them, and serves them through one documented
 //! HTTP API, alone or as several replicas sharing Redis and PostgreSQL.
 //!
+//! The documentation for users, operators and contributors is in `docs/` (`docs/index.md`);
+//! how the pieces fit is `docs/contributing/layers.md`.
+//!
 //! # Layout
 //!
 //! One line per module. The gateway, the product (`cargo build --no-default-features` builds only
 //! this). Dependencies point down these layers, top to bottom (a module uses its own row and
 //! the rows below; the layers test in `tests/api/layers.rs` keeps that, and no cycle):
 //!
-//! 1. `cli`, `demo`, `bench`, `emulator` (the emulator uses only `wire`)
+//! 1. `cli`, `check`, `demo`, `bench`, `emulator` (the emulator uses only `wire`)
 //! 2. `app`, `lifecycle`
 //! 3. `api`
 //! 4. `refresher`
@@ -26,6 +29,8 @@
 //! 12. `model`, `wire`, `code`, `cursor`, `telemetry`, `controls` (vocabulary and pure logic)
 //!
 //! - [`cli`]: the command line; `demo`, `emulate` and `bench` with the `emulator` feature.
+//! - [`check`]: `check-tenants` (one token and one score call per tenant and metric through the
+//!   policy stack, each failure named with its fix) and `consent-url`.
 //! - [`wire`]: the bytes Entra ID, Defender and Graph put on the wire; shared with the emulator.
 //! - [`controls`]: Secure Score controls without I/O: Graph's control shapes read leniently,
 //!   HTML to text, profiles shared across tenants, a tenant's list and the cross-tenant summary.
@@ -66,7 +71,8 @@
 //! - [`api`]: routes, OpenAPI, problem+json errors, request ids, key and token checks, views.
 //! - [`app`]: start-up: services, listener, HTTP server, then the refresher.
 //! - [`lifecycle`]: process signals: graceful shutdown (SIGTERM, SIGINT) and reload (SIGHUP).
-//! - [`metrics`]: the Prometheus registry every component records into, served at `/metrics`.
+//! - [`metrics`]: the Prometheus registry every component records into, served at `/metrics` (the
+//!   Prometheus text format, or OpenMetrics when asked for).
 //! - [`telemetry`]: logging set-up.
 //!
 //! The test rig, behind the default-on Cargo feature `emulator` (it alone needs rcgen and an
@@ -85,6 +91,7 @@ pub mod auth;
 #[cfg(feature = "emulator")]
 pub mod bench;
 pub mod cache;
+pub mod check;
 pub mod cli;
 pub mod cluster;
 pub mod code;

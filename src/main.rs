@@ -62,7 +62,7 @@ fn main() -> ExitCode {
     // Every queued log line out before the last word.
     drop(log);
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             // `{:#}` prints anyhow's whole cause chain on one line, without a backtrace.
             eprintln!("error: {error:#}");

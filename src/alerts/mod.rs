@@ -1,6 +1,6 @@
 //! Alerts: rules over each tenant's metrics (`[[alerts]]`), their state per (alert, tenant),
 //! and the events of each change delivered as signed webhooks (`[[webhooks]]`) that are never
-//! lost (the README's "Alerts" section).
+//! lost (`docs/api/alerts.md`).
 //!
 //! Owns the rules' evaluation, the state and event tables and the webhook outbox (in the history
 //! database, migration `0002_alerts.sql`), the delivery workers and the Standard Webhooks
@@ -135,8 +135,8 @@ pub struct FiringAlert {
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime, example = "2026-11-28T09:00:00Z")]
     pub since: OffsetDateTime,
-    /// The value that made it fire (see the README: the score, the points or percent lost, or
-    /// the seconds without success).
+    /// The value that made it fire, in the rule's unit: the score, the points or percent lost,
+    /// or the seconds without success.
     pub value: Option<f64>,
     /// The rule's threshold, in the same unit.
     pub threshold: Option<f64>,

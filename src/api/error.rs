@@ -1,5 +1,5 @@
 //! The gateway's HTTP semantics of failure: every error a caller can see, its status, its stable
-//! code and its RFC 9457 problem body. This file is the README's error table ("Errors") in code.
+//! code and its RFC 9457 problem body. This file is the error table of `docs/api/errors.md` in code.
 //!
 //! Handlers return [`ApiError`]; extractor failures, unknown routes and wrong methods are turned
 //! into it too, so that no plain-text actix error ever reaches a caller. Internal causes are

@@ -7,18 +7,18 @@
 
 use super::auth::Caller;
 use super::error::ApiError;
-use crate::metrics::{LiveValues, CONTENT_TYPE};
+use crate::metrics::{Format, LiveValues};
 use crate::service::Services;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 /// Prometheus metrics (requires an operator API key; other keys get 404).
 ///
-/// OpenMetrics text, which Prometheus asks for and scrapes as is. A caller whose `Accept` names
-/// `text/plain` and not `application/openmetrics-text` gets the same text as `text/plain`.
+/// The Prometheus text format (0.0.4) by default; OpenMetrics 1.0 text when `Accept` names
+/// `application/openmetrics-text` at a quality at least that of `text/plain` (Prometheus does).
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses(
-        (status = 200, description = "Metrics in OpenMetrics text format",
+        (status = 200, description = "Metrics in the Prometheus text format, or OpenMetrics when asked for",
             content(
                 (String = "text/plain"),
                 (String = "application/openmetrics-text"),
@@ -39,32 +39,19 @@ pub async fn get_metrics(
         cooling_down: services.tenants_cooling_down(),
         tenants: services.registry().len(),
     };
-    let text = services
-        .metrics()
-        .encode(live)
-        .map_err(|error| ApiError::Internal(format!("cannot encode the metrics: {error}")))?;
-    let content_type = if wants_plain_text(&request) {
-        "text/plain; charset=utf-8"
-    } else {
-        CONTENT_TYPE
-    };
-    Ok(HttpResponse::Ok().content_type(content_type).body(text))
-}
-
-/// Whether `Accept` names `text/plain` but not OpenMetrics (Prometheus names both).
-fn wants_plain_text(request: &HttpRequest) -> bool {
-    let accept: Vec<String> = request
+    let accept = request
         .headers()
         .get_all(header::ACCEPT)
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|media| media.split(';').next())
-        .map(|media| media.trim().to_ascii_lowercase())
-        .collect();
-    accept.iter().any(|media| media == "text/plain")
-        && !accept
-            .iter()
-            .any(|media| media == "application/openmetrics-text")
+        .filter_map(|value| value.to_str().ok());
+    let format = Format::negotiate(accept);
+    let text = services
+        .metrics()
+        .encode(live, format)
+        .map_err(|error| ApiError::Internal(format!("cannot encode the metrics: {error}")))?;
+    Ok(HttpResponse::Ok()
+        .content_type(format.content_type())
+        .insert_header((header::VARY, "Accept"))
+        .body(text))
 }
 
 /// Any other method on `/metrics`: 405 for an operator, and for other keys the same 404 as

@@ -46,6 +46,9 @@ pub struct ControlsBenchArgs {
     /// `[history] enabled` of the gateway (on by default, as the memory target is stated).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub history: bool,
+    /// `[history] controls` of the gateway: the per-control history and its back-fill.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    pub control_history: bool,
 }
 
 /// Longest a cold fan-out, a memory warm-up or a wait for quiet may take.
@@ -56,9 +59,13 @@ const WARM_UP_CONCURRENCY: usize = 32;
 
 /// The settings of every gateway of this bench, after `bench gateway`'s: all three metrics, and
 /// Graph's per-tenant rate at the gateway's default (not raised, as `bench gateway` does).
-fn settings() -> Vec<(String, String)> {
+fn settings(args: &ControlsBenchArgs) -> Vec<(String, String)> {
     let defaults = UpstreamSettings::default();
     vec![
+        (
+            "SCOREGATE__HISTORY__CONTROLS".to_owned(),
+            args.control_history.to_string(),
+        ),
         (
             "SCOREGATE__UPSTREAM__METRICS".to_owned(),
             r#"["device","exposure","secure"]"#.to_owned(),
@@ -82,12 +89,21 @@ async fn emulator(tenants: usize, latency: Option<LatencyRange>) -> anyhow::Resu
     .context("cannot start the emulator")
 }
 
+/// Longest the memory phase waits for the back-fills of its 10,000 tenants (queued, a few at a
+/// time) before it measures.
+const BACKFILL_BOUND: Duration = Duration::from_secs(1200);
+
 /// Waits until the emulator has seen no call for a second (the back-fills and profile fetches
 /// the first readings start in the background are done), at most [`PHASE_BOUND`].
 async fn settle(emulator: &Emulator) {
+    settle_within(emulator, PHASE_BOUND).await;
+}
+
+/// [`settle`], at most `bound`.
+async fn settle_within(emulator: &Emulator, bound: Duration) {
     let started = Instant::now();
     let mut last = emulator.stats().total;
-    while started.elapsed() < PHASE_BOUND {
+    while started.elapsed() < bound {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let now = emulator.stats().total;
         if now == last {
@@ -134,7 +150,7 @@ async fn routes_round(
         args.max_in_flight,
         false,
         args.history,
-        &settings(),
+        &settings(args),
     )
     .await?;
     let list_url = format!("{}/controls?limit=1000&timeout_ms=60000", gw.address);
@@ -278,7 +294,7 @@ async fn memory_round(
         args.max_in_flight,
         false,
         args.history,
-        &settings(),
+        &settings(args),
     )
     .await?;
     let registered = resident_mib(gw.pid).context("no /proc status")?;
@@ -311,9 +327,10 @@ async fn memory_round(
     let warm = steady_resident_mib(&emu, gw.pid).await?;
     let stats = emu.stats().total;
     println!(
-        "  memory               gateway process alone, {} tenants, history {}: {registered:.1} MiB registered, {scores:.1} MiB with the three metrics' scores, {warm:.1} MiB with device/exposure/secure scores of {}/{}/{} tenants and the controls of {controls} cached (target <= 160 MiB: {}); upstream: {} profile calls, Graph 429s {}, Defender 429s {}",
+        "  memory               gateway process alone, {} tenants, history {}, control history {}: {registered:.1} MiB registered, {scores:.1} MiB with the three metrics' scores, {warm:.1} MiB with device/exposure/secure scores of {}/{}/{} tenants and the controls of {controls} cached (target <= 160 MiB: {}); upstream: {} profile calls, Graph 429s {}, Defender 429s {}",
         args.memory_tenants,
         if args.history { "on" } else { "off" },
+        if args.control_history { "on" } else { "off" },
         served[0],
         served[1],
         served[2],
@@ -331,7 +348,7 @@ async fn memory_round(
 /// background back-fills and profile fetches done, the history's buffer drained, freed pages
 /// handed back (jemalloc, within a second).
 async fn steady_resident_mib(emulator: &Emulator, pid: u32) -> anyhow::Result<f64> {
-    settle(emulator).await;
+    settle_within(emulator, BACKFILL_BOUND).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     resident_mib(pid).context("no /proc status")
 }
@@ -369,13 +386,15 @@ pub async fn run(args: ControlsBenchArgs) -> anyhow::Result<()> {
         .build()?;
     println!("scoregate bench controls");
     println!(
-        "  {} tenants, {} for memory, Graph latency {}..{} ms, max_in_flight {}, {} rounds",
+        "  {} tenants, {} for memory, Graph latency {}..{} ms, max_in_flight {}, {} rounds, history {}, control history {}",
         args.tenants,
         args.memory_tenants,
         args.latency_ms.min_ms,
         args.latency_ms.max_ms,
         args.max_in_flight,
-        args.rounds
+        args.rounds,
+        args.history,
+        args.control_history
     );
     let mut routes = Vec::new();
     let mut memory = Vec::new();

@@ -30,7 +30,8 @@ pub struct EmulateArgs {
     /// Fault profile for a share of tenants or named ones, repeatable: `slow=0.1`,
     /// `revoked=contoso,fabrikam`. Profiles: slow, flaky, throttled, revoked, expired-secret,
     /// forbidden, unlicensed, malformed, hang, retired (Defender answers 410), graph-forbidden,
-    /// comparisons-outage (Graph's `averageComparativeScores` are `-1` or `[]`).
+    /// comparisons-outage (Graph's `averageComparativeScores` are `-1` or `[]`), not-consented
+    /// (the token endpoint answers AADSTS700016: the app is not consented in the tenant).
     #[arg(long = "fault", value_name = "PROFILE=SELECTOR")]
     pub faults: Vec<FaultAssignment>,
     /// Credential kind for a share of tenants or named ones, repeatable: `certificate=0.2`,

@@ -13,7 +13,8 @@ use std::str::FromStr;
 /// "Score calls" means all the score endpoints (Defender's configuration and exposure scores,
 /// Graph's secure scores, and Graph's control profiles) unless a profile names one service:
 /// `forbidden`, `unlicensed` and `retired` are Defender's, `graph-forbidden` and
-/// `comparisons-outage` are Graph's. Token profiles hit every audience.
+/// `comparisons-outage` are Graph's. Token profiles (`revoked`, `expired-secret`,
+/// `not-consented`) hit every audience.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FaultProfile {
@@ -47,11 +48,15 @@ pub enum FaultProfile {
     /// Graph's secure score snapshots come back with `averageComparativeScores` of `-1` or
     /// `[]` (depending on the day), as during Microsoft outages; everything else is normal.
     ComparisonsOutage,
+    /// The app was never consented to in this tenant (a multi-tenant app without its service
+    /// principal there): the token endpoint answers AADSTS700016 "Application … was not found
+    /// in the directory", as Entra does for client credentials, for every audience.
+    NotConsented,
 }
 
 impl FaultProfile {
     /// Every profile, in the order of its numeric code.
-    pub const ALL: [FaultProfile; 12] = [
+    pub const ALL: [FaultProfile; 13] = [
         FaultProfile::Slow,
         FaultProfile::Flaky,
         FaultProfile::Throttled,
@@ -64,6 +69,7 @@ impl FaultProfile {
         FaultProfile::Retired,
         FaultProfile::GraphForbidden,
         FaultProfile::ComparisonsOutage,
+        FaultProfile::NotConsented,
     ];
 
     /// The kebab-case name used on the command line, in tags and in the operator API.
@@ -81,6 +87,7 @@ impl FaultProfile {
             FaultProfile::Retired => "retired",
             FaultProfile::GraphForbidden => "graph-forbidden",
             FaultProfile::ComparisonsOutage => "comparisons-outage",
+            FaultProfile::NotConsented => "not-consented",
         }
     }
 
@@ -90,7 +97,7 @@ impl FaultProfile {
             None => 0,
             Some(profile) => {
                 let index = Self::ALL.iter().position(|p| *p == profile).unwrap_or(0);
-                // ALL has 12 entries, so the index always fits.
+                // ALL has 13 entries, so the index always fits.
                 u8::try_from(index + 1).unwrap_or(0)
             }
         }

@@ -385,7 +385,9 @@ async fn issue(
     }
     let client_id = param("client_id")?;
     let registered = Uuid::parse_str(client_id).is_ok_and(|id| id == tenant.client_id);
-    if !registered {
+    // An app never consented to in the tenant has no service principal there: Entra cannot
+    // tell it from an unknown one (client credentials never answer AADSTS65001).
+    if !registered || tenant.fault() == Some(FaultProfile::NotConsented) {
         return Err(TokenError::UnknownApplication {
             client_id: client_id.to_owned(),
             tenant: tenant.name.clone(),

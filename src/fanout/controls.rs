@@ -112,12 +112,7 @@ impl ControlsQuery {
     }
 
     fn fingerprint(&self) -> String {
-        let mut tenants = self.tenants.clone();
-        tenants.sort();
-        tenants.dedup();
-        let mut tags = self.tags.clone();
-        tags.sort();
-        tags.dedup();
+        let (tenants, tags) = super::canonical_selection(&self.tenants, &self.tags);
         CursorCodec::binding(&serde_json::json!([
             "controls",
             tenants,
@@ -130,9 +125,7 @@ impl ControlsQuery {
     }
 
     fn selects(&self, tenant: &Tenant) -> bool {
-        tenant.has(Metric::Secure)
-            && (self.tenants.is_empty() || self.tenants.iter().any(|id| id == tenant.id.as_str()))
-            && (self.tags.is_empty() || tenant.tags.iter().any(|tag| self.tags.contains(tag)))
+        tenant.has(Metric::Secure) && super::selects(&self.tenants, &self.tags, tenant)
     }
 }
 

@@ -160,12 +160,7 @@ impl Query {
     /// A digest of what selects and orders the items, and of who asked: a cursor is only valid
     /// for the same query of the same caller.
     fn fingerprint(&self) -> String {
-        let mut tenants = self.tenants.clone();
-        tenants.sort();
-        tenants.dedup();
-        let mut tags = self.tags.clone();
-        tags.sort();
-        tags.dedup();
+        let (tenants, tags) = canonical_selection(&self.tenants, &self.tags);
         CursorCodec::binding(&serde_json::json!([
             tenants,
             tags,
@@ -177,9 +172,27 @@ impl Query {
     }
 
     fn selects(&self, tenant: &Tenant) -> bool {
-        (self.tenants.is_empty() || self.tenants.iter().any(|id| id == tenant.id.as_str()))
-            && (self.tags.is_empty() || tenant.tags.iter().any(|tag| self.tags.contains(tag)))
+        selects(&self.tenants, &self.tags, tenant)
     }
+}
+
+/// Whether a fan-out's `tenant` and `tag` filters (`/scores`, `/controls`) select `tenant`:
+/// each empty filter selects all.
+fn selects(tenants: &[String], tags: &[String], tenant: &Tenant) -> bool {
+    (tenants.is_empty() || tenants.iter().any(|id| id == tenant.id.as_str()))
+        && (tags.is_empty() || tenant.tags.iter().any(|tag| tags.contains(tag)))
+}
+
+/// A fan-out's `tenant` and `tag` filters as a cursor binds them: sorted, without repeats, so
+/// that the same selection written in another order pages on.
+fn canonical_selection(tenants: &[String], tags: &[String]) -> (Vec<String>, Vec<String>) {
+    let canonical = |list: &[String]| {
+        let mut list = list.to_vec();
+        list.sort();
+        list.dedup();
+        list
+    };
+    (canonical(tenants), canonical(tags))
 }
 
 /// The status of one item; also the `status` filter of a query.

@@ -1,7 +1,8 @@
 //! Prometheus metrics: one registry built once per process, the families every component records
-//! into, and the text exposition served at `GET /metrics`.
+//! into, and the text exposition served at `GET /metrics`, in the Prometheus text format or, when
+//! asked for, OpenMetrics ([`Format`]).
 //!
-//! Owns the metric names, their labels and help texts (the README lists them), and the removal of
+//! Owns the metric names, their labels and help texts (`docs/operating/prometheus.md` lists them), and the removal of
 //! a tenant's series when a reload drops the tenant. It does not decide *when* something is
 //! recorded: each component calls the method naming its event (`upstream_call`, `cache`, …).
 //!
@@ -17,10 +18,12 @@
 //! a counter born at 1 hides its first event from `increase()` and `rate()`.
 
 mod families;
+mod format;
 mod outcome;
 mod tenant;
 
 pub use families::{AlertMetrics, ClusterMetrics, ClusterUse, HistoryMetrics};
+pub use format::Format;
 pub use outcome::{
     CacheResult, CallOutcome, QuotaRefusal, ReloadOutcome, FETCH_FAILURES, FETCH_OK,
 };
@@ -40,9 +43,6 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry as PromRegistry, Unit};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// The content type of [`Metrics::encode`]'s output (OpenMetrics text, which Prometheus prefers).
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Labels of an HTTP request counter.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -479,8 +479,9 @@ impl Metrics {
         });
     }
 
-    /// The exposition in OpenMetrics text format ([`CONTENT_TYPE`]), with `live` values set first.
-    pub fn encode(&self, live: LiveValues) -> Result<String, std::fmt::Error> {
+    /// The exposition in `format` (its content type is [`Format::content_type`]), with `live`
+    /// values set first.
+    pub fn encode(&self, live: LiveValues, format: Format) -> Result<String, std::fmt::Error> {
         self.tenants_cooling_down
             .set(i64::try_from(live.cooling_down).unwrap_or(i64::MAX));
         self.tenants
@@ -488,7 +489,14 @@ impl Metrics {
         self.upstream_in_flight
             .set(i64::try_from(live.in_flight).unwrap_or(i64::MAX));
         let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        match format {
+            Format::Prometheus => {
+                prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)?
+            }
+            Format::OpenMetrics => {
+                prometheus_client::encoding::text::encode(&mut text, &self.registry)?
+            }
+        }
         Ok(text)
     }
 }

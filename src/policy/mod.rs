@@ -68,7 +68,9 @@ use crate::metrics::Metrics;
 use crate::quota::{instant_after, FailureBackoff, QuotaKey, QuotaStore};
 use crate::tenants::{Registry, Tenant};
 use crate::token::{TokenError, Tokens};
-use crate::upstream::{CallFailure, Metric, Reading, ScoreKey, ScoreSource, UpstreamError};
+use crate::upstream::{
+    CallFailure, DailyPage, DailyReadings, Metric, Reading, ScoreKey, ScoreSource, UpstreamError,
+};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -85,6 +87,10 @@ pub const GONE_BACKOFF: FailureBackoff = FailureBackoff {
 /// Most pages of control profiles followed for one tenant: Graph's catalogue of a few hundred
 /// controls fits a handful; a chain of links longer than this is a loop, not a catalogue.
 pub const MAX_PROFILE_PAGES: usize = 20;
+
+/// Most days one page of a daily history asks for (Graph's `$top`); see
+/// [`Outbound::fetch_daily`].
+pub const DAILY_PAGE_DAYS: u32 = 30;
 
 /// Why a fetch produced no reading.
 #[derive(Debug, Clone)]
@@ -251,11 +257,12 @@ impl Outbound {
         result.map_err(FetchError::Upstream)
     }
 
-    /// Up to `days` of the source's own daily history of the tenant's `metric`, newest first, in
-    /// ONE call through the same stack as [`Outbound::fetch`]: gated, retried, charged to the
-    /// tenant's quota, within its service's slots and the global cap; a 429 cools the tenant's
-    /// service down as for any call. Unlike a fetch, its outcome feeds no back-off: a failed
-    /// back-fill says nothing about the score.
+    /// Up to `days` of the tenant's daily history of `metric` from its source, newest first,
+    /// in pages of [`DAILY_PAGE_DAYS`] (a real Graph page of 30 snapshots with ~70 controls
+    /// each is ~1.6 MB, within the answer size limit; 90 at once is not). Gated once; **every
+    /// page is a call through the stack** (retried, charged to the tenant's quota, within its
+    /// service's slots and the global cap, a 429 cooling the service down); a page holding
+    /// fewer snapshots than it asked for is the last. Feeds no back-off.
     pub async fn fetch_daily(
         &self,
         tenant: &Arc<Tenant>,
@@ -265,9 +272,24 @@ impl Outbound {
     ) -> Result<Vec<Reading>, FetchError> {
         let Admitted { quota, .. } = self.gate(tenant, metric).await.map_err(FetchError::Gated)?;
         let source = self.source(metric)?;
-        self.with_retries(&Daily(days), source.as_ref(), tenant, &quota, deadline)
-            .await
-            .map_err(FetchError::Upstream)
+        let mut readings = Vec::new();
+        let mut skip = 0;
+        while skip < days {
+            let page = DailyPage {
+                days: DAILY_PAGE_DAYS.min(days - skip),
+                skip,
+            };
+            let answer = self
+                .with_retries(&Daily(page), source.as_ref(), tenant, &quota, deadline)
+                .await
+                .map_err(FetchError::Upstream)?;
+            readings.extend(answer.readings);
+            if answer.snapshots < page.days as usize {
+                break;
+            }
+            skip += page.days;
+        }
+        Ok(readings)
     }
 
     /// Every control profile of the tenant, page after page (each page's `@odata.nextLink`
@@ -474,18 +496,18 @@ impl Call for Current {
 }
 
 /// Up to this many days of the source's history ([`ScoreSource::daily`]).
-struct Daily(u32);
+struct Daily(DailyPage);
 
 #[async_trait::async_trait]
 impl Call for Daily {
-    type Output = Vec<Reading>;
+    type Output = DailyReadings;
 
     async fn run(
         &self,
         source: &dyn ScoreSource,
         tenant: &Tenant,
         token: &crate::token::BearerToken,
-    ) -> Result<Vec<Reading>, CallFailure> {
+    ) -> Result<DailyReadings, CallFailure> {
         source.daily(tenant, token, self.0).await
     }
 }

@@ -244,12 +244,16 @@ impl Services {
                     runtime.clone(),
                 )));
             }
-            cache = cache.with_observer(Arc::new(Recorder::new(
+            let mut recorder = Recorder::new(
                 history.clone(),
                 alerts.clone(),
                 outbound.clone(),
                 runtime.clone(),
-            )));
+            );
+            if config.history.controls {
+                recorder = recorder.with_controls(controls.clone());
+            }
+            cache = cache.with_observer(Arc::new(recorder));
         }
         let cache = Arc::new(cache);
         let cursors = match &config.cursor_key {

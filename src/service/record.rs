@@ -5,9 +5,15 @@
 //! starts the back-fill of that history. The cache itself knows none of them.
 //!
 //! Both leave the request path: a reading goes into the history's bounded buffer (never waits,
-//! never fails), and the back-fill is a task of its own. The back-fill's one Graph call
-//! (`$top=90`) goes through the same policy stack as every fetch ([`Outbound::fetch_daily`]):
-//! gated, charged to the tenant's Graph quota, within Graph's slots, cooled down on a 429.
+//! never fails), and the back-fill is a task of its own. Back-fills queue: at most
+//! [`BACKFILLS_AT_ONCE`] run at a time, so that 1,000 tenants read at once (a gateway's start,
+//! a cold `/scores`) do not fetch and parse 90 days of snapshots each at the same moment, ahead
+//! of the callers' own fetches; the others wait their turn (a waiting back-fill holds a tenant
+//! handle, nothing more). The back-fill's Graph calls (`$top=30`, then `$skip=30` and `60`) go
+//! through the same policy stack as every fetch ([`Outbound::fetch_daily`]): gated, charged to
+//! the tenant's Graph quota, within Graph's slots, cooled down on a 429. When the per-control
+//! history is on, the tenant's control profiles are fetched first (unless held), so that each
+//! page's controls are joined and written as the page arrives.
 //!
 //! A tenant's metric is back-filled when the history holds no *day* point of it yet (see
 //! [`crate::history::Store::has_daily_points`]): hourly points do not count, so the reading
@@ -20,18 +26,23 @@ use crate::alerts::Alerts;
 use crate::cache::ReadingObserver;
 use crate::history::{DailySnapshot, History, Reading as Point};
 use crate::policy::Outbound;
+use crate::tenant_controls::ControlBook;
 use crate::tenants::{Tenant, TenantId};
 use crate::upstream::{Metric, Reading, ScoreKey};
 use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::sync::Arc;
 use time::OffsetDateTime;
+use tokio::sync::Semaphore;
 
 /// The back-fills started or found done: tenant, metric and the Entra tenant it stood for.
 type Checked = HashSet<(TenantId, Metric, String)>;
 
 /// How many of Graph's daily snapshots a back-fill asks for: all Graph keeps.
 pub const BACKFILL_DAYS: u32 = 90;
+
+/// How many back-fills run at a time in one process; the others wait their turn.
+pub const BACKFILLS_AT_ONCE: usize = 4;
 
 /// Records readings into the history and back-fills what sources keep; tells the alerts of every
 /// reading and failure.
@@ -45,6 +56,10 @@ pub struct Recorder {
     /// Entra tenant they stood for: a tenant id re-pointed at another one starts a new series,
     /// back-filled again.
     checked: Arc<Mutex<Checked>>,
+    /// The turns of the back-fills ([`BACKFILLS_AT_ONCE`]).
+    turns: Arc<Semaphore>,
+    /// The controls' book, when the per-control history records the back-fill's controls.
+    controls: Option<Arc<ControlBook>>,
 }
 
 impl Recorder {
@@ -61,7 +76,16 @@ impl Recorder {
             outbound,
             runtime,
             checked: Arc::default(),
+            turns: Arc::new(Semaphore::new(BACKFILLS_AT_ONCE)),
+            controls: None,
         }
+    }
+
+    /// Fetches the tenant's control profiles before each back-fill (the per-control history
+    /// records the back-fill's controls).
+    pub fn with_controls(mut self, controls: Arc<ControlBook>) -> Self {
+        self.controls = Some(controls);
+        self
     }
 }
 
@@ -90,15 +114,27 @@ impl ReadingObserver for Recorder {
         {
             self.history.count_backfill(false);
             let history = self.history.clone();
-            let task = backfill(
-                self.history.clone(),
+            let (outbound, controls, checked) = (
                 self.outbound.clone(),
-                tenant.clone(),
-                metric,
+                self.controls.clone(),
                 self.checked.clone(),
             );
+            let (tenant, turns) = (tenant.clone(), self.turns.clone());
             self.runtime.spawn(async move {
-                task.await;
+                // The semaphore is never closed: a permit always comes. The back-fill's future
+                // (its HTTP calls' state, several KiB) is made and boxed only once its turn
+                // has come: 10,000 waiting back-fills hold their handles, not 10,000 of them.
+                if let Ok(_turn) = turns.acquire_owned().await {
+                    Box::pin(backfill(
+                        history.clone(),
+                        outbound,
+                        controls,
+                        tenant,
+                        metric,
+                        checked,
+                    ))
+                    .await;
+                }
                 history.count_backfill(true);
             });
         }
@@ -118,6 +154,7 @@ impl ReadingObserver for Recorder {
 async fn backfill(
     history: Arc<History>,
     outbound: Arc<Outbound>,
+    controls: Option<Arc<ControlBook>>,
     tenant: Arc<Tenant>,
     metric: Metric,
     checked: Arc<Mutex<Checked>>,
@@ -137,6 +174,16 @@ async fn backfill(
         Ok(false) => {}
         Err(error) => {
             tracing::warn!(tenant = %tenant.id, "history: cannot tell whether the {metric} score is back-filled; tried again on the next fetch: {}", crate::telemetry::error_chain(&error));
+            retry_later();
+            return;
+        }
+    }
+    if let Some(controls) = &controls {
+        if let Err(error) = controls
+            .prepare_backfill(&tenant, outbound.deadline())
+            .await
+        {
+            tracing::warn!(tenant = %tenant.id, "history: the {metric} score back-fill waits for the control profiles; tried again on the next fetch: {error}");
             retry_later();
             return;
         }

@@ -82,8 +82,6 @@ struct Entry {
     joined: Option<Joined>,
     /// The snapshot time last told to the observer.
     observed: Option<String>,
-    /// Back-fill days that arrived before the profiles (only while an observer is set).
-    pending_days: Option<Vec<(OffsetDateTime, Box<[TenantControl]>)>>,
     /// The last failed profiles fetch since the last good one: when, and why.
     failed: Option<(Instant, ControlsError)>,
 }
@@ -274,19 +272,6 @@ impl ControlBook {
             .filter(|joined| joined.reading.fetched_at >= served.fetched_at)
     }
 
-    /// Joins any snapshot's controls with the tenant's profiles held now (bare profiles when
-    /// none are held): for a back-fill of past snapshots.
-    pub fn join_snapshot(
-        &self,
-        tenant: &Tenant,
-        snapshot: &SnapshotControls,
-    ) -> Box<[TenantControl]> {
-        let profiles = self.held_profiles(tenant);
-        let profiles =
-            profiles.unwrap_or_else(|| self.interner.tenant_profiles(&tenant.tenant_id, &[]));
-        TenantControl::join(&self.interner, &snapshot.control_scores, &profiles)
-    }
-
     fn held_profiles(&self, tenant: &Tenant) -> Option<TenantProfiles> {
         let tenants = self.tenants.lock();
         let entry = tenants.get(&tenant.id)?;
@@ -384,9 +369,9 @@ impl ControlBook {
     }
 
     /// Keeps fresh profiles, joins the tenant's controls again with them, and tells the
-    /// observer of a snapshot (and back-fill days) not yet told.
+    /// observer of a snapshot not yet told.
     fn store_profiles(&self, tenant: &Tenant, profiles: TenantProfiles) {
-        let (told, days) = {
+        let told = {
             let mut tenants = self.tenants.lock();
             let entry = self.entry(&mut tenants, tenant);
             if let Some(joined) = &mut entry.joined {
@@ -397,25 +382,14 @@ impl ControlBook {
                     .collect();
                 joined.profiled = true;
             }
-            let days = entry.pending_days.take().map(|days| {
-                days.into_iter()
-                    .map(|(at, controls)| {
-                        let controls = controls
-                            .iter()
-                            .map(|control| control.with_profiles(&self.interner, &profiles))
-                            .collect();
-                        (at, controls)
-                    })
-                    .collect::<Vec<_>>()
-            });
             entry.profiles = Some(HeldProfiles {
                 profiles,
                 fetched: Instant::now(),
             });
             entry.failed = None;
-            (Self::to_tell(entry), days)
+            Self::to_tell(entry)
         };
-        self.tell(tenant, told, days);
+        self.tell(tenant, told, None);
     }
 
     /// The tenant's entry, started over when it was read for another Entra tenant.
@@ -535,29 +509,43 @@ impl ControlBook {
         }
     }
 
-    /// The snapshots of a daily-history answer: joined and told to the observer (once the
-    /// profiles are there).
+    /// The snapshots of one page of a daily-history answer: joined and told to the observer.
+    /// The back-fill asks for the profiles first ([`ControlBook::prepare_backfill`]); a page
+    /// that arrives without them (the tenant re-pointed meanwhile) is not told: joined with
+    /// bare profiles, its maxima and states would read as changes.
     fn on_daily(self: &Arc<Self>, tenant: &Tenant, snapshots: &[SnapshotControls]) {
         if self.observer.get().is_none() {
             return;
         }
+        let Some(profiles) = self.held_profiles(tenant) else {
+            tracing::warn!(tenant = %tenant.id, "history: a page of the controls' back-fill arrived without profiles; not recorded");
+            return;
+        };
         let days: Vec<(OffsetDateTime, Box<[TenantControl]>)> = snapshots
             .iter()
             .filter_map(|snapshot| {
                 let at =
                     OffsetDateTime::parse(snapshot.created_date_time.as_deref()?, &Rfc3339).ok()?;
-                Some((at, self.join_snapshot(tenant, snapshot)))
+                let controls =
+                    TenantControl::join(&self.interner, &snapshot.control_scores, &profiles);
+                Some((at, controls))
             })
             .collect();
-        if self.held_profiles(tenant).is_some() {
-            self.tell(tenant, None, Some(days));
-            return;
+        self.tell(tenant, None, Some(days));
+    }
+
+    /// Before a back-fill of the tenant's daily history: when an observer records the
+    /// controls, the tenant's profiles are fetched unless held and fresh, so that every page's
+    /// controls are joined as they arrive (nothing waits in memory for them).
+    pub async fn prepare_backfill(
+        &self,
+        tenant: &Arc<Tenant>,
+        deadline: Instant,
+    ) -> Result<(), ControlsError> {
+        if self.observer.get().is_none() {
+            return Ok(());
         }
-        {
-            let mut tenants = self.tenants.lock();
-            self.entry(&mut tenants, tenant).pending_days = Some(days);
-        }
-        self.refresh_in_background(tenant);
+        self.ensure_profiles(tenant, false, deadline).await
     }
 }
 

@@ -5,7 +5,7 @@
 //! what each service's answers share beside them.
 //!
 //! This is the narrow interface to Microsoft (the Defender API retires on 2027-02-01; Graph's
-//! secure score outlives it, see the README's "After 2027-02-01"): a source turns one HTTP
+//! secure score outlives it, see `docs/api/after-2027-02-01.md`): a source turns one HTTP
 //! exchange into a [`Reading`] or a [`CallFailure`] that states the facts (status,
 //! `Retry-After`, a secret-free detail), and names its metric, its token scope and the upstream
 //! service whose quota it spends. It decides nothing: no retries, deadlines, quotas, tokens or
@@ -47,7 +47,7 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     Some(wait.clamp(Duration::from_secs(1), MAX_RETRY_AFTER))
 }
 
-/// Why a fetch failed, in the gateway's terms (the README's "Errors" table).
+/// Why a fetch failed, in the gateway's terms (the table of `docs/api/errors.md`).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum UpstreamError {
     /// Entra refused the credentials (AADSTS codes): not retried.
@@ -97,7 +97,7 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
-    /// The gateway's stable error code for this failure (the README's "Errors" table); also the
+    /// The gateway's stable error code for this failure (`docs/api/errors.md`); also the
     /// `outcome` label of `scoregate_fetches_total`.
     pub fn code(&self) -> crate::code::Code {
         use crate::code::Code;
@@ -177,6 +177,26 @@ pub enum CallFailure {
     },
 }
 
+/// Which page of a source's daily history one call asks for: `days` snapshots after the
+/// newest `skip` (Graph: `$top` and `$skip`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DailyPage {
+    /// How many days the page holds at most.
+    pub days: u32,
+    /// How many of the newest days come before it.
+    pub skip: u32,
+}
+
+/// One page of a source's daily history.
+#[derive(Debug, Clone, Default)]
+pub struct DailyReadings {
+    /// The usable snapshots' readings, newest first.
+    pub readings: Vec<Reading>,
+    /// How many snapshots the page held, usable or not: a page holding fewer than it asked for
+    /// is the last.
+    pub snapshots: usize,
+}
+
 /// One upstream call that reads a tenant's score: the seam where more sources plug in.
 #[async_trait::async_trait]
 pub trait ScoreSource: Send + Sync {
@@ -195,15 +215,15 @@ pub trait ScoreSource: Send + Sync {
     }
     /// Makes one call for `tenant` with `token`. No retries and no deadline: the caller bounds it.
     async fn call(&self, tenant: &Tenant, token: &BearerToken) -> Result<Reading, CallFailure>;
-    /// Makes one call for up to `days` of the source's own daily history, newest first (Graph
-    /// keeps 90 days of the secure score; the history back-fills from it). Same rules as
-    /// [`ScoreSource::call`]. A source that keeps no history answers `Unusable`.
+    /// Makes one call for one page of the source's own daily history, newest first (Graph
+    /// keeps 90 days of the secure score; the history back-fills from it, page after page).
+    /// Same rules as [`ScoreSource::call`]. A source that keeps no history answers `Unusable`.
     async fn daily(
         &self,
         _tenant: &Tenant,
         _token: &BearerToken,
-        _days: u32,
-    ) -> Result<Vec<Reading>, CallFailure> {
+        _page: DailyPage,
+    ) -> Result<DailyReadings, CallFailure> {
         Err(CallFailure::Unusable {
             detail: format!("the {} source keeps no daily history", self.metric()),
         })

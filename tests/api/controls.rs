@@ -367,9 +367,9 @@ async fn with_history_on_each_snapshots_controls_and_the_backfilled_days_reach_t
         );
         assert!(point["state"].is_string(), "{point}");
     }
-    // One call for the score, one for the 90 days, and the profiles' pages: nothing more.
+    // One call for the score, three pages of 30 days, and the profiles' pages: nothing more.
     let stats = app.emulator.stats().tenant("contoso");
-    assert_eq!(stats.graph_calls, 2, "{stats:?}");
+    assert_eq!(stats.graph_calls, 4, "{stats:?}");
     assert_eq!(
         stats.control_profile_calls, 2,
         "two pages of profiles: {stats:?}"

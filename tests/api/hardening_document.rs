@@ -84,7 +84,7 @@ async fn metrics_are_plain_text_for_a_caller_that_asks_for_it() {
     assert_eq!(response.status().as_u16(), 200);
     assert_eq!(
         response.headers()["content-type"],
-        "text/plain; charset=utf-8"
+        "text/plain; version=0.0.4; charset=utf-8"
     );
     let prometheus =
         "application/openmetrics-text;version=1.0.0;q=0.9,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";

@@ -396,7 +396,7 @@ async fn raw_exchange(app: &TestApp, bytes: &[u8]) -> String {
 }
 
 /// These are refused by actix-http's HTTP/1 parser before any middleware runs, with a fixed
-/// empty answer (see the README's error table): this test pins down that it stays a prompt 400
+/// empty answer (see `docs/api/errors.md`): this test pins down that it stays a prompt 400
 /// (or 431) and a closed connection, never a hang, and that the gateway serves on.
 #[tokio::test]
 async fn requests_the_http_parser_rejects_get_a_bare_400_and_a_closed_connection() {

@@ -108,7 +108,7 @@ async fn backfills_ended(history: &scoregate::history::History) -> u64 {
 }
 
 #[tokio::test]
-async fn secure_is_backfilled_once_with_one_graph_call_and_not_again_after_a_restart() {
+async fn secure_is_backfilled_once_in_three_pages_and_not_again_after_a_restart() {
     let app = spawn_app_with(
         emulator_options(2, vec![]),
         &[("SCOREGATE__UPSTREAM__METRICS", r#"["device","secure"]"#)],
@@ -134,8 +134,9 @@ async fn secure_is_backfilled_once_with_one_graph_call_and_not_again_after_a_res
     assert!(points.iter().all(|point| point["max_score"].is_number()));
     // Today's point ends with the gateway's own reading.
     assert_eq!(points[89]["score"], body["score"]);
-    // One fetch, one back-fill: two Graph calls; the other tenant had none.
-    assert_eq!(app.emulator.stats().tenant(&tenant).graph_calls, 2);
+    // One fetch, one back-fill in three pages of 30 days (90 distinct days arrived, so each
+    // page skipped the ones before): four Graph calls; the other tenant had none.
+    assert_eq!(app.emulator.stats().tenant(&tenant).graph_calls, 4);
     assert_eq!(app.emulator.stats().tenant(&slug(&app, 1)).graph_calls, 0);
 
     // The next fetch does not back-fill again: it starts no back-fill at all (the fetch
@@ -150,7 +151,7 @@ async fn secure_is_backfilled_once_with_one_graph_call_and_not_again_after_a_res
         1,
         "a second back-fill started"
     );
-    assert_eq!(app.emulator.stats().tenant(&tenant).graph_calls, 3);
+    assert_eq!(app.emulator.stats().tenant(&tenant).graph_calls, 5);
 
     // Nor does a restarted gateway on the same database (the default, beside the config).
     app.server.stop(true).await;
@@ -177,7 +178,7 @@ async fn secure_is_backfilled_once_with_one_graph_call_and_not_again_after_a_res
         .unwrap();
     // This process checks once: its back-fill ends finding Graph's days already there.
     assert_eq!(backfills_ended(history).await, 1);
-    assert_eq!(app.emulator.stats().tenant(&tenant).graph_calls, 4);
+    assert_eq!(app.emulator.stats().tenant(&tenant).graph_calls, 6);
     let store = history.store().unwrap().clone();
     assert_eq!(wait_for_daily_points(&store, &tenant, 90).await.len(), 90);
 }

@@ -16,8 +16,9 @@ use syn::visit::Visit;
 /// The layers, top to bottom. A module may use modules of its own row and of the rows below.
 /// `config` sits above the owners whose settings it builds (each owner defines its own).
 const LAYERS: &[&[&str]] = &[
-    // The command line and the test rig (behind the `emulator` feature).
-    &["cli", "demo", "bench", "emulator"],
+    // The command line, the tenant check it runs, and the test rig (behind the `emulator`
+    // feature).
+    &["cli", "check", "demo", "bench", "emulator"],
     // Start-up and process signals.
     &["app", "lifecycle"],
     // The HTTP edge.
@@ -87,8 +88,7 @@ fn every_crate_path_points_down_the_layers_and_the_modules_form_no_cycle() {
     }
     assert!(
         problems.is_empty(),
-        "dependencies must point down the layers (tests/api/layers.rs, README \"How the pieces \
-         fit\"):\n  {}",
+        "dependencies must point down the layers (tests/api/layers.rs, docs/contributing/layers.md):\n  {}",
         problems.join("\n  ")
     );
 }

@@ -126,7 +126,7 @@ async fn a_tenant_id_re_pointed_at_another_entra_tenant_starts_a_new_series() {
         points(Metric::Secure).await.len() == 90
     })
     .await;
-    assert_eq!(app.emulator.stats().tenant(&tenant).graph_calls, 2);
+    assert_eq!(app.emulator.stats().tenant(&tenant).graph_calls, 4);
     let scores = get(&app, &format!("/scores?tenant={tenant}"), &key).await;
     assert!(scores["items"][0]["change_7d"].is_number(), "{scores}");
     alerts.flush().await;
@@ -181,8 +181,8 @@ async fn a_tenant_id_re_pointed_at_another_entra_tenant_starts_a_new_series() {
         points(Metric::Secure).await.len() == 90
     })
     .await;
-    assert_eq!(app.emulator.stats().tenant(&other).graph_calls, 2);
-    assert_eq!(app.emulator.stats().tenant(&tenant).graph_calls, 2);
+    assert_eq!(app.emulator.stats().tenant(&other).graph_calls, 4);
+    assert_eq!(app.emulator.stats().tenant(&tenant).graph_calls, 4);
 
     // The previous rows are archived under an id no tenant can have, and the log says so.
     let archived: i64 =

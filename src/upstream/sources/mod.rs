@@ -7,10 +7,13 @@
 //! one service share — its error body, whether 206 Partial Content is an answer — is that
 //! service's [`Dialect`], in its own file (`defender.rs`, `graph.rs`).
 //!
-//! Adding a metric is a file here defining its `SOURCE` and one line in [`SOURCES`] (the README's
-//! "Adding a metric" lists the other steps).
+//! Adding a metric is a file here defining its `SOURCE` and one line in [`SOURCES`]
+//! (`docs/contributing/adding-a-metric.md` lists the other steps).
 
-use super::{CallFailure, ControlsSink, Metric, Reading, ScoreSource, Transport, UpstreamService};
+use super::{
+    CallFailure, ControlsSink, DailyPage, DailyReadings, Metric, Reading, ScoreSource, Transport,
+    UpstreamService,
+};
 use crate::controls::graph::{ControlProfilesPage, SnapshotControls};
 use crate::tenants::Tenant;
 use crate::token::BearerToken;
@@ -96,8 +99,10 @@ pub struct Controls {
 pub struct Daily {
     /// The query parameter that asks for that many days, newest first (`$top`).
     pub days_parameter: &'static str,
+    /// The query parameter that skips that many of the newest days (`$skip`).
+    pub skip_parameter: &'static str,
     /// Reads the body of a successful answer: the readings, newest first.
-    pub read: fn(&[u8]) -> Result<Vec<Reading>, CallFailure>,
+    pub read: fn(&[u8]) -> Result<DailyReadings, CallFailure>,
 }
 
 /// How one upstream service words its answers: what its sources share beside the path.
@@ -173,19 +178,19 @@ impl ScoreSource for HttpSource {
         &self,
         tenant: &Tenant,
         token: &BearerToken,
-        days: u32,
-    ) -> Result<Vec<Reading>, CallFailure> {
+        page: DailyPage,
+    ) -> Result<DailyReadings, CallFailure> {
         let Some(daily) = &self.source.daily else {
             return Err(CallFailure::Unusable {
                 detail: format!("the {} source keeps no daily history", self.metric()),
             });
         };
-        let days = days.to_string();
-        let url = self.url(
-            tenant,
-            self.source.path,
-            [(daily.days_parameter, days.as_str())],
-        )?;
+        let (days, skip) = (page.days.to_string(), page.skip.to_string());
+        let mut query = vec![(daily.days_parameter, days.as_str())];
+        if page.skip > 0 {
+            query.push((daily.skip_parameter, skip.as_str()));
+        }
+        let url = self.url(tenant, self.source.path, query)?;
         let controls = self.source.controls.as_ref().zip(self.sink.as_ref());
         self.get(tenant, token, url, |body| {
             let readings = (daily.read)(body)?;

@@ -8,7 +8,7 @@
 use super::{Controls, Daily, Source};
 use crate::controls::graph::{ControlProfilesPage, SecureScoresControls, SnapshotControls};
 use crate::model::Metric;
-use crate::upstream::{CallFailure, Categories, Comparison, Reading, SecureDetails};
+use crate::upstream::{CallFailure, Categories, Comparison, DailyReadings, Reading, SecureDetails};
 use crate::wire::{
     SecureScore, SecureScores, SECURE_SCORES_PATH, SECURE_SCORE_CONTROL_PROFILES_PATH,
 };
@@ -22,6 +22,7 @@ pub const SOURCE: Source = Source {
     read: read_secure_scores,
     daily: Some(Daily {
         days_parameter: "$top",
+        skip_parameter: "$skip",
         read: read_secure_snapshots,
     }),
     controls: Some(Controls {
@@ -76,13 +77,17 @@ pub(super) fn read_secure_scores(body: &[u8]) -> Result<Reading, CallFailure> {
 }
 
 /// Every usable snapshot of a `secureScores` body, newest first (Graph's order); snapshots
-/// whose numbers are not finite are left out. An empty list is no error: a new tenant has none.
-fn read_secure_snapshots(body: &[u8]) -> Result<Vec<Reading>, CallFailure> {
-    Ok(parse_secure_scores(body)?
-        .value
-        .into_iter()
-        .filter_map(|snapshot| snapshot_reading(snapshot).ok())
-        .collect())
+/// whose numbers are not finite are left out (but counted). An empty page is no error: a new
+/// tenant has none.
+fn read_secure_snapshots(body: &[u8]) -> Result<DailyReadings, CallFailure> {
+    let snapshots = parse_secure_scores(body)?.value;
+    Ok(DailyReadings {
+        snapshots: snapshots.len(),
+        readings: snapshots
+            .into_iter()
+            .filter_map(|snapshot| snapshot_reading(snapshot).ok())
+            .collect(),
+    })
 }
 
 /// A `secureScores` body.
