@@ -159,7 +159,11 @@ async fn get_json<T: serde::de::DeserializeOwned>(
         );
         return Err(());
     }
-    response.json::<T>().await.map_err(|_| {
+    // Read as bytes, then parsed: reqwest's `json` feature is not in the gateway-only build.
+    let body = response.bytes().await.map_err(|error| {
+        tracing::warn!(error = %crate::telemetry::error_chain(&error.without_url()), "Entra key fetch failed while reading the answer");
+    })?;
+    serde_json::from_slice::<T>(&body).map_err(|_| {
         tracing::warn!("Entra key fetch answered something that is not the expected JSON");
     })
 }

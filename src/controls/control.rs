@@ -17,14 +17,14 @@ const NO_TIME: i64 = i64::MIN;
 /// Stand-in for "not sent" in [`TenantControl`]'s packed `count` and `total`.
 const NO_COUNT: u32 = u32::MAX;
 
-/// One control of one tenant, packed into 64 bytes: 700,000 of them (10,000 tenants) take
-/// 45 MB; what tenants share is behind the `Arc`s.
+/// One control of one tenant, packed into 56 bytes: 700,000 of them (10,000 tenants) take
+/// 39 MB; what tenants share is behind the `Arc`s (thin ones: 8 bytes each).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TenantControl {
     /// The shared profile (a bare stand-in when Graph sent none).
     profile: Arc<Profile>,
     /// The words of the plain `implementationStatus` (numbers taken out), shared.
-    status_words: Option<Arc<str>>,
+    status_words: Option<Arc<String>>,
     /// Unix seconds of `lastSynced`, or [`NO_TIME`].
     last_synced: i64,
     /// Points achieved (two decimals, exact enough in an `f32`; 0 when Graph sent none).
@@ -209,7 +209,7 @@ impl TenantControl {
 
     /// Plain `implementationStatus`, if Graph sent one.
     pub fn implementation_status(&self) -> Option<Cow<'_, str>> {
-        let words = self.status_words.as_deref()?;
+        let words = self.status_words.as_deref()?.as_str();
         let numbers = self
             .status_numbers
             .get(..usize::from(self.status_numbers_len))

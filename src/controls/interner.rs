@@ -84,7 +84,8 @@ impl<T: ?Sized> Pool<T> {
 struct Pools {
     profiles: Pool<Profile>,
     sets: Pool<ProfileSet>,
-    texts: Pool<str>,
+    /// `Arc<String>`, not `Arc<str>`: a thin pointer, 8 bytes in each [`super::TenantControl`].
+    texts: Pool<String>,
 }
 
 /// How many shared copies are alive (for tests and the memory figures).
@@ -355,7 +356,7 @@ impl Interner {
 
     /// `html` as plain text with its numbers taken out, the words shared with every text that
     /// differs only in its numbers (none when it is empty).
-    pub(crate) fn status_text(&self, html: &str) -> Option<(Arc<str>, Template)> {
+    pub(crate) fn status_text(&self, html: &str) -> Option<(Arc<String>, Template)> {
         let text = plain_text(html, MAX_STATUS_CHARS);
         if text.is_empty() {
             return None;
@@ -367,7 +368,7 @@ impl Interner {
         if let Some(found) = pools.texts.find(key, |other| *other == *words) {
             return Some((found, template));
         }
-        let shared: Arc<str> = Arc::from(words);
+        let shared = Arc::new(words);
         pools.texts.insert(key, &shared);
         Some((shared, template))
     }

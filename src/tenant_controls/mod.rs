@@ -54,15 +54,42 @@ pub trait ControlsObserver: Send + Sync {
     fn on_backfill(&self, _tenant: &Tenant, _days: &[(OffsetDateTime, Box<[TenantControl]>)]) {}
 }
 
-/// A tenant's controls as last joined, with the reading of their snapshot.
+/// A tenant's controls as last joined, with what the routes show of their snapshot.
 #[derive(Debug, Clone)]
 pub struct Joined {
-    /// The `secure` reading of the snapshot (time, score, maximum, fetch time).
-    pub reading: Reading,
+    /// The snapshot's time, score, maximum and fetch time.
+    pub snapshot: Snapshot,
     /// Its controls, in Graph's order.
     pub controls: Arc<[TenantControl]>,
     /// Whether they were joined with fetched profiles (else: ids, categories and scores only).
     pub profiled: bool,
+}
+
+/// What the controls routes show of the `secure` snapshot the controls are of: the reading's
+/// time, score, maximum and fetch time, without its categories and comparisons (the score's
+/// cache holds those; 10,000 tenants' copies here would be megabytes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// Graph's `createdDateTime` of the snapshot.
+    pub time: Box<str>,
+    /// When scoregate read it.
+    pub fetched_at: std::time::SystemTime,
+    /// Its score.
+    pub score: f64,
+    /// Its maximum, when Graph sent one.
+    pub max_score: Option<f64>,
+}
+
+impl Snapshot {
+    /// What is kept of `reading`.
+    pub fn of(reading: &Reading) -> Self {
+        Self {
+            time: reading.time.as_str().into(),
+            fetched_at: reading.fetched_at,
+            score: reading.score,
+            max_score: reading.secure.as_ref().map(|secure| secure.max_score),
+        }
+    }
 }
 
 /// Profiles held for a tenant.
@@ -269,7 +296,7 @@ impl ControlBook {
 
     fn joined_as_new_as(&self, tenant: &Tenant, served: &Reading) -> Option<Joined> {
         self.joined(tenant)
-            .filter(|joined| joined.reading.fetched_at >= served.fetched_at)
+            .filter(|joined| joined.snapshot.fetched_at >= served.fetched_at)
     }
 
     fn held_profiles(&self, tenant: &Tenant) -> Option<TenantProfiles> {
@@ -411,13 +438,13 @@ impl ControlBook {
     /// The joined snapshot to tell the observer of, if profiled and not told yet (marked told).
     fn to_tell(entry: &mut Entry) -> Option<(OffsetDateTime, Arc<[TenantControl]>)> {
         let joined = entry.joined.as_ref().filter(|joined| joined.profiled)?;
-        if entry.observed.as_deref() == Some(joined.reading.time.as_str()) {
+        if entry.observed.as_deref() == Some(&*joined.snapshot.time) {
             return None;
         }
-        let at = OffsetDateTime::parse(&joined.reading.time, &Rfc3339)
-            .unwrap_or_else(|_| OffsetDateTime::from(joined.reading.fetched_at));
+        let at = OffsetDateTime::parse(&joined.snapshot.time, &Rfc3339)
+            .unwrap_or_else(|_| OffsetDateTime::from(joined.snapshot.fetched_at));
         let controls = joined.controls.clone();
-        entry.observed = Some(joined.reading.time.clone());
+        entry.observed = Some(joined.snapshot.time.to_string());
         Some((at, controls))
     }
 
@@ -478,7 +505,7 @@ impl ControlBook {
             if entry
                 .joined
                 .as_ref()
-                .is_some_and(|joined| joined.reading.fetched_at > reading.fetched_at)
+                .is_some_and(|joined| joined.snapshot.fetched_at > reading.fetched_at)
             {
                 return;
             }
@@ -493,7 +520,7 @@ impl ControlBook {
             };
             let controls = TenantControl::join(&self.interner, &snapshot.control_scores, profiles);
             entry.joined = Some(Joined {
-                reading: reading.clone(),
+                snapshot: Snapshot::of(reading),
                 controls: controls.into(),
                 profiled: held.is_some(),
             });

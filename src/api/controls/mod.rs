@@ -198,16 +198,16 @@ pub async fn get_tenant_controls(
             controls.map(|control| views::tenant_control_row(&id, control)),
         );
     }
-    let reading = &joined.reading;
-    let age = reading.fetched_at.elapsed().unwrap_or_default();
+    let snapshot = &joined.snapshot;
+    let age = snapshot.fetched_at.elapsed().unwrap_or_default();
     Ok(HttpResponse::Ok().json(TenantControls {
         tenant: tenant.id.to_string(),
-        time: reading.time.clone(),
-        fetched_at: rfc3339(reading.fetched_at),
+        time: snapshot.time.to_string(),
+        fetched_at: rfc3339(snapshot.fetched_at),
         age_seconds: age.as_secs(),
         source: SourceView::from(served.source),
-        score: reading.score,
-        max_score: reading.secure.as_ref().map(|secure| secure.max_score),
+        score: snapshot.score,
+        max_score: snapshot.max_score,
         controls: controls.collect(),
     }))
 }
