@@ -4,6 +4,7 @@
 //! Every function that depends on "now" takes it as an argument, so tests move time freely.
 
 use super::file::{FileState, WatchedFile};
+use super::past::PastCache;
 use super::{
     DailySnapshot, HistoryError, Interval, Metric, Reading, DAY, HOUR, ROLL_UP_AFTER_DAYS,
 };
@@ -106,6 +107,9 @@ pub struct Store {
     /// Control ids already stored, and their numbers (ids are never deleted nor renumbered):
     /// a reading of 70 unchanged controls costs one statement, not 140 more.
     control_ids: Arc<parking_lot::RwLock<std::collections::HashMap<String, i64>>>,
+    /// The past scores read today ([`super::History::changes`]): here, beside the writes, so
+    /// that every write of a point of an earlier day forgets its tenant's entry, whoever wrote.
+    past: Arc<parking_lot::Mutex<PastCache>>,
 }
 
 /// Applies the simulated full disk's page cap to `connection` (SQLite; nothing when unset).
@@ -204,6 +208,7 @@ impl Store {
             // After the migrations: the file exists now.
             file: WatchedFile::of(url).map(Arc::new),
             control_ids: Arc::default(),
+            past: Arc::default(),
         })
     }
 
@@ -243,6 +248,11 @@ impl Store {
         &self.pool
     }
 
+    /// The past scores read today.
+    pub(crate) fn past(&self) -> &parking_lot::Mutex<PastCache> {
+        &self.past
+    }
+
     /// Whether the database is PostgreSQL (else SQLite).
     pub fn is_postgres(&self) -> bool {
         self.postgres
@@ -269,6 +279,12 @@ impl Store {
                 .await?;
         }
         transaction.commit().await?;
+        let mut past = self.past.lock();
+        for reading in readings {
+            let key = &reading.key;
+            let at = reading.at().unix_timestamp();
+            past.forget_if_past(key.tenant.as_str(), key.metric, at);
+        }
         Ok(())
     }
 
@@ -306,6 +322,9 @@ impl Store {
             inserted += result.rows_affected();
         }
         transaction.commit().await?;
+        if let Some(oldest) = snapshots.iter().map(|s| s.at.unix_timestamp()).min() {
+            self.past.lock().forget_if_past(tenant, metric, oldest);
+        }
         Ok(inserted)
     }
 
