@@ -62,7 +62,9 @@ impl AnswerBudget {
     /// Waits for room for an answer over `tenants` tenants (at least one unit, at most the
     /// whole budget), in arrival order. The caller bounds the wait.
     pub async fn reserve(&self, tenants: usize) -> Reservation {
-        let units = u32::try_from(tenants).unwrap_or(u32::MAX).clamp(1, self.size);
+        let units = u32::try_from(tenants)
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.size);
         match self.units.clone().acquire_many_owned(units).await {
             Ok(permit) => Reservation(Some(Arc::new(permit))),
             // Never closed: the budget owns the semaphore and never closes it.

@@ -398,9 +398,7 @@ impl History {
         let store = self.store()?;
         let mut loading = self.loading.subscribe();
         // Never fails: `self` holds the sender.
-        let _ = loading
-            .wait_for(|metrics| !metrics.contains(&metric))
-            .await;
+        let _ = loading.wait_for(|metrics| !metrics.contains(&metric)).await;
         let day = Interval::Day.bucket(now.unix_timestamp());
         let missing = store.past().lock().missing(day, metric, tenants);
         if missing.tenants.is_empty() {

@@ -152,8 +152,20 @@ mod tests {
             .is_empty());
         assert_eq!(cache.get(Metric::Device, &tenants).len(), 2);
         // Another metric, or the next day, reads again.
-        assert_eq!(cache.missing(86_400, Metric::Secure, &tenants).tenants.len(), 2);
-        assert_eq!(cache.missing(2 * 86_400, Metric::Device, &tenants).tenants.len(), 2);
+        assert_eq!(
+            cache
+                .missing(86_400, Metric::Secure, &tenants)
+                .tenants
+                .len(),
+            2
+        );
+        assert_eq!(
+            cache
+                .missing(2 * 86_400, Metric::Device, &tenants)
+                .tenants
+                .len(),
+            2
+        );
     }
 
     #[test]
@@ -184,7 +196,13 @@ mod tests {
             .tenants
             .is_empty());
         cache.forget_if_past("a", Metric::Device, 86_399);
-        assert_eq!(cache.missing(86_400, Metric::Device, &tenants).tenants.len(), 1);
+        assert_eq!(
+            cache
+                .missing(86_400, Metric::Device, &tenants)
+                .tenants
+                .len(),
+            1
+        );
     }
 }
 

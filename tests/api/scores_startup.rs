@@ -22,7 +22,12 @@ fn changes(body: &serde_json::Value) -> Vec<(String, serde_json::Value)> {
         .as_array()
         .expect("items")
         .iter()
-        .map(|item| (item["tenant"].as_str().unwrap().to_owned(), item["change_7d"].clone()))
+        .map(|item| {
+            (
+                item["tenant"].as_str().unwrap().to_owned(),
+                item["change_7d"].clone(),
+            )
+        })
         .collect()
 }
 
@@ -115,7 +120,10 @@ async fn the_first_answers_after_a_start_say_the_changes_are_not_ready_until_one
     for ((tenant, change), (expected_tenant, expected_change)) in found.iter().zip(&expected) {
         assert_eq!(tenant, expected_tenant, "biggest drop first: {body}");
         let change = change.as_f64().expect("a change");
-        assert!((change - expected_change).abs() < 1e-6, "{tenant}: {change}");
+        assert!(
+            (change - expected_change).abs() < 1e-6,
+            "{tenant}: {change}"
+        );
     }
     assert_eq!(found[2].0, tenants[2]);
     assert!(found[2].1.is_null(), "no point that old: last");
