@@ -26,8 +26,9 @@ use queries::portfolio_sql;
 const ROLL_UP_CHUNK: i64 = 20_000;
 
 /// Tenants per `changes` statement: within both engines' limits on bound parameters
-/// (SQLite 32,766, PostgreSQL 65,535), and 10,000 tenants take 5 statements, not 10,000.
-const CHANGES_CHUNK: usize = 2_000;
+/// (SQLite 32,766, PostgreSQL 65,535), so that the start-up load of 10,000 tenants' past scores
+/// is one statement per metric, not one per tenant nor per few thousand.
+const CHANGES_CHUNK: usize = 30_000;
 
 /// Tenants a portfolio statement names, at most: within SQLite's 32,766 bound parameters. A
 /// caller who sees more (beyond the gateway's design) reads the metric's range whole, its
