@@ -45,7 +45,7 @@ pub use binding::{Binding, Rebound};
 pub use controls::{valid_control_id, ControlChange, ControlPoint, MAX_CONTROL_ID};
 pub use file::FileState;
 #[cfg(feature = "test-hooks")]
-pub use past::hooks::{hold_past_load, release_past_load};
+pub use past::hooks::{hold_past_load, past_load_held, release_past_load};
 pub use read::{ReadGate, ReadLimits};
 pub use store::{retention_start, ControlReading, Store};
 pub use types::{DailySnapshot, HistoryError, Interval, Past, Point, PortfolioPoint, Reading};
@@ -114,6 +114,18 @@ pub struct History {
     /// Secure score back-fill tasks started and ended (see [`History::backfills`]).
     backfills_started: AtomicU64,
     backfills_ended: AtomicU64,
+}
+
+/// Ends the start-up load of the past scores when dropped: every metric it had not loaded is
+/// left to the requests.
+struct LoadEnded(std::sync::Weak<History>);
+
+impl Drop for LoadEnded {
+    fn drop(&mut self) {
+        if let Some(history) = self.0.upgrade() {
+            history.loading.send_replace(Vec::new());
+        }
+    }
 }
 
 impl std::fmt::Debug for History {
@@ -427,6 +439,8 @@ impl History {
         #[cfg(feature = "test-hooks")]
         let url = self.url.clone();
         runtime.spawn(async move {
+            // However the task ends (stopped, or a panic), no request waits for it any longer.
+            let _ended = LoadEnded(history.clone());
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = connected.wait_for(|connected| *connected) => {}
@@ -445,24 +459,18 @@ impl History {
     /// The start-up load of one metric (see [`History::load_past`]).
     async fn load_past_of(&self, tenants: &[String], metric: Metric) {
         let now = OffsetDateTime::now_utc();
-        let loaded = match self.store() {
-            Ok(store) => {
-                let day = Interval::Day.bucket(now.unix_timestamp());
-                let missing = store.past().lock().missing(day, metric, tenants);
-                match self
-                    .reads
-                    .run(store.changes(&missing.tenants, metric, now))
-                    .await
-                {
-                    Ok(read) => {
-                        store.past().lock().fill(metric, missing, read);
-                        Ok(())
-                    }
-                    Err(error) => Err(error),
-                }
-            }
-            Err(error) => Err(error),
-        };
+        let loaded = async {
+            let store = self.store()?;
+            let day = Interval::Day.bucket(now.unix_timestamp());
+            let missing = store.past().lock().missing(day, metric, tenants);
+            let read = self
+                .reads
+                .run(store.changes(&missing.tenants, metric, now))
+                .await?;
+            store.past().lock().fill(metric, missing, read);
+            Ok::<(), HistoryError>(())
+        }
+        .await;
         match loaded {
             Ok(()) => tracing::info!(
                 tenants = tenants.len(),

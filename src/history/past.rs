@@ -232,6 +232,11 @@ pub(crate) mod hooks {
         HELD.1.notify_waiters();
     }
 
+    /// Whether the start-up load of the history at `url` is held now.
+    pub fn past_load_held(url: &str) -> bool {
+        HELD.0.lock().contains(url)
+    }
+
     /// Waits while the load of `url` is held.
     pub(crate) async fn wait_while_held(url: &str) {
         loop {
@@ -239,7 +244,7 @@ pub(crate) mod hooks {
             let mut released = std::pin::pin!(released);
             // Registered before the check: a release between the two is not missed.
             released.as_mut().enable();
-            if !HELD.0.lock().contains(url) {
+            if !past_load_held(url) {
                 return;
             }
             released.await;
