@@ -60,7 +60,8 @@
 //! - [`tenant_controls`]: each tenant's controls: profiles fetched through the policy stack and
 //!   kept (once a day by default), the newest snapshot joined with them; `ControlsObserver`.
 //! - [`cursor`]: the one codec of every paging cursor: sealed, bound to the query and the caller.
-//! - [`fanout`]: `GET /scores` without HTTP: filters, deadline, summary, order, signed cursors.
+//! - [`fanout`]: `GET /scores` without HTTP: filters, deadline, summary, order, signed cursors,
+//!   and the budget that bounds how many tenants the answers being built hold at once.
 //! - [`history`]: every reading kept (SQLite or PostgreSQL): writer, roll-up, retention, trends;
 //!   per-control history (a row per change).
 //! - [`alerts`]: rules over the metrics, their state and events, signed webhooks from an outbox.

@@ -6,10 +6,12 @@
 //! many calls run at once (that is the in-flight cap of [`crate::quota`]), nor how an answer is
 //! rendered as JSON or CSV (that is `api::scores`).
 
+mod budget;
 mod controls;
 mod order;
 mod summary;
 
+pub use budget::{AnswerBudget, Reservation, ANSWER_BUDGET};
 pub use controls::{controls, ControlsPage, ControlsQuery, FailedTenant, RawControlsQuery};
 
 pub use order::{SortKey, SortOrder};
@@ -255,23 +257,34 @@ impl Item {
     }
 }
 
+/// One page of `/scores`.
 #[derive(Debug, Clone)]
 pub struct Page {
     /// When the answer was put together.
     pub generated_at: SystemTime,
     /// Whether every matching item is `ok`.
     pub complete: bool,
+    /// Whether the changes (`change_Nd`) were read from the history: `false` when it is off,
+    /// not connected, still loading at start-up, failing or too slow for the deadline (every
+    /// change is then `None` because it is unknown, not because there is no point that old).
+    pub changes_ready: bool,
     /// Over every matching tenant.
     pub summary: Summary,
     /// This page's items, in order.
     pub items: Vec<Item>,
     /// Where the next page starts, when there is one.
     pub next_cursor: Option<String>,
+    /// This answer's share of the [`AnswerBudget`]: kept until the page is rendered.
+    pub reservation: Reservation,
 }
 
 /// Answers a query over the tenants the caller may see (`visible`): every matching tenant is
 /// asked of the cache at once, and none is waited for past `query.timeout` (those are
 /// `deadline_exceeded` items; their fetches go on and fill the cache).
+///
+/// The answer first reserves its tenants in `budget` (waiting its turn behind other big
+/// answers; the wait counts in `query.timeout`, so cached scores are still served after it and
+/// only fetches are cut short), and hands the reservation over in the [`Page`].
 ///
 /// The deadline bounds the whole fan-out, starting it included: with tens of thousands of cold
 /// tenants, merely asking the cache for each (and starting their fetches) takes seconds. A
@@ -280,11 +293,13 @@ pub struct Page {
 /// will).
 ///
 /// The changes (`change_Nd`) come from `history` in one query over the matching tenants, run
-/// beside the fan-out and bounded by the same deadline: a history that is off, away or slow
-/// leaves them `null` and delays nothing further.
+/// beside the fan-out: a history that is off, away or slow leaves them `None` and the page says
+/// so (`changes_ready`). Sorted by a change, the answer waits for them up to the deadline (the
+/// order depends on them); otherwise for a short grace after the scores.
 pub async fn scores(
     cache: &ScoreCache,
     history: Option<&History>,
+    budget: &AnswerBudget,
     registry: &Registry,
     visible: impl Fn(&Tenant) -> bool,
     query: &Query,
@@ -298,6 +313,7 @@ pub async fn scores(
         .filter(|tenant| visible(tenant) && query.selects(tenant))
         .cloned()
         .collect();
+    let reservation = budget.reserve(selected.len()).await;
     let ids: Vec<String> = selected
         .iter()
         .map(|tenant| tenant.id.to_string())
@@ -311,7 +327,8 @@ pub async fn scores(
             futures::future::ready(keep)
         })
         .collect::<Vec<Item>>();
-    // The scores decide when the answer is ready; the changes get a short grace after them.
+    // The scores decide when the answer is ready; the changes get a short grace after them,
+    // or up to the deadline when they decide the order.
     let mut fan_out = std::pin::pin!(fan_out);
     let mut past = std::pin::pin!(past);
     let mut found = None;
@@ -321,29 +338,43 @@ pub async fn scores(
             result = &mut past, if found.is_none() => found = Some(result),
         }
     };
-    let mut past = match found {
+    let past = match found {
         Some(past) => past,
-        None => tokio::time::timeout(CHANGES_GRACE, past)
-            .await
-            .unwrap_or_else(|_| {
-                tracing::warn!("history: changes not ready in time, served as null");
-                HashMap::new()
-            }),
+        None => {
+            let grace = if query.sort.is_by_change() {
+                wait_until
+            } else {
+                (Instant::now() + CHANGES_GRACE).min(wait_until)
+            };
+            tokio::time::timeout_at(grace, past)
+                .await
+                .unwrap_or_else(|_| {
+                    tracing::warn!("history: changes not ready in time, served as null");
+                    None
+                })
+        }
     };
-    items.append(&mut ready);
+    let changes_ready = past.is_some();
+    let mut past = past.unwrap_or_default();
+    // `ready` has room for every tenant: appending to it copies no item twice.
+    ready.append(&mut items);
+    let mut items = ready;
     for item in &mut items {
         if let Some(found) = past.remove(item.tenant.id.as_str()) {
             item.past = found;
         }
     }
+    drop(past);
     let summary = Summary::of(&items);
     let page = paginate(&mut items, query);
     Page {
         generated_at: SystemTime::now(),
         complete: summary.stale == 0 && summary.failed == 0,
+        changes_ready,
         summary,
         next_cursor: page.1,
         items: page.0,
+        reservation,
     }
 }
 
@@ -397,32 +428,30 @@ pub(crate) fn fan_out(
 }
 
 /// The matching tenants' scores at the ends of past days, in one query, given up at
-/// `wait_until`; empty when the history is off, not connected, failing or too slow.
+/// `wait_until`; `None` when the history is off, not connected, failing or too slow.
 async fn past_scores(
     history: Option<&History>,
     tenants: Vec<String>,
     metric: Metric,
     wait_until: Instant,
-) -> HashMap<String, Past> {
-    let Some(history) = history else {
-        return HashMap::new();
-    };
+) -> Option<HashMap<String, Past>> {
+    let history = history?;
     let now = time::OffsetDateTime::now_utc();
     match tokio::time::timeout_at(wait_until, history.changes(&tenants, metric, now)).await {
-        Ok(Err(HistoryError::NotConnected)) => HashMap::new(),
-        Ok(Ok(past)) => past,
+        Ok(Err(HistoryError::NotConnected)) => None,
+        Ok(Ok(past)) => Some(past),
         Ok(Err(error)) => {
             tracing::warn!(
                 "history: changes not available, served as null: {}",
                 crate::telemetry::error_chain(&error)
             );
-            HashMap::new()
+            None
         }
         Err(_) => {
             tracing::warn!(
                 "history: changes not ready within the request's deadline, served as null"
             );
-            HashMap::new()
+            None
         }
     }
 }
@@ -442,6 +471,8 @@ fn paginate(items: &mut Vec<Item>, query: &Query) -> (Vec<Item>, Option<String>)
     if more {
         items.select_nth_unstable_by(query.limit, order);
         items.truncate(query.limit);
+        // The page lives on while it is rendered: without the other tenants' room.
+        items.shrink_to_fit();
     }
     // Keys are unique (the id breaks ties), so an unstable sort gives the one order.
     items.sort_unstable_by(order);

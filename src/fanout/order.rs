@@ -52,6 +52,11 @@ pub enum SortOrder {
 }
 
 impl SortOrder {
+    /// Whether the order is by a change (`change_Nd` or its `-` form).
+    pub fn is_by_change(self) -> bool {
+        self.change().is_some()
+    }
+
     /// For an order by change: how many days back, and whether descending (biggest gain first).
     fn change(self) -> Option<(u32, bool)> {
         match self {

@@ -16,6 +16,7 @@
 //! - `writer`: the bounded channel and the background task that writes batches, with back-off.
 //! - `file`: whether the SQLite file is still the one opened (not deleted nor replaced).
 //! - `binding`: which Entra tenant each tenant id stands for; a re-pointed id starts a new series.
+//! - `past`: the past scores read today (for `change_Nd`) and the test hold on their start-up load.
 //! - `read`: the policies of every read (database known away, read permits, deadline).
 //! - `jobs`: the background jobs (hourly roll-up and retention, the SQLite file check).
 //!
@@ -34,6 +35,7 @@ mod controls;
 mod file;
 mod jobs;
 mod migrations;
+mod past;
 mod read;
 mod store;
 mod types;
@@ -42,6 +44,8 @@ mod writer;
 pub use binding::{Binding, Rebound};
 pub use controls::{valid_control_id, ControlChange, ControlPoint, MAX_CONTROL_ID};
 pub use file::FileState;
+#[cfg(feature = "test-hooks")]
+pub use past::hooks::{hold_past_load, past_load_held, release_past_load};
 pub use read::{ReadGate, ReadLimits};
 pub use store::{retention_start, ControlReading, Store};
 pub use types::{DailySnapshot, HistoryError, Interval, Past, Point, PortfolioPoint, Reading};
@@ -89,8 +93,17 @@ pub struct History {
     alerts_retention_days: u32,
     /// Stops the background tasks when the handle is dropped.
     stop: CancellationToken,
-    /// Past scores already read today, per metric and tenant (see [`History::changes`]).
-    past: parking_lot::Mutex<PastCache>,
+    /// Set once the store is published (bindings applied): the start-up load of the past
+    /// scores waits for it.
+    connected: tokio::sync::watch::Receiver<bool>,
+    /// The metrics whose start-up load of the past scores ([`History::load_past`]) has not
+    /// ended: `changes` of such a metric waits for it instead of reading for itself.
+    loading: tokio::sync::watch::Sender<Vec<Metric>>,
+    /// Metrics whose start-up load has ended (read or failed), for tests.
+    past_loads: AtomicU64,
+    /// The database URL as configured, only to find a test's hold on the start-up load.
+    #[cfg(feature = "test-hooks")]
+    url: String,
     /// The SQLite file's state as last checked, and its gauge: the log tells each change once.
     file: Arc<FileWatch>,
     /// The tenants' Entra bindings, applied before the store is published and on reload.
@@ -103,15 +116,16 @@ pub struct History {
     backfills_ended: AtomicU64,
 }
 
-/// The scores at the ends of past days read during one UTC day. They cannot change during that
-/// day: new readings are stamped "now", after every cut-off, and the roll-up keeps each day's
-/// last value. Only a back-fill adds older points, and it forgets its tenant here.
-#[derive(Debug, Default)]
-struct PastCache {
-    /// The UTC day (Unix seconds of its start) the entries were read on.
-    day: i64,
-    /// Per metric, per tenant.
-    entries: std::collections::HashMap<(Metric, String), Past>,
+/// Ends the start-up load of the past scores when dropped: every metric it had not loaded is
+/// left to the requests.
+struct LoadEnded(std::sync::Weak<History>);
+
+impl Drop for LoadEnded {
+    fn drop(&mut self) {
+        if let Some(history) = self.0.upgrade() {
+            history.loading.send_replace(Vec::new());
+        }
+    }
 }
 
 impl std::fmt::Debug for History {
@@ -188,6 +202,7 @@ impl History {
     ) -> Self {
         let bindings = Arc::new(binding::Gate::new(bindings));
         let store = Arc::new(OnceLock::new());
+        let (connected, connected_receiver) = tokio::sync::watch::channel(false);
         let stop = CancellationToken::new();
         let file = Arc::new(FileWatch {
             last: parking_lot::Mutex::new(FileState::Same),
@@ -200,6 +215,7 @@ impl History {
                 description: config.redacted_url(),
                 store: store.clone(),
                 bindings: bindings.clone(),
+                connected,
             },
             config.buffer,
             metrics,
@@ -219,7 +235,11 @@ impl History {
             retention_days: config.retention_days,
             alerts_retention_days: config.alerts_retention_days,
             stop,
-            past: parking_lot::Mutex::default(),
+            connected: connected_receiver,
+            loading: tokio::sync::watch::Sender::new(Vec::new()),
+            past_loads: AtomicU64::new(0),
+            #[cfg(feature = "test-hooks")]
+            url: secrecy::ExposeSecret::expose_secret(&config.url).to_owned(),
             file,
             bindings,
             reads: ReadGate::new(ReadLimits::default()),
@@ -250,10 +270,9 @@ impl History {
         let tenants: Vec<String> = rebound.into_iter().map(|rebound| rebound.tenant).collect();
         if !tenants.is_empty() {
             // The past scores read today were the previous customer's.
-            self.past
-                .lock()
-                .entries
-                .retain(|(_, tenant), _| !tenants.contains(tenant));
+            if let Ok(store) = self.store() {
+                store.past().lock().forget_tenants(&tenants);
+            }
         }
         tenants
     }
@@ -378,6 +397,9 @@ impl History {
     /// then served from memory: `/scores?sort=change_7d` over 10,000 tenants must not cost a
     /// query per request. Tenants without a point that old get [`Past::default`] (all `None`).
     ///
+    /// While the start-up load of `metric` runs ([`History::load_past`]), waits for it rather
+    /// than reading the same rows again: the caller bounds the wait.
+    ///
     /// With several replicas, a back-fill on another replica shows here from the next UTC day.
     pub async fn changes(
         &self,
@@ -386,47 +408,95 @@ impl History {
         now: OffsetDateTime,
     ) -> Result<std::collections::HashMap<String, Past>, HistoryError> {
         let store = self.store()?;
+        let mut loading = self.loading.subscribe();
+        // Never fails: `self` holds the sender.
+        let _ = loading.wait_for(|metrics| !metrics.contains(&metric)).await;
         let day = Interval::Day.bucket(now.unix_timestamp());
-        let missing: Vec<String> = {
-            let mut cache = self.past.lock();
-            if cache.day != day {
-                *cache = PastCache {
-                    day,
-                    entries: Default::default(),
-                };
-            }
-            tenants
-                .iter()
-                .filter(|tenant| !cache.entries.contains_key(&(metric, (*tenant).clone())))
-                .cloned()
-                .collect()
-        };
-        if !missing.is_empty() {
-            let mut read = self.reads.run(store.changes(&missing, metric, now)).await?;
-            let mut cache = self.past.lock();
-            if cache.day == day {
-                for tenant in missing {
-                    let past = read.remove(&tenant).unwrap_or_default();
-                    cache.entries.insert((metric, tenant), past);
-                }
-            }
+        let missing = store.past().lock().missing(day, metric, tenants);
+        if missing.tenants.is_empty() {
+            return Ok(store.past().lock().get(metric, tenants));
         }
-        let cache = self.past.lock();
-        Ok(tenants
-            .iter()
-            .filter_map(|tenant| {
-                let past = cache.entries.get(&(metric, tenant.clone()))?;
-                Some((tenant.clone(), *past))
-            })
-            .collect())
+        let read = self
+            .reads
+            .run(store.changes(&missing.tenants, metric, now))
+            .await?;
+        let mut past = store.past().lock();
+        let mut found = past.fill(metric, missing, read);
+        found.extend(past.get(metric, tenants));
+        Ok(found)
+    }
+
+    /// Reads today's past scores of `tenants` for every metric, in the background, one read
+    /// per metric once the database is connected: the first `/scores` after a start then finds
+    /// its changes in memory instead of every concurrent request reading them for itself (and
+    /// most giving up). Until a metric's load has ended, [`History::changes`] of that metric
+    /// waits for it. A load that fails leaves the reads to the requests, as before.
+    pub fn load_past(self: &Arc<Self>, tenants: Vec<String>, runtime: &tokio::runtime::Handle) {
+        self.loading.send_replace(Metric::ALL.to_vec());
+        let history = Arc::downgrade(self);
+        let mut connected = self.connected.clone();
+        let stop = self.stop.clone();
+        #[cfg(feature = "test-hooks")]
+        let url = self.url.clone();
+        runtime.spawn(async move {
+            // However the task ends (stopped, or a panic), no request waits for it any longer.
+            let _ended = LoadEnded(history.clone());
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = connected.wait_for(|connected| *connected) => {}
+            }
+            #[cfg(feature = "test-hooks")]
+            past::hooks::wait_while_held(&url).await;
+            for metric in Metric::ALL {
+                let Some(history) = history.upgrade() else {
+                    return;
+                };
+                history.load_past_of(&tenants, metric).await;
+            }
+        });
+    }
+
+    /// The start-up load of one metric (see [`History::load_past`]).
+    async fn load_past_of(&self, tenants: &[String], metric: Metric) {
+        let now = OffsetDateTime::now_utc();
+        let loaded = async {
+            let store = self.store()?;
+            let day = Interval::Day.bucket(now.unix_timestamp());
+            let missing = store.past().lock().missing(day, metric, tenants);
+            let read = self
+                .reads
+                .run(store.changes(&missing.tenants, metric, now))
+                .await?;
+            store.past().lock().fill(metric, missing, read);
+            Ok::<(), HistoryError>(())
+        }
+        .await;
+        match loaded {
+            Ok(()) => tracing::info!(
+                tenants = tenants.len(),
+                "history: today's past {metric} scores loaded"
+            ),
+            Err(error) => tracing::warn!(
+                "history: loading today's past {metric} scores at start-up failed; requests read them: {}",
+                crate::telemetry::error_chain(&error)
+            ),
+        }
+        self.loading
+            .send_modify(|metrics| metrics.retain(|loading| *loading != metric));
+        self.past_loads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Metrics whose start-up load of the past scores has ended (read or failed). A test hook.
+    #[cfg(feature = "test-hooks")]
+    pub fn past_loads(&self) -> u64 {
+        self.past_loads.load(Ordering::Relaxed)
     }
 
     /// Forgets the past scores read today for a tenant's metric: a back-fill added older points.
     pub fn forget_past(&self, tenant: &str, metric: Metric) {
-        self.past
-            .lock()
-            .entries
-            .remove(&(metric, tenant.to_owned()));
+        if let Ok(store) = self.store() {
+            store.past().lock().forget(tenant, metric);
+        }
     }
 
     /// Days points are kept.

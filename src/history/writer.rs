@@ -33,6 +33,8 @@ pub(super) struct Target {
     pub(super) store: Arc<OnceLock<Store>>,
     /// The tenants' Entra bindings, applied before the store is filled.
     pub(super) bindings: Arc<super::binding::Gate>,
+    /// Set once the store is filled: the start-up load of the past scores waits for it.
+    pub(super) connected: tokio::sync::watch::Sender<bool>,
 }
 
 /// What the writer is asked.
@@ -167,6 +169,7 @@ async fn run(
         return;
     };
     let store = target.bindings.publish(store, &target.store).await;
+    target.connected.send_replace(true);
     // Drains until every sender is gone, so readings queued before shutdown are written.
     while let Some(first) = receiver.recv().await {
         let mut batch = Vec::new();

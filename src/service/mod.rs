@@ -115,6 +115,9 @@ pub struct Services {
     /// Each tenant's controls: profiles and the newest snapshot joined (the `secure` source's
     /// sink).
     controls: Arc<ControlBook>,
+    /// How many tenants the `/scores` answers being built hold at once: bounds their memory
+    /// under many concurrent callers.
+    answers: crate::fanout::AnswerBudget,
 }
 
 impl Services {
@@ -202,6 +205,11 @@ impl Services {
                 bindings(&config.registry),
             ))
         });
+        if let Some(history) = &history {
+            // The changes of `/scores` in memory before the first requests need them.
+            let tenants = config.registry.all().iter().map(|t| t.id.to_string());
+            history.load_past(tenants.collect(), &runtime);
+        }
         let alerts = history.as_ref().map(|history| {
             Arc::new(crate::alerts::Alerts::start(
                 config.alerts.clone(),
@@ -283,6 +291,7 @@ impl Services {
             history,
             alerts,
             cluster,
+            answers: crate::fanout::AnswerBudget::default(),
         }))
     }
 
@@ -429,6 +438,7 @@ impl Services {
         crate::fanout::scores(
             &self.cache,
             self.history.as_deref(),
+            &self.answers,
             registry,
             visible,
             query,

@@ -238,6 +238,19 @@ pub async fn spawn_app_with_config(
         tokio::time::timeout(std::time::Duration::from_secs(10), connected)
             .await
             .expect("the history database connects");
+        // And once today's past scores are loaded (unless the test holds the load): the load's
+        // reads would count among the test's own.
+        if !scoregate::history::past_load_held(config.history.url.expose_secret()) {
+            let metrics = scoregate::model::Metric::ALL.len() as u64;
+            let loaded = async {
+                while history.past_loads() < metrics {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+            };
+            tokio::time::timeout(std::time::Duration::from_secs(30), loaded)
+                .await
+                .expect("the past scores are loaded");
+        }
     }
     TestApp {
         address,

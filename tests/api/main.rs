@@ -49,6 +49,7 @@ mod operations_reload;
 mod postgres;
 mod quota_stores;
 mod scores;
+mod scores_startup;
 mod sources;
 mod storage;
 mod structure;

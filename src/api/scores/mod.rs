@@ -90,7 +90,7 @@ pub enum FormatView {
 /// The scores of many tenants: one page of items plus a summary of every matching tenant.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({
-    "generated_at": "2026-11-29T10:00:12Z", "complete": false,
+    "generated_at": "2026-11-29T10:00:12Z", "complete": false, "changes_ready": true,
     "summary": {"tenants": 2, "ok": 1, "stale": 0, "failed": 1,
                 "min": 340.0, "max": 340.0, "mean": 340.0, "median": 340.0},
     "items": [
@@ -107,7 +107,15 @@ pub struct ScoreList {
     /// When the answer was put together (RFC 3339, UTC).
     pub generated_at: String,
     /// `true` when every matching tenant is `ok`; `false` when any is `stale` or `error`.
+    /// It says nothing of the changes: see `changes_ready`.
     pub complete: bool,
+    /// `true` when the changes (`change_1d` … `change_90d`) were read from the history, so a
+    /// `null` change means no score now or no point that old. `false` when they could not be:
+    /// the history is off, its database not connected yet or unreachable, today's past scores
+    /// still loading just after a start, or slower than `timeout_ms`. Every change is then
+    /// `null` because it is unknown, and an order by a change is the order of those nulls (by
+    /// tenant id): ask again for the real order.
+    pub changes_ready: bool,
     /// Counts and statistics over every matching tenant, not just this page.
     pub summary: Summary,
     /// This page's items, in the requested order.
@@ -240,6 +248,7 @@ impl From<&Page> for ScoreList {
         Self {
             generated_at: rfc3339(page.generated_at),
             complete: page.complete,
+            changes_ready: page.changes_ready,
             summary: page.summary.clone(),
             items: page.items.iter().map(ScoreItem::from).collect(),
             next_cursor: page.next_cursor.clone(),

@@ -20,6 +20,7 @@ fn list(items: Vec<ScoreItem>) -> ScoreList {
     ScoreList {
         generated_at: "2026-11-29T10:00:12Z".to_owned(),
         complete: false,
+        changes_ready: true,
         summary: Summary::of(&[]),
         items,
         next_cursor: None,

@@ -4,6 +4,7 @@
 //! Every function that depends on "now" takes it as an argument, so tests move time freely.
 
 use super::file::{FileState, WatchedFile};
+use super::past::PastCache;
 use super::{
     DailySnapshot, HistoryError, Interval, Metric, Reading, DAY, HOUR, ROLL_UP_AFTER_DAYS,
 };
@@ -25,8 +26,9 @@ use queries::portfolio_sql;
 const ROLL_UP_CHUNK: i64 = 20_000;
 
 /// Tenants per `changes` statement: within both engines' limits on bound parameters
-/// (SQLite 32,766, PostgreSQL 65,535), and 10,000 tenants take 5 statements, not 10,000.
-const CHANGES_CHUNK: usize = 2_000;
+/// (SQLite 32,766, PostgreSQL 65,535), so that the start-up load of 10,000 tenants' past scores
+/// is one statement per metric, not one per tenant nor per few thousand.
+const CHANGES_CHUNK: usize = 30_000;
 
 /// Tenants a portfolio statement names, at most: within SQLite's 32,766 bound parameters. A
 /// caller who sees more (beyond the gateway's design) reads the metric's range whole, its
@@ -106,6 +108,9 @@ pub struct Store {
     /// Control ids already stored, and their numbers (ids are never deleted nor renumbered):
     /// a reading of 70 unchanged controls costs one statement, not 140 more.
     control_ids: Arc<parking_lot::RwLock<std::collections::HashMap<String, i64>>>,
+    /// The past scores read today ([`super::History::changes`]): here, beside the writes, so
+    /// that every write of a point of an earlier day forgets its tenant's entry, whoever wrote.
+    past: Arc<parking_lot::Mutex<PastCache>>,
 }
 
 /// Applies the simulated full disk's page cap to `connection` (SQLite; nothing when unset).
@@ -210,6 +215,7 @@ impl Store {
             // After the migrations: the file exists now.
             file: WatchedFile::of(url).map(Arc::new),
             control_ids: Arc::default(),
+            past: Arc::default(),
         })
     }
 
@@ -249,6 +255,11 @@ impl Store {
         &self.pool
     }
 
+    /// The past scores read today.
+    pub(crate) fn past(&self) -> &parking_lot::Mutex<PastCache> {
+        &self.past
+    }
+
     /// Whether the database is PostgreSQL (else SQLite).
     pub fn is_postgres(&self) -> bool {
         self.postgres
@@ -275,6 +286,12 @@ impl Store {
                 .await?;
         }
         transaction.commit().await?;
+        let mut past = self.past.lock();
+        for reading in readings {
+            let key = &reading.key;
+            let at = reading.at().unix_timestamp();
+            past.forget_if_past(key.tenant.as_str(), key.metric, at);
+        }
         Ok(())
     }
 
@@ -312,6 +329,9 @@ impl Store {
             inserted += result.rows_affected();
         }
         transaction.commit().await?;
+        if let Some(oldest) = snapshots.iter().map(|s| s.at.unix_timestamp()).min() {
+            self.past.lock().forget_if_past(tenant, metric, oldest);
+        }
         Ok(inserted)
     }
 

@@ -130,7 +130,7 @@ impl Store {
     }
 
     /// Each tenant's score at the end of the day 1, 7, 30 and 90 days before `now`'s day: the
-    /// last point that started before the next midnight. One statement per 2,000 tenants, each
+    /// last point that started before the next midnight. One statement per 30,000 tenants, each
     /// look-up a seek on the primary key. Tenants without any point that old get `None`s.
     ///
     /// The 90-day score falls back to the oldest point of the day after, when there is none
@@ -170,7 +170,10 @@ impl Store {
                 look_up(5)
             );
             // Built from numbers only (placeholders); every value is bound.
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(metric.as_str());
+            // Not kept prepared: the text differs with the number of tenants.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .persistent(false)
+                .bind(metric.as_str());
             for cutoff in cutoffs {
                 query = query.bind(cutoff);
             }

@@ -1,0 +1,253 @@
+//! The past scores (the other end of `change_Nd`) read during one UTC day, kept in memory, and
+//! the start-up load that reads them for every registered tenant before the first `/scores`
+//! needs them.
+//!
+//! The values cannot change during the day they were read on: new readings are stamped "now",
+//! after every cut-off, and the roll-up keeps each day's last value. Only a point written for
+//! an earlier day (a back-fill, a reading stamped in the past) changes them: the store forgets
+//! that tenant's metric here when it writes one. It knows no SQL (the store reads) and no HTTP.
+
+use super::{Metric, Past};
+use std::collections::HashMap;
+
+/// The past scores read today, per metric and tenant.
+#[derive(Debug, Default)]
+pub(crate) struct PastCache {
+    /// The UTC day (Unix seconds of its start) the entries were read on.
+    day: i64,
+    /// Counts forgets: a read that started before a forget of its tenant does not keep what it
+    /// read (it may predate the point that was written).
+    generation: u64,
+    /// Per metric, per tenant.
+    entries: HashMap<(Metric, String), Past>,
+    /// When (which generation) each tenant's metric was last forgotten today.
+    forgotten: HashMap<(Metric, String), u64>,
+}
+
+/// What a read must fetch, and the generation it started at (for [`PastCache::fill`]).
+pub(crate) struct Missing {
+    /// Tenants without an entry today.
+    pub(crate) tenants: Vec<String>,
+    /// The generation when the read started.
+    generation: u64,
+    /// The day it is for.
+    day: i64,
+}
+
+impl PastCache {
+    /// Starts `day` (Unix seconds of a UTC midnight) when it is a new one: yesterday's entries
+    /// are of other cut-offs.
+    fn start(&mut self, day: i64) {
+        if self.day != day {
+            *self = Self {
+                day,
+                ..Self::default()
+            };
+        }
+    }
+
+    /// The tenants of `tenants` whose `metric` has no entry on `day`.
+    pub(crate) fn missing(&mut self, day: i64, metric: Metric, tenants: &[String]) -> Missing {
+        self.start(day);
+        Missing {
+            tenants: tenants
+                .iter()
+                .filter(|tenant| !self.entries.contains_key(&(metric, (*tenant).clone())))
+                .cloned()
+                .collect(),
+            generation: self.generation,
+            day,
+        }
+    }
+
+    /// Keeps what a read of `missing` found (tenants without any point get all `None`), except
+    /// for tenants forgotten while it ran, and for a day that has ended meanwhile.
+    pub(crate) fn fill(
+        &mut self,
+        metric: Metric,
+        missing: Missing,
+        mut read: HashMap<String, Past>,
+    ) -> HashMap<String, Past> {
+        let mut found = HashMap::with_capacity(missing.tenants.len());
+        for tenant in missing.tenants {
+            let past = read.remove(&tenant).unwrap_or_default();
+            let key = (metric, tenant);
+            let forgotten_since = self
+                .forgotten
+                .get(&key)
+                .is_some_and(|generation| *generation >= missing.generation);
+            if self.day == missing.day && !forgotten_since {
+                self.entries.insert(key.clone(), past);
+            }
+            found.insert(key.1, past);
+        }
+        found
+    }
+
+    /// The entries of `tenants` for `metric`, for those that have one.
+    pub(crate) fn get(&self, metric: Metric, tenants: &[String]) -> HashMap<String, Past> {
+        tenants
+            .iter()
+            .filter_map(|tenant| {
+                let past = self.entries.get(&(metric, tenant.clone()))?;
+                Some((tenant.clone(), *past))
+            })
+            .collect()
+    }
+
+    /// Forgets a tenant's metric: a point of an earlier day was written.
+    pub(crate) fn forget(&mut self, tenant: &str, metric: Metric) {
+        self.generation += 1;
+        let key = (metric, tenant.to_owned());
+        self.entries.remove(&key);
+        self.forgotten.insert(key, self.generation);
+    }
+
+    /// Forgets a tenant's metric when a point stamped `at` (Unix seconds) is of an earlier day
+    /// than the entries: every cut-off is at or before the start of the day they were read on.
+    pub(crate) fn forget_if_past(&mut self, tenant: &str, metric: Metric, at: i64) {
+        if at < self.day {
+            self.forget(tenant, metric);
+        }
+    }
+
+    /// Forgets every metric of `tenants` (re-bound to another customer).
+    pub(crate) fn forget_tenants(&mut self, tenants: &[String]) {
+        let keys: Vec<(Metric, String)> = self
+            .entries
+            .keys()
+            .filter(|(_, tenant)| tenants.contains(tenant))
+            .cloned()
+            .collect();
+        for (metric, tenant) in keys {
+            self.forget(&tenant, metric);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn past(value: f64) -> Past {
+        Past {
+            ago_7d: Some(value),
+            ..Past::default()
+        }
+    }
+
+    #[test]
+    fn a_read_keeps_what_it_found_and_all_none_for_tenants_without_points() {
+        let mut cache = PastCache::default();
+        let tenants = ["a".to_owned(), "b".to_owned()];
+        let missing = cache.missing(86_400, Metric::Device, &tenants);
+        assert_eq!(missing.tenants, tenants);
+        let read = HashMap::from([("a".to_owned(), past(1.0))]);
+        let found = cache.fill(Metric::Device, missing, read);
+        assert_eq!(found["a"], past(1.0));
+        assert_eq!(found["b"], Past::default());
+        assert!(cache
+            .missing(86_400, Metric::Device, &tenants)
+            .tenants
+            .is_empty());
+        assert_eq!(cache.get(Metric::Device, &tenants).len(), 2);
+        // Another metric, or the next day, reads again.
+        assert_eq!(
+            cache
+                .missing(86_400, Metric::Secure, &tenants)
+                .tenants
+                .len(),
+            2
+        );
+        assert_eq!(
+            cache
+                .missing(2 * 86_400, Metric::Device, &tenants)
+                .tenants
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn a_read_that_a_forget_overtook_is_served_but_not_kept() {
+        let mut cache = PastCache::default();
+        let tenants = ["a".to_owned(), "b".to_owned()];
+        let missing = cache.missing(86_400, Metric::Device, &tenants);
+        // A back-fill of `a` is written while the read runs.
+        cache.forget_if_past("a", Metric::Device, 0);
+        let read = HashMap::from([("a".to_owned(), past(1.0)), ("b".to_owned(), past(2.0))]);
+        let found = cache.fill(Metric::Device, missing, read);
+        assert_eq!(found.len(), 2);
+        assert_eq!(
+            cache.missing(86_400, Metric::Device, &tenants).tenants,
+            ["a".to_owned()]
+        );
+    }
+
+    #[test]
+    fn only_points_of_earlier_days_forget() {
+        let mut cache = PastCache::default();
+        let tenants = ["a".to_owned()];
+        let missing = cache.missing(86_400, Metric::Device, &tenants);
+        cache.fill(Metric::Device, missing, HashMap::new());
+        cache.forget_if_past("a", Metric::Device, 86_400 + 10);
+        assert!(cache
+            .missing(86_400, Metric::Device, &tenants)
+            .tenants
+            .is_empty());
+        cache.forget_if_past("a", Metric::Device, 86_399);
+        assert_eq!(
+            cache
+                .missing(86_400, Metric::Device, &tenants)
+                .tenants
+                .len(),
+            1
+        );
+    }
+}
+
+/// The test hold on the start-up load: a test holds the load of a database URL before the
+/// gateway starts, sees what `/scores` answers meanwhile, then releases it. Compiled only with
+/// the `test-hooks` feature, which no product build turns on.
+#[cfg(feature = "test-hooks")]
+pub(crate) mod hooks {
+    use parking_lot::Mutex;
+    use std::collections::HashSet;
+    use std::sync::LazyLock;
+    use tokio::sync::Notify;
+
+    /// The held URLs (each test has a database of its own), and the wake-up of their loads.
+    static HELD: LazyLock<(Mutex<HashSet<String>>, Notify)> =
+        LazyLock::new(|| (Mutex::new(HashSet::new()), Notify::new()));
+
+    /// Holds the start-up load of the past scores of the history at `url` (as configured) until
+    /// [`release_past_load`]: call it before the gateway starts.
+    pub fn hold_past_load(url: &str) {
+        HELD.0.lock().insert(url.to_owned());
+    }
+
+    /// Lets the start-up load of the history at `url` run.
+    pub fn release_past_load(url: &str) {
+        HELD.0.lock().remove(url);
+        HELD.1.notify_waiters();
+    }
+
+    /// Whether the start-up load of the history at `url` is held now.
+    pub fn past_load_held(url: &str) -> bool {
+        HELD.0.lock().contains(url)
+    }
+
+    /// Waits while the load of `url` is held.
+    pub(crate) async fn wait_while_held(url: &str) {
+        loop {
+            let released = HELD.1.notified();
+            let mut released = std::pin::pin!(released);
+            // Registered before the check: a release between the two is not missed.
+            released.as_mut().enable();
+            if !past_load_held(url) {
+                return;
+            }
+            released.await;
+        }
+    }
+}
