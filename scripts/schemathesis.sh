@@ -61,7 +61,7 @@ mkdir -p "$work/gateway"
     --write-config "$work/gateway/scoregate.toml" >"$work/emulator.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 120); do [ -s "$work/gateway/scoregate.toml" ] && break; sleep 0.5; done
-"$binary" keygen --name contoso-portal >"$work/key.txt" 2>/dev/null
+"$binary" keygen --name contoso-portal --tenants contoso >"$work/key.txt" 2>/dev/null
 key="$(grep -m1 '^sg_' "$work/key.txt")"
 digest="$(sed -n 's/^sha256 = "\(.*\)"$/\1/p' "$work/key.txt")"
 gateway_port="$(free_port)"
