@@ -307,7 +307,7 @@ fn tenants_share_one_copy_of_each_profile_version_and_of_repeated_texts() {
 #[test]
 fn a_tenant_control_stays_small() {
     // 700,000 of them for 10,000 tenants: every byte is 0.7 MB.
-    assert!(std::mem::size_of::<TenantControl>() <= 56);
+    assert!(std::mem::size_of::<TenantControl>() <= 48);
 }
 
 #[test]
@@ -405,5 +405,16 @@ fn controls_joined_before_their_profiles_take_them_when_they_arrive() {
         assert_eq!(control.score(), original.score());
         assert_eq!(control.category(), original.category());
         assert!(control.profile().is_bare());
+    }
+}
+
+#[test]
+fn graphs_percentage_is_kept_in_hundredths_and_nonsense_is_no_percentage() {
+    use super::control::hundredths;
+    assert_eq!(hundredths(33.333), Some(3333));
+    assert_eq!(hundredths(99.9951), Some(10_000));
+    assert_eq!(hundredths(0.0), Some(0));
+    for nonsense in [-1.0, f64::NAN, f64::INFINITY, 1e9] {
+        assert_eq!(hundredths(nonsense), None, "{nonsense}");
     }
 }

@@ -28,17 +28,22 @@ pub(crate) struct Template {
 
 impl Template {
     /// `text` with up to [`TEMPLATE_NUMBERS`] whole numbers taken out. A text with more, or
-    /// with a number that would not read back the same (a leading zero, above `u32::MAX`), or
-    /// that holds the mark already, keeps all its digits.
+    /// with a number that would not read back the same (a leading zero, above `u32::MAX`),
+    /// keeps all its digits. A mark the text holds already becomes U+FFFD: every mark in a
+    /// template is a number taken out.
     pub fn of(text: &str) -> Self {
+        let sanitized;
+        let text = if text.contains(NUMBER_MARK) {
+            sanitized = text.replace(NUMBER_MARK, "\u{FFFD}");
+            sanitized.as_str()
+        } else {
+            text
+        };
         let whole = || Template {
             text: text.to_owned(),
             numbers: [0; TEMPLATE_NUMBERS],
             len: 0,
         };
-        if text.contains(NUMBER_MARK) {
-            return whole();
-        }
         let mut out = String::with_capacity(text.len());
         let mut numbers = [0; TEMPLATE_NUMBERS];
         let mut len = 0;
@@ -68,6 +73,11 @@ impl Template {
             len: u8::try_from(len).unwrap_or(0),
         }
     }
+}
+
+/// Whether `template` has numbers taken out ([`Template::of`]).
+pub(crate) fn has_number_marks(template: &str) -> bool {
+    template.contains(NUMBER_MARK)
 }
 
 /// `template` with its marks replaced by `numbers`, in order.
@@ -241,6 +251,14 @@ mod tests {
         assert_eq!(plain_text("", 10), "");
         assert_eq!(plain_text("<p><br/></p>", 10), "");
         assert_eq!(plain_text("<!-- open", 10), "");
+    }
+
+    #[test]
+    fn a_text_holding_the_mark_itself_reads_back_without_invented_numbers() {
+        let text = format!("odd {NUMBER_MARK} char, 2 users");
+        let template = Template::of(&text);
+        let filled = fill(&template.text, &template.numbers);
+        assert_eq!(filled, "odd \u{FFFD} char, 2 users");
     }
 
     #[test]
