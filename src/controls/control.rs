@@ -57,7 +57,7 @@ fn whole(value: Option<f64>) -> u32 {
 /// A percentage in hundredths, if it is one (0 to 655.34; Graph's are 0 to 100).
 pub(super) fn hundredths(percentage: f64) -> Option<u16> {
     let scaled = (percentage * 100.0).round();
-    (scaled >= 0.0 && scaled < f64::from(NO_PERCENTAGE)).then(|| scaled as u16)
+    (scaled >= 0.0 && scaled < f64::from(NO_PERCENTAGE)).then_some(scaled as u16)
 }
 
 fn round2(value: f64) -> f64 {
