@@ -198,14 +198,10 @@ impl Checker {
             // One call per check: a transient failure is reported, not retried.
             retries: Retries {
                 max_retries: 0,
-                base: Duration::from_millis(settings.retry_base_ms),
-                max: Duration::from_millis(settings.retry_max_ms),
+                ..Retries::of(settings)
             },
             max_in_flight: settings.max_in_flight,
-            deadlines: Deadlines {
-                fetch: Duration::from_millis(settings.timeout_ms),
-                attempt: Duration::from_millis(settings.attempt_timeout_ms),
-            },
+            deadlines: Deadlines::of(settings),
             backoff: FailureBackoff::default(),
             metrics: Arc::new(Metrics::new()),
         });

@@ -88,6 +88,15 @@ pub struct Retries {
 }
 
 impl Retries {
+    /// `[upstream]`'s `max_retries`, `retry_base_ms` and `retry_max_ms`.
+    pub fn of(settings: &crate::upstream::UpstreamSettings) -> Self {
+        Self {
+            max_retries: settings.max_retries,
+            base: Duration::from_millis(settings.retry_base_ms),
+            max: Duration::from_millis(settings.retry_max_ms),
+        }
+    }
+
     /// The pause before retry number `retry` (1 for the first): random up to
     /// `base * 2^(retry-1)`, capped at `max`. Random so that tenants failing together do not
     /// retry together.

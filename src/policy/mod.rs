@@ -110,6 +110,16 @@ pub struct Deadlines {
     pub attempt: Duration,
 }
 
+impl Deadlines {
+    /// `[upstream]`'s `timeout_ms` and `attempt_timeout_ms`.
+    pub fn of(settings: &crate::upstream::UpstreamSettings) -> Self {
+        Self {
+            fetch: Duration::from_millis(settings.timeout_ms),
+            attempt: Duration::from_millis(settings.attempt_timeout_ms),
+        }
+    }
+}
+
 /// The stacked policies in front of one source: the only way the gateway reaches upstream.
 pub struct Outbound {
     /// One source per metric.

@@ -183,16 +183,9 @@ impl Services {
             sources: upstream::sources::all_with_sink(&transport, Some(controls.sink())),
             tokens: Arc::new(TokenSource::new(http.clone())),
             store: quota,
-            retries: Retries {
-                max_retries: settings.max_retries,
-                base: Duration::from_millis(settings.retry_base_ms),
-                max: Duration::from_millis(settings.retry_max_ms),
-            },
+            retries: Retries::of(settings),
             max_in_flight: settings.max_in_flight,
-            deadlines: Deadlines {
-                fetch: Duration::from_millis(settings.timeout_ms),
-                attempt: Duration::from_millis(settings.attempt_timeout_ms),
-            },
+            deadlines: Deadlines::of(settings),
             backoff: FailureBackoff::default(),
             metrics: metrics.clone(),
         }));
