@@ -77,7 +77,7 @@ impl Collector for TenantSeries {
             &mut encoder,
             (
                 "tenant_score",
-                "The tenant's last value of the metric (device, exposure or secure)",
+                "The tenant's last value of the metric its metric label names",
                 None,
             ),
             |record| record.score,
