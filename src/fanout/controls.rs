@@ -2,8 +2,8 @@
 //! control ([`crate::controls::summarize`]), fetched with the same fan-out, deadline and
 //! partial-results rules as `/scores`, paged with the same sealed cursors.
 
-use super::{fan_out, CursorCodec, QueryError, DEFAULT_LIMIT, DEFAULT_TIMEOUT_MS, MAX_LIMIT};
-use super::{CONCURRENCY, MAX_TIMEOUT_MS};
+use super::CONCURRENCY;
+use super::{fan_out, CursorCodec, QueryError};
 use crate::cache::ScoreError;
 use crate::controls::{
     summarize, Category, ControlFilter, ControlSort, ControlSummary, Status, TenantControl,
@@ -77,14 +77,7 @@ impl ControlsQuery {
         cursors: Arc<CursorCodec>,
         caller: &str,
     ) -> Result<Self, QueryError> {
-        let limit = raw.limit.unwrap_or(DEFAULT_LIMIT);
-        if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(QueryError::Limit(limit));
-        }
-        let timeout_ms = raw.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
-        if !(1..=MAX_TIMEOUT_MS).contains(&timeout_ms) {
-            return Err(QueryError::Timeout(timeout_ms));
-        }
+        let (limit, timeout) = super::page_and_deadline(raw.limit, raw.timeout_ms)?;
         let mut query = Self {
             tenants: raw.tenants,
             tags: raw.tags,
@@ -94,9 +87,9 @@ impl ControlsQuery {
                 ..ControlFilter::default()
             },
             sort: raw.sort.unwrap_or(ControlSort::PointsToGain),
-            limit: usize::try_from(limit).map_err(|_| QueryError::Limit(limit))?,
+            limit,
             after: None,
-            timeout: Duration::from_millis(timeout_ms.unsigned_abs()),
+            timeout,
             cursors,
             caller: caller.to_owned(),
         };

@@ -122,14 +122,7 @@ impl Query {
         cursors: Arc<CursorCodec>,
         caller: &str,
     ) -> Result<Self, QueryError> {
-        let limit = raw.limit.unwrap_or(DEFAULT_LIMIT);
-        if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(QueryError::Limit(limit));
-        }
-        let timeout_ms = raw.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
-        if !(1..=MAX_TIMEOUT_MS).contains(&timeout_ms) {
-            return Err(QueryError::Timeout(timeout_ms));
-        }
+        let (limit, timeout) = page_and_deadline(raw.limit, raw.timeout_ms)?;
         let max_age = match raw.max_age {
             Some(seconds) if seconds < 0 => return Err(QueryError::MaxAge(seconds)),
             Some(seconds) => Some(Duration::from_secs(seconds.unsigned_abs())),
@@ -141,10 +134,10 @@ impl Query {
             tags: raw.tags,
             status: raw.status,
             sort: raw.sort.unwrap_or_default(),
-            limit: usize::try_from(limit).map_err(|_| QueryError::Limit(limit))?,
+            limit,
             after: None,
             max_age,
-            timeout: Duration::from_millis(timeout_ms.unsigned_abs()),
+            timeout,
             cursors,
             caller: caller.to_owned(),
         };
@@ -176,6 +169,24 @@ impl Query {
     fn selects(&self, tenant: &Tenant) -> bool {
         selects(&self.tenants, &self.tags, tenant)
     }
+}
+
+/// A fan-out's `limit` and `timeout_ms` (`/scores`, `/controls`), defaulted and checked: the
+/// page size and the deadline.
+fn page_and_deadline(
+    limit: Option<i64>,
+    timeout_ms: Option<i64>,
+) -> Result<(usize, Duration), QueryError> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(QueryError::Limit(limit));
+    }
+    let timeout_ms = timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
+    if !(1..=MAX_TIMEOUT_MS).contains(&timeout_ms) {
+        return Err(QueryError::Timeout(timeout_ms));
+    }
+    let limit = usize::try_from(limit).map_err(|_| QueryError::Limit(limit))?;
+    Ok((limit, Duration::from_millis(timeout_ms.unsigned_abs())))
 }
 
 /// Whether a fan-out's `tenant` and `tag` filters (`/scores`, `/controls`) select `tenant`:
