@@ -169,6 +169,9 @@ pub async fn controls(
         .filter(|tenant| visible(tenant) && query.selects(tenant))
         .cloned()
         .collect();
+    for tenant in selected.iter().filter(|tenant| tenant.has(Metric::Secure)) {
+        book.want(tenant);
+    }
     let (ready, waiting) = fan_out(cache, selected, Metric::Secure, None, wait_until);
     let mut items = waiting.collect::<Vec<_>>().await;
     items.extend(ready);

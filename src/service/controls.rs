@@ -22,6 +22,11 @@ impl Services {
         scope: &Scope,
         max_age: Option<Duration>,
     ) -> Result<(Arc<Tenant>, Served, Joined), ServiceError> {
+        if let Ok(tenant) = self.tenant(id, scope) {
+            if tenant.has(Metric::Secure) {
+                self.controls.want(&tenant);
+            }
+        }
         let (tenant, served) = self.score(id, Metric::Secure, scope, max_age).await?;
         let deadline = crate::quota::instant_after(Instant::now(), self.request_wait);
         let joined = self

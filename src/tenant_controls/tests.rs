@@ -183,9 +183,30 @@ async fn profiles_are_fetched_once_per_interval_every_page_and_when_forced_past_
 }
 
 #[tokio::test(start_paused = true)]
+async fn snapshots_are_kept_only_for_tenants_whose_controls_were_asked_or_when_observed() {
+    let (book, _, tenant) = book();
+    let served = reading("2026-12-01T00:00:00Z");
+    book.sink().on_snapshot(&tenant, &served, snapshot());
+    assert!(book.joined(&tenant).is_none(), "nobody asked: nothing kept");
+    book.want(&tenant);
+    book.sink().on_snapshot(&tenant, &served, snapshot());
+    assert_eq!(
+        book.joined(&tenant).map(|joined| joined.controls.len()),
+        Some(2)
+    );
+
+    // With an observer (the history records controls), every tenant's snapshot is kept.
+    let (observed, _, tenant) = self::book();
+    observed.observe(Arc::new(Told::default()));
+    observed.sink().on_snapshot(&tenant, &served, snapshot());
+    assert!(observed.joined(&tenant).is_some());
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_failed_fetch_is_not_repeated_for_a_minute_and_held_profiles_serve_meanwhile() {
     let (book, source, tenant) = book();
     let served = reading("2026-12-01T00:00:00Z");
+    book.want(&tenant);
     book.sink().on_snapshot(&tenant, &served, snapshot());
     source.failing.store(true, Ordering::SeqCst);
     let deadline = || Instant::now() + Duration::from_secs(30);

@@ -12,7 +12,6 @@
 use clap::ValueEnum;
 use std::fmt;
 use tracing::field::Field;
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::field::MakeExt;
 use tracing_subscriber::fmt::format::{debug_fn, Writer};
 use tracing_subscriber::fmt::{FormatFields, MakeWriter};
@@ -33,28 +32,32 @@ pub enum LogFormat {
 /// Hold it until the process ends.
 #[must_use = "dropping it stops the log writer"]
 pub struct LogGuard {
-    _writer: Option<WorkerGuard>,
+    _writer: Option<writer::WriterGuard>,
 }
 
 /// Installs the global subscriber; `RUST_LOG` overrides the default `info` level.
 ///
-/// Lines are formatted on the thread that logs and written to standard error by one writer
-/// thread, through a buffer it flushes whenever its queue is empty: under load, one `write(2)`
-/// carries many lines. A `write(2)` per line was an eighth of a warm answer's CPU
-/// (docs/performance.md). Never lossy: when the queue is full, the logging thread waits rather
-/// than drop a line.
+/// Lines are formatted on the thread that logs and written to standard error in batches by one
+/// writer thread ([`writer`]): a line waits at most [`writer::FLUSH_EVERY`]. Never lossy. Colours
+/// only when standard error is a terminal: a log file or a journal gets plain lines.
 pub fn init(format: LogFormat) -> LogGuard {
+    use std::io::IsTerminal;
     let filter = filter(&std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()));
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(false)
-        // The queue's slots are allocated and touched up front: the default 128,000 lines
-        // were 4 MiB of resident memory. 8,192 lines is seconds of a busy gateway's log.
-        .buffered_lines_limit(8192)
-        .thread_name("scoregate-log")
-        .finish(std::io::BufWriter::new(std::io::stderr()));
+    let ansi = std::io::stderr().is_terminal();
+    let Ok((writer, guard)) = writer::BatchWriter::spawn(std::io::stderr(), "scoregate-log") else {
+        // No thread for the writer: log straight to standard error, a write per line.
+        let installed = match format {
+            LogFormat::Text => text_subscriber(filter, std::io::stderr, ansi)
+                .try_init()
+                .is_ok(),
+            LogFormat::Json => json_subscriber(filter, std::io::stderr).try_init().is_ok(),
+        };
+        let _ = installed;
+        return LogGuard { _writer: None };
+    };
     // A second initialisation is harmless: the first subscriber stays.
     let installed = match format {
-        LogFormat::Text => text_subscriber(filter, writer, true).try_init().is_ok(),
+        LogFormat::Text => text_subscriber(filter, writer, ansi).try_init().is_ok(),
         LogFormat::Json => json_subscriber(filter, writer).try_init().is_ok(),
     };
     LogGuard {
@@ -76,6 +79,8 @@ pub fn filter(spec: &str) -> EnvFilter {
         Err(_) => filter,
     }
 }
+
+pub mod writer;
 
 /// The subscriber of the default text format: one human-readable line per event, fields escaped
 /// by [`escaping_fields`]; `ansi` colours the level and timestamp (never a field's content).
@@ -103,34 +108,35 @@ where
 pub fn escaping_fields() -> impl for<'writer> FormatFields<'writer> + Send + Sync + 'static {
     debug_fn(
         |writer: &mut Writer<'_>, field: &Field, value: &dyn fmt::Debug| {
-            let text = format!("{value:?}");
-            if field.name() == "message" {
-                write!(writer, "{}", Escaped(&text))
-            } else {
-                write!(writer, "{}={}", field.name(), Escaped(&text))
+            if field.name() != "message" {
+                write!(writer, "{}=", field.name())?;
             }
+            use fmt::Write as _;
+            write!(Escaping(writer), "{value:?}")
         },
     )
     .delimited(" ")
 }
 
-/// Writes a string with control characters (C0, DEL, C1), Unicode line and paragraph
-/// separators and bidirectional overrides escaped as Rust does (`\n`, `\u{1b}`).
-struct Escaped<'a>(&'a str);
+/// Passes text through with control characters (C0, DEL, C1), Unicode line and paragraph
+/// separators and bidirectional overrides escaped as Rust does (`\n`, `\u{1b}`), as the value
+/// is formatted: no copy of it first.
+struct Escaping<W>(W);
 
-impl fmt::Display for Escaped<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use fmt::Write;
-        for c in self.0.chars() {
-            let unsafe_char = c.is_control()
-                || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-            if unsafe_char {
-                write!(f, "{}", c.escape_default())?;
-            } else {
-                f.write_char(c)?;
-            }
+impl<W: fmt::Write> fmt::Write for Escaping<W> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let is_unsafe = |c: char| {
+            c.is_control()
+                || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        };
+        let mut rest = text;
+        while let Some(at) = rest.find(is_unsafe) {
+            self.0.write_str(&rest[..at])?;
+            let c = rest[at..].chars().next().unwrap_or_default();
+            write!(self.0, "{}", c.escape_default())?;
+            rest = &rest[at + c.len_utf8()..];
         }
-        Ok(())
+        self.0.write_str(rest)
     }
 }
 
@@ -284,12 +290,20 @@ mod tests {
 
     #[test]
     fn escaping_keeps_text_and_neutralises_line_breaks_and_terminal_escapes() {
-        let text =
-            Escaped("contoso\n2024 INFO forged \u{1b}[31mred\r\u{2028}\u{202e}ok").to_string();
+        let escaped = |text: &str| {
+            use std::fmt::Write;
+            let mut out = String::new();
+            // In pieces, as a formatter hands them over: each is escaped on its own.
+            for piece in text.split_inclusive(' ') {
+                write!(Escaping(&mut out), "{piece}").expect("a String takes it");
+            }
+            out
+        };
+        let text = escaped("contoso\n2024 INFO forged \u{1b}[31mred\r\u{2028}\u{202e}ok");
         assert_eq!(
             text,
             "contoso\\n2024 INFO forged \\u{1b}[31mred\\r\\u{2028}\\u{202e}ok"
         );
-        assert_eq!(Escaped("plain – text").to_string(), "plain – text");
+        assert_eq!(escaped("plain – text"), "plain – text");
     }
 }
