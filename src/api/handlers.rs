@@ -3,8 +3,8 @@
 use super::auth::Caller;
 use super::error::{ApiError, Problem};
 use super::views::{
-    HealthView, LastFetchView, ScoreQuery, ScoreView, TenantDetail, TenantList, TenantListQuery,
-    TenantView,
+    score_json, HealthView, LastFetchView, ScoreQuery, ScoreView, TenantDetail, TenantList,
+    TenantListQuery, TenantView,
 };
 use crate::history::FileState;
 use crate::service::Services;
@@ -184,7 +184,8 @@ pub async fn get_score(
             header::CACHE_CONTROL,
             format!("private, max-age={}", served.fresh_for.as_secs()),
         ))
-        .json(ScoreView::new(&tenant, metric, &served)))
+        .content_type(header::ContentType::json())
+        .body(score_json(&tenant, metric, &served)))
 }
 
 /// `/docs` without its trailing slash: a permanent redirect to `/docs/`, the documentation UI

@@ -66,45 +66,29 @@ pub async fn request_context(
     }
     // The pattern of the resource the router chose (on the decoded path), in the closed set.
     let route = super::route_label(response.request().match_pattern().as_deref());
-    // The key's or mapping's name (and an Entra caller's app id), never the credential: set by
-    // the guard on authenticated requests.
-    let (caller, caller_app) = response
-        .request()
-        .extensions()
-        .get::<super::auth::Caller>()
-        .map_or_else(
-            || ("-".to_owned(), "-".to_owned()),
-            |caller| {
-                let app = caller.app_id.clone().unwrap_or_else(|| "-".to_owned());
-                (caller.name.clone(), app)
-            },
-        );
-    let tenant = response
-        .request()
-        .match_info()
-        .get("id")
-        .unwrap_or("-")
-        .to_owned();
     let status = response.status().as_u16();
     let latency = started.elapsed();
-    if let Some(services) = response
-        .request()
-        .app_data::<actix_web::web::Data<Services>>()
-    {
+    let request = response.request();
+    if let Some(services) = request.app_data::<actix_web::web::Data<Services>>() {
         services
             .metrics()
             .http_request(route, method.as_str(), status, latency);
     }
+    // The key's or mapping's name (and an Entra caller's app id), never the credential: set by
+    // the guard on authenticated requests. Borrowed for the line, not copied.
+    let extensions = request.extensions();
+    let caller = extensions.get::<super::auth::Caller>();
     tracing::info!(
         request_id = %id,
         method = %method,
         route = %route,
         status,
         latency_ms = latency.as_secs_f64() * 1000.0,
-        tenant = %tenant,
-        caller = %caller,
-        caller_app = %caller_app,
+        tenant = %request.match_info().get("id").unwrap_or("-"),
+        caller = %caller.map_or("-", |caller| caller.name.as_str()),
+        caller_app = %caller.and_then(|caller| caller.app_id.as_deref()).unwrap_or("-"),
         "request"
     );
+    drop(extensions);
     Ok(response)
 }

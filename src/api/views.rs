@@ -163,7 +163,7 @@ impl ScoreView {
         Self {
             tenant: tenant.id.to_string(),
             metric,
-            reading: served.reading.clone(),
+            reading: served.reading().clone(),
             age_seconds: served.age.as_secs(),
             source: served.source.into(),
             warning: served.warning.as_ref().map(|error| WarningView {
@@ -172,6 +172,59 @@ impl ScoreView {
             }),
         }
     }
+}
+
+/// The JSON of [`ScoreView::new`]`(tenant, metric, served)`, byte for byte, without building
+/// the view: the part fixed for a fetch (`tenant`, `metric`, the reading's fields) rendered
+/// once per cached entry ([`Served::rendered`]), the rest (`age_seconds`, `source`, `warning`)
+/// appended per request. The warm single-tenant score is served this way.
+pub fn score_json(tenant: &Tenant, metric: Metric, served: &Served) -> Vec<u8> {
+    use std::io::Write as _;
+    /// The fields of [`ScoreView`] before `age_seconds`, in its order.
+    #[derive(Serialize)]
+    struct Fixed<'a> {
+        tenant: &'a str,
+        metric: Metric,
+        #[serde(flatten)]
+        reading: &'a Reading,
+    }
+    let fixed = served.rendered(|reading| {
+        let fixed = Fixed {
+            tenant: tenant.id.as_str(),
+            metric,
+            reading,
+        };
+        let mut bytes = serde_json::to_vec(&fixed).unwrap_or_default();
+        // Open for the fields that follow: the object's closing brace goes.
+        bytes.pop();
+        bytes
+    });
+    let view = || ScoreView::new(tenant, metric, served);
+    if fixed.is_empty() {
+        // Not renderable (serde_json refuses nothing of a reading; kept for safety).
+        return serde_json::to_vec(&view()).unwrap_or_default();
+    }
+    let mut body = Vec::with_capacity(fixed.len() + 48);
+    body.extend_from_slice(fixed);
+    // Writing into a vector cannot fail.
+    let _ = write!(body, ",\"age_seconds\":{}", served.age.as_secs());
+    body.extend_from_slice(match served.source {
+        Source::Upstream => b",\"source\":\"upstream\"",
+        Source::Cache => b",\"source\":\"cache\"",
+        Source::Stale => b",\"source\":\"stale\"",
+    });
+    if let Some(error) = &served.warning {
+        let warning = WarningView {
+            code: error.code(),
+            detail: error.to_string(),
+        };
+        body.extend_from_slice(b",\"warning\":");
+        if serde_json::to_writer(&mut body, &warning).is_err() {
+            return serde_json::to_vec(&view()).unwrap_or_default();
+        }
+    }
+    body.push(b'}');
+    body
 }
 
 /// Query of `GET /tenants`.
@@ -207,4 +260,104 @@ pub struct HealthView {
     /// Why not ready, when `unavailable`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::Entry;
+    use crate::model::{Categories, Comparison, SecureDetails, UpstreamService};
+    use crate::policy::testing::{tenant, DEFENDER_LIMITS};
+    use crate::upstream::UpstreamError;
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    fn served(reading: Reading, source: Source, warning: Option<UpstreamError>) -> Served {
+        let entry = Arc::new(Entry::new(
+            reading,
+            tokio::time::Instant::now(),
+            Duration::from_secs(300),
+        ));
+        Served::new(
+            entry,
+            source,
+            Duration::from_secs(12),
+            Duration::from_secs(288),
+            warning,
+        )
+    }
+
+    fn device() -> Reading {
+        Reading {
+            score: 417.97,
+            // What a source may write: quotes, a backslash, a line break, non-ASCII.
+            time: "2026-12-05T02:17:31.8990515Z \"q\" \\ \n é".to_owned(),
+            fetched_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_000_000),
+            secure: None,
+        }
+    }
+
+    fn secure() -> Reading {
+        Reading {
+            score: 342.5,
+            time: "2026-11-29T00:00:00Z".to_owned(),
+            fetched_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_000_000),
+            secure: Some(SecureDetails {
+                max_score: 863.0,
+                percentage: SecureDetails::percentage_of(342.5, 863.0),
+                categories: Categories {
+                    identity: 10.3,
+                    ..Categories::default()
+                },
+                comparisons: vec![Comparison {
+                    basis: "AllTenants".to_owned(),
+                    average_score: 310.5,
+                }],
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_rendered_score_is_the_views_json_byte_for_byte_and_made_once_per_entry() {
+        let contoso = tenant("contoso", DEFENDER_LIMITS);
+        let failed = UpstreamError::Failed {
+            service: UpstreamService::Defender,
+            detail: "Defender answered 503 \"busy\"".to_owned(),
+        };
+        for (metric, reading, source, warning) in [
+            (Metric::Device, device(), Source::Cache, None),
+            (Metric::Device, device(), Source::Upstream, None),
+            (Metric::Secure, secure(), Source::Stale, Some(failed)),
+        ] {
+            let served = served(reading, source, warning);
+            let view = serde_json::to_vec(&ScoreView::new(&contoso, metric, &served)).unwrap();
+            assert_eq!(
+                String::from_utf8(score_json(&contoso, metric, &served)).unwrap(),
+                String::from_utf8(view).unwrap()
+            );
+        }
+
+        // The fixed part is rendered once per entry: a second serve of the same entry (later,
+        // from another source) reuses it and patches only what changes per request.
+        let first = served(device(), Source::Upstream, None);
+        let body = score_json(&contoso, Metric::Device, &first);
+        let mut renders = 0;
+        first.rendered(|_| {
+            renders += 1;
+            Vec::new()
+        });
+        assert_eq!(renders, 0, "already rendered");
+        let mut later = first.clone();
+        later.source = Source::Cache;
+        later.age = Duration::from_secs(40);
+        let again: serde_json::Value =
+            serde_json::from_slice(&score_json(&contoso, Metric::Device, &later)).unwrap();
+        let before: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            (again["age_seconds"].as_u64(), again["source"].as_str()),
+            (Some(40), Some("cache"))
+        );
+        assert_eq!(again["time"], before["time"]);
+        assert_eq!(again["score"], before["score"]);
+    }
 }

@@ -133,11 +133,11 @@ impl FlightTask {
         match result {
             Ok(reading) => {
                 let jitter = rand::rng().random_range(0.0..FRESH_JITTER);
-                let entry = Arc::new(Entry {
+                let entry = Arc::new(Entry::new(
                     reading,
-                    stored_at: Instant::now(),
-                    fresh_for: self.fresh.mul_f64(1.0 - jitter),
-                });
+                    Instant::now(),
+                    self.fresh.mul_f64(1.0 - jitter),
+                ));
                 self.entries.insert(self.key.clone(), entry.clone()).await;
                 self.metrics.fetch(None);
                 self.metrics.tenant_success(

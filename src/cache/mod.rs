@@ -54,8 +54,8 @@ pub enum Source {
 /// A score as served, with its provenance.
 #[derive(Debug, Clone)]
 pub struct Served {
-    /// The reading.
-    pub reading: Reading,
+    /// The cache entry of the reading (shared, not copied).
+    entry: Arc<Entry>,
     /// Where it came from.
     pub source: Source,
     /// How long ago it was fetched.
@@ -64,6 +64,38 @@ pub struct Served {
     pub fresh_for: Duration,
     /// Why a stale value is served instead of a new one, when a refresh failed.
     pub warning: Option<UpstreamError>,
+}
+
+impl Served {
+    /// A reading served as `source`, `age` old, fresh for `fresh_for` more.
+    pub fn new(
+        entry: Arc<Entry>,
+        source: Source,
+        age: Duration,
+        fresh_for: Duration,
+        warning: Option<UpstreamError>,
+    ) -> Self {
+        Self {
+            entry,
+            source,
+            age,
+            fresh_for,
+            warning,
+        }
+    }
+
+    /// The reading.
+    pub fn reading(&self) -> &Reading {
+        &self.entry.reading
+    }
+
+    /// The reading rendered by `render`, made once per cached entry (the first caller's
+    /// `render` runs; every later serve of the same fetch gets those bytes). For what does not
+    /// change from one request to the next; `render` must depend on nothing but the reading
+    /// and values fixed for the entry's key (its tenant and metric).
+    pub fn rendered(&self, render: impl FnOnce(&Reading) -> Vec<u8>) -> &[u8] {
+        self.entry.rendered(render)
+    }
 }
 
 /// Why no score can be served.
@@ -479,15 +511,15 @@ impl ScoreCache {
         (number, flight)
     }
 
-    fn served(&self, entry: &Entry, source: Source, warning: Option<UpstreamError>) -> Served {
+    fn served(&self, entry: &Arc<Entry>, source: Source, warning: Option<UpstreamError>) -> Served {
         let age = entry.stored_at.elapsed();
-        Served {
-            reading: entry.reading.clone(),
+        Served::new(
+            entry.clone(),
             source,
             age,
-            fresh_for: entry.fresh_for.saturating_sub(age),
+            entry.fresh_for.saturating_sub(age),
             warning,
-        }
+        )
     }
 
     /// Stale-if-error: the last good value covers a failure for `stale_if_error`, unless the

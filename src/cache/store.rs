@@ -4,7 +4,7 @@
 use super::ScoreKey;
 use crate::tenants::Registry;
 use crate::upstream::Reading;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
@@ -17,6 +17,29 @@ pub struct Entry {
     pub stored_at: Instant,
     /// The fresh window of this entry, jittered so that tenants loaded together expire apart.
     pub fresh_for: Duration,
+    /// The reading as the API renders it, made by the first request that serves it (see
+    /// [`Served::rendered`](super::Served::rendered)); empty until then, so that readings
+    /// nobody asks for singly cost no copy.
+    rendered: OnceLock<Box<[u8]>>,
+}
+
+impl Entry {
+    /// An entry for `reading`, stored at `stored_at`, fresh for `fresh_for`.
+    pub fn new(reading: Reading, stored_at: Instant, fresh_for: Duration) -> Self {
+        Self {
+            reading,
+            stored_at,
+            fresh_for,
+            rendered: OnceLock::new(),
+        }
+    }
+
+    /// The rendering of this entry's reading: `render`'s bytes, made once per entry (that is,
+    /// once per fetch) whoever asks first.
+    pub(super) fn rendered(&self, render: impl FnOnce(&Reading) -> Vec<u8>) -> &[u8] {
+        self.rendered
+            .get_or_init(|| render(&self.reading).into_boxed_slice())
+    }
 }
 
 /// Where good readings are kept: moka in process ([`MokaStore`]); a shared (Redis) second

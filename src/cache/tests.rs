@@ -52,7 +52,7 @@ async fn a_fresh_entry_is_served_from_the_cache_and_an_expired_one_stale_while_i
     let (source, cache, contoso) = rig(Duration::from_millis(20));
     let first = device(&cache, &contoso).await.unwrap();
     assert_eq!(
-        (first.source, first.reading.score),
+        (first.source, first.reading().score),
         (Source::Upstream, 42.0)
     );
     let fresh_for = first.fresh_for;
@@ -67,7 +67,7 @@ async fn a_fresh_entry_is_served_from_the_cache_and_an_expired_one_stale_while_i
     tokio::time::advance(Duration::from_millis(1)).await;
     source.answer(Answer::Score(43.0));
     let stale = device(&cache, &contoso).await.unwrap();
-    assert_eq!((stale.source, stale.reading.score), (Source::Stale, 42.0));
+    assert_eq!((stale.source, stale.reading().score), (Source::Stale, 42.0));
     assert!(stale.warning.is_none());
     assert!(
         cache.is_fetching(&contoso.id, Metric::Device).await,
@@ -76,7 +76,7 @@ async fn a_fresh_entry_is_served_from_the_cache_and_an_expired_one_stale_while_i
     settle().await;
     let refreshed = device(&cache, &contoso).await.unwrap();
     assert_eq!(
-        (refreshed.source, refreshed.reading.score),
+        (refreshed.source, refreshed.reading().score),
         (Source::Cache, 43.0)
     );
     assert_eq!(source.calls("contoso"), 2);
@@ -90,7 +90,7 @@ async fn past_the_stale_window_the_caller_waits_for_a_new_value() {
     source.answer(Answer::Score(50.0));
     let served = device(&cache, &contoso).await.unwrap();
     assert_eq!(
-        (served.source, served.reading.score),
+        (served.source, served.reading().score),
         (Source::Upstream, 50.0)
     );
 }
@@ -176,7 +176,7 @@ async fn the_last_good_value_covers_a_failure_within_the_stale_if_error_window()
         .is_some());
     let covered = device(&cache, &contoso).await.unwrap();
     assert_eq!(
-        (covered.source, covered.reading.score),
+        (covered.source, covered.reading().score),
         (Source::Stale, 42.0)
     );
     assert_eq!(
@@ -255,7 +255,10 @@ async fn get_fresh_now_gives_only_what_get_would_serve_from_the_cache_and_never_
     assert!(fresh_now(None).is_none(), "cold: left to get");
     device(&cache, &contoso).await.unwrap();
     let served = fresh_now(None).expect("fresh");
-    assert_eq!((served.source, served.reading.score), (Source::Cache, 42.0));
+    assert_eq!(
+        (served.source, served.reading().score),
+        (Source::Cache, 42.0)
+    );
 
     // Two seconds old: past the one-second floor of forced fetches.
     tokio::time::advance(Duration::from_secs(2)).await;

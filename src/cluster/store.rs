@@ -82,11 +82,11 @@ impl Stored {
             .duration_since(stored_wall)
             .unwrap_or(Duration::ZERO);
         let now = Instant::now();
-        Entry {
-            reading: self.reading,
-            stored_at: now.checked_sub(ago).unwrap_or(now),
-            fresh_for: Duration::from_millis(self.fresh_for_ms),
-        }
+        Entry::new(
+            self.reading,
+            now.checked_sub(ago).unwrap_or(now),
+            Duration::from_millis(self.fresh_for_ms),
+        )
     }
 }
 
@@ -301,16 +301,16 @@ mod tests {
 
     #[test]
     fn a_stored_reading_keeps_its_body_and_its_window() {
-        let entry = Entry {
-            reading: Reading {
+        let entry = Entry::new(
+            Reading {
                 score: 340.0,
                 time: "t".to_owned(),
                 fetched_at: UNIX_EPOCH + Duration::from_secs(1_800_000_000),
                 secure: None,
             },
-            stored_at: Instant::now(),
-            fresh_for: Duration::from_millis(1_500),
-        };
+            Instant::now(),
+            Duration::from_millis(1_500),
+        );
         let json = serde_json::to_string(&Stored::from_entry(&entry)).unwrap();
         let stored: Stored = serde_json::from_str(&json).unwrap();
         assert_eq!(stored.v, STORED_VERSION);

@@ -179,7 +179,7 @@ pub async fn controls(
         .map(|item| async move {
             let outcome = match item.outcome {
                 Ok(served) => book
-                    .controls(&item.tenant, &served.reading, false, wait_until)
+                    .controls(&item.tenant, served.reading(), false, wait_until)
                     .await
                     .map(|joined| joined.controls)
                     .map_err(|error| error.into_score_error()),

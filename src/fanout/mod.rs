@@ -251,7 +251,7 @@ impl Item {
         self.outcome
             .as_ref()
             .ok()
-            .map(|served| served.reading.score)
+            .map(|served| served.reading().score)
     }
 
     /// The score now minus the score at the end of the day `days` (1, 7, 30 or 90) ago; `None`

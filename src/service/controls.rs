@@ -33,7 +33,7 @@ impl Services {
             .controls
             .controls(
                 &tenant,
-                &served.reading,
+                served.reading(),
                 max_age == Some(Duration::ZERO),
                 deadline,
             )
