@@ -139,14 +139,14 @@ pub struct WarningView {
     "tenant": "contoso", "metric": "device", "score": 340.0, "time": "2019-12-03T09:15:58.1665846Z",
     "fetched_at": "2026-11-29T10:00:00Z", "age_seconds": 12, "source": "cache"
 }))]
-pub struct ScoreView {
+pub struct ScoreView<'a> {
     /// The gateway's id of the tenant.
-    pub tenant: String,
+    pub tenant: &'a str,
     /// Which number `score` is.
     pub metric: Metric,
     /// The score.
     #[serde(flatten)]
-    pub reading: Reading,
+    pub reading: &'a Reading,
     /// Seconds since `fetched_at`.
     pub age_seconds: u64,
     /// Where the score came from.
@@ -156,14 +156,14 @@ pub struct ScoreView {
     pub warning: Option<WarningView>,
 }
 
-impl ScoreView {
+impl<'a> ScoreView<'a> {
     /// The view of a served `metric` for `tenant`: the one mapping of a served score, which
-    /// the items of `/scores` reuse.
-    pub fn new(tenant: &Tenant, metric: Metric, served: &Served) -> Self {
+    /// the items of `/scores` reuse. Borrows: nothing of the reading is copied.
+    pub fn new(tenant: &'a Tenant, metric: Metric, served: &'a Served) -> Self {
         Self {
-            tenant: tenant.id.to_string(),
+            tenant: tenant.id.as_str(),
             metric,
-            reading: served.reading().clone(),
+            reading: served.reading(),
             age_seconds: served.age.as_secs(),
             source: served.source.into(),
             warning: served.warning.as_ref().map(|error| WarningView {

@@ -179,12 +179,16 @@ pub async fn run(args: HistoryBenchArgs) -> anyhow::Result<()> {
     let mut first_of_the_day = None;
     for _ in 0..repetitions {
         let started = Instant::now();
-        let past = history.changes(&ids, Metric::Device, now).await?;
+        let keys: Vec<crate::model::TenantId> = ids
+            .iter()
+            .filter_map(|id| crate::model::TenantId::parse(id).ok())
+            .collect();
+        let past = history.changes(&keys, Metric::Device, now).await?;
         let mut changes: Vec<(Option<f64>, &String)> = ids
             .iter()
             .map(|id| {
                 let change = past
-                    .get(id)
+                    .get(id.as_str())
                     .and_then(|past| past.ago_7d)
                     .map(|then| 300.0 - then);
                 (change, id)

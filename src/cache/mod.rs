@@ -299,22 +299,32 @@ impl ScoreCache {
     /// The tenant's score when the store holds a fresh one it can give without waiting (see
     /// [`ScoreStore::get_now`]), counted as a cache hit; `None` means "ask [`ScoreCache::get`]",
     /// which decides everything else (stale, missing, forced, not enabled).
+    ///
+    /// `asked_at` is when the caller asked (now, or the start of a fan-out over many tenants:
+    /// one clock read for all of them).
     pub fn get_fresh_now(
         &self,
         tenant: &Tenant,
         metric: Metric,
         max_age: Option<Duration>,
+        asked_at: Instant,
     ) -> Option<Served> {
         if !tenant.has(metric) {
             return None;
         }
-        let asked_at = Instant::now();
         let entry = self.entries.get_now(&self.key(&tenant.id, metric))?;
         if !self.is_fresh(&entry, asked_at, max_age) {
             return None;
         }
         self.metrics.cache(CacheResult::Hit);
-        Some(self.served(&entry, Source::Cache, None))
+        let age = asked_at.saturating_duration_since(entry.stored_at);
+        Some(Served::new(
+            entry.clone(),
+            Source::Cache,
+            age,
+            entry.fresh_for.saturating_sub(age),
+            None,
+        ))
     }
 
     /// Whether `entry` may be served as it is to a caller asking at `asked_at` with `max_age`.

@@ -251,7 +251,8 @@ async fn max_age_zero_forces_a_fetch_but_not_more_than_once_per_minimum_interval
 #[tokio::test(start_paused = true)]
 async fn get_fresh_now_gives_only_what_get_would_serve_from_the_cache_and_never_fetches() {
     let (source, cache, contoso) = rig(Duration::from_millis(20));
-    let fresh_now = |max_age| cache.get_fresh_now(&contoso, Metric::Device, max_age);
+    let fresh_now =
+        |max_age| cache.get_fresh_now(&contoso, Metric::Device, max_age, Instant::now());
     assert!(fresh_now(None).is_none(), "cold: left to get");
     device(&cache, &contoso).await.unwrap();
     let served = fresh_now(None).expect("fresh");
@@ -266,7 +267,7 @@ async fn get_fresh_now_gives_only_what_get_would_serve_from_the_cache_and_never_
     assert!(fresh_now(Some(Duration::from_secs(10))).is_some());
     assert!(
         cache
-            .get_fresh_now(&contoso, Metric::Secure, None)
+            .get_fresh_now(&contoso, Metric::Secure, None, Instant::now())
             .is_none(),
         "a metric the tenant lacks is get's error to give"
     );

@@ -22,7 +22,7 @@ use summary::round_derived;
 use crate::cache::{ScoreCache, ScoreError, Served, Source};
 pub use crate::cursor::CursorCodec;
 use crate::history::{History, HistoryError, Past};
-use crate::tenants::{Registry, Tenant};
+use crate::tenants::{Registry, Tenant, TenantId};
 use crate::upstream::Metric;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -325,10 +325,7 @@ pub async fn scores(
         .cloned()
         .collect();
     let reservation = budget.reserve(selected.len()).await;
-    let ids: Vec<String> = selected
-        .iter()
-        .map(|tenant| tenant.id.to_string())
-        .collect();
+    let ids: Vec<TenantId> = selected.iter().map(|tenant| tenant.id.clone()).collect();
     let past = past_scores(history, ids, metric, wait_until);
     let (mut ready, waiting) = fan_out(cache, selected, metric, max_age, wait_until);
     ready.retain(|item| query.status.is_none_or(|status| item.status() == status));
@@ -371,7 +368,7 @@ pub async fn scores(
     ready.append(&mut items);
     let mut items = ready;
     for item in &mut items {
-        if let Some(found) = past.remove(item.tenant.id.as_str()) {
+        if let Some(found) = past.remove(&item.tenant.id) {
             item.past = found;
         }
     }
@@ -404,8 +401,9 @@ pub(crate) fn fan_out(
     // is every tenant, and a future per tenant (built, moved, polled) was most of its time.
     let mut ready = Vec::with_capacity(selected.len());
     let mut waiting = Vec::new();
+    let asked_at = Instant::now();
     for tenant in selected {
-        match cache.get_fresh_now(&tenant, metric, max_age) {
+        match cache.get_fresh_now(&tenant, metric, max_age, asked_at) {
             Some(served) => ready.push(Item {
                 tenant,
                 metric,
@@ -442,10 +440,10 @@ pub(crate) fn fan_out(
 /// `wait_until`; `None` when the history is off, not connected, failing or too slow.
 async fn past_scores(
     history: Option<&History>,
-    tenants: Vec<String>,
+    tenants: Vec<TenantId>,
     metric: Metric,
     wait_until: Instant,
-) -> Option<HashMap<String, Past>> {
+) -> Option<HashMap<TenantId, Past>> {
     let history = history?;
     let now = time::OffsetDateTime::now_utc();
     match tokio::time::timeout_at(wait_until, history.changes(&tenants, metric, now)).await {

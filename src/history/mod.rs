@@ -403,10 +403,10 @@ impl History {
     /// With several replicas, a back-fill on another replica shows here from the next UTC day.
     pub async fn changes(
         &self,
-        tenants: &[String],
+        tenants: &[TenantId],
         metric: Metric,
         now: OffsetDateTime,
-    ) -> Result<std::collections::HashMap<String, Past>, HistoryError> {
+    ) -> Result<std::collections::HashMap<TenantId, Past>, HistoryError> {
         let store = self.store()?;
         let mut loading = self.loading.subscribe();
         // Never fails: `self` holds the sender.
@@ -418,11 +418,11 @@ impl History {
         }
         let read = self
             .reads
-            .run(store.changes(&missing.tenants, metric, now))
+            .run(store.changes(&missing.names(), metric, now))
             .await?;
         let mut past = store.past().lock();
         let mut found = past.fill(metric, missing, read);
-        found.extend(past.get(metric, tenants));
+        past.get_into(metric, tenants, &mut found);
         Ok(found)
     }
 
@@ -431,7 +431,7 @@ impl History {
     /// its changes in memory instead of every concurrent request reading them for itself (and
     /// most giving up). Until a metric's load has ended, [`History::changes`] of that metric
     /// waits for it. A load that fails leaves the reads to the requests, as before.
-    pub fn load_past(self: &Arc<Self>, tenants: Vec<String>, runtime: &tokio::runtime::Handle) {
+    pub fn load_past(self: &Arc<Self>, tenants: Vec<TenantId>, runtime: &tokio::runtime::Handle) {
         self.loading.send_replace(Metric::ALL.to_vec());
         let history = Arc::downgrade(self);
         let mut connected = self.connected.clone();
@@ -457,7 +457,7 @@ impl History {
     }
 
     /// The start-up load of one metric (see [`History::load_past`]).
-    async fn load_past_of(&self, tenants: &[String], metric: Metric) {
+    async fn load_past_of(&self, tenants: &[TenantId], metric: Metric) {
         let now = OffsetDateTime::now_utc();
         let loaded = async {
             let store = self.store()?;
@@ -465,7 +465,7 @@ impl History {
             let missing = store.past().lock().missing(day, metric, tenants);
             let read = self
                 .reads
-                .run(store.changes(&missing.tenants, metric, now))
+                .run(store.changes(&missing.names(), metric, now))
                 .await?;
             store.past().lock().fill(metric, missing, read);
             Ok::<(), HistoryError>(())

@@ -8,6 +8,7 @@
 //! that tenant's metric here when it writes one. It knows no SQL (the store reads) and no HTTP.
 
 use super::{Metric, Past};
+use crate::model::TenantId;
 use std::collections::HashMap;
 
 /// The past scores read today, per metric and tenant.
@@ -18,20 +19,27 @@ pub(crate) struct PastCache {
     /// Counts forgets: a read that started before a forget of its tenant does not keep what it
     /// read (it may predate the point that was written).
     generation: u64,
-    /// Per metric, per tenant.
-    entries: HashMap<(Metric, String), Past>,
+    /// Per metric, per tenant (keyed by the shared id: a lookup copies nothing).
+    entries: HashMap<Metric, HashMap<TenantId, Past>>,
     /// When (which generation) each tenant's metric was last forgotten today.
-    forgotten: HashMap<(Metric, String), u64>,
+    forgotten: HashMap<Metric, HashMap<TenantId, u64>>,
 }
 
 /// What a read must fetch, and the generation it started at (for [`PastCache::fill`]).
 pub(crate) struct Missing {
     /// Tenants without an entry today.
-    pub(crate) tenants: Vec<String>,
+    pub(crate) tenants: Vec<TenantId>,
     /// The generation when the read started.
     generation: u64,
     /// The day it is for.
     day: i64,
+}
+
+impl Missing {
+    /// The tenants as the store's read takes them.
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.tenants.iter().map(TenantId::to_string).collect()
+    }
 }
 
 impl PastCache {
@@ -47,12 +55,13 @@ impl PastCache {
     }
 
     /// The tenants of `tenants` whose `metric` has no entry on `day`.
-    pub(crate) fn missing(&mut self, day: i64, metric: Metric, tenants: &[String]) -> Missing {
+    pub(crate) fn missing(&mut self, day: i64, metric: Metric, tenants: &[TenantId]) -> Missing {
         self.start(day);
+        let entries = self.entries.get(&metric);
         Missing {
             tenants: tenants
                 .iter()
-                .filter(|tenant| !self.entries.contains_key(&(metric, (*tenant).clone())))
+                .filter(|tenant| entries.is_none_or(|entries| !entries.contains_key(*tenant)))
                 .cloned()
                 .collect(),
             generation: self.generation,
@@ -67,40 +76,62 @@ impl PastCache {
         metric: Metric,
         missing: Missing,
         mut read: HashMap<String, Past>,
-    ) -> HashMap<String, Past> {
+    ) -> HashMap<TenantId, Past> {
         let mut found = HashMap::with_capacity(missing.tenants.len());
+        let forgotten = self.forgotten.get(&metric);
+        let keep = self.day == missing.day;
+        let entries = self.entries.entry(metric).or_default();
         for tenant in missing.tenants {
-            let past = read.remove(&tenant).unwrap_or_default();
-            let key = (metric, tenant);
-            let forgotten_since = self
-                .forgotten
-                .get(&key)
+            let past = read.remove(tenant.as_str()).unwrap_or_default();
+            let forgotten_since = forgotten
+                .and_then(|forgotten| forgotten.get(&tenant))
                 .is_some_and(|generation| *generation >= missing.generation);
-            if self.day == missing.day && !forgotten_since {
-                self.entries.insert(key.clone(), past);
+            if keep && !forgotten_since {
+                entries.insert(tenant.clone(), past);
             }
-            found.insert(key.1, past);
+            found.insert(tenant, past);
         }
         found
     }
 
+    /// Adds to `found` the entries of `tenants` for `metric`, for those that have one.
+    pub(crate) fn get_into(
+        &self,
+        metric: Metric,
+        tenants: &[TenantId],
+        found: &mut HashMap<TenantId, Past>,
+    ) {
+        let Some(entries) = self.entries.get(&metric) else {
+            return;
+        };
+        found.reserve(tenants.len());
+        for tenant in tenants {
+            if let Some(past) = entries.get(tenant) {
+                found.insert(tenant.clone(), *past);
+            }
+        }
+    }
+
     /// The entries of `tenants` for `metric`, for those that have one.
-    pub(crate) fn get(&self, metric: Metric, tenants: &[String]) -> HashMap<String, Past> {
-        tenants
-            .iter()
-            .filter_map(|tenant| {
-                let past = self.entries.get(&(metric, tenant.clone()))?;
-                Some((tenant.clone(), *past))
-            })
-            .collect()
+    pub(crate) fn get(&self, metric: Metric, tenants: &[TenantId]) -> HashMap<TenantId, Past> {
+        let mut found = HashMap::new();
+        self.get_into(metric, tenants, &mut found);
+        found
     }
 
     /// Forgets a tenant's metric: a point of an earlier day was written.
     pub(crate) fn forget(&mut self, tenant: &str, metric: Metric) {
+        let Ok(id) = TenantId::parse(tenant) else {
+            return;
+        };
         self.generation += 1;
-        let key = (metric, tenant.to_owned());
-        self.entries.remove(&key);
-        self.forgotten.insert(key, self.generation);
+        if let Some(entries) = self.entries.get_mut(&metric) {
+            entries.remove(&id);
+        }
+        self.forgotten
+            .entry(metric)
+            .or_default()
+            .insert(id, self.generation);
     }
 
     /// Forgets a tenant's metric when a point stamped `at` (Unix seconds) is of an earlier day
@@ -115,9 +146,13 @@ impl PastCache {
     pub(crate) fn forget_tenants(&mut self, tenants: &[String]) {
         let keys: Vec<(Metric, String)> = self
             .entries
-            .keys()
-            .filter(|(_, tenant)| tenants.contains(tenant))
-            .cloned()
+            .iter()
+            .flat_map(|(metric, entries)| {
+                entries
+                    .keys()
+                    .filter(|tenant| tenants.iter().any(|t| t == tenant.as_str()))
+                    .map(|tenant| (*metric, tenant.to_string()))
+            })
             .collect();
         for (metric, tenant) in keys {
             self.forget(&tenant, metric);
@@ -129,6 +164,13 @@ impl PastCache {
 mod tests {
     use super::*;
 
+    fn ids(names: &[&str]) -> Vec<TenantId> {
+        names
+            .iter()
+            .map(|name| TenantId::parse(name).unwrap())
+            .collect()
+    }
+
     fn past(value: f64) -> Past {
         Past {
             ago_7d: Some(value),
@@ -139,13 +181,13 @@ mod tests {
     #[test]
     fn a_read_keeps_what_it_found_and_all_none_for_tenants_without_points() {
         let mut cache = PastCache::default();
-        let tenants = ["a".to_owned(), "b".to_owned()];
+        let tenants = ids(&["a", "b"]);
         let missing = cache.missing(86_400, Metric::Device, &tenants);
         assert_eq!(missing.tenants, tenants);
         let read = HashMap::from([("a".to_owned(), past(1.0))]);
         let found = cache.fill(Metric::Device, missing, read);
-        assert_eq!(found["a"], past(1.0));
-        assert_eq!(found["b"], Past::default());
+        assert_eq!(found[&tenants[0]], past(1.0));
+        assert_eq!(found[&tenants[1]], Past::default());
         assert!(cache
             .missing(86_400, Metric::Device, &tenants)
             .tenants
@@ -171,7 +213,7 @@ mod tests {
     #[test]
     fn a_read_that_a_forget_overtook_is_served_but_not_kept() {
         let mut cache = PastCache::default();
-        let tenants = ["a".to_owned(), "b".to_owned()];
+        let tenants = ids(&["a", "b"]);
         let missing = cache.missing(86_400, Metric::Device, &tenants);
         // A back-fill of `a` is written while the read runs.
         cache.forget_if_past("a", Metric::Device, 0);
@@ -180,14 +222,14 @@ mod tests {
         assert_eq!(found.len(), 2);
         assert_eq!(
             cache.missing(86_400, Metric::Device, &tenants).tenants,
-            ["a".to_owned()]
+            ids(&["a"])
         );
     }
 
     #[test]
     fn only_points_of_earlier_days_forget() {
         let mut cache = PastCache::default();
-        let tenants = ["a".to_owned()];
+        let tenants = ids(&["a"]);
         let missing = cache.missing(86_400, Metric::Device, &tenants);
         cache.fill(Metric::Device, missing, HashMap::new());
         cache.forget_if_past("a", Metric::Device, 86_400 + 10);

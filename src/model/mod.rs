@@ -64,6 +64,13 @@ impl TenantId {
     }
 }
 
+/// Looked up by its text in maps keyed by the id ([`TenantId`] hashes and compares as its text).
+impl std::borrow::Borrow<str> for TenantId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for TenantId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

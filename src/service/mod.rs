@@ -200,7 +200,7 @@ impl Services {
         });
         if let Some(history) = &history {
             // The changes of `/scores` in memory before the first requests need them.
-            let tenants = config.registry.all().iter().map(|t| t.id.to_string());
+            let tenants = config.registry.all().iter().map(|t| t.id.clone());
             history.load_past(tenants.collect(), &runtime);
         }
         let alerts = history.as_ref().map(|history| {
@@ -406,7 +406,10 @@ impl Services {
     ) -> Result<(Arc<Tenant>, Served), ServiceError> {
         let tenant = self.tenant(id, scope)?;
         // A fresh score at hand needs no future: the warm path portals poll.
-        if let Some(served) = self.cache.get_fresh_now(&tenant, metric, max_age) {
+        if let Some(served) = self
+            .cache
+            .get_fresh_now(&tenant, metric, max_age, Instant::now())
+        {
             return Ok((tenant, served));
         }
         let served = self

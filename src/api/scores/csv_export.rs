@@ -71,21 +71,21 @@ pub(super) struct CsvRow<'a> {
     change_90d: Option<String>,
 }
 
-impl<'a> From<&'a ScoreItem> for CsvRow<'a> {
-    fn from(item: &'a ScoreItem) -> Self {
+impl<'a> From<&'a ScoreItem<'a>> for CsvRow<'a> {
+    fn from(item: &'a ScoreItem<'a>) -> Self {
         let (error_code, error_detail) = match (&item.error, &item.warning) {
             (Some(error), _) => (Some(error.code), Some(error.detail.as_str())),
             (None, Some(warning)) => (Some(warning.code), Some(warning.detail.as_str())),
             (None, None) => (None, None),
         };
-        let reading = item.reading.as_ref();
+        let reading = item.reading;
         let secure = reading.and_then(|reading| reading.secure.as_ref());
         let category = |pick: fn(&Categories) -> f64| {
             secure.map(|secure| pick(&secure.categories).to_string())
         };
         Self {
-            tenant: &item.tenant,
-            name: &item.name,
+            tenant: item.tenant,
+            name: item.name,
             tags: item.tags.join(";"),
             status: item.status,
             score: reading.map(|reading| reading.score.to_string()),
@@ -146,7 +146,7 @@ where
 }
 
 /// The page as CSV: a header row, then one row per item.
-pub(super) fn to_csv(list: &ScoreList) -> Result<Vec<u8>, csv::Error> {
+pub(super) fn to_csv(list: &ScoreList<'_>) -> Result<Vec<u8>, csv::Error> {
     let mut writer = csv_writer();
     writer.write_record(CSV_HEADER)?;
     for item in &list.items {

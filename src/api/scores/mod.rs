@@ -103,7 +103,7 @@ pub enum FormatView {
          "change_1d": null, "change_7d": null, "change_30d": null, "change_90d": null}],
     "next_cursor": null
 }))]
-pub struct ScoreList {
+pub struct ScoreList<'a> {
     /// When the answer was put together (RFC 3339, UTC).
     pub generated_at: String,
     /// `true` when every matching tenant is `ok`; `false` when any is `stale` or `error`.
@@ -119,7 +119,7 @@ pub struct ScoreList {
     /// Counts and statistics over every matching tenant, not just this page.
     pub summary: Summary,
     /// This page's items, in the requested order.
-    pub items: Vec<ScoreItem>,
+    pub items: Vec<ScoreItem<'a>>,
     /// Pass as `cursor` to get the next page; `null` on the last page.
     pub next_cursor: Option<String>,
 }
@@ -128,13 +128,13 @@ pub struct ScoreList {
 /// for `metric: secure` `max_score`, `percentage`, `categories` and `comparisons`),
 /// `age_seconds` and `source` are present together, and absent on errors (then `error` is).
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ScoreItem {
+pub struct ScoreItem<'a> {
     /// The gateway's id of the tenant.
-    pub tenant: String,
+    pub tenant: &'a str,
     /// Display name.
-    pub name: String,
+    pub name: &'a str,
     /// The tenant's tags.
-    pub tags: Vec<String>,
+    pub tags: &'a [String],
     /// `ok`, `stale` or `error`.
     pub status: ItemStatus,
     /// Which number `score` is (the query's `metric`).
@@ -142,7 +142,7 @@ pub struct ScoreItem {
     /// The score, absent on errors.
     #[serde(flatten)]
     #[schema(schema_with = optional_reading_schema)]
-    pub reading: Option<Reading>,
+    pub reading: Option<&'a Reading>,
     /// Seconds since `fetched_at`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub age_seconds: Option<u64>,
@@ -185,13 +185,13 @@ pub struct ItemErrorView {
     pub detail: String,
 }
 
-impl From<&Item> for ScoreItem {
-    fn from(item: &Item) -> Self {
+impl<'a> From<&'a Item> for ScoreItem<'a> {
+    fn from(item: &'a Item) -> Self {
         let tenant = &item.tenant;
         let mut view = Self {
-            tenant: tenant.id.to_string(),
-            name: tenant.name.clone(),
-            tags: tenant.tags.clone(),
+            tenant: tenant.id.as_str(),
+            name: &tenant.name,
+            tags: &tenant.tags,
             status: item.status(),
             metric: item.metric,
             reading: None,
@@ -243,8 +243,8 @@ impl From<&Item> for ScoreItem {
     }
 }
 
-impl From<&Page> for ScoreList {
-    fn from(page: &Page) -> Self {
+impl<'a> From<&'a Page> for ScoreList<'a> {
+    fn from(page: &'a Page) -> Self {
         Self {
             generated_at: rfc3339(page.generated_at),
             complete: page.complete,

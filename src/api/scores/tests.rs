@@ -16,7 +16,7 @@ fn csv_fields_are_quoted_as_rfc_4180_says() {
     );
 }
 
-fn list(items: Vec<ScoreItem>) -> ScoreList {
+fn list(items: Vec<ScoreItem<'_>>) -> ScoreList<'_> {
     ScoreList {
         generated_at: "2026-11-29T10:00:12Z".to_owned(),
         complete: false,
@@ -34,9 +34,9 @@ fn an_empty_page_is_a_header_row_whose_columns_are_the_row_fields() {
     // The header names the fields of a row, in order.
     let mut writer = csv::WriterBuilder::new().from_writer(Vec::new());
     let item = ScoreItem {
-        tenant: "t".to_owned(),
-        name: "n".to_owned(),
-        tags: vec![],
+        tenant: "t",
+        name: "n",
+        tags: &[],
         status: ItemStatus::Ok,
         reading: None,
         age_seconds: None,
@@ -59,18 +59,20 @@ fn an_empty_page_is_a_header_row_whose_columns_are_the_row_fields() {
 
 #[test]
 fn csv_rows_write_scores_as_json_numbers_and_codes_as_text() {
+    let tags = ["gold".to_owned(), "eu".to_owned()];
+    let reading = Reading {
+        score: 340.0,
+        time: "2019-12-03T09:15:58.1665846Z".to_owned(),
+        fetched_at: time::macros::datetime!(2026-11-29 10:00:00.4 UTC).into(),
+        secure: None,
+    };
     let items = vec![
         ScoreItem {
-            tenant: "contoso".to_owned(),
-            name: "Contoso, Ltd".to_owned(),
-            tags: vec!["gold".to_owned(), "eu".to_owned()],
+            tenant: "contoso",
+            name: "Contoso, Ltd",
+            tags: &tags,
             status: ItemStatus::Stale,
-            reading: Some(Reading {
-                score: 340.0,
-                time: "2019-12-03T09:15:58.1665846Z".to_owned(),
-                fetched_at: time::macros::datetime!(2026-11-29 10:00:00.4 UTC).into(),
-                secure: None,
-            }),
+            reading: Some(&reading),
             age_seconds: Some(12),
             source: Some(SourceView::Stale),
             warning: Some(WarningView {
@@ -85,9 +87,9 @@ fn csv_rows_write_scores_as_json_numbers_and_codes_as_text() {
             change_90d: None,
         },
         ScoreItem {
-            tenant: "litware".to_owned(),
-            name: "Litware".to_owned(),
-            tags: vec![],
+            tenant: "litware",
+            name: "Litware",
+            tags: &[],
             status: ItemStatus::Error,
             reading: None,
             age_seconds: None,
