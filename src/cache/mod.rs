@@ -1,5 +1,5 @@
 //! The score cache: fresh and stale windows, single-flight loading, stale-while-revalidate and
-//! stale-if-error, over one shared moka cache.
+//! stale-if-error, over one shared in-process store.
 //!
 //! Owns the decision *whether* Defender is asked: a fresh entry is served as is; an expired one is
 //! served at once as `stale` while exactly one refresh runs; a failure never replaces a good value
@@ -9,8 +9,8 @@
 //! stack ([`crate::policy`]); the cache only asks its gate before starting a flight, so that a
 //! tenant in cool-down or back-off holds no flight.
 //!
-//! Good readings live behind [`ScoreStore`], keyed by [`ScoreKey`] (tenant and metric): moka in
-//! process ([`MokaStore`]), or moka in front of Redis when several replicas share the tenants
+//! Good readings live behind [`ScoreStore`], keyed by [`ScoreKey`] (tenant and metric): a map in
+//! process ([`LocalStore`]), or that map in front of Redis when several replicas share the tenants
 //! ([`crate::cluster::store::TieredStore`]), which also makes single flight cluster-wide through
 //! [`ScoreStore::claim`].
 //!
@@ -37,7 +37,7 @@ pub use settings::CacheSettings;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-pub use store::{Claim, Entry, MokaStore, ScoreStore};
+pub use store::{Claim, Entry, LocalStore, ScoreStore};
 use tokio::time::Instant;
 
 /// Where a served score came from.
@@ -210,7 +210,10 @@ impl ScoreCache {
     ) -> Self {
         let fresh = Duration::from_secs(settings.fresh_seconds);
         let stale_if_error = Duration::from_secs(settings.stale_if_error_seconds);
-        let entries = Arc::new(MokaStore::new(settings.max_entries, fresh + stale_if_error));
+        let entries = Arc::new(LocalStore::new(
+            settings.max_entries,
+            fresh + stale_if_error,
+        ));
         Self::with_store(settings, entries, outbound, metrics, runtime)
     }
 

@@ -1,9 +1,11 @@
 //! Where good readings are kept: the cached [`Entry`], the [`ScoreStore`] seam (with [`Claim`]
-//! for single flight across processes), and the in-process [`MokaStore`].
+//! for single flight across processes), and the in-process [`LocalStore`].
 
 use super::ScoreKey;
 use crate::tenants::Registry;
 use crate::upstream::Reading;
+use parking_lot::RwLock;
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
@@ -42,7 +44,7 @@ impl Entry {
     }
 }
 
-/// Where good readings are kept: moka in process ([`MokaStore`]); a shared (Redis) second
+/// Where good readings are kept: a map in process ([`LocalStore`]); a shared (Redis) second
 /// level behind the same calls when several replicas serve the same tenants. The store only
 /// keeps: freshness, single flight and stale-if-error are decided by [`ScoreCache`](super::ScoreCache).
 #[async_trait::async_trait]
@@ -92,53 +94,84 @@ pub enum Claim {
     Ready(Arc<Entry>),
 }
 
-/// The in-process score store: bounded, and dropping entries too old even for stale-if-error.
-pub struct MokaStore {
-    /// moka's synchronous cache: a warm `/scores` reads every tenant's entry, and the async
-    /// cache's `get` (a large future, moved and polled per read) was a third of its time
-    /// (docs/performance.md). Nothing here waits on I/O, so nothing is lost by not awaiting.
-    entries: moka::sync::Cache<ScoreKey, Arc<Entry>>,
+/// The in-process score store: one map, bounded, and dropping entries too old even for
+/// stale-if-error.
+///
+/// A map behind a read-write lock rather than a general cache (moka, before): its keys are the
+/// registry's (tenants × metrics), known and bounded, so an admission and eviction policy buys
+/// nothing, and moka's bookkeeping per entry (the key copied into its nodes, two deque nodes,
+/// timestamps: a few hundred bytes) was over 10 MB at 10,000 tenants with three metrics
+/// (docs/performance.md). A read is a shared lock and a reference count.
+pub struct LocalStore {
+    entries: RwLock<HashMap<ScoreKey, Arc<Entry>>>,
+    /// At most this many entries (`[cache] max_entries`).
+    max_entries: usize,
+    /// An entry older than this is gone (fresh window plus stale-if-error).
+    time_to_live: Duration,
 }
 
-impl MokaStore {
+impl LocalStore {
     /// At most `max_entries`, each kept for `time_to_live` (fresh plus stale-if-error).
     pub fn new(max_entries: u64, time_to_live: Duration) -> Self {
         Self {
-            entries: moka::sync::Cache::builder()
-                .max_capacity(max_entries)
-                .time_to_live(time_to_live)
-                .build(),
+            entries: RwLock::new(HashMap::new()),
+            max_entries: usize::try_from(max_entries).unwrap_or(usize::MAX).max(1),
+            time_to_live,
         }
+    }
+
+    fn live(&self, entry: &Entry, now: Instant) -> bool {
+        now.saturating_duration_since(entry.stored_at) <= self.time_to_live
+    }
+
+    fn read(&self, key: &ScoreKey) -> Option<Arc<Entry>> {
+        let now = Instant::now();
+        self.entries
+            .read()
+            .get(key)
+            .filter(|entry| self.live(entry, now))
+            .cloned()
     }
 }
 
 #[async_trait::async_trait]
-impl ScoreStore for MokaStore {
+impl ScoreStore for LocalStore {
     async fn get(&self, key: &ScoreKey) -> Option<Arc<Entry>> {
-        self.entries.get(key)
+        self.read(key)
     }
 
     fn get_now(&self, key: &ScoreKey) -> Option<Arc<Entry>> {
-        self.entries.get(key)
+        self.read(key)
     }
 
+    /// At capacity, a new key first drops the expired entries, then the oldest stored one (a
+    /// scan of the map: the capacity is sized for every tenant and metric, so it is reached
+    /// only when configured below that).
     async fn insert(&self, key: ScoreKey, entry: Arc<Entry>) {
-        self.entries.insert(key, entry);
+        let mut entries = self.entries.write();
+        if !entries.contains_key(&key) && entries.len() >= self.max_entries {
+            let now = Instant::now();
+            entries.retain(|_, entry| self.live(entry, now));
+            if entries.len() >= self.max_entries {
+                let oldest = entries
+                    .iter()
+                    .min_by_key(|(_, entry)| entry.stored_at)
+                    .map(|(key, _)| key.clone());
+                if let Some(oldest) = oldest {
+                    entries.remove(&oldest);
+                }
+            }
+        }
+        entries.insert(key, entry);
     }
 
     async fn retain(&self, registry: &Registry) {
-        let gone: Vec<ScoreKey> = self
-            .entries
-            .iter()
-            .map(|(key, _)| (*key).clone())
-            .filter(|key| {
-                !registry
+        let now = Instant::now();
+        self.entries.write().retain(|key, entry| {
+            self.live(entry, now)
+                && registry
                     .get(key.tenant.as_str())
                     .is_some_and(|tenant| tenant.has(key.metric))
-            })
-            .collect();
-        for key in gone {
-            self.entries.invalidate(&key);
-        }
+        });
     }
 }

@@ -449,3 +449,45 @@ async fn background_refreshes_start_only_while_more_than_half_the_slots_are_free
         .await;
     assert!(cache.is_fetching(&northwind.id, Metric::Device).await);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_local_store_drops_entries_past_their_time_to_live_and_the_oldest_at_capacity() {
+    let store = LocalStore::new(2, Duration::from_secs(60));
+    let key = |tenant: &str| ScoreKey {
+        tenant: crate::model::TenantId::parse(tenant).unwrap(),
+        metric: Metric::Device,
+    };
+    let entry = |score: f64| {
+        Arc::new(Entry::new(
+            Reading {
+                score,
+                time: "t".to_owned(),
+                fetched_at: std::time::SystemTime::UNIX_EPOCH,
+                secure: None,
+            },
+            Instant::now(),
+            Duration::from_secs(30),
+        ))
+    };
+    store.insert(key("a"), entry(1.0)).await;
+    tokio::time::advance(Duration::from_secs(10)).await;
+    store.insert(key("b"), entry(2.0)).await;
+    assert_eq!(store.get_now(&key("a")).map(|e| e.reading.score), Some(1.0));
+    // Full: a third key drops the oldest stored (`a`), not a newer one.
+    store.insert(key("c"), entry(3.0)).await;
+    assert!(store.get(&key("a")).await.is_none());
+    assert_eq!(
+        store.get(&key("b")).await.map(|e| e.reading.score),
+        Some(2.0)
+    );
+    // Replacing a key at capacity drops nothing.
+    store.insert(key("b"), entry(4.0)).await;
+    assert_eq!(
+        store.get(&key("c")).await.map(|e| e.reading.score),
+        Some(3.0)
+    );
+    // Past its time to live an entry is gone.
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert!(store.get_now(&key("b")).is_none());
+    assert!(store.get(&key("c")).await.is_none());
+}

@@ -1,6 +1,6 @@
 //! The score cache's Redis level and cluster-wide single flight, behind [`ScoreStore`].
 //!
-//! [`TieredStore`] keeps moka in front: a look-up is answered from this replica's memory while
+//! [`TieredStore`] keeps the in-process store in front: a look-up is answered from this replica's memory while
 //! its copy was checked against Redis less than `[cluster] local_ttl_ms` ago; after that Redis is
 //! asked whether another replica stored a newer reading. Redis holds each reading with its fetch
 //! and store times (wall clock, milliseconds since the epoch) and its fresh window, for the fresh
@@ -16,7 +16,7 @@
 //! whether they may call at all.
 
 use super::Cluster;
-use crate::cache::{Claim, Entry, MokaStore, ScoreStore};
+use crate::cache::{Claim, Entry, LocalStore, ScoreStore};
 use crate::metrics::ClusterUse;
 use crate::model::{Reading, ScoreKey};
 use crate::tenants::Registry;
@@ -98,11 +98,11 @@ fn stored_since(entry: &Entry, since: SystemTime) -> bool {
     millis_since_epoch(stored) >= millis_since_epoch(since)
 }
 
-/// moka in front of Redis, and the cluster's single flight.
+/// The in-process store in front of Redis, and the cluster's single flight.
 pub struct TieredStore {
     cluster: Arc<Cluster>,
     /// The first level: every entry this replica has, for the whole window.
-    local: MokaStore,
+    local: LocalStore,
     /// When each first-level entry was last compared with Redis.
     checked: moka::future::Cache<ScoreKey, Instant>,
     /// How long a reading is kept in Redis: fresh plus stale-if-error.
@@ -113,7 +113,7 @@ impl TieredStore {
     /// A store of at most `max_entries` readings kept for `time_to_live` in both levels.
     pub fn new(cluster: Arc<Cluster>, max_entries: u64, time_to_live: Duration) -> Self {
         Self {
-            local: MokaStore::new(max_entries, time_to_live),
+            local: LocalStore::new(max_entries, time_to_live),
             checked: moka::future::Cache::builder()
                 .max_capacity(max_entries)
                 .time_to_live(cluster.local_ttl().max(Duration::from_millis(1)))
