@@ -117,14 +117,7 @@ pub(super) async fn run(args: &GatewayBenchArgs, client: &reqwest::Client) -> an
         elapsed.as_secs_f64()
     );
     for (route, figures) in ROUTES.iter().zip(&figures) {
-        println!(
-            "                  {route:<24} p50 {:.2} ms, p99 {:.2} ms, {:.0} req/s ({} ok, {} errors)",
-            percentile(&figures.latencies, 0.5),
-            percentile(&figures.latencies, 0.99),
-            figures.latencies.len() as f64 / elapsed.as_secs_f64(),
-            figures.latencies.len(),
-            figures.errors
-        );
+        println!("                  {}", figures.line(route, elapsed));
     }
     println!(
         "                  resident memory idle {idle:.1} MiB, peak {peak:.1} MiB, after {after:.1} MiB, 3 s later {settled:.1} MiB: peak / idle = {:.2} (target <= 1.5x)",

@@ -5,8 +5,8 @@
 //! target 0) and the resident memory before, at its peak (sampled every 100 ms) and after.
 
 use super::{
-    drive_routes, fetch_every_tenant, percentile, three_metrics, GatewayBenchArgs, GatewayProcess,
-    RssSampler, METRICS,
+    drive_routes, fetch_every_tenant, three_metrics, GatewayBenchArgs, GatewayProcess, RssSampler,
+    METRICS,
 };
 use crate::bench::gateway::{emulator, resident_mib};
 use anyhow::Context;
@@ -111,14 +111,7 @@ pub(super) async fn run(args: &GatewayBenchArgs, client: &reqwest::Client) -> an
     let mut errors = 0;
     for (route, figures) in ROUTES.iter().zip(&figures) {
         errors += figures.errors;
-        println!(
-            "                  {route:<24} p50 {:.2} ms, p99 {:.2} ms, {:.0} req/s ({} ok, {} errors)",
-            percentile(&figures.latencies, 0.5),
-            percentile(&figures.latencies, 0.99),
-            figures.latencies.len() as f64 / elapsed.as_secs_f64(),
-            figures.latencies.len(),
-            figures.errors
-        );
+        println!("                  {}", figures.line(route, elapsed));
     }
     println!(
         "                  errors {errors} (target 0); resident memory before {before:.1} MiB, peak {peak:.1} MiB, after {after:.1} MiB, 3 s later {settled:.1} MiB"

@@ -95,12 +95,16 @@ pub enum Phase {
 
 impl Phase {
     /// Every phase, in the order the bench runs them.
+    ///
+    /// `scores` last: its gateway runs in this process, and what it leaves running (the
+    /// secure score back-fills it waits for, bounded) must not share the cores with the
+    /// figures of the gateway processes.
     const ALL: [Phase; 5] = [
         Phase::Memory,
-        Phase::Scores,
         Phase::Nginx,
         Phase::Mixed,
         Phase::Big,
+        Phase::Scores,
     ];
 
     /// The phase's name, as `--phases` spells it and the figures start.
@@ -115,10 +119,19 @@ impl Phase {
     }
 }
 
-/// A gateway on port 0 in front of `emulator`, configured by the emulator's written file.
+/// A gateway on port 0 in front of `emulator`, configured by the emulator's written file, in
+/// this process; stopped on drop, so that its background work (history back-fills) does not
+/// outlive its phase.
 struct Gateway {
     address: String,
+    shutdown: tokio_util::sync::CancellationToken,
     _dir: TempDir,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
 }
 
 /// A scratch directory removed on drop.
@@ -194,8 +207,13 @@ async fn gateway(emulator: &Emulator, max_in_flight: usize, auth: bool) -> anyho
     let config = Config::load_with_env(&path, overrides).context("the bench configuration")?;
     let application = Application::build(&config)?;
     let address = format!("http://{}", application.addr());
+    let shutdown = application.shutdown_token();
     tokio::spawn(application.run_until_stopped());
-    Ok(Gateway { address, _dir: dir })
+    Ok(Gateway {
+        address,
+        shutdown,
+        _dir: dir,
+    })
 }
 
 pub(crate) async fn emulator(
@@ -275,10 +293,37 @@ pub(crate) async fn drive(
 }
 
 /// What one route of a load got: the sorted latencies of its 2xx answers, and its errors (any
-/// other status, or a transport error).
+/// other status, or a transport error) counted by kind.
+#[derive(Default)]
 pub(crate) struct RouteFigures {
     pub(crate) latencies: Vec<Duration>,
     pub(crate) errors: u64,
+    /// Errors by kind: the status (`503`), or `transport`.
+    pub(crate) error_kinds: std::collections::BTreeMap<String, u64>,
+}
+
+impl RouteFigures {
+    /// The line of a route's figures over `elapsed`.
+    pub(crate) fn line(&self, route: &str, elapsed: Duration) -> String {
+        let mut line = format!(
+            "{route:<24} p50 {:.2} ms, p99 {:.2} ms, {:.0} req/s ({} ok, {} errors",
+            percentile(&self.latencies, 0.5),
+            percentile(&self.latencies, 0.99),
+            self.latencies.len() as f64 / elapsed.as_secs_f64(),
+            self.latencies.len(),
+            self.errors
+        );
+        let kinds: Vec<String> = self
+            .error_kinds
+            .iter()
+            .map(|(kind, count)| format!("{kind} x{count}"))
+            .collect();
+        if !kinds.is_empty() {
+            line.push_str(&format!(": {}", kinds.join(", ")));
+        }
+        line.push(')');
+        line
+    }
 }
 
 /// Drives GET `paths` (each with the index of its route, round robin) from `concurrency`
@@ -294,10 +339,7 @@ pub(crate) async fn drive_routes(
     let until = started + Duration::from_secs(seconds);
     let new_figures = || {
         (0..routes)
-            .map(|_| RouteFigures {
-                latencies: Vec::new(),
-                errors: 0,
-            })
+            .map(|_| RouteFigures::default())
             .collect::<Vec<_>>()
     };
     let tasks: Vec<_> = (0..concurrency)
@@ -311,17 +353,20 @@ pub(crate) async fn drive_routes(
                     let (route, path) = &paths[next % paths.len()];
                     next += concurrency;
                     let sent = Instant::now();
-                    let answered = match client.get(path).send().await {
+                    let error = match client.get(path).send().await {
                         Ok(response) if response.status().is_success() => {
-                            response.bytes().await.is_ok()
+                            response.bytes().await.err().map(|_| "transport".to_owned())
                         }
-                        _ => false,
+                        Ok(response) => Some(response.status().as_u16().to_string()),
+                        Err(_) => Some("transport".to_owned()),
                     };
                     if let Some(route) = figures.get_mut(*route) {
-                        if answered {
-                            route.latencies.push(sent.elapsed());
-                        } else {
-                            route.errors += 1;
+                        match error {
+                            None => route.latencies.push(sent.elapsed()),
+                            Some(kind) => {
+                                route.errors += 1;
+                                *route.error_kinds.entry(kind).or_default() += 1;
+                            }
                         }
                     }
                 }
@@ -335,6 +380,9 @@ pub(crate) async fn drive_routes(
             for (total, mut part) in figures.iter_mut().zip(task_figures) {
                 total.latencies.append(&mut part.latencies);
                 total.errors += part.errors;
+                for (kind, count) in part.error_kinds {
+                    *total.error_kinds.entry(kind).or_default() += count;
+                }
             }
         }
     }

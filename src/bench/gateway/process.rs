@@ -26,6 +26,7 @@ pub(crate) fn resident_mib(pid: u32) -> Option<f64> {
 /// and keeps the highest; stops on drop. A peak between two samples goes unseen: the period
 /// is the figure's resolution.
 pub(crate) struct RssSampler {
+    pid: u32,
     peak_kib: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -44,11 +45,18 @@ impl RssSampler {
                 }
             }
         });
-        Self { peak_kib, task }
+        Self {
+            pid,
+            peak_kib,
+            task,
+        }
     }
 
-    /// The highest resident memory sampled so far, in MiB.
+    /// The highest resident memory sampled so far, a sample taken now included, in MiB.
     pub(crate) fn peak_mib(&self) -> f64 {
+        if let Some(kib) = resident_kib(self.pid) {
+            self.peak_kib.fetch_max(kib, Ordering::Relaxed);
+        }
         self.peak_kib.load(Ordering::Relaxed) as f64 / 1024.0
     }
 }

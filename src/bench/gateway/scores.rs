@@ -6,7 +6,7 @@
 use super::{drive, emulator, gateway, percentile, GatewayBenchArgs};
 use anyhow::Context;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Runs the phases and prints their figures.
 pub(super) async fn run(args: &GatewayBenchArgs, client: &reqwest::Client) -> anyhow::Result<()> {
@@ -155,9 +155,33 @@ pub(super) async fn run(args: &GatewayBenchArgs, client: &reqwest::Client) -> an
         counters.score_calls,
         counters.token_requests
     );
+    // The secure score back-fills the cold phase started, before the emulator goes: they run
+    // in this process and would otherwise fail, and log, against an emulator that is gone.
+    if !graph_still(&emu, Duration::from_secs(120)).await {
+        println!("                  (secure score back-fills still running after 120 s)");
+    }
     drop(cold_gw);
     drop(gw);
     emu.stop().await;
 
     Ok(())
+}
+
+/// Waits (at most `bound`) until the emulator's Graph call counter has stood still for two
+/// seconds: the secure score back-fills have ended. Returns whether it did.
+async fn graph_still(emu: &crate::emulator::Emulator, bound: Duration) -> bool {
+    let started = Instant::now();
+    let mut last = emu.stats().total.graph_calls;
+    let mut still_since = Instant::now();
+    while started.elapsed() < bound {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let calls = emu.stats().total.graph_calls;
+        if calls != last {
+            last = calls;
+            still_since = Instant::now();
+        } else if still_since.elapsed() >= Duration::from_secs(2) {
+            return true;
+        }
+    }
+    false
 }
