@@ -1,10 +1,13 @@
 //! The `big` phase: one gateway process with `--big-tenants` tenants (10,000), all three
-//! metrics, history on. Its start-up (spawn to `/readyz` 200) and a SIGHUP reload (sent to
-//! reload until `scoregate_config_reloads_total{outcome="ok"}` counts it), each with its time
-//! and the resident memory's peak (sampled every 100 ms); once warm, `/scores` sorted by
-//! `change_7d` over every tenant from one client; then its memory under `--clients`
-//! concurrent clients (`/scores`, `/scores.csv`, single scores): idle, peak and after.
+//! metrics, history on. Its start-up (spawn to `/readyz` 200) with the resident memory's peak
+//! (sampled every 100 ms); every tenant's three scores fetched, then the secure score
+//! back-fills left to drain (as the `memory` phase does); a SIGHUP reload of the same file,
+//! timed until `scoregate_config_reloads_total{outcome="ok"}` counts it, with its peak;
+//! `/scores` sorted by `change_7d` over every tenant from one client; then the memory under
+//! `--clients` concurrent clients (`/scores`, `/scores.csv`, single scores): idle, peak
+//! (sampled every 100 ms) and after.
 
+use super::memory::settle;
 use super::mixed::fetch_ok;
 use super::{
     drive, drive_routes, fetch_every_tenant, metric_sum, percentile, three_metrics,
@@ -48,7 +51,13 @@ pub(super) async fn run(args: &GatewayBenchArgs, client: &reqwest::Client) -> an
     for metric in METRICS {
         fetch_every_tenant(client, address, metric, BOUND).await?;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The figures below are of a warm gateway at rest, not one still back-filling.
+    let settled = settle(client, &gw, Duration::from_secs(args.settle_seconds)).await?;
+    println!(
+        "                  warm: every tenant's three scores fetched once; {}, {:.1} MiB",
+        settled.describe(),
+        settled.resident
+    );
 
     // A reload of the same file, once warm.
     let reloads = metric_sum(client, address, RELOADS_OK).await?;

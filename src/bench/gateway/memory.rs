@@ -69,17 +69,34 @@ async fn measure(
 
 /// What settling found: the resident memory once the back-fills drained (or when the bound
 /// ran out), the highest sample on the way, how long it took and how many Graph calls it saw.
-struct Settled {
-    resident: f64,
-    peak: f64,
-    elapsed: Duration,
-    drained: bool,
-    graph_calls: f64,
+pub(super) struct Settled {
+    pub(super) resident: f64,
+    pub(super) peak: f64,
+    pub(super) elapsed: Duration,
+    pub(super) drained: bool,
+    pub(super) graph_calls: f64,
+}
+
+impl Settled {
+    /// How the settling ended, for the figures.
+    pub(super) fn describe(&self) -> String {
+        format!(
+            "{} after {:.0} s, {:.0} Graph calls, peak {:.1} MiB while settling",
+            if self.drained {
+                "back-fills drained"
+            } else {
+                "back-fills NOT drained (--settle-seconds ran out)"
+            },
+            self.elapsed.as_secs_f64(),
+            self.graph_calls,
+            self.peak
+        )
+    }
 }
 
 /// Samples `gateway`'s memory every second until its Graph call counter has stood still for
 /// [`STILL`] with no history write pending, or `bound` ran out.
-async fn settle(
+pub(super) async fn settle(
     client: &reqwest::Client,
     gateway: &GatewayProcess,
     bound: Duration,
@@ -147,16 +164,9 @@ pub(super) async fn run(args: &GatewayBenchArgs, client: &reqwest::Client) -> an
         }
     };
     println!(
-        "memory            gateway process alone, {tenants} tenants, history on, three metrics: {:.1} MiB (target <= 96 MiB, stretch 80), settled: {} after {:.0} s, {:.0} Graph calls, peak {:.1} MiB while settling",
+        "memory            gateway process alone, {tenants} tenants, history on, three metrics: {:.1} MiB (target <= 96 MiB, stretch 80), settled: {}",
         settled.resident,
-        if settled.drained {
-            "back-fills drained"
-        } else {
-            "back-fills NOT drained (--settle-seconds ran out)"
-        },
-        settled.elapsed.as_secs_f64(),
-        settled.graph_calls,
-        settled.peak
+        settled.describe()
     );
     let cached: Vec<String> = figures.cached.iter().map(u64::to_string).collect();
     println!(

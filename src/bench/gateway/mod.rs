@@ -68,8 +68,8 @@ pub struct GatewayBenchArgs {
     /// How long the `big` phase's load drives requests, seconds.
     #[arg(long, default_value_t = 30)]
     pub load_seconds: u64,
-    /// At most how long the memory phase waits for the secure score back-fills to drain before
-    /// reading the settled figure, seconds.
+    /// At most how long the `memory` and `big` phases wait for the secure score back-fills to
+    /// drain (the settled figure, the figures at rest), seconds.
     #[arg(long, default_value_t = 900)]
     pub settle_seconds: u64,
     /// The phases to run, comma separated (default: all, in this order).
@@ -412,7 +412,7 @@ fn phase_bound(phase: Phase, args: &GatewayBenchArgs) -> Duration {
         Phase::Scores => 5 * args.seconds + margin,
         Phase::Nginx => (2 + 3 * 3) * args.seconds + margin,
         Phase::Mixed => args.mixed_seconds + margin,
-        Phase::Big => args.load_seconds + args.seconds + 2 * margin,
+        Phase::Big => args.settle_seconds + args.load_seconds + args.seconds + 2 * margin,
     };
     Duration::from_secs(seconds)
 }
