@@ -72,7 +72,8 @@ pub struct GatewayBenchArgs {
     /// drain (the settled figure, the figures at rest), seconds.
     #[arg(long, default_value_t = 900)]
     pub settle_seconds: u64,
-    /// The phases to run, comma separated (default: all, in this order).
+    /// The phases to run, comma separated: memory, nginx, mixed, big, scores (default: all;
+    /// they run in that order whatever the order given).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = Phase::ALL)]
     pub phases: Vec<Phase>,
 }
@@ -120,8 +121,8 @@ impl Phase {
 }
 
 /// A gateway on port 0 in front of `emulator`, configured by the emulator's written file, in
-/// this process; stopped on drop, so that its background work (history back-fills) does not
-/// outlive its phase.
+/// this process; its server stopped on drop (the `scores` phase waits for the history
+/// back-fills it started itself: they do not end with the server).
 struct Gateway {
     address: String,
     shutdown: tokio_util::sync::CancellationToken,
