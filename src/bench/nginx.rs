@@ -212,3 +212,27 @@ pub(crate) fn wrk(url: &str, token: &str, connections: usize, seconds: u64) -> O
         .find(|line| line.starts_with("Requests/sec:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_configuration_leaves_keepalive_to_nginx_and_the_other_never_closes() {
+        let dir = Path::new("/tmp/nginx-test");
+        let default = config(dir, 8080, "https://127.0.0.1:1", 2, Keepalive::Default);
+        let unbounded = config(dir, 8080, "https://127.0.0.1:1", 2, Keepalive::Unbounded);
+        assert!(!default.contains("keepalive"), "{default}");
+        assert!(
+            unbounded.contains("keepalive_requests 1000000;"),
+            "{unbounded}"
+        );
+        for text in [&default, &unbounded] {
+            assert!(
+                text.contains("access_log /tmp/nginx-test/access.log;"),
+                "{text}"
+            );
+            assert!(text.contains("listen 127.0.0.1:8080;"), "{text}");
+        }
+    }
+}

@@ -457,3 +457,26 @@ pub async fn run(args: GatewayBenchArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_routes_line_gives_its_percentiles_and_its_errors_by_kind() {
+        let mut figures = RouteFigures {
+            latencies: (1..=100).map(Duration::from_millis).collect(),
+            errors: 3,
+            ..RouteFigures::default()
+        };
+        figures.error_kinds.insert("503".to_owned(), 2);
+        figures.error_kinds.insert("transport".to_owned(), 1);
+        let line = figures.line("/scores", Duration::from_secs(10));
+        assert_eq!(
+            line,
+            "/scores                  p50 51.00 ms, p99 99.00 ms, 10 req/s (100 ok, 3 errors: 503 x2, transport x1)"
+        );
+        let clean = RouteFigures::default().line("/controls", Duration::from_secs(1));
+        assert!(clean.ends_with("(0 ok, 0 errors)"), "{clean}");
+    }
+}
