@@ -54,9 +54,9 @@ pub(super) async fn run(args: &GatewayBenchArgs, client: &reqwest::Client) -> an
     // The figures below are of a warm gateway at rest, not one still back-filling.
     let settled = settle(client, &gw, Duration::from_secs(args.settle_seconds)).await?;
     println!(
-        "                  warm: every tenant's three scores fetched once; {}, {:.1} MiB",
-        settled.describe(),
-        settled.resident
+        "                  warm: every tenant's three scores fetched once, {:.1} MiB; {}",
+        settled.resident,
+        settled.describe()
     );
 
     // A reload of the same file, once warm.
