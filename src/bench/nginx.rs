@@ -3,8 +3,8 @@
 //!
 //! nginx is started only when it is on `PATH` (Debian: `apt-get install nginx`), on a loopback
 //! port, with as many worker processes as the gateway has workers and its access log on (the
-//! gateway keeps its log line too). The configuration is [`config`]; `docs/performance.md`
-//! shows it.
+//! gateway keeps its log line too). The configuration is [`config`], in two profiles
+//! ([`Keepalive`]); `docs/performance.md` shows it.
 
 use super::gateway::TempDir;
 use crate::emulator::Emulator;
@@ -28,11 +28,42 @@ pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// nginx's keep-alive settings in a comparison: the two configurations the gateway is measured
+/// against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keepalive {
+    /// `keepalive_requests 1000000`: a client connection is never closed during a run (the
+    /// configuration `bench gateway` has always used).
+    Unbounded,
+    /// No `keepalive_*` line: nginx's defaults (a connection closed after 1,000 requests).
+    Default,
+}
+
+impl Keepalive {
+    /// How the figures name the configuration.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Keepalive::Unbounded => "keepalive_requests 1000000",
+            Keepalive::Default => "default keepalive",
+        }
+    }
+}
+
 /// The nginx configuration of the comparison: a cache in front of `upstream` (the emulator's
 /// HTTPS origin), answers cached for five minutes whatever the upstream's headers, keyed by
-/// the request URI only.
-pub(crate) fn config(dir: &Path, port: u16, upstream: &str, workers: usize) -> String {
+/// the request URI only; the access log on, keep-alive as `keepalive`.
+pub(crate) fn config(
+    dir: &Path,
+    port: u16,
+    upstream: &str,
+    workers: usize,
+    keepalive: Keepalive,
+) -> String {
     let dir = dir.display();
+    let keepalive = match keepalive {
+        Keepalive::Unbounded => "\n    keepalive_requests 1000000;",
+        Keepalive::Default => "",
+    };
     format!(
         "worker_processes {workers};
 pid {dir}/nginx.pid;
@@ -48,8 +79,7 @@ http {{
   uwsgi_temp_path {dir}/uwsgi;
   scgi_temp_path {dir}/scgi;
   server {{
-    listen 127.0.0.1:{port};
-    keepalive_requests 1000000;
+    listen 127.0.0.1:{port};{keepalive}
     location / {{
       proxy_pass {upstream};
       proxy_ssl_verify off;
@@ -98,19 +128,24 @@ impl Drop for Nginx {
 }
 
 impl Nginx {
-    /// Starts `binary` in front of `emulator` and waits until it accepts connections.
+    /// Starts `binary` in front of `emulator` (keep-alive as `keepalive`) and waits until it
+    /// accepts connections.
     pub(crate) fn start(
         binary: &Path,
         emulator: &Emulator,
         workers: usize,
+        keepalive: Keepalive,
     ) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("scoregate-nginx-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(dir.join("cache")).context("a scratch directory for nginx")?;
         let dir = TempDir(dir);
         let port = free_port()?;
         let conf = dir.0.join("nginx.conf");
-        std::fs::write(&conf, config(&dir.0, port, &emulator.base_url(), workers))
-            .context("the nginx configuration")?;
+        std::fs::write(
+            &conf,
+            config(&dir.0, port, &emulator.base_url(), workers, keepalive),
+        )
+        .context("the nginx configuration")?;
         let child = Command::new(binary)
             .arg("-c")
             .arg(&conf)
@@ -176,4 +211,28 @@ pub(crate) fn wrk(url: &str, token: &str, connections: usize, seconds: u64) -> O
         .lines()
         .find(|line| line.starts_with("Requests/sec:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_configuration_leaves_keepalive_to_nginx_and_the_other_never_closes() {
+        let dir = Path::new("/tmp/nginx-test");
+        let default = config(dir, 8080, "https://127.0.0.1:1", 2, Keepalive::Default);
+        let unbounded = config(dir, 8080, "https://127.0.0.1:1", 2, Keepalive::Unbounded);
+        assert!(!default.contains("keepalive"), "{default}");
+        assert!(
+            unbounded.contains("keepalive_requests 1000000;"),
+            "{unbounded}"
+        );
+        for text in [&default, &unbounded] {
+            assert!(
+                text.contains("access_log /tmp/nginx-test/access.log;"),
+                "{text}"
+            );
+            assert!(text.contains("listen 127.0.0.1:8080;"), "{text}");
+        }
+    }
 }

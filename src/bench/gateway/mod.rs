@@ -1,18 +1,30 @@
-//! Benchmark of the gateway in front of the in-process emulator: cold and warm `/scores` (and a
-//! cold `/scores?metric=secure`, through Microsoft Graph, beside the device figure), warm
-//! single-tenant reads (with an API key, beside nginx's `proxy_cache` serving the same cached
-//! Defender answer when nginx is installed), single flight under 1,000 concurrent cold
-//! requests, and the resident memory of a separate gateway process with 10,000 warm tenants,
-//! history on and off. Each figure that has a target (issue 15) is printed beside it.
+//! Benchmark of the gateway in front of the in-process emulator, in phases (`--phases`, all
+//! by default), each figure printed beside its target (issues 15 and 25):
 //!
-//! The gateway beside nginx and the memory's gateway run as processes of their own (this
-//! binary's `serve`), as nginx does; the other phases run in this process (emulator, gateway,
-//! client) on the same cores, so their figures are conservative. The emulator's quotas are off:
-//! the bench measures the gateway, not Defender's limits. Each phase is bounded in time.
+//! - `memory`: the resident memory of a gateway process with 10,000 warm tenants, history on,
+//!   `device` only and then all three metrics (settled after the secure score back-fills);
+//! - `scores`: cold and warm `/scores` over 1,000 tenants, warm single-tenant reads, a cold
+//!   `/scores?metric=secure`, single flight under 1,000 concurrent cold requests;
+//! - `nginx`: the warm single-tenant score with an API key against nginx's `proxy_cache` in two
+//!   configurations, wrk rounds alternating;
+//! - `mixed`: 200 concurrent clients over the read routes of a warm 1,000-tenant gateway;
+//! - `big`: a 10,000-tenant gateway, all three metrics: start-up, a SIGHUP reload, a sorted
+//!   `/scores`, and its memory under 200 concurrent clients.
+//!
+//! The gateways of `nginx`, `memory`, `mixed` and `big` run as processes of their own (this
+//! binary's `serve`), as nginx does; `scores` runs in this process (emulator, gateway, client)
+//! on the same cores, so its figures are conservative. The emulator's quotas are off: the bench
+//! measures the gateway, not Defender's limits. Each phase is bounded in time; a phase that
+//! fails prints "not measured" and the bench goes on.
 
+mod big;
+mod memory;
+mod mixed;
 mod process;
+mod scores;
+mod versus_nginx;
 
-use process::memory;
+use process::{fetch_every_tenant, metric_sum, RssSampler};
 pub(crate) use process::{resident_mib, GatewayProcess};
 
 use crate::app::Application;
@@ -29,9 +41,12 @@ pub struct GatewayBenchArgs {
     /// Tenants of the `/scores` phases.
     #[arg(long, default_value_t = 1000)]
     pub tenants: usize,
-    /// Tenants registered for the memory figure (0 skips it).
+    /// Tenants registered for the memory figures (0 skips them).
     #[arg(long, default_value_t = 10_000)]
     pub memory_tenants: usize,
+    /// Tenants of the `big` phase (start-up, reload, sorted `/scores`, memory under load).
+    #[arg(long, default_value_t = 10_000)]
+    pub big_tenants: usize,
     /// Latency the emulator adds to every Defender call, milliseconds.
     #[arg(long, value_name = "MIN..MAX", default_value = "50..150")]
     pub latency_ms: LatencyRange,
@@ -44,12 +59,80 @@ pub struct GatewayBenchArgs {
     /// Concurrent client tasks of the warm phases.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
+    /// Concurrent clients of the `mixed` and `big` loads.
+    #[arg(long, default_value_t = 200)]
+    pub clients: usize,
+    /// How long the `mixed` load drives requests, seconds.
+    #[arg(long, default_value_t = 30)]
+    pub mixed_seconds: u64,
+    /// How long the `big` phase's load drives requests, seconds.
+    #[arg(long, default_value_t = 30)]
+    pub load_seconds: u64,
+    /// At most how long the `memory` and `big` phases wait for the secure score back-fills to
+    /// drain (the settled figure, the figures at rest), seconds.
+    #[arg(long, default_value_t = 900)]
+    pub settle_seconds: u64,
+    /// The phases to run, comma separated: memory, nginx, mixed, big, scores (default: all;
+    /// they run in that order whatever the order given).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Phase::ALL)]
+    pub phases: Vec<Phase>,
 }
 
-/// A gateway on port 0 in front of `emulator`, configured by the emulator's written file.
+/// A phase of `bench gateway`, runnable alone (`--phases`) so that a figure can be measured
+/// again by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Phase {
+    /// Memory of a 10,000-tenant gateway process, `device` only and all three metrics.
+    Memory,
+    /// Cold and warm `/scores`, warm single-tenant reads, cold secure scores, single flight.
+    Scores,
+    /// The warm single-tenant score against nginx's `proxy_cache`, two configurations.
+    Nginx,
+    /// 200 concurrent clients over the read routes of a warm 1,000-tenant gateway.
+    Mixed,
+    /// A 10,000-tenant gateway: start-up, SIGHUP reload, sorted `/scores`, memory under load.
+    Big,
+}
+
+impl Phase {
+    /// Every phase, in the order the bench runs them.
+    ///
+    /// `scores` last: its gateway runs in this process, and what it leaves running (the
+    /// secure score back-fills it waits for, bounded) must not share the cores with the
+    /// figures of the gateway processes.
+    const ALL: [Phase; 5] = [
+        Phase::Memory,
+        Phase::Nginx,
+        Phase::Mixed,
+        Phase::Big,
+        Phase::Scores,
+    ];
+
+    /// The phase's name, as `--phases` spells it and the figures start.
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Memory => "memory",
+            Phase::Scores => "scores",
+            Phase::Nginx => "nginx",
+            Phase::Mixed => "mixed",
+            Phase::Big => "big",
+        }
+    }
+}
+
+/// A gateway on port 0 in front of `emulator`, configured by the emulator's written file, in
+/// this process; its server stopped on drop (the `scores` phase waits for the history
+/// back-fills it started itself: they do not end with the server).
 struct Gateway {
     address: String,
+    shutdown: tokio_util::sync::CancellationToken,
     _dir: TempDir,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
 }
 
 /// A scratch directory removed on drop.
@@ -125,8 +208,13 @@ async fn gateway(emulator: &Emulator, max_in_flight: usize, auth: bool) -> anyho
     let config = Config::load_with_env(&path, overrides).context("the bench configuration")?;
     let application = Application::build(&config)?;
     let address = format!("http://{}", application.addr());
+    let shutdown = application.shutdown_token();
     tokio::spawn(application.run_until_stopped());
-    Ok(Gateway { address, _dir: dir })
+    Ok(Gateway {
+        address,
+        shutdown,
+        _dir: dir,
+    })
 }
 
 pub(crate) async fn emulator(
@@ -205,128 +293,139 @@ pub(crate) async fn drive(
     (latencies, failures, started.elapsed())
 }
 
-/// Rounds of the wrk comparison with nginx (each drives both servers for `--seconds`).
-const WRK_ROUNDS: usize = 3;
+/// What one route of a load got: the sorted latencies of its 2xx answers, and its errors (any
+/// other status, or a transport error) counted by kind.
+#[derive(Default)]
+pub(crate) struct RouteFigures {
+    pub(crate) latencies: Vec<Duration>,
+    pub(crate) errors: u64,
+    /// Errors by kind: the status (`503`), or `transport`.
+    pub(crate) error_kinds: std::collections::BTreeMap<String, u64>,
+}
 
-/// The warm `/tenants/{id}/score` with an API key against nginx's `proxy_cache` in front of the
-/// emulator (when nginx is installed): the bench's own client for both, and wrk's figures too
-/// when wrk is installed.
-async fn compare_with_nginx(emu: &Emulator, args: &GatewayBenchArgs) -> anyhow::Result<()> {
-    let connections = 64;
-    // A process of its own, as nginx is: the bench's client does not share its runtime.
-    let gw =
-        GatewayProcess::start(emu, &reqwest::Client::new(), args.max_in_flight, true, true).await?;
-    let slug = emu
-        .tenants()
-        .first()
-        .map(|tenant| tenant.slug.clone())
-        .context("no tenant")?;
-    let gateway_url = format!("{}/tenants/{slug}/score", gw.address);
-    let authorized = |token: &str| -> anyhow::Result<reqwest::Client> {
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(
-            reqwest::header::AUTHORIZATION,
-            reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))?,
+impl RouteFigures {
+    /// The line of a route's figures over `elapsed`.
+    pub(crate) fn line(&self, route: &str, elapsed: Duration) -> String {
+        let mut line = format!(
+            "{route:<24} p50 {:.2} ms, p99 {:.2} ms, {:.0} req/s ({} ok, {} errors",
+            percentile(&self.latencies, 0.5),
+            percentile(&self.latencies, 0.99),
+            self.latencies.len() as f64 / elapsed.as_secs_f64(),
+            self.latencies.len(),
+            self.errors
         );
-        Ok(reqwest::Client::builder()
-            .default_headers(headers)
-            .pool_max_idle_per_host(connections)
-            .timeout(Duration::from_secs(30))
-            .build()?)
-    };
-    let gateway_client = authorized(BENCH_KEY)?;
-    // Warm the cache (and check the key works) before measuring.
-    let first = gateway_client.get(&gateway_url).send().await?;
-    anyhow::ensure!(
-        first.status().is_success(),
-        "the authenticated gateway answered {}",
-        first.status()
-    );
-    let (latencies, failures, elapsed) = drive(
-        &gateway_client,
-        Arc::new(vec![gateway_url.clone()]),
-        connections,
-        args.seconds,
-    )
-    .await;
-    let gateway_rps = latencies.len() as f64 / elapsed.as_secs_f64();
-    println!(
-        "warm /tenants/{{id}}/score, API key  {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms ({} failed, {} clients)",
-        gateway_rps,
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99),
-        failures,
-        connections
-    );
-    let Some(binary) = super::nginx::on_path("nginx") else {
-        println!("nginx             not on PATH: no comparison (apt-get install nginx)");
-        return Ok(());
-    };
-    let nginx = super::nginx::Nginx::start(&binary, emu, 2)?;
-    let token = super::nginx::defender_token(emu).await?;
-    let nginx_url = format!("{}{}", nginx.address, crate::wire::CONFIGURATION_SCORE_PATH);
-    let nginx_client = authorized(&token)?;
-    let first = nginx_client.get(&nginx_url).send().await?;
-    anyhow::ensure!(
-        first.status().is_success(),
-        "nginx answered {}",
-        first.status()
-    );
-    let (latencies, failures, elapsed) = drive(
-        &nginx_client,
-        Arc::new(vec![nginx_url.clone()]),
-        connections,
-        args.seconds,
-    )
-    .await;
-    let nginx_rps = latencies.len() as f64 / elapsed.as_secs_f64();
-    println!(
-        "nginx proxy_cache, same answer      {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms ({} failed, {} clients)",
-        nginx_rps,
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99),
-        failures,
-        connections
-    );
-    println!(
-        "                  gateway / nginx (bench client): {:.2}x (target >= 1.0x)",
-        gateway_rps / nginx_rps
-    );
-    // wrk, the issue's method: rounds alternating the two servers, each round's ratio and their
-    // median, so that one burst of other work on the two shared cores does not decide it.
-    let mut ratios = Vec::new();
-    for round in 1..=WRK_ROUNDS {
-        let gateway = super::nginx::wrk(&gateway_url, BENCH_KEY, connections, args.seconds);
-        let nginx = super::nginx::wrk(&nginx_url, &token, connections, args.seconds);
-        let (Some(gateway), Some(nginx)) = (gateway, nginx) else {
-            break;
-        };
-        ratios.push(gateway / nginx);
-        println!(
-            "                  wrk -t2 -c{connections} -d{}s, round {round} of {WRK_ROUNDS}: gateway {gateway:.0} req/s, nginx {nginx:.0} req/s, {:.2}x",
-            args.seconds,
-            gateway / nginx
-        );
+        let kinds: Vec<String> = self
+            .error_kinds
+            .iter()
+            .map(|(kind, count)| format!("{kind} x{count}"))
+            .collect();
+        if !kinds.is_empty() {
+            line.push_str(&format!(": {}", kinds.join(", ")));
+        }
+        line.push(')');
+        line
     }
-    if !ratios.is_empty() {
-        ratios.sort_by(f64::total_cmp);
-        println!(
-            "                  wrk gateway / nginx, median of {} rounds: {:.2}x (target >= 1.0x)",
-            ratios.len(),
-            ratios[ratios.len() / 2]
-        );
+}
+
+/// Drives GET `paths` (each with the index of its route, round robin) from `concurrency`
+/// tasks for `seconds`; returns the figures of each of `routes` routes and the elapsed time.
+pub(crate) async fn drive_routes(
+    client: &reqwest::Client,
+    paths: Arc<Vec<(usize, String)>>,
+    routes: usize,
+    concurrency: usize,
+    seconds: u64,
+) -> (Vec<RouteFigures>, Duration) {
+    let started = Instant::now();
+    let until = started + Duration::from_secs(seconds);
+    let new_figures = || {
+        (0..routes)
+            .map(|_| RouteFigures::default())
+            .collect::<Vec<_>>()
+    };
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|task| {
+            let client = client.clone();
+            let paths = paths.clone();
+            let mut figures = new_figures();
+            tokio::spawn(async move {
+                let mut next = task;
+                while Instant::now() < until && !paths.is_empty() {
+                    let (route, path) = &paths[next % paths.len()];
+                    next += concurrency;
+                    let sent = Instant::now();
+                    let error = match client.get(path).send().await {
+                        Ok(response) if response.status().is_success() => {
+                            response.bytes().await.err().map(|_| "transport".to_owned())
+                        }
+                        Ok(response) => Some(response.status().as_u16().to_string()),
+                        Err(_) => Some("transport".to_owned()),
+                    };
+                    if let Some(route) = figures.get_mut(*route) {
+                        match error {
+                            None => route.latencies.push(sent.elapsed()),
+                            Some(kind) => {
+                                route.errors += 1;
+                                *route.error_kinds.entry(kind).or_default() += 1;
+                            }
+                        }
+                    }
+                }
+                figures
+            })
+        })
+        .collect();
+    let mut figures = new_figures();
+    for task in tasks {
+        if let Ok(task_figures) = task.await {
+            for (total, mut part) in figures.iter_mut().zip(task_figures) {
+                total.latencies.append(&mut part.latencies);
+                total.errors += part.errors;
+                for (kind, count) in part.error_kinds {
+                    *total.error_kinds.entry(kind).or_default() += count;
+                }
+            }
+        }
     }
-    Ok(())
+    for route in &mut figures {
+        route.latencies.sort();
+    }
+    (figures, started.elapsed())
+}
+
+/// The environment overrides that turn all three metrics on (Graph's limits are already off).
+fn three_metrics() -> Vec<(String, String)> {
+    vec![(
+        "SCOREGATE__UPSTREAM__METRICS".to_owned(),
+        r#"["device","exposure","secure"]"#.to_owned(),
+    )]
+}
+
+/// The metrics of [`three_metrics`], as `/scores?metric=` spells them.
+const METRICS: [&str; 3] = ["device", "exposure", "secure"];
+
+/// How long `phase` may run at most with `args`: its own durations plus a margin for the
+/// fetches, start-ups and settling around them.
+fn phase_bound(phase: Phase, args: &GatewayBenchArgs) -> Duration {
+    let margin = 600;
+    let seconds = match phase {
+        Phase::Memory => args.settle_seconds + margin,
+        Phase::Scores => 5 * args.seconds + margin,
+        Phase::Nginx => (2 + 3 * 3) * args.seconds + margin,
+        Phase::Mixed => args.mixed_seconds + margin,
+        Phase::Big => args.settle_seconds + args.load_seconds + args.seconds + 2 * margin,
+    };
+    Duration::from_secs(seconds)
 }
 
 /// Runs the benchmark and prints its figures.
 pub async fn run(args: GatewayBenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
-        args.tenants > 0 && args.concurrency > 0 && args.max_in_flight > 0,
-        "--tenants, --concurrency and --max-in-flight must be at least 1"
+        args.tenants > 0 && args.concurrency > 0 && args.max_in_flight > 0 && args.clients > 0,
+        "--tenants, --concurrency, --clients and --max-in-flight must be at least 1"
     );
     let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency.max(64))
+        .pool_max_idle_per_host(args.concurrency.max(args.clients).max(64))
         .timeout(Duration::from_secs(120))
         .build()?;
     println!("scoregate bench gateway");
@@ -334,178 +433,50 @@ pub async fn run(args: GatewayBenchArgs) -> anyhow::Result<()> {
         "  {} tenants, Defender latency {}..{} ms, max_in_flight {}",
         args.tenants, args.latency_ms.min_ms, args.latency_ms.max_ms, args.max_in_flight
     );
-
-    // Memory of the gateway alone: a separate `scoregate serve` process, history on and off.
-    if args.memory_tenants > 0 {
-        let emu = emulator(args.memory_tenants, None).await?;
-        for history in [true, false] {
-            match memory(&emu, &client, args.max_in_flight, history).await {
-                Ok(figures) => println!(
-                    "memory            gateway process alone, {} tenants, history {}: {:.1} MiB registered, {:.1} MiB with {} scores cached and tokens held (target <= 64 MiB, stretch 48)",
-                    args.memory_tenants,
-                    if history { "on" } else { "off" },
-                    figures.registered,
-                    figures.warm,
-                    figures.cached
-                ),
-                Err(error) => println!("memory            not measured: {error:#}"),
+    for phase in Phase::ALL {
+        if !args.phases.contains(&phase) {
+            continue;
+        }
+        let bound = phase_bound(phase, &args);
+        let outcome = tokio::time::timeout(bound, async {
+            match phase {
+                Phase::Memory => memory::run(&args, &client).await,
+                Phase::Scores => scores::run(&args, &client).await,
+                Phase::Nginx => versus_nginx::run(&args).await,
+                Phase::Mixed => mixed::run(&args, &client).await,
+                Phase::Big => big::run(&args, &client).await,
             }
-        }
-        emu.stop().await;
+        })
+        .await;
+        let error = match outcome {
+            Ok(Ok(())) => continue,
+            Ok(Err(error)) => format!("{error:#}"),
+            Err(_) => format!("the phase took more than {} s", bound.as_secs()),
+        };
+        println!("{:<18}not measured: {error}", phase.name());
     }
-
-    // Cold /scores: every tenant fetched (a token and a score call each).
-    let emu = emulator(args.tenants, Some(args.latency_ms)).await?;
-    let gw = gateway(&emu, args.max_in_flight, false).await?;
-    let all = format!(
-        "{}/scores?limit={}&timeout_ms=60000",
-        gw.address,
-        args.tenants.min(1000)
-    );
-    let started = Instant::now();
-    let body: serde_json::Value = client.get(&all).send().await?.json().await?;
-    let cold = started.elapsed();
-    let mean_latency = (args.latency_ms.min_ms + args.latency_ms.max_ms) as f64 / 2.0;
-    let bound_ms = args.tenants.div_ceil(args.max_in_flight) as f64 * mean_latency;
-    println!(
-        "cold /scores      {:.0} ms for {} tenants (ok {}), lower bound ceil({}/{}) x {:.0} ms = {:.0} ms, ratio {:.2} (target <= 1.15)",
-        cold.as_secs_f64() * 1000.0,
-        body["summary"]["tenants"],
-        body["summary"]["ok"],
-        args.tenants,
-        args.max_in_flight,
-        mean_latency,
-        bound_ms,
-        cold.as_secs_f64() * 1000.0 / bound_ms
-    );
-    let stats = emu.stats().total;
-    println!(
-        "                  upstream: {} token requests, {} score calls, max {} concurrent",
-        stats.token_requests, stats.score_calls, stats.max_concurrent
-    );
-
-    // The fan-out alone: every score fetched again, tokens already cached.
-    let started = Instant::now();
-    let forced: serde_json::Value = client
-        .get(format!("{all}&max_age=0"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let refetch = started.elapsed();
-    println!(
-        "cold /scores, tokens cached (max_age=0)  {:.0} ms (ok {}), ratio to the lower bound {:.2}",
-        refetch.as_secs_f64() * 1000.0,
-        forced["summary"]["ok"],
-        refetch.as_secs_f64() * 1000.0 / bound_ms
-    );
-
-    // Warm /scores, one client then many.
-    let (latencies, _, elapsed) =
-        drive(&client, Arc::new(vec![all.clone()]), 1, args.seconds.min(2)).await;
-    println!(
-        "warm /scores      one client: p50 {:.2} ms (target < 2 ms), p99 {:.2} ms, {:.0} req/s",
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99),
-        latencies.len() as f64 / elapsed.as_secs_f64()
-    );
-    let (latencies, failures, elapsed) = drive(
-        &client,
-        Arc::new(vec![all.clone()]),
-        args.concurrency,
-        args.seconds,
-    )
-    .await;
-    println!(
-        "warm /scores      p50 {:.2} ms, p99 {:.2} ms, {:.0} req/s ({} ok, {} failed, {} clients)",
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99),
-        latencies.len() as f64 / elapsed.as_secs_f64(),
-        latencies.len(),
-        failures,
-        args.concurrency
-    );
-
-    // Warm single-tenant reads.
-    let paths: Vec<String> = emu
-        .tenants()
-        .iter()
-        .map(|tenant| format!("{}/tenants/{}/score", gw.address, tenant.slug))
-        .collect();
-    let (latencies, failures, elapsed) =
-        drive(&client, Arc::new(paths), args.concurrency * 4, args.seconds).await;
-    println!(
-        "warm /tenants/{{id}}/score  {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms ({} failed, {} clients)",
-        latencies.len() as f64 / elapsed.as_secs_f64(),
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99),
-        failures,
-        args.concurrency * 4
-    );
-
-    // The warm single-tenant score with authentication on, beside nginx's proxy_cache serving
-    // the same cached Defender answer: same client, same concurrency, one after the other.
-    compare_with_nginx(&emu, &args).await?;
-
-    // Cold /scores?metric=secure: every tenant's Microsoft Secure Score, a Graph token and a
-    // Graph call each (the Defender tokens above do not serve Graph's audience). After the warm
-    // phases: each first secure reading starts a 90-day Graph back-fill of the history in the
-    // background, which would otherwise share the cores with the warm figures.
-    let started = Instant::now();
-    let secure: serde_json::Value = client
-        .get(format!("{all}&metric=secure"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let cold_secure = started.elapsed();
-    let stats = emu.stats().total;
-    println!(
-        "cold /scores?metric=secure  {:.0} ms for {} tenants (ok {}), ratio to the lower bound {:.2}; upstream: {} Graph token requests, {} Graph calls",
-        cold_secure.as_secs_f64() * 1000.0,
-        secure["summary"]["tenants"],
-        secure["summary"]["ok"],
-        cold_secure.as_secs_f64() * 1000.0 / bound_ms,
-        stats.graph_token_requests,
-        stats.graph_calls
-    );
-
-    // Single flight: a second gateway (cold cache) and 1,000 concurrent requests for one tenant.
-    let cold_gw = gateway(&emu, args.max_in_flight, false).await?;
-    let slug = emu
-        .tenants()
-        .first()
-        .map(|tenant| tenant.slug.clone())
-        .context("no tenant")?;
-    emu.reset_stats();
-    let url = format!("{}/tenants/{slug}/score", cold_gw.address);
-    let burst = (0..1000).map(|_| {
-        let client = client.clone();
-        let url = url.clone();
-        async move {
-            client
-                .get(&url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        }
-    });
-    let started = Instant::now();
-    let ok = futures::future::join_all(burst)
-        .await
-        .into_iter()
-        .filter(|ok| *ok)
-        .count();
-    let counters = emu.stats().tenant(&slug);
-    println!(
-        "single flight     1000 concurrent cold requests for {slug}: {ok} ok in {:.0} ms, {} score call(s), {} token request(s)",
-        started.elapsed().as_secs_f64() * 1000.0,
-        counters.score_calls,
-        counters.token_requests
-    );
-    drop(cold_gw);
-    drop(gw);
-    emu.stop().await;
-
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_routes_line_gives_its_percentiles_and_its_errors_by_kind() {
+        let mut figures = RouteFigures {
+            latencies: (1..=100).map(Duration::from_millis).collect(),
+            errors: 3,
+            ..RouteFigures::default()
+        };
+        figures.error_kinds.insert("503".to_owned(), 2);
+        figures.error_kinds.insert("transport".to_owned(), 1);
+        let line = figures.line("/scores", Duration::from_secs(10));
+        assert_eq!(
+            line,
+            "/scores                  p50 51.00 ms, p99 99.00 ms, 10 req/s (100 ok, 3 errors: 503 x2, transport x1)"
+        );
+        let clean = RouteFigures::default().line("/controls", Duration::from_secs(1));
+        assert!(clean.ends_with("(0 ok, 0 errors)"), "{clean}");
+    }
 }
