@@ -171,13 +171,21 @@ pub async fn get_score(
         )?)),
         None => None,
     };
-    let work = async {
-        services
-            .score(&path, metric, &caller.scope, max_age)
-            .await
-            .map_err(|error| ApiError::from_service(error).for_tenant(&path))
+    let fresh = services
+        .score_now(&path, metric, &caller.scope, max_age)
+        .map_err(|error| ApiError::from_service(error).for_tenant(&path))?;
+    let (tenant, served) = match fresh {
+        Some(fresh) => fresh,
+        None => {
+            let work = async {
+                services
+                    .score(&path, metric, &caller.scope, max_age)
+                    .await
+                    .map_err(|error| ApiError::from_service(error).for_tenant(&path))
+            };
+            within_request_timeout(&services, work).await?
+        }
     };
-    let (tenant, served) = within_request_timeout(&services, work).await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::AGE, served.age.as_secs().to_string()))
         .insert_header((

@@ -396,6 +396,23 @@ impl Services {
             .ok_or_else(|| ServiceError::UnknownTenant(id.to_owned()))
     }
 
+    /// The `metric` of one tenant `scope` may see when a fresh one is at hand (no waiting, no
+    /// future): `Ok(None)` means "ask [`Services::score`]". The warm single-tenant route answers
+    /// through this without the request timeout's timer.
+    pub fn score_now(
+        &self,
+        id: &str,
+        metric: Metric,
+        scope: &Scope,
+        max_age: Option<Duration>,
+    ) -> Result<Option<(Arc<Tenant>, Served)>, ServiceError> {
+        let tenant = self.tenant(id, scope)?;
+        Ok(self
+            .cache
+            .get_fresh_now(&tenant, metric, max_age, Instant::now())
+            .map(|served| (tenant, served)))
+    }
+
     /// The `metric` of one tenant `scope` may see, no older than `max_age` when given.
     pub async fn score(
         &self,

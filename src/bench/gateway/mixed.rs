@@ -72,6 +72,11 @@ pub(super) async fn run(args: &GatewayBenchArgs, client: &reqwest::Client) -> an
         fetch_ok(client, &format!("{address}/tenants/{slug}/controls")).await?;
     }
     fetch_ok(client, &format!("{address}/tenants/{first}/history")).await?;
+    // Warm means at rest: the secure scores' 90-day back-fills drained first, or they would
+    // share the cores (and the database) with the load.
+    let settled =
+        super::memory::settle(client, &gw, Duration::from_secs(args.settle_seconds)).await?;
+    println!("                  warm and settled: {}", settled.describe());
 
     // Every route once per tenant, the metrics taking turns where a route has one.
     let mut paths = Vec::new();
