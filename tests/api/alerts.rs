@@ -369,13 +369,24 @@ async fn the_api_scopes_alerts_by_key_and_lists_failed_deliveries_to_operators()
     assert_eq!(response.status().as_u16(), 404);
     let problem: serde_json::Value = response.json().await.unwrap();
     assert_eq!(problem["code"], "not_found");
-    // Metrics: events by alert and type, deliveries by outcome, the outbox.
-    let text = get("/metrics", &operator)
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // Metrics: events by alert and type, deliveries by outcome, the outbox. The outbox gauge
+    // is refreshed by the worker after it records a delivery: awaited, not raced.
+    let text = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let text = get("/metrics", &operator)
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if text.contains("scoregate_webhook_outbox_pending 0") {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the outbox drains");
     assert!(
         text.contains("scoregate_alert_events_total{alert=\"low\",type=\"alert.firing\"} 2"),
         "{text}"
