@@ -127,7 +127,7 @@ pub async fn run(args: HistoryBenchArgs) -> anyhow::Result<()> {
     // Ingest: every reading through the writer (bounded channel, batched transactions).
     let ingest_dir = TempDir::create()?;
     let readings = args.tenants * args.rounds;
-    let history = History::start(
+    let history = std::sync::Arc::new(History::start(
         &HistoryConfig {
             enabled: true,
             url: secrecy::SecretString::from(ingest_dir.url("ingest.db")),
@@ -138,7 +138,7 @@ pub async fn run(args: HistoryBenchArgs) -> anyhow::Result<()> {
         },
         HistoryMetrics::default(),
         &tokio::runtime::Handle::current(),
-    );
+    ));
     // Connected and migrated first: the figure is the writing, not the start.
     tokio::time::timeout(Duration::from_secs(30), history.flush())
         .await

@@ -309,7 +309,7 @@ pub struct Page {
 /// order depends on them); otherwise for a short grace after the scores.
 pub async fn scores(
     cache: &ScoreCache,
-    history: Option<&History>,
+    history: Option<&Arc<History>>,
     budget: &AnswerBudget,
     registry: &Registry,
     visible: impl Fn(&Tenant) -> bool,
@@ -439,7 +439,7 @@ pub(crate) fn fan_out(
 /// The matching tenants' scores at the ends of past days, in one query, given up at
 /// `wait_until`; `None` when the history is off, not connected, failing or too slow.
 async fn past_scores(
-    history: Option<&History>,
+    history: Option<&Arc<History>>,
     tenants: Vec<TenantId>,
     metric: Metric,
     wait_until: Instant,

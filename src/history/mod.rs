@@ -402,7 +402,7 @@ impl History {
     ///
     /// With several replicas, a back-fill on another replica shows here from the next UTC day.
     pub async fn changes(
-        &self,
+        self: &Arc<Self>,
         tenants: &[TenantId],
         metric: Metric,
         now: OffsetDateTime,
@@ -416,13 +416,22 @@ impl History {
         if missing.tenants.is_empty() {
             return Ok(store.past().lock().get(metric, tenants));
         }
-        let read = self
-            .reads
-            .run(store.changes(&missing.names(), metric, now))
-            .await?;
-        let mut past = store.past().lock();
-        let mut found = past.fill(metric, missing, read);
-        past.get_into(metric, tenants, &mut found);
+        // The read runs in a task of its own, so that a caller that stops waiting (a `/scores`
+        // whose grace for the changes is over) does not cancel it: what it reads is kept for
+        // the next callers. Cancelled with the caller, the reads of a busy gateway never
+        // filled the memory and every `/scores` read the same rows again, holding the read
+        // permits the history routes then could not get (503 under 200 clients).
+        let history = self.clone();
+        let read = tokio::spawn(async move {
+            let store = history.store()?;
+            let read = history
+                .reads
+                .run(store.changes(&missing.names(), metric, now))
+                .await?;
+            Ok::<_, HistoryError>(store.past().lock().fill(metric, missing, read))
+        });
+        let mut found = read.await.map_err(|_| HistoryError::Busy)??;
+        store.past().lock().get_into(metric, tenants, &mut found);
         Ok(found)
     }
 

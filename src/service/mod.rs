@@ -118,6 +118,8 @@ pub struct Services {
     /// How many tenants the `/scores` answers being built hold at once: bounds their memory
     /// under many concurrent callers.
     answers: crate::fanout::AnswerBudget,
+    /// The gateway's main runtime (not an HTTP worker's): history reads run there.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Services {
@@ -285,6 +287,7 @@ impl Services {
             alerts,
             cluster,
             answers: crate::fanout::AnswerBudget::default(),
+            runtime: runtime.clone(),
         }))
     }
 
@@ -302,6 +305,18 @@ impl Services {
     /// The score history, or `None` when it is turned off.
     pub fn history(&self) -> Option<&Arc<crate::history::History>> {
         self.history.as_ref()
+    }
+
+    /// Runs a history read on the gateway's main runtime rather than on the HTTP worker that
+    /// asked: SQLite's driver hands each row over as a message, and on a busy worker every
+    /// message waited behind the worker's other requests (a mixed load of 200 clients: 36
+    /// history reads a second, holding the read permits ~55 ms each, most others refused as
+    /// busy). `None` when the read failed inside the gateway (a panic).
+    pub async fn on_main_runtime<T: Send + 'static>(
+        &self,
+        read: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> Option<T> {
+        self.runtime.spawn(read).await.ok()
     }
 
     /// The registrations in force now.
@@ -450,7 +465,7 @@ impl Services {
     ) -> Page {
         crate::fanout::scores(
             &self.cache,
-            self.history.as_deref(),
+            self.history.as_ref(),
             &self.answers,
             registry,
             visible,

@@ -40,11 +40,12 @@ use crate::tenants::{Registry, Tenant, TenantId};
 use azure_core::credentials::Secret;
 use azure_core::http::Transport;
 use entra::{classify, entra_ids};
+use futures::future::{BoxFuture, FutureExt, Shared};
 use identity::build_credential;
-use std::collections::HashSet;
+use parking_lot::Mutex;
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 /// How long before Entra's expiry a token stops being used: azure_identity's own margin, so a
 /// token never reaches Defender with less than five minutes left.
@@ -63,16 +64,28 @@ struct Inner {
     /// The shared HTTP client as azure_core's transport: one connection pool, one set of
     /// trusted CAs, for token requests and Defender calls alike.
     transport: Transport,
-    /// Tokens by (gateway id, scope). moka's `try_get_with` makes concurrent first callers
-    /// share one token request; [`HeldUntilRenewal`] expires each entry five minutes before
-    /// the token does; the invalidation closures serve [`TokenSource::renew`] and
-    /// [`TokenSource::retain`], which must not wait.
-    tokens: moka::future::Cache<TokenKey, Held>,
+    /// Tokens by (gateway id, scope), or the request under way for one: concurrent first
+    /// callers share that request. A held token serves until [`RENEW_BEFORE_EXPIRY`] before
+    /// Entra's expiry. A map of our own rather than a general cache (moka, before): one entry
+    /// per registration and scope, known and bounded by the registry, and moka's bookkeeping
+    /// per entry was several megabytes at 10,000 tenants (docs/performance.md).
+    tokens: Mutex<HashMap<TokenKey, Slot>>,
 }
 
 /// A gateway tenant id and a scope (Defender's or Graph's), both shared with the registration:
 /// a key costs no allocation of its own.
 type TokenKey = (TenantId, Arc<str>);
+
+/// A token request under way, shared by every caller waiting for it.
+type Asking = Shared<BoxFuture<'static, Result<Held, TokenError>>>;
+
+/// What the map holds for a key.
+enum Slot {
+    /// A token, until it is due for renewal.
+    Held(Held),
+    /// The request for one; its first caller to finish stores what it got.
+    Asking(Asking),
+}
 
 /// A cached token and the registration it was asked for.
 #[derive(Clone)]
@@ -82,14 +95,11 @@ struct Held {
     token: BearerToken,
 }
 
-/// Expires a cached token [`RENEW_BEFORE_EXPIRY`] before Entra's expiry (at once when it has
-/// less left than that).
-struct HeldUntilRenewal;
-
-impl moka::Expiry<TokenKey, Held> for HeldUntilRenewal {
-    fn expire_after_create(&self, _: &TokenKey, held: &Held, _: Instant) -> Option<Duration> {
-        let left = held.token.expires_on - time::OffsetDateTime::now_utc() - RENEW_BEFORE_EXPIRY;
-        Some(Duration::try_from(left).unwrap_or(Duration::ZERO))
+impl Held {
+    /// Whether it still serves: more than [`RENEW_BEFORE_EXPIRY`] left, for this registration.
+    fn serves(&self, tenant: &Arc<Tenant>) -> bool {
+        Arc::ptr_eq(&self.tenant, tenant)
+            && self.token.expires_on - RENEW_BEFORE_EXPIRY > time::OffsetDateTime::now_utc()
     }
 }
 
@@ -99,7 +109,9 @@ impl fmt::Debug for TokenSource {
         let mut tenants: Vec<String> = self
             .inner
             .tokens
+            .lock()
             .iter()
+            .filter(|(_, slot)| matches!(slot, Slot::Held(_)))
             .map(|(key, _)| key.0.as_str().to_owned())
             .collect();
         tenants.sort_unstable();
@@ -122,10 +134,7 @@ impl TokenSource {
         Self {
             inner: Arc::new(Inner {
                 transport,
-                tokens: moka::future::Cache::builder()
-                    .expire_after(HeldUntilRenewal)
-                    .support_invalidation_closures()
-                    .build(),
+                tokens: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -150,90 +159,100 @@ impl TokenSource {
         scope: &Arc<str>,
     ) -> Result<BearerToken, TokenError> {
         let key: TokenKey = (tenant.id.clone(), scope.clone());
-        if let Some(held) = self.inner.tokens.get(&key).await {
-            if Arc::ptr_eq(&held.tenant, tenant) {
-                return Ok(held.token);
-            }
-            // The registration changed (a reload) since this token was asked for.
-            self.inner.tokens.invalidate(&key).await;
-        }
-        let held = self
-            .inner
-            .tokens
-            .try_get_with(key, self.request(tenant, scope))
-            .await
-            .map_err(|error| TokenError::clone(&error))?;
-        Ok(held.token)
-    }
-
-    /// Asks Entra ID for a token through a credential built for this one request.
-    async fn request(&self, tenant: &Arc<Tenant>, scope: &str) -> Result<Held, TokenError> {
-        let credential = build_credential(tenant, &self.inner.transport)?;
-        tracing::debug!(
-            tenant = %tenant.id,
-            kind = tenant.credential.kind(),
-            "asking Entra ID for a token"
-        );
-        match credential.get_token(&[scope], None).await {
-            Ok(token) => Ok(Held {
-                tenant: tenant.clone(),
-                token: BearerToken {
-                    secret: token.token,
-                    expires_on: token.expires_on,
-                },
-            }),
-            Err(error) => {
-                let classified = classify(&error);
-                if let Some(ids) = entra_ids(&error) {
-                    // The only place Entra's ids go: the log, once per refused request, for a
-                    // support case with Microsoft. Callers get the redacted detail.
-                    tracing::warn!(
-                        tenant = %tenant.id,
-                        correlation_id = %ids.correlation_id,
-                        trace_id = %ids.trace_id,
-                        "Entra ID answered a token request with an error: {classified}"
-                    );
+        let asking = {
+            let mut tokens = self.inner.tokens.lock();
+            match tokens.get(&key) {
+                Some(Slot::Held(held)) if held.serves(tenant) => return Ok(held.token.clone()),
+                Some(Slot::Asking(asking)) => asking.clone(),
+                // None, due for renewal, or asked for a registration a reload replaced.
+                _ => {
+                    // The request holds the transport, not the source: no cycle through the map.
+                    let transport = self.inner.transport.clone();
+                    let (owned, scope) = (tenant.clone(), scope.clone());
+                    let asking: Asking = async move { request(&transport, &owned, &scope).await }
+                        .boxed()
+                        .shared();
+                    tokens.insert(key.clone(), Slot::Asking(asking.clone()));
+                    asking
                 }
-                Err(classified)
+            }
+        };
+        let result = asking.clone().await;
+        let mut tokens = self.inner.tokens.lock();
+        // The first caller back stores the outcome, unless the slot moved on meanwhile (renewed,
+        // retained away, or another request started).
+        let ours =
+            matches!(tokens.get(&key), Some(Slot::Asking(current)) if current.ptr_eq(&asking));
+        if ours {
+            match &result {
+                Ok(held) => {
+                    tokens.insert(key, Slot::Held(held.clone()));
+                }
+                // A failure is not kept: the next call asks again (the policy stack paces it).
+                Err(_) => {
+                    tokens.remove(&key);
+                }
             }
         }
+        result.map(|held| held.token)
     }
 
     /// Forgets the tenant's cached tokens: the next [`TokenSource::token`] asks Entra again.
     /// Used once after Defender answers 401.
     pub fn renew(&self, tenant: &TenantId) {
-        let tenant = tenant.clone();
         tracing::debug!(tenant = %tenant, "cached tokens dropped for renewal");
-        self.invalidate(move |key: &TokenKey, _: &Held| key.0 == tenant);
+        self.inner.tokens.lock().retain(|key, _| &key.0 != tenant);
     }
 
     /// Drops the tokens of tenants not in `registry`, or whose registration changed (not the
-    /// same `Arc`), for live reload.
+    /// same `Arc`), for live reload; and the tokens past their renewal time, which no call
+    /// would serve again.
     pub fn retain(&self, registry: &Registry) {
-        let stale: HashSet<TenantId> = self
-            .inner
-            .tokens
-            .iter()
-            .filter(|(key, held)| {
-                registry
-                    .get(key.0.as_str())
-                    .is_none_or(|current| !Arc::ptr_eq(current, &held.tenant))
-            })
-            .map(|(key, _)| key.0.clone())
-            .collect();
-        if !stale.is_empty() {
-            self.invalidate(move |key: &TokenKey, _: &Held| stale.contains(&key.0));
-        }
+        self.inner.tokens.lock().retain(|key, slot| {
+            let Some(current) = registry.get(key.0.as_str()) else {
+                return false;
+            };
+            match slot {
+                Slot::Held(held) => held.serves(current),
+                Slot::Asking(_) => true,
+            }
+        });
     }
+}
 
-    /// Invalidates the cached tokens `predicate` picks, at once for every reader (moka applies
-    /// the closure on each read until its maintenance has removed them).
-    fn invalidate(&self, predicate: impl Fn(&TokenKey, &Held) -> bool + Send + Sync + 'static) {
-        if let Err(error) = self.inner.tokens.invalidate_entries_if(predicate) {
-            // Only when the cache was built without invalidation closures: a bug, so say so,
-            // and fall back to dropping every token (correct, just more token requests).
-            tracing::error!("cannot invalidate cached tokens selectively: {error}");
-            self.inner.tokens.invalidate_all();
+/// Asks Entra ID for a token through a credential built for this one request.
+async fn request(
+    transport: &Transport,
+    tenant: &Arc<Tenant>,
+    scope: &str,
+) -> Result<Held, TokenError> {
+    let credential = build_credential(tenant, transport)?;
+    tracing::debug!(
+        tenant = %tenant.id,
+        kind = tenant.credential.kind(),
+        "asking Entra ID for a token"
+    );
+    match credential.get_token(&[scope], None).await {
+        Ok(token) => Ok(Held {
+            tenant: tenant.clone(),
+            token: BearerToken {
+                secret: token.token,
+                expires_on: token.expires_on,
+            },
+        }),
+        Err(error) => {
+            let classified = classify(&error);
+            if let Some(ids) = entra_ids(&error) {
+                // The only place Entra's ids go: the log, once per refused request, for a
+                // support case with Microsoft. Callers get the redacted detail.
+                tracing::warn!(
+                    tenant = %tenant.id,
+                    correlation_id = %ids.correlation_id,
+                    trace_id = %ids.trace_id,
+                    "Entra ID answered a token request with an error: {classified}"
+                );
+            }
+            Err(classified)
         }
     }
 }

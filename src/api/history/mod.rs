@@ -184,15 +184,21 @@ async fn tenant_history(
         .tenant(id, &caller.scope)
         .map_err(ApiError::from_service)?;
     let work = async {
-        Ok(history
-            .tenant_points(
-                tenant.id.as_str(),
-                range.metric,
-                range.from,
-                range.to,
-                range.interval,
-            )
-            .await?)
+        let (history, id) = (history.clone(), tenant.id.clone());
+        let read = async move {
+            history
+                .tenant_points(
+                    id.as_str(),
+                    range.metric,
+                    range.from,
+                    range.to,
+                    range.interval,
+                )
+                .await
+        };
+        Ok(services.on_main_runtime(read).await.ok_or_else(|| {
+            ApiError::Internal("the history read failed inside the gateway".into())
+        })??)
     };
     let points = super::handlers::within_request_timeout(services, work).await?;
     let body = TenantHistory {
