@@ -96,8 +96,9 @@ pub struct History {
     /// Set once the store is published (bindings applied): the start-up load of the past
     /// scores waits for it.
     connected: tokio::sync::watch::Receiver<bool>,
-    /// The metrics whose start-up load of the past scores ([`History::load_past`]) has not
-    /// ended: `changes` of such a metric waits for it instead of reading for itself.
+    /// The metrics whose past scores are being read (the start-up load, [`History::load_past`],
+    /// or one request's read in [`History::changes`]): `changes` of such a metric waits for it
+    /// instead of reading for itself.
     loading: tokio::sync::watch::Sender<Vec<Metric>>,
     /// Metrics whose start-up load has ended (read or failed), for tests.
     past_loads: AtomicU64,
@@ -124,6 +125,20 @@ impl Drop for LoadEnded {
     fn drop(&mut self) {
         if let Some(history) = self.0.upgrade() {
             history.loading.send_replace(Vec::new());
+        }
+    }
+}
+
+/// Ends a request's read of one metric's past scores, however its task ends: the requests
+/// waiting for it look again.
+struct ReadEnded(std::sync::Weak<History>, Metric);
+
+impl Drop for ReadEnded {
+    fn drop(&mut self) {
+        if let Some(history) = self.0.upgrade() {
+            history
+                .loading
+                .send_modify(|metrics| metrics.retain(|loading| *loading != self.1));
         }
     }
 }
@@ -409,20 +424,34 @@ impl History {
     ) -> Result<std::collections::HashMap<TenantId, Past>, HistoryError> {
         let store = self.store()?;
         let mut loading = self.loading.subscribe();
-        // Never fails: `self` holds the sender.
-        let _ = loading.wait_for(|metrics| !metrics.contains(&metric)).await;
         let day = Interval::Day.bucket(now.unix_timestamp());
-        let missing = store.past().lock().missing(day, metric, tenants);
-        if missing.tenants.is_empty() {
-            return Ok(store.past().lock().get(metric, tenants));
-        }
+        let missing = loop {
+            // One read per metric at a time (the start-up load's, or a request's): the others
+            // wait for it and look again. Never fails: `self` holds the sender.
+            let _ = loading.wait_for(|metrics| !metrics.contains(&metric)).await;
+            let missing = store.past().lock().missing(day, metric, tenants);
+            if missing.tenants.is_empty() {
+                return Ok(store.past().lock().get(metric, tenants));
+            }
+            let claimed = self.loading.send_if_modified(|metrics| {
+                let free = !metrics.contains(&metric);
+                if free {
+                    metrics.push(metric);
+                }
+                free
+            });
+            if claimed {
+                break missing;
+            }
+        };
         // The read runs in a task of its own, so that a caller that stops waiting (a `/scores`
         // whose grace for the changes is over) does not cancel it: what it reads is kept for
-        // the next callers. Cancelled with the caller, the reads of a busy gateway never
-        // filled the memory and every `/scores` read the same rows again, holding the read
-        // permits the history routes then could not get (503 under 200 clients).
+        // the next callers. Cancelled with the caller, and one per request, the reads of a busy
+        // gateway never filled the memory and every `/scores` read the same rows again,
+        // holding the read permits the history routes then could not get (503 under load).
         let history = self.clone();
         let read = tokio::spawn(async move {
+            let _claim = ReadEnded(Arc::downgrade(&history), metric);
             let store = history.store()?;
             let read = history
                 .reads
