@@ -10,11 +10,10 @@
 use super::memory::settle;
 use super::mixed::fetch_ok;
 use super::{
-    drive, drive_routes, fetch_every_tenant, metric_sum, percentile, three_metrics,
-    GatewayBenchArgs, GatewayProcess, RssSampler, METRICS,
+    drive, fetch_every_tenant, load_with_memory, metric_sum, percentile, three_metrics,
+    GatewayBenchArgs, GatewayProcess, LoadFigures, RssSampler, METRICS,
 };
-use crate::bench::gateway::{emulator, resident_mib};
-use anyhow::Context;
+use crate::bench::gateway::emulator;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -105,21 +104,22 @@ pub(super) async fn run(args: &GatewayBenchArgs, client: &reqwest::Client) -> an
         paths.push((1, format!("{address}/scores.csv?limit=1000")));
         paths.push((2, format!("{address}/tenants/{slug}/score")));
     }
-    let idle = resident_mib(gw.pid).context("no /proc status")?;
-    let sampler = RssSampler::start(gw.pid, PERIOD);
-    let (figures, elapsed) = drive_routes(
+    let LoadFigures {
+        routes: figures,
+        elapsed,
+        before: idle,
+        peak,
+        after,
+        settled,
+    } = load_with_memory(
         client,
-        Arc::new(paths),
+        gw.pid,
+        paths,
         ROUTES.len(),
         args.clients,
         args.load_seconds,
     )
-    .await;
-    let peak = sampler.peak_mib();
-    drop(sampler);
-    let after = resident_mib(gw.pid).context("no /proc status")?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let settled = resident_mib(gw.pid).context("no /proc status")?;
+    .await?;
     println!(
         "                  {} clients for {:.0} s:",
         args.clients,

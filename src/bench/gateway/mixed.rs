@@ -5,12 +5,11 @@
 //! target 0) and the resident memory before, at its peak (sampled every 100 ms) and after.
 
 use super::{
-    drive_routes, fetch_every_tenant, three_metrics, GatewayBenchArgs, GatewayProcess, RssSampler,
-    METRICS,
+    fetch_every_tenant, load_with_memory, three_metrics, GatewayBenchArgs, GatewayProcess,
+    LoadFigures, METRICS,
 };
-use crate::bench::gateway::{emulator, resident_mib};
+use crate::bench::gateway::emulator;
 use anyhow::Context;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The routes of the load, in the order the figures are printed.
@@ -91,21 +90,22 @@ pub(super) async fn run(args: &GatewayBenchArgs, client: &reqwest::Client) -> an
         paths.push((3, format!("{address}/tenants/{slug}/controls")));
         paths.push((4, format!("{address}/controls?limit=1000")));
     }
-    let before = resident_mib(gw.pid).context("no /proc status")?;
-    let sampler = RssSampler::start(gw.pid, Duration::from_millis(100));
-    let (figures, elapsed) = drive_routes(
+    let LoadFigures {
+        routes: figures,
+        elapsed,
+        before,
+        peak,
+        after,
+        settled,
+    } = load_with_memory(
         client,
-        Arc::new(paths),
+        gw.pid,
+        paths,
         ROUTES.len(),
         args.clients,
         args.mixed_seconds,
     )
-    .await;
-    let peak = sampler.peak_mib();
-    drop(sampler);
-    let after = resident_mib(gw.pid).context("no /proc status")?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let settled = resident_mib(gw.pid).context("no /proc status")?;
+    .await?;
 
     println!(
         "mixed             {} tenants, three metrics, history on, warm; {} clients for {:.0} s:",

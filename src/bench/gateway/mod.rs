@@ -327,6 +327,45 @@ impl RouteFigures {
     }
 }
 
+/// A load on a gateway process, with its resident memory: before, at its peak (sampled every
+/// 100 ms), right after and three seconds later.
+pub(super) struct LoadFigures {
+    pub(super) routes: Vec<RouteFigures>,
+    pub(super) elapsed: Duration,
+    pub(super) before: f64,
+    pub(super) peak: f64,
+    pub(super) after: f64,
+    pub(super) settled: f64,
+}
+
+/// [`drive_routes`] against the gateway process `pid`, its resident memory sampled around it.
+pub(super) async fn load_with_memory(
+    client: &reqwest::Client,
+    pid: u32,
+    paths: Vec<(usize, String)>,
+    routes: usize,
+    concurrency: usize,
+    seconds: u64,
+) -> anyhow::Result<LoadFigures> {
+    let before = resident_mib(pid).context("no /proc status")?;
+    let sampler = RssSampler::start(pid, Duration::from_millis(100));
+    let (figures, elapsed) =
+        drive_routes(client, Arc::new(paths), routes, concurrency, seconds).await;
+    let peak = sampler.peak_mib();
+    drop(sampler);
+    let after = resident_mib(pid).context("no /proc status")?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let settled = resident_mib(pid).context("no /proc status")?;
+    Ok(LoadFigures {
+        routes: figures,
+        elapsed,
+        before,
+        peak,
+        after,
+        settled,
+    })
+}
+
 /// Drives GET `paths` (each with the index of its route, round robin) from `concurrency`
 /// tasks for `seconds`; returns the figures of each of `routes` routes and the elapsed time.
 pub(crate) async fn drive_routes(
