@@ -315,7 +315,9 @@ impl ScoreCache {
         if !tenant.has(metric) {
             return None;
         }
-        let entry = self.entries.get_now(&self.key(&tenant.id, metric))?;
+        let entry = self
+            .entries
+            .get_now(&self.key(&tenant.id, metric), asked_at)?;
         if !self.is_fresh(&entry, asked_at, max_age) {
             return None;
         }

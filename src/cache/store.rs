@@ -54,7 +54,8 @@ pub trait ScoreStore: Send + Sync {
     /// The entry under `key` when this process can tell without waiting (no I/O): a warm
     /// `/scores` answers its fresh tenants through this, without a future per tenant. `None`
     /// means "ask [`ScoreStore::get`]", which a store shared between processes always does.
-    fn get_now(&self, _key: &ScoreKey) -> Option<Arc<Entry>> {
+    /// `now` is the caller's clock reading (one per fan-out, not one per tenant).
+    fn get_now(&self, _key: &ScoreKey, _now: Instant) -> Option<Arc<Entry>> {
         None
     }
     /// Stores `entry` under `key`, replacing what was there.
@@ -103,7 +104,9 @@ pub enum Claim {
 /// timestamps: a few hundred bytes) was over 10 MB at 10,000 tenants with three metrics
 /// (docs/performance.md). A read is a shared lock and a reference count.
 pub struct LocalStore {
-    entries: RwLock<HashMap<ScoreKey, Arc<Entry>>>,
+    /// Keyed by the registry's tenants and metrics (nothing a caller sends is inserted): the
+    /// fast hasher, not SipHash (a warm `/scores` looks a thousand keys up).
+    entries: RwLock<HashMap<ScoreKey, Arc<Entry>, foldhash::fast::RandomState>>,
     /// At most this many entries (`[cache] max_entries`).
     max_entries: usize,
     /// An entry older than this is gone (fresh window plus stale-if-error).
@@ -114,7 +117,7 @@ impl LocalStore {
     /// At most `max_entries`, each kept for `time_to_live` (fresh plus stale-if-error).
     pub fn new(max_entries: u64, time_to_live: Duration) -> Self {
         Self {
-            entries: RwLock::new(HashMap::new()),
+            entries: RwLock::new(HashMap::default()),
             max_entries: usize::try_from(max_entries).unwrap_or(usize::MAX).max(1),
             time_to_live,
         }
@@ -124,8 +127,7 @@ impl LocalStore {
         now.saturating_duration_since(entry.stored_at) <= self.time_to_live
     }
 
-    fn read(&self, key: &ScoreKey) -> Option<Arc<Entry>> {
-        let now = Instant::now();
+    fn read(&self, key: &ScoreKey, now: Instant) -> Option<Arc<Entry>> {
         self.entries
             .read()
             .get(key)
@@ -137,11 +139,11 @@ impl LocalStore {
 #[async_trait::async_trait]
 impl ScoreStore for LocalStore {
     async fn get(&self, key: &ScoreKey) -> Option<Arc<Entry>> {
-        self.read(key)
+        self.read(key, Instant::now())
     }
 
-    fn get_now(&self, key: &ScoreKey) -> Option<Arc<Entry>> {
-        self.read(key)
+    fn get_now(&self, key: &ScoreKey, now: Instant) -> Option<Arc<Entry>> {
+        self.read(key, now)
     }
 
     /// At capacity, a new key first drops the expired entries, then the oldest stored one (a

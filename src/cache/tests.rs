@@ -472,7 +472,12 @@ async fn the_local_store_drops_entries_past_their_time_to_live_and_the_oldest_at
     store.insert(key("a"), entry(1.0)).await;
     tokio::time::advance(Duration::from_secs(10)).await;
     store.insert(key("b"), entry(2.0)).await;
-    assert_eq!(store.get_now(&key("a")).map(|e| e.reading.score), Some(1.0));
+    assert_eq!(
+        store
+            .get_now(&key("a"), Instant::now())
+            .map(|e| e.reading.score),
+        Some(1.0)
+    );
     // Full: a third key drops the oldest stored (`a`), not a newer one.
     store.insert(key("c"), entry(3.0)).await;
     assert!(store.get(&key("a")).await.is_none());
@@ -488,6 +493,6 @@ async fn the_local_store_drops_entries_past_their_time_to_live_and_the_oldest_at
     );
     // Past its time to live an entry is gone.
     tokio::time::advance(Duration::from_secs(61)).await;
-    assert!(store.get_now(&key("b")).is_none());
+    assert!(store.get_now(&key("b"), Instant::now()).is_none());
     assert!(store.get(&key("c")).await.is_none());
 }

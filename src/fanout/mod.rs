@@ -21,13 +21,12 @@ use summary::round_derived;
 
 use crate::cache::{ScoreCache, ScoreError, Served, Source};
 pub use crate::cursor::CursorCodec;
-use crate::history::{History, HistoryError, Past};
+use crate::history::{History, HistoryError, Past, PastScores};
 use crate::tenants::{Registry, Tenant, TenantId};
 use crate::upstream::Metric;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
@@ -443,7 +442,7 @@ async fn past_scores(
     tenants: Vec<TenantId>,
     metric: Metric,
     wait_until: Instant,
-) -> Option<HashMap<TenantId, Past>> {
+) -> Option<PastScores> {
     let history = history?;
     let now = time::OffsetDateTime::now_utc();
     match tokio::time::timeout_at(wait_until, history.changes(&tenants, metric, now)).await {

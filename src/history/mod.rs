@@ -36,6 +36,7 @@ mod file;
 mod jobs;
 mod migrations;
 mod past;
+pub use past::PastScores;
 mod read;
 mod store;
 mod types;
@@ -421,7 +422,7 @@ impl History {
         tenants: &[TenantId],
         metric: Metric,
         now: OffsetDateTime,
-    ) -> Result<std::collections::HashMap<TenantId, Past>, HistoryError> {
+    ) -> Result<PastScores, HistoryError> {
         let store = self.store()?;
         let mut loading = self.loading.subscribe();
         let day = Interval::Day.bucket(now.unix_timestamp());

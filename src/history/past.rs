@@ -11,6 +11,13 @@ use super::{Metric, Past};
 use crate::model::TenantId;
 use std::collections::HashMap;
 
+/// Past scores by tenant, as [`PastCache`] hands them out (a fast hasher: the keys are the
+/// registry's ids, never a caller's text).
+pub type PastScores = HashMap<TenantId, Past, foldhash::fast::RandomState>;
+
+/// A map of the registry's tenant ids, with the fast hasher.
+type ByTenant<V> = HashMap<TenantId, V, foldhash::fast::RandomState>;
+
 /// The past scores read today, per metric and tenant.
 #[derive(Debug, Default)]
 pub(crate) struct PastCache {
@@ -20,9 +27,9 @@ pub(crate) struct PastCache {
     /// read (it may predate the point that was written).
     generation: u64,
     /// Per metric, per tenant (keyed by the shared id: a lookup copies nothing).
-    entries: HashMap<Metric, HashMap<TenantId, Past>>,
+    entries: HashMap<Metric, ByTenant<Past>>,
     /// When (which generation) each tenant's metric was last forgotten today.
-    forgotten: HashMap<Metric, HashMap<TenantId, u64>>,
+    forgotten: HashMap<Metric, ByTenant<u64>>,
 }
 
 /// What a read must fetch, and the generation it started at (for [`PastCache::fill`]).
@@ -76,8 +83,9 @@ impl PastCache {
         metric: Metric,
         missing: Missing,
         mut read: HashMap<String, Past>,
-    ) -> HashMap<TenantId, Past> {
-        let mut found = HashMap::with_capacity(missing.tenants.len());
+    ) -> PastScores {
+        let mut found =
+            PastScores::with_capacity_and_hasher(missing.tenants.len(), Default::default());
         let forgotten = self.forgotten.get(&metric);
         let keep = self.day == missing.day;
         let entries = self.entries.entry(metric).or_default();
@@ -95,12 +103,7 @@ impl PastCache {
     }
 
     /// Adds to `found` the entries of `tenants` for `metric`, for those that have one.
-    pub(crate) fn get_into(
-        &self,
-        metric: Metric,
-        tenants: &[TenantId],
-        found: &mut HashMap<TenantId, Past>,
-    ) {
+    pub(crate) fn get_into(&self, metric: Metric, tenants: &[TenantId], found: &mut PastScores) {
         let Some(entries) = self.entries.get(&metric) else {
             return;
         };
@@ -113,8 +116,8 @@ impl PastCache {
     }
 
     /// The entries of `tenants` for `metric`, for those that have one.
-    pub(crate) fn get(&self, metric: Metric, tenants: &[TenantId]) -> HashMap<TenantId, Past> {
-        let mut found = HashMap::new();
+    pub(crate) fn get(&self, metric: Metric, tenants: &[TenantId]) -> PastScores {
+        let mut found = PastScores::default();
         self.get_into(metric, tenants, &mut found);
         found
     }

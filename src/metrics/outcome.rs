@@ -127,6 +127,15 @@ pub enum CacheResult {
 impl CacheResult {
     pub(super) const ALL: [Self; 3] = [Self::Hit, Self::Miss, Self::Stale];
 
+    /// Its place in [`Self::ALL`].
+    pub(super) fn index(self) -> usize {
+        match self {
+            Self::Hit => 0,
+            Self::Miss => 1,
+            Self::Stale => 2,
+        }
+    }
+
     pub(super) fn as_str(self) -> &'static str {
         match self {
             Self::Hit => "hit",
