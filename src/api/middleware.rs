@@ -83,7 +83,8 @@ pub async fn request_context(
         method = %method,
         route = %route,
         status,
-        latency_ms = latency.as_secs_f64() * 1000.0,
+        // To the microsecond: `0.589`, not `0.5888570000000001`.
+        latency_ms = latency.as_micros() as f64 / 1000.0,
         tenant = %request.match_info().get("id").unwrap_or("-"),
         caller = %caller.map_or("-", |caller| caller.name.as_str()),
         caller_app = %caller.and_then(|caller| caller.app_id.as_deref()).unwrap_or("-"),

@@ -128,6 +128,11 @@ impl Drop for Nginx {
 }
 
 impl Nginx {
+    /// The master process's id (its workers are its children).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts `binary` in front of `emulator` (keep-alive as `keepalive`) and waits until it
     /// accepts connections.
     pub(crate) fn start(
@@ -195,9 +200,20 @@ pub(crate) async fn defender_token(emulator: &Emulator) -> anyhow::Result<String
     super::emulator::defender_token(&client, emulator, &tenant, secret).await
 }
 
-/// Requests per second `wrk -t2 -cCONNECTIONS -dSECONDS` measures on `url` with
-/// `Authorization: Bearer TOKEN`, when wrk is on `PATH`.
-pub(crate) fn wrk(url: &str, token: &str, connections: usize, seconds: u64) -> Option<f64> {
+/// What `wrk` measured: successful answers (2xx) per second, and how many answers were not.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct WrkFigure {
+    /// 2xx answers per second (wrk's `Requests/sec` counts every answer, a 429 too).
+    pub ok_per_second: f64,
+    /// wrk's `Non-2xx or 3xx responses` (0 when it prints none).
+    pub not_ok: u64,
+    /// Every answer wrk counted, 2xx or not.
+    pub answers: u64,
+}
+
+/// What `wrk -t2 -cCONNECTIONS -dSECONDS` measures on `url` with `Authorization: Bearer
+/// TOKEN`, when wrk is on `PATH`.
+pub(crate) fn wrk(url: &str, token: &str, connections: usize, seconds: u64) -> Option<WrkFigure> {
     let binary = on_path("wrk")?;
     let output = Command::new(binary)
         .args(["-t2", &format!("-c{connections}"), &format!("-d{seconds}s")])
@@ -206,16 +222,68 @@ pub(crate) fn wrk(url: &str, token: &str, connections: usize, seconds: u64) -> O
         .stdin(Stdio::null())
         .output()
         .ok()?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    let line = text
+    wrk_figure(&String::from_utf8_lossy(&output.stdout))
+}
+
+/// Reads wrk's report: `N requests in …`, `Non-2xx or 3xx responses: M` and `Requests/sec: R`.
+fn wrk_figure(report: &str) -> Option<WrkFigure> {
+    let value_after = |prefix: &str| {
+        report
+            .lines()
+            .map(str::trim)
+            .find_map(|line| line.strip_prefix(prefix))
+            .and_then(|rest| rest.split_whitespace().next())
+    };
+    let per_second: f64 = value_after("Requests/sec:")?.parse().ok()?;
+    let requests: u64 = report
         .lines()
-        .find(|line| line.starts_with("Requests/sec:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+        .find(|line| line.contains(" requests in "))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let not_ok = value_after("Non-2xx or 3xx responses:").map_or(Some(0), |n| n.parse().ok())?;
+    let ok_share = if requests == 0 {
+        0.0
+    } else {
+        requests.saturating_sub(not_ok) as f64 / requests as f64
+    };
+    Some(WrkFigure {
+        ok_per_second: per_second * ok_share,
+        not_ok,
+        answers: requests,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wrk_figures_count_only_successful_answers() {
+        let clean = "Running 5s test @ http://127.0.0.1:1/x\n  2 threads and 64 connections\n  \
+            400000 requests in 5.00s, 168.37MB read\nRequests/sec:  80000.00\nTransfer/sec:     33.67MB\n";
+        assert_eq!(
+            wrk_figure(clean),
+            Some(WrkFigure {
+                ok_per_second: 80000.0,
+                not_ok: 0,
+                answers: 400000
+            })
+        );
+        let limited =
+            "  400000 requests in 5.00s, 168.37MB read\n  Non-2xx or 3xx responses: 100000\n\
+            Requests/sec:  80000.00\n";
+        assert_eq!(
+            wrk_figure(limited),
+            Some(WrkFigure {
+                ok_per_second: 60000.0,
+                not_ok: 100000,
+                answers: 400000
+            })
+        );
+        assert_eq!(wrk_figure("wrk: connection refused"), None);
+    }
 
     #[test]
     fn the_default_configuration_leaves_keepalive_to_nginx_and_the_other_never_closes() {

@@ -78,7 +78,7 @@ impl FlightTask {
             LastFetch {
                 at: SystemTime::now(),
                 finished: Instant::now(),
-                error,
+                error: error.map(Box::new),
             },
         );
     }

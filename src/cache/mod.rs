@@ -145,8 +145,9 @@ pub struct LastFetch {
     pub at: SystemTime,
     /// When it finished, for comparisons (tokio's clock: paused in tests, never set back).
     pub finished: Instant,
-    /// `None` on success, else the failure.
-    pub error: Option<UpstreamError>,
+    /// `None` on success, else the failure. Boxed: one record per tenant and metric is kept,
+    /// nearly all of them successes, which would otherwise each hold an error's room.
+    pub error: Option<Box<UpstreamError>>,
 }
 
 type Flight = Shared<BoxFuture<'static, Result<Arc<Entry>, ScoreError>>>;
@@ -455,7 +456,7 @@ impl ScoreCache {
                 return Err(match self.last_fetch(&tenant.id, key.metric) {
                     Some(LastFetch {
                         error: Some(error), ..
-                    }) => error,
+                    }) => *error,
                     _ => gated.into_error(key.metric.service()),
                 })
             }
@@ -560,7 +561,7 @@ impl ScoreCache {
     fn failure_since(&self, key: &ScoreKey, entry: &Entry) -> Option<UpstreamError> {
         let last = self.last_fetch.lock().get(key).cloned()?;
         if last.finished >= entry.stored_at {
-            last.error
+            last.error.map(|error| *error)
         } else {
             None
         }

@@ -3,10 +3,11 @@
 //! Defender answer, in both configurations of [`Keepalive`] (access log on). The figure with
 //! a target is wrk's (`wrk -t2 -c64`): rounds alternating the three servers, each round's
 //! ratio per configuration, their median and spread, so that one burst of other work on the
-//! shared cores does not decide it. The bench's own client (reqwest) gives a secondary figure.
+//! shared cores does not decide it; only 2xx answers count (a 429 of the bench key's rate limit
+//! is no warm score). The bench's own client (reqwest) gives a secondary figure.
 
 use super::super::nginx::{self, Keepalive, Nginx};
-use super::{drive, emulator, percentile, GatewayBenchArgs, GatewayProcess, BENCH_KEY};
+use super::{drive, emulator, percentile, process, GatewayBenchArgs, GatewayProcess, BENCH_KEY};
 use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,11 +21,32 @@ const CONNECTIONS: usize = 64;
 /// The nginx configurations, in the order of a round's first rotation.
 const CONFIGURATIONS: [Keepalive; 2] = [Keepalive::Unbounded, Keepalive::Default];
 
-/// One server the rounds drive: its URL and the bearer token it takes.
+/// One server the rounds drive: its URL, the bearer token it takes, and its process (whose
+/// CPU time, children included, is read around each run).
 struct Target {
     name: String,
     url: String,
     token: String,
+    pid: u32,
+}
+
+/// The CPU time a server's processes used between two readings ([`process::cpu_seconds`]),
+/// per answer, in microseconds: the server's own cost of an answer, whichever client drives it
+/// and whatever that client costs on the shared cores.
+fn per_answer(before: Option<f64>, after: Option<f64>, answers: u64) -> Option<f64> {
+    let (before, after) = (before?, after?);
+    (answers > 0).then(|| (after - before) * 1_000_000.0 / answers as f64)
+}
+
+/// `12.3 µs`, or `-` when it could not be read.
+fn micros(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_owned(), |value| format!("{value:.1} µs"))
+}
+
+/// The median of `values` (`None` when empty).
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
 }
 
 /// A client sending `Authorization: Bearer TOKEN`.
@@ -41,9 +63,21 @@ fn authorized(token: &str) -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
-/// Fetches `target` once (warming its cache, and checking the token works); returns the
-/// requests per second, p50 and p99 of the bench's client on it for `seconds`.
-async fn bench_client(target: &Target, seconds: u64) -> anyhow::Result<(f64, f64, f64, u64)> {
+/// What the bench's client measured on one server.
+struct ClientFigure {
+    per_second: f64,
+    p50: f64,
+    p99: f64,
+    failures: u64,
+    /// The server's CPU time per answer, µs.
+    server_cpu: Option<f64>,
+    /// This process's (the client's) CPU time per answer, µs.
+    client_cpu: Option<f64>,
+}
+
+/// Fetches `target` once (warming its cache, and checking the token works); returns what the
+/// bench's client measured on it for `seconds`.
+async fn bench_client(target: &Target, seconds: u64) -> anyhow::Result<ClientFigure> {
     let client = authorized(&target.token)?;
     let first = client.get(&target.url).send().await?;
     anyhow::ensure!(
@@ -52,6 +86,8 @@ async fn bench_client(target: &Target, seconds: u64) -> anyhow::Result<(f64, f64
         target.name,
         first.status()
     );
+    let before = process::cpu_seconds(target.pid, true);
+    let client_before = process::cpu_seconds(std::process::id(), false);
     let (latencies, failures, elapsed) = drive(
         &client,
         Arc::new(vec![target.url.clone()]),
@@ -59,12 +95,19 @@ async fn bench_client(target: &Target, seconds: u64) -> anyhow::Result<(f64, f64
         seconds,
     )
     .await;
-    Ok((
-        latencies.len() as f64 / elapsed.as_secs_f64(),
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99),
+    let answers = latencies.len() as u64 + failures;
+    Ok(ClientFigure {
+        per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50: percentile(&latencies, 0.5),
+        p99: percentile(&latencies, 0.99),
         failures,
-    ))
+        server_cpu: per_answer(before, process::cpu_seconds(target.pid, true), answers),
+        client_cpu: per_answer(
+            client_before,
+            process::cpu_seconds(std::process::id(), false),
+            answers,
+        ),
+    })
 }
 
 /// Runs the phase and prints its figures.
@@ -88,12 +131,19 @@ pub(super) async fn run(args: &GatewayBenchArgs) -> anyhow::Result<()> {
         name: "gateway".to_owned(),
         url: format!("{}/tenants/{slug}/score", gw.address),
         token: BENCH_KEY.to_owned(),
+        pid: gw.pid,
     };
-    let (rps, p50, p99, failures) = bench_client(&gateway, args.seconds).await?;
+    let figure = bench_client(&gateway, args.seconds).await?;
     println!(
-        "warm /tenants/{{id}}/score, API key, bench client (secondary)  gateway {rps:.0} req/s, p50 {p50:.2} ms, p99 {p99:.2} ms ({failures} failed, {CONNECTIONS} clients)"
+        "warm /tenants/{{id}}/score, API key, bench client (secondary)  gateway {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms ({} failed, {CONNECTIONS} clients); CPU per answer: server {}, client {}",
+        figure.per_second,
+        figure.p50,
+        figure.p99,
+        figure.failures,
+        micros(figure.server_cpu),
+        micros(figure.client_cpu)
     );
-    let gateway_rps = rps;
+    let gateway_figure = figure;
     let Some(binary) = nginx::on_path("nginx") else {
         println!("nginx             not on PATH: no comparison (apt-get install nginx)");
         return Ok(());
@@ -112,15 +162,22 @@ pub(super) async fn run(args: &GatewayBenchArgs) -> anyhow::Result<()> {
                 crate::wire::CONFIGURATION_SCORE_PATH
             ),
             token: token.clone(),
+            pid: server.pid(),
         });
         servers.push(server);
     }
     for target in &targets[1..] {
-        let (rps, p50, p99, failures) = bench_client(target, args.seconds).await?;
+        let figure = bench_client(target, args.seconds).await?;
         println!(
-            "                  bench client (secondary): {} {rps:.0} req/s, p50 {p50:.2} ms, p99 {p99:.2} ms ({failures} failed); gateway / nginx {:.2}x",
+            "                  bench client (secondary): {} {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms ({} failed); CPU per answer: server {}, client {}; gateway / nginx {:.2}x",
             target.name,
-            gateway_rps / rps
+            figure.per_second,
+            figure.p50,
+            figure.p99,
+            figure.failures,
+            micros(figure.server_cpu),
+            micros(figure.client_cpu),
+            gateway_figure.per_second / figure.per_second,
         );
     }
     if nginx::on_path("wrk").is_none() {
@@ -129,14 +186,27 @@ pub(super) async fn run(args: &GatewayBenchArgs) -> anyhow::Result<()> {
     }
     // ratios[c][r]: gateway / nginx configuration c in round r.
     let mut ratios = vec![Vec::new(); CONFIGURATIONS.len()];
+    // cpu[t]: the server CPU per answer of target t, per round.
+    let mut cpu = vec![Vec::new(); targets.len()];
     for round in 0..WRK_ROUNDS {
         let mut rps = vec![0.0; targets.len()];
+        let mut not_ok = vec![0; targets.len()];
         // Rotated each round: no server always runs first or right after another one.
         for step in 0..targets.len() {
             let index = (round + step) % targets.len();
             let target = &targets[index];
-            rps[index] = nginx::wrk(&target.url, &target.token, CONNECTIONS, args.seconds)
+            let before = process::cpu_seconds(target.pid, true);
+            let figure = nginx::wrk(&target.url, &target.token, CONNECTIONS, args.seconds)
                 .with_context(|| format!("wrk gave no figure for {}", target.name))?;
+            rps[index] = figure.ok_per_second;
+            not_ok[index] = figure.not_ok;
+            if let Some(per_answer) = per_answer(
+                before,
+                process::cpu_seconds(target.pid, true),
+                figure.answers,
+            ) {
+                cpu[index].push(per_answer);
+            }
         }
         let mut line = format!(
             "                  wrk -t2 -c{CONNECTIONS} -d{}s, round {} of {WRK_ROUNDS}: gateway {:.0} req/s",
@@ -153,6 +223,16 @@ pub(super) async fn run(args: &GatewayBenchArgs) -> anyhow::Result<()> {
             ));
         }
         println!("{line}");
+        for (target, not_ok) in targets.iter().zip(&not_ok) {
+            if *not_ok > 0 {
+                // A 429 (the bench key's rate limit) or an error is no warm score: the figures
+                // above count 2xx answers only.
+                println!(
+                    "                  {}: {not_ok} answers were not 2xx (not counted)",
+                    target.name
+                );
+            }
+        }
     }
     for (keepalive, mut ratios) in CONFIGURATIONS.into_iter().zip(ratios) {
         let rounds: Vec<String> = ratios.iter().map(|ratio| format!("{ratio:.2}")).collect();
@@ -167,6 +247,19 @@ pub(super) async fn run(args: &GatewayBenchArgs) -> anyhow::Result<()> {
             ratios[ratios.len() / 2]
         );
     }
+    // The servers' own cost of an answer, which no client's share of the cores changes.
+    let medians: Vec<Option<f64>> = cpu.into_iter().map(median).collect();
+    let mut line = format!(
+        "server CPU per answer under wrk (median of the rounds): gateway {}",
+        micros(medians[0])
+    );
+    for (target, nginx) in targets[1..].iter().zip(&medians[1..]) {
+        line.push_str(&format!(", {} {}", target.name, micros(*nginx)));
+        if let (Some(nginx), Some(gateway)) = (nginx, medians[0]) {
+            line.push_str(&format!(" (nginx / gateway {:.2}x)", nginx / gateway));
+        }
+    }
+    println!("{line}");
     drop(servers);
     emu.stop().await;
     Ok(())
