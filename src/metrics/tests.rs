@@ -267,3 +267,32 @@ fn a_metric_the_tenant_no_longer_has_loses_its_series() {
     );
     assert!(!text.contains("metric=\"secure\""), "{text}");
 }
+
+#[test]
+fn a_registered_routes_ok_answers_count_in_the_same_series_as_any_other() {
+    let metrics = Metrics::new();
+    metrics.register_routes(&["/scores", "/tenants/{id}/score"]);
+    // The held series (GET, 200) and the families' (another status, another method).
+    for _ in 0..2 {
+        metrics.http_request("/scores", "GET", 200, Duration::from_millis(3));
+    }
+    metrics.http_request("/scores", "GET", 503, Duration::from_millis(3));
+    metrics.http_request("/scores", "HEAD", 200, Duration::from_millis(3));
+    metrics.cache(CacheResult::Hit);
+    metrics.cache(CacheResult::Stale);
+    let text = metrics
+        .encode(LiveValues::default(), Format::Prometheus)
+        .unwrap();
+    for line in [
+        "scoregate_http_requests_total{route=\"/scores\",method=\"GET\",status=\"200\"} 2",
+        "scoregate_http_requests_total{route=\"/scores\",method=\"GET\",status=\"503\"} 1",
+        "scoregate_http_requests_total{route=\"/scores\",method=\"HEAD\",status=\"200\"} 1",
+        "scoregate_http_requests_total{route=\"/tenants/{id}/score\",method=\"GET\",status=\"200\"} 0",
+        "scoregate_http_request_duration_seconds_count{route=\"/scores\",method=\"GET\"} 3",
+        "scoregate_cache_requests_total{outcome=\"hit\"} 1",
+        "scoregate_cache_requests_total{outcome=\"stale\"} 1",
+        "scoregate_cache_requests_total{outcome=\"miss\"} 0",
+    ] {
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
+}
