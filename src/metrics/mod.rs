@@ -345,16 +345,12 @@ impl Metrics {
         for outcome in std::iter::once(FETCH_OK).chain(fetch_outcomes) {
             let _ = metrics.fetches.get_or_create(&OutcomeLabels { outcome });
         }
-        for result in CacheResult::ALL {
-            let _ = metrics.cache_requests.get_or_create(&OutcomeLabels {
-                outcome: result.as_str(),
-            });
-        }
         for reason in QuotaRefusal::ALL {
             let _ = metrics.quota_refusals.get_or_create(&OutcomeLabels {
                 outcome: reason.as_str(),
             });
         }
+        // Creates every outcome's series at 0, and holds them.
         let cache_results = CacheResult::ALL.map(|result| {
             metrics
                 .cache_requests
