@@ -47,15 +47,21 @@ impl FlightTask {
         }
         let deadline = self.outbound.deadline();
         let result = self.fetch_once(deadline).await;
-        // A fetch the gate refused attempted nothing: it is no outcome to remember.
+        let current = self.is_current().await;
+        // A fetch the gate refused attempted nothing: it is no outcome to remember; nor is one
+        // the reload forgot.
         let result = match result {
             Err(FetchError::Gated(gated)) => Err(gated.into_error(self.key.metric.service())),
             Err(FetchError::Upstream(error)) => {
-                self.remember(Some(error.clone()));
+                if current {
+                    self.remember(Some(error.clone()));
+                }
                 Err(error)
             }
             Ok(entry) => {
-                self.remember(None);
+                if current {
+                    self.remember(None);
+                }
                 Ok(entry)
             }
         };
@@ -70,6 +76,19 @@ impl FlightTask {
         drop(flights);
         self.guard.finished = true;
         result.map_err(ScoreError::Upstream)
+    }
+
+    /// Whether this flight is still the one in the map for its key: a reload drops the flights
+    /// of a tenant that left or now stands for another Entra tenant
+    /// ([`ScoreCache::retain`](super::ScoreCache::retain)), and such a fetch's reading is
+    /// the previous registration's: it answers the requests that waited for it, and is neither
+    /// stored nor recorded.
+    async fn is_current(&self) -> bool {
+        self.flights
+            .lock()
+            .await
+            .get(&self.key)
+            .is_some_and(|(number, _)| *number == self.number)
     }
 
     fn remember(&self, error: Option<UpstreamError>) {
@@ -138,7 +157,15 @@ impl FlightTask {
                     Instant::now(),
                     self.fresh.mul_f64(1.0 - jitter),
                 ));
+                if !self.is_current().await {
+                    return Ok(entry);
+                }
                 self.entries.insert(self.key.clone(), entry.clone()).await;
+                if !self.is_current().await {
+                    // Forgotten between the look and the store: undone.
+                    self.entries.remove(&self.key).await;
+                    return Ok(entry);
+                }
                 self.metrics.fetch(None);
                 self.metrics.tenant_success(
                     &self.tenant.id,

@@ -415,17 +415,38 @@ impl ScoreCache {
             .cloned()
     }
 
-    /// Drops everything held for tenants that left the registry or whose registration changed,
-    /// and for metrics a tenant no longer has.
-    pub async fn retain(&self, registry: &Registry) {
+    /// Drops everything held for tenants that left the registry, for metrics a tenant no
+    /// longer has, and for tenant ids that `registry` points at another Entra tenant than
+    /// `previous` did (re-pointed: their readings are another customer's). A fetch in flight
+    /// for such a key is forgotten too: it still answers the requests waiting for it, but
+    /// stores and records nothing ([`flight`]).
+    pub async fn retain(&self, registry: &Registry, previous: &Registry) {
+        let re_pointed: Vec<&TenantId> = registry
+            .all()
+            .iter()
+            .filter(|tenant| {
+                previous
+                    .get(tenant.id.as_str())
+                    .is_some_and(|before| before.tenant_id != tenant.tenant_id)
+            })
+            .map(|tenant| &tenant.id)
+            .collect();
         let keep = |key: &ScoreKey| {
-            registry
-                .get(key.tenant.as_str())
-                .is_some_and(|tenant| tenant.has(key.metric))
+            !re_pointed.contains(&&key.tenant)
+                && registry
+                    .get(key.tenant.as_str())
+                    .is_some_and(|tenant| tenant.has(key.metric))
         };
-        self.last_fetch.lock().retain(|key, _| keep(key));
+        // Flights first: a fetch that finishes meanwhile finds itself forgotten and stores
+        // nothing, or stored before this and its entry goes below.
         self.flights.lock().await.retain(|key, _| keep(key));
+        self.last_fetch.lock().retain(|key, _| keep(key));
         self.entries.retain(registry).await;
+        for tenant in re_pointed {
+            for metric in Metric::ALL {
+                self.entries.remove(&self.key(tenant, metric)).await;
+            }
+        }
     }
 
     /// Joins the running fetch or starts one; `Err` when the tenant must not be called now

@@ -63,6 +63,9 @@ pub trait ScoreStore: Send + Sync {
     /// Drops the entries of tenants that left the registry, and of metrics a tenant no longer
     /// has.
     async fn retain(&self, registry: &Registry);
+    /// Drops the entry under `key`, in every level (a tenant id now standing for another
+    /// Entra tenant: nobody may be served its previous reading).
+    async fn remove(&self, key: &ScoreKey);
     /// Claims the right to fetch `key` among every process sharing the store, for `hold` at
     /// most; a reading another process stored at or after `since` is the answer instead. A
     /// store of one process has nobody to ask: it always fetches.
@@ -165,6 +168,10 @@ impl ScoreStore for LocalStore {
             }
         }
         entries.insert(key, entry);
+    }
+
+    async fn remove(&self, key: &ScoreKey) {
+        self.entries.write().remove(key);
     }
 
     async fn retain(&self, registry: &Registry) {

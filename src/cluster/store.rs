@@ -208,6 +208,25 @@ impl ScoreStore for TieredStore {
         self.local.retain(registry).await;
     }
 
+    async fn remove(&self, key: &ScoreKey) {
+        self.local.remove(key).await;
+        self.checked.invalidate(key).await;
+        let value_key = self.cluster.score_key(key, "score");
+        let removed = self
+            .cluster
+            .run(|mut connection| async move {
+                redis::cmd("DEL")
+                    .arg(value_key)
+                    .query_async::<()>(&mut connection)
+                    .await
+            })
+            .await;
+        if removed.is_err() {
+            // Redis keeps it until its window ends; every replica's reload removes it again.
+            self.cluster.fell_back(ClusterUse::Cache);
+        }
+    }
+
     async fn claim(&self, key: &ScoreKey, since: SystemTime, hold: Duration) -> Claim {
         let (token, claimed) = self
             .cluster

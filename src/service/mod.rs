@@ -343,7 +343,7 @@ impl Services {
         *self.keys.write() = config.auth.enabled.then(|| config.keys.clone());
         let previous = self.entra.read().clone();
         *self.entra.write() = entra_verifier(config, &self.entra_http, previous.as_deref());
-        self.cache.retain(&new).await;
+        self.cache.retain(&new, &old).await;
         self.outbound.retain(&new);
         self.controls.retain(&new);
         self.metrics.retain_tenants(&new);

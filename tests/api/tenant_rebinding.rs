@@ -3,7 +3,7 @@
 //! customer's history, changes or alert events, and the new customer's `secure` score is
 //! back-filled from its own Graph; the previous rows are archived, not deleted.
 
-use crate::helpers::{captured_logs, emulator_options, spawn_app_with_config, TestApp};
+use crate::helpers::{captured_logs, emulator_options, fault, spawn_app_with_config, TestApp};
 use scoregate::history::{Interval, Metric, Reading};
 use scoregate::model::TenantId;
 use sqlx::Row;
@@ -63,6 +63,33 @@ fn re_pointed(entry: &str, from: &str) -> String {
         }
     }
     lines.join("\n") + "\n"
+}
+
+/// Re-points `slug`'s entry in the app's configuration file at `other`'s Entra tenant (whose
+/// own entry goes), and reloads it.
+async fn re_point(app: &TestApp, slug: &str, other: &str) {
+    let config = std::fs::read_to_string(&app.config_path).unwrap();
+    let (mine, theirs) = (entry(&config, slug), entry(&config, other));
+    let rewritten = config
+        .replace(theirs, "")
+        .replace(mine, &re_pointed(mine, theirs));
+    std::fs::write(&app.config_path, rewritten).unwrap();
+    app.reloader.reload().await.expect("the new file loads");
+}
+
+/// Gives `contoso` the device score 111 and another emulator tenant 222; returns the other's
+/// slug.
+fn scored_apart(app: &TestApp) -> String {
+    let other = app
+        .emulator
+        .tenants()
+        .into_iter()
+        .map(|tenant| tenant.slug)
+        .find(|slug| slug != "contoso")
+        .expect("a second tenant");
+    app.emulator.set_score("contoso", Some(111.0)).unwrap();
+    app.emulator.set_score(&other, Some(222.0)).unwrap();
+    other
 }
 
 #[tokio::test]
@@ -135,13 +162,7 @@ async fn a_tenant_id_re_pointed_at_another_entra_tenant_starts_a_new_series() {
     let old_event = before["events"][0]["id"].clone();
 
     // The gateway id is re-pointed at the other Entra tenant (whose own entry goes).
-    let config = std::fs::read_to_string(&app.config_path).unwrap();
-    let (mine, theirs) = (entry(&config, &tenant), entry(&config, &other));
-    let rewritten = config
-        .replace(theirs, "")
-        .replace(mine, &re_pointed(mine, theirs));
-    std::fs::write(&app.config_path, rewritten).unwrap();
-    app.reloader.reload().await.expect("the new file loads");
+    re_point(&app, &tenant, &other).await;
 
     // The new customer's key sees no history, no change, no event, nothing firing.
     let body = get(&app, &format!("/tenants/{tenant}/history"), &key).await;
@@ -159,6 +180,20 @@ async fn a_tenant_id_re_pointed_at_another_entra_tenant_starts_a_new_series() {
         get(&app, "/alerts", &key).await["alerts"],
         serde_json::json!([])
     );
+    // The previous customer's cached scores are not served under the id: the first read of
+    // each metric fetches from the Entra tenant the id now stands for.
+    let calls = app.emulator.stats().tenant(&other).score_calls;
+    let body = get(&app, &format!("/tenants/{tenant}/score"), &key).await;
+    assert_eq!(body["source"], "upstream", "{body}");
+    assert_eq!(app.emulator.stats().tenant(&other).score_calls, calls + 1);
+    let body = get(
+        &app,
+        &format!("/tenants/{tenant}/score?metric=secure"),
+        &key,
+    )
+    .await;
+    assert_eq!(body["source"], "upstream", "{body}");
+
     let scores = get(&app, &format!("/scores?tenant={tenant}&max_age=0"), &key).await;
     assert!(scores["items"][0]["score"].is_number(), "{scores}");
     assert!(scores["items"][0]["change_7d"].is_null(), "{scores}");
@@ -181,7 +216,9 @@ async fn a_tenant_id_re_pointed_at_another_entra_tenant_starts_a_new_series() {
         points(Metric::Secure).await.len() == 90
     })
     .await;
-    assert_eq!(app.emulator.stats().tenant(&other).graph_calls, 4);
+    // Two secure reads (the first after the reload, then the forced one) and the back-fill's
+    // three pages; the previous customer's Graph was not asked again.
+    assert_eq!(app.emulator.stats().tenant(&other).graph_calls, 5);
     assert_eq!(app.emulator.stats().tenant(&tenant).graph_calls, 4);
 
     // The previous rows are archived under an id no tenant can have, and the log says so.
@@ -283,4 +320,77 @@ async fn a_restart_with_a_re_pointed_tenant_starts_its_new_series_before_anythin
         assert_eq!(archived, 1, "{url}");
         history.store().unwrap().close().await;
     }
+}
+
+#[tokio::test]
+async fn a_fetch_in_flight_when_its_tenant_is_re_pointed_answers_its_caller_and_stores_nothing() {
+    let app = spawn_app_with_config(
+        scoregate::emulator::EmulatorOptions {
+            slow_latency: scoregate::emulator::LatencyRange {
+                min_ms: 1_500,
+                max_ms: 1_600,
+            },
+            ..emulator_options(
+                2,
+                vec![fault(scoregate::emulator::FaultProfile::Slow, &["contoso"])],
+            )
+        },
+        &[],
+        "",
+    )
+    .await;
+    let other = scored_apart(&app);
+    let url = format!("{}/tenants/contoso/score", app.address);
+    let client = app.client.clone();
+    let slow = tokio::spawn(async move { client.get(url).send().await });
+    until("the slow fetch at the emulator", async || {
+        app.emulator.stats().tenant("contoso").in_flight == 1
+    })
+    .await;
+
+    // While contoso's Defender answers slowly, the id is re-pointed at the other Entra tenant.
+    re_point(&app, "contoso", &other).await;
+
+    // The request that was waiting gets what it asked for under the previous registration…
+    let answer = slow.await.unwrap().unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(body["score"], 111.0, "{body}");
+    // …and nobody after it: the next read fetches from the Entra tenant the id stands for now.
+    let (status, _, body) = app.get_json("/tenants/contoso/score").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["score"], 222.0, "{body}");
+    assert_eq!(body["source"], "upstream", "{body}");
+    assert_eq!(app.emulator.stats().tenant(&other).score_calls, 1);
+    assert_eq!(app.emulator.stats().tenant("contoso").score_calls, 1);
+}
+
+#[tokio::test]
+async fn with_redis_a_re_pointed_tenant_s_shared_reading_goes_too() {
+    let redis = crate::cluster::RedisServer::start();
+    let url = redis.url();
+    let app = spawn_app_with_config(
+        emulator_options(2, vec![]),
+        &[
+            ("SCOREGATE__CLUSTER__REDIS_URL", url.as_str()),
+            ("SCOREGATE__CLUSTER__REPLICAS", "2"),
+            ("SCOREGATE__CLUSTER__COMMAND_TIMEOUT_MS", "2000"),
+            ("SCOREGATE__HISTORY__ENABLED", "false"),
+        ],
+        "",
+    )
+    .await;
+    let other = scored_apart(&app);
+    let (status, _, body) = app.get_json("/tenants/contoso/score").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["score"], 111.0, "{body}");
+    re_point(&app, "contoso", &other).await;
+
+    // Not this replica's memory, nor the reading Redis shares with the others.
+    let (status, _, body) = app.get_json("/tenants/contoso/score").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["score"], 222.0, "{body}");
+    assert_eq!(body["source"], "upstream", "{body}");
+    assert_eq!(app.emulator.stats().tenant(&other).score_calls, 1);
+    assert_eq!(app.emulator.stats().tenant("contoso").score_calls, 1);
 }
