@@ -143,8 +143,7 @@ pub async fn list_firing(
     let _: NoParameters = super::handlers::query(&request)?;
     let alerts = services.alerts().ok_or(ApiError::AlertsDisabled)?;
     let visible = visible(&services, &caller.scope);
-    let work = async { Ok(alerts.firing(visible.as_ref()).await?) };
-    let firing = super::history::fail_fast(&services, work).await?;
+    let firing = super::history::fail_fast(&services, alerts.firing(visible.as_ref())).await?;
     Ok(HttpResponse::Ok().json(FiringList { alerts: firing }))
 }
 
@@ -211,8 +210,7 @@ pub async fn list_events(
         // One more than asked: whether a next page exists.
         limit: limit + 1,
     };
-    let work = async { Ok(alerts.events(&filter).await?) };
-    let mut events = super::history::fail_fast(&services, work).await?;
+    let mut events = super::history::fail_fast(&services, alerts.events(&filter)).await?;
     let more = events.len() > limit;
     events.truncate(limit);
     let next_cursor = more
@@ -280,8 +278,8 @@ pub async fn list_deliveries(
         })
         .transpose()?;
     let alerts = services.alerts().ok_or(ApiError::AlertsDisabled)?;
-    let work = async { Ok(alerts.deliveries(status, after, limit + 1).await?) };
-    let mut deliveries = super::history::fail_fast(&services, work).await?;
+    let deliveries = alerts.deliveries(status, after, limit + 1);
+    let mut deliveries = super::history::fail_fast(&services, deliveries).await?;
     let more = deliveries.len() > limit;
     deliveries.truncate(limit);
     let next_cursor = more

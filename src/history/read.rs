@@ -117,9 +117,19 @@ impl ReadGate {
     /// `down_for`; anything else (an answer, or a statement refused) marks it up.
     pub fn note<T>(&self, result: &Result<T, HistoryError>) {
         match result {
-            Err(HistoryError::Database(error)) if unreachable(error) => self.mark_down(),
-            Err(HistoryError::Database(_)) | Ok(_) => self.mark_up(),
+            Err(HistoryError::Database(error)) => self.note_failure(error),
+            Ok(_) => self.mark_up(),
             Err(_) => {}
+        }
+    }
+
+    /// Records a statement that failed with `error` (a history read's, or an alerts read's):
+    /// unreachable marks the database away, a statement refused marks it there.
+    pub fn note_failure(&self, error: &sqlx::Error) {
+        if unreachable(error) {
+            self.mark_down();
+        } else {
+            self.mark_up();
         }
     }
 

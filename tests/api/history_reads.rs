@@ -284,6 +284,37 @@ async fn with_the_database_away_history_and_alerts_answer_503_at_once_with_retry
     assert_eq!(status, 200, "{body}");
 }
 
+#[tokio::test]
+async fn a_corrupt_alert_row_fails_its_own_request_not_the_history() {
+    let app = spawn_app_with(emulator_options(1, vec![]), &[]).await;
+    let history = app.services.history().unwrap().clone();
+    let tenant = app.emulator.tenants()[0].slug.clone();
+    let (status, _, body) = app.get_json("/alerts/events").await;
+    assert_eq!(status, 200, "{body}");
+    // A row this version cannot read: an event type it does not know.
+    sqlx::query(
+        "INSERT INTO alert_events (id, type, alert, tenant, metric, value, threshold, since, at, body) \
+         VALUES ('evt_from_the_future', 'alert.snoozed', 'low', 'contoso', 'device', 1.0, 2.0, 0, 0, '{}')",
+    )
+    .execute(history.store().unwrap().pool())
+    .await
+    .unwrap();
+    let before = history.reads().attempts();
+    let (status, _, body) = app.get_json("/alerts/events").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["code"], "history_unavailable");
+    // The database answered: the history's reads still go to it, at once.
+    for path in [
+        "/scores/history".to_owned(),
+        format!("/tenants/{tenant}/history"),
+        "/alerts".to_owned(),
+    ] {
+        let (status, _, body) = app.get_json(&path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    assert_eq!(history.reads().attempts(), before + 2);
+}
+
 async fn status_and_code(app: &TestApp, path: &str) -> (u16, serde_json::Value) {
     let (status, _, body) = app.get_json(path).await;
     (status, body["code"].clone())

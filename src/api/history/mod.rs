@@ -10,6 +10,7 @@
 use super::auth::Caller;
 use super::error::{ApiError, Problem};
 use super::scores::JsonFormat;
+use crate::alerts::AlertError;
 use crate::history::{Interval, Metric, Point, PortfolioPoint, DAY};
 use crate::service::Services;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -315,23 +316,31 @@ async fn portfolio_history(
 
 /// Runs an alerts read with the history's fail-fast: refused at once while the history
 /// database is known to be away, and a failure to reach it marks it away for the next
-/// requests (history and alerts share the database); an answer marks it back (this request
-/// may have been the probe).
+/// requests (history and alerts share the database); an answer, or a statement the database
+/// refused, marks it back (this request may have been the probe). A row this version cannot
+/// read (`AlertError::Corrupt`) says nothing of the database: it fails this request only.
 pub(super) async fn fail_fast<T>(
     services: &Services,
-    work: impl std::future::Future<Output = Result<T, ApiError>>,
+    work: impl std::future::Future<Output = Result<T, AlertError>>,
 ) -> Result<T, ApiError> {
     let history = services.history();
     if let Some(history) = history {
         history.reads().check()?;
     }
-    let result = super::handlers::within_request_timeout(services, work).await;
-    match (history, &result) {
-        (Some(history), Err(ApiError::HistoryUnavailable(_))) => history.reads().mark_down(),
-        (Some(history), Ok(_)) => history.reads().mark_up(),
-        _ => {}
+    let result = tokio::time::timeout(services.request_timeout(), work)
+        .await
+        .map_err(|_| ApiError::RequestTimeout)?;
+    if let Some(history) = history {
+        match &result {
+            Ok(_) => history.reads().mark_up(),
+            Err(
+                AlertError::Database(error)
+                | AlertError::History(crate::history::HistoryError::Database(error)),
+            ) => history.reads().note_failure(error),
+            Err(_) => {}
+        }
     }
-    result
+    Ok(result?)
 }
 
 /// One representation per operation: `format` belongs to the JSON routes.
