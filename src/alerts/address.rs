@@ -9,6 +9,13 @@
 //! connects to exactly those addresses, so that a name cannot resolve to a public address for
 //! the check and a private one for the connection (DNS rebinding). A delivery refused for its
 //! address fails at once, with the reason in `last_error`; it is not retried.
+//!
+//! For the same reason a checked delivery connects **directly**, never through a proxy of the
+//! environment (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`): through a proxy, the client resolves
+//! and connects to the proxy's address, and the check would judge the proxy, not the webhook —
+//! every public webhook refused behind a proxy on a private address, or any target reachable
+//! behind a public one. An entry with `allow_private_addresses = true` is not checked and uses
+//! the environment's proxy like every other outbound call.
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -218,13 +225,15 @@ pub struct WebhookClients {
 
 impl WebhookClients {
     /// Builds the three clients from `builder` (called three times: the gateway's TLS roots,
-    /// user agent, timeouts, no redirects followed), each with its guard.
+    /// user agent, timeouts, no redirects followed), each with its guard; the two guarded ones
+    /// without any proxy (see the module's documentation).
     pub fn build(
         builder: impl Fn() -> Result<reqwest::ClientBuilder, reqwest::Error>,
     ) -> Result<Self, reqwest::Error> {
         let guarded = |reach| {
             builder().and_then(|builder| {
                 builder
+                    .no_proxy()
                     .dns_resolver(Arc::new(GuardedResolver(reach)))
                     .build()
             })
@@ -261,6 +270,47 @@ pub fn refusal(error: &(dyn std::error::Error + 'static)) -> Option<RefusedAddre
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A loopback server answering every connection `204` once; its URL.
+    fn answering_once() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            if let Ok((mut stream, _)) = listener.accept() {
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request);
+                let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+            }
+        });
+        format!("http://{address}/hook")
+    }
+
+    #[tokio::test]
+    async fn a_checked_delivery_goes_direct_whatever_proxy_the_environment_sets() {
+        // A proxy as `HTTP_PROXY` would set it (the variables themselves are process-wide):
+        // a name nobody resolves, so a request through it cannot succeed.
+        let clients = WebhookClients::build(|| {
+            Ok(reqwest::Client::builder()
+                .proxy(reqwest::Proxy::all("http://proxy.invalid:3128")?)
+                .timeout(std::time::Duration::from_secs(10)))
+        })
+        .unwrap();
+        let answer = clients
+            .client(Reach::Loopback)
+            .post(answering_once())
+            .send()
+            .await
+            .expect("delivered directly, not through the proxy");
+        assert_eq!(answer.status().as_u16(), 204);
+        // The unchecked client keeps the proxy (the address behind it is never reached).
+        assert!(clients
+            .client(Reach::Any)
+            .post("http://127.0.0.1:1/hook")
+            .send()
+            .await
+            .is_err());
+    }
 
     fn refused(reach: Reach, text: &str) -> Option<&'static str> {
         reach
