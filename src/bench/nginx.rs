@@ -49,20 +49,46 @@ impl Keepalive {
     }
 }
 
+/// The headers of nginx's cached answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Headers {
+    /// Its own five (`Server`, `Date`, `Content-Type`, `Content-Length`, `Connection`).
+    Own,
+    /// Its own, and the six a warm gateway answer carries beside them (`X-Request-Id` a new id
+    /// per answer, `RateLimit-Limit`, `-Remaining`, `-Reset`, `Age`, `Cache-Control`), with
+    /// values of the gateway's lengths: a control that costs a client what the gateway's
+    /// answer costs it to parse.
+    Gateways,
+}
+
+/// What nginx adds for [`Headers::Gateways`].
+const GATEWAY_HEADERS: &str = "
+    add_header X-Request-Id $request_id;
+    add_header RateLimit-Limit 1000000;
+    add_header RateLimit-Remaining 999999;
+    add_header RateLimit-Reset 1;
+    add_header Age 0;
+    add_header Cache-Control \"private, max-age=300\";";
+
 /// The nginx configuration of the comparison: a cache in front of `upstream` (the emulator's
 /// HTTPS origin), answers cached for five minutes whatever the upstream's headers, keyed by
-/// the request URI only; the access log on, keep-alive as `keepalive`.
+/// the request URI only; the access log on, keep-alive as `keepalive`, headers as `headers`.
 pub(crate) fn config(
     dir: &Path,
     port: u16,
     upstream: &str,
     workers: usize,
     keepalive: Keepalive,
+    headers: Headers,
 ) -> String {
     let dir = dir.display();
     let keepalive = match keepalive {
         Keepalive::Unbounded => "\n    keepalive_requests 1000000;",
         Keepalive::Default => "",
+    };
+    let headers = match headers {
+        Headers::Own => "",
+        Headers::Gateways => GATEWAY_HEADERS,
     };
     format!(
         "worker_processes {workers};
@@ -79,7 +105,7 @@ http {{
   uwsgi_temp_path {dir}/uwsgi;
   scgi_temp_path {dir}/scgi;
   server {{
-    listen 127.0.0.1:{port};{keepalive}
+    listen 127.0.0.1:{port};{keepalive}{headers}
     location / {{
       proxy_pass {upstream};
       proxy_ssl_verify off;
@@ -133,13 +159,14 @@ impl Nginx {
         self.child.id()
     }
 
-    /// Starts `binary` in front of `emulator` (keep-alive as `keepalive`) and waits until it
-    /// accepts connections.
+    /// Starts `binary` in front of `emulator` (keep-alive as `keepalive`, headers as
+    /// `headers`) and waits until it accepts connections.
     pub(crate) fn start(
         binary: &Path,
         emulator: &Emulator,
         workers: usize,
         keepalive: Keepalive,
+        headers: Headers,
     ) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("scoregate-nginx-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(dir.join("cache")).context("a scratch directory for nginx")?;
@@ -148,7 +175,14 @@ impl Nginx {
         let conf = dir.0.join("nginx.conf");
         std::fs::write(
             &conf,
-            config(&dir.0, port, &emulator.base_url(), workers, keepalive),
+            config(
+                &dir.0,
+                port,
+                &emulator.base_url(),
+                workers,
+                keepalive,
+                headers,
+            ),
         )
         .context("the nginx configuration")?;
         let child = Command::new(binary)
@@ -212,11 +246,33 @@ pub(crate) struct WrkFigure {
 }
 
 /// What `wrk -t2 -cCONNECTIONS -dSECONDS` measures on `url` with `Authorization: Bearer
-/// TOKEN`, when wrk is on `PATH`.
-pub(crate) fn wrk(url: &str, token: &str, connections: usize, seconds: u64) -> Option<WrkFigure> {
+/// TOKEN`, when wrk is on `PATH`; with `pinned_to`, `wrk -t1` on that core alone (`taskset -c
+/// CORE`, util-linux).
+pub(crate) fn wrk(
+    url: &str,
+    token: &str,
+    connections: usize,
+    seconds: u64,
+    pinned_to: Option<usize>,
+) -> Option<WrkFigure> {
     let binary = on_path("wrk")?;
-    let output = Command::new(binary)
-        .args(["-t2", &format!("-c{connections}"), &format!("-d{seconds}s")])
+    let mut command = match pinned_to {
+        None => {
+            let mut command = Command::new(binary);
+            command.arg("-t2");
+            command
+        }
+        Some(core) => {
+            let mut command = Command::new(on_path("taskset")?);
+            command
+                .args(["-c", &core.to_string()])
+                .arg(binary)
+                .arg("-t1");
+            command
+        }
+    };
+    let output = command
+        .args([&format!("-c{connections}"), &format!("-d{seconds}s")])
         .args(["-H", &format!("Authorization: Bearer {token}")])
         .arg(url)
         .stdin(Stdio::null())
@@ -286,16 +342,31 @@ mod tests {
     }
 
     #[test]
-    fn the_default_configuration_leaves_keepalive_to_nginx_and_the_other_never_closes() {
+    fn each_configuration_sets_only_its_keepalive_and_headers() {
         let dir = Path::new("/tmp/nginx-test");
-        let default = config(dir, 8080, "https://127.0.0.1:1", 2, Keepalive::Default);
-        let unbounded = config(dir, 8080, "https://127.0.0.1:1", 2, Keepalive::Unbounded);
+        let upstream = "https://127.0.0.1:1";
+        let default = config(dir, 8080, upstream, 2, Keepalive::Default, Headers::Own);
+        let unbounded = config(dir, 8080, upstream, 2, Keepalive::Unbounded, Headers::Own);
+        let control = config(
+            dir,
+            8080,
+            upstream,
+            2,
+            Keepalive::Unbounded,
+            Headers::Gateways,
+        );
         assert!(!default.contains("keepalive"), "{default}");
         assert!(
             unbounded.contains("keepalive_requests 1000000;"),
             "{unbounded}"
         );
-        for text in [&default, &unbounded] {
+        assert!(!unbounded.contains("add_header"), "{unbounded}");
+        assert_eq!(control.matches("add_header").count(), 6, "{control}");
+        assert!(
+            control.contains("add_header X-Request-Id $request_id;"),
+            "{control}"
+        );
+        for text in [&default, &unbounded, &control] {
             assert!(
                 text.contains("access_log /tmp/nginx-test/access.log;"),
                 "{text}"

@@ -22,6 +22,7 @@ mod memory;
 mod mixed;
 mod process;
 mod scores;
+mod usage;
 mod versus_nginx;
 
 use process::{fetch_every_tenant, metric_sum, RssSampler};
@@ -450,7 +451,8 @@ fn phase_bound(phase: Phase, args: &GatewayBenchArgs) -> Duration {
     let seconds = match phase {
         Phase::Memory => args.settle_seconds + margin,
         Phase::Scores => 5 * args.seconds + margin,
-        Phase::Nginx => (2 + 3 * 3) * args.seconds + margin,
+        // Three drivers, three rounds each, four servers per round.
+        Phase::Nginx => 3 * 3 * 4 * args.seconds + margin,
         Phase::Mixed => args.mixed_seconds + margin,
         Phase::Big => args.settle_seconds + args.load_seconds + args.seconds + 2 * margin,
     };

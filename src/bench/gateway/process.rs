@@ -17,33 +17,19 @@ fn resident_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// CPU time (user and system) that process `pid`, and its children (nginx's workers) when
-/// `children`, have used, in seconds (Linux `/proc/PID/stat`, counted in ticks of 1/100 s:
-/// `USER_HZ`).
-pub(crate) fn cpu_seconds(pid: u32, children: bool) -> Option<f64> {
-    /// A process's parent and its user + system ticks, from its `stat` line.
-    fn parent_and_ticks(stat: &str) -> Option<(u32, u64)> {
-        // After `(command)`: state, ppid, …, utime (12th), stime (13th).
-        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let ticks = |at: usize| fields.get(at)?.parse::<u64>().ok();
-        Some((fields.get(1)?.parse().ok()?, ticks(11)? + ticks(12)?))
+/// Pins every thread of process `pid` and of its children (nginx's workers) to CPU `core`
+/// (`taskset -a -p -c CORE PID`, util-linux).
+pub(crate) fn pin_to_core(pid: u32, core: usize) -> anyhow::Result<()> {
+    let taskset = crate::bench::nginx::on_path("taskset").context("taskset is not on PATH")?;
+    for process in std::iter::once(pid).chain(super::usage::child_processes(pid)) {
+        let status = std::process::Command::new(&taskset)
+            .args(["-a", "-p", "-c", &core.to_string(), &process.to_string()])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .context("cannot run taskset")?;
+        anyhow::ensure!(status.success(), "taskset could not pin process {process}");
     }
-    let own = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut ticks = parent_and_ticks(&own)?.1;
-    if !children {
-        return Some(ticks as f64 / 100.0);
-    }
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        if let Some((parent, child_ticks)) = parent_and_ticks(&stat) {
-            if parent == pid {
-                ticks += child_ticks;
-            }
-        }
-    }
-    Some(ticks as f64 / 100.0)
+    Ok(())
 }
 
 /// Resident memory of process `pid`, in MiB (Linux `/proc/PID/status`).

@@ -1,28 +1,43 @@
 //! The `nginx` phase: the warm `/tenants/{id}/score` with an API key (the gateway as a process
 //! of its own, its log on to a file) against nginx's `proxy_cache` serving the same cached
-//! Defender answer, in both configurations of [`Keepalive`] (access log on). The figure with
-//! a target is wrk's (`wrk -t2 -c64`): rounds alternating the three servers, each round's
-//! ratio per configuration, their median and spread, so that one burst of other work on the
-//! shared cores does not decide it; only 2xx answers count (a 429 of the bench key's rate limit
-//! is no warm score). The bench's own client (reqwest) gives a secondary figure.
+//! Defender answer, in both configurations of [`Keepalive`] (access log on), and a control:
+//! nginx sending the six headers a gateway answer carries beside its own ([`Headers`]).
+//!
+//! Three drivers, each in rounds alternating the servers (rotated each round, so that no
+//! server always runs first or right after another one), each round's ratio per
+//! configuration, their median and spread: one burst of other work on the shared cores does
+//! not decide a figure. Only 2xx answers count (a 429 of the bench key's rate limit is no warm
+//! score). The figure with a target is wrk's (`wrk -t2 -c64`, client and servers sharing the
+//! cores); wrk pinned to one core and the servers to another confirms it where the server is
+//! the bottleneck. The bench's own client (reqwest, in this process) gives a secondary figure:
+//! it needs as much CPU per answer as the servers or more, on the same cores, so it measures
+//! itself as much as them. Each server's CPU time per answer, and for the bench's client its
+//! own CPU time and preemptions per answer, say why the figures are what they are
+//! (`docs/performance.md`).
 
-use super::super::nginx::{self, Keepalive, Nginx};
+use super::super::nginx::{self, Headers, Keepalive, Nginx};
+use super::usage::{Reading, Usage};
 use super::{drive, emulator, percentile, process, GatewayBenchArgs, GatewayProcess, BENCH_KEY};
 use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Rounds of the wrk comparison (each drives every server for `--seconds`).
-const WRK_ROUNDS: usize = 3;
+/// Rounds of each driver (each round drives every server for `--seconds`).
+const ROUNDS: usize = 3;
 
 /// Connections of wrk and of the bench's client.
 const CONNECTIONS: usize = 64;
 
-/// The nginx configurations, in the order of a round's first rotation.
+/// The cores of the pinned rounds: wrk's, and the servers'.
+const CLIENT_CORE: usize = 0;
+const SERVER_CORE: usize = 1;
+
+/// The nginx configurations the target compares with, in the order of a round's first
+/// rotation; the control ([`Headers::Gateways`], `keepalive_requests 1000000`) follows them.
 const CONFIGURATIONS: [Keepalive; 2] = [Keepalive::Unbounded, Keepalive::Default];
 
 /// One server the rounds drive: its URL, the bearer token it takes, and its process (whose
-/// CPU time, children included, is read around each run).
+/// threads' CPU time, its children's included, is read around each run).
 struct Target {
     name: String,
     url: String,
@@ -30,23 +45,84 @@ struct Target {
     pid: u32,
 }
 
-/// The CPU time a server's processes used between two readings ([`process::cpu_seconds`]),
-/// per answer, in microseconds: the server's own cost of an answer, whichever client drives it
-/// and whatever that client costs on the shared cores.
-fn per_answer(before: Option<f64>, after: Option<f64>, answers: u64) -> Option<f64> {
-    let (before, after) = (before?, after?);
-    (answers > 0).then(|| (after - before) * 1_000_000.0 / answers as f64)
+/// What drives the servers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Driver {
+    /// `wrk -t2 -c64`, client and servers on any core.
+    Wrk,
+    /// `wrk -t1 -c64` on [`CLIENT_CORE`], the servers pinned to [`SERVER_CORE`]: the server's
+    /// core is full, the client's is not.
+    WrkPinned,
+    /// The bench's reqwest client, 64 tasks on this process's runtime.
+    BenchClient,
 }
 
-/// `12.3 µs`, or `-` when it could not be read.
-fn micros(value: Option<f64>) -> String {
-    value.map_or_else(|| "-".to_owned(), |value| format!("{value:.1} µs"))
+impl Driver {
+    fn label(self) -> &'static str {
+        match self {
+            Driver::Wrk => "wrk -t2 -c64",
+            Driver::WrkPinned => "wrk -t1 -c64 on its own core",
+            Driver::BenchClient => "bench client (secondary)",
+        }
+    }
+}
+
+/// What one run of a driver measured on one server.
+struct Figure {
+    /// 2xx answers per second.
+    ok_per_second: f64,
+    /// Every answer, 2xx or not.
+    answers: u64,
+    /// Answers that were not 2xx, and transport errors.
+    not_ok: u64,
+    /// The bench client's p50 and p99, ms (wrk's are not read).
+    latency: Option<(f64, f64)>,
+    /// The server's threads (nginx's workers included) during the run.
+    server: Option<Usage>,
+    /// This process's threads during the run (the bench client's; idle under wrk).
+    client: Option<Usage>,
+}
+
+impl Figure {
+    /// CPU microseconds per answer of `usage`.
+    fn cpu_per_answer(&self, usage: Option<Usage>) -> Option<f64> {
+        let usage = usage?;
+        (self.answers > 0).then(|| usage.cpu_seconds * 1e6 / self.answers as f64)
+    }
+
+    /// Preemptions per answer of `usage`.
+    fn preempted_per_answer(&self, usage: Option<Usage>) -> Option<f64> {
+        let usage = usage?;
+        (self.answers > 0).then(|| usage.preempted as f64 / self.answers as f64)
+    }
+}
+
+/// `rounds 1.27, 1.39, 1.29, median 1.29x, spread 1.27-1.39x` (`ratios` not empty).
+fn summary(ratios: &[f64]) -> String {
+    let rounds: Vec<String> = ratios.iter().map(|ratio| format!("{ratio:.2}")).collect();
+    let mut sorted = ratios.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    format!(
+        "rounds {}, median {:.2}x, spread {:.2}-{:.2}x",
+        rounds.join(", "),
+        sorted[sorted.len() / 2],
+        sorted[0],
+        sorted[sorted.len() - 1]
+    )
 }
 
 /// The median of `values` (`None` when empty).
 fn median(mut values: Vec<f64>) -> Option<f64> {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied()
+}
+
+/// `12.3 µs`-style text of `value` with `unit` and `decimals`, or `-` when it could not be read.
+fn shown(value: Option<f64>, decimals: usize, unit: &str) -> String {
+    value.map_or_else(
+        || "-".to_owned(),
+        |value| format!("{value:.decimals$}{unit}"),
+    )
 }
 
 /// A client sending `Authorization: Bearer TOKEN`.
@@ -63,51 +139,149 @@ fn authorized(token: &str) -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
-/// What the bench's client measured on one server.
-struct ClientFigure {
-    per_second: f64,
-    p50: f64,
-    p99: f64,
-    failures: u64,
-    /// The server's CPU time per answer, µs.
-    server_cpu: Option<f64>,
-    /// This process's (the client's) CPU time per answer, µs.
-    client_cpu: Option<f64>,
+/// Drives `target` with `driver` for `seconds`.
+async fn measure(driver: Driver, target: &Target, seconds: u64) -> anyhow::Result<Figure> {
+    let client = authorized(&target.token)?;
+    if driver == Driver::BenchClient {
+        // Opens a connection and checks the token works before anything is counted.
+        let first = client.get(&target.url).send().await?;
+        anyhow::ensure!(
+            first.status().is_success(),
+            "{} answered {}",
+            target.name,
+            first.status()
+        );
+    }
+    let server_before = Reading::of(target.pid, true);
+    let client_before = Reading::of(std::process::id(), false);
+    let (ok_per_second, answers, not_ok, latency) = match driver {
+        Driver::Wrk | Driver::WrkPinned => {
+            let pinned_to = (driver == Driver::WrkPinned).then_some(CLIENT_CORE);
+            let figure = nginx::wrk(&target.url, &target.token, CONNECTIONS, seconds, pinned_to)
+                .with_context(|| format!("wrk gave no figure for {}", target.name))?;
+            (figure.ok_per_second, figure.answers, figure.not_ok, None)
+        }
+        Driver::BenchClient => {
+            let paths = Arc::new(vec![target.url.clone()]);
+            let (latencies, failures, elapsed) = drive(&client, paths, CONNECTIONS, seconds).await;
+            (
+                latencies.len() as f64 / elapsed.as_secs_f64(),
+                latencies.len() as u64 + failures,
+                failures,
+                Some((percentile(&latencies, 0.5), percentile(&latencies, 0.99))),
+            )
+        }
+    };
+    let usage = |before: Option<Reading>, after: Option<Reading>| Some(after?.since(&before?));
+    Ok(Figure {
+        ok_per_second,
+        answers,
+        not_ok,
+        latency,
+        server: usage(server_before, Reading::of(target.pid, true)),
+        client: usage(client_before, Reading::of(std::process::id(), false)),
+    })
 }
 
-/// Fetches `target` once (warming its cache, and checking the token works); returns what the
-/// bench's client measured on it for `seconds`.
-async fn bench_client(target: &Target, seconds: u64) -> anyhow::Result<ClientFigure> {
-    let client = authorized(&target.token)?;
-    let first = client.get(&target.url).send().await?;
+/// Runs `driver`'s rounds over `targets` (the gateway first) and prints each round, each
+/// nginx's ratios and what each server and the client paid per answer. Returns each nginx's
+/// ratios (gateway / nginx), round by round.
+async fn rounds(driver: Driver, targets: &[Target], seconds: u64) -> anyhow::Result<Vec<Vec<f64>>> {
+    // figures[t]: target t's figure in each round.
+    let mut figures: Vec<Vec<Figure>> = targets.iter().map(|_| Vec::new()).collect();
+    for round in 0..ROUNDS {
+        let mut this_round: Vec<Option<Figure>> = targets.iter().map(|_| None).collect();
+        for step in 0..targets.len() {
+            let index = (round + step) % targets.len();
+            this_round[index] = Some(measure(driver, &targets[index], seconds).await?);
+        }
+        let this_round: Vec<Figure> = this_round.into_iter().flatten().collect();
+        let gateway = this_round[0].ok_per_second;
+        let mut line = format!(
+            "                  {}, round {} of {ROUNDS}: gateway {gateway:.0} req/s",
+            driver.label(),
+            round + 1
+        );
+        for (target, figure) in targets.iter().zip(&this_round).skip(1) {
+            line.push_str(&format!(
+                ", {} {:.0} req/s ({:.2}x)",
+                target.name,
+                figure.ok_per_second,
+                gateway / figure.ok_per_second
+            ));
+        }
+        println!("{line}");
+        for (target, figure) in targets.iter().zip(&this_round) {
+            if figure.not_ok > 0 {
+                // A 429 (the bench key's rate limit) or an error is no warm score.
+                println!(
+                    "                  {}: {} answers were not 2xx (not counted)",
+                    target.name, figure.not_ok
+                );
+            }
+        }
+        for (figures, figure) in figures.iter_mut().zip(this_round) {
+            figures.push(figure);
+        }
+    }
+    let mut all_ratios = Vec::new();
+    for (target, nginx) in targets.iter().zip(&figures).skip(1) {
+        let ratios: Vec<f64> = figures[0]
+            .iter()
+            .zip(nginx)
+            .map(|(gateway, nginx)| gateway.ok_per_second / nginx.ok_per_second)
+            .collect();
+        println!(
+            "                  {}: gateway / {}, {}",
+            driver.label(),
+            target.name,
+            summary(&ratios)
+        );
+        all_ratios.push(ratios);
+    }
+    // What an answer cost, median of the rounds: the servers' own CPU does not depend on
+    // what else shares the cores; the client's CPU and preemptions say what it does.
+    for (target, figures) in targets.iter().zip(&figures) {
+        let of =
+            |value: fn(&Figure) -> Option<f64>| median(figures.iter().filter_map(value).collect());
+        let mut line = format!(
+            "                  {} per answer, {}: server CPU {}",
+            driver.label(),
+            target.name,
+            shown(of(|figure| figure.cpu_per_answer(figure.server)), 1, " µs")
+        );
+        if driver == Driver::BenchClient {
+            line.push_str(&format!(
+                ", client CPU {}, client preempted {} times; p50 {}, p99 {}",
+                shown(of(|figure| figure.cpu_per_answer(figure.client)), 1, " µs"),
+                shown(
+                    of(|figure| figure.preempted_per_answer(figure.client)),
+                    2,
+                    ""
+                ),
+                shown(of(|figure| figure.latency.map(|(p50, _)| p50)), 2, " ms"),
+                shown(of(|figure| figure.latency.map(|(_, p99)| p99)), 2, " ms"),
+            ));
+        }
+        println!("{line}");
+    }
+    Ok(all_ratios)
+}
+
+/// Pins every server's threads to [`SERVER_CORE`], when there is another core for wrk and
+/// `taskset` is installed.
+fn pin_servers(targets: &[Target]) -> anyhow::Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    anyhow::ensure!(cores > SERVER_CORE, "{cores} core(s)");
     anyhow::ensure!(
-        first.status().is_success(),
-        "{} answered {}",
-        target.name,
-        first.status()
+        nginx::on_path("taskset").is_some(),
+        "taskset is not on PATH (util-linux)"
     );
-    let before = process::cpu_seconds(target.pid, true);
-    let client_before = process::cpu_seconds(std::process::id(), false);
-    let (latencies, failures, elapsed) = drive(
-        &client,
-        Arc::new(vec![target.url.clone()]),
-        CONNECTIONS,
-        seconds,
-    )
-    .await;
-    let answers = latencies.len() as u64 + failures;
-    Ok(ClientFigure {
-        per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
-        p50: percentile(&latencies, 0.5),
-        p99: percentile(&latencies, 0.99),
-        failures,
-        server_cpu: per_answer(before, process::cpu_seconds(target.pid, true), answers),
-        client_cpu: per_answer(
-            client_before,
-            process::cpu_seconds(std::process::id(), false),
-            answers,
-        ),
-    })
+    for target in targets {
+        process::pin_to_core(target.pid, SERVER_CORE)
+            .with_context(|| format!("pinning {}", target.name))?;
+    }
+    Ok(())
 }
 
 /// Runs the phase and prints its figures.
@@ -127,35 +301,31 @@ pub(super) async fn run(args: &GatewayBenchArgs) -> anyhow::Result<()> {
         .first()
         .map(|tenant| tenant.slug.clone())
         .context("no tenant")?;
-    let gateway = Target {
+    let mut targets = vec![Target {
         name: "gateway".to_owned(),
         url: format!("{}/tenants/{slug}/score", gw.address),
         token: BENCH_KEY.to_owned(),
         pid: gw.pid,
-    };
-    let figure = bench_client(&gateway, args.seconds).await?;
-    println!(
-        "warm /tenants/{{id}}/score, API key, bench client (secondary)  gateway {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms ({} failed, {CONNECTIONS} clients); CPU per answer: server {}, client {}",
-        figure.per_second,
-        figure.p50,
-        figure.p99,
-        figure.failures,
-        micros(figure.server_cpu),
-        micros(figure.client_cpu)
-    );
-    let gateway_figure = figure;
+    }];
     let Some(binary) = nginx::on_path("nginx") else {
         println!("nginx             not on PATH: no comparison (apt-get install nginx)");
         return Ok(());
     };
     let token = nginx::defender_token(&emu).await?;
-    // Both configurations at once, each idle while the other is driven.
+    // Every configuration at once, each idle while another is driven.
+    let profiles = CONFIGURATIONS
+        .map(|keepalive| (keepalive, Headers::Own))
+        .into_iter()
+        .chain([(Keepalive::Unbounded, Headers::Gateways)]);
     let mut servers = Vec::new();
-    let mut targets = vec![gateway];
-    for keepalive in CONFIGURATIONS {
-        let server = Nginx::start(&binary, &emu, 2, keepalive)?;
+    for (keepalive, headers) in profiles {
+        let server = Nginx::start(&binary, &emu, 2, keepalive, headers)?;
+        let name = match headers {
+            Headers::Own => format!("nginx ({})", keepalive.label()),
+            Headers::Gateways => format!("nginx ({}, the gateway's headers)", keepalive.label()),
+        };
         targets.push(Target {
-            name: format!("nginx ({})", keepalive.label()),
+            name,
             url: format!(
                 "{}{}",
                 server.address,
@@ -166,100 +336,37 @@ pub(super) async fn run(args: &GatewayBenchArgs) -> anyhow::Result<()> {
         });
         servers.push(server);
     }
-    for target in &targets[1..] {
-        let figure = bench_client(target, args.seconds).await?;
-        println!(
-            "                  bench client (secondary): {} {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms ({} failed); CPU per answer: server {}, client {}; gateway / nginx {:.2}x",
-            target.name,
-            figure.per_second,
-            figure.p50,
-            figure.p99,
-            figure.failures,
-            micros(figure.server_cpu),
-            micros(figure.client_cpu),
-            gateway_figure.per_second / figure.per_second,
-        );
-    }
+    println!(
+        "warm /tenants/{{id}}/score, API key, {CONNECTIONS} connections, {ROUNDS} rounds of {} s per driver and server:",
+        args.seconds
+    );
+    rounds(Driver::BenchClient, &targets, args.seconds).await?;
     if nginx::on_path("wrk").is_none() {
         println!("                  wrk not on PATH: no wrk rounds, no figure beside the target (apt-get install wrk)");
         return Ok(());
     }
-    // ratios[c][r]: gateway / nginx configuration c in round r.
-    let mut ratios = vec![Vec::new(); CONFIGURATIONS.len()];
-    // cpu[t]: the server CPU per answer of target t, per round.
-    let mut cpu = vec![Vec::new(); targets.len()];
-    for round in 0..WRK_ROUNDS {
-        let mut rps = vec![0.0; targets.len()];
-        let mut not_ok = vec![0; targets.len()];
-        // Rotated each round: no server always runs first or right after another one.
-        for step in 0..targets.len() {
-            let index = (round + step) % targets.len();
-            let target = &targets[index];
-            let before = process::cpu_seconds(target.pid, true);
-            let figure = nginx::wrk(&target.url, &target.token, CONNECTIONS, args.seconds)
-                .with_context(|| format!("wrk gave no figure for {}", target.name))?;
-            rps[index] = figure.ok_per_second;
-            not_ok[index] = figure.not_ok;
-            if let Some(per_answer) = per_answer(
-                before,
-                process::cpu_seconds(target.pid, true),
-                figure.answers,
-            ) {
-                cpu[index].push(per_answer);
-            }
+    let ratios = rounds(Driver::Wrk, &targets, args.seconds).await?;
+    // Last: the servers stay pinned until they stop.
+    let pinned = match pin_servers(&targets) {
+        Ok(()) => Some(rounds(Driver::WrkPinned, &targets, args.seconds).await?),
+        Err(why) => {
+            println!("                  no rounds with wrk on its own core: {why:#}");
+            None
         }
-        let mut line = format!(
-            "                  wrk -t2 -c{CONNECTIONS} -d{}s, round {} of {WRK_ROUNDS}: gateway {:.0} req/s",
-            args.seconds,
-            round + 1,
-            rps[0]
-        );
-        for (configuration, nginx_rps) in rps[1..].iter().enumerate() {
-            let ratio = rps[0] / nginx_rps;
-            ratios[configuration].push(ratio);
-            line.push_str(&format!(
-                ", {} {nginx_rps:.0} req/s ({ratio:.2}x)",
-                targets[configuration + 1].name
-            ));
-        }
-        println!("{line}");
-        for (target, not_ok) in targets.iter().zip(&not_ok) {
-            if *not_ok > 0 {
-                // A 429 (the bench key's rate limit) or an error is no warm score: the figures
-                // above count 2xx answers only.
-                println!(
-                    "                  {}: {not_ok} answers were not 2xx (not counted)",
-                    target.name
-                );
-            }
-        }
-    }
-    for (keepalive, mut ratios) in CONFIGURATIONS.into_iter().zip(ratios) {
-        let rounds: Vec<String> = ratios.iter().map(|ratio| format!("{ratio:.2}")).collect();
-        ratios.sort_by(f64::total_cmp);
-        let (Some(min), Some(max)) = (ratios.first(), ratios.last()) else {
-            continue;
-        };
+    };
+    for (index, keepalive) in CONFIGURATIONS.into_iter().enumerate() {
         println!(
-            "warm score vs nginx ({}): wrk gateway / nginx, rounds {}, median {:.2}x, spread {min:.2}-{max:.2}x (target >= 1.2x)",
+            "warm score vs nginx ({}): wrk gateway / nginx, {} (target >= 1.2x)",
             keepalive.label(),
-            rounds.join(", "),
-            ratios[ratios.len() / 2]
+            summary(&ratios[index])
         );
-    }
-    // The servers' own cost of an answer, which no client's share of the cores changes.
-    let medians: Vec<Option<f64>> = cpu.into_iter().map(median).collect();
-    let mut line = format!(
-        "server CPU per answer under wrk (median of the rounds): gateway {}",
-        micros(medians[0])
-    );
-    for (target, nginx) in targets[1..].iter().zip(&medians[1..]) {
-        line.push_str(&format!(", {} {}", target.name, micros(*nginx)));
-        if let (Some(nginx), Some(gateway)) = (nginx, medians[0]) {
-            line.push_str(&format!(" (nginx / gateway {:.2}x)", nginx / gateway));
+        if let Some(pinned) = &pinned {
+            println!(
+                "                  the same with wrk on its own core, the servers on another: {} (target >= 1.2x)",
+                summary(&pinned[index])
+            );
         }
     }
-    println!("{line}");
     drop(servers);
     emu.stop().await;
     Ok(())
