@@ -63,8 +63,9 @@ pub trait ScoreStore: Send + Sync {
     /// Drops the entries of tenants that left the registry, and of metrics a tenant no longer
     /// has.
     async fn retain(&self, registry: &Registry);
-    /// Drops the entry under `key`, in every level (a tenant id now standing for another
-    /// Entra tenant: nobody may be served its previous reading).
+    /// Drops the entry under `key` wherever this process could serve it from (a tenant id now
+    /// standing for another Entra tenant: nobody may be served its previous reading; a shared
+    /// level names the Entra tenant in its keys, so the previous reading is not found there).
     async fn remove(&self, key: &ScoreKey);
     /// Claims the right to fetch `key` among every process sharing the store, for `hold` at
     /// most; a reading another process stored at or after `since` is the answer instead. A

@@ -181,6 +181,17 @@ impl Cluster {
         )
     }
 
+    /// The key of what is shared about one customer's reading:
+    /// `{prefix}:{<tenant>}:<kind>:<metric>:<entra tenant>`. The Entra tenant the id stands
+    /// for is part of the name, so replicas that disagree on it (one reloaded after the id was
+    /// re-pointed, one not yet) never share a reading or wait for each other's fetch.
+    pub fn reading_key(&self, key: &ScoreKey, kind: &str, entra_tenant: &str) -> String {
+        self.tenant_key(
+            key.tenant.as_str(),
+            &format!("{kind}:{}:{entra_tenant}", key.metric.as_str()),
+        )
+    }
+
     /// Runs one command with the deadline; a connection failure or timeout marks Redis down.
     pub async fn run<T, F, Fut>(&self, command: F) -> Result<T, ClusterError>
     where

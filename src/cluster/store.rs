@@ -7,6 +7,11 @@
 //! plus stale-if-error windows: a replica that starts, or whose own copy expired, serves what
 //! another fetched. Redis unavailable: the first level alone, for the whole window.
 //!
+//! Every shared key of a reading names the Entra tenant the tenant id stands for
+//! ([`Cluster::reading_key`]): while the replicas' configurations disagree on it (one reloaded
+//! after the id was re-pointed at another customer, one not yet), each serves and shares only
+//! the readings of its own registration.
+//!
 //! Single flight across replicas: before fetching, a replica sets the flight key of the tenant
 //! and metric with `SET NX PX` and a random token (held at most for the fetch's deadline). The
 //! replica that gets it fetches, stores the reading in Redis, then deletes the key with a
@@ -18,10 +23,12 @@
 use super::Cluster;
 use crate::cache::{Claim, Entry, LocalStore, ScoreStore};
 use crate::metrics::ClusterUse;
-use crate::model::{Reading, ScoreKey};
+use crate::model::{Reading, ScoreKey, TenantId};
 use crate::tenants::Registry;
+use parking_lot::RwLock;
 use redis::Script;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
@@ -98,9 +105,22 @@ fn stored_since(entry: &Entry, since: SystemTime) -> bool {
     millis_since_epoch(stored) >= millis_since_epoch(since)
 }
 
+/// The Entra tenant each tenant id stands for, as this replica's registry says.
+type EntraTenants = HashMap<TenantId, String, foldhash::fast::RandomState>;
+
+fn entra_tenants(registry: &Registry) -> EntraTenants {
+    registry
+        .all()
+        .iter()
+        .map(|tenant| (tenant.id.clone(), tenant.tenant_id.clone()))
+        .collect()
+}
+
 /// The in-process store in front of Redis, and the cluster's single flight.
 pub struct TieredStore {
     cluster: Arc<Cluster>,
+    /// What each tenant id stands for here: part of every Redis key of a reading.
+    entra_tenants: RwLock<EntraTenants>,
     /// The first level: every entry this replica has, for the whole window.
     local: LocalStore,
     /// When each first-level entry was last compared with Redis.
@@ -110,9 +130,16 @@ pub struct TieredStore {
 }
 
 impl TieredStore {
-    /// A store of at most `max_entries` readings kept for `time_to_live` in both levels.
-    pub fn new(cluster: Arc<Cluster>, max_entries: u64, time_to_live: Duration) -> Self {
+    /// A store of at most `max_entries` readings of `registry`'s tenants, kept for
+    /// `time_to_live` in both levels.
+    pub fn new(
+        cluster: Arc<Cluster>,
+        registry: &Registry,
+        max_entries: u64,
+        time_to_live: Duration,
+    ) -> Self {
         Self {
+            entra_tenants: RwLock::new(entra_tenants(registry)),
             local: LocalStore::new(max_entries, time_to_live),
             checked: moka::future::Cache::builder()
                 .max_capacity(max_entries)
@@ -123,19 +150,35 @@ impl TieredStore {
         }
     }
 
+    /// The Redis key of `kind` ("score", "flight") for `key`, under the Entra tenant the id
+    /// stands for now (none for an id no longer registered: nothing is served for it).
+    fn redis_key(&self, key: &ScoreKey, kind: &str) -> String {
+        let entra_tenants = self.entra_tenants.read();
+        let entra_tenant = entra_tenants.get(&key.tenant).map_or("", String::as_str);
+        self.cluster.reading_key(key, kind, entra_tenant)
+    }
+
+    /// Whether `value_key`, made before a look at Redis, still names what `key` stands for: a
+    /// reload that re-pointed the id meanwhile makes the reading found another customer's.
+    fn still_current(&self, key: &ScoreKey, value_key: &str) -> bool {
+        self.redis_key(key, "score") == value_key
+    }
+
     /// The reading Redis holds under `key`; `Err` when Redis is unavailable.
     async fn shared(&self, key: &ScoreKey) -> Result<Option<Entry>, super::ClusterError> {
-        let value_key = self.cluster.score_key(key, "score");
+        let value_key = self.redis_key(key, "score");
+        let asked = value_key.clone();
         let raw: Option<String> = self
             .cluster
             .run(|mut connection| async move {
                 redis::cmd("GET")
-                    .arg(value_key)
+                    .arg(asked)
                     .query_async(&mut connection)
                     .await
             })
             .await?;
         Ok(raw
+            .filter(|_| self.still_current(key, &value_key))
             .and_then(|raw| serde_json::from_str::<Stored>(&raw).ok())
             .filter(|stored| stored.v == STORED_VERSION)
             .map(Stored::into_entry))
@@ -176,7 +219,7 @@ impl ScoreStore for TieredStore {
     }
 
     async fn insert(&self, key: ScoreKey, entry: Arc<Entry>) {
-        let value_key = self.cluster.score_key(&key, "score");
+        let value_key = self.redis_key(&key, "score");
         let value = serde_json::to_string(&Stored::from_entry(&entry));
         self.local.insert(key.clone(), entry).await;
         self.checked.insert(key, Instant::now()).await;
@@ -204,33 +247,24 @@ impl ScoreStore for TieredStore {
     }
 
     async fn retain(&self, registry: &Registry) {
-        // Redis entries of a departed tenant expire with their window; only memory is freed.
+        // From now on this replica's keys name the Entra tenants of `registry`. Redis entries
+        // of a departed tenant expire with their window; only memory is freed.
+        *self.entra_tenants.write() = entra_tenants(registry);
         self.local.retain(registry).await;
     }
 
     async fn remove(&self, key: &ScoreKey) {
+        // Only this replica's memory: in Redis the previous customer's reading is under a key
+        // naming its Entra tenant, which this replica no longer asks for (a replica not yet
+        // reloaded still serves it to its own, previous, registration).
         self.local.remove(key).await;
         self.checked.invalidate(key).await;
-        let value_key = self.cluster.score_key(key, "score");
-        let removed = self
-            .cluster
-            .run(|mut connection| async move {
-                redis::cmd("DEL")
-                    .arg(value_key)
-                    .query_async::<()>(&mut connection)
-                    .await
-            })
-            .await;
-        if removed.is_err() {
-            // Redis keeps it until its window ends; every replica's reload removes it again.
-            self.cluster.fell_back(ClusterUse::Cache);
-        }
     }
 
     async fn claim(&self, key: &ScoreKey, since: SystemTime, hold: Duration) -> Claim {
         let (token, claimed) = self
             .cluster
-            .take_token(self.cluster.score_key(key, "flight"), hold)
+            .take_token(self.redis_key(key, "flight"), hold)
             .await;
         match claimed {
             Ok(true) => {
@@ -258,7 +292,7 @@ impl ScoreStore for TieredStore {
     async fn release(&self, key: &ScoreKey, token: String) {
         // A claim left behind expires with its hold: nothing more to do when this fails.
         self.cluster
-            .give_back(self.cluster.score_key(key, "flight"), token)
+            .give_back(self.redis_key(key, "flight"), token)
             .await;
     }
 
@@ -268,17 +302,17 @@ impl ScoreStore for TieredStore {
         since: SystemTime,
         until: Instant,
     ) -> Option<Arc<Entry>> {
-        let value_key = self.cluster.score_key(key, "score");
-        let flight_key = self.cluster.score_key(key, "flight");
+        let value_key = self.redis_key(key, "score");
+        let flight_key = self.redis_key(key, "flight");
         let since_ms = millis_since_epoch(since);
         loop {
-            let (value_key, flight_key) = (value_key.clone(), flight_key.clone());
+            let (asked_value, asked_flight) = (value_key.clone(), flight_key.clone());
             let polled = self
                 .cluster
                 .run(|mut connection| async move {
                     redis::cmd("MGET")
-                        .arg(value_key)
-                        .arg(flight_key)
+                        .arg(asked_value)
+                        .arg(asked_flight)
                         .query_async::<(Option<String>, Option<String>)>(&mut connection)
                         .await
                 })
@@ -287,6 +321,10 @@ impl ScoreStore for TieredStore {
                 self.cluster.fell_back(ClusterUse::Flight);
                 return None;
             };
+            if !self.still_current(key, &value_key) {
+                // Re-pointed while waiting: what that flight fetches is another customer's.
+                return None;
+            }
             let fresh = value
                 .and_then(|raw| serde_json::from_str::<Stored>(&raw).ok())
                 .filter(|stored| stored.v == STORED_VERSION && stored.stored_at_ms >= since_ms);

@@ -221,6 +221,7 @@ impl Services {
                 );
                 let store = crate::cluster::store::TieredStore::new(
                     cluster.clone(),
+                    &config.registry,
                     config.cache.max_entries,
                     window,
                 );

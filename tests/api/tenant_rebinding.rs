@@ -394,3 +394,57 @@ async fn with_redis_a_re_pointed_tenant_s_shared_reading_goes_too() {
     assert_eq!(app.emulator.stats().tenant(&other).score_calls, 1);
     assert_eq!(app.emulator.stats().tenant("contoso").score_calls, 1);
 }
+
+#[tokio::test]
+async fn with_redis_a_replica_not_yet_reloaded_never_shares_the_previous_customer_s_score() {
+    let redis = crate::cluster::RedisServer::start();
+    let url = redis.url();
+    let app = spawn_app_with_config(
+        emulator_options(2, vec![]),
+        &[
+            ("SCOREGATE__CLUSTER__REDIS_URL", url.as_str()),
+            ("SCOREGATE__CLUSTER__REPLICAS", "2"),
+            ("SCOREGATE__CLUSTER__COMMAND_TIMEOUT_MS", "2000"),
+            // Every look goes to Redis: what one replica shares, the other sees at once.
+            ("SCOREGATE__CLUSTER__LOCAL_TTL_MS", "0"),
+            ("SCOREGATE__HISTORY__ENABLED", "false"),
+        ],
+        "",
+    )
+    .await;
+    let other = scored_apart(&app);
+    // A second replica of the same configuration, which will not have been reloaded yet.
+    let before = app.config_path.with_file_name("before-the-reload.toml");
+    std::fs::copy(&app.config_path, &before).unwrap();
+    let config = scoregate::config::Config::load_with_env(&before, app.overrides.clone()).unwrap();
+    let replica = scoregate::app::Application::build(&config).unwrap();
+    let second = format!("http://{}/tenants/contoso/score", replica.addr());
+    let server = replica.handle();
+    tokio::spawn(replica.run_until_stopped());
+    let ask = async |url: &str| {
+        let response = app.client.get(url).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        response.json::<serde_json::Value>().await.unwrap()
+    };
+
+    re_point(&app, "contoso", &other).await;
+
+    // The replica not yet reloaded fetches and shares its registration's score…
+    let body = ask(&second).await;
+    assert_eq!(body["score"], 111.0, "{body}");
+    assert_eq!(body["source"], "upstream", "{body}");
+    assert_eq!(app.emulator.stats().tenant("contoso").score_calls, 1);
+    // …which the reloaded replica never serves under the re-pointed id: it fetches its own.
+    let (status, _, body) = app.get_json("/tenants/contoso/score").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["score"], 222.0, "{body}");
+    assert_eq!(body["source"], "upstream", "{body}");
+    assert_eq!(app.emulator.stats().tenant(&other).score_calls, 1);
+    // Nor does the reading the reloaded replica shared reach the other one's callers.
+    let body = ask(&second).await;
+    assert_eq!(body["score"], 111.0, "{body}");
+    assert_eq!(body["source"], "cache", "{body}");
+    assert_eq!(app.emulator.stats().tenant("contoso").score_calls, 1);
+    assert_eq!(app.emulator.stats().tenant(&other).score_calls, 1);
+    server.stop(false).await;
+}
