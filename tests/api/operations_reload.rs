@@ -1,7 +1,7 @@
 //! Stopping and reloading: a graceful stop lets slow requests in flight finish, and a live
 //! reload (file change or SIGHUP) adds, removes and rotates, or refuses and keeps serving.
 
-use crate::helpers::{captured_logs, emulator_options, fault, spawn_app};
+use crate::helpers::{captured_logs, emulator_options, fault, spawn_app, spawn_app_with_config};
 use crate::operations::{sample, scrape};
 use scoregate::emulator::{EmulatorOptions, FaultProfile, LatencyRange};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,13 +53,18 @@ async fn a_graceful_stop_lets_slow_requests_in_flight_finish() {
     assert!(refused.is_err(), "the listener is closed");
 }
 
-/// The configuration file without the `[[tenants]]` entry of `slug`.
+/// The configuration file without the `[[tenants]]` entry of `slug` (what follows it, such as
+/// an `[[alerts]]` table after the last tenant, stays).
 fn without_tenant(config: &str, slug: &str) -> String {
     let mut out = String::new();
     for (index, block) in config.split("\n[[tenants]]\n").enumerate() {
         if index == 0 {
             out.push_str(block);
-        } else if !block.starts_with(&format!("id = \"{slug}\"\n")) {
+        } else if let Some(entry) = block.strip_prefix(&format!("id = \"{slug}\"\n")) {
+            if let Some(next) = entry.find("\n[[") {
+                out.push_str(&entry[next..]);
+            }
+        } else {
             out.push_str("\n[[tenants]]\n");
             out.push_str(block);
         }
@@ -254,4 +259,72 @@ async fn sighup_reloads_the_configuration() {
     );
     shutdown.cancel();
     listener.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_reload_that_removes_a_tenant_resolves_its_firing_alerts() {
+    let app = spawn_app_with_config(
+        emulator_options(2, vec![]),
+        &[],
+        "[[alerts]]\nname = \"low\"\nmetric = \"device\"\nbelow = 100000\n",
+    )
+    .await;
+    let slugs: Vec<String> = app.emulator.tenants().into_iter().map(|t| t.slug).collect();
+    let (kept, removed) = (&slugs[0], &slugs[1]);
+    let alerts = app.services.alerts().unwrap().clone();
+    for slug in &slugs {
+        let (status, _, body) = app.get_json(&format!("/tenants/{slug}/score")).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    alerts.flush().await;
+    let tenants = async || {
+        let (status, _, body) = app.get_json("/alerts").await;
+        assert_eq!(status, 200, "{body}");
+        let mut tenants: Vec<String> = body["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|alert| alert["tenant"].as_str().unwrap().to_owned())
+            .collect();
+        tenants.sort();
+        tenants
+    };
+    assert_eq!(tenants().await, slugs);
+
+    let original = std::fs::read_to_string(&app.config_path).unwrap();
+    std::fs::write(&app.config_path, without_tenant(&original, removed)).unwrap();
+    app.reloader.reload().await.expect("the new file loads");
+    alerts.flush().await;
+
+    // The removed tenant's alert is resolved (an event says so) and no longer firing.
+    assert_eq!(tenants().await, [kept.clone()]);
+    let (status, _, body) = app.get_json("/alerts/events").await;
+    assert_eq!(status, 200, "{body}");
+    let events: Vec<(String, String)> = body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| {
+            let field = |name: &str| event[name].as_str().unwrap().to_owned();
+            (field("type"), field("tenant"))
+        })
+        .collect();
+    assert_eq!(events.len(), 3, "{body}");
+    assert_eq!(
+        events[2],
+        ("alert.resolved".to_owned(), removed.clone()),
+        "{body}"
+    );
+    let (status, _, body) = app.get_json(&format!("/tenants/{removed}/score")).await;
+    assert_eq!(status, 404, "{body}");
+    // The tenant that stayed keeps firing: its reading does not fire it again.
+    let (status, _, _) = app
+        .get_json(&format!("/tenants/{kept}/score?max_age=0"))
+        .await;
+    assert_eq!(status, 200);
+    alerts.flush().await;
+    let (_, _, body) = app.get_json("/alerts/events").await;
+    assert_eq!(body["events"].as_array().unwrap().len(), 3, "{body}");
+    assert_eq!(app.emulator.stats().tenant(kept).score_calls, 2);
+    assert_eq!(app.emulator.stats().tenant(removed).score_calls, 1);
 }
