@@ -357,62 +357,54 @@ async fn a_fetch_in_flight_when_its_tenant_is_re_pointed_answers_its_caller_and_
     let body: serde_json::Value = answer.json().await.unwrap();
     assert_eq!(body["score"], 111.0, "{body}");
     // …and nobody after it: the next read fetches from the Entra tenant the id stands for now.
+    fetched_from(&app, &other).await;
+    assert_eq!(app.emulator.stats().tenant("contoso").score_calls, 1);
+}
+
+/// Reads `contoso`'s score, which must come from `other`'s Entra tenant (222), fetched once.
+async fn fetched_from(app: &TestApp, other: &str) {
     let (status, _, body) = app.get_json("/tenants/contoso/score").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["score"], 222.0, "{body}");
     assert_eq!(body["source"], "upstream", "{body}");
-    assert_eq!(app.emulator.stats().tenant(&other).score_calls, 1);
-    assert_eq!(app.emulator.stats().tenant("contoso").score_calls, 1);
+    assert_eq!(app.emulator.stats().tenant(other).score_calls, 1);
+}
+
+/// A gateway on `redis` (history off, `env` added), `contoso` scored 111 and the other tenant
+/// 222; returns the other's slug.
+async fn on_redis(redis: &crate::cluster::RedisServer, env: &[(&str, &str)]) -> (TestApp, String) {
+    let url = redis.url();
+    let mut all = vec![
+        ("SCOREGATE__CLUSTER__REDIS_URL", url.as_str()),
+        ("SCOREGATE__CLUSTER__REPLICAS", "2"),
+        ("SCOREGATE__CLUSTER__COMMAND_TIMEOUT_MS", "2000"),
+        ("SCOREGATE__HISTORY__ENABLED", "false"),
+    ];
+    all.extend_from_slice(env);
+    let app = spawn_app_with_config(emulator_options(2, vec![]), &all, "").await;
+    let other = scored_apart(&app);
+    (app, other)
 }
 
 #[tokio::test]
 async fn with_redis_a_re_pointed_tenant_s_shared_reading_goes_too() {
     let redis = crate::cluster::RedisServer::start();
-    let url = redis.url();
-    let app = spawn_app_with_config(
-        emulator_options(2, vec![]),
-        &[
-            ("SCOREGATE__CLUSTER__REDIS_URL", url.as_str()),
-            ("SCOREGATE__CLUSTER__REPLICAS", "2"),
-            ("SCOREGATE__CLUSTER__COMMAND_TIMEOUT_MS", "2000"),
-            ("SCOREGATE__HISTORY__ENABLED", "false"),
-        ],
-        "",
-    )
-    .await;
-    let other = scored_apart(&app);
+    let (app, other) = on_redis(&redis, &[]).await;
     let (status, _, body) = app.get_json("/tenants/contoso/score").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["score"], 111.0, "{body}");
     re_point(&app, "contoso", &other).await;
 
     // Not this replica's memory, nor the reading Redis shares with the others.
-    let (status, _, body) = app.get_json("/tenants/contoso/score").await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["score"], 222.0, "{body}");
-    assert_eq!(body["source"], "upstream", "{body}");
-    assert_eq!(app.emulator.stats().tenant(&other).score_calls, 1);
+    fetched_from(&app, &other).await;
     assert_eq!(app.emulator.stats().tenant("contoso").score_calls, 1);
 }
 
 #[tokio::test]
 async fn with_redis_a_replica_not_yet_reloaded_never_shares_the_previous_customer_s_score() {
     let redis = crate::cluster::RedisServer::start();
-    let url = redis.url();
-    let app = spawn_app_with_config(
-        emulator_options(2, vec![]),
-        &[
-            ("SCOREGATE__CLUSTER__REDIS_URL", url.as_str()),
-            ("SCOREGATE__CLUSTER__REPLICAS", "2"),
-            ("SCOREGATE__CLUSTER__COMMAND_TIMEOUT_MS", "2000"),
-            // Every look goes to Redis: what one replica shares, the other sees at once.
-            ("SCOREGATE__CLUSTER__LOCAL_TTL_MS", "0"),
-            ("SCOREGATE__HISTORY__ENABLED", "false"),
-        ],
-        "",
-    )
-    .await;
-    let other = scored_apart(&app);
+    // Every look goes to Redis: what one replica shares, the other sees at once.
+    let (app, other) = on_redis(&redis, &[("SCOREGATE__CLUSTER__LOCAL_TTL_MS", "0")]).await;
     // A second replica of the same configuration, which will not have been reloaded yet.
     let before = app.config_path.with_file_name("before-the-reload.toml");
     std::fs::copy(&app.config_path, &before).unwrap();
@@ -435,11 +427,7 @@ async fn with_redis_a_replica_not_yet_reloaded_never_shares_the_previous_custome
     assert_eq!(body["source"], "upstream", "{body}");
     assert_eq!(app.emulator.stats().tenant("contoso").score_calls, 1);
     // …which the reloaded replica never serves under the re-pointed id: it fetches its own.
-    let (status, _, body) = app.get_json("/tenants/contoso/score").await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["score"], 222.0, "{body}");
-    assert_eq!(body["source"], "upstream", "{body}");
-    assert_eq!(app.emulator.stats().tenant(&other).score_calls, 1);
+    fetched_from(&app, &other).await;
     // Nor does the reading the reloaded replica shared reach the other one's callers.
     let body = ask(&second).await;
     assert_eq!(body["score"], 111.0, "{body}");
