@@ -154,7 +154,7 @@ pub trait QuotaStore: Send + Sync {
     /// Failure back-off is forgotten for every tenant: a reload is how an operator fixes
     /// credentials, and every tenant gets a fresh credential with it, so a failing tenant is
     /// tried again at once rather than after its pause. Cool-downs stay: the services imposed them.
-    fn retain(&self, registry: &Registry);
+    async fn retain(&self, registry: &Registry);
 }
 
 /// A governor clock over `tokio::time::Instant`, so that `#[tokio::test(start_paused = true)]`
@@ -316,7 +316,7 @@ impl QuotaStore for LocalQuotaStore {
             .map_or(0, |state| state.consecutive)
     }
 
-    fn retain(&self, registry: &Registry) {
+    async fn retain(&self, registry: &Registry) {
         let keep = |key: &QuotaKey| registry.get(key.tenant.as_str()).is_some();
         self.calls.lock().retain(|key, _| keep(key));
         self.cool_downs.lock().retain(|key, _| keep(key));

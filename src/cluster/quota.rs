@@ -18,7 +18,7 @@
 
 use super::Cluster;
 use crate::metrics::ClusterUse;
-use crate::model::ScoreKey;
+use crate::model::{Metric, ScoreKey};
 use crate::quota::{
     FailureBackoff, LocalQuotaStore, QuotaKey, QuotaStore, ReplicaShareWhenRedisDown, Window,
 };
@@ -95,6 +95,10 @@ fn span_micros(window: Window) -> u64 {
 
 static CHARGE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(CHARGE));
 static COOL_DOWN_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(COOL_DOWN));
+/// Back-off keys deleted in one pipeline by a reload (one `DEL` each: every key is its own
+/// tenant's, in its own Redis Cluster slot).
+const RESTARTED_AT_ONCE: usize = 1_000;
+
 static FAIL_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(FAIL));
 static BACKOFF_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(BACKOFF));
 
@@ -307,10 +311,42 @@ impl QuotaStore for RedisQuotaStore {
         }
     }
 
-    fn retain(&self, registry: &Registry) {
-        // Shared keys expire by themselves (windows within an hour, back-off within a day); a
-        // reload's "forget back-off" is this replica's business only.
-        self.local.retain(registry);
+    async fn retain(&self, registry: &Registry) {
+        // Shared windows and cool-downs expire by themselves (within an hour); the failure
+        // back-off is restarted in Redis too, as in one process: a reload is how a fixed
+        // credential takes effect, whichever replica is asked next.
+        self.local.retain(registry).await;
+        let keys: Vec<String> = registry
+            .all()
+            .iter()
+            .flat_map(|tenant| {
+                Metric::ALL.into_iter().map(|metric| {
+                    let key = ScoreKey {
+                        tenant: tenant.id.clone(),
+                        metric,
+                    };
+                    self.cluster.score_key(&key, "fail")
+                })
+            })
+            .collect();
+        for chunk in keys.chunks(RESTARTED_AT_ONCE) {
+            let chunk = chunk.to_vec();
+            let restarted = self
+                .cluster
+                .run(|mut connection| async move {
+                    let mut pipeline = redis::pipe();
+                    for key in chunk {
+                        pipeline.del(key).ignore();
+                    }
+                    pipeline.query_async::<()>(&mut connection).await
+                })
+                .await;
+            if restarted.is_err() {
+                // The shared pauses end by themselves (at most the back-off's maximum).
+                self.fell_back();
+                return;
+            }
+        }
     }
 }
 

@@ -373,8 +373,8 @@ impl Outbound {
 
     /// Forgets what is held for tenants that left or changed (live reload): limits, cool-downs,
     /// back-off, tenant slots, credentials and their tokens.
-    pub fn retain(&self, registry: &Registry) {
-        self.store.retain(registry);
+    pub async fn retain(&self, registry: &Registry) {
+        self.store.retain(registry).await;
         self.tenant_slots.retain(registry);
         self.tokens.retain(registry);
     }

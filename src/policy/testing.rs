@@ -323,7 +323,7 @@ impl QuotaStore for CountingQuotaStore {
     async fn consecutive_failures(&self, key: &ScoreKey) -> u32 {
         self.inner.consecutive_failures(key).await
     }
-    fn retain(&self, registry: &Registry) {
-        self.inner.retain(registry)
+    async fn retain(&self, registry: &Registry) {
+        self.inner.retain(registry).await
     }
 }

@@ -345,7 +345,7 @@ impl Services {
         let previous = self.entra.read().clone();
         *self.entra.write() = entra_verifier(config, &self.entra_http, previous.as_deref());
         self.cache.retain(&new, &old).await;
-        self.outbound.retain(&new);
+        self.outbound.retain(&new).await;
         self.controls.retain(&new);
         self.metrics.retain_tenants(&new);
         if let Some(alerts) = &self.alerts {

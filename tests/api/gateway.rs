@@ -548,10 +548,30 @@ async fn no_secret_appears_in_any_response_or_log_line() {
 
 #[tokio::test]
 async fn a_reload_retries_a_failing_tenant_at_once_instead_of_after_its_back_off() {
-    let app = spawn_app(emulator_options(
-        2,
-        vec![fault(FaultProfile::Revoked, &["fabrikam"])],
-    ))
+    retried_at_once_after_a_reload(&[]).await;
+}
+
+#[tokio::test]
+async fn with_redis_a_reload_retries_a_failing_tenant_at_once_too() {
+    // The failure back-off is shared in Redis: a reload restarts it there too.
+    let redis = crate::cluster::RedisServer::start();
+    let url = redis.url();
+    retried_at_once_after_a_reload(&[
+        ("SCOREGATE__CLUSTER__REDIS_URL", url.as_str()),
+        ("SCOREGATE__CLUSTER__REPLICAS", "2"),
+        ("SCOREGATE__CLUSTER__COMMAND_TIMEOUT_MS", "2000"),
+        ("SCOREGATE__HISTORY__ENABLED", "false"),
+    ])
+    .await;
+}
+
+/// fabrikam's credential is refused, then fixed and the configuration reloaded: the next
+/// request asks Entra at once rather than after the back-off.
+async fn retried_at_once_after_a_reload(env: &[(&str, &str)]) {
+    let app = spawn_app_with(
+        emulator_options(2, vec![fault(FaultProfile::Revoked, &["fabrikam"])]),
+        env,
+    )
     .await;
     assert_problem(
         app.get("/tenants/fabrikam/score").await,
