@@ -160,7 +160,9 @@ impl FlightTask {
                 if !self.is_current().await {
                     return Ok(entry);
                 }
-                self.entries.insert(self.key.clone(), entry.clone()).await;
+                self.entries
+                    .insert(self.key.clone(), entry.clone(), &self.tenant.tenant_id)
+                    .await;
                 if !self.is_current().await {
                     // Forgotten between the look and the store: undone.
                     self.entries.remove(&self.key).await;

@@ -419,9 +419,9 @@ impl ScoreCache {
     /// longer has, and for tenant ids that `registry` points at another Entra tenant than
     /// `previous` did (re-pointed: their readings are another customer's). A fetch in flight
     /// for such a key is forgotten too: it still answers the requests waiting for it, but
-    /// stores and records nothing ([`flight`]).
+    /// stores and records nothing (the `flight` module).
     pub async fn retain(&self, registry: &Registry, previous: &Registry) {
-        let re_pointed: Vec<&TenantId> = registry
+        let re_pointed: std::collections::HashSet<&TenantId> = registry
             .all()
             .iter()
             .filter(|tenant| {
@@ -432,7 +432,7 @@ impl ScoreCache {
             .map(|tenant| &tenant.id)
             .collect();
         let keep = |key: &ScoreKey| {
-            !re_pointed.contains(&&key.tenant)
+            !re_pointed.contains(&key.tenant)
                 && registry
                     .get(key.tenant.as_str())
                     .is_some_and(|tenant| tenant.has(key.metric))

@@ -58,8 +58,10 @@ pub trait ScoreStore: Send + Sync {
     fn get_now(&self, _key: &ScoreKey, _now: Instant) -> Option<Arc<Entry>> {
         None
     }
-    /// Stores `entry` under `key`, replacing what was there.
-    async fn insert(&self, key: ScoreKey, entry: Arc<Entry>);
+    /// Stores `entry` under `key`, replacing what was there; `entra_tenant` is the Entra tenant
+    /// it was fetched from (a shared store files it under that customer, whatever a reload
+    /// made of the tenant id meanwhile).
+    async fn insert(&self, key: ScoreKey, entry: Arc<Entry>, entra_tenant: &str);
     /// Drops the entries of tenants that left the registry, and of metrics a tenant no longer
     /// has.
     async fn retain(&self, registry: &Registry);
@@ -138,22 +140,11 @@ impl LocalStore {
             .filter(|entry| self.live(entry, now))
             .cloned()
     }
-}
 
-#[async_trait::async_trait]
-impl ScoreStore for LocalStore {
-    async fn get(&self, key: &ScoreKey) -> Option<Arc<Entry>> {
-        self.read(key, Instant::now())
-    }
-
-    fn get_now(&self, key: &ScoreKey, now: Instant) -> Option<Arc<Entry>> {
-        self.read(key, now)
-    }
-
-    /// At capacity, a new key first drops the expired entries, then the oldest stored one (a
-    /// scan of the map: the capacity is sized for every tenant and metric, so it is reached
-    /// only when configured below that).
-    async fn insert(&self, key: ScoreKey, entry: Arc<Entry>) {
+    /// Stores `entry` under `key`, replacing what was there. At capacity, a new key first drops
+    /// the expired entries, then the oldest stored one (a scan of the map: the capacity is
+    /// sized for every tenant and metric, so it is reached only when configured below that).
+    pub fn put(&self, key: ScoreKey, entry: Arc<Entry>) {
         let mut entries = self.entries.write();
         if !entries.contains_key(&key) && entries.len() >= self.max_entries {
             let now = Instant::now();
@@ -169,6 +160,21 @@ impl ScoreStore for LocalStore {
             }
         }
         entries.insert(key, entry);
+    }
+}
+
+#[async_trait::async_trait]
+impl ScoreStore for LocalStore {
+    async fn get(&self, key: &ScoreKey) -> Option<Arc<Entry>> {
+        self.read(key, Instant::now())
+    }
+
+    fn get_now(&self, key: &ScoreKey, now: Instant) -> Option<Arc<Entry>> {
+        self.read(key, now)
+    }
+
+    async fn insert(&self, key: ScoreKey, entry: Arc<Entry>, _entra_tenant: &str) {
+        self.put(key, entry);
     }
 
     async fn remove(&self, key: &ScoreKey) {

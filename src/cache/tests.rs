@@ -469,9 +469,9 @@ async fn the_local_store_drops_entries_past_their_time_to_live_and_the_oldest_at
             Duration::from_secs(30),
         ))
     };
-    store.insert(key("a"), entry(1.0)).await;
+    store.put(key("a"), entry(1.0));
     tokio::time::advance(Duration::from_secs(10)).await;
-    store.insert(key("b"), entry(2.0)).await;
+    store.put(key("b"), entry(2.0));
     assert_eq!(
         store
             .get_now(&key("a"), Instant::now())
@@ -479,14 +479,14 @@ async fn the_local_store_drops_entries_past_their_time_to_live_and_the_oldest_at
         Some(1.0)
     );
     // Full: a third key drops the oldest stored (`a`), not a newer one.
-    store.insert(key("c"), entry(3.0)).await;
+    store.put(key("c"), entry(3.0));
     assert!(store.get(&key("a")).await.is_none());
     assert_eq!(
         store.get(&key("b")).await.map(|e| e.reading.score),
         Some(2.0)
     );
     // Replacing a key at capacity drops nothing.
-    store.insert(key("b"), entry(4.0)).await;
+    store.put(key("b"), entry(4.0));
     assert_eq!(
         store.get(&key("c")).await.map(|e| e.reading.score),
         Some(3.0)

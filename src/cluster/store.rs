@@ -202,7 +202,7 @@ impl ScoreStore for TieredStore {
                     return local;
                 }
                 let shared = Arc::new(shared);
-                self.local.insert(key.clone(), shared.clone()).await;
+                self.local.put(key.clone(), shared.clone());
                 Some(shared)
             }
             Ok(None) => {
@@ -218,10 +218,12 @@ impl ScoreStore for TieredStore {
         }
     }
 
-    async fn insert(&self, key: ScoreKey, entry: Arc<Entry>) {
-        let value_key = self.redis_key(&key, "score");
+    async fn insert(&self, key: ScoreKey, entry: Arc<Entry>, entra_tenant: &str) {
+        // Under the customer it was fetched from: a reload that re-pointed the id since then
+        // must not file it under the new one (the cache undoes the first level's copy).
+        let value_key = self.cluster.reading_key(&key, "score", entra_tenant);
         let value = serde_json::to_string(&Stored::from_entry(&entry));
-        self.local.insert(key.clone(), entry).await;
+        self.local.put(key.clone(), entry);
         self.checked.insert(key, Instant::now()).await;
         let Ok(value) = value else {
             return;
@@ -274,7 +276,7 @@ impl ScoreStore for TieredStore {
                     Ok(Some(entry)) if stored_since(&entry, since) => {
                         self.release(key, token).await;
                         let entry = Arc::new(entry);
-                        self.local.insert(key.clone(), entry.clone()).await;
+                        self.local.put(key.clone(), entry.clone());
                         self.checked.insert(key.clone(), Instant::now()).await;
                         Claim::Ready(entry)
                     }
@@ -330,7 +332,7 @@ impl ScoreStore for TieredStore {
                 .filter(|stored| stored.v == STORED_VERSION && stored.stored_at_ms >= since_ms);
             if let Some(stored) = fresh {
                 let entry = Arc::new(stored.into_entry());
-                self.local.insert(key.clone(), entry.clone()).await;
+                self.local.put(key.clone(), entry.clone());
                 self.checked.insert(key.clone(), Instant::now()).await;
                 return Some(entry);
             }

@@ -66,6 +66,17 @@ impl RedisServer {
     }
 }
 
+/// The overrides of a test gateway that shares `url`'s Redis with one more replica (history
+/// off: it is PostgreSQL's business).
+pub fn replica_env(url: &str) -> Vec<(&str, &str)> {
+    vec![
+        ("SCOREGATE__CLUSTER__REDIS_URL", url),
+        ("SCOREGATE__CLUSTER__REPLICAS", "2"),
+        ("SCOREGATE__CLUSTER__COMMAND_TIMEOUT_MS", "2000"),
+        ("SCOREGATE__HISTORY__ENABLED", "false"),
+    ]
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();

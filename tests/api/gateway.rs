@@ -555,14 +555,7 @@ async fn a_reload_retries_a_failing_tenant_at_once_instead_of_after_its_back_off
 async fn with_redis_a_reload_retries_a_failing_tenant_at_once_too() {
     // The failure back-off is shared in Redis: a reload restarts it there too.
     let redis = crate::cluster::RedisServer::start();
-    let url = redis.url();
-    retried_at_once_after_a_reload(&[
-        ("SCOREGATE__CLUSTER__REDIS_URL", url.as_str()),
-        ("SCOREGATE__CLUSTER__REPLICAS", "2"),
-        ("SCOREGATE__CLUSTER__COMMAND_TIMEOUT_MS", "2000"),
-        ("SCOREGATE__HISTORY__ENABLED", "false"),
-    ])
-    .await;
+    retried_at_once_after_a_reload(&crate::cluster::replica_env(&redis.url())).await;
 }
 
 /// fabrikam's credential is refused, then fixed and the configuration reloaded: the next

@@ -324,6 +324,20 @@ async fn a_restart_with_a_re_pointed_tenant_starts_its_new_series_before_anythin
 
 #[tokio::test]
 async fn a_fetch_in_flight_when_its_tenant_is_re_pointed_answers_its_caller_and_stores_nothing() {
+    in_flight_when_re_pointed(&[]).await;
+}
+
+#[tokio::test]
+async fn with_redis_a_fetch_in_flight_when_its_tenant_is_re_pointed_shares_nothing() {
+    let redis = crate::cluster::RedisServer::start();
+    let url = redis.url();
+    let mut env = crate::cluster::replica_env(&url);
+    env.push(("SCOREGATE__CLUSTER__LOCAL_TTL_MS", "0"));
+    in_flight_when_re_pointed(&env).await;
+}
+
+/// contoso's Defender answers slowly; while its fetch is in flight, the id is re-pointed.
+async fn in_flight_when_re_pointed(env: &[(&str, &str)]) {
     let app = spawn_app_with_config(
         scoregate::emulator::EmulatorOptions {
             slow_latency: scoregate::emulator::LatencyRange {
@@ -335,7 +349,7 @@ async fn a_fetch_in_flight_when_its_tenant_is_re_pointed_answers_its_caller_and_
                 vec![fault(scoregate::emulator::FaultProfile::Slow, &["contoso"])],
             )
         },
-        &[],
+        env,
         "",
     )
     .await;
@@ -374,12 +388,7 @@ async fn fetched_from(app: &TestApp, other: &str) {
 /// 222; returns the other's slug.
 async fn on_redis(redis: &crate::cluster::RedisServer, env: &[(&str, &str)]) -> (TestApp, String) {
     let url = redis.url();
-    let mut all = vec![
-        ("SCOREGATE__CLUSTER__REDIS_URL", url.as_str()),
-        ("SCOREGATE__CLUSTER__REPLICAS", "2"),
-        ("SCOREGATE__CLUSTER__COMMAND_TIMEOUT_MS", "2000"),
-        ("SCOREGATE__HISTORY__ENABLED", "false"),
-    ];
+    let mut all = crate::cluster::replica_env(&url);
     all.extend_from_slice(env);
     let app = spawn_app_with_config(emulator_options(2, vec![]), &all, "").await;
     let other = scored_apart(&app);
