@@ -93,12 +93,12 @@ fn span_micros(window: Window) -> u64 {
     u64::try_from(window.span().as_micros()).unwrap_or(u64::MAX)
 }
 
-static CHARGE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(CHARGE));
-static COOL_DOWN_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(COOL_DOWN));
 /// Back-off keys deleted in one pipeline by a reload (one `DEL` each: every key is its own
 /// tenant's, in its own Redis Cluster slot).
 const RESTARTED_AT_ONCE: usize = 1_000;
 
+static CHARGE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(CHARGE));
+static COOL_DOWN_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(COOL_DOWN));
 static FAIL_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(FAIL));
 static BACKOFF_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(BACKOFF));
 
