@@ -27,18 +27,29 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A free loopback port, chosen by the kernel.
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-# Waits (at most 60 s) until `url` answers.
-wait_for() {
+# Waits (at most 60 s) until the server started as `pid`, writing to `log`, prints the address
+# it listens on (`pattern`, a sed expression printing host:port; every server binds port 0, so
+# no port is chosen before it is taken) and answers /readyz there; prints http://host:port.
+# A server that exits, or never answers, fails the run with the end of its log.
+wait_ready() {
+    local pid="$1" log="$2" pattern="$3" address=""
     for _ in $(seq 1 120); do
-        if python3 -c 'import sys,urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "$1" 2>/dev/null; then
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "the server writing $log exited; its log ends:" >&2
+            tail -n 30 "$log" >&2
+            return 1
+        fi
+        [ -n "$address" ] || address="$(sed -n "$pattern" "$log" | head -n 1)"
+        if [ -n "$address" ] &&
+            python3 -c 'import sys,urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' \
+                "http://$address/readyz" 2>/dev/null; then
+            echo "http://$address"
             return 0
         fi
         sleep 0.5
     done
-    echo "no answer from $1" >&2
+    echo "no answer from ${address:-the server writing $log} within 60 s; its log ends:" >&2
+    tail -n 30 "$log" >&2
     return 1
 }
 
@@ -48,12 +59,11 @@ run_st() {
 }
 
 echo "== schemathesis: the demo (authentication off)" >&2
-demo_port="$(free_port)"
-"$binary" demo --bind "127.0.0.1:$demo_port" >"$work/demo.log" 2>&1 &
+"$binary" demo --bind 127.0.0.1:0 >"$work/demo.log" 2>&1 &
 pids+=($!)
-wait_for "http://127.0.0.1:$demo_port/readyz"
+demo="$(wait_ready $! "$work/demo.log" 's|.*behind the gateway at http://\([0-9.:]*\).*|\1|p')"
 status=0
-run_st "http://127.0.0.1:$demo_port/openapi.json" || status=1
+run_st "$demo/openapi.json" || status=1
 
 echo "== schemathesis: authentication on, a key scoped to contoso" >&2
 mkdir -p "$work/gateway"
@@ -64,7 +74,6 @@ for _ in $(seq 1 120); do [ -s "$work/gateway/scoregate.toml" ] && break; sleep 
 "$binary" keygen --name contoso-portal --tenants contoso >"$work/key.txt" 2>/dev/null
 key="$(grep -m1 '^sg_' "$work/key.txt")"
 digest="$(sed -n 's/^sha256 = "\(.*\)"$/\1/p' "$work/key.txt")"
-gateway_port="$(free_port)"
 cat >>"$work/gateway/scoregate.toml" <<TOML
 
 [[api_keys]]
@@ -74,12 +83,12 @@ tenants = ["contoso"]
 requests_per_minute = 1000000
 TOML
 SCOREGATE__AUTH__ENABLED=true \
-SCOREGATE__SERVER__BIND="127.0.0.1:$gateway_port" \
+SCOREGATE__SERVER__BIND=127.0.0.1:0 \
 SCOREGATE__HISTORY__URL="sqlite://$work/gateway/history.db" \
     "$binary" serve --config "$work/gateway/scoregate.toml" >"$work/gateway.log" 2>&1 &
 pids+=($!)
-wait_for "http://127.0.0.1:$gateway_port/readyz"
-run_st "http://127.0.0.1:$gateway_port/openapi.json" -H "Authorization: Bearer $key" || status=1
+gateway="$(wait_ready $! "$work/gateway.log" 's|.*scoregate is listening address=\([0-9.:]*\).*|\1|p')"
+run_st "$gateway/openapi.json" -H "Authorization: Bearer $key" || status=1
 if [ "$status" -ne 0 ]; then
     echo "schemathesis: failures above (logs of the servers were in $work, now removed)" >&2
     exit 1
